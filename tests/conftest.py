@@ -15,7 +15,6 @@ def loradex_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("loradex-home")
     monkeypatch.setenv("LORADEX_HOME", str(home))
     monkeypatch.delenv("LORADEX_DB", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     return home
 
