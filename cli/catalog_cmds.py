@@ -1,0 +1,165 @@
+"""init, add, inspect, list, show, versions, lineage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from .options import HomeOpt, JsonOpt, NameArg, QuietOpt, RefArg, open_catalog
+from .output import Output, human_size
+
+
+def _parse_tags(tags: list[str]) -> dict:
+    from loradex.registry.errors import UsageError
+
+    out = {}
+    for item in tags or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {item!r}: use KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(home: HomeOpt = None, json: JsonOpt = False) -> None:
+        """Create (or upgrade) the catalog and blob store in the loradex home."""
+        catalog = open_catalog(home)
+        data = {"home": str(catalog.home), "database": catalog.engine.url.render_as_string(hide_password=True),
+                "schema": catalog.schema_revision()}
+        Output(json_mode=json).result(data, lambda c: c.print(
+            f"loradex home {data['home']} ready (schema {data['schema']})"))
+
+    @app.command()
+    def add(
+        path: Annotated[Path, typer.Argument(help="Adapter file (.safetensors; pickles need --allow-pickle).")],
+        name: Annotated[Optional[str], typer.Option("--name", help="Adapter name (default: from the file name).")] = None,
+        version: Annotated[Optional[str], typer.Option("--version", help="Exact version X.Y.Z.")] = None,
+        bump: Annotated[Optional[str], typer.Option("--bump", help="major, minor (default) or patch.")] = None,
+        kind: Annotated[Optional[str], typer.Option("--kind", help="Override the probed kind.")] = None,
+        base: Annotated[Optional[str], typer.Option("--base", help="Override the probed base family.")] = None,
+        trigger: Annotated[Optional[List[str]], typer.Option("--trigger", help="Trigger word (repeatable).")] = None,
+        message: Annotated[str, typer.Option("--message", "-m", help="What changed.")] = "",
+        tag: Annotated[Optional[List[str]], typer.Option("--tag", help="KEY=VALUE (repeatable).")] = None,
+        link: Annotated[bool, typer.Option("--link", help="Hardlink instead of copying when possible.")] = False,
+        allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Scan and load a pickle (.pt/.bin/.ckpt) with weights_only.")] = False,
+        alias: Annotated[Optional[str], typer.Option("--alias", help="Also point this alias at the new version.")] = None,
+        home: HomeOpt = None, json: JsonOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        """Add a file as a new version of an adapter."""
+        from loradex.registry.adding import add_file
+
+        out = Output(json_mode=json, quiet=quiet)
+        catalog = open_catalog(home)
+        with out.progress("adding", transfer=True) as progress:
+            result = add_file(catalog, path, name=name, version=version, bump=bump, kind=kind,
+                              base=base, triggers=trigger, message=message, tags=_parse_tags(tag),
+                              link=link, allow_pickle=allow_pickle, alias=alias, progress=progress)
+        if result.note:
+            out.warn(result.note)
+        v = result.version
+        out.result(result, lambda c: c.print(
+            f"added {v.ref}  {v.probe.get('kind', '')}/{v.probe.get('format', '')} "
+            f"base={v.probe.get('base', '')}  sha256:{v.sha256[:12]}  {human_size(v.size)}"
+            + ("  (already stored)" if result.stored_bytes == 0 else "")))
+
+    @app.command()
+    def inspect(
+        path: Annotated[Path, typer.Argument(help="File to probe (nothing is added).")],
+        explain: Annotated[bool, typer.Option("--explain", help="Show every prober's verdict and reason.")] = False,
+        allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Scan and load a pickle with weights_only.")] = False,
+        json: JsonOpt = False,
+    ) -> None:
+        """Probe a file: kind, format, base family, ranks, triggers, metadata."""
+        from loradex.registry.probe import explain_path, probe_path
+
+        out = Output(json_mode=json)
+        if explain:
+            verdicts = explain_path(path)
+            out.result([v.to_dict() for v in verdicts], lambda c: out.table(
+                ["prober", "verdict", "reason"],
+                [[v.prober, "mine" if v.matched else "not mine", v.reason] for v in verdicts],
+                title=str(path)))
+            return
+        facts = probe_path(path, allow_pickle=allow_pickle).to_dict()
+        out.result(facts, lambda c: _print_facts(c, path, facts))
+
+    @app.command("list")
+    def list_(home: HomeOpt = None, json: JsonOpt = False) -> None:
+        """List adapters: kind, base, latest version, aliases, size."""
+        catalog = open_catalog(home)
+        rows = catalog.list_adapters()
+        out = Output(json_mode=json)
+        out.result([r.to_dict() for r in rows], lambda c: out.table(
+            ["name", "kind", "base", "latest", "versions", "aliases", "size"],
+            [[r.name, r.kind, r.base, r.latest or "-", r.versions,
+              ", ".join(f"{a}→{v}" for a, v in sorted(r.aliases.items())), human_size(r.size)]
+             for r in rows]))
+
+    @app.command()
+    def show(ref: RefArg, home: HomeOpt = None, json: JsonOpt = False) -> None:
+        """Show one version: hashes, probe facts, triggers, aliases, lineage."""
+        catalog = open_catalog(home)
+        version = catalog.resolve(ref)
+        data = version.to_dict(full=True)
+        data["aliases"] = {a.name: a.version for a in catalog.aliases(version.adapter)}
+        data["lineage"] = [e.to_dict() for e in catalog.lineage(version.ref)]
+        Output(json_mode=json).result(data, lambda c: _print_version(c, data))
+
+    @app.command()
+    def versions(name: NameArg, all_: Annotated[bool, typer.Option("--all", help="Include removed versions.")] = False,
+                 home: HomeOpt = None, json: JsonOpt = False) -> None:
+        """List the versions of an adapter (oldest first)."""
+        catalog = open_catalog(home)
+        rows = catalog.versions(name, include_deleted=all_)
+        aliases: dict[str, list[str]] = {}
+        for a in catalog.aliases(name):
+            aliases.setdefault(a.version, []).append(a.name)
+        out = Output(json_mode=json)
+        out.result([{**v.to_dict(), "aliases": aliases.get(v.version, [])} for v in rows], lambda c: out.table(
+            ["version", "sha256", "size", "format", "aliases", "created", "message"],
+            [[v.version + (" (removed)" if v.deleted else ""), v.sha256[:12], human_size(v.size),
+              v.file_format, ", ".join(aliases.get(v.version, [])),
+              v.created_at.strftime("%Y-%m-%d %H:%M") if v.created_at else "", v.message] for v in rows],
+            title=name))
+
+    @app.command()
+    def lineage(ref: RefArg, home: HomeOpt = None, json: JsonOpt = False) -> None:
+        """Show where a version came from (parents, recursively, with recipes)."""
+        catalog = open_catalog(home)
+        edges = catalog.lineage(ref)
+        out = Output(json_mode=json)
+        out.result([e.to_dict() for e in edges], lambda c: out.table(
+            ["child", "relation", "parent"], [[e.child, e.relation, e.parent] for e in edges]))
+
+
+def _print_facts(console, path, facts: dict) -> None:
+    console.print(f"[bold]{path}[/bold]")
+    for key in ("kind", "algorithm", "format", "base", "ranks", "alphas", "components", "module_count",
+                "target_modules", "conv", "n_vectors", "tokens", "trigger_words", "tensor_count", "dtypes"):
+        value = facts.get(key)
+        if value not in (None, [], {}, ""):
+            console.print(f"  {key:15} {value}")
+    for warning in facts.get("warnings") or []:
+        console.print(f"  [yellow]warning[/yellow]        {warning}")
+
+
+def _print_version(console, data: dict) -> None:
+    console.print(f"[bold]{data['ref']}[/bold]  {data['file_format']}  {human_size(data['size'])}")
+    for key, value in data["hashes"].items():
+        console.print(f"  {key:10} {value}")
+    probe = data.get("probe") or {}
+    for key in ("kind", "base", "ranks", "components", "module_count"):
+        if probe.get(key) not in (None, [], ""):
+            console.print(f"  {key:10} {probe[key]}")
+    if data["trigger_words"]:
+        console.print(f"  triggers   {', '.join(data['trigger_words'])}")
+    if data["aliases"]:
+        console.print("  aliases    " + ", ".join(f"{a}→{v}" for a, v in data["aliases"].items()))
+    for edge in data["lineage"]:
+        console.print(f"  lineage    {edge['child']} {edge['relation']} {edge['parent']}")
+    if data["message"]:
+        console.print(f"  message    {data['message']}")

@@ -1,0 +1,29 @@
+"""demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .options import JsonOpt
+from .output import Output, human_size
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(
+        home: Annotated[Optional[Path], typer.Option("--home", help="Home to use (default: a new temp dir).")] = None,
+        json: JsonOpt = False,
+    ) -> None:
+        """Run the offline tour: synthetic adapters, versions, production alias, rollback."""
+        from loradex.trainer.demo import run_demo
+
+        out = Output(json_mode=json)
+        result = run_demo(home, log=out.info)
+        out.result(result, lambda c: out.table(
+            ["name", "kind", "base", "latest", "versions", "aliases", "size"],
+            [[a["name"], a["kind"], a["base"], a["latest"], a["versions"],
+              ", ".join(f"{k}→{v}" for k, v in a["aliases"].items()), human_size(a["size"])]
+             for a in result["adapters"]], title="catalog"))

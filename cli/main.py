@@ -1,0 +1,49 @@
+"""Entry point: run the typer app; turn loradex errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    from loradex.cli.app import app
+
+    debug = os.environ.get("LORADEX_DEBUG") == "1"
+    try:
+        rv = app(args=argv, prog_name="loradex", standalone_mode=False)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
+        code, message = describe_error(exc)
+        if debug or code is None:
+            if not debug:
+                sys.stderr.write("loradex: internal error (set LORADEX_DEBUG=1 for the traceback): "
+                                 f"{type(exc).__name__}: {exc}\n")
+                sys.exit(3)
+            raise
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(code)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def describe_error(exc: BaseException) -> tuple[int | None, str]:
+    """(exit code, one-line message); code None means a bug."""
+    from loradex.registry.errors import LoradexError
+
+    if isinstance(exc, LoradexError):
+        return exc.exit_code, " ".join(str(exc).split("\n"))
+    # typer (>= 0.20) vendors its own click; match its exceptions by shape, whichever click it is.
+    if type(exc).__name__ == "Abort":
+        return 130, "aborted"
+    if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+        return exc.exit_code or 1, exc.format_message().replace("\n", " ")
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(exc, PermissionError):
+        return 1, f"permission denied: {exc.filename or exc}"
+    if isinstance(exc, FileNotFoundError):
+        return 1, f"no such file: {exc.filename or exc}"
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return 1, "no space left on device"
+    return None, str(exc)

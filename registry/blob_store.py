@@ -1,0 +1,258 @@
+"""Content-addressed blob store: ``<home>/blobs/sha256/ab/cdef…``.
+
+A blob is written to a temporary file in ``blobs/sha256/`` (same file system as its final place),
+hashed in the same pass as it is copied, fsynced, then renamed into place. A final name therefore
+always holds exactly the bytes its name says. Reading and writing overlap (a writer thread), so an
+add costs about one read pass. ``--link`` hardlinks the source instead of copying when it can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .atomic_files import TMP_PREFIX, fsync_dir
+from .errors import InvalidFile, NotFound
+from .hashing import FileHashes, MultiHasher, hash_file
+
+CHUNK = 4 << 20
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    hashes: FileHashes
+    path: Path
+    linked: bool  # stored as a hardlink of the source
+    existed: bool  # the blob was already in the store (nothing written)
+    note: str = ""  # e.g. why --link fell back to a copy
+
+
+class BlobStore:
+    def __init__(self, home: Path):
+        self.root = Path(home) / "blobs" / "sha256"
+
+    def path_for(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:]
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def open(self, sha256: str):
+        path = self.path_for(sha256)
+        if not path.is_file():
+            raise NotFound(f"blob sha256:{sha256[:12]} is missing from the store",
+                           hint="run `loradex verify` to list problems")
+        return open(path, "rb")
+
+    # --- writing ------------------------------------------------------------------------
+    def add_file(self, src: str | os.PathLike, *, link: bool = False,
+                 progress: Progress | None = None) -> StoredBlob:
+        src = Path(src)
+        if not src.is_file():
+            raise InvalidFile(src, "not a regular file", hint="give the path of an adapter file")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if link:
+            linked = self._add_by_link(src, progress)
+            if linked.linked or linked.existed:
+                return linked
+            return self._add_by_copy(src, progress, note=linked.note)
+        return self._add_by_copy(src, progress)
+
+    def add_bytes(self, data: bytes) -> StoredBlob:
+        self.root.mkdir(parents=True, exist_ok=True)
+        hasher = MultiHasher()
+        hasher.update(data)
+        hashes = hasher.result()
+        final = self.path_for(hashes.sha256)
+        if final.is_file():
+            return StoredBlob(hashes, final, linked=False, existed=True)
+        fd, tmp = self._temp_file()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return self._publish(tmp, hashes)
+
+    def _temp_file(self) -> tuple[int, Path]:
+        """A new temp file, exclusively flock'ed while its writer lives, so ``gc`` can tell a
+        live writer's file from one left by a killed process (the kernel drops the lock)."""
+        import fcntl
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.root)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd, Path(name)
+
+    def _publish(self, tmp: Path, hashes: FileHashes, *, linked: bool = False, note: str = "") -> StoredBlob:
+        final = self.path_for(hashes.sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.is_file():
+            tmp.unlink(missing_ok=True)
+            return StoredBlob(hashes, final, linked=False, existed=True, note=note)
+        if not linked:
+            os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        return StoredBlob(hashes, final, linked=linked, existed=False, note=note)
+
+    def _add_by_copy(self, src: Path, progress: Progress | None, note: str = "") -> StoredBlob:
+        fd, tmp = self._temp_file()
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as fout:
+                hashes = _copy_hashing(src, fout, progress)
+                return self._publish(tmp, hashes, note=note)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _add_by_link(self, src: Path, progress: Progress | None) -> StoredBlob:
+        hashes = hash_file(src)
+        if progress:
+            progress(hashes.size, hashes.size, "hashed")
+        final = self.path_for(hashes.sha256)
+        if final.is_file():
+            return StoredBlob(hashes, final, linked=False, existed=True)
+        tmp = self.root / f"{TMP_PREFIX}link-{os.getpid()}-{threading.get_ident()}"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                return StoredBlob(hashes, final, linked=False, existed=False,
+                                  note=f"--link not possible ({os.strerror(exc.errno)}): copied instead")
+            raise
+        # The source may have changed between hashing and linking: check the linked bytes' size.
+        if tmp.stat().st_size != hashes.size:
+            tmp.unlink(missing_ok=True)
+            raise InvalidFile(src, "changed while being added", hint="try again")
+        return self._publish(tmp, hashes, linked=True)
+
+    # --- maintenance --------------------------------------------------------------------
+    def iter_blobs(self) -> Iterator[tuple[str, Path]]:
+        if not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if not sub.is_dir() or len(sub.name) != 2:
+                continue
+            for path in sorted(sub.iterdir()):
+                if path.name.startswith(TMP_PREFIX):
+                    continue
+                yield sub.name + path.name, path
+
+    def remove(self, sha256: str) -> int:
+        path = self.path_for(sha256)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only succeeds when empty
+        return size
+
+    def verify_blob(self, sha256: str) -> str | None:
+        """None when healthy, otherwise what is wrong."""
+        path = self.path_for(sha256)
+        if not path.is_file():
+            return "missing"
+        actual = hash_file(path).sha256
+        if actual != sha256:
+            return f"content hash is {actual[:12]}… (corrupted)"
+        return None
+
+    def remove_abandoned_temp_files(self) -> int:
+        """Delete temp files whose writer is gone (no flock held); returns bytes freed."""
+        import fcntl
+
+        freed = 0
+        if not self.root.is_dir():
+            return 0
+        for path in self.root.glob(f"{TMP_PREFIX}*"):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # a live writer holds it
+            try:
+                freed += os.fstat(fd).st_size
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return freed
+
+
+@contextlib.contextmanager
+def store_lock(home: Path, *, exclusive: bool) -> Iterator[None]:
+    """Writers (blob written → row committed) hold it shared; ``gc`` holds it exclusive, so gc
+    never deletes a blob whose row is about to be committed. The kernel releases it on kill -9."""
+    import fcntl
+
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / ".store.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _copy_hashing(src: Path, fout, progress: Progress | None) -> FileHashes:
+    """Copy ``src`` into the open file ``fout`` while hashing, one read pass; the write runs in a thread so the
+    disk write overlaps with hashing (hashlib and file writes release the GIL)."""
+    total = src.stat().st_size
+    hasher = MultiHasher()
+    pool: queue.Queue = queue.Queue()
+    for _ in range(4):
+        pool.put(bytearray(CHUNK))
+    work: queue.Queue = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+
+    def writer(fh) -> None:
+        try:
+            while True:
+                item = work.get()
+                if item is None:
+                    return
+                buf, n = item
+                fh.write(memoryview(buf)[:n])
+                pool.put(buf)
+        except BaseException as exc:  # surfaced in the reader
+            failure.append(exc)
+            while (item := work.get()) is not None:
+                pool.put(item[0])  # keep the reader from waiting on a buffer
+
+    done = 0
+    with open(src, "rb", buffering=0) as fin:
+        thread = threading.Thread(target=writer, args=(fout,), daemon=True)
+        thread.start()
+        try:
+            while not failure:
+                buf = pool.get()
+                n = fin.readinto(buf)
+                if not n:
+                    pool.put(buf)
+                    break
+                hasher.update(memoryview(buf)[:n])
+                work.put((buf, n))
+                done += n
+                if progress:
+                    progress(done, total, "copy")
+        finally:
+            work.put(None)
+            thread.join()
+        if failure:
+            raise failure[0]
+        os.fsync(fout.fileno())
+    return hasher.result()

@@ -1,0 +1,56 @@
+"""``loradex demo``: a tour of the catalog on synthetic adapters, offline, in seconds.
+
+Each step reports through ``log(message)``; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def run_demo(home: Path | None = None, *, log: Callable[[str], None] = print) -> dict:
+    from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
+    from loradex.registry.adding import add_file
+    from loradex.registry.catalog import Catalog
+    from loradex.registry.operations import MoveAlias, RollbackAlias
+
+    home = Path(home) if home else Path(tempfile.mkdtemp(prefix="loradex-demo-"))
+    catalog = Catalog(home)
+    log(f"demo home: {home}")
+    work = home / "demo-files"
+    work.mkdir(parents=True, exist_ok=True)
+
+    style_v1 = write_random_kohya_lora(work / "watercolor_v1.safetensors", rank=4, alpha=2, seed=1,
+                                       trigger="wtrclr")
+    style_v2 = write_random_kohya_lora(work / "watercolor_v2.safetensors", rank=8, alpha=4, seed=2,
+                                       trigger="wtrclr")
+    character = write_random_kohya_lora(work / "kiriko.safetensors", rank=4, alpha=4, seed=3,
+                                        trigger="krk")
+    embedding = write_random_embedding(work / "easy-negative.safetensors", n_vectors=4, dim=32, seed=4)
+
+    added = [
+        add_file(catalog, style_v1, name="watercolor", message="first cut"),
+        add_file(catalog, style_v2, name="watercolor", message="rank 8, more steps"),
+        add_file(catalog, character, name="kiriko"),
+        add_file(catalog, embedding, name="easy-negative"),
+    ]
+    for result in added:
+        v = result.version
+        log(f"added {v.ref}: {v.probe.get('kind')}/{v.probe.get('format')} base={v.probe.get('base')} "
+            f"triggers={list(v.trigger_words)}")
+
+    catalog.apply([MoveAlias("watercolor@1.0.0", "production", reason="demo: first release")])
+    catalog.apply([MoveAlias("watercolor@1.1.0", "production", reason="demo: promote 1.1.0")])
+    log("production → watercolor@1.1.0")
+    (event,) = catalog.apply([RollbackAlias("watercolor", "production", reason="demo: 1.1.0 drifts")])
+    log(f"rollback: production {event.from_version} → {event.to_version}")
+    history = catalog.alias_history("watercolor", "production")
+    summary = catalog.list_adapters()
+    return {
+        "home": str(home),
+        "adapters": [s.to_dict() for s in summary],
+        "production": catalog.resolve("watercolor@production").version,
+        "history": [e.to_dict() for e in history],
+    }
