@@ -1,0 +1,205 @@
+"""Registry of merge methods by name, and the module-by-module driver they share.
+
+A method registers a per-module function::
+
+    @register_merge_method("svd")
+    def merge_svd_module(name, modules, weights, *, rank=None, seed=None, **opts) -> (LoraModule | None, ModuleReport)
+
+``modules`` holds one entry per input adapter (None where that adapter lacks the module). The
+driver (``merge_stream``) asks a loader for one module group at a time, so callers can stream
+modules from disk and never hold every ΔW at once; ``merge_adapters`` is the in-memory form.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from .lora_module import DenseDelta, LoraModule, ModuleLike
+from .merge_report import AdapterReport, ModuleReport
+
+ModuleMergeFn = Callable[..., "tuple[LoraModule | None, ModuleReport]"]
+Progress = Callable[[int, int, str], None]
+
+# modules whose import registers the built-in methods (imported on first look-up, not at
+# package import, so `loradex --help` never pays for them)
+_BUILTIN_METHOD_MODULES = ("concat_merge", "svd_merge", "ties_dare")
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    merge_module: ModuleMergeFn
+    exact: bool  # result ΔW equals the weighted sum to float rounding
+    accepts_dense: bool  # takes DenseDelta inputs (expanded LyCORIS)
+    uses_seed: bool
+    summary: str
+
+    def option_names(self) -> set[str]:
+        params = inspect.signature(self.merge_module).parameters
+        return {p.name for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def merge(
+        self,
+        adapters: Sequence[Mapping[str, ModuleLike]],
+        weights: Sequence[float],
+        *,
+        rank: int | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+        **opts,
+    ) -> tuple[dict[str, LoraModule], AdapterReport]:
+        return merge_adapters(self.name, adapters, weights, rank=rank, seed=seed, progress=progress, **opts)
+
+
+_METHODS: dict[str, MergeMethod] = {}
+
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def register_merge_method(name: str, *, exact: bool = False, accepts_dense: bool = True, uses_seed: bool = False):
+    """Decorator: register a per-module merge function under ``name`` (``_`` and ``-`` are the same)."""
+
+    def decorate(fn: ModuleMergeFn) -> ModuleMergeFn:
+        key = _canonical(name)
+        if key in _METHODS and _METHODS[key].merge_module is not fn:
+            raise ValueError(f"merge method {key!r} is already registered")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _METHODS[key] = MergeMethod(key, fn, exact, accepts_dense, uses_seed, doc[0] if doc else "")
+        return fn
+
+    return decorate
+
+
+def _load_builtin_methods() -> None:
+    for module in _BUILTIN_METHOD_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+
+
+def available_merge_methods() -> list[str]:
+    _load_builtin_methods()
+    return sorted(_METHODS)
+
+
+def get_merge_method(name: str) -> MergeMethod:
+    from loradex.registry.errors import UsageError
+
+    _load_builtin_methods()
+    method = _METHODS.get(_canonical(name))
+    if method is None:
+        raise UsageError(f"unknown merge method {name!r}", hint=f"one of: {', '.join(sorted(_METHODS))}")
+    return method
+
+
+def _check_options(method: MergeMethod, opts: Mapping[str, object]) -> None:
+    from loradex.registry.errors import UsageError
+
+    unknown = sorted(set(opts) - method.option_names())
+    if unknown:
+        raise UsageError(
+            f"merge method {method.name!r} does not take option(s) {', '.join(unknown)}",
+            hint=f"it takes: {', '.join(sorted(method.option_names())) or 'none'}",
+        )
+
+
+def merge_stream(
+    method: str | MergeMethod,
+    module_names: Iterable[str],
+    load_group: Callable[[str], Sequence[ModuleLike | None]],
+    weights: Sequence[float],
+    *,
+    rank: int | None = None,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    module_weights: Callable[[str], Sequence[float]] | None = None,
+    **opts,
+) -> Iterator[tuple[str, LoraModule | None, ModuleReport]]:
+    """Merge one module at a time: ``load_group(name)`` returns that module from each input.
+
+    Yields (name, merged module or None when nothing is left, report). ``module_weights(name)``,
+    if given, multiplies the adapter weights per module (block weights).
+    """
+    from loradex.registry.errors import IncompatibleAdapters, UsageError
+
+    m = method if isinstance(method, MergeMethod) else get_merge_method(method)
+    _check_options(m, opts)
+    names = list(module_names)
+    total = len(names)
+    for done, name in enumerate(names):
+        group = list(load_group(name))
+        if len(group) != len(weights):
+            raise UsageError(f"{name}: {len(group)} inputs but {len(weights)} weights")
+        if not m.accepts_dense and any(isinstance(g, DenseDelta) for g in group):
+            raise IncompatibleAdapters(
+                f"{name}: method {m.name!r} needs LoRA factors, but an input is a full ΔW (LyCORIS)",
+                hint="use --method svd (or ties/dare) for LyCORIS inputs",
+            )
+        w = [float(x) for x in weights]
+        if module_weights is not None:
+            w = [a * float(b) for a, b in zip(w, module_weights(name), strict=True)]
+        merged, report = m.merge_module(name, group, w, rank=rank, seed=seed, **opts)
+        if progress is not None:
+            progress(done + 1, total, name)
+        yield name, merged, report
+
+
+def merge_adapters(
+    method: str | MergeMethod,
+    adapters: Sequence[Mapping[str, ModuleLike]],
+    weights: Sequence[float],
+    *,
+    rank: int | None = None,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    module_weights: Callable[[str], Sequence[float]] | None = None,
+    **opts,
+) -> tuple[dict[str, LoraModule], AdapterReport]:
+    """Merge in-memory adapters (dicts name → LoraModule / DenseDelta) with a registered method.
+
+    Modules present in only some adapters are merged from those that have them.
+    """
+    from loradex.registry.errors import UsageError
+
+    m = method if isinstance(method, MergeMethod) else get_merge_method(method)
+    if len(adapters) != len(weights):
+        raise UsageError(f"{len(adapters)} adapters but {len(weights)} weights")
+    if not adapters:
+        raise UsageError("nothing to merge")
+    names: dict[str, None] = {}
+    for adapter in adapters:
+        names.update(dict.fromkeys(adapter))  # first-seen order, deterministic
+    report = AdapterReport(
+        operation=f"merge:{m.name}",
+        params={"weights": [float(w) for w in weights], "rank": rank, "seed": seed, **opts},
+    )
+    merged: dict[str, LoraModule] = {}
+    stream = merge_stream(
+        m,
+        names,
+        lambda n: [a.get(n) for a in adapters],
+        weights,
+        rank=rank,
+        seed=seed,
+        progress=progress,
+        module_weights=module_weights,
+        **opts,
+    )
+    for name, module, module_report in stream:
+        if module is None:
+            report.skipped[name] = module_report.note or "no contribution"
+        else:
+            merged[name] = module
+            report.add(module_report)
+    return merged, report
+
+
+def default_rank(modules: Sequence[ModuleLike | None], rank: int | None) -> int | None:
+    """The requested rank, else the largest input rank of this module (None if all are dense)."""
+    if rank is not None:
+        return int(rank)
+    ranks = [m.rank for m in modules if isinstance(m, LoraModule)]
+    return max(ranks) if ranks else None
