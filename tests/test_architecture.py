@@ -1,0 +1,81 @@
+"""The dependency direction and light import paths the architecture promises."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["registry", "merge", "trainer", "cli"]  # each may import only those before it
+FORBIDDEN_EVERYWHERE_BUT_CLI = {"typer", "rich"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_dependency_direction():
+    problems = []
+    for i, layer in enumerate(LAYERS):
+        later = LAYERS[i + 1:]
+        for path in (ROOT / layer).rglob("*.py"):
+            for mod in _imports(path):
+                parts = mod.split(".")
+                if parts[0] == "loradex" and len(parts) > 1 and parts[1] in later:
+                    problems.append(f"{path.relative_to(ROOT)} imports {mod}")
+                if layer != "cli" and parts[0] in FORBIDDEN_EVERYWHERE_BUT_CLI:
+                    problems.append(f"{path.relative_to(ROOT)} imports {mod} (only cli/ may)")
+    assert not problems, "\n".join(problems)
+
+
+def test_registry_imports_without_torch():
+    code = (
+        "import sys, pkgutil, importlib, loradex.registry as r\n"
+        "for m in pkgutil.walk_packages(r.__path__, 'loradex.registry.'):\n"
+        "    if '.migrations' in m.name: continue\n"
+        "    importlib.import_module(m.name)\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'peft', 'transformers') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "", f"importing loradex.registry pulled in: {out.strip()}"
+
+
+def test_help_path_is_light():
+    code = (
+        "import sys\n"
+        "from loradex.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'peft', 'transformers', 'huggingface_hub') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY=" in proc.stderr and proc.stderr.split("HEAVY=")[1].strip() == ""
+
+
+def test_every_command_has_help_and_is_documented():
+    from loradex.cli.app import app
+    import typer.main
+
+    group = typer.main.get_command(app)
+    readme = (ROOT / "README.md").read_text() + "".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    missing_help, undocumented = [], []
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        entries = [(f"{name} {s}", c) for s, c in subs.items()] if subs else [(name, cmd)]
+        for full, c in entries:
+            if not (c.help or c.short_help):
+                missing_help.append(full)
+            if f"loradex {full}" not in readme:
+                undocumented.append(full)
+    assert not missing_help, f"commands without help: {missing_help}"
+    assert not undocumented, f"commands not in README/docs: {undocumented}"
