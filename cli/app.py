@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "loradex.cli.alias_cmds",
     "loradex.cli.maintenance_cmds",
     "loradex.cli.demo_cmd",
+    "loradex.cli.import_export_cmds",
 ]
 
 for _module in COMMAND_MODULES:
