@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .atomic_files import TMP_PREFIX, fsync_dir
+from .crashpoints import crashpoint
 from .errors import InvalidFile, NotFound
 from .hashing import FileHashes, MultiHasher, hash_file
 
@@ -91,6 +92,7 @@ class BlobStore:
         return fd, Path(name)
 
     def _publish(self, tmp: Path, hashes: FileHashes, *, linked: bool = False, note: str = "") -> StoredBlob:
+        crashpoint("blob-temp-written")
         final = self.path_for(hashes.sha256)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.is_file():
@@ -100,6 +102,7 @@ class BlobStore:
             os.chmod(tmp, 0o444)
         os.replace(tmp, final)
         fsync_dir(final.parent)
+        crashpoint("blob-published")
         return StoredBlob(hashes, final, linked=linked, existed=False, note=note)
 
     def _add_by_copy(self, src: Path, progress: Progress | None, note: str = "") -> StoredBlob:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from . import entities as E
 from .blob_store import BlobStore
+from .crashpoints import crashpoint
 from .db_schema import AdapterRow, AliasEventRow, AliasRow, LineageRow, VersionRow
 from .errors import AmbiguousRef, CatalogError, NotFound
 from .paths import database_url, loradex_home
@@ -123,8 +124,12 @@ class Catalog:
                 with self.engine.connect().execution_options(loradex_write=write) as conn:
                     with Session(bind=conn, expire_on_commit=False) as session:
                         result = fn(session)
+                        if write:
+                            crashpoint("before-commit")
                         session.commit()
                         conn.commit()
+                        if write:
+                            crashpoint("after-commit")
                         return result
             except RetryTransaction as exc:
                 if attempt == attempts - 1:

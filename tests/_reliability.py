@@ -1,0 +1,148 @@
+"""Crash-consistency harness: run a loradex command in a subprocess, kill it with SIGKILL (at a
+named crash point or after a random delay), then check the home is consistent and that
+re-running the command completes. Used by tests/test_reliability_crash.py (reduced) and
+bench/reliability_full.py (≥ 100 kills per operation)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loradex.merge.synthetic_adapters import write_random_kohya_lora
+from loradex.registry.catalog import Catalog
+from loradex.registry.crashpoints import POINTS
+from loradex.registry.maintenance import verify
+
+LORADEX = str(Path(sys.executable).with_name("loradex"))
+
+
+@dataclass
+class Outcome:
+    op: str
+    trials: int = 0
+    killed: int = 0
+    inconsistencies: list[str] = field(default_factory=list)
+
+
+def make_home(root: Path, files: Path) -> Path:
+    """A home with style@1.0.0, style@1.1.0 and production → 1.1.0 (previously 1.0.0)."""
+    from loradex.registry.adding import add_file
+    from loradex.registry.operations import MoveAlias
+
+    home = root / f"home-{random.getrandbits(32):08x}"
+    catalog = Catalog(home)
+    add_file(catalog, files / "a.safetensors", name="style")
+    add_file(catalog, files / "b.safetensors", name="style")
+    catalog.apply([MoveAlias("style@1.0.0", "production")])
+    catalog.apply([MoveAlias("style@1.1.0", "production")])
+    return home
+
+
+def make_files(root: Path) -> Path:
+    files = root / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate("abc"):
+        write_random_kohya_lora(files / f"{name}.safetensors", seed=500 + i, rank=8)
+    return files
+
+
+def operations(files: Path) -> dict[str, list[str]]:
+    return {
+        "add": ["add", str(files / "c.safetensors"), "--name", "style"],
+        "alias-set": ["alias", "set", "style@1.0.0", "staging"],
+        "rollback": ["rollback", "style"],
+        "rm": ["rm", "style@1.0.0"],
+        "gc": ["gc"],
+    }
+
+
+def check_home(home: Path) -> list[str]:
+    """Every way a home can be inconsistent after a crash; [] when healthy."""
+    problems = []
+    catalog = Catalog(home)
+    report = verify(catalog)
+    problems += [f"verify: {p}" for p in report.problems]
+    for summary in catalog.list_adapters():
+        for alias, version in summary.aliases.items():
+            events = catalog.alias_history(summary.name, alias)
+            if not events or events[-1].to_version != version:
+                problems.append(f"{summary.name}@{alias} → {version} but history ends at "
+                                f"{events[-1].to_version if events else None}")
+            for prev, ev in zip(events, events[1:]):
+                if ev.from_version != prev.to_version:
+                    problems.append(f"{summary.name}@{alias}: broken history chain at event {ev.id}")
+    final_names = [p for p in (home / "blobs" / "sha256").glob("??/*")]
+    for path in final_names:
+        if path.name.startswith(".tmp"):
+            problems.append(f"temp file under a final folder: {path}")
+    return problems
+
+
+def run_killed(args: list[str], home: Path, *, crash_at: str | None, delay: float | None) -> bool:
+    """Run ``loradex args`` and kill it; True if it was killed before finishing."""
+    env = {**os.environ, "LORADEX_HOME": str(home)}
+    if crash_at:
+        env["LORADEX_CRASH_AT"] = crash_at
+    proc = subprocess.Popen([LORADEX, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if delay is not None:
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=120)
+    return proc.returncode == -signal.SIGKILL
+
+
+def rerun(args: list[str], home: Path) -> tuple[int, str]:
+    env = {**os.environ, "LORADEX_HOME": str(home)}
+    env.pop("LORADEX_CRASH_AT", None)
+    proc = subprocess.run([LORADEX, *args], env=env, capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stderr
+
+
+# An op "completes" on re-run when it succeeds or reports that its effect is already there.
+ALREADY_DONE = ("already", "no earlier version", "was removed", "has no version")
+
+
+def trial(op: str, args: list[str], root: Path, files: Path, *, crash_at: str | None,
+          delay: float | None, outcome: Outcome) -> None:
+    home = make_home(root, files)
+    try:
+        outcome.trials += 1
+        outcome.killed += run_killed(args, home, crash_at=crash_at, delay=delay)
+        problems = check_home(home)
+        code, err = rerun(args, home)
+        if code != 0 and not any(word in err for word in ALREADY_DONE):
+            problems.append(f"re-run failed: {err.strip()}")
+        problems += check_home(home)
+        # the next gc must clean temp files left by the killed writer
+        rerun(["gc"], home)
+        leftovers = list((home / "blobs" / "sha256").glob(".tmp-loradex-*"))
+        if leftovers:
+            problems.append(f"temp files survive gc: {leftovers}")
+        outcome.inconsistencies += [f"{op} ({crash_at or f'{delay:.2f}s'}): {p}" for p in problems]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_campaign(root: Path, per_op: int, *, seed: int = 0, ops: list[str] | None = None) -> list[Outcome]:
+    rng = random.Random(seed)
+    files = make_files(root)
+    outcomes = []
+    for op, args in operations(files).items():
+        if ops and op not in ops:
+            continue
+        outcome = Outcome(op)
+        for i in range(per_op):
+            if i < len(POINTS):
+                trial(op, args, root, files, crash_at=POINTS[i], delay=None, outcome=outcome)
+            else:
+                trial(op, args, root, files, crash_at=None, delay=rng.uniform(0.05, 1.2), outcome=outcome)
+        outcomes.append(outcome)
+    return outcomes
