@@ -36,7 +36,7 @@ def concat_merge_files(inputs: list[Path], output: Path) -> None:
         names.update(dict.fromkeys(k.split(".", 1)[0] for k in h.keys()))
     out: dict = {}
     for name, module, _ in merge_stream(
-        "concat", names, lambda n: [read_module(h, n) for h in handles], list(WEIGHTS)
+        "concat", names, lambda n: [read_module(h, n) for h in handles], list(WEIGHTS), dtype=torch.float16
     ):
         out.update(kohya_state_dict_from_modules({name: module}, dtype=torch.float16))
     save_file(out, str(output))

@@ -129,6 +129,15 @@ def test_concat_equals_runtime_sum_for_mixed_ranks_alphas_and_signs():
     assert report.modules[LIN].input_ranks == [4, 8, 16]
 
 
+def test_concat_in_half_precision_equals_float32_math_rounded_once():
+    adapters = [{n: LoraModule(m.down.half(), m.up.half(), m.alpha) for n, m in a.items()} for a in three_adapters()]
+    f32, _ = merge_adapters("concat", adapters, WEIGHTS)
+    f16, _ = merge_adapters("concat", adapters, WEIGHTS, dtype=torch.float16)
+    for name in (LIN, CONV, TE):
+        assert f16[name].up.dtype == torch.float16
+        assert torch.equal(f16[name].up, f32[name].up.half()) and torch.equal(f16[name].down, f32[name].down.half())
+
+
 def test_concat_linear_and_1x1_conv_of_the_same_layer():
     gen = torch.Generator().manual_seed(3)
     a = rand_lora(gen, 4, out_f=8, in_f=6)
