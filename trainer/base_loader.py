@@ -1,0 +1,260 @@
+"""Loading a base model for rendering, stacking or training, offline.
+
+``load_base(ref_or_path)`` accepts, tried in this order:
+
+- ``tiny-sd1`` / ``tiny-sdxl``: built in-process (``loradex.trainer.tiny_pipeline``);
+- a local diffusers folder (has ``model_index.json``);
+- a single-file checkpoint (``.safetensors``; ``.ckpt``/``.pt`` only with ``allow_pickle=True``,
+  and even then diffusers reads it with ``torch.load(weights_only=True)``);
+- a Hugging Face hub id (``owner/name``) already in the local HF cache (never downloads).
+
+Registered checkpoints in the catalog are resolved to a file by the caller, then passed here.
+
+``BaseInfo.hash`` identifies the weights, not where they lie:
+- folder / hub snapshot: sha256 of the sorted lines ``<relative path>\\0<file sha256>\\n`` over
+  weight and config files (hub blobs named by their sha256, i.e. LFS files, are not re-read);
+- single file: the file's sha256;
+- tiny: sha256 of ``<recipe string>\\0seed=<seed>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from loradex.registry.errors import NotFound, UnsafePickle, UnsupportedFormat, UsageError
+
+TINY_PREFIX = "tiny-"
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+HASHED_SUFFIXES = {".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt", ".model",
+                   ".yaml", ".yml", ".msgpack", ".onnx", ".gguf"}
+SINGLE_FILE_SAFE = {".safetensors"}
+SINGLE_FILE_PICKLE = {".ckpt", ".pt", ".pth", ".bin"}
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    ref: str          # what the user gave (path as given, hub id, or tiny-sd1)
+    family: str       # sd1 | sd2 | sdxl | sd3 | flux | unknown
+    hash: str         # hex sha256 (see module docstring)
+    source: str = ""  # tiny | folder | single_file | hub
+    path: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"ref": self.ref, "family": self.family, "hash": self.hash, "source": self.source,
+                "path": self.path}
+
+
+# --- family from a loaded pipeline (registry: pipeline class name -> decider) --------------------
+
+FAMILY_BY_PIPELINE: dict[str, Callable] = {}
+
+
+def _family_for(*class_names: str):
+    def register(fn):
+        for name in class_names:
+            FAMILY_BY_PIPELINE[name] = fn
+        return fn
+    return register
+
+
+@_family_for("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+             "StableDiffusionInpaintPipeline")
+def _sd1_or_sd2(pipe) -> str:
+    # SD 2.x has the same pipeline class; its OpenCLIP ViT-H text encoder is 1024 wide
+    width = getattr(getattr(pipe.text_encoder, "config", None), "hidden_size", None)
+    return "sd2" if width == 1024 else "sd1"
+
+
+@_family_for("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
+             "StableDiffusionXLInpaintPipeline")
+def _sdxl(pipe) -> str:
+    return "sdxl"
+
+
+@_family_for("StableDiffusion3Pipeline")
+def _sd3(pipe) -> str:
+    return "sd3"
+
+
+@_family_for("FluxPipeline")
+def _flux(pipe) -> str:
+    return "flux"
+
+
+def pipeline_family(pipe) -> str:
+    decide = FAMILY_BY_PIPELINE.get(type(pipe).__name__)
+    return decide(pipe) if decide else "unknown"
+
+
+# --- single-file checkpoints: which pipeline class -------------------------------------------------
+
+SINGLE_FILE_PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline",
+                         "sdxl": "StableDiffusionXLPipeline"}
+# key prefixes of the original (ldm / sgm) checkpoint layouts
+_SINGLE_FILE_MARKERS = (("conditioner.embedders.1.", "sdxl"), ("cond_stage_model.model.", "sd2"),
+                        ("cond_stage_model.transformer.", "sd1"))
+
+
+def _family_from_single_file_keys(path: Path) -> str | None:
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:  # header only
+        keys = list(fh.keys())
+    for prefix, family in _SINGLE_FILE_MARKERS:
+        if any(k.startswith(prefix) for k in keys):
+            return family
+    return None
+
+
+# --- hashing ---------------------------------------------------------------------------------------
+
+def _file_sha256(path: Path) -> str:
+    # HF cache snapshots are symlinks to blobs named by their sha256 (LFS files): trust the name
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        if SHA256_HEX.match(target.name):
+            return target.name
+    from loradex.registry.hashing import hash_file
+
+    return hash_file(path).sha256
+
+
+def folder_hash(folder: Path) -> str:
+    lines = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if not path.is_file() or path.suffix.lower() not in HASHED_SUFFIXES:
+            continue
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue  # .cache/, .git/, temp files
+        lines.append(f"{rel}\0{_file_sha256(path)}\n")
+    if not lines:
+        raise UnsupportedFormat(folder, "no weight or config files to hash")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def tiny_hash(kind: str, seed: int) -> str:
+    from loradex.trainer.tiny_pipeline import recipe_string
+
+    return hashlib.sha256(f"{recipe_string(kind)}\0seed={seed}".encode()).hexdigest()
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def load_base(ref_or_path: str | os.PathLike, *, kind_hint: str | None = None, dtype=None,
+              allow_pickle: bool = False, config: str | None = None, seed: int = 0):
+    """Load a base pipeline offline; returns ``(pipeline, BaseInfo)``.
+
+    ``kind_hint`` (sd1 | sd2 | sdxl) picks the pipeline class for a single-file checkpoint whose
+    keys do not tell; ``config`` is a local diffusers folder giving component configs for
+    ``from_single_file`` (otherwise it needs the default config repo in the HF cache); ``seed``
+    seeds the tiny pipelines. ``dtype`` defaults to ``torch.float32``.
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    text = str(ref_or_path)
+    if text.startswith(TINY_PREFIX) and not Path(text).exists():
+        return _load_tiny(text, dtype, seed)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UnsupportedFormat(path, "folder has no model_index.json, so it is not a diffusers "
+                                          "pipeline folder")
+        return _load_folder(path, text, dtype, source="folder")
+    if path.is_file():
+        return _load_single_file(path, text, dtype, kind_hint=kind_hint, allow_pickle=allow_pickle,
+                                 config=config)
+    if HUB_ID_RE.match(text) and not text.startswith((".", "/", "~")):
+        return _load_hub_cached(text, dtype)
+    raise NotFound(f"base {text!r} is not a file, a folder, a hub id (owner/name) or one of "
+                   f"tiny-sd1, tiny-sdxl")
+
+
+def _load_tiny(name: str, dtype, seed: int):
+    from loradex.trainer.tiny_pipeline import TINY_BUILDERS, build_tiny_pipeline
+
+    kind = name[len(TINY_PREFIX):]
+    if kind not in TINY_BUILDERS:
+        raise NotFound(f"unknown tiny base {name!r}",
+                       hint="use " + " or ".join(TINY_PREFIX + k for k in TINY_BUILDERS))
+    pipe = build_tiny_pipeline(kind, seed=seed).to(dtype=dtype)
+    info = BaseInfo(ref=name if seed == 0 else f"{name}:seed={seed}", family=pipeline_family(pipe),
+                    hash=tiny_hash(kind, seed), source="tiny")
+    return pipe, info
+
+
+def _load_folder(folder: Path, ref: str, dtype, *, source: str):
+    from diffusers import DiffusionPipeline
+
+    index = json.loads((folder / "model_index.json").read_text())
+    extra = {}
+    # pipelines saved without a safety checker must not try to fetch one
+    if "safety_checker" in index:
+        extra = {"safety_checker": None, "requires_safety_checker": False}
+    pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True,
+                                             **extra)
+    pipe.set_progress_bar_config(disable=True)
+    info = BaseInfo(ref=ref, family=pipeline_family(pipe), hash=folder_hash(folder), source=source,
+                    path=str(folder.resolve()))
+    return pipe, info
+
+
+def _load_single_file(path: Path, ref: str, dtype, *, kind_hint, allow_pickle, config):
+    import diffusers
+
+    from loradex.registry.hashing import hash_file
+
+    suffix = path.suffix.lower()
+    if suffix in SINGLE_FILE_PICKLE and not allow_pickle:
+        raise UnsafePickle(path, "a pickled checkpoint is refused by default",
+                           hint="convert it to .safetensors, or pass allow_pickle=True "
+                                "(it is then read with torch.load(weights_only=True))")
+    if suffix not in SINGLE_FILE_SAFE | SINGLE_FILE_PICKLE:
+        raise UnsupportedFormat(path, f"unknown checkpoint extension {suffix!r}",
+                                hint="expected .safetensors (or .ckpt with allow_pickle)")
+    family = _family_from_single_file_keys(path) or kind_hint
+    if family not in SINGLE_FILE_PIPELINES:
+        raise UsageError(f"{path}: cannot tell which model family this checkpoint is",
+                         hint="pass kind_hint='sd1', 'sd2' or 'sdxl'")
+    cls = getattr(diffusers, SINGLE_FILE_PIPELINES[family])
+    kwargs = {"torch_dtype": dtype, "local_files_only": True}
+    if config:
+        kwargs["config"] = str(config)
+    try:
+        pipe = cls.from_single_file(str(path), **kwargs)
+    except (OSError, ValueError) as exc:
+        if "local" in str(exc).lower() or "cache" in str(exc).lower() or "connect" in str(exc).lower():
+            raise NotFound(f"{path}: diffusers needs the component configs of a {family} pipeline, "
+                           "which are not in the local Hugging Face cache",
+                           hint="pass config=<a local diffusers folder of the same family> or "
+                                "download the default config repo first with `hf download …`") from exc
+        raise
+    pipe.set_progress_bar_config(disable=True)
+    info = BaseInfo(ref=ref, family=pipeline_family(pipe),
+                    hash=hash_file(path).sha256, source="single_file", path=str(path.resolve()))
+    return pipe, info
+
+
+def _load_hub_cached(repo_id: str, dtype):
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
+        raise NotFound(f"{repo_id!r} is not in the local Hugging Face cache; download it first "
+                       f"with `hf download {repo_id}`") from exc
+    if not (folder / "model_index.json").is_file():
+        raise UnsupportedFormat(folder, f"cached {repo_id!r} is not a diffusers pipeline "
+                                        "(no model_index.json)")
+    return _load_folder(folder, repo_id, dtype, source="hub")
