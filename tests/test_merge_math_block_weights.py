@@ -1,0 +1,77 @@
+"""LBW block mapping for SD1 / SDXL kohya names, and block-weighted merges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from loradex.merge.block_weights import BLOCK_LAYOUTS, block_multiplier, block_name, module_weights_from_vectors
+from loradex.merge.lora_module import LoraModule, delta_weight
+from loradex.merge.merge_methods import merge_adapters
+from loradex.registry.errors import UsageError
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+@pytest.mark.parametrize(
+    "name, block",
+    [
+        ("lora_te_text_model_encoder_layers_0_mlp_fc1", "BASE"),
+        ("lora_te2_text_model_encoder_layers_0_mlp_fc1", "BASE"),
+        ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "IN01"),
+        ("lora_unet_down_blocks_1_attentions_1_proj_in", "IN05"),
+        ("lora_unet_down_blocks_2_downsamplers_0_conv", "IN09"),
+        ("lora_unet_down_blocks_3_resnets_1_conv2", "IN11"),
+        ("lora_unet_mid_block_attentions_0_proj_out", "MID"),
+        ("lora_unet_up_blocks_0_resnets_2_conv1", "OUT02"),
+        ("lora_unet_up_blocks_1_attentions_0_proj_in", "OUT03"),
+        ("lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2", "OUT11"),
+        ("lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k", "IN04"),
+        ("lora_unet_middle_block_1_proj_in", "MID"),
+        ("lora_unet_output_blocks_5_1_proj_out", "OUT05"),
+        ("lora_unet_conv_out", None),
+    ],
+)
+def test_block_names(name, block):
+    assert block_name(name) == block
+
+
+def test_vector_lengths_and_errors():
+    assert len(BLOCK_LAYOUTS[("sd1", 17)]) == 17 and len(BLOCK_LAYOUTS[("sdxl", 12)]) == 12
+    assert len(BLOCK_LAYOUTS[("sd1", 26)]) == 26 and len(BLOCK_LAYOUTS[("sdxl", 20)]) == 20
+    vec = [float(i) for i in range(17)]
+    assert block_multiplier("lora_te_text_model_encoder_layers_0_mlp_fc1", vec, "sd1") == 0.0
+    assert block_multiplier("lora_unet_mid_block_attentions_0_proj_out", vec, "sd1") == 7.0
+    assert block_multiplier("lora_unet_up_blocks_3_attentions_2_proj_out", vec, "sd1") == 16.0
+    with pytest.raises(UsageError):
+        block_multiplier("lora_unet_down_blocks_3_resnets_1_conv2", vec, "sd1")  # IN11 needs 26
+    with pytest.raises(UsageError):
+        block_multiplier("lora_unet_mid_block_attentions_0_proj_out", [1.0] * 13, "sd1")
+
+
+def test_every_sdxl_layout_module_lands_in_a_12_vector_block():
+    layout = CORPUS / "layouts" / "kohya_sdxl_lora_layout_AlienStyle.json"
+    if not layout.exists():
+        pytest.skip(f"corpus layout absent: {layout}")
+    names = {k.split(".", 1)[0] for k in json.loads(layout.read_text())}
+    blocks = {block_name(n) for n in names}
+    assert blocks == set(BLOCK_LAYOUTS[("sdxl", 12)])
+
+
+def test_block_weighted_concat():
+    gen = torch.Generator().manual_seed(0)
+    te = "lora_te_text_model_encoder_layers_0_mlp_fc1"
+    mid = "lora_unet_mid_block_attentions_0_proj_out"
+
+    def mod():
+        return LoraModule(torch.randn(2, 6, generator=gen), torch.randn(5, 2, generator=gen), 1.0)
+
+    a, b = {te: mod(), mid: mod()}, {te: mod(), mid: mod()}
+    vec = [0.0] * 17
+    vec[7] = 0.5  # MID only
+    merged, _ = merge_adapters("concat", [a, b], [1.0, 2.0], module_weights=module_weights_from_vectors([vec, None], "sd1"))
+    assert torch.allclose(delta_weight(merged[mid]), delta_weight(a[mid], 0.5) + delta_weight(b[mid], 2.0), atol=1e-5)
+    assert torch.allclose(delta_weight(merged[te]), delta_weight(b[te], 2.0), atol=1e-5)
