@@ -193,6 +193,16 @@ def _load_tiny(name: str, dtype, seed: int):
     return pipe, info
 
 
+def _dtype_kwargs(dtype) -> dict:
+    # diffusers renamed torch_dtype to dtype (the old name warns on every load); ask the loader
+    import inspect
+
+    from diffusers import DiffusionPipeline
+
+    takes_dtype = 'kwargs.pop("dtype"' in inspect.getsource(DiffusionPipeline.from_pretrained)
+    return {"dtype" if takes_dtype else "torch_dtype": dtype}
+
+
 def _load_folder(folder: Path, ref: str, dtype, *, source: str):
     from diffusers import DiffusionPipeline
 
@@ -201,7 +211,7 @@ def _load_folder(folder: Path, ref: str, dtype, *, source: str):
     # pipelines saved without a safety checker must not try to fetch one
     if "safety_checker" in index:
         extra = {"safety_checker": None, "requires_safety_checker": False}
-    pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True,
+    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, **_dtype_kwargs(dtype),
                                              **extra)
     pipe.set_progress_bar_config(disable=True)
     info = BaseInfo(ref=ref, family=pipeline_family(pipe), hash=folder_hash(folder), source=source,
@@ -227,7 +237,7 @@ def _load_single_file(path: Path, ref: str, dtype, *, kind_hint, allow_pickle, c
         raise UsageError(f"{path}: cannot tell which model family this checkpoint is",
                          hint="pass kind_hint='sd1', 'sd2' or 'sdxl'")
     cls = getattr(diffusers, SINGLE_FILE_PIPELINES[family])
-    kwargs = {"torch_dtype": dtype, "local_files_only": True}
+    kwargs = {"local_files_only": True, **_dtype_kwargs(dtype)}
     if config:
         kwargs["config"] = str(config)
     try:
