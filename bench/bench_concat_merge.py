@@ -13,7 +13,6 @@ bytes per second) and the worst relative ΔW error of the fp16 output on a few m
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from .lora_module import ModuleLike, common_weight_shape, compute_dtype, delta_weight, matrix_shape
 from .lowrank_svd import dense_svd, select_rank
 from .merge_methods import default_rank, register_merge_method
-from .merge_report import ModuleReport
 from .svd_merge import lowrank_result
 
 DEFAULT_SEED = 0
