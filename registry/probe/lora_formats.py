@@ -1,0 +1,318 @@
+"""Probers for plain LoRA key conventions (see FORMATS.md, "LoRA key conventions")."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .facts import HeaderView, Module, ProbeFacts, Verdict, module_type, no, register_prober
+
+# kohya prefixes → component
+KOHYA_PREFIXES = {"lora_unet": "unet", "lora_te": "text_encoder", "lora_te1": "text_encoder",
+                  "lora_te2": "text_encoder_2", "lora_te3": "text_encoder_3", "lora_transformer": "transformer"}
+_KOHYA_KEY = re.compile(r"^(lora_unet|lora_te[123]?|lora_transformer)_(.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$")
+_KOHYA_ANY = re.compile(r"^(lora_unet|lora_te[123]?|lora_transformer)_[^.]+\.(.+)$")
+_BUNDLE_EMB = re.compile(r"^bundle_emb\.([^.]+)\.(string_to_param\.\*|emb_params|clip_l|clip_g)$")
+LYCORIS_SUFFIX = re.compile(r"^(hada_|lokr_|oft_|lora_mid|dora_scale|diff|diff_b|w_norm|b_norm|on_input|"
+                            r"a1\.weight|a2\.weight|b1\.weight|b2\.weight|weight$)")
+_DIT_PREFIX = re.compile(r"^(double_blocks|single_blocks|joint_blocks)_")
+
+
+def lora_module(component, name, down, up) -> Module:
+    """Dimensions of a LoRA pair: down [r, in(, k, k)], up [out, r(, 1, 1)]."""
+    rank = down[0] if down else None
+    return Module(component=component, name=name, type=module_type(name),
+                  in_features=down[1] if len(down) > 1 else None,
+                  out_features=up[0] if up else None, rank=rank, kernel=tuple(down[2:]))
+
+
+def _pairs(view: HeaderView, regex, groups) -> tuple[dict, set]:
+    """{(component, module): {"down": shape, "up": shape}} and the explained keys."""
+    found: dict = {}
+    explained: set = set()
+    for key, meta in view.tensors.items():
+        m = regex.match(key)
+        if not m:
+            continue
+        component, module, part = groups(m)
+        found.setdefault((component, module), {})[part] = meta.shape
+        explained.add(key)
+    return found, explained
+
+
+def _build(view, fmt, found, explained, *, kind="lora", alpha_keys=()) -> ProbeFacts | str:
+    modules = []
+    incomplete = []
+    for (component, name), parts in sorted(found.items()):
+        if "down" not in parts or "up" not in parts:
+            if set(parts) - {"alpha"}:
+                incomplete.append(name)
+            continue
+        modules.append(lora_module(component, name, parts["down"], parts["up"]))
+    if not modules:
+        return "no complete down/up pair"
+    facts = ProbeFacts(kind=kind, format=fmt, modules=modules, explained=len(explained),
+                       unexplained=sorted(set(view.tensors) - explained))
+    if incomplete:
+        facts.notes.append(f"{len(incomplete)} module(s) have only half of a down/up pair, e.g. {incomplete[0]}")
+    if alpha_keys:
+        facts.alphas = sorted(set(round(v, 6) for v in view.scalars(list(alpha_keys)).values()))
+    return facts
+
+
+def _verdict(name, facts_or_reason, what) -> Verdict:
+    if isinstance(facts_or_reason, str):
+        return no(name, facts_or_reason)
+    f = facts_or_reason
+    reason = f"{len(f.modules)} {what} modules"
+    if f.unexplained:
+        reason += f"; {len(f.unexplained)} key(s) not understood, e.g. {f.unexplained[0]}"
+    return Verdict(name, True, reason, f)
+
+
+# --- kohya -----------------------------------------------------------------------------------
+@register_prober("kohya")
+def probe_kohya(view: HeaderView) -> Verdict:
+    name = "kohya"
+    module_md = view.metadata.get("ss_network_module", "")
+    if module_md.startswith("lycoris"):
+        return no(name, f"ss_network_module={module_md}: a LyCORIS file")
+    lyco = [k for k in view.tensors if (m := _KOHYA_ANY.match(k)) and LYCORIS_SUFFIX.match(m.group(2))]
+    if lyco:
+        return no(name, f"LyCORIS keys present, e.g. {lyco[0]}")
+
+    def groups(m):
+        prefix, module, part = m.groups()
+        component = KOHYA_PREFIXES[prefix]
+        if component == "unet" and _DIT_PREFIX.match(module):
+            component = "transformer"  # kohya Flux/SD3 files keep the lora_unet_ prefix
+        return component, f"{prefix}_{module}", {"lora_down.weight": "down", "lora_up.weight": "up"}.get(part, part)
+
+    found, explained = _pairs(view, _KOHYA_KEY, groups)
+    if not found:
+        return no(name, "no lora_unet_/lora_te*_ keys with .lora_down/.lora_up/.alpha")
+    tokens, n_vectors = [], 0
+    for key, meta in view.tensors.items():  # kohya can bundle embeddings: bundle_emb.<token>.*
+        if m := _BUNDLE_EMB.match(key):
+            explained.add(key)
+            if m.group(1) not in tokens:
+                tokens.append(m.group(1))
+                n_vectors += meta.shape[0] if len(meta.shape) == 2 else 1
+    alpha_keys = [k for k in explained if k.endswith(".alpha")]
+    facts = _build(view, "kohya", found, explained, alpha_keys=alpha_keys)
+    if isinstance(facts, ProbeFacts):
+        facts.tokens, facts.n_vectors = tokens, n_vectors
+        if any(c for (c, _) in found if c == "text_encoder") and any(k.startswith("lora_te1_") for k in view.tensors):
+            facts.base_evidence.append(("sdxl", "kohya lora_te1_/lora_te2_ prefixes (SDXL)", 2))
+    return _verdict(name, facts, "kohya LoRA")
+
+
+# --- diffusers / PEFT (current) ----------------------------------------------------------------
+_COMPONENTS = r"(unet|text_encoder|text_encoder_2|text_encoder_3|transformer|prior)"
+_DIFFUSERS_KEY = re.compile(rf"^{_COMPONENTS}\.(.+)\.(lora_A|lora_B)\.weight$")
+_DIFFUSERS_EXTRA = re.compile(rf"^{_COMPONENTS}\.(.+)\.(lora_magnitude_vector(\.weight)?|alpha)$")
+
+
+def _collect_alpha_values(obj, out: set) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("lora_alpha", "alpha") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.add(float(v))
+            elif k == "alpha_pattern" and isinstance(v, dict):
+                out.update(float(x) for x in v.values() if isinstance(x, (int, float)))
+            else:
+                _collect_alpha_values(v, out)
+
+
+@register_prober("diffusers")
+def probe_diffusers(view: HeaderView) -> Verdict:
+    name = "diffusers"
+
+    def groups(m):
+        return m.group(1), m.group(2), "down" if m.group(3) == "lora_A" else "up"
+
+    found, explained = _pairs(view, _DIFFUSERS_KEY, groups)
+    if not found:
+        return no(name, "no unet./text_encoder*/transformer. keys ending .lora_A/.lora_B.weight")
+    dora = False
+    alpha_keys = []
+    for key in view.tensors:
+        if m := _DIFFUSERS_EXTRA.match(key):
+            explained.add(key)
+            if m.group(3).startswith("lora_magnitude_vector"):
+                dora = True
+            else:
+                alpha_keys.append(key)
+    facts = _build(view, "diffusers", found, explained, alpha_keys=alpha_keys)
+    if isinstance(facts, ProbeFacts):
+        facts.dora = dora
+        raw = view.metadata.get("lora_adapter_metadata")
+        if raw:
+            try:
+                alphas: set = set()
+                _collect_alpha_values(json.loads(raw), alphas)
+                facts.alphas = sorted(set(facts.alphas) | alphas)
+            except ValueError:
+                facts.notes.append("lora_adapter_metadata is not valid JSON")
+    return _verdict(name, facts, "diffusers LoRA")
+
+
+# --- diffusers legacy: unet.<path>.lora.down.weight ------------------------------------------------
+_LEGACY_KEY = re.compile(rf"^{_COMPONENTS}\.(.+)\.(lora|lora_linear_layer)\.(down|up)\.weight$")
+_LEGACY_ALPHA = re.compile(rf"^{_COMPONENTS}\.(.+)\.alpha$")
+
+
+@register_prober("diffusers-legacy")
+def probe_diffusers_legacy(view: HeaderView) -> Verdict:
+    name = "diffusers-legacy"
+
+    def groups(m):
+        return m.group(1), m.group(2), m.group(4)
+
+    found, explained = _pairs(view, _LEGACY_KEY, groups)
+    if not found:
+        return no(name, "no unet./text_encoder. keys ending .lora.down/.lora.up.weight")
+    alpha_keys = [k for k in view.tensors if _LEGACY_ALPHA.match(k)]
+    explained.update(alpha_keys)
+    return _verdict(name, _build(view, "diffusers-legacy", found, explained, alpha_keys=alpha_keys),
+                    "legacy diffusers LoRA")
+
+
+# --- diffusers attention-processor era: <path>.processor.to_q_lora.down.weight ----------------------
+_ATTN_PROC_KEY = re.compile(r"^(?!unet\.|text_encoder)(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
+_ATTN_PROC_TE = re.compile(r"^(text_encoder|text_encoder_2)\.(.+)\.lora_linear_layer\.(down|up)\.weight$")
+
+
+@register_prober("diffusers-legacy-attn-proc")
+def probe_attn_proc(view: HeaderView) -> Verdict:
+    name = "diffusers-legacy-attn-proc"
+
+    def groups(m):
+        path, proj, part = m.groups()
+        return "unet", f"{path}.{proj}" + (".0" if proj == "to_out" else ""), part
+
+    found, explained = _pairs(view, _ATTN_PROC_KEY, groups)
+    if not found:
+        return no(name, "no <path>.processor.to_{q,k,v,out}_lora.down/up.weight keys")
+    te, te_keys = _pairs(view, _ATTN_PROC_TE, lambda m: (m.group(1), m.group(2), m.group(3)))
+    found.update(te)
+    explained |= te_keys
+    return _verdict(name, _build(view, "diffusers-legacy-attn-proc", found, explained),
+                    "attention-processor LoRA")
+
+
+# --- PEFT: base_model.model.<path>.lora_A.weight ------------------------------------------------
+_PEFT_KEY = re.compile(r"^base_model\.model\.(.+)\.(lora_A|lora_B)\.weight$")
+_PEFT_EXTRA = re.compile(r"^base_model\.model\.(.+)\.(lora_magnitude_vector(\.weight)?|lora_embedding_[AB])$")
+
+
+def _peft_component(path: str) -> str:
+    head = path.split(".", 1)[0]
+    if head == "text_model":
+        return "text_encoder"
+    if head in ("down_blocks", "up_blocks", "mid_block", "conv_in", "conv_out", "time_embedding"):
+        return "unet"
+    if head in ("transformer_blocks", "single_transformer_blocks", "x_embedder", "context_embedder"):
+        return "transformer"
+    return "model"
+
+
+@register_prober("peft")
+def probe_peft(view: HeaderView) -> Verdict:
+    name = "peft"
+
+    def groups(m):
+        path = m.group(1)
+        return _peft_component(path), path, "down" if m.group(2) == "lora_A" else "up"
+
+    found, explained = _pairs(view, _PEFT_KEY, groups)
+    if not found:
+        return no(name, "no base_model.model.<path>.lora_A/lora_B.weight keys")
+    dora = False
+    for key in view.tensors:
+        if m := _PEFT_EXTRA.match(key):
+            explained.add(key)
+            dora = dora or m.group(2).startswith("lora_magnitude_vector")
+    facts = _build(view, "peft", found, explained)
+    if isinstance(facts, ProbeFacts):
+        facts.dora = dora
+        # CLIPTextModelWithProjection (SDXL's second encoder) has the same names, width 1280
+        facts.modules = [m if not (m.component == "text_encoder" and m.in_features == 1280)
+                         else Module("text_encoder_2", m.name, m.type, m.in_features, m.out_features, m.rank,
+                                     m.kernel) for m in facts.modules]
+        cfg = view.sidecars.get("adapter_config")
+        if cfg:
+            _apply_peft_config(facts, cfg)
+        else:
+            facts.notes.append("no adapter_config.json next to the file: alpha unknown (PEFT default 8)")
+    return _verdict(name, facts, "PEFT LoRA")
+
+
+def _apply_peft_config(facts: ProbeFacts, cfg: dict) -> None:
+    from .base_family import base_from_name_or_path
+
+    alphas: set = set()
+    if isinstance(cfg.get("lora_alpha"), (int, float)):
+        alphas.add(float(cfg["lora_alpha"]))
+    if isinstance(cfg.get("alpha_pattern"), dict):
+        alphas.update(float(v) for v in cfg["alpha_pattern"].values() if isinstance(v, (int, float)))
+    facts.alphas = sorted(alphas)
+    targets = cfg.get("target_modules")
+    if isinstance(targets, list):
+        facts.target_modules = sorted(str(t) for t in targets)
+    elif isinstance(targets, str):
+        facts.target_modules = [targets]
+    keep = ("r", "lora_alpha", "target_modules", "base_model_name_or_path", "peft_type", "peft_version",
+            "use_dora", "use_rslora", "rank_pattern", "alpha_pattern", "init_lora_weights")
+    facts.training = {"adapter_config": {k: cfg[k] for k in keep if k in cfg}}
+    fam = base_from_name_or_path(cfg.get("base_model_name_or_path"))
+    if fam:
+        facts.base_from_config = (fam, f"adapter_config base_model_name_or_path={cfg['base_model_name_or_path']}")
+    if cfg.get("use_dora"):
+        facts.dora = True
+
+
+# --- cloneofsimo safeloras: unet:12:down ------------------------------------------------------------
+_SAFELORAS_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):(\d+):(down|up)$")
+EMBED_FLAG = "<embed>"
+
+
+@register_prober("safeloras")
+def probe_safeloras(view: HeaderView) -> Verdict:
+    name = "safeloras"
+    md = view.metadata
+
+    def groups(m):
+        target, idx, part = m.groups()
+        return ("unet" if target == "unet" else "text_encoder" if target == "text_encoder" else target,
+                f"{target}:{idx}", part)
+
+    found, explained = _pairs(view, _SAFELORAS_KEY, groups)
+    if not found:
+        return no(name, "no <target>:<index>:down/up keys")
+    tokens, n_vectors = [], 0
+    for key, meta in view.tensors.items():
+        if md.get(key) == EMBED_FLAG:
+            explained.add(key)
+            tokens.append(key)
+            n_vectors += meta.shape[0] if len(meta.shape) == 2 else 1
+    facts = _build(view, "safeloras", found, explained)
+    if isinstance(facts, ProbeFacts):
+        # modules are numbered, not named: only the replaced classes are known
+        facts.modules = [Module(m.component, m.name, None, m.in_features, m.out_features, m.rank, m.kernel)
+                         for m in facts.modules]
+        targets: set = set()
+        for target in {m.name.split(":")[0] for m in facts.modules}:
+            try:
+                targets.update(json.loads(md.get(target, "[]")))
+            except ValueError:
+                pass
+        facts.target_modules = sorted(str(t) for t in targets)
+        meta_ranks = {int(v) for k, v in md.items() if k.endswith(":rank") and v.isdigit()}
+        shape_ranks = {m.rank for m in facts.modules}
+        if meta_ranks and meta_ranks != shape_ranks:
+            facts.notes.append(f"metadata ranks {sorted(meta_ranks)} differ from shapes {sorted(shape_ranks)}")
+        facts.tokens, facts.n_vectors = tokens, n_vectors
+        for tok in tokens:
+            facts.embedding_widths[tok] = view.tensors[tok].shape[-1]
+    return _verdict(name, facts, "safeloras")

@@ -1,0 +1,258 @@
+"""Run every prober on a file and turn the best verdict into a :class:`ProbeResult`.
+
+``ProbeResult.to_dict()`` keys (stable; stored in the catalog and printed by ``inspect --json``):
+
+==================  =======================================================================
+prober              name of the prober whose verdict won
+kind                ``lora`` | ``lycoris`` | ``embedding`` | ``checkpoint``
+algorithm           LyCORIS algorithm (``loha``, ``lokr``, ``locon``, ``full``, ``glora``,
+                    ``ia3``, ``oft``, ``norm``) or null
+format              ``kohya``, ``diffusers``, ``diffusers-legacy``, ``diffusers-legacy-attn-proc``,
+                    ``peft``, ``safeloras``, ``lycoris``, ``a1111-embedding``,
+                    ``a1111-embedding-pt``, ``diffusers-embedding``, ``sdxl-embedding``,
+                    ``t5-embedding``, ``checkpoint``, ``diffusers-unet``, ``diffusers-transformer``
+container           ``safetensors`` | ``torch-zip`` | ``torch-legacy`` | ``pickle``
+base                ``sd1`` | ``sd2`` | ``sdxl`` | ``sd3`` | ``flux`` | ``unknown`` — from shapes
+base_reason         the evidence behind ``base``
+base_from_metadata  family named by metadata (``ss_base_model_version``, ``modelspec.architecture``,
+                    ``ss_v2``, PEFT ``base_model_name_or_path``) or null
+warnings            list of str: metadata disagreeing with shapes, bogus hashes, keys not understood
+notes               list of str: informational (tucker, T5 embedding, PEFT config missing...)
+ranks               sorted unique ranks (ints)
+alphas              sorted unique explicit alphas (floats); empty = none stored (alpha = rank)
+components          unet / text_encoder / text_encoder_2 / text_encoder_3 / transformer / t5 / vae...
+module_count        number of adapted modules (0 for embeddings and checkpoints)
+target_modules      sorted module types (``to_q``, ``ff_net_0_proj``, ``q_proj``...) or the
+                    replaced classes a file names (safeloras) / the PEFT config's list
+conv                true when any module is a spatial (k > 1) convolution
+dora                true when DoRA magnitude tensors are present
+n_vectors           embedding vectors (embeddings, and tokens bundled in LoRA files)
+tokens              embedding tokens (diffusers: the keys; A1111/SDXL/T5: the file stem)
+trigger_words       ``modelspec.trigger_phrase``, top ``ss_tag_frequency`` tags, tokens
+training            ss_*/modelspec.* facts under friendly names (steps, epochs, learning_rate,
+                    seed, resolution, network_module/dim/alpha/args, output_name, title...)
+tensor_count        number of tensors
+dtypes              sorted unique dtypes (safetensors spelling)
+metadata            the raw ``__metadata__`` dict (empty for pickles)
+header_hashes       ``sshs_model_hash`` / ``sshs_legacy_hash`` when present and not bogus
+unexplained_keys    up to 20 tensor names the winning prober did not account for
+==================  =======================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidFile, UnsafePickle, UnsupportedFormat
+from ..file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
+from ..safetensors_header import read_header, read_scalars
+from .base_family import base_from_metadata, decide, evidence_from_modules
+from .facts import PROBERS, HeaderView, ProbeFacts, TensorMeta, Verdict
+from .training_facts import header_hashes, trigger_words, training_facts
+
+COMPONENT_ORDER = ["unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "t5", "model", "vae"]
+PICKLE_HINT = "pass --allow-pickle to scan and load it with torch.load(weights_only=True)"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    prober: str
+    kind: str
+    algorithm: str | None
+    format: str
+    container: str
+    base: str
+    base_reason: str
+    base_from_metadata: str | None
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    ranks: tuple[int, ...]
+    alphas: tuple[float, ...]
+    components: tuple[str, ...]
+    module_count: int
+    target_modules: tuple[str, ...]
+    conv: bool
+    dora: bool
+    n_vectors: int
+    tokens: tuple[str, ...]
+    trigger_words: tuple[str, ...]
+    training: dict = field(default_factory=dict)
+    tensor_count: int = 0
+    dtypes: tuple[str, ...] = ()
+    metadata: dict = field(default_factory=dict)
+    header_hashes: dict = field(default_factory=dict)
+    unexplained_keys: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "prober": self.prober, "kind": self.kind, "algorithm": self.algorithm, "format": self.format,
+            "container": self.container, "base": self.base, "base_reason": self.base_reason,
+            "base_from_metadata": self.base_from_metadata, "warnings": list(self.warnings),
+            "notes": list(self.notes), "ranks": list(self.ranks), "alphas": list(self.alphas),
+            "components": list(self.components), "module_count": self.module_count,
+            "target_modules": list(self.target_modules), "conv": self.conv, "dora": self.dora,
+            "n_vectors": self.n_vectors, "tokens": list(self.tokens), "trigger_words": list(self.trigger_words),
+            "training": dict(self.training), "tensor_count": self.tensor_count, "dtypes": list(self.dtypes),
+            "metadata": dict(self.metadata), "header_hashes": dict(self.header_hashes),
+            "unexplained_keys": list(self.unexplained_keys),
+        }
+
+
+# --- views ------------------------------------------------------------------------------------
+def _sidecars(path: Path) -> dict[str, dict]:
+    """PEFT's adapter_config.json: ``<stem>.adapter_config.json`` or ``adapter_config.json`` alongside."""
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    for candidate in (path.with_name(f"{stem}.adapter_config.json"), path.with_name("adapter_config.json")):
+        if candidate.is_file():
+            try:
+                cfg = json.loads(candidate.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                continue
+            if isinstance(cfg, dict):
+                return {"adapter_config": cfg}
+    return {}
+
+
+def safetensors_view(path) -> HeaderView:
+    path = Path(path)
+    header = read_header(path)
+    return HeaderView(
+        tensors={k: TensorMeta(t.dtype, t.shape) for k, t in header.tensors.items()},
+        metadata=dict(header.metadata), container="safetensors", source=str(path), stem=path.stem,
+        sidecars=_sidecars(path), scalar_reader=lambda names: read_scalars(path, header, names),
+    )
+
+
+_TORCH_TO_ST = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+                "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "uint16": "U16", "uint32": "U32",
+                "uint64": "U64", "complex64": "C64"}
+
+
+def state_dict_view(obj, *, container="pickle", path=None) -> HeaderView:
+    """The header view of an in-memory (possibly nested) dict of tensors, e.g. a loaded pickle."""
+    import torch
+
+    tensors: dict[str, TensorMeta] = {}
+    objects: dict[str, object] = {}
+    extras: dict[str, object] = {}
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # Lightning .ckpt wrapper
+        extras.update({k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool))})
+        obj = obj["state_dict"]
+
+    def walk(node, prefix: str, depth: int) -> None:
+        if isinstance(node, torch.Tensor):
+            tensors[prefix] = TensorMeta(_TORCH_TO_ST.get(str(node.dtype).removeprefix("torch."), str(node.dtype)),
+                                         tuple(node.shape))
+            objects[prefix] = node
+        elif hasattr(node, "items") and depth < 6:
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
+        elif node is None or isinstance(node, (str, int, float, bool)):
+            extras[prefix] = node
+        else:
+            extras[prefix] = f"<{type(node).__name__}>"
+
+    walk(obj, "", 0)
+    p = Path(path) if path else None
+
+    def scalars(names):
+        return {n: float(objects[n].reshape(-1)[0]) for n in names if objects[n].numel() == 1}
+
+    return HeaderView(tensors=tensors, metadata={}, container=container, source=str(p) if p else None,
+                      stem=p.stem if p else None, sidecars=_sidecars(p) if p else {}, extras=extras,
+                      scalar_reader=scalars)
+
+
+def view_for_path(path, *, allow_pickle: bool = False, extra_allowed=()) -> HeaderView:
+    """Sniff ``path`` and build its header view; raise InvalidFile / UnsafePickle for what is not."""
+    path = Path(path)
+    s = sniff(path)
+    if s.kind == "safetensors" or (s.kind == "unknown" and path.suffix == ".safetensors"):
+        return safetensors_view(path)  # read_header names what is wrong with a damaged file
+    if s.kind in PICKLE_KINDS:
+        if not allow_pickle:
+            raise UnsafePickle(path, f"is {s.detail}: unpickling can run code, so loradex does not open "
+                                     "pickles by default", hint=PICKLE_HINT)
+        from ..pickle_scan import safe_load_pickle, scan_pickle
+
+        container = scan_pickle(path).container
+        return state_dict_view(safe_load_pickle(path, extra_allowed=extra_allowed), container=container, path=path)
+    raise_for_non_model(path, s)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- probing --------------------------------------------------------------------------------------
+def explain_view(view: HeaderView) -> list[Verdict]:
+    return [fn(view) for fn in PROBERS.values()]
+
+
+def best_verdict(verdicts: list[Verdict]) -> Verdict | None:
+    matched = [(i, v) for i, v in enumerate(verdicts) if v.matched]
+    if not matched:
+        return None
+    return max(matched, key=lambda iv: (iv[1].facts.explained, -iv[0]))[1]
+
+
+def probe_view(view: HeaderView, *, path="<memory>") -> ProbeResult:
+    verdicts = explain_view(view)
+    best = best_verdict(verdicts)
+    if best is None:
+        if not view.tensors:
+            raise UnsupportedFormat(path, "contains no tensors", hint="nothing to register")
+        example = next(iter(view.tensors))
+        raise UnsupportedFormat(path, f"no prober recognises its {len(view.tensors)} tensor(s) (e.g. {example!r})",
+                                hint="`loradex inspect --explain` lists each prober's reason")
+    return result_from_facts(best.prober, best.facts, view)
+
+
+def result_from_facts(prober: str, facts: ProbeFacts, view: HeaderView) -> ProbeResult:
+    md = view.metadata
+    modules = facts.modules
+    base, base_reason, notes = decide(evidence_from_modules(modules) + facts.base_evidence)
+    notes = list(facts.notes) + notes
+    warnings: list[str] = []
+    meta = base_from_metadata(md) or facts.base_from_config
+    meta_base = meta[0] if meta else None
+    if meta and base != "unknown" and meta_base != base:
+        warnings.append(f"metadata says {meta_base} ({meta[1]}) but the tensor shapes say {base}: trusting shapes")
+    if base == "unknown" and meta:
+        base, base_reason = meta_base, f"shapes inconclusive; taken from metadata ({meta[1]})"
+    hashes, hash_warnings = header_hashes(md)
+    warnings += hash_warnings
+    if facts.unexplained:
+        warnings.append(f"{len(facts.unexplained)} tensor(s) not understood by the {facts.format} prober, "
+                        f"e.g. {facts.unexplained[0]}")
+    comps = {m.component for m in modules} | set(facts.components)
+    components = sorted(comps, key=lambda c: (COMPONENT_ORDER.index(c) if c in COMPONENT_ORDER else 99, c))
+    targets = facts.target_modules or sorted({m.type for m in modules if m.type})
+    training = training_facts(md)
+    training.update(facts.training)
+    return ProbeResult(
+        prober=prober, kind=facts.kind, algorithm=facts.algorithm, format=facts.format, container=view.container,
+        base=base, base_reason=base_reason, base_from_metadata=meta_base, warnings=tuple(warnings),
+        notes=tuple(notes), ranks=tuple(sorted({m.rank for m in modules if m.rank is not None})),
+        alphas=tuple(facts.alphas), components=tuple(components), module_count=len(modules),
+        target_modules=tuple(targets), conv=any(m.conv for m in modules), dora=facts.dora,
+        n_vectors=facts.n_vectors, tokens=tuple(facts.tokens), trigger_words=tuple(trigger_words(md, facts.tokens)),
+        training=training, tensor_count=len(view.tensors), dtypes=tuple(sorted({t.dtype for t in view.tensors.values()})),
+        metadata=dict(md), header_hashes=hashes, unexplained_keys=tuple(facts.unexplained[:20]),
+    )
+
+
+def probe_path(path, *, allow_pickle: bool = False, extra_allowed=()) -> ProbeResult:
+    """Probe the adapter file at ``path`` from its header (pickles only with ``allow_pickle``).
+
+    Raises InvalidFile (not a model: LFS pointer, HTML, JSON, damaged safetensors...),
+    UnsafePickle (a pickle without opt-in, or one importing disallowed globals) or
+    UnsupportedFormat (a valid file no prober recognises).
+    """
+    view = view_for_path(path, allow_pickle=allow_pickle, extra_allowed=extra_allowed)
+    return probe_view(view, path=path)
+
+
+def explain_path(path, *, allow_pickle: bool = False, extra_allowed=()) -> list[Verdict]:
+    """Every prober's verdict on ``path``, in registration order (for ``inspect --explain``)."""
+    return explain_view(view_for_path(path, allow_pickle=allow_pickle, extra_allowed=extra_allowed))
