@@ -21,7 +21,7 @@ from . import entities as E
 from .blob_store import BlobStore
 from .crashpoints import crashpoint
 from .db_schema import AdapterRow, AliasEventRow, AliasRow, LineageRow, VersionRow
-from .errors import AmbiguousRef, CatalogError, NotFound
+from .errors import AmbiguousRef, CatalogError, DatabaseError, NotFound
 from .paths import database_url, loradex_home
 from .refs import LATEST, Ref, check_name, parse_ref
 
@@ -133,15 +133,15 @@ class Catalog:
                         return result
             except RetryTransaction as exc:
                 if attempt == attempts - 1:
-                    raise CatalogError(f"gave up after {attempts} attempts: {exc}") from None
+                    raise DatabaseError(f"gave up after {attempts} attempts: {exc}") from None
                 time.sleep(min(2.0, 0.01 * (2 ** min(attempt, 8))) * (0.5 + random.random()))
                 continue
             except (OperationalError, IntegrityError) as exc:
                 retry = isinstance(exc, IntegrityError) or any(t in str(exc) for t in _RETRYABLE_TEXT)
                 if not retry or attempt == attempts - 1:
                     if isinstance(exc, IntegrityError):
-                        raise CatalogError(f"conflicting concurrent change: {exc.orig}") from None
-                    raise CatalogError(f"catalog database error: {exc.orig}") from None
+                        raise DatabaseError(f"conflicting concurrent change: {exc.orig}") from None
+                    raise DatabaseError(f"catalog database error: {exc.orig}") from None
                 time.sleep(min(2.0, 0.01 * (2 ** min(attempt, 8))) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 

@@ -87,6 +87,10 @@ class InvalidVersion(CatalogError, ValueError):
     """A version string that is not semver."""
 
 
+class DatabaseError(CatalogError, RuntimeError):
+    """The database failed, or stayed locked/conflicting after every retry."""
+
+
 class IntegrityError(CatalogError):
     """verify found a blob or row that is broken."""
 

@@ -122,6 +122,22 @@ class AddVersion:
         return str(bumped)
 
 
+# Row locks (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers anyway): an alias move
+# locks the alias row before reading its old target, and both alias moves and removals lock the
+# version row, so "remove v" and "point an alias at v" cannot both succeed concurrently.
+def _lock_alias(s: Session, adapter_id: int, alias: str) -> AliasRow | None:
+    return s.scalar(select(AliasRow).where(AliasRow.adapter_id == adapter_id, AliasRow.name == alias)
+                    .with_for_update())
+
+
+def _lock_live_version(s: Session, row: VersionRow) -> VersionRow:
+    locked = s.scalar(select(VersionRow).where(VersionRow.id == row.id).with_for_update()
+                      .execution_options(populate_existing=True))
+    if locked.deleted_at is not None:
+        raise NotFound(f"version {locked.version} was removed")
+    return locked
+
+
 def _record_alias_event(s, adapter, alias, action, from_id, to_id, user, reason) -> None:
     s.add(AliasEventRow(adapter_id=adapter.id, alias=alias, action=action, from_version_id=from_id,
                         to_version_id=to_id, at=now(), by=user, reason=reason or ""))
@@ -144,9 +160,9 @@ class MoveAlias:
             raise UsageError("alias set needs NAME@VERSION (a hash ref may match several adapters)")
 
     def apply(self, s: Session, catalog) -> E.Alias:
-        target = resolve_in(s, parse_ref(self.ref))
+        target = _lock_live_version(s, resolve_in(s, parse_ref(self.ref)))
         adapter = s.get(AdapterRow, target.adapter_id)
-        row = s.scalar(select(AliasRow).where(AliasRow.adapter_id == adapter.id, AliasRow.name == self.alias))
+        row = _lock_alias(s, adapter.id, self.alias)
         previous = row.version_id if row else None
         if row is None:
             s.add(AliasRow(adapter_id=adapter.id, name=self.alias, version_id=target.id))
@@ -190,11 +206,11 @@ class RollbackAlias:
 
     def apply(self, s: Session, catalog) -> E.AliasEvent:
         adapter = adapter_row(s, self.name)
-        row = s.scalar(select(AliasRow).where(AliasRow.adapter_id == adapter.id, AliasRow.name == self.alias))
+        row = _lock_alias(s, adapter.id, self.alias)
         if row is None:
             raise NotFound(f"{self.name} has no alias {self.alias!r} to roll back")
         if self.to is not None:
-            target = resolve_in(s, parse_ref(f"{self.name}@{self.to}"))
+            target = _lock_live_version(s, resolve_in(s, parse_ref(f"{self.name}@{self.to}")))
         else:
             stack = alias_target_stack(s, adapter, self.alias)
             earlier = [vid for vid in stack[:-1]]
@@ -202,7 +218,7 @@ class RollbackAlias:
             while earlier:
                 candidate = s.get(VersionRow, earlier.pop())
                 if candidate.deleted_at is None and candidate.id != row.version_id:
-                    target = candidate
+                    target = _lock_live_version(s, candidate)
                     break
             if target is None:
                 raise Conflict(f"{self.name}@{self.alias} has no earlier version to roll back to",
@@ -230,7 +246,7 @@ class RemoveAlias:
 
     def apply(self, s: Session, catalog) -> None:
         adapter = adapter_row(s, self.name)
-        row = s.scalar(select(AliasRow).where(AliasRow.adapter_id == adapter.id, AliasRow.name == self.alias))
+        row = _lock_alias(s, adapter.id, self.alias)
         if row is None:
             raise NotFound(f"{self.name} has no alias {self.alias!r}")
         _record_alias_event(s, adapter, self.alias, "remove", row.version_id, None, self.user, self.reason)
@@ -250,9 +266,9 @@ class SoftDeleteVersion:
         parse_ref(self.ref)
 
     def apply(self, s: Session, catalog) -> E.Version:
-        row = resolve_in(s, parse_ref(self.ref))
+        row = _lock_live_version(s, resolve_in(s, parse_ref(self.ref)))
         adapter = s.get(AdapterRow, row.adapter_id)
-        pointing = s.scalars(select(AliasRow).where(AliasRow.version_id == row.id)).all()
+        pointing = s.scalars(select(AliasRow).where(AliasRow.version_id == row.id).with_for_update()).all()
         if pointing and not self.force:
             names = ", ".join(a.name for a in pointing)
             raise Conflict(f"{adapter.name}@{row.version} is the target of alias(es) {names}",

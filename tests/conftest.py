@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,24 @@ def corpus_dir() -> Path:
     if not (CORPUS / "files").is_dir():
         pytest.skip(f"corpus not found at {CORPUS}/files (a user's clone has no ../shared)")
     return CORPUS
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database at 127.0.0.1:5432 (skips where there is none)."""
+    try:
+        import psycopg
+
+        conn = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True,
+                               connect_timeout=3)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({type(exc).__name__}); team-catalog tests skipped")
+    name = f"loradex_test_{uuid.uuid4().hex[:10]}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+

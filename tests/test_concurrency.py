@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 
 WRITERS = 16
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def _spawn_adds(files, env):
@@ -55,24 +53,6 @@ def test_sixteen_writers_sqlite(tmp_path, loradex_home):
 def test_first_use_race_creates_schema_once(tmp_path, loradex_home):
     env = {**os.environ, "LORADEX_HOME": str(loradex_home)}
     _check(_spawn_adds(_files(tmp_path), env), env)
-
-
-@pytest.fixture
-def pg_url():
-    try:
-        import psycopg
-
-        conn = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True,
-                               connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({type(exc).__name__}); team-catalog tests skipped")
-    name = f"loradex_test_{uuid.uuid4().hex[:10]}"
-    conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
 
 
 @pytest.mark.postgres
