@@ -122,8 +122,10 @@ def to_canonical(state_dict: dict[str, "torch.Tensor"], *, metadata: dict[str, s
     lora.metadata = metadata
     lora.unconsumed = [k for k in state_dict if k not in result.consumed]
     if lora.unconsumed and not allow_partial:
-        raise CoverageError(f"reading as {name}", lora.unconsumed,
-                            hint="unknown or incomplete LoRA keys; pass allow_partial to convert the rest")
+        lycoris = any(re.search(r"\.(hada_|lokr_|lora_mid|oft_|diff$|dora_scale)", k) for k in lora.unconsumed)
+        hint = ("LyCORIS/DoRA tensors: expand them to ΔW (loradex.merge.lycoris_math) instead" if lycoris
+                else "unknown or incomplete LoRA keys; pass allow_partial to convert the rest")
+        raise CoverageError(f"reading as {name}", lora.unconsumed, hint=hint)
     return lora
 
 
