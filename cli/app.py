@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "loradex.cli.maintenance_cmds",
     "loradex.cli.demo_cmd",
     "loradex.cli.import_export_cmds",
+    "loradex.cli.remote_cmds",
 ]
 
 for _module in COMMAND_MODULES:
