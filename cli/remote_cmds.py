@@ -1,0 +1,146 @@
+"""Remotes: ``remote add|list|rm``, ``pull``, ``push``, ``identify``, ``serve``."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, List, Optional
+
+import typer
+
+from .options import HomeOpt, JsonOpt, open_catalog
+from .output import Output, human_size
+
+SERVE_TOKEN_ENV = "LORADEX_SERVE_TOKEN"
+
+
+def register(app: typer.Typer) -> None:
+    remote = typer.Typer(help="Remotes this catalog pulls from and pushes to.", no_args_is_help=True)
+    app.add_typer(remote, name="remote")
+
+    @remote.command("add")
+    def remote_add(
+        name: Annotated[str, typer.Argument(help="Remote name (used as NAME:… in pull refs).")],
+        url: Annotated[str, typer.Argument(help="Endpoint URL, e.g. https://civitai.com.")],
+        kind: Annotated[Optional[str], typer.Option("--kind", help="hf | civitai | mirror "
+                                                    "(default: guessed from the host).")] = None,
+        json: JsonOpt = False, home: HomeOpt = None,
+    ) -> None:
+        """Record a remote (no token is stored: tokens come from the environment)."""
+        from loradex.registry.remotes import add_remote
+
+        record = add_remote(open_catalog(home), name, url, kind)
+        Output(json_mode=json).result(record, lambda c: c.print(f"added remote {record.name} ({record.kind}) {record.url}"))
+
+    @remote.command("list")
+    def remote_list(json: JsonOpt = False, home: HomeOpt = None) -> None:
+        """Recorded remotes."""
+        from loradex.registry.remotes import list_remotes
+
+        records = list_remotes(open_catalog(home))
+        out = Output(json_mode=json)
+        if json:
+            out.json([r.to_dict() for r in records])
+        else:
+            out.table(["name", "kind", "url"], [[r.name, r.kind, r.url] for r in records])
+
+    @remote.command("rm")
+    def remote_rm(name: Annotated[str, typer.Argument(help="Remote name.")],
+                  json: JsonOpt = False, home: HomeOpt = None) -> None:
+        """Forget a remote (and its sync state)."""
+        from loradex.registry.remotes import remove_remote
+
+        record = remove_remote(open_catalog(home), name)
+        Output(json_mode=json).result(record, lambda c: c.print(f"removed remote {record.name}"))
+
+    @app.command("pull")
+    def pull_cmd(
+        ref: Annotated[str, typer.Argument(help="civitai:VERSION_ID, civitai:hash:HASH, civitai:model:ID, "
+                                                "a civitai.com model URL, or REMOTE:… for a recorded remote.")],
+        endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="API endpoint (default: "
+                                                        "https://civitai.com, or the URL's own host).")] = None,
+        file: Annotated[Optional[str], typer.Option("--file", help="Pick this file of the version by name.")] = None,
+        file_type: Annotated[Optional[str], typer.Option("--type", help="Pick the first file of this type "
+                                                         "(Model, Pruned Model, Training Data…).")] = None,
+        name: Annotated[Optional[str], typer.Option("--name", help="Adapter name (default: from the model name).")] = None,
+        alias: Annotated[Optional[str], typer.Option("--alias", help="Point this alias at the pulled version.")] = None,
+        json: JsonOpt = False, home: HomeOpt = None,
+    ) -> None:
+        """Download a version from a remote, verify it and register it with its provenance."""
+        from loradex.registry.remotes import pull
+
+        out = Output(json_mode=json)
+        catalog = open_catalog(home)
+        opts = {"file": file, "file_type": file_type, "name": name, "alias": alias}
+        if endpoint:
+            opts["endpoint"] = endpoint
+        with out.progress("pull", transfer=True) as progress:
+            result = pull(catalog, ref, progress=progress, **opts)
+
+        def human(c):
+            v = result.version
+            if getattr(result, "already_present", False):
+                c.print(f"{v.ref} is already in the catalog (sha256 {v.sha256[:12]}…); nothing downloaded")
+                return
+            resumed = f", resumed at {human_size(result.resumed_from)}" if result.resumed_from else ""
+            c.print(f"pulled {v.ref} ({human_size(v.size)}{resumed}); sha256 {v.sha256[:12]}… verified")
+
+        out.result(result, human)
+
+    @app.command("push")
+    def push_cmd(
+        ref: Annotated[str, typer.Argument(help="NAME@VERSION to push.")],
+        remote_name: Annotated[str, typer.Argument(metavar="REMOTE", help="A recorded remote.")],
+        json: JsonOpt = False, home: HomeOpt = None,
+    ) -> None:
+        """Push a version to a recorded remote (kinds that accept pushes)."""
+        from loradex.registry.remotes import push
+
+        out = Output(json_mode=json)
+        with out.progress("push", transfer=True) as progress:
+            result = push(open_catalog(home), ref, remote_name, progress=progress)
+        out.result(result, lambda c: c.print(f"pushed {ref} to {remote_name}"))
+
+    @app.command("identify")
+    def identify_cmd(
+        refs: Annotated[Optional[List[str]], typer.Argument(help="Versions to look up (default: --all).")] = None,
+        all_versions: Annotated[bool, typer.Option("--all", help="Every version without provenance.")] = False,
+        endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="Civitai-style API endpoint.")] = None,
+        json: JsonOpt = False, home: HomeOpt = None,
+    ) -> None:
+        """Find versions without provenance on Civitai by hash and attach what is found."""
+        from loradex.registry.remotes.civitai import identify
+
+        out = Output(json_mode=json)
+        with out.progress("identify") as progress:
+            report = identify(open_catalog(home), refs or None, all_versions=all_versions,
+                              endpoint=endpoint, progress=progress)
+
+        def human(c):
+            for hit in report.identified:
+                c.print(f"{hit['ref']}: {hit['model']} {hit['version']} (civitai:{hit['versionId']})")
+            c.print(f"identified {len(report.identified)}, unknown {len(report.unknown)}, "
+                    f"already had provenance {len(report.skipped)}")
+
+        out.result(report, human)
+
+    @app.command("serve")
+    def serve_cmd(
+        host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8470,
+        public_read: Annotated[bool, typer.Option("--public-read", help="Allow reads without a token.")] = False,
+        home: HomeOpt = None,
+    ) -> None:
+        """Serve this catalog over HTTP (Civitai-style API; other features add theirs).
+
+        Reads need the token in $LORADEX_SERVE_TOKEN unless --public-read."""
+        from loradex.registry.errors import UsageError
+        from loradex.registry.server_app import build_server_app
+
+        token = os.environ.get(SERVE_TOKEN_ENV) or None
+        if token is None and not public_read:
+            raise UsageError(f"set {SERVE_TOKEN_ENV} (clients send it as a Bearer token) or pass --public-read")
+        import uvicorn
+
+        app_ = build_server_app(open_catalog(home), token, public_read=public_read)
+        typer.echo(f"serving on http://{host}:{port} (reads {'open' if token is None or public_read else 'need a token'})", err=True)
+        uvicorn.run(app_, host=host, port=port, log_level="warning")

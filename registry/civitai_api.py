@@ -1,0 +1,374 @@
+"""A Civitai-style API (v1, read side) over a loradex catalog, for ``loradex serve``.
+
+Webui tools that speak Civitai (Civitai Helper, ComfyUI managers, ``loradex pull --endpoint``)
+work against it unchanged: same paths, same JSON field names. Ids are the catalog's row ids
+(adapter id = modelId, version id = modelVersion id = file id), so they are stable.
+
+Paths: ``GET /api/v1/models`` (query, types, baseModels, tag, sort, limit ≤ 100, cursor or page),
+``/api/v1/models/{id}``, ``/api/v1/model-versions/{id}``, ``/api/v1/model-versions/by-hash/{hash}``
+(AutoV1, AutoV2, AutoV3 full or 12-hex, SHA256; case-insensitive), ``POST
+/api/v1/model-versions/by-hash`` (≤ 100 hashes), ``GET /api/download/models/{versionId}`` → 307
+to a signed file URL that serves the blob with Content-Disposition and Range.
+Sorting: loradex keeps no download counts or ratings, so every sort but "Newest" is by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from urllib.parse import quote, urlencode
+
+from sqlalchemy import select
+
+from .db_schema import AdapterRow, VersionRow
+from .server_app import register_router
+
+MAX_LIMIT = 100
+SIGNED_URL_SECONDS = 3600
+CIVITAI_TYPE = {"lora": "LORA", "lycoris": "LoCon", "embedding": "TextualInversion", "checkpoint": "Checkpoint"}
+CIVITAI_BASE = {"sd1": "SD 1.5", "sd2": "SD 2.1", "sdxl": "SDXL 1.0", "sd3": "SD 3", "flux": "Flux.1 D",
+                "unknown": "Other"}
+FILE_FORMAT = {"safetensors": "SafeTensor", "pickle": "PickleTensor", "ckpt": "PickleTensor",
+               "pt": "PickleTensor", "bin": "PickleTensor"}
+
+
+def _iso(value) -> str | None:
+    if value is None:
+        return None
+    text = value.replace(tzinfo=None).isoformat(timespec="milliseconds")
+    return text + "Z"  # Civitai writes UTC with a Z and milliseconds
+
+
+def _file_format(row: VersionRow) -> str:
+    fmt = (row.file_format or "").lower()
+    for key, name in FILE_FORMAT.items():
+        if key in fmt:
+            return name
+    return "Other"
+
+
+def _fp(row: VersionRow) -> str | None:
+    dtype = str((row.probe or {}).get("dtype") or "").lower()
+    return {"float16": "fp16", "f16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16",
+            "float32": "fp32", "f32": "fp32", "fp32": "fp32"}.get(dtype)
+
+
+def file_json(row: VersionRow, base_url: str) -> dict:
+    civ = (row.extra or {}).get("civitai") or {}
+    hashes = {"AutoV1": (row.autov1 or "").upper() or None, "AutoV2": row.autov2.upper(),
+              "SHA256": row.sha256.upper()}
+    known = civ.get("hashes") or {}
+    if str(known.get("SHA256", "")).lower() == row.sha256:  # extra hashes only for these bytes
+        for key in ("CRC32", "BLAKE3"):
+            if known.get(key):
+                hashes[key] = str(known[key]).upper()
+    if row.autov3:
+        hashes["AutoV3"] = row.autov3.upper()
+    pickle = _file_format(row) == "PickleTensor"
+    return {
+        "id": row.id,
+        "sizeKB": row.size / 1024,
+        "name": row.file_name or f"{row.sha256[:12]}.safetensors",
+        "type": "Model",
+        "pickleScanResult": "Success",
+        "pickleScanMessage": "Pickle scanned by loradex" if pickle else "No Pickle imports",
+        "virusScanResult": "Success",
+        "virusScanMessage": None,
+        "scannedAt": _iso(row.created_at),
+        "metadata": {"format": _file_format(row), "size": None, "fp": _fp(row)},
+        "hashes": {k: v for k, v in hashes.items() if v},
+        "primary": True,
+        "downloadUrl": f"{base_url}api/download/models/{row.id}",
+    }
+
+
+def version_json(row: VersionRow, adapter: AdapterRow, base_url: str, *, in_model: bool = False) -> dict:
+    civ = (row.extra or {}).get("civitai") or {}
+    base_model = civ.get("baseModel") if civ.get("baseModel") else CIVITAI_BASE.get(adapter.base, "Other")
+    if civ.get("baseModel") and adapter.base != "unknown":
+        from .remotes.civitai import base_family
+
+        if base_family(civ["baseModel"]) != adapter.base:  # the catalog's (probed) family wins
+            base_model = CIVITAI_BASE.get(adapter.base, "Other")
+    images = [{"url": im.get("url"), "nsfwLevel": im.get("nsfwLevel") or 1, "width": im.get("width"),
+               "height": im.get("height"), "type": "image", "meta": im.get("meta")}
+              for im in civ.get("images") or [] if isinstance(im, dict)]
+    data = {
+        "id": row.id,
+        "modelId": adapter.id,
+        "name": row.version,
+        "createdAt": _iso(row.created_at),
+        "updatedAt": _iso(row.created_at),
+        "status": "Published",
+        "publishedAt": _iso(row.created_at),
+        "trainedWords": list(row.trigger_words or []),
+        "trainingStatus": None,
+        "trainingDetails": None,
+        "baseModel": base_model,
+        "baseModelType": civ.get("baseModelType") or "Standard",
+        "earlyAccessEndsAt": None,
+        "description": civ.get("description") or row.message or "",
+        "uploadType": "Created",
+        "stats": {"downloadCount": 0, "ratingCount": 0, "rating": 0, "thumbsUpCount": 0},
+        "model": {"name": adapter.name, "type": civ.get("modelType") or CIVITAI_TYPE.get(adapter.kind, "Other"),
+                  "nsfw": bool(civ.get("nsfw")), "poi": False},
+        "files": [file_json(row, base_url)],
+        "images": images,
+        "downloadUrl": f"{base_url}api/download/models/{row.id}",
+    }
+    if in_model:  # versions listed inside a model carry no modelId/model (as on Civitai)
+        del data["modelId"], data["model"]
+    return data
+
+
+def _live_versions(s, adapter_id: int) -> list[VersionRow]:
+    return list(s.scalars(select(VersionRow).where(VersionRow.adapter_id == adapter_id,
+                                                   VersionRow.deleted_at.is_(None))
+                          .order_by(VersionRow.sort_key.desc())))
+
+
+def model_json(s, adapter: AdapterRow, base_url: str, versions: list[VersionRow] | None = None) -> dict:
+    versions = versions if versions is not None else _live_versions(s, adapter.id)
+    items = []
+    for index, row in enumerate(versions):
+        item = version_json(row, adapter, base_url, in_model=True)
+        item["index"] = index
+        items.append(item)
+    tags = adapter.tags or {}
+    return {
+        "id": adapter.id,
+        "name": adapter.name,
+        "description": adapter.description or "",
+        "type": CIVITAI_TYPE.get(adapter.kind, "Other"),
+        "poi": False,
+        "nsfw": any(bool(((v.extra or {}).get("civitai") or {}).get("nsfw")) for v in versions),
+        "nsfwLevel": 1,
+        "availability": "Public",
+        "allowNoCredit": True,
+        "allowCommercialUse": [],
+        "allowDerivatives": True,
+        "allowDifferentLicense": True,
+        "stats": {"downloadCount": 0, "favoriteCount": 0, "thumbsUpCount": 0, "thumbsDownCount": 0,
+                  "commentCount": 0, "ratingCount": 0, "rating": 0, "tippedAmountCount": 0},
+        "creator": {"username": versions[-1].created_by if versions else "", "image": None},
+        "tags": sorted({str(k) for k in tags} | {str(v) for v in tags.values() if isinstance(v, str) and v}),
+        "modelVersions": items,
+    }
+
+
+def find_by_hash(s, value: str) -> VersionRow | None:
+    """AutoV1 (8 hex), AutoV2 (10), AutoV3 short (12), SHA256 or AutoV3 (64); case-insensitive."""
+    h = value.strip().lower()
+    if not h or any(c not in "0123456789abcdef" for c in h):
+        return None
+    live = VersionRow.deleted_at.is_(None)
+    if len(h) == 64:
+        cond = (VersionRow.sha256 == h) | (VersionRow.autov3 == h)
+    elif len(h) == 10:
+        cond = VersionRow.autov2 == h
+    elif len(h) == 12:
+        cond = VersionRow.autov3.like(h + "%")
+    elif len(h) == 8:
+        cond = VersionRow.autov1 == h
+    else:
+        return None
+    return s.scalar(select(VersionRow).where(cond, live).order_by(VersionRow.id).limit(1))
+
+
+def _sign(secret: bytes, version_id: int, expires: int) -> str:
+    return hmac.new(secret, f"{version_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _secret(app) -> bytes:
+    if not hasattr(app.state, "civitai_url_secret"):
+        app.state.civitai_url_secret = secrets.token_bytes(32)
+    return app.state.civitai_url_secret
+
+
+@register_router("civitai")
+def civitai_router():
+    from fastapi import APIRouter, Body, Query, Request
+    from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+
+    router = APIRouter()
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    def denied(request: Request) -> JSONResponse | None:
+        if request.app.state.authorize(request, "read"):
+            return None
+        return error(401, "Unauthorized: this mirror needs an API token (Authorization: Bearer or ?token=)")
+
+    def base(request: Request) -> str:
+        return str(request.base_url)
+
+    def catalog(request: Request):
+        return request.app.state.catalog
+
+    @router.get("/api/v1/models")
+    def list_models(request: Request, limit: int = 100, cursor: str | None = None, page: int | None = None,
+                    query: str | None = None, types: list[str] = Query(default=[]),
+                    baseModels: list[str] = Query(default=[]), tag: str | None = None,  # noqa: N803
+                    sort: str | None = None, nsfw: bool | None = None):
+        if (resp := denied(request)) is not None:
+            return resp
+        if limit < 1 or limit > MAX_LIMIT:
+            return error(400, f"limit must be between 1 and {MAX_LIMIT}")
+        newest = (sort or "").lower() == "newest"
+        try:
+            after = int(cursor) if cursor else None
+        except ValueError:
+            return error(400, "invalid cursor")
+        want_types = {t.lower() for t in types}
+        want_bases = {b.lower() for b in baseModels}
+
+        def run(s):
+            adapters = list(s.scalars(select(AdapterRow).order_by(AdapterRow.id.desc() if newest else AdapterRow.id)))
+            picked = []
+            for a in adapters:
+                if query and query.lower() not in a.name.lower():
+                    continue
+                if want_types and CIVITAI_TYPE.get(a.kind, "Other").lower() not in want_types:
+                    continue
+                if want_bases and CIVITAI_BASE.get(a.base, "Other").lower() not in want_bases:
+                    continue
+                if tag and tag.lower() not in {str(k).lower() for k in (a.tags or {})} | {
+                        str(v).lower() for v in (a.tags or {}).values()}:
+                    continue
+                versions = _live_versions(s, a.id)
+                if versions:
+                    picked.append((a, versions))
+            total = len(picked)
+            if page:
+                window = picked[(page - 1) * limit: page * limit]
+                more = page * limit < total
+            else:
+                if after is not None:
+                    picked = [p for p in picked if (p[0].id < after if newest else p[0].id > after)]
+                window = picked[:limit]
+                more = len(picked) > limit
+            items = [model_json(s, a, base(request), versions) for a, versions in window]
+            return items, more, total, window
+
+        items, more, total, window = catalog(request).read(run)
+        meta: dict = {}
+        params = {k: v for k, v in request.query_params.multi_items() if k not in ("cursor", "page")}
+        if page:
+            meta.update({"totalItems": total, "currentPage": page, "pageSize": limit,
+                         "totalPages": (total + limit - 1) // limit})
+            if more:
+                meta["nextPage"] = f"{base(request)}api/v1/models?" + urlencode([*params.items(), ("page", page + 1)])
+        elif more and window:
+            meta["nextCursor"] = str(window[-1][0].id)
+            meta["nextPage"] = f"{base(request)}api/v1/models?" + urlencode(
+                [*params.items(), ("cursor", meta["nextCursor"])])
+        return {"items": items, "metadata": meta}
+
+    @router.get("/api/v1/models/{model_id}")
+    def get_model(request: Request, model_id: int):
+        if (resp := denied(request)) is not None:
+            return resp
+
+        def run(s):
+            adapter = s.get(AdapterRow, model_id)
+            if adapter is None:
+                return None
+            versions = _live_versions(s, adapter.id)
+            return model_json(s, adapter, base(request), versions) if versions else None
+
+        data = catalog(request).read(run)
+        return data if data is not None else error(404, f"No model with id {model_id}")
+
+    @router.get("/api/v1/model-versions/by-hash/{value}")
+    def by_hash(request: Request, value: str):
+        if (resp := denied(request)) is not None:
+            return resp
+
+        def run(s):
+            row = find_by_hash(s, value)
+            return version_json(row, s.get(AdapterRow, row.adapter_id), base(request)) if row else None
+
+        data = catalog(request).read(run)
+        return data if data is not None else error(404, "Model not found")
+
+    @router.post("/api/v1/model-versions/by-hash")
+    def by_hashes(request: Request, hashes: list[str] = Body(...)):
+        if (resp := denied(request)) is not None:
+            return resp
+        if len(hashes) > MAX_LIMIT:
+            return error(400, f"at most {MAX_LIMIT} hashes per request")
+
+        def run(s):
+            out, seen = [], set()
+            for value in hashes:
+                row = find_by_hash(s, str(value))
+                if row is not None and row.id not in seen:
+                    seen.add(row.id)
+                    out.append(version_json(row, s.get(AdapterRow, row.adapter_id), base(request)))
+            return out
+
+        return catalog(request).read(run)
+
+    @router.get("/api/v1/model-versions/{version_id}")
+    def get_version(request: Request, version_id: int):
+        if (resp := denied(request)) is not None:
+            return resp
+
+        def run(s):
+            row = s.get(VersionRow, version_id)
+            if row is None or row.deleted_at is not None:
+                return None
+            return version_json(row, s.get(AdapterRow, row.adapter_id), base(request))
+
+        data = catalog(request).read(run)
+        return data if data is not None else error(404, f"No model version with id {version_id}")
+
+    @router.get("/api/download/models/{version_id}")
+    def download(request: Request, version_id: int):
+        if (resp := denied(request)) is not None:
+            return resp
+
+        def run(s):
+            row = s.get(VersionRow, version_id)
+            return None if row is None or row.deleted_at is not None else (row.file_name or f"{row.sha256[:12]}.safetensors")
+
+        name = catalog(request).read(run)
+        if name is None:
+            return error(404, f"No model version with id {version_id}")
+        # Like Civitai: redirect to a short-lived signed URL that needs no token.
+        expires = int(time.time()) + SIGNED_URL_SECONDS
+        sig = _sign(_secret(request.app), version_id, expires)
+        return RedirectResponse(f"{base(request)}api/download/files/{version_id}/{quote(name)}?"
+                                + urlencode({"expires": expires, "sig": sig}), status_code=307)
+
+    @router.get("/api/download/files/{version_id}/{file_name}")
+    def file(request: Request, version_id: int, file_name: str, expires: int = 0, sig: str = ""):
+        signed = expires >= time.time() and hmac.compare_digest(
+            sig.encode(), _sign(_secret(request.app), version_id, expires).encode())
+        if not signed and (resp := denied(request)) is not None:
+            return resp
+
+        def run(s):
+            row = s.get(VersionRow, version_id)
+            return None if row is None or row.deleted_at is not None else (row.sha256, row.file_name)
+
+        found = catalog(request).read(run)
+        if found is None:
+            return error(404, f"No model version with id {version_id}")
+        sha, stored_name = found
+        path = catalog(request).blobs.path_for(sha)
+        if not path.is_file():
+            return error(404, "file missing from the store")
+        return FileResponse(path, filename=stored_name or file_name, media_type="application/octet-stream")
+
+    return router
+
+
+def create_civitai_app(catalog, token: str | None = None):
+    """An app serving only the Civitai-style API (tests, embedding)."""
+    from .server_app import build_server_app
+
+    return build_server_app(catalog, token, routers=["civitai"])

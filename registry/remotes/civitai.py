@@ -1,0 +1,706 @@
+"""Civitai (and any Civitai-style mirror, such as ``loradex serve``): pull and identify.
+
+Refs: ``civitai:VERSION_ID``, ``civitai:hash:HASH`` (AutoV1/AutoV2/AutoV3/SHA256),
+``civitai:model:MODEL_ID`` (its latest version), ``https://HOST/models/ID[?modelVersionId=V]``
+and ``https://HOST/api/download/models/V``. The endpoint is ``--endpoint`` (default
+https://civitai.com), else a URL ref's own origin.
+
+The token comes from ``CIVITAI_TOKEN`` at the moment of use. It is sent as a Bearer header on the
+first request and on same-origin redirect hops only: once a redirect leaves the endpoint's origin
+(Civitai's downloads go to a storage host) it is never sent again. It is never stored or printed.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import httpx
+from sqlalchemy import select
+
+from ..errors import AuthError, InvalidRef, NotFound, RemoteError, TransferError, UsageError
+from . import register_remote
+
+DEFAULT_ENDPOINT = "https://civitai.com"
+TOKEN_ENV = "CIVITAI_TOKEN"
+BATCH = 100  # Civitai's limit for POST /api/v1/model-versions/by-hash
+MAX_REDIRECTS = 10
+Progress = Callable[[int, int, str], None]
+
+# Civitai baseModel → loradex base family, first matching prefix wins (order matters: "SDXL"
+# before "SD"). Pony/Illustrious/NoobAI are SDXL fine-tunes.
+BASE_FAMILIES: list[tuple[str, str]] = [
+    ("sdxl", "sdxl"), ("pony", "sdxl"), ("illustrious", "sdxl"), ("noobai", "sdxl"),
+    ("sd 3", "sd3"), ("sd3", "sd3"), ("flux", "flux"),
+    ("sd 2", "sd2"), ("sd2", "sd2"), ("sd 1", "sd1"), ("sd1", "sd1"),
+]
+
+
+def base_family(base_model: str | None) -> str:
+    text = (base_model or "").strip().lower()
+    for prefix, family in BASE_FAMILIES:
+        if text.startswith(prefix):
+            return family
+    return "unknown"
+
+
+# --- refs ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CivitaiTarget:
+    version_id: int | None = None
+    model_id: int | None = None
+    hash: str | None = None
+    origin: str | None = None  # the origin of a URL ref
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def parse_civitai_ref(ref: str) -> CivitaiTarget:
+    ref = ref.strip()
+    if ref.startswith(("http://", "https://")):
+        parts = urlsplit(ref)
+        query = parse_qs(parts.query)
+        m = re.match(r"^/models/(\d+)(?:/[^/]*)?/?$", parts.path)
+        if m:
+            version = query.get("modelVersionId", [None])[0]
+            if version is not None and not version.isdigit():
+                raise InvalidRef(f"{ref!r}: modelVersionId must be a number")
+            return CivitaiTarget(version_id=int(version) if version else None, model_id=int(m.group(1)),
+                                 origin=_origin(ref))
+        m = re.match(r"^/api/download/models/(\d+)/?$", parts.path)
+        if m:
+            return CivitaiTarget(version_id=int(m.group(1)), origin=_origin(ref))
+        raise InvalidRef(f"{ref!r} is not a Civitai model URL",
+                         hint="use https://civitai.com/models/ID or …/models/ID?modelVersionId=V")
+    body = ref[len("civitai:"):] if ref.startswith("civitai:") else ref
+    if body.isdigit():
+        return CivitaiTarget(version_id=int(body))
+    kind, _, value = body.partition(":")
+    if kind == "hash" and re.fullmatch(r"[0-9a-fA-F]{8,64}", value):
+        return CivitaiTarget(hash=value.upper())
+    if kind == "model" and value.isdigit():
+        return CivitaiTarget(model_id=int(value))
+    raise InvalidRef(f"{ref!r} is not a Civitai ref",
+                     hint="use civitai:VERSION_ID, civitai:hash:HEX (8-64 digits) or civitai:model:ID")
+
+
+def _is_civitai_url(ref: str) -> bool:
+    if not ref.startswith(("http://", "https://")):
+        return False
+    path = urlsplit(ref).path
+    return bool(re.match(r"^/(models/\d+|api/download/models/\d+)", path))
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+def _body_message(resp: httpx.Response) -> str:
+    """The server's own error text, one line, short."""
+    try:
+        data = resp.json()
+        if isinstance(data, dict):
+            text = data.get("error") or data.get("message") or ""
+            return " ".join(str(text).split())[:200]
+    except Exception:  # noqa: BLE001 - not JSON: fall through to text
+        pass
+    try:
+        text = resp.text
+    except Exception:  # noqa: BLE001
+        return ""
+    if "<html" in text[:500].lower():
+        return ""
+    return " ".join(text.split())[:200]
+
+
+def _retry_after(resp: httpx.Response, attempt: int) -> float:
+    value = resp.headers.get("retry-after")
+    if value:
+        if value.strip().isdigit():
+            return float(value.strip())
+        try:
+            when = parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    return min(30.0, 2.0 ** attempt)
+
+
+class CivitaiClient:
+    """Talks to one Civitai-style endpoint. ``transport`` lets tests inject httpx.MockTransport."""
+
+    def __init__(self, endpoint: str | None = None, *, token: str | None = None,
+                 transport: httpx.BaseTransport | None = None, timeout: float = 60.0,
+                 sleep: Callable[[float], None] = time.sleep, retries: int = 5, max_wait: float = 120.0):
+        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self._token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+        self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
+                                  headers={"User-Agent": "loradex"})
+        self._sleep = sleep
+        self._retries = retries
+        self._max_wait = max_wait
+
+    def __repr__(self) -> str:  # never show the token
+        return f"CivitaiClient({self.endpoint!r}, token={'set' if self._token else 'none'})"
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self._token)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # One request, with 429/5xx backoff. Redirects are followed by the caller (``_follow``).
+    def _send(self, method: str, url: str, *, what: str, headers: dict, json=None,
+              stream: bool = False) -> httpx.Response:
+        for attempt in range(self._retries + 1):
+            request = self._http.build_request(method, url, headers=headers, json=json)
+            try:
+                resp = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                if attempt < min(self._retries, 2) and isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+                    self._sleep(min(10.0, 1.0 * 2 ** attempt))
+                    continue
+                raise RemoteError(f"{what}: cannot reach {_origin(url)}: {type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:160]}") from None
+            retryable = resp.status_code == 429 or resp.status_code in (500, 502, 503, 504)
+            if not retryable or attempt == self._retries:
+                return resp
+            wait = _retry_after(resp, attempt) if resp.status_code == 429 else min(30.0, 2.0 ** attempt)
+            resp.close()
+            if wait > self._max_wait:
+                raise RemoteError(f"{what}: rate limited by {_origin(url)} (429); "
+                                  f"Retry-After is {wait:.0f}s", hint="try again later")
+            self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _follow(self, method: str, url: str, *, what: str, headers: dict | None = None, json=None,
+                stream: bool = False) -> httpx.Response:
+        first_origin = _origin(url)
+        left_origin = False
+        for _ in range(MAX_REDIRECTS + 1):
+            hop_headers = dict(headers or {})
+            # The token goes to the endpoint's origin only, and never again once a redirect left it.
+            if self._token and not left_origin and _origin(url) == first_origin:
+                hop_headers["Authorization"] = f"Bearer {self._token}"
+            resp = self._send(method, url, what=what, headers=hop_headers, json=json, stream=stream)
+            if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                url = urljoin(url, resp.headers["location"])
+                resp.close()
+                if _origin(url) != first_origin:
+                    left_origin = True
+                if resp.status_code == 303:
+                    method, json = "GET", None
+                continue
+            return resp
+        raise RemoteError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    def _check(self, resp: httpx.Response, what: str, *, early_access: str | None = None) -> None:
+        code = resp.status_code
+        if code < 400:
+            return
+        try:
+            resp.read()  # a streamed error body: read it for the message
+        except httpx.HTTPError:
+            pass
+        said = _body_message(resp)
+        said = f" ({said})" if said else ""
+        if code == 401:
+            if self._token:
+                raise AuthError(f"{what}: 401 unauthorized — the token in {TOKEN_ENV} was refused{said}")
+            raise AuthError(f"{what}: 401 unauthorized — this needs an API token{said}",
+                            hint=f"set {TOKEN_ENV}")
+        if code == 403:
+            if early_access or "early access" in said.lower():
+                until = f" until {early_access}" if early_access else ""
+                raise AuthError(f"{what}: 403 — this version is in early access{until}; only "
+                                f"supporters can download it{said}")
+            raise AuthError(f"{what}: 403 forbidden{said}" + ("" if self._token else f"; no token was sent ({TOKEN_ENV})"))
+        if code == 404:
+            raise NotFound(f"{what}: not found at {self.endpoint}{said}")
+        if code == 429:
+            raise RemoteError(f"{what}: still rate limited (429) after {self._retries} retries")
+        raise RemoteError(f"{what}: HTTP {code} from {_origin(str(resp.request.url))}{said}")
+
+    # --- API ---------------------------------------------------------------------------------
+    def get_json(self, path: str, *, what: str, method: str = "GET", json=None):
+        resp = self._follow(method, self.endpoint + path, what=what, json=json,
+                            headers={"Accept": "application/json"})
+        self._check(resp, what)
+        try:
+            return resp.json()
+        except ValueError:
+            raise RemoteError(f"{what}: {self.endpoint} did not answer with JSON "
+                              f"(is the endpoint a Civitai API?)") from None
+
+    def version(self, version_id: int) -> dict:
+        return self.get_json(f"/api/v1/model-versions/{version_id}", what=f"civitai version {version_id}")
+
+    def version_by_hash(self, value: str) -> dict:
+        return self.get_json(f"/api/v1/model-versions/by-hash/{value}", what=f"civitai hash {value}")
+
+    def model(self, model_id: int) -> dict:
+        return self.get_json(f"/api/v1/models/{model_id}", what=f"civitai model {model_id}")
+
+    def versions_by_hashes(self, hashes: list[str]) -> list[dict]:
+        found: list[dict] = []
+        for i in range(0, len(hashes), BATCH):
+            batch = hashes[i:i + BATCH]
+            data = self.get_json("/api/v1/model-versions/by-hash", method="POST", json=batch,
+                                 what=f"civitai hash look-up ({len(batch)} hashes)")
+            found.extend(d for d in (data or []) if isinstance(d, dict))
+        return found
+
+    def download(self, url: str, dest: Path, *, what: str, expected_size: int | None = None,
+                 progress: Progress | None = None, early_access: str | None = None) -> tuple[int, int]:
+        """Download ``url`` into ``dest``, resuming from its current length with Range.
+
+        Returns (bytes received now, offset resumed from). An interrupted transfer leaves ``dest``
+        in place for the next attempt; an HTML/JSON answer removes it.
+        """
+        offset = dest.stat().st_size if dest.exists() else 0
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = self._follow("GET", url, what=what, headers=headers, stream=True)
+        try:
+            if resp.status_code == 416 and offset:
+                return 0, offset  # the partial file is already whole; verification decides
+            self._check(resp, what, early_access=early_access)
+            ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype in ("text/html", "application/json", "text/plain", "application/xml"):
+                resp.read()
+                raise TransferError(f"{what}: the server sent {ctype} instead of the file"
+                                    f"{_describe_text(resp.content)}",
+                                    hint="a login or error page; check the token and the version id")
+            if resp.status_code == 206:
+                start, total = _content_range(resp.headers.get("content-range", ""))
+                if start != offset:
+                    raise TransferError(f"{what}: asked to resume at byte {offset}, server sent {start}")
+                mode = "ab"
+            else:
+                offset, mode = 0, "wb"
+                total = int(resp.headers["content-length"]) if resp.headers.get("content-length") else None
+            total = total or expected_size or 0
+            done = offset
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, mode) as fh:
+                first = True
+                try:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        if first and offset == 0 and _looks_like_text(chunk):
+                            fh.close()
+                            dest.unlink(missing_ok=True)
+                            raise TransferError(f"{what}: the server sent a text page instead of the "
+                                                f"file{_describe_text(chunk)}")
+                        first = False
+                        fh.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total, dest.name)
+                except httpx.TransportError as exc:
+                    fh.flush()
+                    error = TransferError(f"{what}: download interrupted at {done} of {total or '?'} "
+                                          f"bytes ({type(exc).__name__})",
+                                          hint="run the same pull again to resume")
+                    error.resumable = True  # keep the partial file for the next attempt
+                    raise error from None
+            return done - offset, offset
+        finally:
+            resp.close()
+
+
+def _content_range(value: str) -> tuple[int, int | None]:
+    m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", value.strip())
+    if not m:
+        raise TransferError(f"bad Content-Range {value!r} in a resumed download")
+    return int(m.group(1)), (int(m.group(3)) if m.group(3) != "*" else None)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """An HTML or JSON body where a model file was expected. A safetensors file starts with an
+    8-byte little-endian length (zero bytes for any real header size); pickles/zips start binary."""
+    sample = bytes(head[:64]).lstrip()
+    if not sample or sample[:1] not in (b"<", b"{", b"["):
+        return False
+    return all(32 <= b < 127 or b in (9, 10, 13) for b in sample)
+
+
+def _describe_text(body: bytes) -> str:
+    text = body[:4000].decode("utf-8", "replace")
+    try:
+        import json
+
+        data = json.loads(text)
+        if isinstance(data, dict) and (data.get("error") or data.get("message")):
+            return f": {' '.join(str(data.get('error') or data.get('message')).split())[:160]}"
+    except ValueError:
+        pass
+    m = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+    if m:
+        return f" (page title: {' '.join(html.unescape(m.group(1)).split())[:120]})"
+    return ""
+
+
+# --- pull ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PullResult:
+    version: object  # entities.Version
+    civitai: dict
+    downloaded_bytes: int
+    resumed_from: int
+    already_present: bool = False
+    records: int = 0
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {**self.version.to_dict(), "civitai": {k: self.civitai.get(k) for k in
+                                                      ("modelId", "versionId", "fileId", "endpoint")},
+                "downloaded_bytes": self.downloaded_bytes, "resumed_from": self.resumed_from,
+                "already_present": self.already_present, "prompt_records": self.records,
+                "note": self.note}
+
+
+def normalise_name(model_name: str, model_id) -> str:
+    name = re.sub(r"[^a-z0-9._-]+", "-", (model_name or "").lower()).strip("-._")
+    return name[:120].strip("-._") or f"civitai-{model_id}"
+
+
+def semver_from_name(version_name: str) -> str | None:
+    """'v1.0' → '1.0.0', 'V2' → '2.0.0', '1.2.3' → '1.2.3'; anything else → None (bump)."""
+    m = re.fullmatch(r"\s*[vV]?(\d+)(?:\.(\d+))?(?:\.(\d+))?\s*", version_name or "")
+    if not m:
+        return None
+    major, minor, patch = (int(g) if g is not None else 0 for g in m.groups())
+    return f"{major}.{minor}.{patch}"
+
+
+def plain_text(markup: str | None, limit: int = 4000) -> str:
+    text = re.sub(r"<br\s*/?>|</p>", "\n", markup or "", flags=re.I)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())[:limit]
+
+
+def pick_file(files: list[dict], *, name: str | None = None, file_type: str | None = None) -> dict:
+    if not files:
+        raise NotFound("this Civitai version lists no files")
+    if name:
+        hit = [f for f in files if f.get("name") == name]
+        if not hit:
+            raise NotFound(f"no file named {name!r}; files: {', '.join(f.get('name', '?') for f in files)}")
+        return hit[0]
+    if file_type:
+        hit = [f for f in files if (f.get("type") or "").lower() == file_type.lower()]
+        if not hit:
+            raise NotFound(f"no file of type {file_type!r}; types: "
+                           f"{', '.join(sorted({f.get('type', '?') for f in files}))}")
+        return hit[0]
+    primary = [f for f in files if f.get("primary")]
+    models = [f for f in files if f.get("type") == "Model"]
+    return (primary or models or files)[0]
+
+
+def _file_hashes(file: dict) -> dict[str, str]:
+    return {k.upper(): str(v).lower() for k, v in (file.get("hashes") or {}).items() if v}
+
+
+def provenance(info: dict, file: dict, endpoint: str, how: str) -> dict:
+    """What loradex keeps of a Civitai version in ``version.extra["civitai"]``."""
+    model = info.get("model") or {}
+    return {
+        "modelId": info.get("modelId"), "versionId": info.get("id"), "fileId": file.get("id"),
+        "modelName": model.get("name"), "modelType": model.get("type"), "nsfw": model.get("nsfw"),
+        "versionName": info.get("name"), "baseModel": info.get("baseModel"),
+        "baseModelType": info.get("baseModelType"), "trainedWords": list(info.get("trainedWords") or []),
+        "description": info.get("description") or "", "publishedAt": info.get("publishedAt"),
+        "fileName": file.get("name"), "fileType": file.get("type"), "sizeKB": file.get("sizeKB"),
+        "fileMetadata": file.get("metadata") or {}, "hashes": file.get("hashes") or {},
+        "downloadUrl": file.get("downloadUrl") or info.get("downloadUrl"), "endpoint": endpoint,
+        "via": how,
+    }
+
+
+def _resolve_info(client: CivitaiClient, target: CivitaiTarget) -> dict:
+    if target.hash:
+        return client.version_by_hash(target.hash)
+    if target.version_id is None:
+        model = client.model(target.model_id)
+        versions = model.get("modelVersions") or []
+        if not versions:
+            raise NotFound(f"civitai model {target.model_id} has no published versions")
+        target = CivitaiTarget(version_id=versions[0]["id"])  # Civitai lists newest first
+    info = client.version(target.version_id)
+    if "modelId" not in info or "model" not in info:
+        raise RemoteError(f"civitai version {target.version_id}: the answer lacks modelId/model "
+                          f"(not a Civitai-style API?)")
+    return info
+
+
+def _live_version_by_sha(catalog, sha256: str):
+    from ..db_schema import AdapterRow, VersionRow
+
+    def run(s):
+        row = s.scalar(select(VersionRow).where(VersionRow.sha256 == sha256, VersionRow.deleted_at.is_(None))
+                       .order_by(VersionRow.id).limit(1))
+        return row.to_entity(s.get(AdapterRow, row.adapter_id).name) if row is not None else None
+
+    return catalog.read(run)
+
+
+def _download_url(client: CivitaiClient, info: dict, file: dict) -> str:
+    url = file.get("downloadUrl") or info.get("downloadUrl") or f"{client.endpoint}/api/download/models/{info['id']}"
+    # A mirror may hand out civitai.com URLs: keep the path, use the endpoint we were told to use.
+    if _origin(url) != _origin(client.endpoint):
+        parts = urlsplit(url)
+        url = client.endpoint + parts.path + (f"?{parts.query}" if parts.query else "")
+    return url
+
+
+def _verify(path: Path, file: dict, what: str) -> None:
+    from ..hashing import hash_file
+
+    expected = _file_hashes(file)
+    size = path.stat().st_size
+    listed = int(float(file["sizeKB"]) * 1024) if file.get("sizeKB") else None
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if _looks_like_text(head):
+        body = path.read_bytes()[:4000] if size < 1 << 20 else head
+        raise TransferError(f"{what}: the downloaded body is a text page, not a model file{_describe_text(body)}")
+    actual = hash_file(path)
+    want = expected.get("SHA256")
+    if want and actual.sha256 != want:
+        if listed and size < listed - 1024:
+            raise TransferError(f"{what}: short file — got {size} bytes, Civitai lists about {listed} "
+                                f"(the 'small corrupt file' failure); SHA256 does not match")
+        raise TransferError(f"{what}: SHA256 mismatch — expected {want[:16]}…, got {actual.sha256[:16]}…")
+    if not want:
+        if expected.get("AUTOV2") and actual.autov2 != expected["AUTOV2"][:10]:
+            raise TransferError(f"{what}: AutoV2 mismatch — expected {expected['AUTOV2']}, got {actual.autov2}")
+        if listed and size < listed - 1024:
+            raise TransferError(f"{what}: short file — got {size} bytes, Civitai lists about {listed}")
+
+
+def _records_module():
+    try:
+        from .. import records  # written by the records helper; optional until it lands
+    except ImportError:
+        return None
+    return records
+
+
+def image_records(catalog, version, info: dict) -> tuple[int, list[dict]]:
+    """Example images' ``meta`` → prompt records when the records module exists; else the list
+    to keep in extra["civitai"]["images"]. Returns (records created, images to keep)."""
+    images = [{"url": im.get("url"), "width": im.get("width"), "height": im.get("height"),
+               "nsfwLevel": im.get("nsfwLevel"), "meta": im.get("meta")}
+              for im in (info.get("images") or []) if isinstance(im, dict)]
+    records = _records_module()
+    adder = getattr(records, "record_from_civitai_image", None) if records else None
+    if adder is None:
+        return 0, images
+    made = 0
+    for im in images:
+        if im.get("meta"):
+            adder(catalog, version.ref, im)
+            made += 1
+    return made, images
+
+
+def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | None = None,
+                 file_type: str | None = None, progress: Progress | None = None, remote=None,
+                 token: str | None = None, transport=None, sleep=None, name: str | None = None,
+                 alias: str | None = None, **_ignored) -> PullResult:
+    from ..adding import add_file
+
+    target = parse_civitai_ref(ref)
+    endpoint = (endpoint or target.origin or DEFAULT_ENDPOINT).rstrip("/")
+    kwargs = {"token": token, "transport": transport}
+    if sleep is not None:
+        kwargs["sleep"] = sleep
+    with CivitaiClient(endpoint, **kwargs) as client:
+        info = _resolve_info(client, target)
+        chosen = pick_file(info.get("files") or [], name=file, file_type=file_type)
+        civ = provenance(info, chosen, endpoint, "pull")
+        sha = _file_hashes(chosen).get("SHA256")
+        if sha:
+            existing = _live_version_by_sha(catalog, sha)
+            if existing is not None:
+                return PullResult(existing, civ, 0, 0, already_present=True,
+                                  note=f"already in the catalog as {existing.ref}")
+        what = f"civitai version {info['id']} file {chosen.get('name')!r}"
+        key = sha[:24] if sha else f"v{info['id']}-f{chosen.get('id')}"
+        work = catalog.home / "downloads" / f"civitai-{key}"
+        file_name = Path(chosen.get("name") or f"civitai-{info['id']}.safetensors").name
+        part = work / (file_name + ".part")
+        listed = int(float(chosen["sizeKB"]) * 1024) if chosen.get("sizeKB") else None
+        try:
+            got, resumed = client.download(_download_url(client, info, chosen), part, what=what,
+                                           expected_size=listed, progress=progress,
+                                           early_access=info.get("earlyAccessEndsAt"))
+            _verify(part, chosen, what)
+        except TransferError as exc:
+            if not getattr(exc, "resumable", False):
+                shutil.rmtree(work, ignore_errors=True)  # wrong bytes: never resume from them
+            raise
+    final = work / file_name
+    os.replace(part, final)
+    adapter_name = name or normalise_name((info.get("model") or {}).get("name"), info.get("modelId"))
+    version = semver_from_name(info.get("name") or "")
+    if version is not None and _version_taken(catalog, adapter_name, version):
+        version = None
+    base = base_family(info.get("baseModel"))
+    try:
+        added = add_file(
+            catalog, final, name=adapter_name, version=version, base=None if base == "unknown" else base,
+            triggers=[w.strip() for w in info.get("trainedWords") or [] if w and w.strip()] or None,
+            description=plain_text((info.get("model") or {}).get("description") or info.get("description")),
+            message=f"pulled from civitai:{info['id']} ({civ['modelName']} {civ['versionName']})",
+            extra={"civitai": civ}, link=True, alias=alias,
+            lineage=[{"relation": "pulled_from", "external_parent": f"civitai:{info['id']}",
+                      "recipe": {"endpoint": endpoint, "modelId": info.get("modelId"),
+                                 "fileId": chosen.get("id"), "sha256": sha}}],
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    made, images = image_records(catalog, added.version, info)
+    if not made and images:
+        _merge_extra(catalog, added.version.id, {"images": images})
+    version_entity = catalog.resolve(added.version.ref)
+    return PullResult(version_entity, civ, got, resumed, records=made, note=added.note)
+
+
+def _version_taken(catalog, name: str, version: str) -> bool:
+    from ..db_schema import AdapterRow, VersionRow
+
+    def run(s):
+        return s.scalar(select(VersionRow.id).join(AdapterRow, AdapterRow.id == VersionRow.adapter_id)
+                        .where(AdapterRow.name == name, VersionRow.version == version)) is not None
+
+    return catalog.read(run)
+
+
+def _merge_extra(catalog, version_id: int, civitai_fields: dict) -> None:
+    from ..db_schema import VersionRow
+
+    def run(s):
+        row = s.get(VersionRow, version_id)
+        extra = dict(row.extra or {})
+        extra["civitai"] = {**(extra.get("civitai") or {}), **civitai_fields}
+        row.extra = extra
+
+    catalog.transact(run)
+
+
+# --- identify -----------------------------------------------------------------------------------
+@dataclass
+class IdentifyReport:
+    identified: list[dict] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already have provenance
+
+    def to_dict(self) -> dict:
+        return {"identified": self.identified, "unknown": self.unknown, "skipped": self.skipped}
+
+
+def _has_provenance(s, row) -> bool:
+    from ..db_schema import LineageRow
+
+    if (row.extra or {}).get("civitai"):
+        return True
+    return s.scalar(select(LineageRow.id).where(LineageRow.child_version_id == row.id,
+                                                LineageRow.relation == "pulled_from")) is not None
+
+
+def identify(catalog, refs: list[str] | None = None, *, all_versions: bool = False,
+             endpoint: str | None = None, token: str | None = None, transport=None,
+             sleep=None, progress: Progress | None = None) -> IdentifyReport:
+    """Look up versions without provenance by SHA256 on a Civitai-style API and attach it."""
+    from ..catalog import resolve_in
+    from ..db_schema import AdapterRow, LineageRow, VersionRow
+    from ..operations import now
+    from ..refs import parse_ref
+
+    if not refs and not all_versions:
+        raise UsageError("give REF(s) or --all")
+    endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+    report = IdentifyReport()
+
+    def candidates(s):
+        if refs:
+            rows = [resolve_in(s, parse_ref(r)) for r in refs]
+        else:
+            rows = list(s.scalars(select(VersionRow).where(VersionRow.deleted_at.is_(None))
+                                  .order_by(VersionRow.id)))
+        out = []
+        for row in rows:
+            ref = f"{s.get(AdapterRow, row.adapter_id).name}@{row.version}"
+            if _has_provenance(s, row):
+                report.skipped.append(ref)
+            else:
+                out.append((row.id, ref, row.sha256))
+        return out
+
+    todo = catalog.read(candidates)
+    if not todo:
+        return report
+    kwargs = {"token": token, "transport": transport}
+    if sleep is not None:
+        kwargs["sleep"] = sleep
+    with CivitaiClient(endpoint, **kwargs) as client:
+        found = client.versions_by_hashes([sha.upper() for _, _, sha in todo])
+    by_sha: dict[str, tuple[dict, dict]] = {}
+    for info in found:
+        for f in info.get("files") or []:
+            sha = _file_hashes(f).get("SHA256")
+            if sha:
+                by_sha.setdefault(sha, (info, f))
+    for i, (vid, ref, sha) in enumerate(todo):
+        if progress:
+            progress(i + 1, len(todo), ref)
+        hit = by_sha.get(sha)
+        if hit is None:
+            report.unknown.append(ref)
+            continue
+        info, f = hit
+        civ = provenance(info, f, endpoint, "identify")
+
+        def attach(s, vid=vid, info=info, civ=civ):
+            row = s.get(VersionRow, vid)
+            if _has_provenance(s, row):  # someone attached it meanwhile
+                return False
+            row.extra = {**(row.extra or {}), "civitai": civ}
+            if not row.trigger_words and civ["trainedWords"]:
+                row.trigger_words = list(civ["trainedWords"])
+            s.add(LineageRow(child_version_id=vid, parent_version_id=None,
+                             parent_ref=f"civitai:{info.get('id')}", relation="pulled_from",
+                             recipe={"endpoint": endpoint, "modelId": info.get("modelId"),
+                                     "fileId": f.get("id"), "via": "identify"},
+                             created_at=now()))
+            return True
+
+        if catalog.transact(attach):
+            version = catalog.resolve(ref)
+            made, images = image_records(catalog, version, info)
+            if not made and images:
+                _merge_extra(catalog, vid, {"images": images})
+            report.identified.append({"ref": ref, "modelId": info.get("modelId"), "versionId": info.get("id"),
+                                      "model": civ["modelName"], "version": civ["versionName"],
+                                      "baseModel": info.get("baseModel")})
+    return report
+
+
+register_remote("civitai:", puller=pull_civitai, kind="civitai", hosts=("civitai.com",))
+register_remote("https://civitai.com/", puller=pull_civitai, kind="civitai", match=_is_civitai_url)

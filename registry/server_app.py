@@ -1,0 +1,63 @@
+"""The ``loradex serve`` application: one FastAPI app, one router per feature.
+
+Each feature module registers a router factory with ``@register_router("name")``; the modules to
+import are listed in ``ROUTER_MODULES`` (append yours — the Hub server adds its own).
+``build_server_app(catalog, token=None)`` imports them and mounts every registered router.
+
+Routers read their catalog and auth check from ``request.app.state``:
+``state.catalog`` and ``state.authorize(request, scope) -> bool`` (scope "read" or "write").
+The default check accepts ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` when a token is
+set, and everything when none is (``--public-read``); a feature with its own token store
+(the Hub server) may replace ``state.authorize``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib
+from typing import Callable
+
+ROUTER_MODULES = ["loradex.registry.civitai_api"]
+SERVER_ROUTERS: dict[str, Callable] = {}  # name → factory() returning an APIRouter
+
+
+def register_router(name: str):
+    def deco(factory: Callable) -> Callable:
+        SERVER_ROUTERS[name] = factory
+        return factory
+
+    return deco
+
+
+def request_token(request) -> str | None:
+    header = request.headers.get("authorization") or ""
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.query_params.get("token") or None
+
+
+def token_authorizer(token: str | None, *, public_read: bool = False) -> Callable:
+    """Static-token check (constant-time compare); no token configured = open read and write."""
+
+    def authorize(request, scope: str = "read") -> bool:
+        if token is None or (public_read and scope == "read"):
+            return True
+        given = request_token(request)
+        return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+    return authorize
+
+
+def build_server_app(catalog, token: str | None = None, *, public_read: bool = False,
+                     routers: list[str] | None = None):
+    from fastapi import FastAPI
+
+    for module in ROUTER_MODULES:
+        importlib.import_module(module)
+    app = FastAPI(title="loradex", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.catalog = catalog
+    app.state.authorize = token_authorizer(token, public_read=public_read)
+    for name, factory in SERVER_ROUTERS.items():
+        if routers is None or name in routers:
+            app.include_router(factory())
+    return app
