@@ -67,6 +67,8 @@ def sniff(path) -> Sniffed:
         return _sniff_zip(path)
     if _looks_like_pickle(head):
         return Sniffed("pickle", "a pickle (legacy torch.save format or raw pickle)")
+    if head[:1] in b"(}]c" and size <= 1 << 20 and _parses_as_pickle(path):
+        return Sniffed("pickle", "a protocol 0/1 (text) pickle")
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if _HTML.match(head.lstrip(b"\xef\xbb\xbf")):
         return Sniffed("html", "an HTML page")
@@ -76,6 +78,20 @@ def sniff(path) -> Sniffed:
         first = head.decode("utf-8", "replace").strip().splitlines()[0][:60] if head.strip() else ""
         return Sniffed("text", f"text starting {first!r}")
     return Sniffed("unknown", f"unrecognised binary starting {head[:8].hex(' ')}")
+
+
+def _parses_as_pickle(path: Path) -> bool:
+    """Protocol 0/1 pickles are printable text: only a full opcode parse tells them apart."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as fh:
+            for op, _arg, _pos in pickletools.genops(fh):
+                if op.name == "STOP":
+                    return True
+    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle"
+        return False
+    return False
 
 
 def _lfs_detail(head: bytes) -> str:
