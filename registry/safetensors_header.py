@@ -226,7 +226,7 @@ def read_scalars(path, header: SafetensorsHeader, names) -> dict[str, float]:
     with open(path, "rb") as fh:
         for name in names:
             info = header.tensors[name]
-            if info.numel != 1 or info.dtype not in _SCALAR_FORMATS and info.dtype != "BF16":
+            if info.numel != 1 or (info.dtype not in _SCALAR_FORMATS and info.dtype != "BF16"):
                 continue
             fh.seek(header.data_start + info.begin)
             out[name] = decode_scalar(info.dtype, fh.read(info.nbytes))
