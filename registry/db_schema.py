@@ -205,3 +205,18 @@ class FileCacheRow(Base):
     inode: Mapped[int] = mapped_column(BigInteger, nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     outcome: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+
+
+class AliasPolicyRow(Base):
+    """What a version needs before ``alias`` may point at it (the promotion gate)."""
+
+    __tablename__ = "alias_policies"
+    __table_args__ = (UniqueConstraint("adapter_id", "alias", name="uq_alias_policies_adapter_alias"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), nullable=False)
+    alias: Mapped[str] = mapped_column(String(100), nullable=False)
+    require_pass: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    minimums: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    maximums: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")

@@ -14,7 +14,7 @@ import io
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .catalog import resolve_in
-from .db_schema import AdapterRow, EvalCardRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
+from .db_schema import AdapterRow, AliasPolicyRow, EvalCardRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
 from .errors import AmbiguousRef, Conflict, InvalidFile, NotFound, UnsupportedFormat
 from .paths import current_user
 from .refs import parse_ref
@@ -524,25 +524,105 @@ def card_markdown(card: dict) -> str:
 
 # --- gated promotion ---------------------------------------------------------------------------
 
-# Aliases that only point at versions whose newest evaluation card passed.
-GATED_ALIASES = {"production"}
+@dataclass(frozen=True)
+class AliasPolicy:
+    adapter: str
+    alias: str
+    require_pass: bool = True
+    minimums: dict = field(default_factory=dict)  # metric -> lowest allowed value
+    maximums: dict = field(default_factory=dict)  # metric -> highest allowed value
+
+    def to_dict(self) -> dict:
+        return {"adapter": self.adapter, "alias": self.alias, "require_pass": self.require_pass,
+                "min": dict(self.minimums), "max": dict(self.maximums)}
+
+    def problems(self, card_row: EvalCardRow | None) -> list[str]:
+        """Why a version with this (newest) card may not take the alias; [] when it may."""
+        if card_row is None:
+            return ["no evaluation card"]
+        card = card_row.card or {}
+        out = []
+        if self.require_pass and not card_row.passed:
+            out.append(f"eval card #{card_row.id} failed" +
+                       (f" ({'; '.join(card.get('reasons') or [])})" if card.get("reasons") else ""))
+        metrics = card.get("metrics") or {}
+        for bound, limits in (("min", self.minimums), ("max", self.maximums)):
+            for name, limit in sorted(limits.items()):
+                value = (metrics.get(name) or {}).get("value")
+                if value is None:
+                    out.append(f"{name} missing from eval card #{card_row.id}")
+                elif (bound == "min" and value < limit) or (bound == "max" and value > limit):
+                    out.append(f"{name} = {value:.4g} is {'below' if bound == 'min' else 'above'} "
+                               f"the policy's {bound} {limit:g}")
+        return out
+
+
+def set_alias_policy(catalog, name: str, alias: str, *, require_pass: bool = True,
+                     minimums: dict | None = None, maximums: dict | None = None) -> AliasPolicy:
+    """Create or replace the policy gating ``alias`` of adapter ``name``."""
+    from .catalog import adapter_row
+    from .refs import check_alias
+
+    check_alias(alias)
+    policy = AliasPolicy(name, alias, require_pass, dict(minimums or {}), dict(maximums or {}))
+
+    def write(s: Session) -> AliasPolicy:
+        adapter = adapter_row(s, name)
+        row = s.scalar(select(AliasPolicyRow).where(AliasPolicyRow.adapter_id == adapter.id,
+                                                    AliasPolicyRow.alias == alias))
+        if row is None:
+            row = AliasPolicyRow(adapter_id=adapter.id, alias=alias)
+            s.add(row)
+        row.require_pass, row.minimums, row.maximums = require_pass, policy.minimums, policy.maximums
+        row.updated_at, row.updated_by = datetime.now(timezone.utc), current_user()
+        return policy
+
+    return catalog.transact(write)
+
+
+def remove_alias_policy(catalog, name: str, alias: str) -> None:
+    from .catalog import adapter_row
+
+    def write(s: Session) -> None:
+        adapter = adapter_row(s, name)
+        row = s.scalar(select(AliasPolicyRow).where(AliasPolicyRow.adapter_id == adapter.id,
+                                                    AliasPolicyRow.alias == alias))
+        if row is None:
+            raise NotFound(f"{name} has no policy for alias {alias!r}")
+        s.delete(row)
+
+    catalog.transact(write)
+
+
+def alias_policies(catalog, name: str) -> list[AliasPolicy]:
+    from .catalog import adapter_row
+
+    def run(s: Session) -> list[AliasPolicy]:
+        adapter = adapter_row(s, name)
+        rows = s.scalars(select(AliasPolicyRow).where(AliasPolicyRow.adapter_id == adapter.id)
+                         .order_by(AliasPolicyRow.alias))
+        return [AliasPolicy(name, r.alias, r.require_pass, dict(r.minimums), dict(r.maximums)) for r in rows]
+
+    return catalog.read(run)
 
 
 def promotion_gate(s: Session, version: VersionRow, alias: str, *, force: bool = False) -> str:
-    """Check a move of ``alias`` to ``version``. Returns text for the alias event's reason
-    ("" for an ungated alias); raises Conflict when the card is missing or failed, unless
-    ``force`` — then the override and its reasons are what the returned text records."""
-    if alias not in GATED_ALIASES:
+    """Check a move of ``alias`` to ``version`` against the adapter's policy for that alias.
+    Returns text for the alias event's reason ("" when the alias has no policy); raises Conflict
+    when the newest card is missing, failed or misses a threshold — unless ``force``, and then
+    the returned text records the override and what it overrode."""
+    row = s.scalar(select(AliasPolicyRow).where(AliasPolicyRow.adapter_id == version.adapter_id,
+                                                AliasPolicyRow.alias == alias))
+    if row is None:
         return ""
     name = s.get(AdapterRow, version.adapter_id).name
-    row = latest_card_row(s, version.id)
-    if row is None:
-        problems = ["no evaluation card"]
-    elif not row.passed:
-        problems = [f"eval card #{row.id} failed"] + list((row.card or {}).get("reasons") or [])
-    else:
-        return f"[gate: eval card #{row.id} passed]"
+    policy = AliasPolicy(name, alias, row.require_pass, dict(row.minimums), dict(row.maximums))
+    card = latest_card_row(s, version.id)
+    problems = policy.problems(card)
+    if not problems:
+        return f"[gate passed: eval card #{card.id}]"
     if not force:
         raise Conflict(f"{name}@{version.version} cannot become {alias!r}: " + "; ".join(problems),
-                       hint=f"run `loradex eval {name}@{version.version}`, or pass --force (recorded)")
+                       hint=f"run `loradex eval {name}@{version.version} --prompts SUITE`, "
+                            "or pass --force (recorded in the alias history)")
     return "[gate overridden with --force: " + "; ".join(problems) + "]"
