@@ -39,7 +39,7 @@ def alias_set(ref: RefArg, alias: Annotated[str, typer.Argument(help="Alias name
     from loradex.registry.operations import MoveAlias
 
     catalog = open_catalog(home)
-    (result,) = catalog.apply([MoveAlias(ref, alias, reason)])
+    (result,) = catalog.apply([MoveAlias(ref, alias, reason, force=force)])
     Output(json_mode=json).result(result, lambda c: c.print(f"{result.adapter}@{alias} → {result.version}"))
 
 

@@ -152,6 +152,7 @@ class MoveAlias:
     reason: str = ""
     action: str = "set"
     user: str = field(default_factory=current_user)
+    force: bool = False  # move past a failing promotion gate (recorded in the reason)
 
     def validate(self) -> None:
         check_alias(self.alias)
@@ -162,13 +163,17 @@ class MoveAlias:
     def apply(self, s: Session, catalog) -> E.Alias:
         target = _lock_live_version(s, resolve_in(s, parse_ref(self.ref)))
         adapter = s.get(AdapterRow, target.adapter_id)
+        from .records import promotion_gate  # the alias's policy vs the version's eval card
+
+        gate = promotion_gate(s, target, self.alias, force=self.force)
         row = _lock_alias(s, adapter.id, self.alias)
         previous = row.version_id if row else None
         if row is None:
             s.add(AliasRow(adapter_id=adapter.id, name=self.alias, version_id=target.id))
         else:
             row.version_id = target.id
-        _record_alias_event(s, adapter, self.alias, self.action, previous, target.id, self.user, self.reason)
+        reason = " ".join(part for part in (self.reason, gate) if part)
+        _record_alias_event(s, adapter, self.alias, self.action, previous, target.id, self.user, reason)
         return E.Alias(adapter.name, self.alias, target.version)
 
 
