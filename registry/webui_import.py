@@ -336,7 +336,7 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
                 stats.cache_hits += 1
                 report.items.append(_cached_item(f, outcome))
                 continue
-        f.previous = row["outcome"] if row else None
+        f.previous = {**row["outcome"], "sha256": row["sha256"]} if row else None
         todo.append(f)
 
     refused: list[tuple[_Found, ImportItem]] = []
@@ -456,6 +456,12 @@ def _import_one(catalog, f: _Found, stats: ImportStats, *, link: bool) -> Import
             op.extra["preview_type"] = side.preview_type
 
         def commit(s):
+            prev = f.previous or {}
+            if prev.get("sha256") == h.sha256 and prev.get("status") in ("added", "duplicate"):
+                # Touched (new mtime) but the same bytes: nothing new.
+                _save_cache(s, f, h.sha256, {k: v for k, v in prev.items() if k != "sha256"})
+                return ImportItem(f.rel, "unchanged", ref=prev.get("ref"), kind=kind,
+                                  reason="same content as before (re-hashed: its mtime changed)")
             existing = s.execute(
                 select(AdapterRow.name, VersionRow.version)
                 .join(AdapterRow, AdapterRow.id == VersionRow.adapter_id)

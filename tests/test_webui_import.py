@@ -228,3 +228,16 @@ def test_corpus_files_in_a_webui_tree(corpus_dir, tmp_path):
             assert item.kind == kind, (name, item)
     assert "lfs pointer" in items["models/Lora/bad_lfs_pointer_learned_embeds.safetensors"].reason.lower()
     assert "json" in items["models/Lora/bad_invokeai_fakeTensor_json_kohya_sd15_shinkai.safetensors"].reason.lower()
+
+
+def test_touched_file_with_same_bytes_is_unchanged(tree):
+    catalog = Catalog()
+    import_tree(catalog, tree.root)
+    style = tree.files["style"]
+    st = style.stat()
+    os.utime(style, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    again = import_tree(catalog, tree.root)
+    item = _items(again)["models/Lora/style.safetensors"]
+    assert (item.status, item.ref, item.cached) == ("unchanged", "style@1.0.0", False)
+    assert again.stats.files_read == 1 and again.counts()["added"] == 0
+    assert import_tree(catalog, tree.root).stats.files_read == 0  # the new mtime is cached now
