@@ -42,7 +42,7 @@ def _iso(value) -> str | None:
 
 
 def _file_format(row: VersionRow) -> str:
-    fmt = (row.file_format or "").lower()
+    fmt = f"{(row.probe or {}).get('container') or ''} {row.file_format or ''}".lower()
     for key, name in FILE_FORMAT.items():
         if key in fmt:
             return name
@@ -50,7 +50,8 @@ def _file_format(row: VersionRow) -> str:
 
 
 def _fp(row: VersionRow) -> str | None:
-    dtype = str((row.probe or {}).get("dtype") or "").lower()
+    dtypes = (row.probe or {}).get("dtypes") or []
+    dtype = str(dtypes[0] if len(dtypes) == 1 else "").lower()
     return {"float16": "fp16", "f16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16",
             "float32": "fp32", "f32": "fp32", "fp32": "fp32"}.get(dtype)
 

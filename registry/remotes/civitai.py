@@ -299,8 +299,8 @@ class CivitaiClient:
             with open(dest, mode) as fh:
                 first = True
                 try:
-                    for chunk in resp.iter_bytes(1 << 20):
-                        if first and offset == 0 and _looks_like_text(chunk):
+                    for chunk in resp.iter_bytes():  # as received: nothing buffered is lost on a drop
+                        if first and offset == 0 and len(chunk) >= 16 and _looks_like_text(chunk):
                             fh.close()
                             dest.unlink(missing_ok=True)
                             raise TransferError(f"{what}: the server sent a text page instead of the "
