@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
         out = Output(json_mode=json)
         if explain:
-            verdicts = explain_path(path)
+            verdicts = explain_path(path, allow_pickle=allow_pickle)
             out.result([v.to_dict() for v in verdicts], lambda c: out.table(
                 ["prober", "verdict", "reason"],
                 [[v.prober, "mine" if v.matched else "not mine", v.reason] for v in verdicts],
