@@ -47,3 +47,7 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
     if isinstance(exc, OSError) and exc.errno == 28:
         return 1, "no space left on device"
     return None, str(exc)
+
+
+if __name__ == "__main__":  # `python -m loradex.cli.main …` (e.g. under `accelerate launch -m`)
+    main()
