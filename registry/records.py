@@ -395,14 +395,23 @@ def record_from_comfyui(catalog, path: Path, prompt_json: str, workflow_json: st
     return record
 
 
-def _pixel_sha256(data: bytes) -> str:
+def pixel_sha256(image) -> str:
+    """What a record's ``image_sha256`` means (the same definition as
+    ``loradex.trainer.render.image_sha256``): sha256 of ``b"RGB <w>x<h>\\n"`` + the RGB pixel
+    bytes, independent of PNG compression and text chunks."""
     import hashlib
 
+    rgb = image.convert("RGB")
+    digest = hashlib.sha256(f"RGB {rgb.width}x{rgb.height}\n".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def _pixel_sha256(data: bytes) -> str:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
-        rgb = img.convert("RGB")
-        return hashlib.sha256(rgb.tobytes()).hexdigest()
+        return pixel_sha256(img)
 
 
 # Which chunk a PNG's record comes from, tried in order: our own, A1111, ComfyUI.

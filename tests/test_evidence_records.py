@@ -103,7 +103,9 @@ def test_import_a1111_png_resolves_lora_by_short_hash(tmp_path):
     assert r["stack"] == [{"requested": "watercolor_v2", "ref": version.ref, "sha256": version.sha256,
                            "te_weight": 0.7, "unet_weight": 0.7}]
     assert rec.versions == (version.ref,)
-    assert r["image_sha256"] == __import__("hashlib").sha256(Image.open(png).convert("RGB").tobytes()).hexdigest()
+    import hashlib
+
+    assert r["image_sha256"] == hashlib.sha256(b"RGB 8x8\n" + Image.open(png).convert("RGB").tobytes()).hexdigest()
 
 
 def test_import_comfyui_png(tmp_path):
