@@ -12,7 +12,8 @@ to a signed file URL that serves the blob with Content-Disposition and Range.
 Sorting: loradex keeps no download counts or ratings, so every sort but "Newest" is by id.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the route signatures, whose types are
+# imported inside civitai_router() and must be evaluated there.
 
 import hashlib
 import hmac
