@@ -339,14 +339,15 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
         f.previous = {**row["outcome"], "sha256": row["sha256"]} if row else None
         todo.append(f)
 
-    refused: list[tuple[_Found, ImportItem]] = []
+    refused: list[tuple[_Found, ImportItem, bool]] = []
     ready: list[_Found] = []
     for f in todo:
         try:
             f.probe = probe_path(f.path, allow_pickle=allow_pickle).to_dict()
         except LoradexError as exc:
             item = ImportItem(f.rel, "refused", reason=_reason(exc, f.path))
-            refused.append((f, item))
+            # A pickle refused only for want of allow_pickle is retried by a run that allows it.
+            refused.append((f, item, isinstance(exc, UnsafePickle) and not allow_pickle))
             report.items.append(item)
             continue
         ready.append(f)
@@ -364,8 +365,8 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
         progress(total, total, "done")
     if refused:
         catalog.transact(lambda s: [_save_cache(s, f, "", {
-            "status": "refused", "reason": item.reason, "needs_pickle": item.reason.startswith("pickle:")})
-            for f, item in refused])
+            "status": "refused", "reason": item.reason, "needs_pickle": needs_pickle})
+            for f, item, needs_pickle in refused])
     report.items.sort(key=lambda i: i.path)
     stats.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -374,10 +375,7 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
 def _reason(exc: LoradexError, path: Path) -> str:
     text = str(exc)
     prefix = f"{path}: "
-    if text.startswith(prefix):
-        text = text[len(prefix):]
-    # Marked so a later run with allow_pickle retries it (the file itself did not change).
-    return f"pickle: {text}" if isinstance(exc, UnsafePickle) else text
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _cached_item(f: _Found, outcome: dict) -> ImportItem:
