@@ -1,0 +1,150 @@
+"""Recipes: the exact description of how a version was made, and replaying them.
+
+A recipe is a JSON object (``schemas/recipe.schema.json``)::
+
+    {"op": "merge", "inputs": [{"ref": "style@1.2.0", "sha256": "…", "weight": 0.7}],
+     "method": "svd", "rank": 16, "options": {}, "seed": null, "base": "sd1",
+     "loradex_version": "0.1.0", "output": {"format": "kohya", "dtype": "fp16", "name": "mix"}}
+
+Operations register a writer with ``@register_recipe_op("merge")``: ``writer(catalog, recipe,
+dest, progress)`` writes the output file at ``dest``. The same writer makes the file the first time
+and on replay, and writers are deterministic (sorted keys, fixed dtype, no timestamps in the
+metadata), so ``replay_recipe`` gives a bit-identical file on the same machine kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RecipeWriter = Callable[..., Any]
+_OPS: dict[str, RecipeWriter] = {}
+# modules whose import registers the built-in ops (loaded on first use)
+_BUILTIN_OP_MODULES = ("catalog_merge",)
+
+DTYPES = {"fp16": "float16", "fp32": "float32", "bf16": "bfloat16"}
+
+
+def register_recipe_op(op: str):
+    def decorate(fn: RecipeWriter) -> RecipeWriter:
+        _OPS[op] = fn
+        return fn
+
+    return decorate
+
+
+def recipe_writer(op: str) -> RecipeWriter:
+    from loradex.registry.errors import UsageError
+
+    for module in _BUILTIN_OP_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+    if op not in _OPS:
+        raise UsageError(f"no writer for recipe op {op!r}", hint=f"known: {', '.join(sorted(_OPS))}")
+    return _OPS[op]
+
+
+def torch_dtype(name: str):
+    """fp16/fp32/bf16 → torch dtype; "keep" → None (the inputs' dtype)."""
+    import torch
+
+    from loradex.registry.errors import UsageError
+
+    if name == "keep":
+        return None
+    if name not in DTYPES:
+        raise UsageError(f"unknown dtype {name!r}", hint="fp16, fp32 or bf16")
+    return getattr(torch, DTYPES[name])
+
+
+def loradex_version() -> str:
+    from loradex import __version__
+
+    return __version__
+
+
+def validate_recipe(recipe: dict) -> dict:
+    """``recipe`` unchanged if it matches ``schemas/recipe.schema.json``, else SchemaError."""
+    try:
+        from loradex.schemas import validate
+    except ImportError:  # the schemas loader is optional; jsonschema is a dependency
+        validate = None
+    if validate is not None:
+        return validate("recipe", recipe)
+    import jsonschema
+
+    from loradex.registry.errors import SchemaError
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "recipe.schema.json").read_text())
+    try:
+        jsonschema.validate(recipe, schema)
+    except jsonschema.ValidationError as exc:
+        raise SchemaError(f"recipe: {exc.message}") from None
+    return recipe
+
+
+def canonical_json(data: Any) -> str:
+    """The one text form of a recipe (sorted keys, no spaces): stable across runs."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def recipe_from_file(path: str | Path) -> dict:
+    """A recipe from a ``.json`` or ``.toml`` file (TOML: the same keys, ``[[inputs]]`` tables)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    else:
+        data = json.loads(text)
+    return validate_recipe(data)
+
+
+def write_recipe_output(catalog, recipe: dict, dest: str | Path, *, progress=None) -> Any:
+    """Validate ``recipe`` and write its output file at ``dest``; returns the writer's report."""
+    validate_recipe(recipe)
+    return recipe_writer(recipe["op"])(catalog, recipe, Path(dest), progress=progress)
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def replay_recipe(catalog, recipe: dict, dest: str | Path | None = None, *, progress=None) -> str:
+    """Run ``recipe`` again; returns the sha256 of the file it writes (kept at ``dest`` if given)."""
+    if dest is not None:
+        write_recipe_output(catalog, recipe, dest, progress=progress)
+        return sha256_of(dest)
+    with tempfile.TemporaryDirectory(prefix="loradex-replay-") as tmp:
+        out = Path(tmp) / "replay.safetensors"
+        write_recipe_output(catalog, recipe, out, progress=progress)
+        return sha256_of(out)
+
+
+def version_recipe(catalog, ref: str) -> dict:
+    """The recipe stored on a version's own lineage edges (merged_from, resized_from…)."""
+    from loradex.registry.errors import NotFound
+
+    version = catalog.resolve(ref)
+    for edge in catalog.lineage(version.ref):
+        if edge.child == version.ref and edge.recipe:
+            return edge.recipe
+    raise NotFound(f"{version.ref} has no recipe", hint="only merged, resized, extracted or baked versions have one")
+
+
+def replay_version(catalog, ref: str, *, progress=None) -> dict:
+    """Replay the recipe of ``ref``: {ref, sha256 (stored), replayed_sha256, match}."""
+    version = catalog.resolve(ref)
+    recipe = version_recipe(catalog, version.ref)
+    replayed = replay_recipe(catalog, recipe, progress=progress)
+    return {"ref": version.ref, "op": recipe["op"], "sha256": version.sha256, "replayed_sha256": replayed,
+            "match": replayed == version.sha256}
