@@ -109,24 +109,31 @@ def a1111_metadata(version, adapter) -> dict:
 
 
 def civitai_info(version, adapter) -> dict | None:
-    """The Civitai version JSON when it is known: as imported, or rebuilt from the ids."""
+    """The Civitai version JSON when it is known: as imported from a sidecar, or rebuilt from
+    what ``pull civitai:…`` keeps (``extra["civitai"]``: versionId, modelId, modelName, …)."""
     civ = version.extra.get("civitai")
     if not isinstance(civ, dict):
         return None
     if isinstance(civ.get("info"), dict):
         return civ["info"]
-    version_id = civ.get("version_id", civ.get("id"))
-    if version_id is None:
+    if civ.get("versionId") is None:
         return None
+    hashes = {"SHA256": version.sha256.upper(), "AutoV2": version.autov2.upper()}
+    if version.autov1:
+        hashes["AutoV1"] = version.autov1.upper()
+    if version.autov3:
+        hashes["AutoV3"] = version.autov3[:12].upper()
     return {
-        "id": version_id, "modelId": civ.get("model_id"), "name": civ.get("version_name") or version.version,
-        "description": adapter.description, "baseModel": civ.get("base_model"),
-        "trainedWords": list(civ.get("trained_words") or version.trigger_words),
-        "model": {"name": civ.get("model_name") or adapter.name, "type": civ.get("type") or "LORA"},
-        "files": [{"name": version.file_name, "sizeKB": version.size / 1024, "primary": True,
-                   "hashes": {"SHA256": version.sha256.upper(), "AutoV2": version.autov2.upper(),
-                              **({"AutoV1": version.autov1.upper()} if version.autov1 else {}),
-                              **({"AutoV3": version.autov3[:12].upper()} if version.autov3 else {})}}],
+        "id": civ["versionId"], "modelId": civ.get("modelId"), "name": civ.get("versionName") or version.version,
+        "description": civ.get("description") or adapter.description, "baseModel": civ.get("baseModel"),
+        "baseModelType": civ.get("baseModelType"),
+        "trainedWords": list(civ.get("trainedWords") or version.trigger_words),
+        "model": {"name": civ.get("modelName") or adapter.name, "type": civ.get("modelType") or "LORA",
+                  "nsfw": bool(civ.get("nsfw"))},
+        "images": list(civ.get("images") or []),
+        "files": [{"id": civ.get("fileId"), "name": version.file_name, "sizeKB": version.size / 1024,
+                   "type": "Model", "primary": True, "hashes": hashes}],
+        "downloadUrl": civ.get("downloadUrl"),
     }
 
 

@@ -183,16 +183,20 @@ def _read_json_object(path: Path, notes: list[str]) -> dict:
     return data
 
 
-def civitai_extra(info: dict) -> dict:
-    """The Civitai facts loradex keeps (ids at top level; the whole version JSON under ``info``,
-    so ``export`` can write the sidecar back as it was)."""
-    model = info.get("model") if isinstance(info.get("model"), dict) else {}
-    return {
-        "version_id": info.get("id"), "model_id": info.get("modelId"),
-        "version_name": info.get("name"), "model_name": model.get("name"), "type": model.get("type"),
-        "base_model": info.get("baseModel"), "trained_words": _words(info.get("trainedWords")),
-        "info": info,
-    }
+def civitai_extra(info: dict, file_name: str | None = None) -> dict:
+    """``extra["civitai"]`` in the shape ``pull civitai:…`` stores (Civitai's own field names,
+    see ``registry.remotes.civitai.provenance``), plus the whole version JSON under ``info`` so
+    ``export`` writes the sidecar back as it was."""
+    from .remotes.civitai import provenance
+
+    files = [f for f in info.get("files") or [] if isinstance(f, dict)]
+    file = next((f for f in files if file_name and f.get("name") == file_name), None) \
+        or next((f for f in files if f.get("primary")), None) or (files[0] if files else {})
+    civ = provenance(info, file, endpoint=None, how="sidecar")
+    civ["trainedWords"] = _words(info.get("trainedWords"))
+    civ["images"] = [im for im in info.get("images") or [] if isinstance(im, dict)]
+    civ["info"] = info
+    return civ
 
 
 def _words(value) -> list[str]:
@@ -228,9 +232,9 @@ def read_sidecars(model: Path) -> SidecarFacts:
     if "civitai" in paths:
         info = _read_json_object(paths["civitai"], facts.notes)
         if info:
-            civ = civitai_extra(info)
+            civ = civitai_extra(info, model.name)
             facts.extra["civitai"] = civ
-            facts.triggers += civ["trained_words"]
+            facts.triggers += civ["trainedWords"]
             model = info.get("model") if isinstance(info.get("model"), dict) else {}
             facts.description = str(info.get("description") or model.get("description") or "")
             facts.base = base_from_label(info.get("baseModel"))

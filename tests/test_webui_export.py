@@ -86,13 +86,14 @@ def test_comfyui_layout_for_an_embedding_without_civitai(imported, tmp_path):
 def test_civitai_info_is_rebuilt_from_ids_when_only_ids_are_known(tmp_path):
     catalog = Catalog()
     src = write_random_kohya_lora(tmp_path / "x.safetensors", rank=2, seed=5, trigger="xx")
-    v = add_file(catalog, src, name="x", extra={"civitai": {"version_id": 77, "model_id": 7,
-                                                             "model_name": "X", "base_model": "SD 1.5"}}).version
+    v = add_file(catalog, src, name="x", extra={"civitai": {"versionId": 77, "modelId": 7,
+                                                             "modelName": "X", "baseModel": "SD 1.5"}}).version
     export_version(catalog, "x", tmp_path / "out")
     info = json.loads((tmp_path / "out" / "models" / "Lora" / "x.civitai.info").read_text())
     assert (info["id"], info["modelId"], info["baseModel"]) == (77, 7, "SD 1.5")
     assert info["files"][0]["hashes"]["SHA256"] == v.sha256.upper()
     assert info["files"][0]["hashes"]["AutoV2"] == v.autov2.upper()
+    assert info["model"]["name"] == "X" and info["trainedWords"] == list(v.trigger_words)
 
 
 def test_unknown_layout_is_a_usage_error(imported, tmp_path):

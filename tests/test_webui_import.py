@@ -65,9 +65,11 @@ def test_sidecars_land_in_the_catalog(tree):
     catalog = Catalog()
     import_tree(catalog, tree.root)
     v = catalog.resolve("style")
-    civ = v.extra["civitai"]
-    assert (civ["version_id"], civ["model_id"], civ["model_name"]) == (1234, 99, "Watercolor Style")
-    assert civ["base_model"] == "SD 1.5" and civ["info"] == CIVITAI_INFO
+    civ = v.extra["civitai"]  # the shape `pull civitai:` stores
+    assert (civ["versionId"], civ["modelId"], civ["modelName"]) == (1234, 99, "Watercolor Style")
+    assert (civ["baseModel"], civ["fileId"], civ["via"]) == ("SD 1.5", 5, "sidecar")
+    assert civ["trainedWords"] == ["wtrclr style"] and civ["info"] == CIVITAI_INFO
+    assert civ["images"][0]["meta"]["prompt"] == "wtrclr style, a cat"
     assert v.extra["webui"] == A1111_JSON
     # Activation text first, then Civitai's trained words, then what the file's metadata says.
     assert list(v.trigger_words[:3]) == ["wtrclr", "soft", "wtrclr style"]
