@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 
 from sqlalchemy import select
 
-from .db_schema import AdapterRow, VersionRow
+from .db_schema import AdapterRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
 from .server_app import register_router
 
 MAX_LIMIT = 100
@@ -86,7 +86,33 @@ def file_json(row: VersionRow, base_url: str) -> dict:
     }
 
 
-def version_json(row: VersionRow, adapter: AdapterRow, base_url: str, *, in_model: bool = False) -> dict:
+def record_images(s, version_id: int, base_url: str) -> list[dict]:
+    """Prompt records of a version as Civitai images: the original image URL of a Civitai import,
+    else the record's PNG served by this mirror; ``meta`` in Civitai's field names."""
+    rows = s.scalars(select(PromptRecordRow).join(PromptRecordVersionRow,
+                                                 PromptRecordVersionRow.record_id == PromptRecordRow.id)
+                     .where(PromptRecordVersionRow.version_id == version_id)
+                     .order_by(PromptRecordRow.created_at, PromptRecordRow.id).limit(20))
+    images = []
+    for r in rows:
+        rec = r.record or {}
+        url = ((rec.get("imported") or {}).get("extra") or {}).get("civitai_image")
+        if not url and r.image_sha256:
+            url = f"{base_url}api/v1/images/{r.image_sha256}.png"
+        if not url:
+            continue
+        meta = {"prompt": rec.get("prompt"), "negativePrompt": rec.get("negative_prompt"),
+                "seed": rec.get("seed"), "steps": rec.get("steps"),
+                "sampler": (rec.get("scheduler") or {}).get("name"), "cfgScale": rec.get("cfg")}
+        if rec.get("width") and rec.get("height"):
+            meta["Size"] = f"{rec['width']}x{rec['height']}"
+        images.append({"url": url, "nsfwLevel": 1, "width": rec.get("width"), "height": rec.get("height"),
+                       "type": "image", "meta": meta})
+    return images
+
+
+def version_json(row: VersionRow, adapter: AdapterRow, base_url: str, *, in_model: bool = False,
+                 s=None) -> dict:
     civ = (row.extra or {}).get("civitai") or {}
     base_model = civ.get("baseModel") if civ.get("baseModel") else CIVITAI_BASE.get(adapter.base, "Other")
     if civ.get("baseModel") and adapter.base != "unknown":
@@ -97,6 +123,8 @@ def version_json(row: VersionRow, adapter: AdapterRow, base_url: str, *, in_mode
     images = [{"url": im.get("url"), "nsfwLevel": im.get("nsfwLevel") or 1, "width": im.get("width"),
                "height": im.get("height"), "type": "image", "meta": im.get("meta")}
               for im in civ.get("images") or [] if isinstance(im, dict)]
+    if not images and s is not None:
+        images = record_images(s, row.id, base_url)
     data = {
         "id": row.id,
         "modelId": adapter.id,
@@ -135,7 +163,7 @@ def model_json(s, adapter: AdapterRow, base_url: str, versions: list[VersionRow]
     versions = versions if versions is not None else _live_versions(s, adapter.id)
     items = []
     for index, row in enumerate(versions):
-        item = version_json(row, adapter, base_url, in_model=True)
+        item = version_json(row, adapter, base_url, in_model=True, s=s)
         item["index"] = index
         items.append(item)
     tags = adapter.tags or {}
@@ -291,7 +319,7 @@ def civitai_router():
 
         def run(s):
             row = find_by_hash(s, value)
-            return version_json(row, s.get(AdapterRow, row.adapter_id), base(request)) if row else None
+            return version_json(row, s.get(AdapterRow, row.adapter_id), base(request), s=s) if row else None
 
         data = catalog(request).read(run)
         return data if data is not None else error(404, "Model not found")
@@ -309,7 +337,7 @@ def civitai_router():
                 row = find_by_hash(s, str(value))
                 if row is not None and row.id not in seen:
                     seen.add(row.id)
-                    out.append(version_json(row, s.get(AdapterRow, row.adapter_id), base(request)))
+                    out.append(version_json(row, s.get(AdapterRow, row.adapter_id), base(request), s=s))
             return out
 
         return catalog(request).read(run)
@@ -323,10 +351,22 @@ def civitai_router():
             row = s.get(VersionRow, version_id)
             if row is None or row.deleted_at is not None:
                 return None
-            return version_json(row, s.get(AdapterRow, row.adapter_id), base(request))
+            return version_json(row, s.get(AdapterRow, row.adapter_id), base(request), s=s)
 
         data = catalog(request).read(run)
         return data if data is not None else error(404, f"No model version with id {version_id}")
+
+    @router.get("/api/v1/images/{sha}.png")
+    def image(request: Request, sha: str):
+        if (resp := denied(request)) is not None:
+            return resp
+        # only blobs that are a prompt record's image: the blob store is not browsable
+        known = catalog(request).read(lambda s: s.scalar(
+            select(PromptRecordRow.id).where(PromptRecordRow.image_sha256 == sha.lower()).limit(1)))
+        path = catalog(request).blobs.path_for(sha.lower())
+        if known is None or not path.is_file():
+            return error(404, "No image")
+        return FileResponse(path, media_type="image/png")
 
     @router.get("/api/download/models/{version_id}")
     def download(request: Request, version_id: int):

@@ -78,7 +78,16 @@ def test_pull_by_version_id_registers_everything(catalog, fake, lora_path, monke
     assert list(v.trigger_words) == ["wtrclr", "watercolor style"]
     civ = v.extra["civitai"]
     assert (civ["modelId"], civ["versionId"], civ["fileId"]) == (MODEL_ID, VERSION_ID, FILE_ID)
-    assert civ["images"][0]["meta"]["seed"] == 1234567  # no records module: kept in extra
+    from loradex.registry.records import list_records
+
+    records = list_records(catalog, v.ref)
+    assert result.records == 1 and len(records) == 1 and "images" not in civ
+    rec = records[0].record
+    assert (rec["seed"], rec["steps"], rec["cfg"], rec["width"], rec["height"]) == (1234567, 28, 7, 512, 768)
+    assert rec["scheduler"]["name"] == "DPM++ 2M Karras" and rec["negative_prompt"] == "lowres, blurry"
+    assert rec["clean_prompt"] == "wtrclr, a lighthouse at dusk"
+    assert rec["stack"] == [{"requested": "watercolorStyle_v15", "ref": v.ref, "sha256": v.sha256,
+                             "te_weight": 0.8, "unet_weight": 0.8}]
     edges = catalog.lineage(v.ref)
     assert [(e.relation, e.parent) for e in edges] == [("pulled_from", f"civitai:{VERSION_ID}")]
     assert seen[-1] == (lora_path.stat().st_size, lora_path.stat().st_size)

@@ -168,6 +168,13 @@ def test_second_home_pulls_from_mirror(source, tmp_path, monkeypatch, how):
     assert second.get_adapter(got.adapter).base == source["catalog"].get_adapter(expect.adapter).base
     assert got.extra["civitai"]["versionId"] == expect.id and got.extra["civitai"]["endpoint"] == source["url"]
     assert [(e.relation, e.parent) for e in second.lineage(got.ref)] == [("pulled_from", f"civitai:{expect.id}")]
+    from loradex.registry.records import list_records
+
+    records = list_records(second, got.ref)  # the example image's meta travelled through the mirror
+    if expect is v:
+        assert [(r.record["seed"], r.record["cfg"]) for r in records] == [(1234567, 7)]
+    else:
+        assert records == []
 
 
 def test_second_home_without_token_gets_one_line_401(source, tmp_path, monkeypatch):

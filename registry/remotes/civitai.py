@@ -495,10 +495,65 @@ def _verify(path: Path, file: dict, what: str) -> None:
 
 def _records_module():
     try:
-        from .. import records  # written by the records helper; optional until it lands
+        from .. import records  # optional: the prompt-record store
     except ImportError:
         return None
-    return records
+    return records if hasattr(records, "store_record") else None
+
+
+_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([-0-9.]+))?(?::([-0-9.]+))?>", re.I)
+
+
+def _number(value, kind=float):
+    try:
+        return kind(value) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def record_from_civitai_image(version, image: dict, info: dict) -> dict:
+    """A prompt record (schema loradex.prompt-record/1) from one Civitai example image's ``meta``.
+
+    Civitai's meta is A1111's generation parameters parsed into JSON, so the record is an A1111
+    import; the image itself is not downloaded (image_sha256 stays null, the URL is kept)."""
+    from ..paths import current_user
+    from ..records import RECORD_SCHEMA, new_record_id, now_iso
+
+    meta = image.get("meta") or {}
+    prompt = str(meta.get("prompt") or "")
+    stem = Path(version.file_name or version.adapter).stem
+    te = unet = 1.0
+    requested = stem
+    for m in _LORA_TAG.finditer(prompt):
+        if m.group(1).strip().lower() in (stem.lower(), version.adapter):
+            requested = m.group(1).strip()
+            te = _number(m.group(2)) if m.group(2) else 1.0
+            unet = _number(m.group(3)) if m.group(3) else te
+            break
+    size_w, _, size_h = str(meta.get("Size") or "").partition("x")
+    width = _number(image.get("width"), int) or _number(size_w, int)
+    height = _number(image.get("height"), int) or _number(size_h, int)
+    seed = _number(meta.get("seed"), int)
+    steps = _number(meta.get("steps"), int)
+    model_hash = str(meta.get("Model hash") or "").lower()
+    return {
+        "schema": RECORD_SCHEMA, "id": new_record_id(), "source": "import-a1111",
+        "prompt": prompt, "clean_prompt": _LORA_TAG.sub("", prompt).strip(" ,"),
+        "negative_prompt": str(meta.get("negativePrompt") or ""),
+        "seed": seed if seed is not None and seed >= 0 else None,
+        "steps": steps if steps and steps >= 1 else None, "cfg": _number(meta.get("cfgScale")),
+        "width": width if width and width >= 1 else None, "height": height if height and height >= 1 else None,
+        "scheduler": {"name": meta.get("sampler"), "config": {}},
+        "base": {"ref": meta.get("Model"), "family": base_family(info.get("baseModel")),
+                 "sha256": model_hash if re.fullmatch(r"[0-9a-f]{8,64}", model_hash) else None},
+        "stack": [{"requested": requested, "ref": version.ref, "sha256": version.sha256,
+                   "te_weight": te, "unet_weight": unet}],
+        "embeddings": [], "dtype": None, "device": None, "libraries": {}, "image_sha256": None,
+        "created_at": now_iso(), "created_by": current_user(),
+        "imported": {"file": str(image.get("url") or ""),
+                     "extra": {"civitai_image": image.get("url"), "civitaiVersionId": info.get("id"),
+                               "meta": meta}},
+    }
 
 
 def image_records(catalog, version, info: dict) -> tuple[int, list[dict]]:
@@ -508,15 +563,14 @@ def image_records(catalog, version, info: dict) -> tuple[int, list[dict]]:
                "nsfwLevel": im.get("nsfwLevel"), "meta": im.get("meta")}
               for im in (info.get("images") or []) if isinstance(im, dict)]
     records = _records_module()
-    adder = getattr(records, "record_from_civitai_image", None) if records else None
-    if adder is None:
+    if records is None:
         return 0, images
     made = 0
     for im in images:
-        if im.get("meta"):
-            adder(catalog, version.ref, im)
+        if (im.get("meta") or {}).get("prompt"):
+            records.store_record(catalog, record_from_civitai_image(version, im, info))
             made += 1
-    return made, images
+    return made, []
 
 
 def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | None = None,
@@ -576,7 +630,7 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     made, images = image_records(catalog, added.version, info)
-    if not made and images:
+    if images:
         _merge_extra(catalog, added.version.id, {"images": images})
     version_entity = catalog.resolve(added.version.ref)
     return PullResult(version_entity, civ, got, resumed, records=made, note=added.note)
@@ -694,7 +748,7 @@ def identify(catalog, refs: list[str] | None = None, *, all_versions: bool = Fal
         if catalog.transact(attach):
             version = catalog.resolve(ref)
             made, images = image_records(catalog, version, info)
-            if not made and images:
+            if images:
                 _merge_extra(catalog, vid, {"images": images})
             report.identified.append({"ref": ref, "modelId": info.get("modelId"), "versionId": info.get("id"),
                                       "model": civ["modelName"], "version": civ["versionName"],
