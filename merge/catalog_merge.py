@@ -213,7 +213,7 @@ def report_summary(report: AdapterReport) -> dict:
     }
 
 
-def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[str], name: str,
+def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[str | dict], name: str,
                     version: str | None, bump: str | None, triggers: Sequence[str], message: str,
                     alias: str | None, progress: Progress | None, kind: str = "lora"):
     """Write the recipe's output to a temp file and add it as a version with lineage edges."""
@@ -224,7 +224,9 @@ def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[s
         out = Path(tmp) / f"{name}.safetensors"
         report = write_recipe_output(catalog, recipe, out, progress=progress)
         extra = {"recipe_report": report_summary(report)} if isinstance(report, AdapterReport) else {}
-        lineage = [{"relation": relation, "parent": parent, "recipe": recipe} for parent in parents]
+        # a parent is a catalog ref, or {"external_parent": "file:…"} for bases outside the catalog
+        lineage = [{"relation": relation, "recipe": recipe,
+                    **(parent if isinstance(parent, dict) else {"parent": parent})} for parent in parents]
         return add_file(catalog, out, name=name, version=version, bump=bump, kind=kind,
                         base=recipe.get("base") or None, triggers=list(triggers) or None,
                         message=message or f"{recipe['op']} ({recipe.get('method') or ''})".strip(),

@@ -25,7 +25,7 @@ from typing import Any
 RecipeWriter = Callable[..., Any]
 _OPS: dict[str, RecipeWriter] = {}
 # modules whose import registers the built-in ops (loaded on first use)
-_BUILTIN_OP_MODULES = ("catalog_merge",)
+_BUILTIN_OP_MODULES = ("catalog_merge", "plumbing")
 
 DTYPES = {"fp16": "float16", "fp32": "float32", "bf16": "bfloat16"}
 
@@ -112,6 +112,13 @@ def write_recipe_output(catalog, recipe: dict, dest: str | Path, *, progress=Non
 
 
 def sha256_of(path: str | Path) -> str:
+    """sha256 of a file; of a folder (a baked diffusers model): sha256 of its sorted
+    ``<relative path>\\0<file sha256>\\n`` lines."""
+    path = Path(path)
+    if path.is_dir():
+        lines = "".join(f"{p.relative_to(path).as_posix()}\0{sha256_of(p)}\n"
+                        for p in sorted(path.rglob("*")) if p.is_file())
+        return hashlib.sha256(lines.encode("utf-8")).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -125,7 +132,7 @@ def replay_recipe(catalog, recipe: dict, dest: str | Path | None = None, *, prog
         write_recipe_output(catalog, recipe, dest, progress=progress)
         return sha256_of(dest)
     with tempfile.TemporaryDirectory(prefix="loradex-replay-") as tmp:
-        out = Path(tmp) / "replay.safetensors"
+        out = Path(tmp) / ("replay" if recipe["output"]["format"] == "diffusers" else "replay.safetensors")
         write_recipe_output(catalog, recipe, out, progress=progress)
         return sha256_of(out)
 

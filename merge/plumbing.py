@@ -1,0 +1,406 @@
+"""Full-model plumbing: extract a LoRA from two checkpoints, bake LoRAs into a checkpoint.
+
+Models are read lazily with ``safe_open`` (one tensor at a time) from either
+
+- a diffusers folder (``unet/diffusion_pytorch_model.safetensors``, ``text_encoder/model.safetensors``,
+  ``text_encoder_2/model.safetensors``), e.g. one written by ``trainer.tiny_pipeline.save_tiny_pipeline``;
+- an original-layout single-file ``.safetensors`` checkpoint (``model.diffusion_model.*`` in SGM
+  numbering, ``cond_stage_model.transformer.*`` / ``conditioner.embedders.0.transformer.*``);
+- a catalog ref of kind ``checkpoint`` (its stored single file).
+
+Every weight is named by its kohya module name, so adapters and models meet on one naming. LoRA
+target modules follow kohya's defaults: UNet transformer blocks (attention, feed-forward,
+proj_in/out) and, with a conv rank, resnets / down- and upsamplers; text encoder attention and MLP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .adapter_io import kohya_name_for_path, version_family
+from .catalog_merge import (
+    _input_entry,
+    _open_checked,
+    _resolve_inputs,
+    check_families,
+    component_weight,
+    deterministic_safetensors,
+    lora_metadata,
+    register_result,
+    write_lora_file,
+)
+from .lora_module import delta_weight
+from .recipes import loradex_version, register_recipe_op, torch_dtype
+
+Progress = Callable[[int, int, str], None]
+
+DIFFUSERS_COMPONENT_FILES = {
+    "unet": "unet/diffusion_pytorch_model.safetensors",
+    "text_encoder": "text_encoder/model.safetensors",
+    "text_encoder_2": "text_encoder_2/model.safetensors",
+}
+SINGLE_FILE_PREFIXES = {  # prefix → component; SDXL's OpenCLIP-G (embedders.1) uses other names
+    "model.diffusion_model.": "unet",
+    "cond_stage_model.transformer.": "text_encoder",
+    "conditioner.embedders.0.transformer.": "text_encoder",
+}
+_UNET_ATTENTION = (".attentions.",)
+_UNET_CONV_BLOCKS = (".resnets.", ".downsamplers.", ".upsamplers.")
+_TEXT_TARGETS = (".self_attn.", ".mlp.")
+
+
+@dataclass
+class WeightEntry:
+    file: str  # path of the safetensors file holding it
+    key: str  # tensor key in that file
+    component: str
+    conv_block: bool  # in a resnet / sampler (a LoRA target only with a conv rank)
+
+
+@dataclass
+class ModelWeights:
+    """A model's LoRA-target weights by kohya module name, read lazily."""
+
+    source: str
+    layout: str  # "diffusers" | "single-file"
+    family: str | None
+    entries: dict[str, WeightEntry] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)  # weight keys with no kohya name
+    _handles: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def tensor(self, name: str):
+        entry = self.entries[name]
+        handle = self._handles.get(entry.file)
+        if handle is None:
+            from safetensors import safe_open
+
+            handle = self._handles[entry.file] = safe_open(entry.file, framework="pt")
+        return handle.get_tensor(entry.key)
+
+    def names(self, *, conv: bool) -> list[str]:
+        return sorted(n for n, e in self.entries.items() if conv or not e.conv_block)
+
+    def content_hash(self) -> str:
+        """sha256 of the single file, or of ``<relative path>\\0<sha256>\\n`` lines of the weight files."""
+        from .recipes import sha256_of
+
+        if self.layout == "single-file":
+            return sha256_of(self.files[0])
+        root = Path(self.source)
+        lines = "".join(f"{p.relative_to(root).as_posix()}\0{sha256_of(p)}\n" for p in sorted(self.files))
+        return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+class _View:
+    """A Mapping-like view (what ``extract_lora`` reads) over ModelWeights."""
+
+    def __init__(self, weights: ModelWeights):
+        self.weights = weights
+
+    def __getitem__(self, name):
+        return self.weights.tensor(name)
+
+    def get(self, name, default=None):
+        return self.weights.tensor(name) if name in self.weights.entries else default
+
+    def __iter__(self):
+        return iter(self.weights.entries)
+
+
+def _is_target(component: str, path: str) -> tuple[bool, bool]:
+    """(is a LoRA target, only with a conv rank)."""
+    if component == "unet":
+        if any(t in path for t in _UNET_ATTENTION):
+            return True, False
+        return any(t in path for t in _UNET_CONV_BLOCKS), True
+    return any(t in path for t in _TEXT_TARGETS), False
+
+
+def _family_from_folder(folder: Path) -> str | None:
+    index = json.loads((folder / "model_index.json").read_text())
+    cls = index.get("_class_name", "")
+    if "XL" in cls:
+        return "sdxl"
+    config = folder / "text_encoder" / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("hidden_size") == 1024:
+        return "sd2"
+    return "sd1" if "StableDiffusion" in cls else None
+
+
+def _add_weights(weights: ModelWeights, file: Path, mapper: Callable[[str], tuple[str, str] | None]) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as fh:
+        for key in fh.keys():
+            if not key.endswith(".weight"):
+                continue
+            mapped = mapper(key[: -len(".weight")])
+            if mapped is None:
+                weights.unmapped.append(key)
+                continue
+            component, path = mapped
+            target, conv_block = _is_target(component, path)
+            if not target or len(fh.get_slice(key).get_shape()) not in (2, 4):
+                continue
+            name = kohya_name_for_path(component, path, weights.family)
+            weights.entries[name] = WeightEntry(str(file), key, component, conv_block)
+    weights.files.append(file)
+
+
+def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
+    """Open a diffusers folder, a single-file checkpoint or a catalog checkpoint ref."""
+    from loradex.registry.errors import InvalidFile, UnsupportedFormat
+
+    path = Path(spec)
+    if not path.exists() and catalog is not None:
+        version = catalog.resolve(str(spec))
+        if (version.probe or {}).get("kind") != "checkpoint":
+            raise UnsupportedFormat(str(spec), f"{version.ref} is not a checkpoint")
+        path = Path(catalog.blobs.path_for(version.sha256))
+        return _open_single_file(path, str(spec))
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise InvalidFile(path, "not a diffusers folder (no model_index.json)")
+        weights = ModelWeights(str(path), "diffusers", _family_from_folder(path))
+        for component, rel in DIFFUSERS_COMPONENT_FILES.items():
+            if (path / rel).is_file():
+                weights_file = path / rel
+                _add_weights(weights, weights_file, lambda p, c=component: (c, p))
+        if not weights.files:
+            raise InvalidFile(path, "no safetensors component weights found",
+                              hint="expected unet/diffusion_pytorch_model.safetensors")
+        return weights
+    if path.is_file():
+        return _open_single_file(path, str(spec))
+    raise InvalidFile(path, "no such file or folder",
+                      hint="give a diffusers folder, a .safetensors checkpoint or a checkpoint ref")
+
+
+def _single_file_family(keys: list[str], fh) -> str | None:
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    for key in keys:
+        if key.startswith("model.diffusion_model.") and key.endswith("attn2.to_k.weight"):
+            width = fh.get_slice(key).get_shape()[1]
+            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(width)
+    return None
+
+
+def _open_single_file(path: Path, source: str) -> ModelWeights:
+    from safetensors import safe_open
+
+    from loradex.registry.errors import UnsupportedFormat
+
+    from .lora_canonical import canonical_text_encoder_path
+    from .module_layouts import UNET_LAYOUTS, sgm_to_diffusers
+
+    with safe_open(str(path), framework="pt") as fh:
+        family = _single_file_family(list(fh.keys()), fh)
+    if family not in UNET_LAYOUTS:
+        raise UnsupportedFormat(path, "not an SD1/SD2/SDXL single-file checkpoint (family unknown)")
+    unet_map = sgm_to_diffusers(UNET_LAYOUTS[family])
+
+    def mapper(module: str) -> tuple[str, str] | None:
+        for prefix, component in SINGLE_FILE_PREFIXES.items():
+            if module.startswith(prefix):
+                rest = module[len(prefix):]
+                if component == "unet":
+                    return (component, unet_map[rest]) if rest in unet_map else None
+                return component, canonical_text_encoder_path(rest)
+        return None
+
+    weights = ModelWeights(source, "single-file", family)
+    _add_weights(weights, path, mapper)
+    return weights
+
+
+def _model_input(spec: str, role: str, catalog) -> tuple[dict, ModelWeights]:
+    weights = open_model(spec, catalog)
+    ref = spec if not Path(spec).exists() else str(Path(spec).resolve())
+    return {"ref": ref, "role": role, "sha256": weights.content_hash()}, weights
+
+
+def _check_model_hash(entry: dict, weights: ModelWeights) -> None:
+    from loradex.registry.errors import IncompatibleAdapters
+
+    if entry.get("sha256") and weights.content_hash() != entry["sha256"]:
+        raise IncompatibleAdapters(f"{entry['ref']}: its weights changed since the recipe was made",
+                                   hint="the recipe cannot be replayed on other bytes")
+
+
+def _lineage_parent(ref: str, catalog) -> dict | str:
+    if Path(ref).exists():
+        return {"external_parent": f"file:{ref}"}
+    return catalog.resolve(ref).ref
+
+
+# --- extract ------------------------------------------------------------------------------------
+
+
+def extract_version(catalog, base: str, tuned: str, rank: int, *, name: str, conv_rank: int | None = None,
+                    min_diff: float | None = None, version: str | None = None, dtype: str = "fp16",
+                    message: str = "", progress: Progress | None = None):
+    """A LoRA with the best rank-``rank`` approximation of tuned − base per target module, as a new
+    version with ``extracted_from`` lineage. Modules left out (e.g. an untrained text encoder under
+    ``min_diff``) are listed in ``version.extra["recipe_report"]["skipped"]``."""
+    from .extract import DEFAULT_MIN_DIFF
+
+    base_entry, base_weights = _model_input(base, "base", catalog)
+    tuned_entry, tuned_weights = _model_input(tuned, "tuned", catalog)
+    family = check_families({base: base_weights.family, tuned: tuned_weights.family})
+    recipe = {
+        "op": "extract", "inputs": [base_entry, tuned_entry], "rank": int(rank),
+        "options": {"conv_rank": conv_rank, "min_diff": DEFAULT_MIN_DIFF if min_diff is None else float(min_diff)},
+        "seed": None, "base": family, "loradex_version": loradex_version(),
+        "output": {"format": "kohya", "dtype": dtype, "name": name},
+    }
+    return register_result(catalog, recipe, relation="extracted_from",
+                           parents=[_lineage_parent(tuned_entry["ref"], catalog)], name=name, version=version,
+                           bump=None, triggers=(), message=message, alias=None, progress=progress)
+
+
+@register_recipe_op("extract")
+def write_extract(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None):
+    from .extract import extract_lora
+
+    base_entry, tuned_entry = recipe["inputs"]
+    base_weights, tuned_weights = open_model(base_entry["ref"], catalog), open_model(tuned_entry["ref"], catalog)
+    _check_model_hash(base_entry, base_weights)
+    _check_model_hash(tuned_entry, tuned_weights)
+    opts = recipe.get("options") or {}
+    conv_rank = opts.get("conv_rank")
+    names = tuned_weights.names(conv=conv_rank is not None)
+    modules, report = extract_lora(_View(base_weights), _View(tuned_weights), recipe["rank"], conv_rank=conv_rank,
+                                   min_diff=opts.get("min_diff", 0.01), names=names, progress=progress)
+    if not modules:
+        from loradex.registry.errors import UsageError
+
+        raise UsageError("no module differs between base and tuned (above min_diff): nothing to extract",
+                         hint="lower --min-diff, or check that the tuned model is the fine-tuned one")
+    meta = lora_metadata(recipe, modules, triggers=())
+    write_lora_file(modules, dest, dtype=torch_dtype(recipe["output"]["dtype"]), metadata=meta)
+    return report
+
+
+# --- bake ---------------------------------------------------------------------------------------
+
+
+def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.PathLike, *,
+         format: str | None = None, name: str | None = None, version: str | None = None,
+         progress: Progress | None = None) -> dict:
+    """Fuse adapters into a base (W + Σ w·α/r·up@down) and write a checkpoint at ``out``.
+
+    A diffusers folder base gives a diffusers folder; a single-file base gives a single file
+    (layout conversion between the two is not done here). With ``name`` the single-file result is
+    registered as a version of kind ``checkpoint`` (``merged_from`` each adapter, with the recipe).
+    Returns {out, format, sha256, fused, version?}.
+    """
+    from loradex.registry.errors import UsageError
+
+    from .recipes import sha256_of, write_recipe_output
+
+    base_entry, weights = _model_input(base, "base", catalog)
+    native = "diffusers" if weights.layout == "diffusers" else "single-file"
+    if format not in (None, native):
+        raise UsageError(f"bake writes the base's own layout ({native}); converting to {format} is not supported",
+                         hint=f"leave --format out, or start from a {format} base")
+    entries = [_input_entry(r) for r in refs_with_weights]
+    versions = _resolve_inputs(catalog, entries)
+    family = check_families({v.ref: version_family(catalog, v) for v in versions}, base_family=weights.family)
+    for entry, v in zip(entries, versions):
+        entry.update(ref=v.ref, sha256=v.sha256, role="adapter")
+    recipe = {"op": "bake", "inputs": [base_entry, *entries], "options": {}, "seed": None, "base": family,
+              "loradex_version": loradex_version(), "output": {"format": native, "dtype": "keep", "name": name}}
+    out = Path(out)
+    if name is not None and native != "single-file":
+        raise UsageError("only a single-file checkpoint can be registered in the catalog",
+                         hint="bake from a single-file base, or leave --name out")
+    fused = write_recipe_output(catalog, recipe, out, progress=progress)
+    result = {"out": str(out), "format": native, "sha256": sha256_of(out), "fused": fused}
+    if name is not None:
+        from loradex.registry.adding import add_file
+
+        added = add_file(catalog, out, name=name, version=version, kind="checkpoint", base=family,
+                         message="bake", lineage=[{"relation": "merged_from", "parent": v.ref, "recipe": recipe}
+                                                  for v in versions])
+        result["version"] = added.version.to_dict()
+    return result
+
+
+def _fused_file(file: Path, targets: dict[str, str], adapters, entries, progress) -> tuple[bytes, int]:
+    """The bytes of ``file`` with every target weight (key → kohya name) fused; its metadata kept."""
+    from safetensors import safe_open
+
+    tensors, count = {}, 0
+    with safe_open(str(file), framework="pt") as fh:
+        metadata = dict(fh.metadata() or {})
+        keys = sorted(fh.keys())
+        for done, key in enumerate(keys):
+            tensor = fh.get_tensor(key)
+            module_name = targets.get(key)
+            if module_name is not None:
+                total = tensor.float()
+                for source, entry in zip(adapters, entries):
+                    module = source.load(module_name)
+                    if module is not None:
+                        w = component_weight(module_name, entry)
+                        total += delta_weight(module, w).reshape(tensor.shape)
+                        count += 1
+                tensor = total.to(tensor.dtype)
+            tensors[key] = tensor.contiguous()
+            if progress is not None:
+                progress(done + 1, len(keys), key)
+    blob, _ = deterministic_safetensors(tensors, metadata)
+    return blob, count
+
+
+@register_recipe_op("bake")
+def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> int:
+    from loradex.registry.atomic_files import TMP_PREFIX, atomic_output
+    from loradex.registry.errors import CoverageError
+
+    base_entry, *entries = recipe["inputs"]
+    weights = open_model(base_entry["ref"], catalog)
+    _check_model_hash(base_entry, weights)
+    adapters = [_open_checked(catalog, e)[1] for e in entries]
+    missing = sorted({n for a in adapters for n in a.names()} - set(weights.entries))
+    if missing:
+        raise CoverageError("adapter modules with no matching weight in the base", missing,
+                            hint="the adapters target modules this base does not have")
+    by_file: dict[str, dict[str, str]] = {}
+    wanted = {n for a in adapters for n in a.names()}
+    for module_name, entry in weights.entries.items():
+        if module_name in wanted:
+            by_file.setdefault(entry.file, {})[entry.key] = module_name
+    dest = Path(dest)
+    fused = 0
+    if weights.layout == "single-file":
+        blob, fused = _fused_file(weights.files[0], by_file.get(str(weights.files[0]), {}), adapters, entries, progress)
+        with atomic_output(dest) as fh:
+            fh.write(blob)
+        return fused
+    src = Path(weights.source)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
+    try:
+        staged = tmp / "model"
+        shutil.copytree(src, staged)
+        for file, targets in sorted(by_file.items()):
+            blob, count = _fused_file(Path(file), targets, adapters, entries, progress)
+            fused += count
+            (staged / Path(file).relative_to(src)).write_bytes(blob)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staged, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return fused
