@@ -1,0 +1,558 @@
+"""FastAPI app serving the subset of the Hugging Face Hub HTTP protocol that the unmodified
+``huggingface_hub`` client uses to create repos, commit (regular + LFS files), tag, branch, list
+and download. The protocol as seen from the client is summarised in FORMATS.md ("Hugging Face Hub
+protocol"); the request/response shapes follow ``huggingface_hub`` 2.x (hf_api.py,
+_commit_api.py, lfs.py, file_download.py).
+
+Xet is never advertised: no ``X-Xet-*`` headers, no ``xetHash`` in listings, no xet token
+routes. Uploads still go through Xet on the client side when ``hf_xet`` is installed unless
+``HF_HUB_DISABLE_XET=1`` (the client decides that alone; ``hub_client`` switches it off for
+endpoints that are not huggingface.co).
+
+Revisions may contain ``/`` sent as ``%2F``; Starlette decodes the path before routing, so the
+routes that take a revision re-split the *raw* path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable
+from urllib.parse import parse_qs, unquote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .object_store import SHA256_RE, ObjectStore
+from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, HubProtocolError, RevisionNotFound,
+                              RouteNotFound, TooLarge, Unauthorized, UnprocessableUpload)
+from .repo_store import (LFS_SIZE_THRESHOLD, FileOp, RepoStore, TreeEntry, matches_lfs_pattern,
+                         validate_ref_name, validate_repo_id, validate_repo_path)
+from .wire_format import (commit_json, model_info_json, parse_front_matter, paths_info_json, refs_json,
+                          tree_json)
+
+DEFAULT_MAX_UPLOAD_BYTES = 50 << 30
+DEFAULT_MAX_COMMIT_BYTES = 512 << 20
+UPLOAD_URL_TTL_S = 3600
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # the client keys on this text
+
+
+# --- auth -------------------------------------------------------------------------------------
+@dataclass
+class TokenAuth:
+    """One shared Bearer token (or none = open server). ``public_read`` lets reads through
+    without a token. The ``loradex serve`` token table can replace this with any object that has
+    the same ``check`` method."""
+
+    token: str | None = None
+    public_read: bool = False
+    user: str = "loradex"
+
+    def check(self, request: Request, scope: str) -> str:
+        header = request.headers.get("authorization", "")
+        presented = header[7:].strip() if header.lower().startswith("bearer ") else None
+        if self.token is None:
+            return self.user
+        if presented is None:
+            if scope == "read" and self.public_read:
+                return "anonymous"
+            raise Unauthorized(f"Authorization required ({scope} access): send 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(presented.encode(), self.token.encode()):
+            raise Unauthorized(INVALID_CREDENTIALS)
+        return self.user
+
+
+@dataclass
+class TransferStats:
+    """Bytes the server received, so tests and operators can see what a push really sent."""
+
+    lfs_bytes_received: int = 0
+    regular_bytes_received: int = 0
+    bytes_served: int = 0  # file bytes sent by /resolve GETs (a resumed download sends only the rest)
+    lfs_uploads: int = 0
+    commits: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def as_dict(self) -> dict:
+        with self._lock:
+            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+@dataclass
+class HubContext:
+    repos: RepoStore
+    objects: ObjectStore
+    auth: TokenAuth
+    stats: TransferStats
+    secret: bytes
+    max_upload_bytes: int
+    max_commit_bytes: int
+
+
+@dataclass
+class ApiCall:
+    """One request to ``/api/models/<ns>/<name>/<action>/<rev>/<path>``, decoded."""
+
+    request: Request
+    repo_id: str
+    rev: str | None
+    path: str
+    body: bytes
+    user: str
+
+
+# --- /api/models/... actions, registered by (method, action) --------------------------------
+ApiHandler = Callable[[HubContext, ApiCall], Response]
+API_ACTIONS: dict[tuple[str, str | None], tuple[str, ApiHandler]] = {}
+
+
+def api_action(method: str, action: str | None, scope: str):
+    def register(fn: ApiHandler) -> ApiHandler:
+        API_ACTIONS[(method, action)] = (scope, fn)
+        return fn
+    return register
+
+
+def _json_body(call: ApiCall) -> dict:
+    if not call.body:
+        return {}
+    try:
+        data = json.loads(call.body)
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+@api_action("GET", None, "read")
+@api_action("GET", "revision", "read")
+def _model_info(ctx: HubContext, call: ApiCall) -> Response:
+    commit = ctx.repos.resolve(call.repo_id, call.rev or "main")
+    blobs = call.request.query_params.get("blobs", "").lower() in ("1", "true")
+    return JSONResponse(model_info_json(call.repo_id, ctx.repos.repo_meta(call.repo_id), commit, ctx.objects,
+                                        blobs=blobs))
+
+
+@api_action("GET", "tree", "read")
+def _tree(ctx: HubContext, call: ApiCall) -> Response:
+    commit = ctx.repos.resolve(call.repo_id, call.rev)
+    recursive = call.request.query_params.get("recursive", "").lower() in ("1", "true")
+    prefix = call.path.strip("/")
+    if prefix:
+        validate_repo_path(prefix)
+    entries = tree_json(commit, prefix, recursive)
+    if entries is None:
+        raise EntryNotFound(f"{prefix} does not exist on {call.rev}", commit=commit.oid)
+    return JSONResponse(entries)
+
+
+@api_action("POST", "paths-info", "read")
+def _paths_info(ctx: HubContext, call: ApiCall) -> Response:
+    commit = ctx.repos.resolve(call.repo_id, call.rev)
+    if call.request.headers.get("content-type", "").startswith("application/json"):
+        paths = _json_body(call).get("paths", [])
+    else:  # the client posts a form: paths=a&paths=b&expand=False
+        paths = parse_qs(call.body.decode("utf-8", "replace")).get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BadRequest("paths must be a list of strings")
+    for p in paths:
+        validate_repo_path(p.strip("/"))
+    return JSONResponse(paths_info_json(commit, paths))
+
+
+@api_action("POST", "preupload", "write")
+def _preupload(ctx: HubContext, call: ApiCall) -> Response:
+    """Per file: 'lfs' when the repo's .gitattributes says so, the file is binary (NUL in the
+    sample) or too large for a regular file; plus the current oid so the client skips unchanged
+    files (sha256 for LFS files, git blob sha1 for regular ones: what the client compares)."""
+    commit = ctx.repos.resolve(call.repo_id, call.rev)
+    patterns = ctx.repos.lfs_patterns(call.repo_id, commit.oid)
+    files = _json_body(call).get("files")
+    if not isinstance(files, list):
+        raise BadRequest("'files' must be a list")
+    answer = []
+    for item in files:
+        if not isinstance(item, dict):
+            raise BadRequest("each file must be an object with path, sample, size")
+        path = validate_repo_path(item.get("path"))
+        size = item.get("size")
+        if not isinstance(size, int) or size < 0:
+            raise BadRequest(f"{path}: size must be a non-negative integer")
+        try:
+            sample = base64.b64decode(item.get("sample") or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"{path}: sample is not base64") from None
+        lfs = size >= LFS_SIZE_THRESHOLD or b"\x00" in sample or matches_lfs_pattern(path, patterns)
+        out = {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False}
+        existing = commit.tree.get(path)
+        if existing is not None:
+            out["oid"] = existing.sha256 if existing.lfs else existing.blob_id
+        answer.append(out)
+    return JSONResponse({"files": answer, "commitOid": commit.oid})
+
+
+@api_action("POST", "commit", "write")
+def _commit(ctx: HubContext, call: ApiCall) -> Response:
+    if call.request.query_params.get("create_pr") in ("1", "true"):
+        raise BadRequest("pull requests are not supported by this server")
+    branch = call.rev[11:] if call.rev.startswith("refs/heads/") else call.rev
+    header, ops, regular_bytes = None, [], 0
+    for number, line in enumerate(call.body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest(f"commit line {number} is not a {{key, value}} JSON object") from None
+        if not isinstance(value, dict):
+            raise BadRequest(f"commit line {number}: value must be an object")
+        if key == "header":
+            header = value
+        elif key == "file":
+            path = validate_repo_path(value.get("path"))
+            if value.get("encoding", "base64") != "base64":
+                raise BadRequest(f"{path}: only base64 file content is supported")
+            try:
+                data = base64.b64decode(value.get("content", ""), validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(f"{path}: content is not base64") from None
+            regular_bytes += len(data)
+            ops.append(FileOp("add", path, TreeEntry.regular(data, ctx.objects.put_bytes(data))))
+        elif key == "lfsFile":
+            path = validate_repo_path(value.get("path"))
+            oid = value.get("oid")
+            if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not SHA256_RE.fullmatch(oid):
+                raise BadRequest(f"{path}: lfsFile needs algo sha256 and a 64-hex oid")
+            size = value.get("size")
+            if size is None:  # copies name only the oid
+                size = ctx.objects.size_of(oid)
+                if size is None:
+                    raise UnprocessableUpload(f"{path}: LFS object {oid[:12]}… was never uploaded")
+            ops.append(FileOp("add", path, TreeEntry.lfs_file(oid, int(size))))
+        elif key == "deletedFile":
+            ops.append(FileOp("delete_file", validate_repo_path(value.get("path"))))
+        elif key == "deletedFolder":
+            ops.append(FileOp("delete_folder", validate_repo_path(str(value.get("path", "")).rstrip("/"))))
+        else:
+            raise BadRequest(f"commit line {number}: unknown key {key!r}")
+    if header is None or not str(header.get("summary", "")).strip():
+        raise BadRequest("commit needs a header line with a non-empty summary")
+    ctx.stats.add(regular_bytes_received=regular_bytes)
+    commit = ctx.repos.commit(call.repo_id, branch, ops, title=str(header["summary"]),
+                              message=str(header.get("description") or ""), author=call.user,
+                              parent_commit=header.get("parentCommit"))
+    ctx.stats.add(commits=1)
+    base = str(call.request.base_url)
+    return JSONResponse({"success": True, "commitOid": commit.oid, "hookOutput": "",
+                         "commitUrl": f"{base}{call.repo_id}/commit/{commit.oid}"})
+
+
+@api_action("GET", "refs", "read")
+def _refs(ctx: HubContext, call: ApiCall) -> Response:
+    return JSONResponse(refs_json(ctx.repos.refs(call.repo_id)))
+
+
+@api_action("GET", "commits", "read")
+def _commits(ctx: HubContext, call: ApiCall) -> Response:
+    return JSONResponse([commit_json(c) for c in ctx.repos.history(call.repo_id, call.rev)])
+
+
+@api_action("POST", "tag", "write")
+def _create_tag(ctx: HubContext, call: ApiCall) -> Response:
+    body = _json_body(call)
+    tag = body.get("tag")
+    if not isinstance(tag, str):
+        raise BadRequest("'tag' must be a string")
+    target = ctx.repos.create_tag(call.repo_id, tag, call.rev, str(body.get("message") or ""))
+    return JSONResponse({"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": target})
+
+
+@api_action("DELETE", "tag", "write")
+def _delete_tag(ctx: HubContext, call: ApiCall) -> Response:
+    ctx.repos.delete_tag(call.repo_id, call.rev)
+    return JSONResponse({})
+
+
+@api_action("POST", "branch", "write")
+def _create_branch(ctx: HubContext, call: ApiCall) -> Response:
+    start = _json_body(call).get("startingPoint")
+    target = ctx.repos.create_branch(call.repo_id, call.rev, start if isinstance(start, str) else None)
+    return JSONResponse({"name": call.rev, "ref": f"refs/heads/{call.rev}", "targetCommit": target})
+
+
+@api_action("DELETE", "branch", "write")
+def _delete_branch(ctx: HubContext, call: ApiCall) -> Response:
+    ctx.repos.delete_branch(call.repo_id, call.rev)
+    return JSONResponse({})
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def _raw_segments(request: Request, skip: int) -> list[str]:
+    """Path segments from the undecoded path (so %2F inside a revision stays in one segment)."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    parts = raw.decode("latin-1").split("?", 1)[0].split("/")[1:]
+    return [unquote(p) for p in parts[skip:]]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _upload_signature(secret: bytes, oid: str, size: int, expires: int) -> str:
+    return hmac.new(secret, f"{oid}:{size}:{expires}".encode(), "sha256").hexdigest()
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) inclusive for a single ``bytes=`` range; None = send everything."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            start, end = max(size - n, 0), size - 1
+        else:
+            start = int(first)
+            end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or start > end:
+        raise _RangeNotSatisfiable()
+    return start, min(end, size - 1)
+
+
+class _RangeNotSatisfiable(Exception):
+    pass
+
+
+# --- app --------------------------------------------------------------------------------------
+def create_app(root: str | os.PathLike, token: str | None = None, *, public_read: bool = False,
+               user: str = "loradex", auth: TokenAuth | None = None,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               max_commit_bytes: int = DEFAULT_MAX_COMMIT_BYTES) -> FastAPI:
+    """The Hub-compatible app storing everything under ``<root>/hub/``. ``token``: the Bearer
+    token every request must carry (None = no auth); ``public_read`` lets reads through without."""
+    hub_root = Path(root) / "hub"
+    objects = ObjectStore(hub_root)
+    ctx = HubContext(repos=RepoStore(hub_root, objects), objects=objects,
+                     auth=auth or TokenAuth(token, public_read=public_read, user=user),
+                     stats=TransferStats(), secret=os.urandom(32),
+                     max_upload_bytes=max_upload_bytes, max_commit_bytes=max_commit_bytes)
+    app = FastAPI(title="loradex hub server", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.hub = ctx
+
+    @app.exception_handler(HubProtocolError)
+    async def _hub_error(request: Request, exc: HubProtocolError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        message = "Sorry, we can't find the page you are looking for." if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers={"X-Error-Message": message})
+
+    async def run(fn: Callable, *args):
+        return await run_in_threadpool(fn, *args)
+
+    @app.get("/api/whoami-v2")
+    async def whoami(request: Request):
+        if ctx.auth.token is not None or request.headers.get("authorization"):
+            name = ctx.auth.check(request, "read")
+        else:
+            raise Unauthorized(INVALID_CREDENTIALS)
+        return {"type": "user", "id": name, "name": name, "fullname": name, "isPro": False, "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "loradex", "role": "write"}}}
+
+    @app.post("/api/validate-yaml")
+    async def validate_yaml(request: Request):
+        ctx.auth.check(request, "read")
+        body = await _read_body(request, 4 << 20)
+        try:
+            content = json.loads(body).get("content", "")
+            data = parse_front_matter(content if isinstance(content, str) else "")
+        except (ValueError, AttributeError) as exc:
+            return JSONResponse({"errors": [{"message": f"Invalid YAML metadata: {exc}"}], "warnings": []},
+                                status_code=400)
+        if data is not None and not isinstance(data, dict):
+            return JSONResponse({"errors": [{"message": "YAML metadata must be a mapping"}], "warnings": []},
+                                status_code=400)
+        return {"errors": [], "warnings": []}
+
+    @app.post("/api/repos/create")
+    async def create_repo(request: Request):
+        user_name = ctx.auth.check(request, "write")
+        body = json.loads(await _read_body(request, 1 << 20) or b"{}")
+        if body.get("type", "model") not in (None, "model"):
+            raise BadRequest("only model repos are supported")
+        name, org = body.get("name"), body.get("organization") or user_name
+        if not isinstance(name, str) or not isinstance(org, str):
+            raise BadRequest("'name' (and 'organization') must be strings")
+        repo_id = f"{org}/{name}"
+        validate_repo_id(repo_id)
+        private = body.get("visibility") == "private" or bool(body.get("private"))
+        await run(lambda: ctx.repos.create_repo(repo_id, private=private, author=user_name))
+        return {"url": f"{request.base_url}{repo_id}", "name": repo_id, "id": repo_id}
+
+    @app.delete("/api/repos/delete")
+    async def delete_repo(request: Request):
+        user_name = ctx.auth.check(request, "write")
+        body = json.loads(await _read_body(request, 1 << 20) or b"{}")
+        repo_id = f"{body.get('organization') or user_name}/{body.get('name')}"
+        validate_repo_id(repo_id)
+        await run(ctx.repos.delete_repo, repo_id)
+        return {}
+
+    @app.get("/api/_loradex/stats")
+    async def stats(request: Request):
+        ctx.auth.check(request, "read")
+        return ctx.stats.as_dict()
+
+    @app.api_route("/api/models/{rest:path}", methods=["GET", "POST", "DELETE"])
+    async def models_api(request: Request, rest: str):
+        seg = _raw_segments(request, 2)
+        if len(seg) < 2:
+            raise RouteNotFound("Sorry, we can't find the page you are looking for.")
+        repo_id = f"{seg[0]}/{seg[1]}"
+        action = seg[2] if len(seg) > 2 else None
+        found = API_ACTIONS.get((request.method, action))
+        if found is None:
+            raise RouteNotFound("Sorry, we can't find the page you are looking for.")
+        scope, handler = found
+        user_name = ctx.auth.check(request, scope)
+        validate_repo_id(repo_id)
+        rev = seg[3] if len(seg) > 3 else None
+        if action not in (None, "refs") and not rev:
+            raise BadRequest(f"{action} needs a revision in the URL")
+        body = await _read_body(request, ctx.max_commit_bytes) if request.method != "GET" else b""
+        call = ApiCall(request, repo_id, rev, "/".join(seg[4:]), body, user_name)
+        return await run(_checked, handler, ctx, call)
+
+    @app.post("/{ns}/{name}.git/info/lfs/objects/batch")
+    async def lfs_batch(request: Request, ns: str, name: str):
+        body = json.loads(await _read_body(request, 16 << 20) or b"{}")
+        operation = body.get("operation")
+        ctx.auth.check(request, "write" if operation == "upload" else "read")
+        repo_id = f"{ns}/{name}"
+        await run(ctx.repos.require, repo_id)
+        if operation != "upload":
+            raise BadRequest("only the 'upload' LFS operation is served; download with /resolve")
+        base, out = str(request.base_url), []
+        for obj in body.get("objects") or []:
+            oid, size = obj.get("oid"), obj.get("size")
+            if not isinstance(oid, str) or not SHA256_RE.fullmatch(oid) or not isinstance(size, int) or size < 0:
+                out.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
+                            "error": {"code": 422, "message": "oid must be 64 hex digits and size >= 0"}})
+            elif size > ctx.max_upload_bytes:
+                out.append({"oid": oid, "size": size,
+                            "error": {"code": 413, "message": f"over the upload limit of {ctx.max_upload_bytes}"}})
+            elif ctx.objects.has(oid, size):
+                out.append({"oid": oid, "size": size, "authenticated": True})  # no actions: nothing to send
+            else:
+                expires = int(time.time()) + UPLOAD_URL_TTL_S
+                sig = _upload_signature(ctx.secret, oid, size, expires)
+                out.append({"oid": oid, "size": size, "authenticated": True, "actions": {
+                    "upload": {"href": f"{base}api/_loradex/lfs-upload/{oid}?size={size}&expires={expires}&sig={sig}",
+                               "expires_in": UPLOAD_URL_TTL_S},
+                    "verify": {"href": f"{base}{repo_id}.git/info/lfs/objects/verify"},
+                }})
+        return JSONResponse({"transfer": "basic", "objects": out, "hash_algo": "sha256"},
+                            media_type="application/vnd.git-lfs+json")
+
+    @app.put("/api/_loradex/lfs-upload/{oid}")
+    async def lfs_upload(request: Request, oid: str):
+        # The client sends this PUT without its auth headers (it is meant for pre-signed URLs),
+        # so the URL itself carries the authorisation: an HMAC over oid, size and expiry.
+        q = request.query_params
+        try:
+            size, expires = int(q.get("size", "")), int(q.get("expires", ""))
+        except ValueError:
+            raise Forbidden("upload URL is malformed") from None
+        if not SHA256_RE.fullmatch(oid) or expires < time.time() or not hmac.compare_digest(
+                q.get("sig", ""), _upload_signature(ctx.secret, oid, size, expires)):
+            raise Forbidden("upload URL is invalid or expired; ask the LFS batch endpoint for a new one")
+        ctx.stats.add(lfs_uploads=1)
+        await ctx.objects.put_stream(request.stream(), oid, size,
+                                     on_bytes=lambda n: ctx.stats.add(lfs_bytes_received=n))
+        return Response(status_code=200)
+
+    @app.post("/{ns}/{name}.git/info/lfs/objects/verify")
+    async def lfs_verify(request: Request, ns: str, name: str):
+        ctx.auth.check(request, "write")
+        await run(ctx.repos.require, f"{ns}/{name}")
+        body = json.loads(await _read_body(request, 1 << 20) or b"{}")
+        oid, size = body.get("oid"), body.get("size")
+        if not isinstance(oid, str) or not ctx.objects.has(oid, size if isinstance(size, int) else None):
+            raise UnprocessableUpload(f"object {oid} ({size} bytes) is not stored")
+        return JSONResponse({"message": "ok"}, media_type="application/vnd.git-lfs+json")
+
+    @app.api_route("/{ns}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])
+    async def resolve(request: Request, ns: str, name: str, rest: str):
+        ctx.auth.check(request, "read")
+        seg = _raw_segments(request, 3)
+        if len(seg) < 2:
+            raise RouteNotFound("resolve needs /{revision}/{path}")
+        repo_id, rev, path = f"{ns}/{name}", seg[0], "/".join(seg[1:])
+        validate_repo_id(repo_id)
+        validate_repo_path(path)
+        commit = await run(ctx.repos.resolve, repo_id, rev)
+        entry = commit.tree.get(path)
+        if entry is None:
+            raise EntryNotFound(f"{path} does not exist at {rev}", commit=commit.oid)
+        headers = {"X-Repo-Commit": commit.oid, "Accept-Ranges": "bytes",
+                   "ETag": f'"{entry.sha256 if entry.lfs else entry.blob_id}"'}
+        if entry.lfs:
+            headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(entry.size)
+            return Response(status_code=200, headers=headers, media_type="application/octet-stream")
+        try:
+            span = _parse_range(request.headers.get("range"), entry.size)
+        except _RangeNotSatisfiable:
+            return JSONResponse({"error": "Requested range not satisfiable"}, status_code=416,
+                                headers={"Content-Range": f"bytes */{entry.size}", **headers})
+        start, end = span if span else (0, entry.size - 1)
+        status = 206 if span else 200
+        if span:
+            headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
+        headers["Content-Length"] = str(max(end - start + 1, 0))
+        body = _counted(ctx.objects.iter_range(entry.sha256, start, end), ctx.stats) if entry.size else iter(())
+        return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
+
+    return app
+
+
+def _counted(chunks, stats: TransferStats):
+    for chunk in chunks:
+        stats.add(bytes_served=len(chunk))
+        yield chunk
+
+
+def _checked(handler: ApiHandler, ctx: HubContext, call: ApiCall) -> Response:
+    """Run an action after checking the repo exists: the client tells RepoNotFound from
+    RevisionNotFound by X-Error-Code, so the repo check must come first."""
+    ctx.repos.require(call.repo_id)
+    return handler(ctx, call)
