@@ -266,6 +266,10 @@ def test_refs_errors_and_branch_names_with_slash(hub, api, tmp_path):
 
     url, _ = hub
     api.create_repo("team/refs")
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_repo("team/refs")
+    assert err.value.response.status_code == 409
+    assert api.create_repo("team/refs", exist_ok=True).repo_id == "team/refs"
     c1 = api.upload_file(path_or_fileobj=b"one\n", path_in_repo="f.txt", repo_id="team/refs")
     c2 = api.upload_file(path_or_fileobj=b"two\n", path_in_repo="f.txt", repo_id="team/refs")
     api.create_tag("team/refs", tag="v1.0.0", revision=c1.oid)

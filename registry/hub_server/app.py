@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
 from urllib.parse import parse_qs, unquote
 
 from fastapi import FastAPI, Request
@@ -33,10 +33,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .object_store import SHA256_RE, ObjectStore
-from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, HubProtocolError, RevisionNotFound,
-                              RouteNotFound, TooLarge, Unauthorized, UnprocessableUpload)
-from .repo_store import (LFS_SIZE_THRESHOLD, FileOp, RepoStore, TreeEntry, matches_lfs_pattern,
-                         validate_ref_name, validate_repo_id, validate_repo_path)
+from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, HubProtocolError, RefExists, RouteNotFound,
+                              TooLarge, Unauthorized, UnprocessableUpload)
+from .repo_store import (LFS_SIZE_THRESHOLD, FileOp, RepoStore, TreeEntry, matches_lfs_pattern, validate_repo_id,
+                         validate_repo_path)
 from .wire_format import (commit_json, model_info_json, parse_front_matter, paths_info_json, refs_json,
                           tree_json)
 
@@ -414,8 +414,12 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
         repo_id = f"{org}/{name}"
         validate_repo_id(repo_id)
         private = body.get("visibility") == "private" or bool(body.get("private"))
-        await run(lambda: ctx.repos.create_repo(repo_id, private=private, author=user_name))
-        return {"url": f"{request.base_url}{repo_id}", "name": repo_id, "id": repo_id}
+        url = f"{request.base_url}{repo_id}"
+        try:
+            await run(lambda: ctx.repos.create_repo(repo_id, private=private, author=user_name))
+        except RefExists as exc:  # the client's exist_ok path reads "url" from the 409 body
+            return JSONResponse({"error": exc.message, "url": url}, status_code=409, headers=exc.headers())
+        return {"url": url, "name": repo_id, "id": repo_id}
 
     @app.delete("/api/repos/delete")
     async def delete_repo(request: Request):

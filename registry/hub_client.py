@@ -1,0 +1,419 @@
+"""Push and pull through the real ``huggingface_hub`` client (Hub or any Hub-compatible endpoint,
+e.g. ``loradex serve``). huggingface_hub is imported inside the functions.
+
+What huggingface_hub already does, and is not repeated here: retries with backoff on 429/5xx and
+transport errors for preupload, the LFS batch call, the LFS PUT and verify (``http_backoff``);
+within one download, re-requesting the rest with a Range header when the stream breaks
+(``http_get``). What it does not, and this module adds: retries on 429/5xx for the metadata calls
+(repo info, tree, refs, tag/branch creation) and around each file download; a partial file that
+survives the process, so a pull killed mid-transfer resumes where it stopped; a commit POST that
+failed on 5xx is only re-sent after checking that the branch did not move (a lost answer must not
+make a second commit).
+
+Tokens: passed in by the caller (``resolve_token``); when there is none the client is told
+``token=False`` so it never falls back to the user's stored Hugging Face token, which must not
+leak to a mirror. Tokens never appear in messages or files written here.
+
+Xet: huggingface_hub uploads through Xet whenever ``hf_xet`` is importable unless
+``HF_HUB_DISABLE_XET`` is set (read from ``huggingface_hub.constants`` at call time). Only
+huggingface.co speaks Xet, so for other endpoints the flag is switched on for the duration of the
+call (under a lock, as it is process-wide).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import urlparse
+
+from .atomic_files import fsync_dir
+from .errors import AuthError, Conflict, InvalidFile, NotFound, RemoteError, TransferError, UsageError
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+MAX_RETRY_AFTER_S = 30.0
+XET_HOSTS = ("huggingface.co", "hf.co")
+READ_CHUNK = 1 << 20
+HUB_HOUSEKEEPING = (".gitattributes",)
+
+Progress = Callable[[int, int, str], None]
+_xet_lock = threading.RLock()
+
+
+# --- tokens -------------------------------------------------------------------------------------
+def token_env_name(remote_name: str) -> str:
+    return "LORADEX_TOKEN_" + re.sub(r"[^A-Za-z0-9]", "_", remote_name).upper()
+
+
+def resolve_token(remote_name: str | None = None, *, hf_fallback: bool = True) -> str | None:
+    """``LORADEX_TOKEN_<REMOTE>`` first; then, when ``hf_fallback`` (remotes that *are* the Hub),
+    huggingface_hub's own resolution (``HF_TOKEN``, then the token saved by ``hf auth login``).
+    Mirrors should pass ``hf_fallback=False`` so a Hugging Face token is never sent to them."""
+    if remote_name:
+        value = os.environ.get(token_env_name(remote_name), "").strip()
+        if value:
+            return value
+    if not hf_fallback:
+        return None
+    from huggingface_hub import get_token
+
+    return get_token() or None
+
+
+# --- local file identities ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalFile:
+    path: Path
+    size: int
+    sha256: str
+    git_sha1: str  # git blob id of the content: what the Hub lists as oid for a regular file
+    sample: bytes = field(repr=False)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "LocalFile":
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidFile(path, "not a regular file")
+        size = path.stat().st_size
+        sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\x00" % size)
+        sample = b""
+        with open(path, "rb") as fh:
+            while chunk := fh.read(READ_CHUNK):
+                if len(sample) < 512:
+                    sample += chunk[: 512 - len(sample)]
+                sha256.update(chunk)
+                sha1.update(chunk)
+        return cls(path, size, sha256.hexdigest(), sha1.hexdigest(), sample)
+
+    def matches(self, remote) -> bool:
+        """Same content as a ``RepoFile`` / ``RepoSibling`` from the remote."""
+        if remote.lfs is not None:
+            return remote.lfs.sha256 == self.sha256 and remote.lfs.size == self.size
+        return remote.blob_id == self.git_sha1
+
+
+def _check_repo_path(path: str) -> str:
+    parts = path.split("/")
+    if (not path or "\\" in path or "\x00" in path or path.startswith("/") or re.match(r"[A-Za-z]:", path)
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UsageError(f"invalid path in repo: {path!r}")
+    return path
+
+
+# --- error mapping, retries, xet -----------------------------------------------------------------
+def _token_note(token_sent: bool) -> str:
+    return "a token was sent" if token_sent else "no token was sent (set LORADEX_TOKEN_<REMOTE> or HF_TOKEN)"
+
+
+@contextlib.contextmanager
+def _remote_errors(endpoint: str, repo_id: str, token_sent: bool, what: str) -> Iterator[None]:
+    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    where = f"{repo_id} on {endpoint}"
+    try:
+        yield
+    except RevisionNotFoundError as exc:
+        raise NotFound(f"{what}: revision not found in {where}", hint=_server_said(exc)) from None
+    except RemoteEntryNotFoundError as exc:
+        raise NotFound(f"{what}: file not found in {where}", hint=_server_said(exc)) from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise AuthError(f"{what}: {where} answered {status}; {_token_note(token_sent)}",
+                            hint=_server_said(exc)) from None
+        if status == 404 or isinstance(exc, RepositoryNotFoundError):
+            raise NotFound(f"{what}: repository {where} not found ({_token_note(token_sent)})",
+                           hint=_server_said(exc)) from None
+        if status == 409:
+            raise Conflict(f"{what}: {where} answered 409 (already exists)", hint=_server_said(exc)) from None
+        if status == 412:
+            raise Conflict(f"{what}: {where} moved while pushing (412)", hint="pull or retry the push") from None
+        raise RemoteError(f"{what}: {where} answered HTTP {status}", hint=_server_said(exc)) from None
+    except LocalEntryNotFoundError as exc:
+        raise RemoteError(f"{what}: cannot reach {endpoint} for {repo_id}", hint=str(exc).splitlines()[0]) from None
+
+
+def _server_said(exc) -> str | None:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    message = response.headers.get("X-Error-Message")
+    if not message:
+        try:
+            message = response.json().get("error")
+        except Exception:
+            message = None
+    return f"server said: {message}" if message else None
+
+
+def _transient(exc: BaseException) -> float | None:
+    """Seconds to wait before retrying ``exc``, or None when it is not worth retrying."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if isinstance(exc, HfHubHTTPError):
+        response = exc.response
+        if response is None or response.status_code not in RETRY_STATUS:
+            return None
+        after = response.headers.get("Retry-After", "")
+        return min(float(after), MAX_RETRY_AFTER_S) if after.replace(".", "", 1).isdigit() else 0.0
+    if isinstance(exc, LocalEntryNotFoundError):  # hf_hub_download's wrapper for "HEAD failed to connect"
+        return 0.0
+    name = type(exc).__name__
+    return 0.0 if name in ("ConnectError", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError",
+                           "ReadError", "WriteError") else None
+
+
+def _retrying(fn: Callable, *, delays=RETRY_DELAYS_S):
+    for attempt in range(len(delays) + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            wait = _transient(exc)
+            if wait is None or attempt == len(delays):
+                raise
+            time.sleep(max(wait, delays[attempt]))
+
+
+def uses_xet(endpoint: str) -> bool:
+    host = (urlparse(endpoint).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in XET_HOSTS)
+
+
+@contextlib.contextmanager
+def _lfs_only_unless_hub(endpoint: str) -> Iterator[None]:
+    if uses_xet(endpoint):
+        yield
+        return
+    from huggingface_hub import constants
+
+    with _xet_lock:
+        before = constants.HF_HUB_DISABLE_XET
+        constants.HF_HUB_DISABLE_XET = True
+        try:
+            yield
+        finally:
+            constants.HF_HUB_DISABLE_XET = before
+
+
+def _api(endpoint: str, token: str | None):
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint.rstrip("/"), token=token or False)
+
+
+# --- push ---------------------------------------------------------------------------------------
+@dataclass
+class PushResult:
+    commit: str  # commit the pushed files are at
+    uploaded: list[str]  # paths sent in a new commit ([] = the remote already had everything)
+    deleted: list[str]
+    tag_created: bool
+    branches_set: list[str]
+
+    @property
+    def sent_nothing(self) -> bool:
+        return not self.uploaded and not self.deleted
+
+    def __str__(self) -> str:
+        return self.commit
+
+
+def _diff(api, repo_id: str, revision: str, local: dict[str, LocalFile], exact: bool) -> tuple[list[str], list[str]]:
+    from huggingface_hub.hf_api import RepoFile
+
+    remote = {f.path: f for f in _retrying(lambda: list(api.list_repo_tree(repo_id, recursive=True, revision=revision)))
+              if isinstance(f, RepoFile)}
+    changed = [p for p, lf in sorted(local.items()) if p not in remote or not lf.matches(remote[p])]
+    extra = sorted(p for p in remote if p not in local and p not in HUB_HOUSEKEEPING) if exact else []
+    return changed, extra
+
+
+def _refs(api, repo_id: str):
+    return _retrying(lambda: api.list_repo_refs(repo_id))
+
+
+def push_files(endpoint: str, repo_id: str, files: dict[str, str | os.PathLike], message: str, token: str | None,
+               tag: str | None = None, branch_aliases: dict[str, str | None] | None = None, *,
+               branch: str = "main", private: bool = True, exact: bool = True,
+               progress: Progress | None = None) -> PushResult:
+    """Make ``branch`` hold exactly ``files`` ({path in repo: local path}) in one commit, tag it
+    ``tag``, and point each ``branch_aliases`` name (a branch) at its target (a tag, branch or
+    commit; None = the pushed commit).
+
+    Nothing is sent when the remote already has the same content (compared by LFS sha256 / git
+    blob id): then the result's ``uploaded`` is empty. An existing ``tag`` with different content
+    raises ``Conflict`` (a version never changes). ``exact``: remote files not in ``files``
+    (besides .gitattributes) are deleted in the same commit."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.lfs import UploadInfo
+
+    local = {_check_repo_path(p): LocalFile.read(src) for p, src in files.items()}
+    total = sum(lf.size for lf in local.values())
+    api = _api(endpoint, token)
+    with _lfs_only_unless_hub(endpoint), _remote_errors(endpoint, repo_id, bool(token), "push"):
+        _retrying(lambda: api.create_repo(repo_id, exist_ok=True, private=private))
+        refs = _refs(api, repo_id)
+        tags = {t.name: t.target_commit for t in refs.tags}
+        heads = {b.name: b.target_commit for b in refs.branches}
+        if tag is not None and tag in tags:
+            changed, extra = _diff(api, repo_id, tags[tag], local, exact)
+            if changed or extra:
+                raise Conflict(f"{repo_id} on {endpoint} already has tag {tag} with different content "
+                               f"({', '.join((changed + extra)[:5])})", hint="a pushed version never changes; bump it")
+            result = PushResult(tags[tag], [], [], False, [])
+        else:
+            if branch not in heads:
+                raise NotFound(f"push: branch {branch} not found in {repo_id} on {endpoint}")
+            head = heads[branch]
+            changed, extra = _diff(api, repo_id, head, local, exact)
+            if changed or extra:
+                ops = []
+                for path in changed:
+                    op = CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(local[path].path))
+                    lf = local[path]  # hashes are known already: spare the client a second read
+                    op.upload_info = UploadInfo(size=lf.size, sample=lf.sample, sha256=bytes.fromhex(lf.sha256))
+                    ops.append(op)
+                ops += [CommitOperationDelete(path_in_repo=p) for p in extra]
+                commit = _commit_once(api, repo_id, branch, head, ops, message, local, changed, extra, exact)
+            else:
+                commit = head
+            result = PushResult(commit, changed, extra, False, [])
+            if tag is not None:
+                _retrying(lambda: api.create_tag(repo_id, tag=tag, revision=commit, tag_message=message,
+                                                 exist_ok=True))
+                result.tag_created = True
+        if progress:
+            progress(total, total, "pushed" if result.uploaded else "already on remote")
+        if branch_aliases:
+            result.branches_set = _set_branches(api, repo_id, branch_aliases, result.commit, tags, heads)
+    return result
+
+
+def _commit_once(api, repo_id, branch, head, ops, message, local, changed, extra, exact) -> str:
+    """One create_commit with ``parent_commit=head``. On a transient failure, look before
+    re-sending: if the branch moved to a commit holding our files, the first attempt landed."""
+    for attempt in range(len(RETRY_DELAYS_S) + 1):
+        try:
+            return api.create_commit(repo_id, ops, commit_message=message, revision=branch,
+                                     parent_commit=head).oid
+        except Exception as exc:
+            wait = _transient(exc)
+            if wait is None or attempt == len(RETRY_DELAYS_S):
+                raise
+            time.sleep(max(wait, RETRY_DELAYS_S[attempt]))
+            now = {b.name: b.target_commit for b in _refs(api, repo_id).branches}.get(branch)
+            if now != head:
+                still_changed, still_extra = _diff(api, repo_id, now, local, exact)
+                if not still_changed and not still_extra:
+                    return now
+                raise Conflict(f"{repo_id}: branch {branch} moved during the push", hint="retry the push")
+    raise AssertionError("unreachable")
+
+
+def _set_branches(api, repo_id: str, aliases: dict[str, str | None], commit: str,
+                  tags: dict[str, str], heads: dict[str, str]) -> list[str]:
+    moved = []
+    for name, target in sorted(aliases.items()):
+        if name == "main":
+            raise UsageError("an alias cannot be called 'main' (it is the branch versions are committed to)")
+        if target is None:
+            oid = commit
+        elif re.fullmatch(r"[0-9a-f]{40}", target):
+            oid = target
+        elif target in tags or target in heads:
+            oid = tags.get(target) or heads[target]
+        else:
+            raise NotFound(f"alias {name}: target {target} is not a tag, branch or commit of {repo_id}")
+        current = heads.get(name)
+        if current == oid:
+            continue
+        if current is not None:  # the Hub has no "move ref": delete and re-create
+            _retrying(lambda: api.delete_branch(repo_id, branch=name))
+        _retrying(lambda: api.create_branch(repo_id, branch=name, revision=oid, exist_ok=False))
+        moved.append(name)
+    return moved
+
+
+# --- pull ---------------------------------------------------------------------------------------
+PARTIAL_DIR = ".loradex-partial"
+
+
+def pull_revision(endpoint: str, repo_id: str, revision: str, dest_dir: str | os.PathLike, token: str | None, *,
+                  allow_patterns: list[str] | None = None, include_housekeeping: bool = False,
+                  progress: Progress | None = None) -> tuple[str, dict[str, Path]]:
+    """Download every file of ``revision`` (tag, branch or commit) into ``dest_dir`` as plain
+    files at their repo paths. Returns (commit sha, {path in repo: local path}).
+
+    Each file is fetched into ``dest_dir/.loradex-partial/<remote id>.part`` and only renamed to
+    its final name once it matches the remote (sha256 for LFS files, git blob id for regular
+    ones). A ``.part`` left by an interrupted pull, even one from a killed process, is resumed
+    with a Range request. (huggingface_hub 2.4's ``hf_hub_download`` cannot do that: it writes
+    to a process-unique temp file and deletes it on failure, so this uses the library's
+    ``get_hf_file_metadata`` + ``http_get`` instead.) A file that does not match is fetched once
+    more from scratch, then ``TransferError``."""
+    api = _api(endpoint, token)
+    dest_dir = Path(dest_dir)
+    out: dict[str, Path] = {}
+    with _lfs_only_unless_hub(endpoint), _remote_errors(endpoint, repo_id, bool(token), "pull"):
+        info = _retrying(lambda: api.model_info(repo_id, revision=revision, files_metadata=True))
+        sha = info.sha
+        siblings = [s for s in info.siblings or []
+                    if (include_housekeeping or s.rfilename not in HUB_HOUSEKEEPING)
+                    and (allow_patterns is None or any(fnmatch.fnmatchcase(s.rfilename, p) for p in allow_patterns))]
+        total, done = sum(s.size or 0 for s in siblings), 0
+        for sibling in siblings:
+            path = _check_repo_path(sibling.rfilename)
+            final = dest_dir / path
+            if not (final.is_file() and LocalFile.read(final).matches(sibling)):
+                _download_verified(endpoint, repo_id, sha, sibling, final, dest_dir / PARTIAL_DIR, token)
+            out[path] = final
+            done += sibling.size or 0
+            if progress:
+                progress(done, total, path)
+    return sha, out
+
+
+def _download_verified(endpoint: str, repo_id: str, sha: str, sibling, final: Path, partial_dir: Path,
+                       token: str | None) -> None:
+    remote_id = sibling.lfs.sha256 if sibling.lfs is not None else sibling.blob_id
+    part = partial_dir / f"{remote_id}.part"
+    for attempt in (1, 2):
+        _retrying(lambda: _fetch_resuming(endpoint, repo_id, sha, sibling.rfilename, part, token))
+        if LocalFile.read(part).matches(sibling):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, final)
+            fsync_dir(final.parent)
+            return
+        part.unlink()  # wrong bytes (e.g. a stale partial): start over once
+    raise TransferError(f"pull: {sibling.rfilename} from {repo_id}@{sha[:12]} does not match the remote's "
+                        f"{'sha256' if sibling.lfs is not None else 'blob id'} after two downloads")
+
+
+def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path, token: str | None) -> None:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(repo_id, path, revision=sha, endpoint=endpoint.rstrip("/"))
+    meta = get_hf_file_metadata(url, token=token or False)
+    headers = build_hf_headers(token=token or False)
+    target = meta.location or url
+    if urlparse(target).netloc != urlparse(url).netloc:
+        headers.pop("authorization", None)  # a signed CDN URL: never send our token elsewhere
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with open(part, "ab") as fh:
+        have = fh.tell()
+        if meta.size is not None and have > meta.size:
+            fh.truncate(0)
+            have = 0
+        http_get(target, fh, resume_size=have, headers=headers, expected_size=meta.size,
+                 displayed_filename=path)
