@@ -328,3 +328,74 @@ def test_unknown_route_is_a_hub_style_404(hub):
     assert r.status_code == 404 and "error" in r.json()
     r = httpx.get(f"{url}/api/models/team/roundtrip/xet-read-token/main", headers=AUTH)
     assert r.status_code == 404  # Xet is never offered
+
+
+def test_concurrent_commits_to_one_repo_all_land(hub, api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    api.create_repo("team/concurrent")
+    before = len(api.list_repo_commits("team/concurrent"))
+
+    def upload(i: int):
+        return api.upload_file(path_or_fileobj=f"file {i}\n".encode(), path_in_repo=f"f{i}.txt",
+                               repo_id="team/concurrent").oid
+
+    with ThreadPoolExecutor(4) as pool:
+        oids = list(pool.map(upload, range(4)))
+    assert len(set(oids)) == 4
+    assert len(api.list_repo_commits("team/concurrent")) == before + 4  # a linear history, no lost update
+    assert sorted(api.list_repo_files("team/concurrent")) == [".gitattributes"] + [f"f{i}.txt" for i in range(4)]
+
+
+def test_aborted_lfs_upload_leaves_no_object(hub, api):
+    url, root = hub
+    api.create_repo("team/aborted")
+    data = b"z" * 300_000
+    oid = hashlib.sha256(data).hexdigest()
+    batch = httpx.post(f"{url}/team/aborted.git/info/lfs/objects/batch", headers=AUTH,
+                       json={"operation": "upload", "objects": [{"oid": oid, "size": len(data)}]}).json()
+    href = batch["objects"][0]["actions"]["upload"]["href"]
+
+    def body():
+        yield data[:100_000]
+        raise ConnectionAbortedError("client died mid-upload")
+
+    with pytest.raises(Exception):
+        httpx.put(href, content=body())
+    objects = Path(root) / "hub" / "objects" / "sha256"
+    assert not (objects / oid[:2] / oid[2:]).exists()
+    import time
+
+    deadline = time.monotonic() + 5  # the server notices the disconnect asynchronously
+    while list(objects.rglob(".tmp-loradex-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(objects.rglob(".tmp-loradex-*"))
+
+
+def test_plain_client_configured_by_environment(hub, tmp_path):
+    """HF_ENDPOINT / HF_TOKEN / HF_HUB_DISABLE_XET in a fresh interpreter, as a user would set them."""
+    import os
+    import subprocess
+    import sys
+
+    url, _ = hub
+    folder = tmp_path / "lora"
+    folder.mkdir()
+    (folder / "pytorch_lora_weights.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}" + b"\x01" * 5000)
+    (folder / "README.md").write_text("---\nbase_model: a/b\n---\n")
+    script = (
+        "import sys\n"
+        "from huggingface_hub import HfApi, snapshot_download\n"
+        "api = HfApi()\n"
+        "api.create_repo('team/envrepo')\n"
+        f"c = api.upload_folder(repo_id='team/envrepo', folder_path={str(folder)!r})\n"
+        "api.create_tag('team/envrepo', tag='v1.0.0', revision=c.oid)\n"
+        f"print(snapshot_download('team/envrepo', revision='v1.0.0', cache_dir={str(tmp_path / 'cache')!r}))\n"
+    )
+    env = {**os.environ, "HF_ENDPOINT": url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
+           "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    snapshot = Path(out.stdout.strip().splitlines()[-1])
+    for name in ("pytorch_lora_weights.safetensors", "README.md"):
+        assert (snapshot / name).read_bytes() == (folder / name).read_bytes()
