@@ -6,25 +6,7 @@ from pathlib import Path
 
 import torch
 
-ATTN_LEAVES = ("to_q", "to_k", "to_v", "to_out.0")
-TE_LEAVES = ("q_proj", "k_proj", "v_proj", "out_proj")
-
-
-def kohya_modules(pipe, *, unet: bool = True, text_encoder: bool = True) -> dict[str, tuple[int, int]]:
-    """kohya module name -> (in_features, out_features) for the UNet attention projections and
-    the CLIP self-attention projections of ``pipe``."""
-    mods: dict[str, tuple[int, int]] = {}
-    if unet:
-        for name, module in pipe.unet.named_modules():
-            if isinstance(module, torch.nn.Linear) and name.endswith(ATTN_LEAVES) and ".attn" in name:
-                mods["lora_unet_" + name.replace(".", "_")] = (module.in_features, module.out_features)
-    if text_encoder:
-        for name, module in pipe.text_encoder.named_modules():
-            if isinstance(module, torch.nn.Linear) and name.endswith(TE_LEAVES):
-                # kohya keeps the text_model level that transformers 5 drops
-                path = name if name.startswith("text_model.") else "text_model." + name
-                mods["lora_te_" + path.replace(".", "_")] = (module.in_features, module.out_features)
-    return mods
+from loradex.trainer.tiny_pipeline import kohya_module_shapes as kohya_modules  # noqa: F401
 
 
 def write_kohya_lora(path: Path, modules: dict[str, tuple[int, int]], *, rank: int, alpha: float,

@@ -216,3 +216,28 @@ def save_tiny_pipeline(kind: str, dest: str | os.PathLike, seed: int = 0) -> Pat
             shutil.rmtree(tmp)
         raise
     return dest
+
+
+# --- LoRA module shapes of a live pipeline (for random adapters that always fit) -----------------
+
+ATTENTION_LEAVES = ("to_q", "to_k", "to_v", "to_out.0")
+CLIP_ATTENTION_LEAVES = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def kohya_module_shapes(pipe, *, unet: bool = True, text_encoder: bool = True) -> dict[str, tuple[int, int]]:
+    """kohya module name -> (in_features, out_features) of the UNet attention projections and
+    the first text encoder's self-attention projections, read off the loaded modules."""
+    import torch
+
+    mods: dict[str, tuple[int, int]] = {}
+    if unet:
+        for name, module in pipe.unet.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.endswith(ATTENTION_LEAVES) and ".attn" in name:
+                mods["lora_unet_" + name.replace(".", "_")] = (module.in_features, module.out_features)
+    if text_encoder:
+        for name, module in pipe.text_encoder.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.endswith(CLIP_ATTENTION_LEAVES):
+                # kohya keeps the text_model level that transformers 5's CLIPTextModel drops
+                path = name if name.startswith("text_model.") else "text_model." + name
+                mods["lora_te_" + path.replace(".", "_")] = (module.in_features, module.out_features)
+    return mods
