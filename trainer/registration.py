@@ -1,0 +1,256 @@
+"""A finished run becomes catalog versions, with what is needed to reproduce and judge it.
+
+- the file carries kohya ``ss_*`` and ``modelspec.*`` metadata (base name and hash, seed, steps,
+  dataset facts, ``ss_tag_frequency`` from the captions → trigger words);
+- the version has lineage ``trained_from`` the base: a catalog ref when the base is a catalog
+  version, else the external ``base:<ref>@<sha256>``; the edge's recipe holds the resolved
+  config, the dataset manifest and its sha256, the seed, library versions and the loss curve;
+- ``version.extra["training"]`` repeats the facts a later run needs (the base, whether the file
+  is a bare state dict) and the sample prompt-record ids;
+- the final samples are stored as prompt records (``source = "train-sample"``, PNG blobs with
+  the record in their text chunks) linked to the version;
+- with ``register_checkpoints``, intermediate exports become pre-releases ``X.Y.Z-step.N`` of the
+  version the final file gets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from loradex.registry.errors import NotFound
+
+SS_BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
+
+
+# --- file metadata ---------------------------------------------------------------------------
+
+def _common_facts(run, step: int) -> dict[str, str]:
+    c = run.config
+    report = run.report
+    return {
+        "ss_output_name": c.output_name,
+        "ss_sd_model_name": run.base.ref,
+        "ss_new_sd_model_hash": run.base.hash,
+        "ss_seed": str(c.seed),
+        "ss_steps": str(step),
+        "ss_max_train_steps": str(step),
+        "ss_learning_rate": str(c.lr),
+        "ss_lr_scheduler": c.lr_scheduler,
+        "ss_lr_warmup_steps": str(c.lr_warmup_steps),
+        "ss_optimizer": "torch.optim.AdamW",
+        "ss_batch_size_per_device": str(c.batch_size),
+        "ss_gradient_accumulation_steps": str(c.grad_accum),
+        "ss_total_batch_size": str(c.batch_size * c.grad_accum * run.accelerator.num_processes),
+        "ss_resolution": f"({c.resolution}, {c.resolution})",
+        "ss_mixed_precision": c.mixed_precision,
+        "ss_gradient_checkpointing": str(c.gradient_checkpointing),
+        "ss_noise_offset": str(c.noise_offset) if c.noise_offset else "None",
+        "ss_min_snr_gamma": str(c.snr_gamma) if c.snr_gamma else "None",
+        "ss_num_train_images": str(len(report.images)),
+        "ss_num_reg_images": str(run.extra.get("num_class_images", 0)),
+        "ss_dataset_dirs": json.dumps({Path(report.folder).name: {"n_repeats": 1, "img_count": len(report.images)}}),
+        "ss_tag_frequency": json.dumps({Path(report.folder).name: report.tag_frequency()}, ensure_ascii=False),
+        "ss_v2": str(run.family == "sd2"),
+        "ss_training_comment": f"loradex {c.method}",
+        "loradex.dataset_manifest_sha256": report.manifest_sha256(),
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.implementation": "https://github.com/huggingface/diffusers",
+        "modelspec.title": c.output_name,
+        "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+        "modelspec.resolution": f"{c.resolution}x{c.resolution}",
+        "modelspec.prediction_type": "v" if run.prediction_type == "v_prediction" else "epsilon",
+        **({"ss_base_model_version": SS_BASE_MODEL_VERSION[run.family]} if run.family in SS_BASE_MODEL_VERSION else {}),
+    }
+
+
+def _architecture(run, suffix: str) -> dict[str, str]:
+    from loradex.merge.convert import MODELSPEC_ARCH
+
+    arch = MODELSPEC_ARCH.get(run.family)
+    return {"modelspec.architecture": f"{arch}/{suffix}" if suffix else arch} if arch else {}
+
+
+def lora_training_metadata(run, step: int) -> dict[str, str]:
+    c = run.config
+    args = {"conv_dim": str(c.conv_rank), "conv_alpha": str(c.conv_alpha)} if c.conv_rank else {}
+    meta = {**_common_facts(run, step), **_architecture(run, "lora"),
+            "ss_network_module": "networks.lora",
+            "ss_network_dim": str(c.rank),
+            "ss_network_alpha": str(c.alpha),
+            "ss_unet_lr": str(c.lr),
+            "ss_text_encoder_lr": str(c.text_encoder_lr or c.lr) if c.train_text_encoder else "None",
+            "ss_network_train_unet_only": str(not c.train_text_encoder)}
+    if args:
+        meta["ss_network_args"] = json.dumps(args)
+    if c.method == "dreambooth-lora":
+        meta["modelspec.trigger_phrase"] = c.instance_prompt
+    return meta
+
+
+def embedding_training_metadata(run, step: int) -> dict[str, str]:
+    c = run.config
+    return {**_common_facts(run, step), **_architecture(run, "textual-inversion"),
+            "ss_token": c.token, "ss_init_token": c.init_token, "ss_num_vectors": str(c.num_vectors),
+            "modelspec.trigger_phrase": c.token}
+
+
+def checkpoint_training_metadata(run, step: int) -> dict[str, str]:
+    c = run.config
+    return {**_common_facts(run, step), **_architecture(run, ""),
+            "ss_train_text_encoder": str(c.train_text_encoder),
+            "modelspec.trigger_phrase": c.instance_prompt or "",
+            "loradex.layout": "diffusers-unet+text_encoder" if c.train_text_encoder else "diffusers-unet"}
+
+
+# --- registering ---------------------------------------------------------------------------
+
+def target_version(catalog, name: str, bump: str | None) -> str:
+    """The release the final file will get: bump the highest release (pre-releases ignored)."""
+    from loradex.registry.refs import parse_version
+
+    try:
+        versions = catalog.versions(name)
+    except NotFound:
+        return "1.0.0"
+    releases = [parse_version(v.version) for v in versions if not parse_version(v.version).prerelease]
+    if not releases:
+        return "1.0.0"
+    top = max(releases)
+    return str({"major": top.bump_major, "patch": top.bump_patch}.get(bump or "minor", top.bump_minor)())
+
+
+def lineage_edge(result, version_ref_hint: str | None = None) -> dict[str, Any]:
+    recipe = {
+        "method": result.config.method,
+        "config": result.config.to_dict(),
+        "seed": result.config.seed,
+        "steps": result.steps,
+        "base": result.base.to_dict(),
+        "dataset": {"manifest_sha256": result.dataset.manifest_sha256(), "manifest": result.dataset.manifest(),
+                    "num_images": len(result.dataset.images), "warnings": result.dataset.warnings},
+        "libraries": result.libraries,
+        "loss": result.loss_summary(),
+        "prediction_type": result.prediction_type,
+        "seconds": round(result.seconds, 3),
+    }
+    if result.base_catalog_ref:
+        return {"relation": "trained_from", "parent": result.base_catalog_ref, "recipe": recipe}
+    return {"relation": "trained_from", "external_parent": f"base:{result.base.ref}@{result.base.hash}",
+            "recipe": recipe}
+
+
+def _training_extra(result, step: int, weights: str) -> dict[str, Any]:
+    base = result.base.to_dict()
+    if result.base_catalog_ref:
+        base["ref"] = result.base_catalog_ref
+    return {"training": {"method": result.config.method, "step": step, "seed": result.config.seed,
+                         "base": base, "weights": weights,
+                         "dataset_manifest_sha256": result.dataset.manifest_sha256(),
+                         "token": result.config.token}}
+
+
+def register_run(catalog, result, *, progress=None) -> list:
+    """Add the checkpoints (if asked) and the final file; store the samples as prompt records.
+    Returns the ``AddResult``s, final version last."""
+    from loradex.registry.adding import add_file
+
+    c = result.config
+    version = c.version or target_version(catalog, c.name, c.bump)
+    weights = "state_dict" if result.output.kind == "checkpoint" else "adapter"
+    edge = lineage_edge(result)
+    added = []
+    if c.register_checkpoints:
+        for ckpt in result.checkpoints:
+            export = ckpt["export"]
+            added.append(add_file(
+                catalog, export["path"], name=c.name, version=f"{version}-step.{ckpt['step']}",
+                kind=export["kind"], base=result.base.family, triggers=export["triggers"] or None,
+                message=f"{c.method} checkpoint at step {ckpt['step']}",
+                extra=_training_extra(result, ckpt["step"], weights),
+                lineage=[{**edge, "recipe": {**edge["recipe"], "steps": ckpt["step"]}}], progress=progress))
+    final = add_file(catalog, result.output.path, name=c.name, version=version, kind=result.output.kind,
+                     base=result.base.family, triggers=result.output.triggers or None,
+                     message=c.message or f"trained: {c.method}, {result.steps} steps, seed {c.seed}",
+                     extra=_training_extra(result, result.steps, weights), lineage=[edge], progress=progress)
+    records = store_sample_records(catalog, final.version, result)
+    if records:
+        _set_sample_ids(catalog, final.version, [r.id for r in records])
+        final = dataclasses.replace(final, version=catalog.resolve(final.version.ref))
+    added.append(final)
+    return added
+
+
+def train_and_register(config, *, catalog=None, progress=None, log=None):
+    """``train`` then, when ``catalog`` is given and ``config.register``, ``register_run``:
+    (TrainResult, [AddResult])."""
+    from .train_loop import train
+
+    result = train(config, catalog=catalog, progress=progress, log=log)
+    added = register_run(catalog, result) if catalog is not None and config.register else []
+    return result, added
+
+
+def _set_sample_ids(catalog, version, ids: list[str]) -> None:
+    from loradex.registry.db_schema import VersionRow
+
+    def write(s):
+        row = s.get(VersionRow, version.id)
+        extra = dict(row.extra or {})
+        training = dict(extra.get("training") or {})
+        training["sample_records"] = ids
+        extra["training"] = training
+        row.extra = extra
+
+    catalog.transact(write)
+
+
+def pixel_sha256(image) -> str:
+    return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+
+
+def store_sample_records(catalog, version, result) -> list:
+    """One prompt record per final sample, its PNG stored as a blob and linked to ``version``."""
+    from PIL import Image
+
+    from loradex.registry.paths import current_user
+    from loradex.registry.records import (RECORD_SCHEMA, new_record_id, now_iso, png_with_record,
+                                          store_record)
+
+    out = []
+    kind = result.output.kind
+    for sample in result.samples:
+        with Image.open(sample.path) as img:
+            image = img.convert("RGB")
+        stack_entry = {"requested": version.ref, "ref": version.ref, "sha256": version.sha256, "kind": kind,
+                       "te_weight": 1.0, "unet_weight": 1.0, "autov3": version.autov3}
+        record = {
+            "schema": RECORD_SCHEMA, "id": new_record_id(), "source": "train-sample",
+            "prompt": sample.prompt, "clean_prompt": sample.prompt, "negative_prompt": "",
+            "seed": sample.seed, "steps": sample.steps, "cfg": sample.cfg,
+            "width": sample.width, "height": sample.height,
+            "scheduler": result.scheduler,
+            "base": {"ref": result.base_catalog_ref or result.base.ref, "family": result.base.family,
+                     "sha256": result.base.hash},
+            "stack": [stack_entry],
+            "embeddings": ([{"token": result.config.token, "ref": version.ref, "sha256": version.sha256}]
+                           if kind == "embedding" else []),
+            "dtype": "float32" if result.config.mixed_precision == "no" else result.config.mixed_precision,
+            "device": "cpu" if not _cuda() else "cuda",
+            "libraries": {k: v for k, v in result.libraries.items()},
+            "image_sha256": pixel_sha256(image),
+            "created_at": now_iso(), "created_by": current_user(),
+            "notes": f"training sample at step {sample.step}",
+        }
+        out.append(store_record(catalog, record, png_with_record(image, record)))
+    return out
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,567 @@
+"""The training engine shared by every method, on ``accelerate.Accelerator``.
+
+    result = train(resolve_config("lora", overrides={...}), progress=cb)
+
+One optimizer step = ``grad_accum`` micro-batches (× processes). Everything random in a step
+(VAE sampling, noise, noise offset, timesteps) comes from one CPU ``torch.Generator`` seeded
+from ``seed`` and saved in checkpoints; the data order is a pure function of (seed, micro-batch
+index) — so ``--resume`` from a checkpoint continues bit-identically on CPU.
+
+Checkpoints are folders ``<output_dir>/checkpoints/step-NNNNNN/`` written atomically, pickle-free:
+``trainable.safetensors`` (the trained tensors), ``optimizer.safetensors`` + ``state.json``
+(optimizer param groups, LR-scheduler state, step, losses, config) and ``rng.safetensors``.
+Ctrl-C (KeyboardInterrupt) writes one at the last completed optimizer step, then re-raises.
+
+Loss: noise-prediction MSE (or v-prediction when the base's scheduler says so), optional
+Min-SNR weighting (``snr_gamma``) and noise offset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from loradex.registry.errors import NotFound, UsageError
+
+from .dataset import DatasetReport, ImageCaptionDataset, check_dataset
+from .train_config import TrainConfig
+from .train_registry import Exported, TrainingMethod, get_method
+
+CHECKPOINTS = "checkpoints"
+SAMPLE_CFG = 7.5
+EVAL_SEED_OFFSET = 7_777_777  # the fixed-batch loss uses its own noise, never the training stream
+# settings a resumed run may change; any other difference means a different run
+RESUMABLE_CHANGES = {"resume", "steps", "epochs", "save_every", "sample_every", "sample_prompts", "sample_seed",
+                     "sample_steps", "register", "register_checkpoints", "name", "version", "bump", "message",
+                     "output_dir"}
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass
+class Sample:
+    step: int
+    prompt: str
+    seed: int
+    path: str
+    width: int
+    height: int
+    steps: int
+    cfg: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    base: Any                       # BaseInfo
+    base_catalog_ref: str | None    # NAME@X.Y.Z when the base is a catalog version
+    dataset: DatasetReport
+    output: Exported
+    steps: int
+    losses: list[float]             # one per optimizer step (mean over its micro-batches)
+    eval_loss_before: float         # on micro-batch 0 with fixed noise and timesteps
+    eval_loss_after: float
+    samples: list[Sample] = field(default_factory=list)           # final samples
+    checkpoints: list[dict] = field(default_factory=list)         # {step, path, export}
+    started_at: str = ""
+    finished_at: str = ""
+    seconds: float = 0.0
+    scheduler: dict = field(default_factory=dict)                 # {name, config} of the base's sampler
+    prediction_type: str = "epsilon"
+    libraries: dict = field(default_factory=dict)
+
+    def loss_summary(self) -> dict[str, Any]:
+        return loss_summary(self.losses, self.eval_loss_before, self.eval_loss_after)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.config.method, "output": self.output.to_dict(), "steps": self.steps,
+                "base": self.base.to_dict(), "base_catalog_ref": self.base_catalog_ref,
+                "dataset_manifest_sha256": self.dataset.manifest_sha256(),
+                "num_images": len(self.dataset.images), "loss": self.loss_summary(),
+                "samples": [s.to_dict() for s in self.samples], "checkpoints": self.checkpoints,
+                "seconds": round(self.seconds, 3), "libraries": self.libraries}
+
+
+def loss_summary(losses: list[float], before: float | None, after: float | None, points: int = 20) -> dict:
+    """First/last/min plus a down-sampled curve (means of equal chunks) small enough for a recipe."""
+    if not losses:
+        return {"steps": 0, "eval_before": before, "eval_after": after}
+    chunk = max(1, math.ceil(len(losses) / points))
+    curve = [sum(losses[i:i + chunk]) / len(losses[i:i + chunk]) for i in range(0, len(losses), chunk)]
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"steps": len(losses), "first": losses[0], "last": losses[-1], "min": min(losses),
+            "mean_last_10pct": sum(tail) / len(tail), "curve_every": chunk, "curve": curve,
+            "eval_before": before, "eval_after": after}
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "diffusers", "peft", "transformers", "accelerate", "safetensors", "loradex"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+class Run:
+    """Everything a method needs during one training run."""
+
+    def __init__(self, config: TrainConfig, pipe, base, accelerator, dataset: ImageCaptionDataset,
+                 report: DatasetReport, method: TrainingMethod):
+        import torch
+        from diffusers import DDPMScheduler
+
+        from .base_loader import pipeline_family
+
+        self.config, self.pipe, self.base, self.accelerator = config, pipe, base, accelerator
+        self.dataset, self.report, self.method = dataset, report, method
+        self.family = pipeline_family(pipe)
+        self.is_sdxl = hasattr(pipe, "text_encoder_2") and getattr(pipe, "text_encoder_2", None) is not None
+        self.device = accelerator.device
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
+                                                                                 torch.float32)
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.trainable: list[tuple[str, Any]] = []  # (name, parameter), filled by the engine after setup
+        self.modules: list = []
+        self.extra: dict[str, Any] = {}             # method-private state
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    def text_encoders(self) -> list[tuple[str, Any, Any]]:
+        """[(component name, tokenizer, text encoder)] — one for SD1/2, two for SDXL."""
+        out = [("text_encoder", self.pipe.tokenizer, self.pipe.text_encoder)]
+        if self.is_sdxl:
+            out.append(("text_encoder_2", self.pipe.tokenizer_2, self.pipe.text_encoder_2))
+        return out
+
+    def encode_prompts(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
+        """UNet conditioning kwargs for ``prompts`` (gradients flow when a text encoder trains)."""
+        if self.is_sdxl:
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                prompt=prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+            time_ids = self.pipe._get_add_time_ids(
+                (height, width), (0, 0), (height, width), dtype=embeds.dtype,
+                text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim)
+            time_ids = time_ids.to(self.device).repeat(len(prompts), 1)
+            return {"encoder_hidden_states": embeds,
+                    "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+        embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
+        return {"encoder_hidden_states": embeds}
+
+    def diffusion_loss(self, pixels, prompts: list[str], gen):
+        """Mean (Min-SNR weighted) MSE between the UNet's prediction and its target."""
+        import torch
+        import torch.nn.functional as F
+
+        vae = self.pipe.vae
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+            latents = dist.sample(generator=gen)
+            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            latents = ((latents - shift) * vae.config.scaling_factor).to(self.weight_dtype)
+        b = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=gen).to(self.device, latents.dtype)
+        if self.config.noise_offset:
+            offset = torch.randn((b, latents.shape[1], 1, 1), generator=gen).to(self.device, latents.dtype)
+            noise = noise + self.config.noise_offset * offset
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,),
+                                  generator=gen).to(self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        if self.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        elif self.prediction_type == "epsilon":
+            target = noise
+        else:
+            raise UsageError(f"unsupported prediction type {self.prediction_type!r} in the base's scheduler")
+        cond = self.encode_prompts(prompts, pixels.shape[-2], pixels.shape[-1])
+        with self.accelerator.autocast():
+            pred = self.unet(noisy, timesteps, **cond).sample
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.config.snr_gamma:
+            per_sample = per_sample * self._min_snr_weights(timesteps)
+        return per_sample.mean()
+
+    def _min_snr_weights(self, timesteps):
+        # Hang et al. 2023: weight = min(SNR, γ) / SNR for ε; / (SNR + 1) for v-prediction
+        import torch
+
+        alphas = self.noise_scheduler.alphas_cumprod.to(self.device)[timesteps].float()
+        snr = alphas / (1 - alphas)
+        clipped = torch.minimum(snr, torch.full_like(snr, self.config.snr_gamma))
+        return clipped / (snr + 1) if self.prediction_type == "v_prediction" else clipped / snr
+
+    def set_training(self, on: bool) -> None:
+        for module in self.modules:
+            module.train(on)
+
+
+# --- base loading (catalog refs too) -------------------------------------------------------
+
+def load_training_base(ref: str, catalog=None, *, dtype=None):
+    """(pipe, BaseInfo, catalog ref or None). Catalog versions: a DreamBooth output of loradex
+    loads its own base and applies its weights; any other checkpoint loads from its blob."""
+    from .base_loader import BaseInfo, load_base
+
+    text = str(ref)
+    looks_like_path = text.startswith("tiny-") or Path(text).expanduser().exists() or (
+        "/" in text and "@" not in text)
+    if catalog is None or looks_like_path:
+        pipe, info = load_base(text, dtype=dtype)
+        return pipe, info, None
+    try:
+        version = catalog.resolve(text)
+    except (NotFound, ValueError) as exc:
+        raise NotFound(f"base {text!r} is not a file, folder, cached hub id, tiny base or catalog version") from exc
+    trained = (version.extra or {}).get("training") or {}
+    if trained.get("weights") == "state_dict" and trained.get("base"):
+        pipe, _, _ = load_training_base(trained["base"]["ref"], catalog, dtype=dtype)
+        apply_state_dict_checkpoint(pipe, catalog.blobs.path_for(version.sha256))
+        family = trained["base"].get("family") or "unknown"
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="loradex-base-"))
+        link = tmp / (version.file_name or "model.safetensors")
+        os.symlink(catalog.blobs.path_for(version.sha256), link)
+        pipe, loaded = load_base(link, dtype=dtype)
+        family = loaded.family
+    info = BaseInfo(ref=version.ref, family=family, hash=version.sha256, source="catalog")
+    return pipe, info, version.ref
+
+
+def apply_state_dict_checkpoint(pipe, path) -> None:
+    """Load a loradex DreamBooth file (UNet keys bare, text encoders under ``text_encoder.`` /
+    ``text_encoder_2.``) into ``pipe``; every key must land."""
+    from safetensors.torch import load_file
+
+    from loradex.registry.errors import CoverageError
+
+    state = load_file(str(path))
+    parts: dict[str, dict] = {"unet": {}}
+    for key, tensor in state.items():
+        head, _, rest = key.partition(".")
+        if head in ("text_encoder", "text_encoder_2"):
+            parts.setdefault(head, {})[rest] = tensor
+        else:
+            parts["unet"][key] = tensor
+    for component, sd in parts.items():
+        module = getattr(pipe, component, None)
+        if module is None:
+            raise CoverageError(f"{path}: the base has no {component}", sorted(sd)[:5])
+        result = module.load_state_dict(sd, strict=False)
+        if result.unexpected_keys:
+            raise CoverageError(f"{path}: keys {component} does not have", result.unexpected_keys)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+def checkpoint_dir(config: TrainConfig, step: int) -> Path:
+    return Path(config.output_dir) / CHECKPOINTS / f"step-{step:06d}"
+
+
+def find_checkpoint(config: TrainConfig) -> Path:
+    if config.resume != "latest":
+        path = Path(config.resume)
+        if not (path / "state.json").is_file():
+            raise NotFound(f"{path} is not a loradex training checkpoint (no state.json)")
+        return path
+    found = sorted((Path(config.output_dir) / CHECKPOINTS).glob("step-*/state.json"))
+    if not found:
+        raise NotFound(f"no checkpoint under {Path(config.output_dir) / CHECKPOINTS}",
+                       hint="train with --save-every N, or stop a run with Ctrl-C, to get one")
+    return found[-1].parent
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
+    import torch
+
+    tensors, scalars = {}, {}
+    for idx, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, _, key = flat.partition(".")
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(run: Run, optimizer, lr_scheduler, gen, *, step: int, losses: list[float],
+                    checkpoints: list[dict], export: bool = False) -> Path:
+    """Write the resumable state at ``step`` into a temp folder, then rename it into place.
+    With ``export``, the method's output file goes under ``export/`` in it and ``checkpoints``
+    gets an entry ``{step, path, export}``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from loradex.registry.atomic_files import TMP_PREFIX
+
+    dest = checkpoint_dir(run.config, step)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
+    try:
+        if export:
+            exported = run.method.export(run, tmp / "export", step)
+            exported.path = dest / "export" / exported.path.name
+            exported.extra_paths = [dest / "export" / p.name for p in exported.extra_paths]
+            checkpoints.append({"step": step, "path": str(dest), "export": exported.to_dict()})
+        save_file({k: v.cpu() for k, v in run.method.trainable_state(run).items()},
+                  str(tmp / "trainable.safetensors"))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        save_file({"torch": torch.get_rng_state(), "generator": gen.get_state()}, str(tmp / "rng.safetensors"))
+        state = {"step": step, "losses": losses, "optimizer": opt_meta,
+                 "lr_scheduler": lr_scheduler.state_dict(), "config": run.config.to_dict(),
+                 "checkpoints": checkpoints, "base_hash": run.base.hash,
+                 "eval_before": run.extra.get("eval_before")}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1, default=float))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def load_checkpoint(run: Run, path: Path, optimizer, lr_scheduler, gen) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text())
+    saved = state["config"]
+    current = run.config.to_dict()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        raise UsageError(f"{path} was written by a run with different settings: {', '.join(changed)}",
+                         hint="resume with the checkpoint's settings (see its state.json)")
+    if state["base_hash"] != run.base.hash:
+        raise UsageError(f"{path} was trained on another base (hash {state['base_hash'][:12]}…)")
+    run.method.load_trainable_state(run, load_file(str(path / "trainable.safetensors")))
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
+                                                   state["optimizer"]))
+    lr_scheduler.load_state_dict(state["lr_scheduler"])
+    rng = load_file(str(path / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    gen.set_state(rng["generator"])
+    return state
+
+
+# --- samples -------------------------------------------------------------------------------
+
+def render_samples(run: Run, step: int, dest: Path) -> list[Sample]:
+    """Render every sample prompt at a fixed seed each (sample_seed + i); PNGs under ``dest``."""
+    import torch
+
+    config = run.config
+    prompts = config.sample_prompts or run.method.default_sample_prompts(run)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    run.set_training(False)
+    try:
+        with torch.no_grad(), run.accelerator.autocast():
+            for i, prompt in enumerate(prompts):
+                seed = config.sample_seed + i
+                image = run.pipe(prompt=prompt, num_inference_steps=config.sample_steps, guidance_scale=SAMPLE_CFG,
+                                 height=config.resolution, width=config.resolution,
+                                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+                path = dest / f"{i:02d}-seed{seed}.png"
+                image.save(path)
+                out.append(Sample(step, prompt, seed, str(path), image.width, image.height,
+                                  config.sample_steps, SAMPLE_CFG))
+    finally:
+        run.set_training(True)
+    return out
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+def total_steps(config: TrainConfig, dataset: ImageCaptionDataset, processes: int) -> int:
+    if config.steps is not None:
+        return config.steps
+    per_step = config.grad_accum * processes
+    return config.epochs * max(1, math.ceil(dataset.batches_per_epoch / per_step))
+
+
+def fixed_batch_loss(run: Run) -> float:
+    """Loss on micro-batch 0 with a fixed noise/timestep stream: comparable across the run."""
+    import torch
+
+    gen = torch.Generator("cpu").manual_seed(run.config.seed + EVAL_SEED_OFFSET)
+    run.set_training(False)
+    try:
+        with torch.no_grad():
+            return float(run.method.loss(run, 0, gen).item())
+    finally:
+        run.set_training(True)
+
+
+def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None] | None = None):
+    """Check the data, load the base, set the method up: (run, report)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    log = log or (lambda message: None)
+    report = check_dataset(config.data, resolution=config.resolution, caption_ext=config.caption_ext)
+    report.raise_for_errors()
+    for warning in report.warnings:
+        log(f"dataset: {warning}")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              gradient_accumulation_steps=config.grad_accum)
+    set_seed(config.seed)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
+    pipe, base, base_ref = load_training_base(config.base, catalog, dtype=weight_dtype)
+    pipe.to(accelerator.device)
+    pipe.set_progress_bar_config(disable=True)
+    dataset = ImageCaptionDataset(config.data, report, batch_size=config.batch_size)
+    method = get_method(config.method)
+    run = Run(config, pipe, base, accelerator, dataset, report, method)
+    run.extra["base_catalog_ref"] = base_ref
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, part, None)
+        if module is not None:
+            module.requires_grad_(False)
+    torch.manual_seed(config.seed)  # adapters initialise from the global RNG: same seed, same init
+    run.modules = method.setup(run)
+    from diffusers.training_utils import cast_training_params
+
+    cast_training_params(run.modules, dtype=torch.float32)  # trained tensors stay fp32 under AMP
+    if config.gradient_checkpointing:
+        for module in run.modules:
+            if hasattr(module, "enable_gradient_checkpointing"):
+                module.enable_gradient_checkpointing()
+            elif hasattr(module, "gradient_checkpointing_enable"):
+                module.gradient_checkpointing_enable()
+    run.trainable = _named_trainable(pipe)
+    if not run.trainable:
+        raise UsageError(f"{config.method}: nothing to train")
+    return run
+
+
+def _named_trainable(pipe) -> list[tuple[str, Any]]:
+    out = []
+    for part in ("unet", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, part, None)
+        if module is not None:
+            out += [(f"{part}.{n}", p) for n, p in module.named_parameters() if p.requires_grad]
+    return out
+
+
+def train(config: TrainConfig, *, catalog=None, progress: Progress | None = None,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Run one training (``catalog`` resolves a base given as a catalog ref). Registering the
+    outcome is ``registration.register_run`` (or ``registration.train_and_register``)."""
+    import torch
+    from diffusers.optimization import get_scheduler
+
+    log = log or (lambda message: None)
+    started = time.perf_counter()
+    started_at = _now_iso()
+    run = prepare_run(config, catalog=catalog, log=log)
+    acc = run.accelerator
+    nproc = acc.num_processes
+    total = total_steps(config, run.dataset, nproc)
+    optimizer = torch.optim.AdamW(run.method.param_groups(run), lr=config.lr,
+                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+                                  weight_decay=config.weight_decay)
+    # accelerate steps a prepared scheduler once per process: scale its horizon the same way
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
+                                 num_warmup_steps=config.lr_warmup_steps * nproc,
+                                 num_training_steps=total * nproc)
+    prepared = acc.prepare(*run.modules, optimizer, lr_scheduler)
+    optimizer, lr_scheduler = prepared[-2], prepared[-1]
+    gen = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + acc.process_index)
+    eval_before = fixed_batch_loss(run)
+
+    step, losses, checkpoints = 0, [], []
+    if config.resume:
+        path = find_checkpoint(config)
+        state = load_checkpoint(run, path, optimizer, lr_scheduler, gen)
+        step, losses, checkpoints = state["step"], list(state["losses"]), list(state["checkpoints"])
+        eval_before = state.get("eval_before", eval_before)
+        log(f"resumed from {path} at step {step}")
+    if step >= total:
+        log(f"already at step {step} of {total}")
+    run.extra["eval_before"] = eval_before
+    params = [p for _, p in run.trainable]
+    run.set_training(True)
+    try:
+        while step < total:
+            micro_losses = []
+            for micro in range(config.grad_accum):
+                index = (step * config.grad_accum + micro) * nproc + acc.process_index
+                with acc.accumulate(*run.modules):
+                    loss = run.method.loss(run, index, gen)
+                    acc.backward(loss)
+                    if acc.sync_gradients and config.max_grad_norm:
+                        acc.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                micro_losses.append(float(loss.detach().item()))
+            run.method.after_optimizer_step(run)
+            step += 1
+            losses.append(sum(micro_losses) / len(micro_losses))
+            if progress:
+                progress(step, total, {"loss": losses[-1], "lr": lr_scheduler.get_last_lr()[0],
+                                       "epoch": (step * config.grad_accum * nproc) // run.dataset.batches_per_epoch})
+            if config.save_every and step % config.save_every == 0 and step < total and acc.is_main_process:
+                ckpt = save_checkpoint(run, optimizer, lr_scheduler, gen, step=step, losses=losses,
+                                       checkpoints=checkpoints, export=True)
+                log(f"checkpoint {ckpt}")
+            if config.sample_every and step % config.sample_every == 0 and step < total and acc.is_main_process:
+                render_samples(run, step, Path(config.output_dir) / "samples" / f"step-{step:06d}")
+            acc.wait_for_everyone()
+    except KeyboardInterrupt:
+        if acc.is_main_process:
+            ckpt = save_checkpoint(run, optimizer, lr_scheduler, gen, step=step, losses=losses,
+                                   checkpoints=checkpoints)
+            log(f"interrupted at step {step}; resumable checkpoint: {ckpt} (continue with --resume latest)")
+        raise
+    eval_after = fixed_batch_loss(run)
+    out_dir = Path(config.output_dir)
+    output = run.method.export(run, out_dir, step)
+    samples = render_samples(run, step, out_dir / "samples" / "final") if acc.is_main_process else []
+    scheduler = {"name": type(run.pipe.scheduler).__name__, "config": dict(run.pipe.scheduler.config)}
+    result = TrainResult(config=config, base=run.base, base_catalog_ref=run.extra.get("base_catalog_ref"),
+                         dataset=run.report, output=output, steps=step, losses=losses,
+                         eval_loss_before=eval_before, eval_loss_after=eval_after, samples=samples,
+                         checkpoints=checkpoints, started_at=started_at, finished_at=_now_iso(),
+                         seconds=time.perf_counter() - started, scheduler=_jsonable(scheduler),
+                         prediction_type=run.prediction_type, libraries=library_versions())
+    (out_dir / "train-result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+    return result
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=lambda o: list(o) if isinstance(o, (tuple, set)) else str(o)))

@@ -1,0 +1,126 @@
+"""LoRA (and LoCon with ``conv_rank``) on the UNet, optionally the text encoders, through peft.
+
+The adapter is attached with ``unet.add_adapter(LoraConfig(...))``; the output is written in
+kohya form by default (what A1111 / ComfyUI load) via ``loradex.merge.convert`` — which checks
+that every module survives the renaming — or in diffusers form with ``format = "diffusers"``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .train_registry import Exported, TrainingMethod, register_method
+
+ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+CONV_TARGETS = ["conv1", "conv2", "conv_shortcut"]          # ResNet convolutions (kohya LoCon)
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def unet_lora_config(config):
+    from peft import LoraConfig
+
+    targets = list(config.target_modules or ATTENTION_TARGETS)
+    rank_pattern, alpha_pattern = {}, {}
+    if config.conv_rank:
+        targets += [t for t in CONV_TARGETS if t not in targets]
+        for t in CONV_TARGETS:
+            rank_pattern[t] = config.conv_rank
+            alpha_pattern[t] = config.conv_alpha
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian",
+                      target_modules=targets, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern)
+
+
+def text_encoder_lora_config(config):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian",
+                      target_modules=TEXT_ENCODER_TARGETS)
+
+
+class LoraAdapterMixin:
+    """Attach, train and export a LoRA; shared by ``lora`` and ``dreambooth-lora``."""
+
+    output_kind = "lora"
+
+    def setup(self, run) -> list:
+        run.unet.add_adapter(unet_lora_config(run.config))
+        modules = [run.unet]
+        if run.config.train_text_encoder:
+            for _, _, encoder in run.text_encoders():
+                encoder.add_adapter(text_encoder_lora_config(run.config))
+                modules.append(encoder)
+        return modules
+
+    def param_groups(self, run) -> list[dict]:
+        c = run.config
+        unet = [p for n, p in run.trainable if n.startswith("unet.")]
+        text = [p for n, p in run.trainable if not n.startswith("unet.")]
+        groups = [{"params": unet, "lr": c.lr}]
+        if text:
+            groups.append({"params": text, "lr": c.text_encoder_lr or c.lr})
+        return groups
+
+    def diffusers_state_dict(self, run) -> tuple[dict, dict[str, str]]:
+        """The adapter in diffusers keys (``unet.<path>.lora_A.weight``) + ``lora_adapter_metadata``
+        giving every module's exact rank and alpha (peft's own config, prefixed per component)."""
+        from peft.utils import get_peft_model_state_dict
+
+        from loradex.merge.lora_conventions import LORA_ADAPTER_METADATA_KEY
+
+        parts = [("unet", run.unet)]
+        if run.config.train_text_encoder:
+            parts += [(name, encoder) for name, _, encoder in run.text_encoders()]
+        state, config = {}, {}
+        for component, module in parts:
+            sd = get_peft_model_state_dict(module)
+            state.update({f"{component}.{k}": v.detach().float().cpu().contiguous() for k, v in sd.items()})
+            peft_config = module.peft_config["default"]
+            # exact per-module patterns, so readers need not re-implement peft's suffix matching
+            ranks, alphas = {}, {}
+            for key, tensor in sd.items():
+                if key.endswith(".lora_A.weight"):
+                    path = key[: -len(".lora_A.weight")]
+                    conv = tensor.dim() == 4
+                    ranks[path] = run.config.conv_rank if conv else run.config.rank
+                    alphas[path] = run.config.conv_alpha if conv else run.config.alpha
+            config.update({f"{component}.r": peft_config.r, f"{component}.lora_alpha": peft_config.lora_alpha,
+                           f"{component}.rank_pattern": {"^" + re.escape(p): r for p, r in ranks.items()
+                                                         if r != peft_config.r},
+                           f"{component}.alpha_pattern": {"^" + re.escape(p): a for p, a in alphas.items()
+                                                          if a != peft_config.lora_alpha},
+                           f"{component}.target_modules": sorted(ranks),
+                           f"{component}.use_dora": False, f"{component}.use_rslora": False})
+        return state, {"format": "pt", LORA_ADAPTER_METADATA_KEY: json.dumps(config, sort_keys=True)}
+
+    def export(self, run, dest_dir: Path, step: int) -> Exported:
+        from safetensors.torch import save_file
+
+        from loradex.merge.convert import convert_state_dict
+        from loradex.registry.atomic_files import atomic_path
+
+        from .registration import lora_training_metadata
+
+        state, metadata = self.diffusers_state_dict(run)
+        fmt = run.config.format
+        if fmt == "kohya":
+            state, metadata, _ = convert_state_dict(state, to="kohya", metadata=metadata, base=run.family)
+        training = lora_training_metadata(run, step)
+        metadata = {**metadata, **training}
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / f"{run.config.output_name}.safetensors"
+        with atomic_path(dest) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+        return Exported(dest, "lora", fmt, triggers=_triggers(training))
+
+
+def _triggers(metadata: dict[str, str]) -> list[str]:
+    from loradex.registry.probe.training_facts import trigger_words
+
+    return trigger_words(metadata, [])
+
+
+@register_method("lora")
+class LoraMethod(LoraAdapterMixin, TrainingMethod):
+    pass
