@@ -14,7 +14,7 @@ from pathlib import Path
 def _tiny_sd1_modules() -> dict[str, tuple[int, int]]:
     mods: dict[str, tuple[int, int]] = {}
     blocks = ["down_blocks_1_attentions_0", "mid_block_attentions_0"]
-    blocks += [f"up_blocks_0_attentions_{i}" for i in range(3)]
+    blocks += [f"up_blocks_0_attentions_{i}" for i in range(2)]  # layers_per_block 1 → 2 per up block
     for block in blocks:
         prefix = f"lora_unet_{block}_transformer_blocks_0"
         for proj in ("to_q", "to_k", "to_v", "to_out_0"):
