@@ -162,6 +162,8 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("-o", "--output", help="Output folder or file.")],
         format: Annotated[Optional[str], typer.Option("--format", help="diffusers | single-file (the base's own).")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="Register the result as a checkpoint.")] = None,
+        allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Bake even if the base lacks "
+                                                    "some adapter modules (listed).")] = False,
         version: VersionOpt = None, home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Fuse adapters into a base model and write a checkpoint."""
@@ -172,7 +174,8 @@ def register(app: typer.Typer) -> None:
         out = Output(json_mode=json)
         with out.progress("baking") as progress:
             result = bake_fn(catalog, _model_spec(base, catalog), [parse_weighted_ref(r) for r in refs], output,
-                             format=format, name=name, version=version, progress=progress)
+                             format=format, name=name, version=version, allow_missing=allow_missing,
+                             progress=progress)
         out.result(result, lambda c: c.print(f"{result['out']} ({result['format']}), {result['fused']} module updates, "
                                              f"sha256 {result['sha256'][:12]}…"))
 

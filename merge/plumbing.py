@@ -160,6 +160,8 @@ def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
     """Open a diffusers folder, a single-file checkpoint or a catalog checkpoint ref."""
     from loradex.registry.errors import InvalidFile, UnsupportedFormat
 
+    from .lora_canonical import canonical_text_encoder_path
+
     path = Path(spec)
     if not path.exists() and catalog is not None:
         version = catalog.resolve(str(spec))
@@ -174,7 +176,9 @@ def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
         for component, rel in DIFFUSERS_COMPONENT_FILES.items():
             if (path / rel).is_file():
                 weights_file = path / rel
-                _add_weights(weights, weights_file, lambda p, c=component: (c, p))
+                # transformers 5 saves CLIP without the ``text_model.`` level; kohya names keep it
+                _add_weights(weights, weights_file, lambda p, c=component: (
+                    c, canonical_text_encoder_path(p) if c.startswith("text_encoder") else p))
         if not weights.files:
             raise InvalidFile(path, "no safetensors component weights found",
                               hint="expected unet/diffusion_pytorch_model.safetensors")
@@ -296,13 +300,14 @@ def write_extract(catalog, recipe: dict, dest: Path, *, progress: Progress | Non
 
 def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.PathLike, *,
          format: str | None = None, name: str | None = None, version: str | None = None,
-         progress: Progress | None = None) -> dict:
+         allow_missing: bool = False, progress: Progress | None = None) -> dict:
     """Fuse adapters into a base (W + Σ w·α/r·up@down) and write a checkpoint at ``out``.
 
     A diffusers folder base gives a diffusers folder; a single-file base gives a single file
-    (layout conversion between the two is not done here). With ``name`` the single-file result is
+    (layout conversion between the two is not done here). Adapter modules the base lacks are an
+    error unless ``allow_missing`` (then listed in ``missing``). With ``name`` the single-file result is
     registered as a version of kind ``checkpoint`` (``merged_from`` each adapter, with the recipe).
-    Returns {out, format, sha256, fused, version?}.
+    Returns {out, format, sha256, fused, missing, version?}.
     """
     from loradex.registry.errors import UsageError
 
@@ -318,14 +323,15 @@ def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.Pat
     family = check_families({v.ref: version_family(catalog, v) for v in versions}, base_family=weights.family)
     for entry, v in zip(entries, versions):
         entry.update(ref=v.ref, sha256=v.sha256, role="adapter")
-    recipe = {"op": "bake", "inputs": [base_entry, *entries], "options": {}, "seed": None, "base": family,
+    recipe = {"op": "bake", "inputs": [base_entry, *entries], "options": {"allow_missing": bool(allow_missing)},
+              "seed": None, "base": family,
               "loradex_version": loradex_version(), "output": {"format": native, "dtype": "keep", "name": name}}
     out = Path(out)
     if name is not None and native != "single-file":
         raise UsageError("only a single-file checkpoint can be registered in the catalog",
                          hint="bake from a single-file base, or leave --name out")
-    fused = write_recipe_output(catalog, recipe, out, progress=progress)
-    result = {"out": str(out), "format": native, "sha256": sha256_of(out), "fused": fused}
+    fused, missing = write_recipe_output(catalog, recipe, out, progress=progress)
+    result = {"out": str(out), "format": native, "sha256": sha256_of(out), "fused": fused, "missing": missing}
     if name is not None:
         from loradex.registry.adding import add_file
 
@@ -364,7 +370,7 @@ def _fused_file(file: Path, targets: dict[str, str], adapters, entries, progress
 
 
 @register_recipe_op("bake")
-def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> int:
+def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> tuple[int, list[str]]:
     from loradex.registry.atomic_files import TMP_PREFIX, atomic_output
     from loradex.registry.errors import CoverageError
 
@@ -373,9 +379,10 @@ def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None =
     _check_model_hash(base_entry, weights)
     adapters = [_open_checked(catalog, e)[1] for e in entries]
     missing = sorted({n for a in adapters for n in a.names()} - set(weights.entries))
-    if missing:
+    if missing and not (recipe.get("options") or {}).get("allow_missing"):
         raise CoverageError("adapter modules with no matching weight in the base", missing,
-                            hint="the adapters target modules this base does not have")
+                            hint="the adapters target modules this base does not have; "
+                                 "--allow-missing bakes the rest and lists these")
     by_file: dict[str, dict[str, str]] = {}
     wanted = {n for a in adapters for n in a.names()}
     for module_name, entry in weights.entries.items():
@@ -387,7 +394,7 @@ def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None =
         blob, fused = _fused_file(weights.files[0], by_file.get(str(weights.files[0]), {}), adapters, entries, progress)
         with atomic_output(dest) as fh:
             fh.write(blob)
-        return fused
+        return fused, missing
     src = Path(weights.source)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
@@ -403,4 +410,4 @@ def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None =
         os.replace(staged, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return fused
+    return fused, missing
