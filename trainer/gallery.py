@@ -25,10 +25,14 @@ class GallerySheet:
     row_labels: list[str]
     col_labels: list[str]
     record_ids: list[list[str | None]] = field(default_factory=list)
+    cell_size: int = 0
+    header_height: int = 0
+    row_label_width: int = 0
 
     def layout(self) -> dict:
         return {"rows": self.row_labels, "columns": self.col_labels, "records": self.record_ids,
-                "size": list(self.image.size)}
+                "size": list(self.image.size), "cell_size": self.cell_size,
+                "header_height": self.header_height, "row_label_width": self.row_label_width}
 
     def save(self, dest) -> Path:
         from PIL.PngImagePlugin import PngInfo
@@ -116,7 +120,8 @@ def grid_image(cells: list[list[object | None]], row_labels: list[str], col_labe
                 draw.text((x + LABEL_PAD, y + LABEL_PAD), "missing", fill=INK, font=font)
             else:
                 sheet.paste(im.convert("RGB").resize((side, side), Image.Resampling.NEAREST), (x, y))
-    return GallerySheet(sheet, list(row_labels), list(col_labels))
+    return GallerySheet(sheet, list(row_labels), list(col_labels), cell_size=side,
+                        header_height=header_height, row_label_width=row_label_width)
 
 
 def version_gallery(catalog, refs: list[str], prompts: list[str], *, base: str, seeds: list[int],
@@ -161,8 +166,10 @@ def records_gallery(catalog, records, *, cell_size: int | None = None) -> Galler
     records = [r for r in records if r.image_blob]
     if not records:
         raise NotFound("no prompt records with images to show", hint="generate or eval first")
-    prompts = list(dict.fromkeys(r.record["clean_prompt"] for r in records))
-    seeds = list(dict.fromkeys(r.record["seed"] for r in records))
+    oldest_first = sorted(records, key=lambda r: (r.created_at, r.id))
+    prompts = list(dict.fromkeys(r.record["clean_prompt"] for r in oldest_first))
+    seeds = sorted(dict.fromkeys(r.record["seed"] for r in oldest_first), key=lambda s: (s is None, s or 0))
+    records = sorted(records, key=lambda r: (r.created_at, r.id), reverse=True)
     cells = [[None] * len(seeds) for _ in prompts]
     ids: list[list[str | None]] = [[None] * len(seeds) for _ in prompts]
     for rec in records:
