@@ -24,7 +24,9 @@ COMMAND_MODULES = [
     "loradex.cli.demo_cmd",
     "loradex.cli.import_export_cmds",
     "loradex.cli.remote_cmds",
+    "loradex.cli.train_cmds",
     "loradex.cli.merge_cmds",
+    "loradex.cli.evidence_cmds",
 ]
 
 for _module in COMMAND_MODULES:
