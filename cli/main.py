@@ -10,6 +10,11 @@ def main(argv: list[str] | None = None) -> None:
     from loradex.cli.app import app
 
     debug = os.environ.get("LORADEX_DEBUG") == "1"
+    if not debug:
+        # diffusers/transformers chatter (torchvision hints, dtype notes) is not for our users
+        for var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+            os.environ.setdefault(var, "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:
         rv = app(args=argv, prog_name="loradex", standalone_mode=False)
     except SystemExit:

@@ -57,7 +57,7 @@ class Output:
 
         table = Table(title=title)
         for col in columns:
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for row in rows:
             table.add_row(*["" if v is None else str(v) for v in row])
         self.console.print(table)

@@ -47,10 +47,41 @@ def run_demo(home: Path | None = None, *, log: Callable[[str], None] = print) ->
     (event,) = catalog.apply([RollbackAlias("watercolor", "production", reason="demo: 1.1.0 drifts")])
     log(f"rollback: production {event.from_version} → {event.to_version}")
     history = catalog.alias_history("watercolor", "production")
+
+    merged = _demo_merge(catalog, log)
+    rendered = _demo_render(catalog, work, log)
     summary = catalog.list_adapters()
     return {
         "home": str(home),
         "adapters": [s.to_dict() for s in summary],
         "production": catalog.resolve("watercolor@production").version,
         "history": [e.to_dict() for e in history],
+        "merged": merged,
+        "render": rendered,
     }
+
+
+def _demo_merge(catalog, log) -> dict:
+    """An exact merge of the production style with the character, versioned with its recipe."""
+    from loradex.merge.catalog_merge import merge_versions
+
+    result = merge_versions(catalog, [("watercolor@production", 0.8), ("kiriko", 0.6)], "concat",
+                            name="watercolor-kiriko", dtype="fp32", message="demo: style + character")
+    edges = catalog.lineage(result.version.ref)
+    log(f"merged {result.version.ref} (concat, exact) from {', '.join(e.parent for e in edges)}")
+    return {"ref": result.version.ref, "sha256": result.version.sha256, "parents": [e.parent for e in edges]}
+
+
+def _demo_render(catalog, work: Path, log) -> dict:
+    """Render a stacked prompt on the tiny offline pipeline, keep the record, re-render it."""
+    from loradex.trainer.generate import GenerateSettings, generate, render_record
+
+    prompt = "a lighthouse at dusk, wtrclr <lora:watercolor@production:0.8> <lora:kiriko:0.6>"
+    settings = GenerateSettings(seed=42, steps=4, cfg=5.0, width=32, height=32)
+    result = generate(catalog, prompt, base="tiny-sd1", settings=settings, out=work / "lighthouse.png")
+    record = result.record
+    stack = ", ".join(f"{a['ref']}×{a['unet_weight']}" for a in record.record.get("stack", []))
+    log(f"rendered {work / 'lighthouse.png'} (record {record.id}; stack {stack})")
+    check = render_record(catalog, record.id)
+    log(f"re-rendered record {record.id}: {'bit-identical' if check.identical else f'differs by {check.max_abs_diff}'}")
+    return {"record": record.id, "image": str(work / "lighthouse.png"), "identical": check.identical}
