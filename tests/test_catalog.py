@@ -189,3 +189,6 @@ def test_demo_runs(tmp_path):
     result = cli_json("demo", "--home", str(tmp_path / "demo"))
     assert result["production"] == "1.0.0"
     assert [e["action"] for e in result["history"]] == ["set", "set", "rollback"]
+    assert result["merged"]["parents"] == ["watercolor@1.0.0", "kiriko@1.0.0"]
+    assert result["render"]["identical"] is True
+    assert Path(result["render"]["image"]).is_file()
