@@ -231,3 +231,20 @@ def test_ctrl_c_then_resume_is_bit_identical(data, tmp_path):
     assert resumed.losses == straight.losses
     a, b = load_file(str(straight.output.path)), load_file(str(resumed.output.path))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_demo_trains_and_registers_a_lora_and_an_embedding(tmp_path):
+    from loradex.registry.catalog import Catalog
+    from loradex.registry.records import list_records
+    from loradex.trainer.train_demo import train_demo_adapters
+
+    catalog = Catalog()
+    lines = []
+    added = train_demo_adapters(catalog, tmp_path, log=lines.append)
+    assert [a.version.ref for a in added] == ["demo-shapes-lora@1.0.0", "demo-shapes-ti@1.0.0"]
+    assert [a.version.probe["kind"] for a in added] == ["lora", "embedding"]
+    for a in added:
+        (edge,) = catalog.lineage(a.version.ref)
+        assert edge.relation == "trained_from" and edge.recipe["loss"]["eval_after"] < edge.recipe["loss"]["eval_before"]
+        assert list_records(catalog, a.version.ref)
+    assert any("fixed-batch loss" in line for line in lines)
