@@ -12,12 +12,13 @@ kohya "addnet" hash, computed before the metadata is added, so it equals the fil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from loradex.registry.safetensors_writer import save_safetensors
 
 from .adapter_io import SS_BASE_MODEL_VERSION, AdapterSource, open_version, version_family
 from .lora_module import DenseDelta, LoraModule, ModuleLike, kohya_state_dict_from_modules
@@ -127,40 +128,10 @@ def component_weight(module_name: str, entry: dict) -> float:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def deterministic_safetensors(state_dict: dict, metadata: dict[str, str]) -> tuple[bytes, str]:
-    """(file bytes, sha256 of the data section) with a byte-stable header.
-
-    safetensors writes ``__metadata__`` from a hash map whose order changes from one process to
-    the next, so two saves of the same tensors and metadata can differ. Here the tensor bytes come
-    from safetensors itself and the header is re-serialised with sorted keys, padded with spaces
-    to 8 bytes as safetensors does. The data section does not depend on the metadata, so its hash
-    (AutoV3, kohya's ``modelspec.hash_sha256``) is known before the metadata is written.
-    """
-    from safetensors.torch import save
-
-    blob = save(state_dict)
-    header_len = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8:8 + header_len])
-    header.pop("__metadata__", None)
-    data = memoryview(blob)[8 + header_len:]
-    data_hash = hashlib.sha256(data).hexdigest()
-    meta = {**metadata, "modelspec.hash_sha256": "0x" + data_hash}
-    header["__metadata__"] = dict(sorted(meta.items()))
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + bytes(data), data_hash
-
-
 def write_lora_file(modules: dict[str, LoraModule], dest: Path, *, dtype, metadata: dict[str, str]) -> str:
     """Write kohya safetensors (sorted keys, ``dtype`` factors, float32 alphas); returns AutoV3."""
-    from loradex.registry.atomic_files import atomic_output
-
     sd = kohya_state_dict_from_modules(dict(sorted(modules.items())), dtype=dtype)
-    blob, data_hash = deterministic_safetensors({k: sd[k] for k in sorted(sd)}, metadata)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(dest) as fh:
-        fh.write(blob)
-    return data_hash
+    return save_safetensors(sd, dest, metadata, hash_key="modelspec.hash_sha256")
 
 
 def lora_metadata(recipe: dict, modules: dict[str, LoraModule], *, triggers: Sequence[str],

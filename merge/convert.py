@@ -230,9 +230,10 @@ def convert_file(src, dest, to: str, *, base: str | None = None, allow_partial: 
     ``adapter_config.json`` sidecar, and one diffusers embedding file per token split out of a
     safeloras file)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    from loradex.registry.atomic_files import atomic_output, atomic_path
+    from loradex.registry.atomic_files import atomic_output
+    from loradex.registry.safetensors_writer import save_safetensors
 
     src, dest = Path(src), Path(dest)
     if src.suffix != ".safetensors":
@@ -244,8 +245,7 @@ def convert_file(src, dest, to: str, *, base: str | None = None, allow_partial: 
     out, out_meta, report = convert_state_dict(
         state_dict, to=to, metadata=metadata, base=base, allow_partial=allow_partial,
         adapter_config=_read_adapter_config(src), **options)
-    with atomic_path(dest) as tmp:
-        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp), metadata=out_meta)
+    save_safetensors(out, dest, out_meta)
     report.files.append(str(dest))
     if PEFT_CONFIG_KEY in out_meta:
         side = _adapter_config_path(dest)
@@ -254,7 +254,6 @@ def convert_file(src, dest, to: str, *, base: str | None = None, allow_partial: 
         report.files.append(str(side))
     for token, tensor in report.split_embeddings.items():
         emb_dest = dest.with_name(f"{dest.stem}.{_safe_token(token)}.safetensors")
-        with atomic_path(emb_dest) as tmp:
-            save_file({token: tensor.contiguous()}, str(tmp), metadata={"format": "pt"})
+        save_safetensors({token: tensor}, emb_dest, {"format": "pt"})
         report.files.append(str(emb_dest))
     return report

@@ -187,9 +187,9 @@ def convert_embedding_file(src, dest, to: str, *, token: str | None = None) -> E
     a diffusers target defaults to the source file's stem (A1111 names embeddings by file name)."""
     from pathlib import Path
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    from loradex.registry.atomic_files import atomic_path
+    from loradex.registry.safetensors_writer import save_safetensors
 
     src, dest = Path(src), Path(dest)
     if src.suffix != ".safetensors":
@@ -206,7 +206,6 @@ def convert_embedding_file(src, dest, to: str, *, token: str | None = None) -> E
         outputs = {dest: from_embedding(emb, to, token=token)}
     report = EmbeddingReport(source, to, emb.num_vectors, token if to == "diffusers" else emb.token)
     for path, tensors in outputs.items():
-        with atomic_path(path) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+        save_safetensors(tensors, path, {"format": "pt"})
         report.files.append(str(path))
     return report

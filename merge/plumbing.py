@@ -32,11 +32,12 @@ from .catalog_merge import (
     _resolve_inputs,
     check_families,
     component_weight,
-    deterministic_safetensors,
     lora_metadata,
     register_result,
     write_lora_file,
 )
+from loradex.registry.safetensors_writer import deterministic_safetensors
+
 from .lora_module import delta_weight
 from .recipes import loradex_version, register_recipe_op, torch_dtype
 
@@ -365,7 +366,7 @@ def _fused_file(file: Path, targets: dict[str, str], adapters, entries, progress
             tensors[key] = tensor.contiguous()
             if progress is not None:
                 progress(done + 1, len(keys), key)
-    blob, _ = deterministic_safetensors(tensors, metadata)
+    blob, _ = deterministic_safetensors(tensors, metadata, hash_key="modelspec.hash_sha256")
     return blob, count
 
 

@@ -53,9 +53,7 @@ def write_random_kohya_lora(path: str | Path, *, modules: dict[str, tuple[int, i
                             base_version: str = "sd_v1", trigger: str | None = None,
                             output_name: str | None = None) -> Path:
     """Write a kohya LoRA with plausible ``ss_*`` metadata (tag frequency gives the trigger)."""
-    from safetensors.torch import save_file
-
-    from loradex.registry.atomic_files import atomic_path
+    from loradex.registry.safetensors_writer import save_safetensors
 
     path = Path(path)
     modules = modules or TINY_SD1_MODULES
@@ -70,19 +68,16 @@ def write_random_kohya_lora(path: str | Path, *, modules: dict[str, tuple[int, i
     }
     if trigger:
         metadata["ss_tag_frequency"] = json.dumps({"1_data": {trigger: 10, "1girl": 3}})
-    with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata=metadata)
+    save_safetensors(sd, path, metadata)
     return path
 
 
 def write_random_embedding(path: str | Path, *, n_vectors: int = 2, dim: int = 32, seed: int = 0) -> Path:
     """An A1111/kohya-style embedding: ``{"emb_params": [n_vectors, dim]}``."""
     import torch
-    from safetensors.torch import save_file
 
-    from loradex.registry.atomic_files import atomic_path
+    from loradex.registry.safetensors_writer import save_safetensors
 
     gen = torch.Generator().manual_seed(seed)
-    with atomic_path(path) as tmp:
-        save_file({"emb_params": torch.randn(n_vectors, dim, generator=gen) * 0.1}, str(tmp))
+    save_safetensors({"emb_params": torch.randn(n_vectors, dim, generator=gen) * 0.1}, path)
     return Path(path)

@@ -1,0 +1,49 @@
+"""Byte-stable safetensors files: the same tensors and metadata give the same sha256 every run.
+
+safetensors writes ``__metadata__`` from a hash map whose order changes from one process to the
+next, so two saves of identical content can differ — which defeats content addressing (the same
+adapter stored twice) and recipe replay. Here the tensor bytes come from safetensors itself and
+the header is re-serialised with sorted keys, padded with spaces to 8 bytes as safetensors does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def deterministic_safetensors(state_dict: dict, metadata: dict[str, str] | None = None, *,
+                              hash_key: str | None = None) -> tuple[bytes, str]:
+    """(file bytes, sha256 of the data section = AutoV3).
+
+    The data section does not depend on the metadata, so its hash is known before the metadata is
+    written; ``hash_key`` (e.g. ``"modelspec.hash_sha256"``) stores it there as ``0x<hex>``.
+    """
+    from safetensors.torch import save
+
+    blob = save({k: state_dict[k].contiguous() for k in sorted(state_dict)})
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + header_len])
+    header.pop("__metadata__", None)
+    data = memoryview(blob)[8 + header_len:]
+    data_hash = hashlib.sha256(data).hexdigest()
+    meta = dict(metadata or {})
+    if hash_key:
+        meta[hash_key] = "0x" + data_hash
+    if meta:
+        header["__metadata__"] = dict(sorted(meta.items()))
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + bytes(data), data_hash
+
+
+def save_safetensors(state_dict: dict, dest: str | Path, metadata: dict[str, str] | None = None, *,
+                     hash_key: str | None = None) -> str:
+    """Write ``dest`` atomically and byte-stably; returns the data-section sha256 (AutoV3)."""
+    from .atomic_files import atomic_output
+
+    blob, data_hash = deterministic_safetensors(state_dict, metadata, hash_key=hash_key)
+    with atomic_output(dest) as fh:
+        fh.write(blob)
+    return data_hash
