@@ -17,7 +17,7 @@ import hmac
 import importlib
 from typing import Callable
 
-ROUTER_MODULES = ["loradex.registry.civitai_api"]
+ROUTER_MODULES = ["loradex.registry.civitai_api", "loradex.registry.hub_mirror_router"]
 SERVER_ROUTERS: dict[str, Callable] = {}  # name → factory() returning an APIRouter
 
 

@@ -31,7 +31,7 @@ from ..errors import AlreadyExists, NotFound, UsageError
 from ..refs import check_name
 
 # Modules that register remote kinds when imported (the Hub helper appends its module here).
-REMOTE_MODULES = ["loradex.registry.remotes.civitai"]
+REMOTE_MODULES = ["loradex.registry.remotes.civitai", "loradex.registry.remotes.hub"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""``loradex serve`` also speaks the Hugging Face Hub protocol (registry.hub_server), so the
+unmodified ``huggingface_hub`` client, ``loradex push`` to a ``mirror`` remote and
+``loradex pull mirror://…`` all work against it.
+
+The Hub app is reached through routes for the Hub's own paths (``HUB_PATHS``: ``/api/models/…``,
+``/api/repos/…``, ``/api/whoami-v2``, ``/{ns}/{name}/resolve/…``, ``/{ns}/{name}.git/…``), which
+do not collide with the other features' (e.g. the Civitai-style ``/api/v1/…``). It is built on the first request, from the
+serving app's state: repos are stored under ``<home>/mirror/hub/`` and every request is checked
+with the same ``app.state.authorize(request, scope)`` as the rest of the server (one token, same
+read/write scopes, same ``--public-read``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .server_app import register_router
+
+MIRROR_DIR = "mirror"
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # huggingface_hub keys on this text
+
+
+# The Hub protocol's paths (registry.hub_server), listed rather than caught all, so routers that
+# other features register after this one are not shadowed.
+HUB_PATHS = (
+    "/api/whoami-v2", "/api/validate-yaml", "/api/repos/{action}", "/api/models/{rest:path}",
+    "/api/_loradex/stats", "/api/_loradex/lfs-upload/{oid}",
+    "/{ns}/{name}.git/info/lfs/objects/{action}", "/{ns}/{name}/resolve/{rest:path}",
+)
+
+
+class ServeAuth:
+    """The Hub app's auth interface (``check(request, scope) -> user``) over the server's
+    ``authorize`` callable. ``token`` only tells the Hub app that whoami must be checked; it
+    is not the token."""
+
+    token = "configured-by-loradex-serve"
+
+    def __init__(self, authorize, user: str = "loradex"):
+        self._authorize = authorize
+        self.user = user
+
+    def check(self, request, scope: str) -> str:
+        from .hub_server.protocol_errors import Unauthorized
+
+        if self._authorize(request, scope):
+            return self.user
+        if request.headers.get("authorization") or request.query_params.get("token"):
+            raise Unauthorized(INVALID_CREDENTIALS)
+        raise Unauthorized(f"Authorization required ({scope} access): send 'Authorization: Bearer <token>'")
+
+
+class _HubMount:
+    """ASGI endpoint forwarding to the Hub app of the serving app it is mounted in."""
+
+    def __init__(self):
+        self._apps: dict[int, object] = {}
+        self._lock = threading.Lock()
+
+    def _hub_app(self, parent):
+        key = id(parent)
+        with self._lock:
+            app = self._apps.get(key)
+            if app is None:
+                from .hub_server import create_app
+
+                catalog = parent.state.catalog
+                app = create_app(catalog.home / MIRROR_DIR, auth=ServeAuth(parent.state.authorize))
+                parent.state.hub_app = app
+                self._apps[key] = app
+        return app
+
+    async def __call__(self, scope, receive, send):
+        await self._hub_app(scope["app"])(scope, receive, send)
+
+
+@register_router("hub")
+def hub_router():
+    from fastapi import APIRouter
+    from starlette.routing import Route
+
+    router = APIRouter()
+    mount = _HubMount()
+    for path in HUB_PATHS:
+        router.routes.append(Route(path, endpoint=mount, include_in_schema=False))
+    return router
