@@ -172,6 +172,9 @@ def test_auth_errors_name_repo_and_whether_a_token_was_sent(server, tmp_path, mo
     monkeypatch.delenv("LORADEX_TOKEN_TEAM")
     output = cli_fail("pull", "team:style@v1.0.0", "--home", str(tmp_path / "a"))
     assert "team/style" in output and "no token was sent" in output and "wrong-token-value" not in output
+    monkeypatch.setenv("LORADEX_TOKEN_TEAM", TOKEN)
+    with pytest.raises(NotFound, match=r"team/nothing-here on http://127\.0\.0\.1:\d+ not found \(a token was sent\)"):
+        pull(pub.catalog, "team:nothing-here")
 
 
 @pytest.fixture
@@ -223,3 +226,30 @@ def test_diffusers_copy_per_remote_setting(server, tmp_path):
     assert got.version.sha256 == json.loads(httpx.get(
         f"{server.url}/team/style/resolve/v1.0.0/loradex.json",
         headers={"authorization": f"Bearer {TOKEN}"}).text)["files"]["pytorch_lora_weights.safetensors"]["sha256"]
+
+
+def test_plain_client_reads_what_loradex_pushed_and_serve_auth_applies(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    pub = publishing_home(tmp_path / "a", tmp_path, evidence=False)
+    with ThreadServer(tmp_path / "server-home", public_read=True) as srv:
+        add_remote(pub.catalog, "team", f"{srv.url}/team", "mirror")
+        pushed = push(pub.catalog, pub.ref, "team")
+        assert (tmp_path / "server-home" / "mirror" / "hub").is_dir()  # stored under <home>/mirror/
+        # anonymous reads are allowed (--public-read): the unmodified client downloads the tag
+        snap = Path(snapshot_download("team/style", revision="v1.0.0", endpoint=srv.url, token=False,
+                                      cache_dir=tmp_path / "hf-cache"))
+        assert (snap / "style.safetensors").read_bytes() == pub.catalog.blobs.path_for(pub.sha256).read_bytes()
+        assert json.loads((snap / "loradex.json").read_text())["file"]["hashes"]["sha256"] == pub.sha256
+        refs = HfApi(endpoint=srv.url, token=False).list_repo_refs("team/style")
+        assert {b.name: b.target_commit for b in refs.branches}["production"] == pushed.commit
+        # writes still need the serve token; a wrong one is a 401
+        with pytest.raises(HfHubHTTPError) as err:
+            HfApi(endpoint=srv.url, token=False).create_repo("team/other", exist_ok=True)
+        assert err.value.response.status_code == 401
+        with pytest.raises(HfHubHTTPError) as err:
+            HfApi(endpoint=srv.url, token="not-the-token").create_branch("team/style", branch="x")
+        assert err.value.response.status_code == 401
+        # the Civitai-style API of the same server still answers next to the Hub paths
+        assert httpx.get(f"{srv.url}/api/v1/models").status_code == 200
