@@ -46,18 +46,20 @@ def register(app: typer.Typer) -> None:
         tag: Annotated[Optional[List[str]], typer.Option("--tag", help="KEY=VALUE (repeatable).")] = None,
         link: Annotated[bool, typer.Option("--link", help="Hardlink instead of copying when possible.")] = False,
         allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Scan and load a pickle (.pt/.bin/.ckpt) with weights_only.")] = False,
+        to_safetensors: Annotated[bool, typer.Option("--to-safetensors/--keep-pickle", help="With --allow-pickle: store the pickle converted to safetensors (default, with a converted_from lineage edge) or as-is.")] = True,
         alias: Annotated[Optional[str], typer.Option("--alias", help="Also point this alias at the new version.")] = None,
         home: HomeOpt = None, json: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Add a file as a new version of an adapter."""
-        from loradex.registry.adding import add_file
+        from loradex.merge.pickle_to_safetensors import add_adapter_file
 
         out = Output(json_mode=json, quiet=quiet)
         catalog = open_catalog(home)
         with out.progress("adding", transfer=True) as progress:
-            result = add_file(catalog, path, name=name, version=version, bump=bump, kind=kind,
-                              base=base, triggers=trigger, message=message, tags=_parse_tags(tag),
-                              link=link, allow_pickle=allow_pickle, alias=alias, progress=progress)
+            result = add_adapter_file(catalog, path, name=name, version=version, bump=bump, kind=kind,
+                                      base=base, triggers=trigger, message=message, tags=_parse_tags(tag),
+                                      link=link, allow_pickle=allow_pickle, keep_pickle=not to_safetensors,
+                                      alias=alias, progress=progress)
         if result.note:
             out.warn(result.note)
         v = result.version
