@@ -19,8 +19,19 @@ from pathlib import Path
 
 
 def write_safetensors(path: Path, size: int) -> None:
-    header = json.dumps({"__metadata__": {"ss_network_module": "networks.lora"},
-                         "blob.weight": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
+    # one kohya LoRA module whose down factor holds (almost) all the bytes
+    rank = 64
+    cols = size // (2 * rank)
+    down = 2 * rank * cols
+    header = json.dumps({
+        "__metadata__": {"ss_network_module": "networks.lora"},
+        "lora_unet_mid_block_attentions_0_proj_in.alpha": {"dtype": "F16", "shape": [], "data_offsets": [0, 2]},
+        "lora_unet_mid_block_attentions_0_proj_in.lora_down.weight":
+            {"dtype": "F16", "shape": [rank, cols], "data_offsets": [2, 2 + down]},
+        "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight":
+            {"dtype": "F16", "shape": [1280, rank], "data_offsets": [2 + down, 2 + down + 1280 * rank * 2]},
+    }).encode()
+    size = 2 + down + 1280 * rank * 2
     chunk = os.urandom(1 << 20)
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(header)) + header)
@@ -39,6 +50,19 @@ def hashlib_only(path: Path) -> float:
     return time.perf_counter() - t
 
 
+def copy_fsync(path: Path, dest: Path) -> float:
+    """Reference 2: a plain copy with the same 4 MiB buffers, then fsync (what any store pays)."""
+    t = time.perf_counter()
+    buf = bytearray(4 << 20)
+    with open(path, "rb", buffering=0) as fin, open(dest, "wb", buffering=0) as fout:
+        while n := fin.readinto(buf):
+            fout.write(memoryview(buf)[:n])
+        os.fsync(fout.fileno())
+    elapsed = time.perf_counter() - t
+    dest.unlink()
+    return elapsed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -54,8 +78,9 @@ def main() -> None:
     from loradex.registry.probe import probe_path
 
     hashlib_only(src)  # warm the page cache so both runs read from memory
-    rows = []
+    rows, copies = [], []
     for trial in range(3):
+        copies.append(copy_fsync(src, work / "copy.tmp"))
         ref = hashlib_only(src)
         catalog = Catalog(work / f"home-copy-{trial}")
         t = time.perf_counter()
@@ -86,7 +111,10 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| reference: hashlib sha256 alone | {ref:.2f} s | {mib / ref:,.0f} MiB/s |")
     print(f"| `add` (copy + 4 hashes + fsync + catalog) | {add_t:.2f} s | {mib / add_t:,.0f} MiB/s |")
+    copy_t = min(copies)
+    print(f"| reference: plain copy + fsync | {copy_t:.2f} s | {mib / copy_t:,.0f} MiB/s |")
     print(f"| ratio add ÷ hashlib throughput | {ref / add_t:.2f}× | target ≥ 0.8× |")
+    print(f"| ratio add ÷ max(hashlib, copy) | {max(ref, copy_t) / add_t:.2f}× | one read pass, overlapped |")
     print(f"| `add --link` total | {link_t:.2f} s | |")
     print(f"| `add --link` minus one 4-hash pass ({four_hashes:.2f} s) | {(link_t - four_hashes) * 1000:.0f} ms | target < 50 ms |")
     print(f"| `inspect` probe (header only), median of 20 | {probe_times[10] * 1000:.2f} ms | target ≤ 10 ms |")

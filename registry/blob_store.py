@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from .crashpoints import crashpoint
 from .errors import InvalidFile, NotFound
 from .hashing import FileHashes, MultiHasher, hash_file
 
-CHUNK = 4 << 20
 Progress = Callable[[int, int, str], None]
 
 
@@ -212,50 +210,15 @@ def store_lock(home: Path, *, exclusive: bool) -> Iterator[None]:
 
 
 def _copy_hashing(src: Path, fout, progress: Progress | None) -> FileHashes:
-    """Copy ``src`` into the open file ``fout`` while hashing, one read pass; the write runs in a thread so the
-    disk write overlaps with hashing (hashlib and file writes release the GIL)."""
-    total = src.stat().st_size
+    """Copy ``src`` into the open file ``fout`` while hashing it four ways: one read pass, with
+    the write and the two SHA-256 streams in parallel threads (see ``fanout_reader``)."""
+    from .fanout_reader import read_fanout
+
     hasher = MultiHasher()
-    pool: queue.Queue = queue.Queue()
-    for _ in range(4):
-        pool.put(bytearray(CHUNK))
-    work: queue.Queue = queue.Queue(maxsize=4)
-    failure: list[BaseException] = []
-
-    def writer(fh) -> None:
-        try:
-            while True:
-                item = work.get()
-                if item is None:
-                    return
-                buf, n = item
-                fh.write(memoryview(buf)[:n])
-                pool.put(buf)
-        except BaseException as exc:  # surfaced in the reader
-            failure.append(exc)
-            while (item := work.get()) is not None:
-                pool.put(item[0])  # keep the reader from waiting on a buffer
-
-    done = 0
+    total = src.stat().st_size
     with open(src, "rb", buffering=0) as fin:
-        thread = threading.Thread(target=writer, args=(fout,), daemon=True)
-        thread.start()
-        try:
-            while not failure:
-                buf = pool.get()
-                n = fin.readinto(buf)
-                if not n:
-                    pool.put(buf)
-                    break
-                hasher.update(memoryview(buf)[:n])
-                work.put((buf, n))
-                done += n
-                if progress:
-                    progress(done, total, "copy")
-        finally:
-            work.put(None)
-            thread.join()
-        if failure:
-            raise failure[0]
-        os.fsync(fout.fileno())
+        read_fanout(fin, [hasher.update_main, hasher.update_autov3, lambda view, _offset: fout.write(view)],
+                    observe=hasher.observe, total=total,
+                    progress=(lambda done, _t, _d: progress(done, total, "copy")) if progress else None)
+    os.fsync(fout.fileno())
     return hasher.result()

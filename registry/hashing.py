@@ -55,23 +55,34 @@ class MultiHasher:
         self._data_start: int | None = None
 
     def update(self, chunk) -> None:
+        """Single-threaded feeding (small data); files go through ``hash_file``/the blob store,
+        which run the two SHA-256 streams in parallel."""
         view = memoryview(chunk)
-        n = len(view)
-        if n == 0:
-            return
         start = self._pos
-        end = start + n
-        self._sha.update(view)
+        self.observe(view, start)
+        self.update_main(view, start)
+        self.update_autov3(view, start)
+
+    # The three steps below let a reader feed the two SHA-256 streams from different threads:
+    # ``observe`` (reader thread, in order) learns the header length and the size;
+    # ``update_main`` (sha256 + AutoV1) and ``update_autov3`` may then run concurrently.
+    def observe(self, view: memoryview, start: int) -> None:
         if len(self._head) < 8:
             self._head += bytes(view[: 8 - len(self._head)])
             if len(self._head) == 8:
                 self._data_start = 8 + struct.unpack("<Q", self._head)[0]
-        lo, hi = max(start, AUTOV1_START), min(end, AUTOV1_END)
+        self._pos = start + len(view)
+
+    def update_main(self, view: memoryview, start: int) -> None:
+        self._sha.update(view)
+        lo, hi = max(start, AUTOV1_START), min(start + len(view), AUTOV1_END)
         if lo < hi:
             self._v1.update(view[lo - start : hi - start])
-        if self._data_start is not None and end > self._data_start:
-            self._v3.update(view[max(self._data_start - start, 0) :])
-        self._pos = end
+
+    def update_autov3(self, view: memoryview, start: int) -> None:
+        data_start = self._data_start
+        if data_start is not None and start + len(view) > data_start:
+            self._v3.update(view[max(data_start - start, 0) :])
 
     def result(self) -> FileHashes:
         sha = self._sha.hexdigest()
@@ -86,20 +97,13 @@ class MultiHasher:
         return FileHashes(sha256=sha, autov1=autov1, autov2=sha[:10], autov3=autov3, size=size)
 
 
-CHUNK = 1 << 20
+def hash_file(path, progress=None) -> FileHashes:
+    """Hash a file on disk in one read pass, the two SHA-256 streams in parallel threads."""
+    from .fanout_reader import read_fanout
 
-
-def hash_file(path) -> FileHashes:
-    """Hash a file on disk in one pass (1 MiB ``readinto``)."""
     hasher = MultiHasher()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as fh:
-        while True:
-            n = fh.readinto(buf)
-            if not n:
-                break
-            hasher.update(view[:n])
+        read_fanout(fh, [hasher.update_main, hasher.update_autov3], observe=hasher.observe, progress=progress)
     return hasher.result()
 
 
