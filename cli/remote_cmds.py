@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
                                                          "(Model, Pruned Model, Training Data…).")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="Adapter name (default: from the model name).")] = None,
         alias: Annotated[Optional[str], typer.Option("--alias", help="Point this alias at the pulled version.")] = None,
+        all_versions: Annotated[bool, typer.Option("--all-versions", help="Hub/mirror: pull every v* tag.")] = False,
         json: JsonOpt = False, home: HomeOpt = None,
     ) -> None:
         """Download a version from a remote, verify it and register it with its provenance."""
@@ -71,6 +72,8 @@ def register(app: typer.Typer) -> None:
         out = Output(json_mode=json)
         catalog = open_catalog(home)
         opts = {"file": file, "file_type": file_type, "name": name, "alias": alias}
+        if all_versions:
+            opts["all_versions"] = True
         if endpoint:
             opts["endpoint"] = endpoint
         with out.progress("pull", transfer=True) as progress:
@@ -90,15 +93,20 @@ def register(app: typer.Typer) -> None:
     def push_cmd(
         ref: Annotated[str, typer.Argument(help="NAME@VERSION to push.")],
         remote_name: Annotated[str, typer.Argument(metavar="REMOTE", help="A recorded remote.")],
+        repo: Annotated[Optional[str], typer.Option("--repo", help="Hub repo id (default: NAMESPACE/NAME).")] = None,
+        formats: Annotated[Optional[List[str]], typer.Option("--format", help="kohya (default) and/or diffusers "
+                                                             "(adds pytorch_lora_weights.safetensors).")] = None,
         json: JsonOpt = False, home: HomeOpt = None,
     ) -> None:
         """Push a version to a recorded remote (kinds that accept pushes)."""
+        from loradex.merge.convert import convert_file
         from loradex.registry.remotes import push
 
         out = Output(json_mode=json)
+        opts = {"repo": repo, "formats": tuple(formats) if formats else None, "converter": convert_file}
         with out.progress("push", transfer=True) as progress:
-            result = push(open_catalog(home), ref, remote_name, progress=progress)
-        out.result(result, lambda c: c.print(f"pushed {ref} to {remote_name}"))
+            result = push(open_catalog(home), ref, remote_name, progress=progress, **opts)
+        out.result(result, lambda c: c.print(str(result)))
 
     @app.command("identify")
     def identify_cmd(

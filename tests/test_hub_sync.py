@@ -253,3 +253,15 @@ def test_plain_client_reads_what_loradex_pushed_and_serve_auth_applies(tmp_path,
         assert err.value.response.status_code == 401
         # the Civitai-style API of the same server still answers next to the Hub paths
         assert httpx.get(f"{srv.url}/api/v1/models").status_code == 200
+
+
+def test_cli_push_formats_and_pull_all_versions(server, tmp_path):
+    pub = publishing_home(tmp_path / "a", tmp_path, evidence=False)
+    add_remote(pub.catalog, "team", f"{server.url}/team", "mirror")
+    out, _ = cli_json("push", pub.ref, "team", "--format", "kohya", "--format", "diffusers",
+                      "--home", str(tmp_path / "a"))
+    assert {"style.safetensors", "pytorch_lora_weights.safetensors"} <= set(out["uploaded"])
+    catalog_b = Catalog(tmp_path / "b")
+    add_remote(catalog_b, "team", f"{server.url}/team", "mirror")
+    cli_json("pull", "mirror://team/style", "--all-versions", "--home", str(tmp_path / "b"))
+    assert [v.version for v in catalog_b.versions("style")] == ["1.0.0"]
