@@ -79,3 +79,20 @@ def test_every_command_has_help_and_is_documented():
                 undocumented.append(full)
     assert not missing_help, f"commands without help: {missing_help}"
     assert not undocumented, f"commands not in README/docs: {undocumented}"
+
+
+def test_every_subpackage_is_listed_in_pyproject():
+    """A folder with __init__.py missing from [tool.setuptools] packages would be left out of the
+    wheel (the editable install used in development hides the mistake)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    for package, folder in config["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            name = ".".join([package, *rel.parts]) if rel.parts else package
+            if "__pycache__" in rel.parts:
+                continue
+            assert name in listed, f"{name} ({init.parent.relative_to(ROOT)}) is not in pyproject packages"
+    assert "*.json" in config["package-data"]["loradex.schemas"]
