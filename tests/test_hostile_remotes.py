@@ -156,7 +156,8 @@ def test_civitai_declared_500_mb_json_is_refused_without_reading_it(server):
     assert time.monotonic() - t < 10
 
 
-def test_civitai_slow_loris_body_times_out(server):
+def test_civitai_slow_loris_body_times_out(server, monkeypatch):
+    monkeypatch.setenv("LORADEX_HTTP_DEADLINE_S", "3")  # total deadline (requests-reliability.md #5)
     server.routes["/api/v1/model-versions/3"] = slow_loris(12, interval=0.5)
     t = time.monotonic()
     with _civitai(server, timeout=2.0) as client, pytest.raises(LoradexError):
@@ -164,7 +165,8 @@ def test_civitai_slow_loris_body_times_out(server):
     assert time.monotonic() - t < 8, "a byte every 0.5 s kept the client waiting past its timeout"
 
 
-def test_civitai_slow_loris_headers_time_out(server):
+def test_civitai_slow_loris_headers_time_out(server, monkeypatch):
+    monkeypatch.setenv("LORADEX_HTTP_DEADLINE_S", "3")  # total deadline (requests-reliability.md #5)
     server.routes["/api/v1/model-versions/4"] = slow_loris(12, interval=0.5, body=False)
     t = time.monotonic()
     with _civitai(server, timeout=2.0) as client, pytest.raises(LoradexError):
@@ -178,3 +180,17 @@ def test_civitai_silent_server_times_out(server):
     with _civitai(server, timeout=1.0) as client, pytest.raises(LoradexError):
         client.version(6)
     assert time.monotonic() - t < 6
+
+
+def test_hub_slow_loris_metadata_times_out(server, tmp_path, monkeypatch):
+    """huggingface_hub's timeouts are per socket read too; a repo-info answer trickled one byte every
+    0.5 s must end in a typed error once the total deadline (LORADEX_HTTP_DEADLINE_S, requested in
+    /work/briefs/requests-reliability.md #6) has passed, not when the server decides to stop."""
+    from loradex.registry.hub_client import pull_revision
+
+    monkeypatch.setenv("LORADEX_HTTP_DEADLINE_S", "3")
+    server.routes["/api/models/"] = slow_loris(10, interval=0.5)
+    t = time.monotonic()
+    with pytest.raises(LoradexError):
+        pull_revision(server.url(), "u/r", "main", tmp_path / "dest", None)
+    assert time.monotonic() - t < 9, "a trickled repo-info answer kept the pull waiting"
