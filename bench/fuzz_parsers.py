@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=float, default=1.0, help="seconds per input before it counts as a hang")
     ap.add_argument("--out", type=Path, default=Path("bench/_work/fuzz_parsers.md"))
+    ap.add_argument("--max-mib", type=int, default=4096, help="address-space cap per parser process")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.one:  # child: one parser, JSON on stdout
+    if args.one:  # child: one parser, JSON on stdout; memory capped so a blow-up is a finding, not a dead host
+        resource.setrlimit(resource.RLIMIT_AS, (args.max_mib << 20, args.max_mib << 20))
         print(json.dumps(one_target(args.one, args.inputs, args.hypothesis, args.seed, args.limit)))
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     for target in args.targets.split(","):
         proc = subprocess.run([sys.executable, __file__, "--one", target, "--inputs", str(args.inputs),
                                "--hypothesis", str(args.hypothesis), "--seed", str(args.seed),
-                               "--limit", str(args.limit)], capture_output=True, text=True)
+                               "--limit", str(args.limit), "--max-mib", str(args.max_mib)],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             rows.append({"target": target, "inputs": 0, "mutation_inputs": 0, "hypothesis_inputs": 0, "ok": 0,
                          "typed": 0, "findings": 1, "finding_kinds": {"campaign crashed": proc.stderr[-400:]},

@@ -138,8 +138,10 @@ class _Anything:
         raise TypeError
 
 
-class RecordingUnpickler(pickle.Unpickler):
-    """Records every (module, name) the real unpickler would import; imports nothing."""
+class RecordingUnpickler(pickle._Unpickler):
+    """Records every (module, name) the real unpickler would import; imports nothing. The
+    pure-Python unpickler keeps its memo in a dict (as torch's weights_only unpickler does): the C
+    one sizes an array by the PUT index, so ``LONG_BINPUT 826673714`` alone would take 6.6 GB."""
 
     def __init__(self, file, seen: set):
         super().__init__(file)
