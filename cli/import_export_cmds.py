@@ -16,13 +16,24 @@ AliasOpt = Annotated[str, typer.Option("--alias", help="Which alias the folder m
 LORA_TARGETS = ("kohya", "diffusers", "peft")
 
 
-def _convert_lora(src: Path, dest: Path, to: str, allow_partial: bool, base: str | None):
+def _no_rank(rank: int | None) -> None:
+    from loradex.registry.errors import UsageError
+
+    if rank is not None:
+        raise UsageError("--rank applies to LyCORIS files only (their conversion to LoRA is approximate)",
+                         hint="to change a LoRA's rank use `loradex resize`")
+
+
+def _convert_lora(src: Path, dest: Path, to: str, allow_partial: bool, base: str | None, rank: int | None = None):
     from loradex.merge.convert import convert_file
+
+    _no_rank(rank)
 
     return convert_file(src, dest, to, base=base, allow_partial=allow_partial)
 
 
-def _convert_embedding(src: Path, dest: Path, to: str, allow_partial: bool, base: str | None):
+def _convert_embedding(src: Path, dest: Path, to: str, allow_partial: bool, base: str | None,
+                       rank: int | None = None):
     """Embeddings: every tensor is carried (the layouts differ only in keys), so nothing can be
     dropped and allow_partial does not apply. A diffusers file is keyed by its token: ``<stem>``."""
     from safetensors.torch import load_file, save_file
@@ -31,6 +42,7 @@ def _convert_embedding(src: Path, dest: Path, to: str, allow_partial: bool, base
     from loradex.registry.atomic_files import atomic_path
     from loradex.registry.errors import UnsupportedFormat
 
+    _no_rank(rank)
     if src.suffix != ".safetensors":
         raise UnsupportedFormat(src, "only .safetensors embeddings are converted here",
                                 hint="add the pickle with `loradex add --allow-pickle`, then `loradex export --format`")
@@ -42,8 +54,15 @@ def _convert_embedding(src: Path, dest: Path, to: str, allow_partial: bool, base
     return {"files": [str(dest)], "source_keys": sorted(state_dict), "keys": sorted(out)}
 
 
-# Probed kind → converter; each takes (src, dest, to, allow_partial, base).
-CONVERTERS = {"lora": _convert_lora, "lycoris": _convert_lora, "embedding": _convert_embedding}
+def _convert_lycoris(src: Path, dest: Path, to: str, allow_partial: bool, base: str | None, rank: int | None = None):
+    """LyCORIS → LoRA is an SVD approximation: it needs a rank, and reports the error per module."""
+    from loradex.merge.lycoris_to_lora import convert_lycoris_file
+
+    return convert_lycoris_file(src, dest, to, rank=rank, base=base, allow_partial=allow_partial)
+
+
+# Probed kind → converter; each takes (src, dest, to, allow_partial, base, rank).
+CONVERTERS = {"lora": _convert_lora, "lycoris": _convert_lycoris, "embedding": _convert_embedding}
 
 
 def _import_table(out: Output, report) -> None:
@@ -105,9 +124,10 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the converted file.")],
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Write even if some keys cannot be carried over (they are listed).")] = False,
         base: Annotated[Optional[str], typer.Option("--base", help="Base family when the probe cannot tell (sd1, sd2, sdxl).")] = None,
+        rank: Annotated[Optional[int], typer.Option("--rank", help="LyCORIS (LoHa/LoKr/LoCon/full) → LoRA: rank of the SVD approximation (required for LyCORIS files).")] = None,
         json: JsonOpt = False,
     ) -> None:
-        """Convert a file between LoRA key conventions (or embedding layouts)."""
+        """Convert a file between LoRA key conventions (or embedding layouts); LyCORIS → LoRA with --rank."""
         from loradex.registry.errors import UsageError
         from loradex.registry.probe import probe_path
 
@@ -118,11 +138,13 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"{path} is a {kind}; convert handles {', '.join(CONVERTERS)} files")
         probed_base = facts.get("base")
         report = CONVERTERS[kind](path, output, to, allow_partial,
-                                  base or (probed_base if probed_base not in (None, "unknown") else None))
+                                  base or (probed_base if probed_base not in (None, "unknown") else None), rank=rank)
         data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
         out.result(data, lambda c: c.print(
             f"converted {path.name} ({facts.get('format')}) → {to}: " + ", ".join(map(str, data.get("files") or [output]))
-            + (f"\n  not carried over: {', '.join(data['unconsumed'])}" if data.get("unconsumed") else "")))
+            + (f"\n  not carried over: {', '.join(data['unconsumed'])}" if data.get("unconsumed") else "")
+            + (f"\n  {data['converted']} LyCORIS module(s) → rank {data['rank']}: relative error max "
+               f"{data['max_relative_error']:.4g}, mean {data['mean_relative_error']:.4g}" if "max_relative_error" in data else "")))
 
     @app.command("sync-folder")
     def sync_folder_cmd(
