@@ -14,8 +14,8 @@ import semver
 
 from .errors import InvalidName, InvalidRef, InvalidVersion
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9._-]*$")
+NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._-]*\Z")  # \Z, not $: "$" also matches before a final newline
+ALIAS_RE = re.compile(r"\A[a-z][a-z0-9._-]*\Z")
 HASH_KINDS = {"sha256": 8, "autov2": 8, "autov3": 8, "autov1": 8}
 LATEST = "latest"
 
