@@ -213,8 +213,7 @@ def add_pickle_converted(catalog, path, *, extra_allowed=(), lineage: list | Non
 
     add_kwargs.pop("allow_pickle", None)
     path = Path(path)
-    add_kwargs.setdefault("name", None)
-    add_kwargs["name"] = add_kwargs["name"] or default_name(path)
+    add_kwargs["name"] = add_kwargs.get("name") or default_name(path)
     with tempfile.TemporaryDirectory(prefix="loradex-pickle-") as tmp:
         dest, report = pickle_to_safetensors(path, tmp, extra_allowed=extra_allowed)
         edge = {"relation": "converted_from", "external_parent": f"sha256:{report['source_sha256']}",
