@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import InvalidFile
 
 MAX_HEADER_LENGTH = 100_000_000
+MAX_U64 = 2**64 - 1  # shapes and offsets are usize in the reference reader
 
 # Bits per element: F4/F6 are packed sub-byte types (a tensor's byte size must still be whole).
 DTYPE_BITS: dict[str, int] = {
@@ -142,7 +143,7 @@ def parse_header(head: bytes, file_size: int, *, path="<bytes>") -> SafetensorsH
     data_length = file_size - 8 - n
     tensors: dict[str, TensorInfo] = {}
     for name, spec in obj.items():
-        tensors[name] = _parse_tensor(path, name, spec)
+        tensors[name] = _parse_tensor(path, name, spec, data_length)
 
     ordered = sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end))
     pos = 0
@@ -182,27 +183,53 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _parse_tensor(path, name: str, spec) -> TensorInfo:
+def _parse_tensor(path, name: str, spec, data_length: int) -> TensorInfo:
     if not isinstance(spec, dict):
         raise InvalidFile(path, f"bad header: entry {name!r} is not a tensor description", hint=REDOWNLOAD)
     dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
     if dtype not in DTYPE_BITS:
         raise InvalidFile(path, f"bad header: tensor {name!r} has unknown dtype {dtype!r}",
                           hint="known dtypes: " + " ".join(DTYPE_BITS))
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise InvalidFile(path, f"bad header: tensor {name!r} shape {shape!r} is not a list of non-negative "
+    # No raw shape/offsets in messages until they are bounded by the file size: a hostile header can
+    # hold numbers of thousands of digits, and str() of one past 4300 digits raises ValueError.
+    if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d <= MAX_U64 for d in shape):
+        raise InvalidFile(path, f"bad header: tensor {name!r} shape is not a list of non-negative 64-bit "
                                 "integers", hint=REDOWNLOAD)
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets)
-            or offsets[0] > offsets[1]):
-        raise InvalidFile(path, f"bad header: tensor {name!r} data_offsets {offsets!r} are not "
-                                "[begin, end] with 0 ≤ begin ≤ end", hint=REDOWNLOAD)
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
-    expected = bits // 8
-    if bits % 8 or offsets[1] - offsets[0] != expected:
-        raise InvalidFile(path, f"bad header: tensor {name!r} ({dtype} {tuple(shape)}) needs {_fmt(expected)} "
-                                f"bytes but its offsets span {_fmt(offsets[1] - offsets[0])}",
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(_is_int(o) and 0 <= o <= MAX_U64 for o in offsets) or offsets[0] > offsets[1]):
+        raise InvalidFile(path, f"bad header: tensor {name!r} data_offsets are not [begin, end] with "
+                                "0 ≤ begin ≤ end < 2**64", hint=REDOWNLOAD)
+    expected = _size_in_bits(shape, DTYPE_BITS[dtype], data_length)
+    if expected is None:
+        raise InvalidFile(path, f"bad header: tensor {name!r} ({dtype}, {len(shape)} dims) needs more bytes "
+                                f"than the file's {_fmt(data_length)} bytes of tensor data", hint=REDOWNLOAD)
+    if expected % 8:
+        raise InvalidFile(path, f"bad header: tensor {name!r} ({dtype} {tuple(shape)}) holds {_fmt(expected)} "
+                                "bits, not a whole number of bytes", hint=REDOWNLOAD)
+    if offsets[1] - offsets[0] != expected // 8:
+        raise InvalidFile(path, f"bad header: tensor {name!r} ({dtype} {tuple(shape)}) needs "
+                                f"{_fmt(expected // 8)} bytes but its offsets span {_fmt(offsets[1] - offsets[0])}",
                           hint=REDOWNLOAD)
     return TensorInfo(dtype=dtype, shape=tuple(shape), begin=offsets[0], end=offsets[1])
+
+
+def _size_in_bits(shape: list[int], bits: int, data_length: int) -> int | None:
+    """Size in bits of a tensor, or None when it would exceed ``data_length`` bytes.
+
+    A 0 anywhere makes the tensor empty whatever the other dims are; otherwise every running
+    product is checked against the file, so the multiplication never grows past the file size
+    (math.prod of huge dims is quadratic in their digits: a minute for a 1.2 MB header)."""
+    if 0 in shape:
+        return 0
+    limit = data_length * 8
+    total = bits
+    for d in shape:
+        if d > limit:  # cheap comparison before the multiplication
+            return None
+        total *= d
+        if total > limit:
+            return None
+    return total
 
 
 # --- small scalar reads (alphas) ----------------------------------------------------------
