@@ -300,6 +300,8 @@ class ImageCaptionDataset:
         import torch
 
         epoch, k = divmod(index, self.batches_per_epoch)
-        ids = self.epoch_batches(seed, epoch)[k]
+        if getattr(self, "_order_key", None) != (seed, epoch):
+            self._order_key, self._order = (seed, epoch), self.epoch_batches(seed, epoch)
+        ids = self._order[k]
         pixels = torch.stack([self.pixels[i] for i in ids]).float() / 127.5 - 1.0
         return pixels, [self.captions[i] for i in ids]

@@ -163,8 +163,16 @@ class Run:
             time_ids = time_ids.to(self.device).repeat(len(prompts), 1)
             return {"encoder_hidden_states": embeds,
                     "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
-        embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
-        return {"encoder_hidden_states": embeds}
+        # SD1/2: what encode_prompt does (multi-vector TI expansion, one tokenization, last hidden
+        # state), without its second, untruncated tokenization used only for a warning
+        tokenizer, encoder = self.pipe.tokenizer, self.pipe.text_encoder
+        prompts = self.pipe.maybe_convert_prompt(prompts, tokenizer)
+        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(self.device)
+        mask = None
+        if getattr(encoder.config, "use_attention_mask", False):
+            mask = (ids != tokenizer.pad_token_id).long()
+        return {"encoder_hidden_states": encoder(ids, attention_mask=mask)[0]}
 
     def diffusion_loss(self, pixels, prompts: list[str], gen):
         """Mean (Min-SNR weighted) MSE between the UNet's prediction and its target."""
