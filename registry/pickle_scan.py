@@ -22,10 +22,11 @@ import io
 import pickletools
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidFile, UnsafePickle, UsageError
+from .errors import InvalidFile, LoradexError, UnsafePickle, UsageError
 
 MAX_PICKLE_MEMBER = 256 * 1024 * 1024  # data.pkl of a huge checkpoint is a few MB; refuse zip bombs
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -145,13 +146,26 @@ def _legacy_pickle_count(data: bytes) -> int:
     return 1
 
 
+# What a damaged zip archive raises from zipfile: bad magic/CRC/name (BadZipFile), a broken deflate
+# stream (zlib.error), an unknown compression method (NotImplementedError), an encrypted member
+# (RuntimeError), a seek to a bad member offset (OSError), truncated data (EOFError, ValueError).
+_DAMAGED_ZIP = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError, EOFError, ValueError)
+
+
 def scan_pickle(path) -> ScanReport:
     """List the globals a pickle file imports, without unpickling it."""
     path = Path(path)
+    with open(path, "rb") as fh:  # a missing or unreadable file keeps its own OSError
+        if zipfile.is_zipfile(fh):
+            try:
+                return _scan_zip(path, fh)
+            except LoradexError:
+                raise
+            except _DAMAGED_ZIP as exc:
+                raise InvalidFile(path, f"damaged torch zip archive: {exc}", hint="re-download it") from None
+        fh.seek(0)
+        data = fh.read()
     try:
-        if zipfile.is_zipfile(path):
-            return _scan_zip(path)
-        data = path.read_bytes()
         container = "pickle"
         count = _legacy_pickle_count(data)
         if count == 5:
@@ -162,10 +176,10 @@ def scan_pickle(path) -> ScanReport:
     return _report(path, container, found, ())
 
 
-def _scan_zip(path: Path) -> ScanReport:
+def _scan_zip(path: Path, fh) -> ScanReport:
     found: list[str] = []
     members: list[str] = []
-    with zipfile.ZipFile(path) as zf:
+    with zipfile.ZipFile(fh) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".pkl"):
                 continue
@@ -173,7 +187,12 @@ def _scan_zip(path: Path) -> ScanReport:
                 raise UnsafePickle(path, f"pickle member {info.filename} declares {info.file_size:,} bytes",
                                    hint="too large for a state dict's pickle; refusing to read it")
             members.append(info.filename)
-            found += _scan_stream(zf.read(info))
+            raw = zf.read(info)
+            try:
+                found += _scan_stream(raw)
+            except (ValueError, EOFError) as exc:
+                raise InvalidFile(path, f"damaged pickle {info.filename!r} in the zip archive: {exc}",
+                                  hint="re-download it") from None
     if not any(m.endswith("data.pkl") for m in members):
         raise InvalidFile(path, "zip archive without a data.pkl: not a torch file",
                           hint="expected a .pt/.bin/.ckpt written by torch.save")
