@@ -248,3 +248,23 @@ def test_demo_trains_and_registers_a_lora_and_an_embedding(tmp_path):
         assert edge.relation == "trained_from" and edge.recipe["loss"]["eval_after"] < edge.recipe["loss"]["eval_before"]
         assert list_records(catalog, a.version.ref)
     assert any("fixed-batch loss" in line for line in lines)
+
+
+def test_locon_with_text_encoder_in_bf16_loads_every_module(data, tmp_path):
+    # runs after fp32 runs in this process: the accelerate state must switch precision
+    from safetensors import safe_open
+
+    from loradex.trainer.train_loop import train
+
+    result = train(config("lora", data, tmp_path / "out", steps=2, conv_rank=2, train_text_encoder=True,
+                          mixed_precision="bf16", gradient_checkpointing=True, register=False))
+    with safe_open(str(result.output.path), "pt") as fh:
+        keys, meta = list(fh.keys()), fh.metadata()
+    downs = [k for k in keys if k.endswith(".lora_down.weight")]
+    assert any(k.startswith("lora_te_") for k in downs) and any("_conv1." in k for k in downs)
+    assert json.loads(meta["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "2.0"}
+    pipe = tiny()
+    pipe.load_lora_weights(str(result.output.path))
+    loaded = [m for m in list(pipe.unet.modules()) + list(pipe.text_encoder.modules())
+              if hasattr(m, "lora_A") and len(m.lora_A)]
+    assert len(loaded) == len(downs)  # diffusers drops unknown keys silently; none may be dropped

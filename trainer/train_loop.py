@@ -427,10 +427,21 @@ def fixed_batch_loss(run: Run) -> float:
         run.set_training(True)
 
 
+def new_accelerator(config: TrainConfig):
+    """An Accelerator for this run. accelerate keeps one process-wide state whose mixed precision
+    cannot change; several runs in one process (library use, tests, the demo) may differ, so
+    that part is reset — the distributed part (PartialState) is kept as launched."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != config.mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+
+
 def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None] | None = None):
     """Check the data, load the base, set the method up: (run, report)."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     log = log or (lambda message: None)
@@ -438,8 +449,7 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
     report.raise_for_errors()
     for warning in report.warnings:
         log(f"dataset: {warning}")
-    accelerator = Accelerator(mixed_precision=config.mixed_precision,
-                              gradient_accumulation_steps=config.grad_accum)
+    accelerator = new_accelerator(config)
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     pipe, base, base_ref = load_training_base(config.base, catalog, dtype=weight_dtype)
