@@ -472,6 +472,8 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
         for module in run.modules:
             if hasattr(module, "enable_gradient_checkpointing"):
                 module.enable_gradient_checkpointing()
+            elif hasattr(module, "activation_checkpointing_enable"):  # transformers ≥ 5 name
+                module.activation_checkpointing_enable()
             elif hasattr(module, "gradient_checkpointing_enable"):
                 module.gradient_checkpointing_enable()
     run.trainable = _named_trainable(pipe)
