@@ -29,7 +29,9 @@ class Output:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(highlight=False, soft_wrap=True)
+            # a pipe or file gets 120 columns (rich's 80 would fold names into two lines)
+            width = None if sys.stdout.isatty() else 120
+            self._console = Console(highlight=False, soft_wrap=True, width=width)
         return self._console
 
     def json(self, data: Any) -> None:

@@ -192,3 +192,6 @@ def test_demo_runs(tmp_path):
     assert result["merged"]["parents"] == ["watercolor@1.0.0", "kiriko@1.0.0"]
     assert result["render"]["identical"] is True
     assert Path(result["render"]["image"]).is_file()
+    kinds = {t["ref"].split("@")[0]: t for t in result["trained"]}
+    assert kinds["demo-shapes-lora"]["kind"] == "lora" and kinds["demo-shapes-ti"]["kind"] == "embedding"
+    assert all("trained_from" in t["lineage"] for t in result["trained"])
