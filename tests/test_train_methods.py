@@ -118,7 +118,7 @@ def test_textual_inversion_only_new_rows_train_and_load(data, tmp_path):
             "--token", TOKEN, "--init-token", "a", "--name", "sks-style", "--json"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    data_out = json.loads(res.output[res.output.index("{"):])
+    data_out = json.loads(res.stdout[res.stdout.index("{"):])  # stdout only: warnings go to stderr
     assert data_out["loss"]["eval_after"] < data_out["loss"]["eval_before"]
     path = Path(data_out["output"]["path"])
     emb = load_file(str(path))
