@@ -13,6 +13,7 @@ first request and on same-origin redirect hops only: once a redirect leaves the 
 from __future__ import annotations
 
 import html
+import json as jsonlib
 import os
 import re
 import shutil
@@ -27,12 +28,14 @@ import httpx
 from sqlalchemy import select
 
 from ..errors import AuthError, InvalidRef, NotFound, RemoteError, TransferError, UsageError
+from ..http_limits import Deadline, read_limited, watchdog
 from . import register_remote
 
 DEFAULT_ENDPOINT = "https://civitai.com"
 TOKEN_ENV = "CIVITAI_TOKEN"
 BATCH = 100  # Civitai's limit for POST /api/v1/model-versions/by-hash
 MAX_REDIRECTS = 10
+MAX_ERROR_BODY = 64 * 1024  # of an error page or a text answer: enough for its message
 Progress = Callable[[int, int, str], None]
 
 # Civitai baseModel → loradex base family, first matching prefix wins (order matters: "SDXL"
@@ -103,22 +106,33 @@ def _is_civitai_url(ref: str) -> bool:
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
-def _body_message(resp: httpx.Response) -> str:
+def _body_message(body: bytes) -> str:
     """The server's own error text, one line, short."""
     try:
-        data = resp.json()
+        data = jsonlib.loads(body)
         if isinstance(data, dict):
             text = data.get("error") or data.get("message") or ""
             return " ".join(str(text).split())[:200]
-    except Exception:  # noqa: BLE001 - not JSON: fall through to text
+    except ValueError:  # not JSON: fall through to text
         pass
-    try:
-        text = resp.text
-    except Exception:  # noqa: BLE001
-        return ""
+    text = body.decode("utf-8", "replace")
     if "<html" in text[:500].lower():
         return ""
     return " ".join(text.split())[:200]
+
+
+def _read_head(resp: httpx.Response, limit: int = MAX_ERROR_BODY) -> bytes:
+    """At most ``limit`` bytes of a streamed body (an error page, a text answer): enough to
+    quote, never the whole of a huge one. Empty when the connection breaks."""
+    head = b""
+    try:
+        for chunk in resp.iter_bytes():
+            head += chunk
+            if len(head) >= limit:
+                break
+    except httpx.HTTPError:
+        pass
+    return head[:limit]
 
 
 def _retry_after(resp: httpx.Response, attempt: int) -> float:
@@ -142,8 +156,8 @@ class CivitaiClient:
                  sleep: Callable[[float], None] = time.sleep, retries: int = 5, max_wait: float = 120.0):
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self._token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
-        self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
-                                  headers={"User-Agent": "loradex"})
+        self._transport, self._timeout = transport, timeout
+        self._http = self._new_http()
         self._sleep = sleep
         self._retries = retries
         self._max_wait = max_wait
@@ -155,6 +169,15 @@ class CivitaiClient:
     def has_token(self) -> bool:
         return bool(self._token)
 
+    def _new_http(self) -> httpx.Client:
+        return httpx.Client(transport=self._transport, timeout=self._timeout, follow_redirects=False,
+                            headers={"User-Agent": "loradex"})
+
+    def _abort(self) -> None:
+        """Called by the deadline watchdog from another thread: closing the client breaks the read
+        the request is blocked in (a fresh client is made for the next request)."""
+        self._http.close()
+
     def close(self) -> None:
         self._http.close()
 
@@ -165,9 +188,12 @@ class CivitaiClient:
         self.close()
 
     # One request, with 429/5xx backoff. Redirects are followed by the caller (``_follow``).
-    def _send(self, method: str, url: str, *, what: str, headers: dict, json=None,
+    def _send(self, method: str, url: str, *, what: str, headers: dict, deadline: Deadline, json=None,
               stream: bool = False) -> httpx.Response:
         for attempt in range(self._retries + 1):
+            deadline.check()
+            if self._http.is_closed:  # closed by the watchdog of an earlier call
+                self._http = self._new_http()
             request = self._http.build_request(method, url, headers=headers, json=json)
             try:
                 resp = self._http.send(request, stream=stream)
@@ -188,8 +214,8 @@ class CivitaiClient:
             self._sleep(wait)
         raise AssertionError("unreachable")
 
-    def _follow(self, method: str, url: str, *, what: str, headers: dict | None = None, json=None,
-                stream: bool = False) -> httpx.Response:
+    def _follow(self, method: str, url: str, *, what: str, deadline: Deadline, headers: dict | None = None,
+                json=None, stream: bool = False) -> httpx.Response:
         first_origin = _origin(url)
         left_origin = False
         for _ in range(MAX_REDIRECTS + 1):
@@ -197,7 +223,8 @@ class CivitaiClient:
             # The token goes to the endpoint's origin only, and never again once a redirect left it.
             if self._token and not left_origin and _origin(url) == first_origin:
                 hop_headers["Authorization"] = f"Bearer {self._token}"
-            resp = self._send(method, url, what=what, headers=hop_headers, json=json, stream=stream)
+            resp = self._send(method, url, what=what, headers=hop_headers, deadline=deadline, json=json,
+                              stream=stream)
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 url = urljoin(url, resp.headers["location"])
                 resp.close()
@@ -213,11 +240,7 @@ class CivitaiClient:
         code = resp.status_code
         if code < 400:
             return
-        try:
-            resp.read()  # a streamed error body: read it for the message
-        except httpx.HTTPError:
-            pass
-        said = _body_message(resp)
+        said = _body_message(_read_head(resp))  # a streamed error body: its start, for the message
         said = f" ({said})" if said else ""
         if code == 401:
             if self._token:
@@ -238,11 +261,23 @@ class CivitaiClient:
 
     # --- API ---------------------------------------------------------------------------------
     def get_json(self, path: str, *, what: str, method: str = "GET", json=None):
-        resp = self._follow(method, self.endpoint + path, what=what, json=json,
-                            headers={"Accept": "application/json"})
-        self._check(resp, what)
+        """The JSON answer to one API call, within the total deadline (LORADEX_HTTP_DEADLINE_S)
+        and at most MAX_JSON_BYTES: streamed, so a huge or trickled answer is refused early."""
+        deadline = Deadline(what)
+        with watchdog(deadline, self._abort):
+            resp = self._follow(method, self.endpoint + path, what=what, json=json, deadline=deadline,
+                                headers={"Accept": "application/json"}, stream=True)
+            try:
+                self._check(resp, what)
+                body = read_limited(resp.iter_bytes(), what=what, deadline=deadline,
+                                    declared=resp.headers.get("content-length"))
+            except httpx.TransportError as exc:
+                raise RemoteError(f"{what}: the answer from {_origin(str(resp.request.url))} broke off "
+                                  f"({type(exc).__name__})") from None
+            finally:
+                resp.close()
         try:
-            return resp.json()
+            return jsonlib.loads(body)
         except ValueError:
             raise RemoteError(f"{what}: {self.endpoint} did not answer with JSON "
                               f"(is the endpoint a Civitai API?)") from None
@@ -274,17 +309,25 @@ class CivitaiClient:
         """
         offset = dest.stat().st_size if dest.exists() else 0
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        resp = self._follow("GET", url, what=what, headers=headers, stream=True)
+        # The total deadline covers getting to the first byte of the file (redirects, headers, an
+        # error page); the body itself may take long and is bounded by the per-read timeout only.
+        deadline = Deadline(what)
+        with watchdog(deadline, self._abort):
+            resp = self._follow("GET", url, what=what, headers=headers, stream=True, deadline=deadline)
+            try:
+                if resp.status_code == 416 and offset:
+                    resp.close()
+                    return 0, offset  # the partial file is already whole; verification decides
+                self._check(resp, what, early_access=early_access)
+                ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+                if ctype in ("text/html", "application/json", "text/plain", "application/xml"):
+                    raise TransferError(f"{what}: the server sent {ctype} instead of the file"
+                                        f"{_describe_text(_read_head(resp))}",
+                                        hint="a login or error page; check the token and the version id")
+            except BaseException:
+                resp.close()
+                raise
         try:
-            if resp.status_code == 416 and offset:
-                return 0, offset  # the partial file is already whole; verification decides
-            self._check(resp, what, early_access=early_access)
-            ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype in ("text/html", "application/json", "text/plain", "application/xml"):
-                resp.read()
-                raise TransferError(f"{what}: the server sent {ctype} instead of the file"
-                                    f"{_describe_text(resp.content)}",
-                                    hint="a login or error page; check the token and the version id")
             if resp.status_code == 206:
                 start, total = _content_range(resp.headers.get("content-range", ""))
                 if start != offset:

@@ -1,0 +1,116 @@
+"""Limits on one HTTP exchange that a per-read timeout cannot give, shared by the Civitai and Hub
+clients: a total wall-clock deadline and a size cap on JSON answers.
+
+httpx (and huggingface_hub on top of it) times out each socket read, so a server that sends one
+byte every half second never trips it: headers or a body trickled that way keep the client for as
+long as the server likes. A :class:`Deadline` bounds the whole exchange: code that reads a body
+itself checks it between chunks; a blocking call it cannot look into (sending a request and
+waiting for the headers, or a library call such as ``HfApi.model_info``) runs under
+:func:`watchdog`, which closes the HTTP client from a timer thread once the deadline has passed.
+The blocked read then fails with a transport error at the next byte that arrives (or at its own
+per-read timeout if the server went silent), and the caller reports ``deadline.error()``.
+
+``LORADEX_HTTP_DEADLINE_S`` (seconds, read at call time; default 120) sets the deadline of
+metadata/JSON calls. File downloads are not bounded in total (a large file legitimately takes
+long); they rely on the per-read timeout, which fires when no byte arrives for that long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from typing import Callable, Iterable, Iterator
+
+from .errors import RemoteError, UsageError
+
+DEADLINE_ENV = "LORADEX_HTTP_DEADLINE_S"
+DEFAULT_DEADLINE_S = 120.0
+MAX_JSON_BYTES = 32 * 1024 * 1024  # a Civitai version/model answer is tens of kB; by-hash batches a few MB
+
+
+def deadline_seconds() -> float:
+    """The total deadline for one metadata/JSON call, from ``LORADEX_HTTP_DEADLINE_S``."""
+    raw = os.environ.get(DEADLINE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DEADLINE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{DEADLINE_ENV}={raw!r} is not a positive number of seconds")
+    return value
+
+
+class Deadline:
+    """A point in time by which one exchange (all its redirects and retries) must be complete."""
+
+    def __init__(self, what: str, seconds: float | None = None):
+        self.what = what
+        self.seconds = deadline_seconds() if seconds is None else seconds
+        self._end = time.monotonic() + self.seconds
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def error(self) -> RemoteError:
+        return RemoteError(f"{self.what}: timed out — no complete answer within {self.seconds:g} s",
+                           hint=f"the server is stalled or trickling its answer; {DEADLINE_ENV} sets this limit")
+
+    def check(self) -> None:
+        if self.expired:
+            raise self.error()
+
+
+@contextlib.contextmanager
+def watchdog(deadline: Deadline, abort: Callable[[], None]) -> Iterator[None]:
+    """Run the block; if it is still running when ``deadline`` passes, call ``abort`` (from a
+    timer thread) to break the blocking read it is stuck in. An exception raised in the block
+    after that is replaced by ``deadline.error()``: the deadline, not the broken connection, is
+    what went wrong."""
+    fired = threading.Event()
+
+    def on_deadline():
+        fired.set()
+        abort()
+
+    timer = threading.Timer(max(deadline.remaining(), 0.0), on_deadline)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except Exception:
+        if fired.is_set():
+            raise deadline.error() from None
+        raise
+    finally:
+        timer.cancel()
+        timer.join()  # an abort already under way finishes before the caller goes on
+
+
+def read_limited(chunks: Iterable[bytes], *, what: str, deadline: Deadline, declared: str | None,
+                 limit: int = MAX_JSON_BYTES) -> bytes:
+    """The body from ``chunks`` (e.g. ``response.iter_bytes()``), refused as soon as it is known
+    to exceed ``limit`` bytes — at once from its declared Content-Length ``declared``, otherwise
+    while counting — and once ``deadline`` has passed between chunks."""
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise RemoteError(f"{what}: the server declares an answer of {int(declared):,} bytes, more than the "
+                          f"{limit:,} accepted for JSON", hint="not a Civitai-style API answer; check the endpoint")
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        deadline.check()
+        size += len(chunk)
+        if size > limit:
+            raise RemoteError(f"{what}: the answer is larger than the {limit:,} bytes accepted for JSON",
+                              hint="not a Civitai-style API answer; check the endpoint")
+        parts.append(chunk)
+    deadline.check()
+    return b"".join(parts)
