@@ -35,6 +35,7 @@ DEFAULT_ENDPOINT = "https://civitai.com"
 TOKEN_ENV = "CIVITAI_TOKEN"
 BATCH = 100  # Civitai's limit for POST /api/v1/model-versions/by-hash
 MAX_REDIRECTS = 10
+MAX_FILE_NAME_BYTES = 240  # 255 on common file systems, less the ".part" of the partial download
 MAX_ERROR_BODY = 64 * 1024  # of an error page or a text answer: enough for its message
 Progress = Callable[[int, int, str], None]
 
@@ -436,6 +437,18 @@ def plain_text(markup: str | None, limit: int = 4000) -> str:
     return "\n".join(line.strip() for line in text.splitlines() if line.strip())[:limit]
 
 
+def safe_file_name(name, fallback: str) -> str:
+    """A plain file name for the download from the API's ``name`` field (the server chooses it):
+    its last path component for either separator, without a drive prefix or control characters;
+    ``fallback`` when nothing usable is left, it would be hidden (".", "..", ".x") or it is too
+    long for a file system (255 bytes, with room for the ".part" suffix)."""
+    text = "".join(ch for ch in str(name or "") if ch.isprintable())
+    text = text.replace("\\", "/").rsplit("/", 1)[-1]
+    text = re.sub(r"^[A-Za-z]:", "", text).strip()
+    ok = text and not text.startswith(".") and len(text.encode()) <= MAX_FILE_NAME_BYTES
+    return text if ok else fallback
+
+
 def pick_file(files: list[dict], *, name: str | None = None, file_type: str | None = None) -> dict:
     if not files:
         raise NotFound("this Civitai version lists no files")
@@ -640,7 +653,7 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
         what = f"civitai version {info['id']} file {chosen.get('name')!r}"
         key = sha[:24] if sha else f"v{info['id']}-f{chosen.get('id')}"
         work = catalog.home / "downloads" / f"civitai-{key}"
-        file_name = Path(chosen.get("name") or f"civitai-{info['id']}.safetensors").name
+        file_name = safe_file_name(chosen.get("name"), f"civitai-{info['id']}.safetensors")
         part = work / (file_name + ".part")
         listed = int(float(chosen["sizeKB"]) * 1024) if chosen.get("sizeKB") else None
         try:
