@@ -1,4 +1,4 @@
-"""generate, render, records list|show|import, eval, card, gallery, alias policy."""
+"""generate, render, records list|show|import, eval, card, review, gallery, alias policy."""
 
 from __future__ import annotations
 
@@ -57,6 +57,10 @@ def register(app: typer.Typer) -> None:
                          progress=progress, settings=GenerateSettings(negative, seed, steps, cfg, width, height,
                                                                       scheduler))
         rec = result.record.record
+        from loradex.trainer.compat_check import report_lines
+
+        for line in report_lines(rec.get("compat") or {}):  # stderr, one line each, also with --json
+            typer.echo(line, err=True)
         output.result({**result.record.to_dict(), "output": str(out)}, lambda c: c.print(
             f"{out}  record {rec['id']}  stack: "
             + (", ".join(f"{e['ref']} te={e['te_weight']:g} unet={e['unet_weight']:g}" for e in rec["stack"])
@@ -127,8 +131,33 @@ def register(app: typer.Typer) -> None:
 
         found = latest_card(open_catalog(home), ref)
         if markdown and not json:
-            typer.echo(card_markdown(found.card), nl=False)
+            from loradex.trainer.review import review_markdown
+
+            typer.echo(card_markdown(found.card) + review_markdown(found.card), nl=False)
             return
+        Output(json_mode=json).result(found.to_dict(), lambda c: c.print(_card_summary(found)))
+
+    @app.command()
+    def review(
+        ref: RefArg,
+        record: Annotated[Optional[str], typer.Option("--record", help="Sample (record id) the --verdict is about.")] = None,
+        verdict: Annotated[list[str], typer.Option("--verdict", help="good|bad|neutral with --record, or "
+                                                   "ID=VERDICT[:REASON] (repeatable).")] = [],
+        reason: Annotated[str, typer.Option("--reason", help="Why (verdict or choice).")] = "",
+        choose: Annotated[Optional[str], typer.Option("--choose", help="Candidate record chosen …")] = None,
+        over: Annotated[list[str], typer.Option("--over", help="… over this candidate (repeatable).")] = [],
+        check: Annotated[list[str], typer.Option("--check", help="NAME=pass|fail|not-checked: set a failure "
+                                                 "check by hand (repeatable).")] = [],
+        note: Annotated[str, typer.Option("--note", help="Note stored with the --check values.")] = "",
+        reviewer: Annotated[Optional[str], typer.Option("--reviewer", help="Who reviews (default: you).")] = None,
+        home: HomeOpt = None, json: JsonOpt = False,
+    ) -> None:
+        """Human verdicts, chosen/rejected candidates and failure checks: a new card revision."""
+        from loradex.trainer.review import apply_review, build_review
+
+        changes = build_review(record=record, verdicts=verdict, reason=reason, choose=choose, over=over,
+                               checks=check, note=note)
+        found = apply_review(open_catalog(home), ref, changes, reviewer=reviewer)
         Output(json_mode=json).result(found.to_dict(), lambda c: c.print(_card_summary(found)))
 
     @app.command()
@@ -246,6 +275,9 @@ def _card_summary(card) -> str:
     for name, m in c["metrics"].items():
         lines.append(f"  {name:28s} " + (f"{m['value']:.4f}" if m["value"] is not None else f"— {m.get('note', '')}"))
     for name, chk in c["failure_checks"].items():
-        lines.append(f"  check {name:22s} {chk['status']}: {chk['note']}")
+        by = f" (set by {chk.get('by', '?')})" if chk.get("source") == "human" else ""
+        lines.append(f"  check {name:22s} {chk['status']}{by}: {chk['note']}")
     lines += [f"  reason: {r}" for r in c["reasons"]]
-    return "\n".join(lines)
+    from loradex.trainer.review import review_lines
+
+    return "\n".join(lines + review_lines(c))

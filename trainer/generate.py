@@ -91,11 +91,6 @@ def blob_as_file(catalog, version) -> Path:
     return link
 
 
-def _base_family(version) -> str | None:
-    family = (version.probe or {}).get("base")
-    return family if family and family != "unknown" else None
-
-
 class Generator:
     """One loaded base + adapter stack; ``generate`` and ``render_entries`` reuse both."""
 
@@ -164,12 +159,19 @@ class Generator:
         return out
 
     def _check_families(self, adapters: list[ResolvedAdapter]) -> None:
-        base_family = self.base.family if self.base.family != "unknown" else None
-        for a in adapters:
-            family = _base_family(a.version)
-            if base_family and family and family != base_family:
-                raise IncompatibleAdapters(f"{a.version.ref} is a {family} adapter; base {self.base_ref} is "
-                                           f"{base_family}", hint="pick a base of the same family")
+        from loradex.trainer.compat_check import check_base_family
+
+        check_base_family(self.catalog, self.base_ref, self.base.family, [a.version for a in adapters])
+
+    def check_compat(self, adapters: list[ResolvedAdapter]) -> dict:
+        """The pre-render compatibility check (trainer.compat_check), once per distinct stack."""
+        from loradex.trainer.compat_check import stack_compat
+
+        key = tuple((a.version.ref, a.te_weight, a.unet_weight, a.kind) for a in adapters)
+        cache = self.__dict__.setdefault("_compat_cache", {})
+        if key not in cache:
+            cache[key] = stack_compat(self.catalog, self.base_ref, self.base.family, adapters)
+        return cache[key]
 
     # -- rendering ---------------------------------------------------------------------------
     def _apply(self, adapters: list[ResolvedAdapter]):
@@ -230,9 +232,12 @@ class Generator:
         from loradex.registry.records import PromptRecord, png_with_record, store_record
 
         clean, adapters = self.resolve_prompt(prompt)
+        compat = self.check_compat(adapters) if adapters else None  # before any render
         image, loaded = self.render_entries(clean, adapters, settings, progress=progress)
         record = self.build_record(prompt=prompt, clean_prompt=clean, adapters=adapters, settings=settings,
                                    image=image, source=source, references=references, notes=notes)
+        if compat is not None:
+            record["compat"] = compat
         png = png_with_record(image, record)
         if store:
             saved = store_record(self.catalog, record, png)

@@ -1,0 +1,107 @@
+"""The compatibility check ``generate`` runs before rendering a stack (issue 4, "Stacking at
+inference"):
+
+- a base-family mismatch between the base and any adapter is an error naming the adapter and both
+  families (adapters whose family is unknown are allowed);
+- LoRA/LyCORIS adapters touching the same modules are reported with the cosine similarity of
+  their weighted ΔW per block — ``merge.catalog_merge.compat`` computes it from the factors;
+- more than ``MAX_STRONG`` strong adapters (|weight| ≥ ``STRONG_WEIGHT``) is a warning, and so is a
+  block where two adapters' ΔW are strongly aligned (they add up) or opposed (they cancel).
+
+The result is the ``compat`` section of the prompt record; ``report_lines`` is what the CLI prints
+on stderr, one line each. ``loradex compat REF…`` (merge_cmds) prints the same table on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from loradex.registry.errors import IncompatibleAdapters
+
+# |cosine| of two adapters' ΔW in one block from which they visibly reinforce / cancel each other
+ALIGNED_COSINE = 0.5
+
+
+def adapter_family(catalog, version) -> str | None:
+    """The version's base family (adapter row, else probe); None when unknown."""
+    from loradex.merge.adapter_io import version_family
+
+    return version_family(catalog, version)
+
+
+def check_base_family(catalog, base_ref: str, base_family: str | None, versions: Sequence) -> None:
+    """Error on the first adapter whose known family differs from the base's known family."""
+    base_family = base_family if base_family and base_family != "unknown" else None
+    if not base_family:
+        return
+    for version in versions:
+        family = adapter_family(catalog, version)
+        if family and family != base_family:
+            raise IncompatibleAdapters(
+                f"{version.ref} is a {family} adapter but base {base_ref} is {base_family}",
+                hint=f"pick a {family} base, or {base_family} adapters")
+
+
+def stack_weight(te_weight: float, unet_weight: float) -> float:
+    """One weight per adapter for the check: the component weight of larger magnitude (the one
+    that decides whether the adapter is 'strong'); ties go to the UNet."""
+    return float(unet_weight if abs(unet_weight) >= abs(te_weight) else te_weight)
+
+
+def stack_compat(catalog, base_ref: str, base_family: str | None, adapters: Sequence) -> dict:
+    """The check for a resolved stack (``trainer.generate.ResolvedAdapter`` items): raises
+    ``IncompatibleAdapters`` on a family mismatch, else returns the record's ``compat`` section."""
+    from loradex.merge.catalog_merge import ADAPTER_KINDS, MAX_STRONG, STRONG_WEIGHT, compat
+
+    check_base_family(catalog, base_ref, base_family, [a.version for a in adapters])
+    loras = [a for a in adapters if a.kind != "embedding"
+             and ((a.version.probe or {}).get("kind") or "lora") in ADAPTER_KINDS]
+    entries = [{"ref": a.version.ref, "weight": stack_weight(a.te_weight, a.unet_weight)} for a in loras]
+    family = base_family if base_family and base_family != "unknown" else None
+    if len(entries) >= 2:
+        table = compat(catalog, entries, base_family=family)
+        pairs, strong, warnings = table["pairs"], table["strong"], list(table["warnings"])
+    else:  # nothing to compare; the strong count cannot pass MAX_STRONG either
+        pairs, warnings = [], []
+        strong = [e["ref"] for e in entries if abs(e["weight"]) >= STRONG_WEIGHT]
+    warnings += _aligned_warnings(pairs)
+    skipped = [a.version.ref for a in adapters if a.kind != "embedding" and not any(a is b for b in loras)]
+    out = {"base_family": family, "checked": [e["ref"] for e in entries],
+           "weights": {e["ref"]: e["weight"] for e in entries}, "strong": strong,
+           "max_strong": MAX_STRONG, "pairs": [_pair_entry(p) for p in pairs], "warnings": warnings}
+    if skipped:
+        out["not_compared"] = skipped
+    return out
+
+
+def _pair_entry(p: dict) -> dict:
+    return {"a": p["a"], "b": p["b"], "block": p["block"], "modules": int(p["modules"]),
+            "cosine": round(float(p["cosine"]), 6)}
+
+
+def _aligned_warnings(pairs: list[dict]) -> list[str]:
+    """One warning per adapter pair with a block past ±ALIGNED_COSINE (the strongest block named)."""
+    by_pair: dict[tuple[str, str], list[dict]] = {}
+    for p in pairs:
+        by_pair.setdefault((p["a"], p["b"]), []).append(p)
+    out = []
+    for (a, b), blocks in by_pair.items():
+        worst = max(blocks, key=lambda p: abs(p["cosine"]))
+        if abs(worst["cosine"]) >= ALIGNED_COSINE:
+            effect = "reinforce each other" if worst["cosine"] > 0 else "cancel each other"
+            out.append(f"{a} and {b}: ΔW cosine {worst['cosine']:+.3f} in block {worst['block']} "
+                       f"({worst['modules']} shared modules) — they {effect} there")
+    return out
+
+
+def report_lines(section: dict) -> list[str]:
+    """What ``generate`` prints on stderr: the warnings, then one overlap line per adapter pair."""
+    by_pair: dict[tuple[str, str], list[dict]] = {}
+    for p in section.get("pairs", []):
+        by_pair.setdefault((p["a"], p["b"]), []).append(p)
+    lines = [f"warning: {w}" for w in section.get("warnings", [])]
+    for (a, b), blocks in by_pair.items():
+        shared = sum(p["modules"] for p in blocks)
+        cosines = " ".join(f"{p['block']} {p['cosine']:+.2f}" for p in blocks)
+        lines.append(f"compat: {a} & {b} share {shared} modules; ΔW cosine per block: {cosines}")
+    return lines
