@@ -8,7 +8,10 @@ within one download, re-requesting the rest with a Range header when the stream 
 (repo info, tree, refs, tag/branch creation) and around each file download; a partial file that
 survives the process, so a pull killed mid-transfer resumes where it stopped; a commit POST that
 failed on 5xx is only re-sent after checking that the branch did not move (a lost answer must not
-make a second commit).
+make a second commit). Metadata calls (everything but the file transfers) are bounded in total by
+LORADEX_HTTP_DEADLINE_S, retries included (``http_limits``: huggingface_hub's timeouts are per
+socket read, so an answer trickled a byte at a time would otherwise never end); transport
+failures that escape the library end as ``RemoteError``.
 
 Tokens: passed in by the caller (``resolve_token``); when there is none the client is told
 ``token=False`` so it never falls back to the user's stored Hugging Face token, which must not
@@ -36,6 +39,7 @@ from urllib.parse import urlparse
 
 from .atomic_files import fsync_dir
 from .errors import AuthError, Conflict, InvalidFile, NotFound, RemoteError, TransferError, UsageError
+from .http_limits import Deadline, deadline_seconds, watchdog
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
@@ -115,6 +119,7 @@ def _token_note(token_sent: bool) -> str:
 
 @contextlib.contextmanager
 def _remote_errors(endpoint: str, repo_id: str, token_sent: bool, what: str) -> Iterator[None]:
+    import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
@@ -140,6 +145,10 @@ def _remote_errors(endpoint: str, repo_id: str, token_sent: bool, what: str) -> 
         raise RemoteError(f"{what}: {where} answered HTTP {status}", hint=_server_said(exc)) from None
     except LocalEntryNotFoundError as exc:
         raise RemoteError(f"{what}: cannot reach {endpoint} for {repo_id}", hint=str(exc).splitlines()[0]) from None
+    except httpx2.TransportError as exc:  # connection refused, reset, broken off, timed out
+        detail = " ".join(str(exc).split())[:160]
+        raise RemoteError(f"{what}: the connection to {endpoint} failed for {repo_id} "
+                          f"({type(exc).__name__}{': ' + detail if detail else ''})") from None
 
 
 def _server_said(exc) -> str | None:
@@ -157,6 +166,7 @@ def _server_said(exc) -> str | None:
 
 def _transient(exc: BaseException) -> float | None:
     """Seconds to wait before retrying ``exc``, or None when it is not worth retrying."""
+    import httpx2
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     if isinstance(exc, HfHubHTTPError):
@@ -167,20 +177,36 @@ def _transient(exc: BaseException) -> float | None:
         return min(float(after), MAX_RETRY_AFTER_S) if after.replace(".", "", 1).isdigit() else 0.0
     if isinstance(exc, LocalEntryNotFoundError):  # hf_hub_download's wrapper for "HEAD failed to connect"
         return 0.0
-    name = type(exc).__name__
-    return 0.0 if name in ("ConnectError", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError",
-                           "ReadError", "WriteError") else None
+    # what huggingface_hub's own backoff retries: timeouts, refused/reset/broken connections
+    return 0.0 if isinstance(exc, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)) else None
 
 
-def _retrying(fn: Callable, *, delays=RETRY_DELAYS_S):
+def _within_deadline(fn: Callable, deadline: Deadline):
+    """``fn()`` (one blocking huggingface_hub call), broken off when ``deadline`` passes: its
+    per-read timeouts never fire for an answer trickled a byte at a time, so a watchdog closes the
+    library's shared HTTP session (it makes a new one on the next call)."""
+    from huggingface_hub.utils import close_session
+
+    with watchdog(deadline, close_session):
+        return fn()
+
+
+def _retrying(fn: Callable, *, delays=RETRY_DELAYS_S, what: str = "hub request", total_deadline: bool = True):
+    """``fn()`` retried on transient failures. With ``total_deadline`` (metadata calls: every
+    caller but the file download), all attempts together must finish within
+    LORADEX_HTTP_DEADLINE_S; a retry that would start past it re-raises the last failure."""
+    deadline = Deadline(what) if total_deadline else None
     for attempt in range(len(delays) + 1):
         try:
-            return fn()
+            return fn() if deadline is None else _within_deadline(fn, deadline)
         except Exception as exc:
             wait = _transient(exc)
             if wait is None or attempt == len(delays):
                 raise
-            time.sleep(max(wait, delays[attempt]))
+            pause = max(wait, delays[attempt])
+            if deadline is not None and pause >= deadline.remaining():
+                raise
+            time.sleep(pause)
 
 
 def uses_xet(endpoint: str) -> bool:
@@ -230,15 +256,16 @@ class PushResult:
 def _diff(api, repo_id: str, revision: str, local: dict[str, LocalFile], exact: bool) -> tuple[list[str], list[str]]:
     from huggingface_hub.hf_api import RepoFile
 
-    remote = {f.path: f for f in _retrying(lambda: list(api.list_repo_tree(repo_id, recursive=True, revision=revision)))
-              if isinstance(f, RepoFile)}
+    files = _retrying(lambda: list(api.list_repo_tree(repo_id, recursive=True, revision=revision)),
+                      what=f"files of {repo_id}@{revision}")
+    remote = {f.path: f for f in files if isinstance(f, RepoFile)}
     changed = [p for p, lf in sorted(local.items()) if p not in remote or not lf.matches(remote[p])]
     extra = sorted(p for p in remote if p not in local and p not in HUB_HOUSEKEEPING) if exact else []
     return changed, extra
 
 
 def _refs(api, repo_id: str):
-    return _retrying(lambda: api.list_repo_refs(repo_id))
+    return _retrying(lambda: api.list_repo_refs(repo_id), what=f"refs of {repo_id}")
 
 
 def push_files(endpoint: str, repo_id: str, files: dict[str, str | os.PathLike], message: str, token: str | None,
@@ -260,7 +287,7 @@ def push_files(endpoint: str, repo_id: str, files: dict[str, str | os.PathLike],
     total = sum(lf.size for lf in local.values())
     api = _api(endpoint, token)
     with _lfs_only_unless_hub(endpoint), _remote_errors(endpoint, repo_id, bool(token), "push"):
-        _retrying(lambda: api.create_repo(repo_id, exist_ok=True, private=private))
+        _retrying(lambda: api.create_repo(repo_id, exist_ok=True, private=private), what=f"create {repo_id}")
         refs = _refs(api, repo_id)
         tags = {t.name: t.target_commit for t in refs.tags}
         heads = {b.name: b.target_commit for b in refs.branches}
@@ -289,7 +316,7 @@ def push_files(endpoint: str, repo_id: str, files: dict[str, str | os.PathLike],
             result = PushResult(commit, changed, extra, False, [])
             if tag is not None:
                 _retrying(lambda: api.create_tag(repo_id, tag=tag, revision=commit, tag_message=message,
-                                                 exist_ok=True))
+                                                 exist_ok=True), what=f"tag {tag} of {repo_id}")
                 result.tag_created = True
         if progress:
             progress(total, total, "pushed" if result.uploaded else "already on remote")
@@ -337,8 +364,9 @@ def _set_branches(api, repo_id: str, aliases: dict[str, str | None], commit: str
         if current == oid:
             continue
         if current is not None:  # the Hub has no "move ref": delete and re-create
-            _retrying(lambda: api.delete_branch(repo_id, branch=name))
-        _retrying(lambda: api.create_branch(repo_id, branch=name, revision=oid, exist_ok=False))
+            _retrying(lambda: api.delete_branch(repo_id, branch=name), what=f"delete branch {name} of {repo_id}")
+        _retrying(lambda: api.create_branch(repo_id, branch=name, revision=oid, exist_ok=False),
+                  what=f"create branch {name} of {repo_id}")
         moved.append(name)
     return moved
 
@@ -364,7 +392,10 @@ def pull_revision(endpoint: str, repo_id: str, revision: str, dest_dir: str | os
     dest_dir = Path(dest_dir)
     out: dict[str, Path] = {}
     with _lfs_only_unless_hub(endpoint), _remote_errors(endpoint, repo_id, bool(token), "pull"):
-        info = _retrying(lambda: api.model_info(repo_id, revision=revision, files_metadata=True))
+        # timeout: per read, for a server that goes silent (the watchdog needs a byte to arrive)
+        info = _retrying(lambda: api.model_info(repo_id, revision=revision, files_metadata=True,
+                                                timeout=deadline_seconds()),
+                         what=f"pull: repo info of {repo_id}@{revision} on {endpoint}")
         sha = info.sha
         siblings = [s for s in info.siblings or []
                     if (include_housekeeping or s.rfilename not in HUB_HOUSEKEEPING)
@@ -387,7 +418,8 @@ def _download_verified(endpoint: str, repo_id: str, sha: str, sibling, final: Pa
     remote_id = sibling.lfs.sha256 if sibling.lfs is not None else sibling.blob_id
     part = partial_dir / f"{remote_id}.part"
     for attempt in (1, 2):
-        _retrying(lambda: _fetch_resuming(endpoint, repo_id, sha, sibling.rfilename, part, token))
+        _retrying(lambda: _fetch_resuming(endpoint, repo_id, sha, sibling.rfilename, part, token),
+                  total_deadline=False)  # a large file takes long: http_get's per-read timeout bounds stalls
         if LocalFile.read(part).matches(sibling):
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, final)
@@ -404,7 +436,8 @@ def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path
     from huggingface_hub.utils import build_hf_headers
 
     url = hf_hub_url(repo_id, path, revision=sha, endpoint=endpoint.rstrip("/"))
-    meta = get_hf_file_metadata(url, token=token or False)
+    meta = _within_deadline(lambda: get_hf_file_metadata(url, token=token or False),
+                            Deadline(f"pull: metadata of {path} in {repo_id} on {endpoint}"))
     headers = build_hf_headers(token=token or False)
     target = meta.location or url
     if urlparse(target).netloc != urlparse(url).netloc:
