@@ -263,8 +263,12 @@ def test_review_checks_set_by_hand_gate_promotion(evaluated):
     card = R.latest_card(catalog, version.ref)
     assert card.card["failure_checks"]["artifacts"]["status"] == "pass"
     assert card.passed == (not card.card["reasons"])
-    if card.passed:
-        cli("alias", "set", version.ref, "production", home=home)
+    assert not any("artifacts" in r for r in card.card["reasons"])
+    result = cli("alias", "set", version.ref, "production", home=home, ok=False)
+    if card.passed:  # eval's own automatic checks (prompt drift on random weights) may still fail it
+        assert result.exit_code == 0 and catalog.aliases("style")
+    else:
+        assert result.exception is not None and "artifacts" not in str(result.exception)
 
 
 def test_review_refuses_bad_input(evaluated, tmp_path):
