@@ -293,3 +293,14 @@ def test_ref_with_embedded_newline(text):
 @given(st.integers(0, 2**32 - 1))
 def test_ref_mutated(seed):
     check("refs", mutation_input("refs", random.Random(seed), {}))
+
+
+def test_multi_disk_zip_marker_is_a_typed_error(tmp_path):
+    """zipfile.is_zipfile itself raises BadZipFile ("span multiple disks") when a zip64 end locator
+    names another disk — before any try block around the zip scan (found by bench/fuzz_parsers.py)."""
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 1, 0, 2)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0, 0, 0, 0, 0)
+    path = tmp_path / "span.pt"
+    path.write_bytes(b"\x80\x02}q\x00." + locator + end)
+    with pytest.raises(LoradexError):
+        scan_pickle(path)
