@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .lora_module import DOWN_SUFFIX, PLAIN_LORA_SUFFIXES, UP_SUFFIX, LoraModule, lora_from_factors, matrix_shape
 from .lowrank_svd import ThinSVD, dense_svd, factored_svd, select_rank, split_factors, tail_norm
 from .lycoris_math import NOT_ADDITIVE_KEYS, _matmul_kernel, _normalise, _scale, _tucker, lycoris_delta, lycoris_kind, to_lora_via_svd
+from .torch_threads import single_torch_thread
 
 if TYPE_CHECKING:
     import torch
@@ -116,25 +116,10 @@ def _signed(svd: ThinSVD, gamma: float) -> ThinSVD:
 SMALL_FACTOR = 1 << 20  # elements: below this a factor's product is built and SVD'd directly (QR overhead dominates)
 
 
-@contextmanager
-def _one_thread():
-    """Small LAPACK calls run many times faster on one thread: with several, OpenMP's spin-up
-    costs more than the work, and far more on a busy machine (measured: 1 s vs 14 s for the
-    corpus LoKr's 700 factor SVDs). Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _factor_svd(a, b) -> ThinSVD:
     """Thin SVD of the factor a @ b ([m, r] @ [r, n])."""
     if a.shape[0] * b.shape[1] <= SMALL_FACTOR:
-        with _one_thread():
+        with single_torch_thread():
             return dense_svd(a @ b)
     return factored_svd(a, b)
 

@@ -7,7 +7,6 @@ The lead's ``trainer/demo.py`` calls ``train_demo_adapters(catalog, workdir, log
 
 from __future__ import annotations
 
-import contextlib
 import random
 from pathlib import Path
 from typing import Callable
@@ -35,21 +34,10 @@ def write_demo_dataset(folder: Path, n: int = 8, size: int = 32, seed: int = 0, 
     return folder
 
 
-@contextlib.contextmanager
-def _single_thread():
-    # tiny models: one thread is faster than two, and much faster on a busy machine
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_demo_adapters(catalog, workdir, log: Callable[[str], None] = print) -> list:
     """Train and register ``demo-shapes-lora`` and ``demo-shapes-ti``; returns their AddResults."""
+    from loradex.merge.torch_threads import single_torch_thread
+
     from .registration import train_and_register
     from .train_config import resolve_config
 
@@ -64,7 +52,7 @@ def train_demo_adapters(catalog, workdir, log: Callable[[str], None] = print) ->
                     init_token="a", sample_prompts=["a photo of <shp>"])),
     ]
     added = []
-    with _single_thread():
+    with single_torch_thread():
         for method, values in runs:
             config = resolve_config(method, overrides={**common, **values})
             log(f"training {method} on {len(list(data.glob('*.png')))} images ({config.steps} steps, tiny-sd1)…")

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from .train_lora import LoraAdapterMixin
-from .train_registry import Exported, TrainingMethod, register_method
+from .train_registry import Exported, TrainingMethod, register_method, unet_and_text_encoder_groups
 
 CLASS_INFO = "class-images.json"
 
@@ -108,13 +108,7 @@ class DreamBoothMethod(DreamBoothObjective, TrainingMethod):
         return modules
 
     def param_groups(self, run) -> list[dict]:
-        c = run.config
-        unet = [p for n, p in run.trainable if n.startswith("unet.")]
-        text = [p for n, p in run.trainable if not n.startswith("unet.")]
-        groups = [{"params": unet, "lr": c.lr}]
-        if text:
-            groups.append({"params": text, "lr": c.text_encoder_lr or c.lr})
-        return groups
+        return unet_and_text_encoder_groups(run)
 
     def state_dict_file(self, run) -> dict:
         state = {k: v.detach().float().cpu().contiguous() for k, v in run.unet.state_dict().items()}

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from .train_registry import Exported, TrainingMethod, register_method
+from .train_registry import Exported, TrainingMethod, register_method, unet_and_text_encoder_groups
 
 ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 CONV_TARGETS = ["conv1", "conv2", "conv_shortcut"]          # ResNet convolutions (kohya LoCon)
@@ -54,13 +54,7 @@ class LoraAdapterMixin:
         return modules
 
     def param_groups(self, run) -> list[dict]:
-        c = run.config
-        unet = [p for n, p in run.trainable if n.startswith("unet.")]
-        text = [p for n, p in run.trainable if not n.startswith("unet.")]
-        groups = [{"params": unet, "lr": c.lr}]
-        if text:
-            groups.append({"params": text, "lr": c.text_encoder_lr or c.lr})
-        return groups
+        return unet_and_text_encoder_groups(run)
 
     def diffusers_state_dict(self, run) -> tuple[dict, dict[str, str]]:
         """The adapter in diffusers keys (``unet.<path>.lora_A.weight``) + ``lora_adapter_metadata``

@@ -69,6 +69,18 @@ class Exported:
                 "triggers": self.triggers, "extra_paths": [str(p) for p in self.extra_paths]}
 
 
+def unet_and_text_encoder_groups(run) -> list[dict]:
+    """Optimizer groups for methods training UNet weights and, optionally, text encoders:
+    the text encoders get ``text_encoder_lr`` when it is set."""
+    c = run.config
+    unet = [p for n, p in run.trainable if n.startswith("unet.")]
+    text = [p for n, p in run.trainable if not n.startswith("unet.")]
+    groups = [{"params": unet, "lr": c.lr}]
+    if text:
+        groups.append({"params": text, "lr": c.text_encoder_lr or c.lr})
+    return groups
+
+
 class TrainingMethod:
     name = ""
     output_kind = "lora"
