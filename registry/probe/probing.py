@@ -45,7 +45,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidFile, UnsafePickle, UnsupportedFormat
+from ..errors import UnsafePickle, UnsupportedFormat
 from ..file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
 from ..safetensors_header import read_header, read_scalars
 from .base_family import base_from_metadata, decide, evidence_from_modules

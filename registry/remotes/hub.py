@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from .. import hub_manifest as M
-from ..errors import Conflict, InvalidRef, NotFound, TransferError, UsageError
+from ..errors import Conflict, InvalidRef, NotFound, TransferError
 from ..refs import is_semver, sort_key
 from . import RemoteRecord, get_remote, register_remote
 
@@ -273,7 +273,7 @@ def push_hub(catalog, ref: str, remote: RemoteRecord, *, progress: Progress | No
                 if bad:
                     raise Conflict(f"{repo_id} on {endpoint} already has {tag} with other weights "
                                    f"({', '.join(bad)}); a published version never changes",
-                                   hint=f"bump the version (e.g. `loradex add … --bump patch`) and push that")
+                                   hint="bump the version (e.g. `loradex add … --bump patch`) and push that")
                 commit = tags[tag]
                 branches = _set_branches(api, repo_id, branch_aliases, commit, tags, heads) if branch_aliases else []
                 if progress:
