@@ -156,7 +156,11 @@ def scan_pickle(path) -> ScanReport:
     """List the globals a pickle file imports, without unpickling it."""
     path = Path(path)
     with open(path, "rb") as fh:  # a missing or unreadable file keeps its own OSError
-        if zipfile.is_zipfile(fh):
+        try:  # is_zipfile itself raises on some damaged end records (e.g. a multi-disk zip64 locator)
+            is_zip = zipfile.is_zipfile(fh)
+        except _DAMAGED_ZIP as exc:
+            raise InvalidFile(path, f"damaged zip archive: {exc}", hint="re-download it") from None
+        if is_zip:
             try:
                 return _scan_zip(path, fh)
             except LoradexError:
