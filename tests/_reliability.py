@@ -50,6 +50,10 @@ def make_files(root: Path) -> Path:
     files.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate("abc"):
         write_random_kohya_lora(files / f"{name}.safetensors", seed=500 + i, rank=8)
+    tree = files / "webui" / "models" / "Lora"  # what `import` walks
+    tree.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(("ink", "neon", "clay")):
+        write_random_kohya_lora(tree / f"{name}.safetensors", seed=600 + i, rank=4)
     return files
 
 
@@ -60,6 +64,8 @@ def operations(files: Path) -> dict[str, list[str]]:
         "rollback": ["rollback", "style"],
         "rm": ["rm", "style@1.0.0"],
         "gc": ["gc"],
+        "merge": ["merge", "style@1.0.0:0.7", "style@1.1.0:-0.3", "--method", "concat", "--name", "blend"],
+        "import": ["import", str(files / "webui")],
     }
 
 
