@@ -31,10 +31,12 @@ class Outcome:
     inconsistencies: list[str] = field(default_factory=list)
 
 
-def make_home(root: Path, files: Path) -> Path:
-    """A home with style@1.0.0, style@1.1.0 and production → 1.1.0 (previously 1.0.0)."""
+def make_home(root: Path, files: Path, *, mirror_url: str | None = None) -> Path:
+    """A home with style@1.0.0, style@1.1.0 and production → 1.1.0 (previously 1.0.0), and the
+    remote ``team`` when a mirror is running."""
     from loradex.registry.adding import add_file
     from loradex.registry.operations import MoveAlias
+    from loradex.registry.remotes import add_remote
 
     home = root / f"home-{random.getrandbits(32):08x}"
     catalog = Catalog(home)
@@ -42,13 +44,56 @@ def make_home(root: Path, files: Path) -> Path:
     add_file(catalog, files / "b.safetensors", name="style")
     catalog.apply([MoveAlias("style@1.0.0", "production")])
     catalog.apply([MoveAlias("style@1.1.0", "production")])
+    if mirror_url:
+        add_remote(catalog, "team", f"{mirror_url}/team", "mirror")
     return home
+
+
+MIRROR_TOKEN = "reliability-token"
+
+
+class Mirror:
+    """`loradex serve` in a subprocess, holding team/style v1.2.0 (a file the trial homes lack)."""
+
+    def __init__(self, root: Path, files: Path):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "LORADEX_SERVE_TOKEN": MIRROR_TOKEN, "LORADEX_TOKEN_TEAM": MIRROR_TOKEN}
+        os.environ["LORADEX_TOKEN_TEAM"] = MIRROR_TOKEN  # for the harness's own in-process calls
+        self.proc = subprocess.Popen([LORADEX, "serve", "--port", str(self.port), "--home", str(root / "mirror-home")],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready()
+        publisher = make_home(root, files, mirror_url=self.url)
+        from loradex.registry.adding import add_file
+
+        add_file(Catalog(publisher), files / "d.safetensors", name="style", version="1.2.0")
+        code, err = rerun(["push", "style@1.2.0", "team"], publisher)  # what `pull` fetches
+        assert code == 0, err
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        for _ in range(300):
+            try:
+                httpx.get(f"{self.url}/api/whoami-v2", headers={"authorization": f"Bearer {MIRROR_TOKEN}"}, timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("loradex serve did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 def make_files(root: Path) -> Path:
     files = root / "files"
     files.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate("abc"):
+    for i, name in enumerate("abcd"):
         write_random_kohya_lora(files / f"{name}.safetensors", seed=500 + i, rank=8)
     tree = files / "webui" / "models" / "Lora"  # what `import` walks
     tree.mkdir(parents=True, exist_ok=True)
@@ -66,7 +111,12 @@ def operations(files: Path) -> dict[str, list[str]]:
         "gc": ["gc"],
         "merge": ["merge", "style@1.0.0:0.7", "style@1.1.0:-0.3", "--method", "concat", "--name", "blend"],
         "import": ["import", str(files / "webui")],
+        "push": ["push", "style@1.1.0", "team"],
+        "pull": ["pull", "mirror://team/style@1.2.0"],
     }
+
+
+REMOTE_OPS = ("push", "pull")
 
 
 def check_home(home: Path) -> list[str]:
@@ -93,7 +143,7 @@ def check_home(home: Path) -> list[str]:
 
 def run_killed(args: list[str], home: Path, *, crash_at: str | None, delay: float | None) -> bool:
     """Run ``loradex args`` and kill it; True if it was killed before finishing."""
-    env = {**os.environ, "LORADEX_HOME": str(home)}
+    env = {**os.environ, "LORADEX_HOME": str(home), "LORADEX_TOKEN_TEAM": MIRROR_TOKEN}
     if crash_at:
         env["LORADEX_CRASH_AT"] = crash_at
     proc = subprocess.Popen([LORADEX, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -106,7 +156,7 @@ def run_killed(args: list[str], home: Path, *, crash_at: str | None, delay: floa
 
 
 def rerun(args: list[str], home: Path) -> tuple[int, str]:
-    env = {**os.environ, "LORADEX_HOME": str(home)}
+    env = {**os.environ, "LORADEX_HOME": str(home), "LORADEX_TOKEN_TEAM": MIRROR_TOKEN}
     env.pop("LORADEX_CRASH_AT", None)
     proc = subprocess.run([LORADEX, *args], env=env, capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stderr
@@ -117,8 +167,8 @@ ALREADY_DONE = ("already", "no earlier version", "was removed", "has no version"
 
 
 def trial(op: str, args: list[str], root: Path, files: Path, *, crash_at: str | None,
-          delay: float | None, outcome: Outcome) -> None:
-    home = make_home(root, files)
+          delay: float | None, outcome: Outcome, mirror_url: str | None = None) -> None:
+    home = make_home(root, files, mirror_url=mirror_url)
     try:
         outcome.trials += 1
         outcome.killed += run_killed(args, home, crash_at=crash_at, delay=delay)
@@ -140,15 +190,21 @@ def trial(op: str, args: list[str], root: Path, files: Path, *, crash_at: str | 
 def run_campaign(root: Path, per_op: int, *, seed: int = 0, ops: list[str] | None = None) -> list[Outcome]:
     rng = random.Random(seed)
     files = make_files(root)
+    selected = {op: args for op, args in operations(files).items() if not ops or op in ops}
+    mirror = Mirror(root, files) if set(selected) & set(REMOTE_OPS) else None
     outcomes = []
-    for op, args in operations(files).items():
-        if ops and op not in ops:
-            continue
-        outcome = Outcome(op)
-        for i in range(per_op):
-            if i < len(POINTS):
-                trial(op, args, root, files, crash_at=POINTS[i], delay=None, outcome=outcome)
-            else:
-                trial(op, args, root, files, crash_at=None, delay=rng.uniform(0.05, 1.2), outcome=outcome)
-        outcomes.append(outcome)
+    try:
+        for op, args in selected.items():
+            outcome = Outcome(op)
+            url = mirror.url if mirror else None
+            for i in range(per_op):
+                if i < len(POINTS):
+                    trial(op, args, root, files, crash_at=POINTS[i], delay=None, outcome=outcome, mirror_url=url)
+                else:
+                    trial(op, args, root, files, crash_at=None, delay=rng.uniform(0.05, 1.2), outcome=outcome,
+                          mirror_url=url)
+            outcomes.append(outcome)
+    finally:
+        if mirror:
+            mirror.close()
     return outcomes

@@ -13,7 +13,7 @@ PER_OP = int(os.environ.get("LORADEX_RELIABILITY_TRIALS", "6"))
 
 
 @pytest.mark.reliability
-@pytest.mark.parametrize("op", ["add", "alias-set", "rollback", "rm", "gc", "merge", "import"])
+@pytest.mark.parametrize("op", ["add", "alias-set", "rollback", "rm", "gc", "merge", "import", "push", "pull"])
 def test_kill_minus_nine_leaves_home_consistent(op, tmp_path):
     (outcome,) = run_campaign(tmp_path, PER_OP, seed=sum(map(ord, op)), ops=[op])
     assert outcome.trials == PER_OP
@@ -21,4 +21,5 @@ def test_kill_minus_nine_leaves_home_consistent(op, tmp_path):
     # the crash points must really have killed it (otherwise the test proves nothing)
     # (add, merge and import pass all four crash points; alias moves, rollback and rm the two
     # around the commit)
-    assert outcome.killed >= {"add": 4, "merge": 4, "import": 4, "gc": 0}.get(op, 2)
+    # push records its sync state (the two commit points); pull passes all four
+    assert outcome.killed >= {"add": 4, "merge": 4, "import": 4, "pull": 4, "gc": 0}.get(op, 2)
