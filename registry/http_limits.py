@@ -12,7 +12,10 @@ per-read timeout if the server went silent), and the caller reports ``deadline.e
 
 ``LORADEX_HTTP_DEADLINE_S`` (seconds, read at call time; default 120) sets the deadline of
 metadata/JSON calls. File downloads are not bounded in total (a large file legitimately takes
-long); they rely on the per-read timeout, which fires when no byte arrives for that long.
+long); instead a :class:`StallGuard` requires progress: at least 64 KiB in every
+``LORADEX_HTTP_STALL_S`` seconds (default 60), or the download stops with a resumable
+``TransferError`` — a server trickling a byte just often enough to beat the per-read timeout can no
+longer hold it.
 """
 
 from __future__ import annotations
@@ -24,25 +27,56 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
-from .errors import RemoteError, UsageError
+from .errors import RemoteError, TransferError, UsageError
 
 DEADLINE_ENV = "LORADEX_HTTP_DEADLINE_S"
+STALL_ENV = "LORADEX_HTTP_STALL_S"
+DEFAULT_STALL_S = 60.0
+MIN_PROGRESS_BYTES = 64 * 1024
 DEFAULT_DEADLINE_S = 120.0
 MAX_JSON_BYTES = 32 * 1024 * 1024  # a Civitai version/model answer is tens of kB; by-hash batches a few MB
 
 
-def deadline_seconds() -> float:
-    """The total deadline for one metadata/JSON call, from ``LORADEX_HTTP_DEADLINE_S``."""
-    raw = os.environ.get(DEADLINE_ENV, "").strip()
+def _seconds_from_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_DEADLINE_S
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise UsageError(f"{DEADLINE_ENV}={raw!r} is not a positive number of seconds")
+        raise UsageError(f"{name}={raw!r} is not a positive number of seconds")
     return value
+
+
+def deadline_seconds() -> float:
+    """The total deadline for one metadata/JSON call, from ``LORADEX_HTTP_DEADLINE_S``."""
+    return _seconds_from_env(DEADLINE_ENV, DEFAULT_DEADLINE_S)
+
+
+class StallGuard:
+    """Feed it the size of each received chunk; it raises a resumable ``TransferError`` when fewer
+    than ``min_bytes`` arrived in a window of ``seconds`` (``LORADEX_HTTP_STALL_S``)."""
+
+    def __init__(self, what: str, seconds: float | None = None, min_bytes: int = MIN_PROGRESS_BYTES):
+        self.what = what
+        self.seconds = _seconds_from_env(STALL_ENV, DEFAULT_STALL_S) if seconds is None else seconds
+        self.min_bytes = min_bytes
+        self._window_start = time.monotonic()
+        self._in_window = 0
+
+    def update(self, n: int) -> None:
+        now = time.monotonic()
+        self._in_window += n
+        if self._in_window >= self.min_bytes:
+            self._window_start, self._in_window = now, 0
+        elif now - self._window_start > self.seconds:
+            error = TransferError(f"{self.what}: fewer than {self.min_bytes // 1024} KiB arrived in "
+                                  f"{self.seconds:g} s — the server is stalling",
+                                  hint="run the same pull again to resume")
+            error.resumable = True
+            raise error
 
 
 class Deadline:

@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 
 from .atomic_files import fsync_dir
 from .errors import AuthError, Conflict, InvalidFile, NotFound, RemoteError, TransferError, UsageError
-from .http_limits import Deadline, deadline_seconds, watchdog
+from .http_limits import Deadline, StallGuard, deadline_seconds, watchdog
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
@@ -430,6 +430,20 @@ def _download_verified(endpoint: str, repo_id: str, sha: str, sibling, final: Pa
                         f"{'sha256' if sibling.lfs is not None else 'blob id'} after two downloads")
 
 
+def _stall_watching_bar(guard: StallGuard):
+    """A progress-bar class for ``http_get`` (its public ``tqdm_class`` hook sees every chunk) that
+    stops a download making no real progress; huggingface_hub's own timeout is per read."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class StallWatchingBar(hf_tqdm):
+        def update(self, n=1):
+            if n and n > 0:
+                guard.update(n)
+            return super().update(n)
+
+    return StallWatchingBar
+
+
 def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path, token: str | None) -> None:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import http_get
@@ -449,4 +463,4 @@ def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path
             fh.truncate(0)
             have = 0
         http_get(target, fh, resume_size=have, headers=headers, expected_size=meta.size,
-                 displayed_filename=path)
+                 displayed_filename=path, tqdm_class=_stall_watching_bar(StallGuard(f"pull: {path} from {repo_id}")))

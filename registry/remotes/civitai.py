@@ -28,7 +28,7 @@ import httpx
 from sqlalchemy import select
 
 from ..errors import AuthError, InvalidRef, NotFound, RemoteError, TransferError, UsageError
-from ..http_limits import Deadline, read_limited, watchdog
+from ..http_limits import Deadline, StallGuard, read_limited, watchdog
 from . import register_remote
 
 DEFAULT_ENDPOINT = "https://civitai.com"
@@ -340,6 +340,7 @@ class CivitaiClient:
             total = total or expected_size or 0
             done = offset
             dest.parent.mkdir(parents=True, exist_ok=True)
+            stall = StallGuard(what)
             with open(dest, mode) as fh:
                 first = True
                 try:
@@ -352,6 +353,7 @@ class CivitaiClient:
                         first = False
                         fh.write(chunk)
                         done += len(chunk)
+                        stall.update(len(chunk))
                         if progress:
                             progress(done, total, dest.name)
                 except httpx.TransportError as exc:
