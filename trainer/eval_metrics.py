@@ -28,8 +28,10 @@ METRIC_DEFINITIONS = {
     "subject_consistency": "mean over samples of the highest cosine to any --references image",
     "generalization_variance": "variance across prompts of the per-prompt mean clip_t (details: across "
                                "seeds, and of reference similarity); lower is more stable",
-    "memorization": "mean over samples of the highest cosine to any --train-dir image (details: per-sample "
-                    "maxima, near-duplicates at the threshold)",
+    "memorization": "mean over samples of the highest cosine to any --train-dir image, each image taken both "
+                    "as it is and as the base's own VAE reproduces it, decode(encode(x).latent_dist.mean) "
+                    "(the closest copy the pipeline can output; for a real VAE ≈ the image itself) (details: "
+                    "per-sample maxima, near-duplicates at the threshold, the raw-only and round-trip-only means)",
     "memorization_base": "memorization of the samples rendered without the adapter (what the base alone "
                          "scores against the same training images)",
     "diversity": "mean over prompts of the mean pairwise cosine distance (1 - cos) between its seeds",

@@ -65,6 +65,42 @@ def load_images(folder) -> list[tuple[str, object, str]]:
     return out
 
 
+def vae_round_trip(vae, images) -> list:
+    """Each image as the pipeline itself can reproduce it: ``decode(encode(x).latent_dist.mean)``
+    at its own size (rounded down to a multiple of the VAE's downscale factor). A perfectly
+    memorised latent decodes to this, not to ``x``: a real VAE returns ≈ ``x``, a random tiny one
+    something only weakly related, so memorization compares samples with both."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    param = next(vae.parameters())
+    out = []
+    for img in images:
+        w, h = max(factor, img.width // factor * factor), max(factor, img.height // factor * factor)
+        arr = np.asarray(img.convert("RGB").resize((w, h), Image.Resampling.BICUBIC) if (w, h) != img.size
+                         else img.convert("RGB"), dtype=np.float32)
+        x = torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1)[None].to(param.device, param.dtype)
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        y = ((y[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        out.append(Image.fromarray(y))
+    return out
+
+
+def _memorization(M, emb, raw_emb, trip_emb, near_duplicate: float):
+    """Value + details of one sample set against the training images (see METRIC_DEFINITIONS)."""
+    raw = M.max_similarity(emb, raw_emb)
+    trip = M.max_similarity(emb, trip_emb) if trip_emb is not None else raw
+    best = raw.maximum(trip)
+    dupes = [i for i, v in enumerate(best.tolist()) if v >= near_duplicate]
+    return best.mean(), {"per_sample_max": best.tolist(), "max": float(best.max()),
+                         "near_duplicate_threshold": near_duplicate, "near_duplicates": dupes,
+                         "raw_mean": float(raw.mean()), "round_trip_mean": float(trip.mean()),
+                         "round_trip": trip_emb is not None}
+
+
 def _metric(value, model: str, name: str, details: dict | None = None, note: str = "") -> dict:
     from loradex.trainer.eval_metrics import METRIC_DEFINITIONS
 
@@ -79,9 +115,11 @@ def _metric(value, model: str, name: str, details: dict | None = None, note: str
 
 
 def compute_metrics(embedder, with_images, base_images, clean_prompts: list[str], prompt_index: list[int],
-                    references=None, train_images=None, near_duplicate: float = 0.95) -> dict:
+                    references=None, train_images=None, near_duplicate: float = 0.95,
+                    train_round_trip=None) -> dict:
     """All card metrics from rendered samples (parallel lists: sample i was prompt
-    ``prompt_index[i]``); reference- and training-based ones are not-computed without images."""
+    ``prompt_index[i]``); reference- and training-based ones are not-computed without images.
+    ``train_round_trip``: the training images through the base's VAE (``vae_round_trip``)."""
     from loradex.trainer import eval_metrics as M
 
     model = embedder.describe()["model"]
@@ -118,12 +156,10 @@ def compute_metrics(embedder, with_images, base_images, clean_prompts: list[str]
                                              "generalization_variance", variance_details)
     if train_images:
         train_emb = embedder.images(train_images)
+        trip_emb = embedder.images(train_round_trip) if train_round_trip else None
         for name, e in (("memorization", emb), ("memorization_base", base_emb)):
-            best = M.max_similarity(e, train_emb)
-            dupes = [i for i, v in enumerate(best.tolist()) if v >= near_duplicate]
-            out[name] = _metric(best.mean(), model, name,
-                                {"per_sample_max": best.tolist(), "max": float(best.max()),
-                                 "near_duplicate_threshold": near_duplicate, "near_duplicates": dupes})
+            value, details = _memorization(M, e, train_emb, trip_emb, near_duplicate)
+            out[name] = _metric(value, model, name, details)
     else:
         for name in ("memorization", "memorization_base"):
             out[name] = _metric(None, model, name, note="no --train-dir given")
@@ -238,7 +274,8 @@ def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator
 
     metrics = compute_metrics(embedder, with_images, base_images, clean, index,
                               [img for _, img, _ in references], [img for _, img, _ in train],
-                              options.near_duplicate)
+                              options.near_duplicate,
+                              vae_round_trip(generator.pipe.vae, [img for _, img, _ in train]) if train else None)
     checks = failure_checks(metrics, with_images, [s["with_adapter"] for s in samples], [],
                             options.drift_tolerance)
     passed, reasons = verdict(metrics, checks, options.thresholds)
