@@ -42,15 +42,9 @@ def _check(results, env):
     assert subprocess.run([exe, "verify"], env=env, capture_output=True).returncode == 0
 
 
-def test_sixteen_writers_sqlite(tmp_path, loradex_home):
-    env = {**os.environ, "LORADEX_HOME": str(loradex_home)}
-    # create the schema first, as `loradex init` would (first-use races are tested separately)
-    subprocess.run([str(Path(sys.executable).with_name("loradex")), "init"], env=env, check=True,
-                   capture_output=True)
-    _check(_spawn_adds(_files(tmp_path), env), env)
-
-
-def test_first_use_race_creates_schema_once(tmp_path, loradex_home):
+def test_sixteen_writers_sqlite_racing_on_first_use(tmp_path, loradex_home):
+    """16 `loradex add` processes on a home that does not exist yet: the schema is created once,
+    16 distinct versions, no error surfaces."""
     env = {**os.environ, "LORADEX_HOME": str(loradex_home)}
     _check(_spawn_adds(_files(tmp_path), env), env)
 
