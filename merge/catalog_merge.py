@@ -259,7 +259,7 @@ def _module_weight_fn(entries: list[dict], family: str | None):
 
 @register_recipe_op("merge")
 def write_merge(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> AdapterReport:
-    from .merge_methods import get_merge_method, merge_stream
+    from .merge_methods import collect_stream, get_merge_method, merge_stream
 
     entries = recipe["inputs"]
     opened = [_open_checked(catalog, e) for e in entries]
@@ -279,16 +279,10 @@ def write_merge(catalog, recipe: dict, dest: Path, *, progress: Progress | None 
     for source, version in zip(sources, versions):
         for key, why in source.skipped.items():
             report.skipped[f"{version.ref}:{key}"] = why
-    merged: dict[str, LoraModule] = {}
     stream = merge_stream(method, names, lambda n: [s.load(n) for s in sources], [1.0] * len(entries),
                           rank=recipe.get("rank"), seed=recipe.get("seed"), progress=progress,
                           module_weights=_module_weight_fn(entries, recipe.get("base")), **opts)
-    for module_name, module, module_report in stream:
-        if module is None:
-            report.skipped[module_name] = module_report.note or "no contribution"
-        else:
-            merged[module_name] = module
-            report.add(module_report)
+    merged = collect_stream(stream, report)
     meta = lora_metadata(recipe, merged, triggers=union_triggers(versions))
     write_lora_file(merged, dest, dtype=out_dtype, metadata=meta)
     return report

@@ -176,7 +176,6 @@ def merge_adapters(
         operation=f"merge:{m.name}",
         params={"weights": [float(w) for w in weights], "rank": rank, "seed": seed, **opts},
     )
-    merged: dict[str, LoraModule] = {}
     stream = merge_stream(
         m,
         names,
@@ -188,13 +187,19 @@ def merge_adapters(
         module_weights=module_weights,
         **opts,
     )
+    return collect_stream(stream, report), report
+
+
+def collect_stream(stream, report: AdapterReport) -> dict[str, LoraModule]:
+    """Gather ``merge_stream``'s output: merged modules returned, skips and reports into ``report``."""
+    merged: dict[str, LoraModule] = {}
     for name, module, module_report in stream:
         if module is None:
             report.skipped[name] = module_report.note or "no contribution"
         else:
             merged[name] = module
             report.add(module_report)
-    return merged, report
+    return merged
 
 
 def default_rank(modules: Sequence[ModuleLike | None], rank: int | None) -> int | None:
