@@ -14,7 +14,7 @@ from typing import Callable, Iterable, TypeVar
 
 from sqlalchemy import create_engine, event, func, inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from . import entities as E
@@ -104,11 +104,12 @@ class Catalog:
         for attempt in range(20):
             try:
                 with self.engine.connect().execution_options(loradex_write=True) as conn:
+                    _serialise_migrations(conn)
                     cfg.attributes["connection"] = conn
                     command.upgrade(cfg, "head")
                     conn.commit()
                 return
-            except (OperationalError, IntegrityError) as exc:
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
                 # Two first-use processes racing to create the schema: the loser retries.
                 if attempt == 19:
                     raise CatalogError(f"cannot prepare the catalog at {self.url}: {exc.orig}") from None
@@ -271,6 +272,23 @@ class Catalog:
 
 
 _HEAD_CACHE: dict[str, str] = {}
+
+
+# An arbitrary 64-bit key naming "loradex schema migration" among PostgreSQL advisory locks.
+_MIGRATION_LOCK_KEY = 0x6C6F7261646578  # "loradex"
+
+
+def _serialise_migrations(conn) -> None:
+    """Make concurrent first-use migrations take turns.
+
+    SQLite needs nothing: the migration runs in a ``BEGIN IMMEDIATE`` transaction, which holds the
+    database's write lock. PostgreSQL runs DDL under MVCC, so two processes meeting an empty
+    database would both try ``CREATE TABLE alembic_version``; a transaction-scoped advisory lock
+    makes the second wait until the first commits, after which alembic sees the schema at head
+    and does nothing.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
 
 
 def _cached_head(catalog: Catalog) -> str:
