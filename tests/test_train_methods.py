@@ -263,6 +263,9 @@ def test_locon_with_text_encoder_in_bf16_loads_every_module(data, tmp_path):
     downs = [k for k in keys if k.endswith(".lora_down.weight")]
     assert any(k.startswith("lora_te_") for k in downs) and any("_conv1." in k for k in downs)
     assert json.loads(meta["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "2.0"}
+    with safe_open(str(result.output.path), "pt") as fh:  # lora_up starts at zero: non-zero = trained
+        te_ups = [fh.get_tensor(k) for k in keys if k.startswith("lora_te_") and k.endswith(".lora_up.weight")]
+    assert te_ups and all(t.abs().max() > 0 for t in te_ups)
     pipe = tiny()
     pipe.load_lora_weights(str(result.output.path))
     loaded = [m for m in list(pipe.unet.modules()) + list(pipe.text_encoder.modules())

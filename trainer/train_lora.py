@@ -1,6 +1,9 @@
 """LoRA (and LoCon with ``conv_rank``) on the UNet, optionally the text encoders, through peft.
 
-The adapter is attached with ``unet.add_adapter(LoraConfig(...))``; the output is written in
+The UNet adapter is attached with ``unet.add_adapter(LoraConfig(...))`` (diffusers' peft
+integration); text encoders get theirs from peft directly (``inject_adapter_in_model``), not
+through transformers' ``add_adapter``, whose peft minimum (>= 0.22 in transformers 5.24) may be
+newer than the installed peft. The output is written in
 kohya form by default (what A1111 / ComfyUI load) via ``loradex.merge.convert`` — which checks
 that every module survives the renaming — or in diffusers form with ``format = "diffusers"``.
 """
@@ -48,8 +51,12 @@ class LoraAdapterMixin:
         run.unet.add_adapter(unet_lora_config(run.config))
         modules = [run.unet]
         if run.config.train_text_encoder:
+            from peft import inject_adapter_in_model
+
             for _, _, encoder in run.text_encoders():
-                encoder.add_adapter(text_encoder_lora_config(run.config))
+                # peft's own API (see the module docstring); it marks only the LoRA tensors
+                # trainable and sets encoder.peft_config["default"] as add_adapter would
+                inject_adapter_in_model(text_encoder_lora_config(run.config), encoder, adapter_name="default")
                 modules.append(encoder)
         return modules
 
