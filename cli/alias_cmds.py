@@ -36,10 +36,10 @@ def alias_set(ref: RefArg, alias: Annotated[str, typer.Argument(help="Alias name
               reason: ReasonOpt = "", force: ForceOpt = False, home: HomeOpt = None,
               json: JsonOpt = False) -> None:
     """Point ALIAS at REF (records who, when and why)."""
-    from loradex.registry.operations import MoveAlias
+    from loradex.registry.operations import move_alias
 
     catalog = open_catalog(home)
-    (result,) = catalog.apply([MoveAlias(ref, alias, reason, force=force)])
+    result = move_alias(catalog, ref, alias, reason, force=force)
     Output(json_mode=json).result(result, lambda c: c.print(f"{result.adapter}@{alias} → {result.version}"))
 
 

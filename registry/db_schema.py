@@ -124,7 +124,7 @@ class AliasEventRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), nullable=False)
     alias: Mapped[str] = mapped_column(String(100), nullable=False)
-    action: Mapped[str] = mapped_column(String(32), nullable=False)  # set | rollback | remove
+    action: Mapped[str] = mapped_column(String(32), nullable=False)  # set | rollback | remove | refused (moved nothing)
     from_version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"), nullable=True)
     to_version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"), nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -177,11 +177,52 @@ class MoveAlias:
         return E.Alias(adapter.name, self.alias, target.version)
 
 
+@dataclass
+class RecordRefusedMove:
+    """Write a ``refused`` event: someone tried to point ALIAS at REF and the promotion gate said
+    no. The alias does not move; the history keeps the attempt, who made it and why it failed."""
+
+    ref: str
+    alias: str
+    reason: str
+    user: str = field(default_factory=current_user)
+
+    def validate(self) -> None:
+        check_alias(self.alias)
+
+    def apply(self, s: Session, catalog) -> None:
+        target = resolve_in(s, parse_ref(self.ref))
+        adapter = s.get(AdapterRow, target.adapter_id)
+        row = _lock_alias(s, adapter.id, self.alias)
+        _record_alias_event(s, adapter, self.alias, REFUSED, row.version_id if row else None, target.id,
+                            self.user, self.reason)
+
+
+REFUSED = "refused"  # an alias event that moved nothing (a gated promotion that failed)
+
+
+def move_alias(catalog, ref: str, alias: str, reason: str = "", *, force: bool = False) -> E.Alias:
+    """``alias set``: move ALIAS to REF through its promotion gate. A refused move is recorded in
+    the alias history (in its own transaction, since the refused one rolls back) and re-raised."""
+    from .records import PromotionRefused
+
+    try:
+        (result,) = catalog.apply([MoveAlias(ref, alias, reason, force=force)])
+        return result
+    except PromotionRefused as exc:
+        why = "[gate refused: " + "; ".join(exc.problems) + "]"
+        catalog.apply([RecordRefusedMove(ref, alias, " ".join(p for p in (reason, why) if p))])
+        raise
+
+
 def alias_target_stack(s: Session, adapter: AdapterRow, alias: str) -> list[int]:
-    """Replay the alias history: a set pushes its target, a rollback pops, a removal clears."""
+    """Replay the alias history: a set pushes its target, a rollback pops, a removal clears, a
+    refused move changes nothing."""
     stack: list[int] = []
     for ev in s.scalars(select(AliasEventRow).where(AliasEventRow.adapter_id == adapter.id,
                                                     AliasEventRow.alias == alias).order_by(AliasEventRow.id)):
+        if ev.action == REFUSED:
+            continue
         if ev.action == "rollback" and stack:
             stack.pop()
             if not stack or stack[-1] != ev.to_version_id:

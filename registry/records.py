@@ -615,6 +615,14 @@ def alias_policies(catalog, name: str) -> list[AliasPolicy]:
     return catalog.read(run)
 
 
+class PromotionRefused(Conflict):
+    """A move refused by the alias's promotion policy; ``problems`` lists what failed."""
+
+    def __init__(self, message: str, *, hint: str | None = None, problems: list[str] = ()):
+        super().__init__(message, hint=hint)
+        self.problems = list(problems)
+
+
 def promotion_gate(s: Session, version: VersionRow, alias: str, *, force: bool = False) -> str:
     """Check a move of ``alias`` to ``version`` against the adapter's policy for that alias.
     Returns text for the alias event's reason ("" when the alias has no policy); raises Conflict
@@ -631,7 +639,8 @@ def promotion_gate(s: Session, version: VersionRow, alias: str, *, force: bool =
     if not problems:
         return f"[gate passed: eval card #{card.id}]"
     if not force:
-        raise Conflict(f"{name}@{version.version} cannot become {alias!r}: " + "; ".join(problems),
-                       hint=f"run `loradex eval {name}@{version.version} --prompts SUITE`, "
-                            "or pass --force (recorded in the alias history)")
+        raise PromotionRefused(f"{name}@{version.version} cannot become {alias!r}: " + "; ".join(problems),
+                               hint=f"run `loradex eval {name}@{version.version} --prompts SUITE`, "
+                                    "or pass --force (recorded in the alias history)",
+                               problems=problems)
     return "[gate overridden with --force: " + "; ".join(problems) + "]"

@@ -54,7 +54,7 @@ def check_final_state(entries: list[dict], env: dict) -> list[str]:
         if len({v.version for v in versions}) != len(versions):
             problems.append(f"{name}: duplicate version numbers")
         for alias in ("production", "staging"):
-            events = catalog.alias_history(name, alias)
+            events = [e for e in catalog.alias_history(name, alias) if e.action != "refused"]
             for prev, ev in zip(events, events[1:]):
                 if ev.from_version != prev.to_version:
                     problems.append(f"{name}@{alias}: history chain broken at event {ev.id}")

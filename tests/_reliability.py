@@ -127,7 +127,7 @@ def check_home(home: Path) -> list[str]:
     problems += [f"verify: {p}" for p in report.problems]
     for summary in catalog.list_adapters():
         for alias, version in summary.aliases.items():
-            events = catalog.alias_history(summary.name, alias)
+            events = [e for e in catalog.alias_history(summary.name, alias) if e.action != "refused"]
             if not events or events[-1].to_version != version:
                 problems.append(f"{summary.name}@{alias} → {version} but history ends at "
                                 f"{events[-1].to_version if events else None}")

@@ -225,8 +225,18 @@ def test_promotion_gate_refuses_failing_card_and_records_force(tmp_path, two_lor
     cli("alias", "set", "style@1.1.0", "production", "--reason", "better")
     cli("alias", "set", "style@1.0.0", "staging")  # no policy on staging: not gated
     history = cli_json("alias", "history", "style", "production")
-    assert history[0]["to"] == "1.0.0" and history[0]["reason"].startswith("ship it [gate overridden with --force:")
-    assert "failed" in history[0]["reason"]
-    assert history[1]["to"] == "1.1.0" and f"[gate passed: eval card #{passing.id}]" in history[1]["reason"]
+    # both refusals are in the history (the alias did not move), then the forced move, then the pass
+    assert [e["action"] for e in history] == ["refused", "refused", "set", "set"]
+    assert history[0]["from"] is None and history[0]["to"] == "1.0.0"
+    assert "[gate refused:" in history[0]["reason"] and "no evaluation card" in history[0]["reason"]
+    assert history[1]["reason"].startswith("ship it [gate refused:") and "failed" in history[1]["reason"]
+    forced, passed = history[2], history[3]
+    assert forced["from"] is None and forced["to"] == "1.0.0"
+    assert forced["reason"].startswith("ship it [gate overridden with --force:") and "failed" in forced["reason"]
+    assert passed["from"] == "1.0.0" and passed["to"] == "1.1.0"
+    assert f"[gate passed: eval card #{passing.id}]" in passed["reason"]
+    # a refused attempt is not a move: rollback goes back past it to the forced 1.0.0
+    cli("rollback", "style")
+    assert cli_json("show", "style@production")["version"] == "1.0.0"
     assert cli_json("card", "style@1.1.0")["passed"] is True
     assert "**Overall: PASS**" in cli("card", "style@1.1.0", "--markdown").stdout
