@@ -37,11 +37,14 @@ def request_token(request) -> str | None:
 
 
 def token_authorizer(token: str | None, *, public_read: bool = False) -> Callable:
-    """Static-token check (constant-time compare); no token configured = open read and write."""
+    """Static-token check (constant-time compare). Writes always need the token: with no token
+    configured nothing can be written; ``public_read`` opens reads only."""
 
     def authorize(request, scope: str = "read") -> bool:
-        if token is None or (public_read and scope == "read"):
+        if public_read and scope == "read":
             return True
+        if token is None:
+            return False
         given = request_token(request)
         return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
