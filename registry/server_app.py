@@ -51,6 +51,34 @@ def token_authorizer(token: str | None, *, public_read: bool = False) -> Callabl
     return authorize
 
 
+NOT_FOUND_MESSAGE = "Sorry, we can't find the page you are looking for."  # the Hub's own wording
+INTERNAL_ERROR_MESSAGE = "Internal server error; the server log has the details"
+
+
+def install_error_handlers(app) -> None:
+    """Every error leaves as ``{"error": message}`` (the Hub's error JSON; Civitai's has the same
+    key): protocol errors with their status and headers, unknown paths as the Hub's 404, and any
+    unexpected exception as a generic 500 — never a stack trace or exception text."""
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from .hub_server.protocol_errors import HubProtocolError
+
+    @app.exception_handler(HubProtocolError)
+    async def _protocol_error(request, exc: HubProtocolError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        message = NOT_FOUND_MESSAGE if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers={"X-Error-Message": message})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):
+        return JSONResponse({"error": INTERNAL_ERROR_MESSAGE}, status_code=500,
+                            headers={"X-Error-Message": INTERNAL_ERROR_MESSAGE})
+
+
 def build_server_app(catalog, token: str | None = None, *, public_read: bool = False,
                      routers: list[str] | None = None):
     from fastapi import FastAPI
@@ -60,6 +88,7 @@ def build_server_app(catalog, token: str | None = None, *, public_read: bool = F
     app = FastAPI(title="loradex", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.catalog = catalog
     app.state.authorize = token_authorizer(token, public_read=public_read)
+    install_error_handlers(app)
     for name, factory in SERVER_ROUTERS.items():
         if routers is None or name in routers:
             app.include_router(factory())

@@ -30,10 +30,10 @@ from urllib.parse import parse_qs, unquote
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..server_app import install_error_handlers
 from .object_store import SHA256_RE, ObjectStore
-from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, HubProtocolError, RefExists, RouteNotFound,
+from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, RefExists, RouteNotFound,
                               TooLarge, Unauthorized, UnprocessableUpload)
 from .repo_store import (LFS_SIZE_THRESHOLD, FileOp, RepoStore, TreeEntry, matches_lfs_pattern, validate_repo_id,
                          validate_repo_path)
@@ -279,7 +279,7 @@ def _create_tag(ctx: HubContext, call: ApiCall) -> Response:
     tag = body.get("tag")
     if not isinstance(tag, str):
         raise BadRequest("'tag' must be a string")
-    target = ctx.repos.create_tag(call.repo_id, tag, call.rev, str(body.get("message") or ""))
+    target = ctx.repos.create_tag(call.repo_id, tag, call.rev, str(body.get("message") or ""), by=call.user)
     return JSONResponse({"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": target})
 
 
@@ -292,7 +292,8 @@ def _delete_tag(ctx: HubContext, call: ApiCall) -> Response:
 @api_action("POST", "branch", "write")
 def _create_branch(ctx: HubContext, call: ApiCall) -> Response:
     start = _json_body(call).get("startingPoint")
-    target = ctx.repos.create_branch(call.repo_id, call.rev, start if isinstance(start, str) else None)
+    target = ctx.repos.create_branch(call.repo_id, call.rev, start if isinstance(start, str) else None,
+                                     by=call.user)
     return JSONResponse({"name": call.rev, "ref": f"refs/heads/{call.rev}", "targetCommit": target})
 
 
@@ -366,14 +367,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
     app = FastAPI(title="loradex hub server", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = ctx
 
-    @app.exception_handler(HubProtocolError)
-    async def _hub_error(request: Request, exc: HubProtocolError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers())
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        message = "Sorry, we can't find the page you are looking for." if exc.status_code == 404 else str(exc.detail)
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers={"X-Error-Message": message})
+    install_error_handlers(app)  # Hub error JSON, Hub 404, generic 500 without a stack trace
 
     async def run(fn: Callable, *args):
         return await run_in_threadpool(fn, *args)
