@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from .atomic_files import TMP_PREFIX, fsync_dir
 from .crashpoints import crashpoint
-from .errors import InvalidFile, NotFound
+from .errors import CatalogError, InvalidFile, NotFound
 from .hashing import FileHashes, MultiHasher, hash_file
 
 Progress = Callable[[int, int, str], None]
@@ -73,11 +73,28 @@ class BlobStore:
         if final.is_file():
             return StoredBlob(hashes, final, linked=False, existed=True)
         fd, tmp = self._temp_file()
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with self._out_of_space_is_typed(f"{len(data)} bytes"), os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return self._publish(tmp, hashes)
+
+    @contextlib.contextmanager
+    def _out_of_space_is_typed(self, what: str) -> Iterator[None]:
+        """A full disk (or quota) while writing a blob becomes one actionable line."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise CatalogError(f"no space left on the device holding {self.root} "
+                               f"({errno.errorcode[exc.errno]}) while storing {what}; nothing was added",
+                               hint="free space there (`loradex gc` frees unreferenced blobs) or set "
+                                    "LORADEX_HOME to a bigger disk") from None
 
     def _temp_file(self) -> tuple[int, Path]:
         """A new temp file, exclusively flock'ed while its writer lives, so ``gc`` can tell a
@@ -106,7 +123,8 @@ class BlobStore:
     def _add_by_copy(self, src: Path, progress: Progress | None, note: str = "") -> StoredBlob:
         fd, tmp = self._temp_file()
         try:
-            with os.fdopen(fd, "wb", buffering=0) as fout:
+            with self._out_of_space_is_typed(f"{src} ({src.stat().st_size} bytes)"), \
+                    os.fdopen(fd, "wb", buffering=0) as fout:
                 hashes = _copy_hashing(src, fout, progress)
                 return self._publish(tmp, hashes, note=note)
         except BaseException:
@@ -217,8 +235,20 @@ def _copy_hashing(src: Path, fout, progress: Progress | None) -> FileHashes:
     hasher = MultiHasher()
     total = src.stat().st_size
     with open(src, "rb", buffering=0) as fin:
-        read_fanout(fin, [hasher.update_main, hasher.update_autov3, lambda view, _offset: fout.write(view)],
+        read_fanout(fin, [hasher.update_main, hasher.update_autov3, lambda view, _offset: _write_all(fout, view)],
                     observe=hasher.observe, total=total,
                     progress=(lambda done, _t, _d: progress(done, total, "copy")) if progress else None)
     os.fsync(fout.fileno())
-    return hasher.result()
+    hashes = hasher.result()
+    written = os.fstat(fout.fileno()).st_size
+    if written != hashes.size:  # never publish fewer bytes than were hashed
+        raise CatalogError(f"{src}: the blob store kept only {written} of {hashes.size} bytes; nothing was added",
+                           hint="check the disk under LORADEX_HOME, then try again")
+    return hashes
+
+
+def _write_all(fout, view: memoryview) -> None:
+    """An unbuffered write may take only part of the chunk (e.g. the last bytes before the disk
+    is full) and say so only in its return value: write the rest, so a full disk raises ENOSPC."""
+    while view:
+        view = view[fout.write(view):]
