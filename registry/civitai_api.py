@@ -228,7 +228,8 @@ def civitai_router():
         return JSONResponse({"error": message}, status_code=status)
 
     def denied(request: Request) -> JSONResponse | None:
-        if request.app.state.authorize(request, "read"):
+        # ?token= is accepted here, for reads only: Civitai documents it and webui downloaders use it
+        if request.app.state.authorize(request, "read", query_token=True):
             return None
         return error(401, "Unauthorized: this mirror needs an API token (Authorization: Bearer or ?token=)")
 

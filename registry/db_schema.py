@@ -220,3 +220,30 @@ class AliasPolicyRow(Base):
     maximums: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+
+
+class ServeTokenRow(Base):
+    """A ``loradex serve`` API token: only its sha256 is stored (``registry.server_tokens``)."""
+
+    __tablename__ = "serve_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    namespace: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ServeAuditRow(Base):
+    """One write request to ``loradex serve``: who (token name, never the secret), what, when."""
+
+    __tablename__ = "serve_audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    token_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    method: Mapped[str] = mapped_column(String(10), nullable=False)
+    path: Mapped[str] = mapped_column(String(2000), nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True)

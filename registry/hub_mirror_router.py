@@ -6,8 +6,10 @@ The Hub app is reached through routes for the Hub's own paths (``HUB_PATHS``: ``
 ``/api/repos/…``, ``/api/whoami-v2``, ``/{ns}/{name}/resolve/…``, ``/{ns}/{name}.git/…``), which
 do not collide with the other features' (e.g. the Civitai-style ``/api/v1/…``). It is built on the first request, from the
 serving app's state: repos are stored under ``<home>/mirror/hub/`` and every request is checked
-with the same ``app.state.authorize(request, scope)`` as the rest of the server (one token, same
-read/write scopes, same ``--public-read``).
+with the same ``app.state.authorize`` as the rest of the server (same tokens, read/write scopes
+and namespaces, same ``--public-read``). Pushed versions become versions of the served catalog
+(``hub_server.catalog_bridge``): a ``vX.Y.Z`` tag registers the version, an alias branch moves the
+alias, so the Civitai-style API lists what was pushed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import threading
 from .server_app import register_router
 
 MIRROR_DIR = "mirror"
-INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # huggingface_hub keys on this text
 
 
 # The Hub protocol's paths (registry.hub_server), listed rather than caught all, so routers that
@@ -30,24 +31,20 @@ HUB_PATHS = (
 
 
 class ServeAuth:
-    """The Hub app's auth interface (``check(request, scope) -> user``) over the server's
-    ``authorize`` callable. ``token`` only tells the Hub app that whoami must be checked; it
-    is not the token."""
+    """The Hub app's auth interface (``check(request, scope, namespace) -> user``) over the
+    server's ``ServeAuthorizer`` (registry.server_tokens). ``token`` only tells the Hub app that
+    whoami must be checked; it is not the token. The user is the token's namespace when it has
+    one (so ``whoami`` and repos created without an organization land there), else ``user``."""
 
     token = "configured-by-loradex-serve"
 
-    def __init__(self, authorize, user: str = "loradex"):
-        self._authorize = authorize
+    def __init__(self, authorizer, user: str = "loradex"):
+        self._authorizer = authorizer
         self.user = user
 
-    def check(self, request, scope: str) -> str:
-        from .hub_server.protocol_errors import Unauthorized
-
-        if self._authorize(request, scope):
-            return self.user
-        if request.headers.get("authorization") or request.query_params.get("token"):
-            raise Unauthorized(INVALID_CREDENTIALS)
-        raise Unauthorized(f"Authorization required ({scope} access): send 'Authorization: Bearer <token>'")
+    def check(self, request, scope: str, namespace: str | None = None) -> str:
+        principal = self._authorizer.check(request, scope, namespace)
+        return principal.namespace or self.user
 
 
 class _HubMount:
@@ -62,10 +59,11 @@ class _HubMount:
         with self._lock:
             app = self._apps.get(key)
             if app is None:
-                from .hub_server import create_app
+                from .hub_server import catalog_bridge, create_app
 
                 catalog = parent.state.catalog
                 app = create_app(catalog.home / MIRROR_DIR, auth=ServeAuth(parent.state.authorize))
+                catalog_bridge.install(app, catalog)  # version tags / alias branches → this catalog
                 parent.state.hub_app = app
                 self._apps[key] = app
         return app

@@ -5,17 +5,19 @@ import are listed in ``ROUTER_MODULES`` (append yours — the Hub server adds it
 ``build_server_app(catalog, token=None)`` imports them and mounts every registered router.
 
 Routers read their catalog and auth check from ``request.app.state``:
-``state.catalog`` and ``state.authorize(request, scope) -> bool`` (scope "read" or "write").
-The default check accepts ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` when a token is
-set, and everything when none is (``--public-read``); a feature with its own token store
-(the Hub server) may replace ``state.authorize``.
+``state.catalog`` and ``state.authorize`` (a ``server_tokens.ServeAuthorizer``):
+``authorize(request, scope, namespace=None) -> bool`` or ``authorize.check(…) -> Principal``
+(raises the Hub's 401/403 errors). Tokens are the catalog's ``serve token``s plus the admin
+token ``token`` ($LORADEX_SERVE_TOKEN); writes always need a write token, ``public_read`` opens
+reads only.
 """
 
 from __future__ import annotations
 
-import hmac
 import importlib
 from typing import Callable
+
+from .server_tokens import ServeAuthorizer
 
 ROUTER_MODULES = ["loradex.registry.civitai_api", "loradex.registry.hub_mirror_router"]
 SERVER_ROUTERS: dict[str, Callable] = {}  # name → factory() returning an APIRouter
@@ -27,28 +29,6 @@ def register_router(name: str):
         return factory
 
     return deco
-
-
-def request_token(request) -> str | None:
-    header = request.headers.get("authorization") or ""
-    if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
-    return request.query_params.get("token") or None
-
-
-def token_authorizer(token: str | None, *, public_read: bool = False) -> Callable:
-    """Static-token check (constant-time compare). Writes always need the token: with no token
-    configured nothing can be written; ``public_read`` opens reads only."""
-
-    def authorize(request, scope: str = "read") -> bool:
-        if public_read and scope == "read":
-            return True
-        if token is None:
-            return False
-        given = request_token(request)
-        return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-    return authorize
 
 
 NOT_FOUND_MESSAGE = "Sorry, we can't find the page you are looking for."  # the Hub's own wording
@@ -87,7 +67,7 @@ def build_server_app(catalog, token: str | None = None, *, public_read: bool = F
         importlib.import_module(module)
     app = FastAPI(title="loradex", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.catalog = catalog
-    app.state.authorize = token_authorizer(token, public_read=public_read)
+    app.state.authorize = ServeAuthorizer(catalog, token, public_read=public_read)
     install_error_handlers(app)
     for name, factory in SERVER_ROUTERS.items():
         if routers is None or name in routers:

@@ -57,7 +57,8 @@ class TokenAuth:
     public_read: bool = False
     user: str = "loradex"
 
-    def check(self, request: Request, scope: str) -> str:
+    def check(self, request: Request, scope: str, namespace: str | None = None) -> str:
+        """``namespace``: the repo namespace of a write (one shared token has no namespaces)."""
         header = request.headers.get("authorization", "")
         presented = header[7:].strip() if header.lower().startswith("bearer ") else None
         if self.token is None:
@@ -398,8 +399,8 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
 
     @app.post("/api/repos/create")
     async def create_repo(request: Request):
-        user_name = ctx.auth.check(request, "write")
         body = json.loads(await _read_body(request, 1 << 20) or b"{}")
+        user_name = ctx.auth.check(request, "write", body.get("organization") or None)
         if body.get("type", "model") not in (None, "model"):
             raise BadRequest("only model repos are supported")
         name, org = body.get("name"), body.get("organization") or user_name
@@ -417,8 +418,8 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
 
     @app.delete("/api/repos/delete")
     async def delete_repo(request: Request):
-        user_name = ctx.auth.check(request, "write")
         body = json.loads(await _read_body(request, 1 << 20) or b"{}")
+        user_name = ctx.auth.check(request, "write", body.get("organization") or None)
         repo_id = f"{body.get('organization') or user_name}/{body.get('name')}"
         validate_repo_id(repo_id)
         await run(ctx.repos.delete_repo, repo_id)
@@ -440,7 +441,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
         if found is None:
             raise RouteNotFound("Sorry, we can't find the page you are looking for.")
         scope, handler = found
-        user_name = ctx.auth.check(request, scope)
+        user_name = ctx.auth.check(request, scope, seg[0])
         validate_repo_id(repo_id)
         rev = seg[3] if len(seg) > 3 else None
         if action not in (None, "refs") and not rev:
@@ -453,7 +454,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
     async def lfs_batch(request: Request, ns: str, name: str):
         body = json.loads(await _read_body(request, 16 << 20) or b"{}")
         operation = body.get("operation")
-        ctx.auth.check(request, "write" if operation == "upload" else "read")
+        ctx.auth.check(request, "write" if operation == "upload" else "read", ns)
         repo_id = f"{ns}/{name}"
         await run(ctx.repos.require, repo_id)
         if operation != "upload":
@@ -499,7 +500,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
 
     @app.post("/{ns}/{name}.git/info/lfs/objects/verify")
     async def lfs_verify(request: Request, ns: str, name: str):
-        ctx.auth.check(request, "write")
+        ctx.auth.check(request, "write", ns)
         await run(ctx.repos.require, f"{ns}/{name}")
         body = json.loads(await _read_body(request, 1 << 20) or b"{}")
         oid, size = body.get("oid"), body.get("size")
