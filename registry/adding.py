@@ -41,7 +41,8 @@ def add_file(catalog, path, *, name: str | None = None, version: str | None = No
              triggers: list[str] | None = None, message: str = "", tags: dict | None = None,
              description: str = "", link: bool = False, allow_pickle: bool = False,
              extra: dict | None = None, alias: str | None = None, lineage: list | None = None,
-             progress=None) -> AddResult:
+             progress=None, user: str | None = None) -> AddResult:
+    """``user``: who the version is recorded as created by (default: the OS user)."""
     from .probe import probe_path
 
     path = Path(path)
@@ -59,6 +60,8 @@ def add_file(catalog, path, *, name: str | None = None, version: str | None = No
         trigger_words=list(triggers) if triggers else list(facts.get("trigger_words") or []),
         message=message, description=description, tags=dict(tags or {}), extra=dict(extra or {}),
     )
+    if user:
+        op.user = user
     op.validate()  # fail on bad names/versions before copying any bytes
     with store_lock(catalog.home, exclusive=False):
         stored = catalog.blobs.add_file(path, link=link, progress=progress)

@@ -278,6 +278,31 @@ def card_facts(front: dict, body: str) -> dict:
             "description": paragraphs[0][:2000] if paragraphs else ""}
 
 
+def version_facts(manifest: dict | None, front: dict, body: str, adapter_file: str | os.PathLike) -> dict:
+    """What a repo commit says about its adapter, as ``add_file`` options: ``kind``, ``base``,
+    ``triggers``, ``description``, plus the card's ``base_model`` id. From ``loradex.json`` when
+    there is one; otherwise from probing ``adapter_file`` and the model card (``base_model`` only
+    when the shapes cannot tell the family; ``instance_prompt`` as the trigger word when the file
+    names none; the card's first paragraph as the description). None = let ``add`` decide."""
+    facts = card_facts(front, body)
+    out = {"kind": None, "base": None, "triggers": None, "description": facts["description"],
+           "base_model": facts["base_model"] or (manifest or {}).get("base_model")}
+    if manifest is not None:
+        out["base"] = manifest.get("base") if manifest.get("base") not in (None, "unknown") else None
+        out["kind"] = manifest.get("kind")
+        out["triggers"] = manifest.get("trigger_words") or None
+        out["description"] = manifest.get("description") or out["description"]
+        return out
+    from .probe import probe_path
+
+    probed = probe_path(adapter_file).to_dict()
+    if probed.get("base") in (None, "unknown"):  # shapes first; the card only when they cannot tell
+        out["base"] = family_of_base_model(facts["base_model"])
+    if facts["instance_prompt"] and not probed.get("trigger_words"):
+        out["triggers"] = [facts["instance_prompt"]]
+    return out
+
+
 def read_manifest(path: str | os.PathLike | None) -> dict | None:
     if path is None or not Path(path).is_file():
         return None

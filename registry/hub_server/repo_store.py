@@ -28,7 +28,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 from ..atomic_files import atomic_output
 from .object_store import ObjectStore
@@ -181,10 +181,21 @@ class Refs:
     tags: dict[str, dict]  # name -> {"target": oid, "message": str}
 
 
+class RefHook(Protocol):
+    """Told about a tag or branch about to be written, inside the repo's lock and before
+    ``refs.json`` changes: raising refuses the ref (the repo stays as it was). ``by`` is the user
+    the server's auth check named. ``loradex serve`` registers ``catalog_bridge.CatalogBridge``."""
+
+    def tag_created(self, store: "RepoStore", repo_id: str, tag: str, commit: Commit, by: str) -> None: ...
+
+    def branch_set(self, store: "RepoStore", repo_id: str, branch: str, commit: Commit, by: str) -> None: ...
+
+
 class RepoStore:
-    def __init__(self, hub_root: Path, objects: ObjectStore):
+    def __init__(self, hub_root: Path, objects: ObjectStore, ref_hooks: list[RefHook] | None = None):
         self.root = Path(hub_root) / "repos" / "models"
         self.objects = objects
+        self.ref_hooks: list[RefHook] = list(ref_hooks or [])
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -345,13 +356,16 @@ class RepoStore:
             self._write_refs(directory, refs)
             return new
 
-    def create_tag(self, repo_id: str, tag: str, revision: str, message: str = "") -> str:
+    def create_tag(self, repo_id: str, tag: str, revision: str, message: str = "", *, by: str = "") -> str:
         validate_ref_name(tag)
         with self.locked(repo_id) as directory:
-            target = self.resolve(repo_id, revision).oid
+            commit = self.resolve(repo_id, revision)
+            target = commit.oid
             refs = self.refs(repo_id)
             if tag in refs.tags:
                 raise RefExists(f"Tag already exists: {tag}")
+            for hook in self.ref_hooks:
+                hook.tag_created(self, repo_id, tag, commit, by)
             refs.tags[tag] = {"target": target, "message": message}
             self._write_refs(directory, refs)
             return target
@@ -363,13 +377,16 @@ class RepoStore:
                 raise RevisionNotFound(f"Tag not found: {tag}")
             self._write_refs(directory, refs)
 
-    def create_branch(self, repo_id: str, branch: str, starting_point: str | None) -> str:
+    def create_branch(self, repo_id: str, branch: str, starting_point: str | None, *, by: str = "") -> str:
         validate_ref_name(branch)
         with self.locked(repo_id) as directory:
             refs = self.refs(repo_id)
             if branch in refs.branches:
                 raise RefExists(f"Reference already exists: refs/heads/{branch}")
-            target = self.resolve(repo_id, starting_point or "main").oid
+            commit = self.resolve(repo_id, starting_point or "main")
+            target = commit.oid
+            for hook in self.ref_hooks:
+                hook.branch_set(self, repo_id, branch, commit, by)
             refs.branches[branch] = target
             self._write_refs(directory, refs)
             return target

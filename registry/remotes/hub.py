@@ -405,7 +405,6 @@ def _pull_one(catalog, target: HubTarget, token, *, progress=None, name=None, al
               aliases=True) -> HubPullResult:
     from ..adding import add_file
     from ..hub_client import pull_revision
-    from ..probe import probe_path
 
     dest = _download_dir(catalog, target)
     # The manifest first: a version already in the catalog costs no weight download.
@@ -447,7 +446,7 @@ def _pull_one(catalog, target: HubTarget, token, *, progress=None, name=None, al
             raise TransferError(f"pull: {adapter_path} from {target.repo_id}@{commit[:12]} has sha256 "
                                 f"{hashes.sha256[:16]}…, its loradex.json says {want[:16]}…")
     front, body = M.read_model_card(got.get(M.README_NAME))
-    facts = M.card_facts(front, body)
+    facts = M.version_facts(manifest, front, body, local)
     adapter_name = _adapter_name(name, manifest, target.repo_id)
     version = None
     if manifest is not None and _version_free(catalog, adapter_name, manifest["version"]):
@@ -455,28 +454,15 @@ def _pull_one(catalog, target: HubTarget, token, *, progress=None, name=None, al
     elif manifest is None and target.revision.startswith("v") and is_semver(target.revision[1:]) \
             and _version_free(catalog, adapter_name, target.revision[1:]):
         version = target.revision[1:]
-    base = kind = triggers = None
-    description = facts["description"]
-    if manifest is not None:
-        base = manifest.get("base") if manifest.get("base") not in (None, "unknown") else None
-        kind = manifest.get("kind")
-        triggers = manifest.get("trigger_words") or None
-        description = manifest.get("description") or description
-    else:
-        probed = probe_path(local).to_dict()
-        if probed.get("base") in (None, "unknown"):  # shapes first; the card only when they cannot tell
-            base = M.family_of_base_model(facts["base_model"])
-        if facts["instance_prompt"] and not probed.get("trigger_words"):
-            triggers = [facts["instance_prompt"]]
     hub_extra = {"endpoint": target.endpoint, "repo_id": target.repo_id, "revision": target.revision,
-                 "commit": commit, "path": adapter_path, "base_model": facts["base_model"] or
-                 (manifest or {}).get("base_model"), "remote": target.remote.name if target.remote else None}
+                 "commit": commit, "path": adapter_path, "base_model": facts["base_model"],
+                 "remote": target.remote.name if target.remote else None}
     external = _hub_external(target, commit)
     recipe = {"endpoint": target.endpoint, "repo_id": target.repo_id, "revision": target.revision,
               "commit": commit, "path": adapter_path, "sha256": hashes.sha256}
     try:
-        added = add_file(catalog, local, name=adapter_name, version=version, kind=kind, base=base,
-                         triggers=triggers, description=description,
+        added = add_file(catalog, local, name=adapter_name, version=version, kind=facts["kind"],
+                         base=facts["base"], triggers=facts["triggers"], description=facts["description"],
                          message=f"pulled from {target.repo_id}@{target.revision} ({commit[:12]})",
                          extra={"hub": hub_extra}, link=True, alias=alias,
                          lineage=[{"relation": "pulled_from", "external_parent": external, "recipe": recipe}],
