@@ -185,3 +185,17 @@ def test_adapter_name_for_repo_names():
     assert adapter_name_for("someone/Dog_LoRA") == "dog_lora"
     assert adapter_name_for("x/My LoRA v2") == "my-lora-v2"
     assert adapter_name_for("x/--") == "adapter"
+
+
+def test_alias_branch_refused_by_the_servers_promotion_gate_is_not_created(server, tmp_path):
+    from loradex.registry.records import set_alias_policy
+
+    pub = publishing_home(tmp_path / "a", tmp_path, evidence=False, alias=None)
+    add_remote(pub.catalog, "team", f"{server.url}/team", "mirror")
+    push(pub.catalog, pub.ref, "team")
+    served = Catalog(server.home)
+    set_alias_policy(served, "style", "production", require_pass=True)  # the server has no eval card
+    move_alias(pub.catalog, pub.ref, "production")
+    with pytest.raises(RemoteError, match=r"422.*cannot become 'production'"):
+        push(pub.catalog, pub.ref, "team")
+    assert "production" not in repo_refs(server.url, "team/style")[1] and served.aliases("style") == []
