@@ -13,56 +13,6 @@ from .output import Output, human_size
 
 LayoutOpt = Annotated[str, typer.Option("--layout", help="Folder layout: a1111 or comfyui.")]
 AliasOpt = Annotated[str, typer.Option("--alias", help="Which alias the folder mirrors.")]
-LORA_TARGETS = ("kohya", "diffusers", "peft")
-
-
-def _no_rank(rank: int | None) -> None:
-    from loradex.registry.errors import UsageError
-
-    if rank is not None:
-        raise UsageError("--rank applies to LyCORIS files only (their conversion to LoRA is approximate)",
-                         hint="to change a LoRA's rank use `loradex resize`")
-
-
-def _convert_lora(src: Path, dest: Path, to: str, allow_partial: bool, base: str | None, rank: int | None = None):
-    from loradex.merge.convert import convert_file
-
-    _no_rank(rank)
-
-    return convert_file(src, dest, to, base=base, allow_partial=allow_partial)
-
-
-def _convert_embedding(src: Path, dest: Path, to: str, allow_partial: bool, base: str | None,
-                       rank: int | None = None):
-    """Embeddings: every tensor is carried (the layouts differ only in keys), so nothing can be
-    dropped and allow_partial does not apply. A diffusers file is keyed by its token: ``<stem>``."""
-    from safetensors.torch import load_file, save_file
-
-    from loradex.merge.embedding_convert import from_embedding, to_embedding
-    from loradex.registry.atomic_files import atomic_path
-    from loradex.registry.errors import UnsupportedFormat
-
-    _no_rank(rank)
-    if src.suffix != ".safetensors":
-        raise UnsupportedFormat(src, "only .safetensors embeddings are converted here",
-                                hint="add the pickle with `loradex add --allow-pickle`, then `loradex export --format`")
-    state_dict = load_file(str(src))
-    emb = to_embedding(state_dict)
-    out = from_embedding(emb, to, token=None if emb.token else f"<{src.name.split('.')[0]}>")
-    with atomic_path(dest) as tmp:
-        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp))
-    return {"files": [str(dest)], "source_keys": sorted(state_dict), "keys": sorted(out)}
-
-
-def _convert_lycoris(src: Path, dest: Path, to: str, allow_partial: bool, base: str | None, rank: int | None = None):
-    """LyCORIS → LoRA is an SVD approximation: it needs a rank, and reports the error per module."""
-    from loradex.merge.lycoris_to_lora import convert_lycoris_file
-
-    return convert_lycoris_file(src, dest, to, rank=rank, base=base, allow_partial=allow_partial)
-
-
-# Probed kind → converter; each takes (src, dest, to, allow_partial, base, rank).
-CONVERTERS = {"lora": _convert_lora, "lycoris": _convert_lycoris, "embedding": _convert_embedding}
 
 
 def _import_table(out: Output, report) -> None:
@@ -98,7 +48,7 @@ def register(app: typer.Typer) -> None:
         ref: RefArg,
         dest: Annotated[Path, typer.Argument(help="The webui root folder (files go to its models/Lora, embeddings…).")],
         layout: LayoutOpt = "a1111",
-        to_format: Annotated[Optional[str], typer.Option("--format", help="Convert the LoRA to kohya, diffusers or peft on the way.")] = None,
+        to_format: Annotated[Optional[str], typer.Option("--format", help="Convert on the way: kohya, diffusers or peft (LoRA); a1111, diffusers or sdxl (embedding).")] = None,
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Convert even if some keys cannot be carried over (they are listed).")] = False,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
@@ -109,7 +59,7 @@ def register(app: typer.Typer) -> None:
         catalog = open_catalog(home)
         converter = None
         if to_format:
-            from loradex.merge.convert import convert_file as converter
+            from loradex.merge.file_conversion import convert_path as converter
         result = export_version(catalog, ref, dest, layout=layout, to_format=to_format,
                                 converter=converter, allow_partial=allow_partial)
         out.result(result, lambda c: c.print(
@@ -125,23 +75,18 @@ def register(app: typer.Typer) -> None:
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Write even if some keys cannot be carried over (they are listed).")] = False,
         base: Annotated[Optional[str], typer.Option("--base", help="Base family when the probe cannot tell (sd1, sd2, sdxl).")] = None,
         rank: Annotated[Optional[int], typer.Option("--rank", help="LyCORIS (LoHa/LoKr/LoCon/full) → LoRA: rank of the SVD approximation (required for LyCORIS files).")] = None,
+        join: Annotated[Optional[Path], typer.Option("--join", help="Embedding → sdxl: the other text encoder's single-encoder file (clip_l 768 wide, clip_g 1280).")] = None,
+        token: Annotated[Optional[str], typer.Option("--token", help="Embedding → diffusers: the token to key it by (default: its own, else the file name).")] = None,
         json: JsonOpt = False,
     ) -> None:
-        """Convert a file between LoRA key conventions (or embedding layouts); LyCORIS → LoRA with --rank."""
-        from loradex.registry.errors import UsageError
-        from loradex.registry.probe import probe_path
+        """Convert a file between LoRA key conventions or embedding layouts (SDXL split/join); LyCORIS → LoRA with --rank."""
+        from loradex.merge.file_conversion import convert_path
 
         out = Output(json_mode=json)
-        facts = probe_path(path).to_dict()
-        kind = facts.get("kind") or "lora"
-        if kind not in CONVERTERS:
-            raise UsageError(f"{path} is a {kind}; convert handles {', '.join(CONVERTERS)} files")
-        probed_base = facts.get("base")
-        report = CONVERTERS[kind](path, output, to, allow_partial,
-                                  base or (probed_base if probed_base not in (None, "unknown") else None), rank=rank)
-        data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        data = convert_path(path, output, to, base=base, allow_partial=allow_partial, rank=rank,
+                            join_with=join, token=token)
         out.result(data, lambda c: c.print(
-            f"converted {path.name} ({facts.get('format')}) → {to}: " + ", ".join(map(str, data.get("files") or [output]))
+            f"converted {path.name} ({data.get('source_format')}) → {to}: " + ", ".join(map(str, data.get("files") or [output]))
             + (f"\n  not carried over: {', '.join(data['unconsumed'])}" if data.get("unconsumed") else "")
             + (f"\n  {data['converted']} LyCORIS module(s) → rank {data['rank']}: relative error max "
                f"{data['max_relative_error']:.4g}, mean {data['mean_relative_error']:.4g}" if "max_relative_error" in data else "")))

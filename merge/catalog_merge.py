@@ -23,6 +23,7 @@ from loradex.registry.safetensors_writer import save_safetensors
 from .adapter_io import SS_BASE_MODEL_VERSION, AdapterSource, open_version, version_family
 from .lora_module import DenseDelta, LoraModule, ModuleLike, kohya_state_dict_from_modules
 from .merge_report import AdapterReport
+from .modelspec import HASH_KEY, modelspec_metadata
 from .recipes import (
     canonical_json,
     loradex_version,
@@ -131,14 +132,12 @@ def component_weight(module_name: str, entry: dict) -> float:
 def write_lora_file(modules: dict[str, LoraModule], dest: Path, *, dtype, metadata: dict[str, str]) -> str:
     """Write kohya safetensors (sorted keys, ``dtype`` factors, float32 alphas); returns AutoV3."""
     sd = kohya_state_dict_from_modules(dict(sorted(modules.items())), dtype=dtype)
-    return save_safetensors(sd, dest, metadata, hash_key="modelspec.hash_sha256")
+    return save_safetensors(sd, dest, metadata, hash_key=HASH_KEY)
 
 
 def lora_metadata(recipe: dict, modules: dict[str, LoraModule], *, triggers: Sequence[str],
                   carried: dict[str, str] | None = None) -> dict[str, str]:
     """kohya ``ss_*`` + ModelSpec keys for a result, and the recipe itself (``loradex.recipe``)."""
-    from .convert import MODELSPEC_ARCH
-
     name = recipe["output"].get("name") or "loradex"
     base = recipe.get("base")
     ranks = sorted({m.rank for m in modules.values()})
@@ -149,19 +148,14 @@ def lora_metadata(recipe: dict, modules: dict[str, LoraModule], *, triggers: Seq
         "ss_network_dim": str(ranks[-1]) if len(ranks) == 1 else "Dynamic",
         "ss_network_alpha": f"{alphas[0]:g}" if len(alphas) == 1 else "Dynamic",
         "ss_output_name": name,
-        "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.title": name,
         "loradex.recipe": canonical_json(recipe),
+        **modelspec_metadata(carried or {}, base=base, title=name, triggers=triggers),
     })
     if base in SS_BASE_MODEL_VERSION:
         meta["ss_base_model_version"] = SS_BASE_MODEL_VERSION[base]
-    if base in MODELSPEC_ARCH:
-        meta["modelspec.architecture"] = f"{MODELSPEC_ARCH[base]}/lora"
     parents = [i["ref"] for i in recipe["inputs"] if i.get("role", "adapter") == "adapter"]
     if recipe["op"] == "merge":
         meta["modelspec.merged_from"] = ", ".join(parents)
-    if triggers:
-        meta["modelspec.trigger_phrase"] = ", ".join(triggers)
     return meta
 
 

@@ -21,6 +21,8 @@ from loradex.merge import lora_conventions as _kohya_diffusers_peft  # noqa: F40
 from loradex.merge import safeloras_convention as _safeloras  # noqa: F401
 from loradex.merge.lora_canonical import CONVENTIONS, CanonicalLora, ReadContext, WriteContext
 from loradex.merge.lora_conventions import ALPHA_DTYPES_KEY, LORA_ADAPTER_METADATA_KEY, PEFT_CONFIG_KEY
+from loradex.merge.modelspec import MODELSPEC_ARCH  # noqa: F401  (re-exported: trainer.registration)
+from loradex.merge.modelspec import HASH_KEY, modelspec_metadata, source_title, source_triggers
 from loradex.registry.errors import CoverageError, UnsupportedFormat, UsageError
 
 if TYPE_CHECKING:
@@ -28,15 +30,8 @@ if TYPE_CHECKING:
 
 _SRC = "<state dict>"
 
-# ModelSpec architecture per base family (kohya sd-scripts' sai_model_spec names).
-MODELSPEC_ARCH = {
-    "sd1": "stable-diffusion-v1",
-    "sd2": "stable-diffusion-v2-512",
-    "sdxl": "stable-diffusion-xl-v1-base",
-    "flux": "flux-1-dev",
-}
 # Hashes of the old byte layout: wrong once tensors are renamed and re-serialised.
-_STALE_METADATA = ("sshs_model_hash", "sshs_legacy_hash", "modelspec.hash_sha256")
+_STALE_METADATA = ("sshs_model_hash", "sshs_legacy_hash", HASH_KEY)
 _SAFELORAS_INTERNAL = re.compile(r"^[a-z_0-9]+:\d+:rank$")
 
 
@@ -146,20 +141,22 @@ def carried_metadata(lora: CanonicalLora) -> tuple[dict[str, str], list[str]]:
             dropped.append(key)
             continue
         kept[key] = value
-    if lora.base in MODELSPEC_ARCH:
-        arch = kept.get("modelspec.architecture", "")
-        family = MODELSPEC_ARCH[lora.base]
-        # keep e.g. "stable-diffusion-v2-768-v/lora": same family, more precise than ours
-        if not arch.startswith(family.rsplit("-", 1)[0] if lora.base == "sd2" else family):
-            kept["modelspec.architecture"] = f"{family}/lora"
-        kept.setdefault("modelspec.sai_model_spec", "1.0.0")
     return kept, dropped
 
 
-def from_canonical(lora: CanonicalLora, convention: str, *, base: str | None = None,
+def converted_modelspec(lora: CanonicalLora, title: str | None = None) -> dict[str, str]:
+    """ModelSpec keys of the converted file: architecture from the base family, title (the
+    source's, else ``title``), trigger phrase from the source metadata and embedded tokens."""
+    meta = lora.metadata
+    return modelspec_metadata(meta, base=lora.base, title=source_title(meta, title or ""),
+                              triggers=source_triggers(meta, list(lora.embeddings)))
+
+
+def from_canonical(lora: CanonicalLora, convention: str, *, base: str | None = None, title: str | None = None,
                    **options: Any) -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
     """Write the neutral form in ``convention``. Embeddings split out of safeloras files are
     not written here unless the target holds them (safeloras); see ``convert_state_dict``.
+    ``title``: the ModelSpec title when the source metadata has none.
     Options: ``sdxl_unet_names="sgm"|"diffusers"`` (kohya), ``base_model_name_or_path`` (peft)."""
     if convention not in CONVENTIONS:
         raise UsageError(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
@@ -168,7 +165,7 @@ def from_canonical(lora: CanonicalLora, convention: str, *, base: str | None = N
     state_dict, own_metadata = CONVENTIONS[convention].write(lora, WriteContext(lora.base, options))
     _check_written(lora, convention, state_dict, own_metadata)
     carried, _ = carried_metadata(lora)
-    return state_dict, {**carried, **own_metadata}
+    return state_dict, {**carried, **converted_modelspec(lora, title), **own_metadata}
 
 
 def _check_written(lora: CanonicalLora, convention: str, state_dict, metadata) -> None:
@@ -190,12 +187,12 @@ def _check_written(lora: CanonicalLora, convention: str, state_dict, metadata) -
 # --- whole conversions ------------------------------------------------------------------------
 def convert_state_dict(state_dict: dict[str, "torch.Tensor"], *, to: str, metadata: dict[str, str] | None = None,
                        base: str | None = None, allow_partial: bool = False, convention: str | None = None,
-                       adapter_config: dict[str, Any] | None = None, **options: Any):
+                       adapter_config: dict[str, Any] | None = None, title: str | None = None, **options: Any):
     """→ (state_dict, metadata, report). Embedded tokens of safeloras files come back in
     ``report.split_embeddings`` (token → tensor) when the target cannot hold them."""
     lora = to_canonical(state_dict, metadata=metadata, base=base, convention=convention,
                         adapter_config=adapter_config, allow_partial=allow_partial)
-    out, out_meta = from_canonical(lora, to, **options)
+    out, out_meta = from_canonical(lora, to, title=title, **options)
     _, dropped_meta = carried_metadata(lora)
     report = ConversionReport(
         source_convention=lora.source_convention, target_convention=to, base=lora.base,
@@ -225,10 +222,12 @@ def _safe_token(token: str) -> str:
 
 
 def convert_file(src, dest, to: str, *, base: str | None = None, allow_partial: bool = False,
-                 **options: Any) -> ConversionReport:
+                 title: str | None = None, **options: Any) -> ConversionReport:
     """Read a ``.safetensors`` LoRA, convert it, write ``dest`` atomically (plus a PEFT
     ``adapter_config.json`` sidecar, and one diffusers embedding file per token split out of a
-    safeloras file)."""
+    safeloras file). The written file's ModelSpec keys (architecture, title — ``title`` or the
+    source file's stem when the source has none —, trigger phrase, hash_sha256) are those of
+    ``merge.modelspec``."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -244,8 +243,9 @@ def convert_file(src, dest, to: str, *, base: str | None = None, allow_partial: 
     state_dict = load_file(str(src))
     out, out_meta, report = convert_state_dict(
         state_dict, to=to, metadata=metadata, base=base, allow_partial=allow_partial,
-        adapter_config=_read_adapter_config(src), **options)
-    save_safetensors(out, dest, out_meta)
+        adapter_config=_read_adapter_config(src), title=title or src.stem.split(".")[0],
+        **options)
+    save_safetensors(out, dest, out_meta, hash_key=HASH_KEY)
     report.files.append(str(dest))
     if PEFT_CONFIG_KEY in out_meta:
         side = _adapter_config_path(dest)

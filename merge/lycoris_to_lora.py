@@ -270,8 +270,10 @@ def lycoris_to_lora(src, dest, rank: int, *, dtype: str = "fp16", base: str | No
     from loradex.registry.errors import CoverageError, UnsupportedFormat, UsageError
     from loradex.registry.safetensors_writer import save_safetensors
 
+    from .convert import detect_base
     from .kohya_names import split_kohya_name
     from .lora_module import kohya_state_dict_from_modules
+    from .modelspec import HASH_KEY, modelspec_metadata, source_title, source_triggers
     from .recipes import canonical_json, torch_dtype
 
     src, dest = Path(src), Path(dest)
@@ -328,8 +330,10 @@ def lycoris_to_lora(src, dest, rank: int, *, dtype: str = "fp16", base: str | No
               "max_relative_error": report.max_relative_error(), "mean_relative_error": report.mean_relative_error()}
     meta = {**_carried_metadata(metadata), "ss_network_module": "networks.lora",
             "ss_network_dim": _network_value(set(ranks)), "ss_network_alpha": _network_value(alphas),
-            "loradex.recipe": canonical_json(recipe)}
-    save_safetensors(out, dest, meta, hash_key="modelspec.hash_sha256")
+            "loradex.recipe": canonical_json(recipe),
+            **modelspec_metadata(metadata, base=base or detect_base(out), title=source_title(metadata, src.stem),
+                                 triggers=source_triggers(metadata))}
+    save_safetensors(out, dest, meta, hash_key=HASH_KEY)
     report.files.append(str(dest))
     return report
 

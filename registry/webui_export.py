@@ -8,8 +8,9 @@ sidecars A1111 (and ComfyUI managers such as LoRA Manager) read:
 - ``<name>.civitai.info`` — the Civitai version JSON, when the catalog knows the Civitai ids;
 - ``<name>.preview.<png|jpeg|webp>`` — the version's preview image, when it has one.
 
-Every file is written atomically. ``--format`` converts LoRA conventions through a converter the
-caller passes (``loradex.merge.convert.convert_file``; registry/ does not import merge/).
+Every file is written atomically. ``--format`` converts through a converter the caller passes
+(``loradex.merge.file_conversion.convert_path``: LoRA conventions, LyCORIS, embedding layouts;
+registry/ does not import merge/).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None
 
 
 # --- export ------------------------------------------------------------------------------------------
-Converter = Callable[..., object]  # convert_file(src, dest, to, *, base=None, allow_partial=False)
+Converter = Callable[..., object]  # convert_path(src, dest, to, *, base=None, allow_partial=False) → dict
 
 
 @dataclass
@@ -212,8 +213,9 @@ def _convert_blob(catalog, version, dest: Path, to_format: str, converter: Conve
                          "only .safetensors files are converted on export")
     base = version.probe.get("base")
     with tempfile.TemporaryDirectory(prefix=".tmp-loradex-export-") as tmp:
-        src = Path(tmp) / "source.safetensors"
+        # named like the stored file: converters default names (an embedding's token) to its stem
+        src = Path(tmp) / (Path(version.file_name).stem + ".safetensors")
         os.symlink(catalog.blobs.path_for(version.sha256), src)
         report = converter(src, dest, to_format, base=None if base in (None, "unknown") else base,
                            allow_partial=allow_partial)
-    return report.to_dict() if hasattr(report, "to_dict") else None
+    return report if isinstance(report, dict) else report.to_dict() if hasattr(report, "to_dict") else None

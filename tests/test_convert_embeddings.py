@@ -86,3 +86,88 @@ def test_convert_embedding_file_splits_sdxl_and_names_the_token(tmp_path):
     g_out = load_file(str(tmp_path / "detail.clip_g.safetensors"))
     original = load_file(str(src))
     assert torch.equal(l_out[src.stem], original["clip_l"]) and torch.equal(g_out[src.stem], original["clip_g"])
+
+
+# --- one conversion path for `convert` and `export --format` (CLI) ------------------------------
+SDXL_TI = "ti_sdxl_clip_g_clip_l_kaleidia_SDXL-Detail.safetensors"
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from loradex.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _ok(*args):
+    result = _cli(*args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def _refused(*args):
+    from loradex.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    assert exc.value.code != 0
+    return exc
+
+
+def test_cli_convert_sdxl_splits_then_joins_back_bit_exact(tmp_path, capsys):
+    src = corpus_file(SDXL_TI)
+    original = load_file(str(src))
+    _ok("convert", src, "--to", "a1111", "-o", tmp_path / "half.safetensors")
+    clip_l, clip_g = tmp_path / "half.clip_l.safetensors", tmp_path / "half.clip_g.safetensors"
+    assert torch.equal(load_file(str(clip_l))["emb_params"], original["clip_l"])
+    assert torch.equal(load_file(str(clip_g))["emb_params"], original["clip_g"])
+    # halves given in either order: their widths say which is clip_l and which clip_g
+    _ok("convert", clip_g, "--join", clip_l, "--to", "sdxl", "-o", tmp_path / "joined.safetensors")
+    joined = load_file(str(tmp_path / "joined.safetensors"))
+    assert set(joined) == {"clip_l", "clip_g"} and all(torch.equal(joined[k], original[k]) for k in original)
+
+    _refused("convert", clip_l, "--to", "sdxl", "-o", tmp_path / "no.safetensors")
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--join" in err and len(err.strip().splitlines()) == 1
+    _refused("convert", clip_l, "--join", clip_l, "--to", "sdxl", "-o", tmp_path / "no.safetensors")
+    assert "768-wide" in capsys.readouterr().err
+    assert not (tmp_path / "no.safetensors").exists()
+
+
+def test_cli_convert_sdxl_to_diffusers_keys_both_halves_by_the_token(tmp_path):
+    src = corpus_file(SDXL_TI)
+    original = load_file(str(src))
+    _ok("convert", src, "--to", "diffusers", "--token", "<detail>", "-o", tmp_path / "d.safetensors")
+    assert torch.equal(load_file(str(tmp_path / "d.clip_l.safetensors"))["<detail>"], original["clip_l"])
+    assert torch.equal(load_file(str(tmp_path / "d.clip_g.safetensors"))["<detail>"], original["clip_g"])
+
+
+def test_cli_convert_refuses_pickles_and_points_to_a_route_that_works(tmp_path, capsys):
+    pt = corpus_file("ti_a1111_bad-hands-5_mayaru.pt")
+    _refused("convert", pt, "--to", "diffusers", "-o", tmp_path / "o.safetensors")
+    err = capsys.readouterr().err
+    assert "add --allow-pickle" in err and "export" in err and not (tmp_path / "o.safetensors").exists()
+
+
+def test_export_format_converts_an_added_pickle_embedding_and_an_sdxl_one(tmp_path):
+    """The route the pickle refusal names: add --allow-pickle (stored as safetensors), export --format."""
+    from loradex.registry.catalog import Catalog
+
+    _ok("add", corpus_file("ti_a1111_bad-hands-5_mayaru.pt"), "--allow-pickle", "--name", "bad-hands")
+    _ok("add", corpus_file(SDXL_TI), "--name", "detail")
+    catalog = Catalog()
+    stored = load_file(str(catalog.blobs.path_for(catalog.resolve("bad-hands").sha256)))["emb_params"]
+    assert stored.shape == (2, 768)
+
+    webui = tmp_path / "webui"
+    _ok("export", "bad-hands", webui, "--format", "diffusers")
+    out = load_file(str(webui / "embeddings" / "bad-hands.safetensors"))
+    # keyed by the stored file's name, as A1111 names embeddings
+    assert list(out) == ["ti_a1111_bad-hands-5_mayaru"] and torch.equal(out["ti_a1111_bad-hands-5_mayaru"], stored)
+
+    _ok("export", "detail", webui, "--format", "diffusers")
+    original = load_file(str(corpus_file(SDXL_TI)))
+    for half in ("clip_l", "clip_g"):
+        (tensor,) = load_file(str(webui / "embeddings" / f"detail.{half}.safetensors")).values()
+        assert torch.equal(tensor, original[half])

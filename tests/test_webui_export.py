@@ -126,7 +126,8 @@ def test_convert_embedding_a1111_to_diffusers_and_back(tmp_path):
     mid = tmp_path / "neg-diffusers.safetensors"
     _ok("convert", str(src), "--to", "diffusers", "-o", str(mid))
     as_diffusers = load_file(str(mid))
-    assert list(as_diffusers) == ["<neg>"] and tuple(as_diffusers["<neg>"].shape) == (3, 768)
+    # keyed by the file name, as A1111 names embeddings (and as the catalog lists its trigger)
+    assert list(as_diffusers) == ["neg"] and tuple(as_diffusers["neg"].shape) == (3, 768)
     back = tmp_path / "neg-a1111.safetensors"
     _ok("convert", str(mid), "--to", "a1111", "-o", str(back))
     assert bool((load_file(str(back))["emb_params"] == load_file(str(src))["emb_params"]).all())

@@ -1,0 +1,70 @@
+"""ModelSpec (``modelspec.*``) keys for the files loradex writes: converted, merged, resized.
+
+Every such file carries ``modelspec.architecture`` (``<base architecture>/<adapter type>``, the
+names of kohya sd-scripts' ``sai_model_spec``), ``modelspec.title``, ``modelspec.trigger_phrase``
+(when the adapter has triggers) and ``modelspec.hash_sha256``. The hash is "0x" + sha256 of the
+tensor data section (the AutoV3 / kohya "addnet" hash): it does not depend on the metadata, so
+``save_safetensors(..., hash_key=HASH_KEY)`` computes it before writing the header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+HASH_KEY = "modelspec.hash_sha256"
+SPEC_VERSION = "1.0.0"
+# ModelSpec architecture per base family (kohya sd-scripts' sai_model_spec names).
+MODELSPEC_ARCH = {
+    "sd1": "stable-diffusion-v1",
+    "sd2": "stable-diffusion-v2-512",
+    "sdxl": "stable-diffusion-xl-v1-base",
+    "flux": "flux-1-dev",
+}
+# Adapter type suffixes of ``modelspec.architecture`` (sai_model_spec's ADAPTER_* names).
+LORA = "lora"
+TEXTUAL_INVERSION = "textual-inversion"
+
+
+def _same_family(arch: str, base: str) -> bool:
+    """Whether an existing architecture string names ``base``'s family: keeps e.g.
+    "stable-diffusion-v2-768-v/lora", more precise than our "stable-diffusion-v2-512"."""
+    family = MODELSPEC_ARCH[base]
+    return arch.startswith(family.rsplit("-", 1)[0] if base == "sd2" else family)
+
+
+def architecture(base: str | None, adapter: str = LORA, existing: str = "") -> str | None:
+    """``modelspec.architecture`` for ``base``; None for an unknown family. An ``existing`` value
+    of the same family and adapter type is kept."""
+    if base not in MODELSPEC_ARCH:
+        return None
+    if existing.endswith(f"/{adapter}") and _same_family(existing, base):
+        return existing
+    return f"{MODELSPEC_ARCH[base]}/{adapter}"
+
+
+def modelspec_metadata(source: dict[str, str], *, base: str | None, title: str,
+                       triggers: Sequence[str] = (), adapter: str = LORA) -> dict[str, str]:
+    """The ModelSpec keys of a written file (``modelspec.hash_sha256`` is added by the writer:
+    pass ``hash_key=HASH_KEY``). ``source``: the metadata of the file it came from, whose
+    architecture is kept when it is of the same family and adapter type."""
+    meta = {"modelspec.sai_model_spec": SPEC_VERSION}
+    if title:
+        meta["modelspec.title"] = title
+    arch = architecture(base, adapter, source.get("modelspec.architecture", ""))
+    if arch:
+        meta["modelspec.architecture"] = arch
+    if triggers:
+        meta["modelspec.trigger_phrase"] = ", ".join(triggers)
+    return meta
+
+
+def source_title(metadata: dict[str, str], fallback: str) -> str:
+    """The title a converted file keeps: the source's ModelSpec title, kohya output name, else ``fallback``."""
+    return metadata.get("modelspec.title") or metadata.get("ss_output_name") or fallback
+
+
+def source_triggers(metadata: dict[str, str], tokens: Sequence[str] = ()) -> list[str]:
+    """Trigger words the probe would find in the source metadata (and embedding tokens)."""
+    from loradex.registry.probe.training_facts import trigger_words
+
+    return trigger_words(metadata, list(tokens))
