@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "loradex.cli.demo_cmd",
     "loradex.cli.import_export_cmds",
     "loradex.cli.remote_cmds",
+    "loradex.cli.serve_cmds",
     "loradex.cli.train_cmds",
     "loradex.cli.merge_cmds",
     "loradex.cli.evidence_cmds",

@@ -1,16 +1,13 @@
-"""Remotes: ``remote add|list|rm``, ``pull``, ``push``, ``identify``, ``serve``."""
+"""Remotes: ``remote add|list|rm``, ``pull``, ``push``, ``identify`` (``serve`` is in serve_cmds)."""
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, List, Optional
 
 import typer
 
 from .options import HomeOpt, JsonOpt, open_catalog
 from .output import Output, human_size
-
-SERVE_TOKEN_ENV = "LORADEX_SERVE_TOKEN"
 
 
 def register(app: typer.Typer) -> None:
@@ -130,25 +127,3 @@ def register(app: typer.Typer) -> None:
                     f"already had provenance {len(report.skipped)}")
 
         out.result(report, human)
-
-    @app.command("serve")
-    def serve_cmd(
-        host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8470,
-        public_read: Annotated[bool, typer.Option("--public-read", help="Allow reads without a token.")] = False,
-        home: HomeOpt = None,
-    ) -> None:
-        """Serve this catalog over HTTP (Civitai-style API; other features add theirs).
-
-        Reads need the token in $LORADEX_SERVE_TOKEN unless --public-read."""
-        from loradex.registry.errors import UsageError
-        from loradex.registry.server_app import build_server_app
-
-        token = os.environ.get(SERVE_TOKEN_ENV) or None
-        if token is None and not public_read:
-            raise UsageError(f"set {SERVE_TOKEN_ENV} (clients send it as a Bearer token) or pass --public-read")
-        import uvicorn
-
-        app_ = build_server_app(open_catalog(home), token, public_read=public_read)
-        typer.echo(f"serving on http://{host}:{port} (reads {'open' if token is None or public_read else 'need a token'})", err=True)
-        uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -7,7 +7,7 @@ work against it unchanged: same paths, same JSON field names. Ids are the catalo
 Paths: ``GET /api/v1/models`` (query, types, baseModels, tag, sort, limit ≤ 100, cursor or page),
 ``/api/v1/models/{id}``, ``/api/v1/model-versions/{id}``, ``/api/v1/model-versions/by-hash/{hash}``
 (AutoV1, AutoV2, AutoV3 full or 12-hex, SHA256; case-insensitive), ``POST
-/api/v1/model-versions/by-hash`` (≤ 100 hashes), ``GET /api/download/models/{versionId}`` → 307
+/api/v1/model-versions/by-hash`` (≤ 100 hashes, body ≤ 64 KiB), ``GET /api/download/models/{versionId}`` → 307
 to a signed file URL that serves the blob with Content-Disposition and Range.
 Sorting: loradex keeps no download counts or ratings, so every sort but "Newest" is by id.
 """
@@ -17,6 +17,7 @@ Sorting: loradex keeps no download counts or ratings, so every sort but "Newest"
 
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from urllib.parse import quote, urlencode
@@ -24,9 +25,10 @@ from urllib.parse import quote, urlencode
 from sqlalchemy import select
 
 from .db_schema import AdapterRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
-from .server_app import register_router
+from .server_app import read_body_capped, register_router
 
 MAX_LIMIT = 100
+BY_HASH_MAX_BODY = 64 << 10  # POST by-hash: 100 quoted 64-hex hashes are ~7 kB
 SIGNED_URL_SECONDS = 3600
 CIVITAI_TYPE = {"lora": "LORA", "lycoris": "LoCon", "embedding": "TextualInversion", "checkpoint": "Checkpoint"}
 CIVITAI_BASE = {"sd1": "SD 1.5", "sd2": "SD 2.1", "sdxl": "SDXL 1.0", "sd3": "SD 3", "flux": "Flux.1 D",
@@ -219,8 +221,11 @@ def _secret(app) -> bytes:
 
 @register_router("civitai")
 def civitai_router():
-    from fastapi import APIRouter, Body, Query, Request
+    from fastapi import APIRouter, Query, Request
     from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from .hub_server.protocol_errors import TooLarge
 
     router = APIRouter()
 
@@ -326,9 +331,17 @@ def civitai_router():
         return data if data is not None else error(404, "Model not found")
 
     @router.post("/api/v1/model-versions/by-hash")
-    def by_hashes(request: Request, hashes: list[str] = Body(...)):
+    async def by_hashes(request: Request):
         if (resp := denied(request)) is not None:
             return resp
+        try:  # read with a cap: 100 hashes of 64 hex digits fit in a few kB
+            hashes = json.loads(await read_body_capped(request, BY_HASH_MAX_BODY))
+        except TooLarge as exc:
+            return error(413, exc.message)
+        except ValueError:
+            return error(400, "the body must be a JSON list of hashes")
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            return error(400, "the body must be a JSON list of hashes")
         if len(hashes) > MAX_LIMIT:
             return error(400, f"at most {MAX_LIMIT} hashes per request")
 
@@ -341,7 +354,7 @@ def civitai_router():
                     out.append(version_json(row, s.get(AdapterRow, row.adapter_id), base(request), s=s))
             return out
 
-        return catalog(request).read(run)
+        return await run_in_threadpool(catalog(request).read, run)
 
     @router.get("/api/v1/model-versions/{version_id}")
     def get_version(request: Request, version_id: int):

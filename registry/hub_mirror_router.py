@@ -62,7 +62,8 @@ class _HubMount:
                 from .hub_server import catalog_bridge, create_app
 
                 catalog = parent.state.catalog
-                app = create_app(catalog.home / MIRROR_DIR, auth=ServeAuth(parent.state.authorize))
+                app = create_app(catalog.home / MIRROR_DIR, auth=ServeAuth(parent.state.authorize),
+                                 **getattr(parent.state, "hub_options", {}))
                 catalog_bridge.install(app, catalog)  # version tags / alias branches → this catalog
                 parent.state.hub_app = app
                 self._apps[key] = app

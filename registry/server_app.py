@@ -59,17 +59,45 @@ def install_error_handlers(app) -> None:
                             headers={"X-Error-Message": INTERNAL_ERROR_MESSAGE})
 
 
+async def read_body_capped(request, limit: int) -> bytes:
+    """The request body, refused with a 413 (``TooLarge``) as soon as it is over ``limit`` bytes,
+    by its declared Content-Length or by what arrives."""
+    from .hub_server.protocol_errors import TooLarge
+
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_server_app(catalog, token: str | None = None, *, public_read: bool = False,
-                     routers: list[str] | None = None):
+                     routers: list[str] | None = None, rate_limit=None, max_upload_bytes: int | None = None,
+                     audit: bool = True):
+    """``token``: the admin token ($LORADEX_SERVE_TOKEN), next to the catalog's serve tokens.
+    ``rate_limit``: requests/s per token (a float, or a ``server_guard.RateLimiter``); None = no
+    limit. ``max_upload_bytes``: the largest LFS object the Hub paths accept. ``audit``: record
+    write requests in the catalog's audit log. No CORS middleware: browsers on other origins get
+    no ``Access-Control-Allow-Origin`` and cannot read answers."""
     from fastapi import FastAPI
+
+    from .server_guard import RateLimiter, ServerGuard
 
     for module in ROUTER_MODULES:
         importlib.import_module(module)
     app = FastAPI(title="loradex", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.catalog = catalog
     app.state.authorize = ServeAuthorizer(catalog, token, public_read=public_read)
+    app.state.hub_options = {} if max_upload_bytes is None else {"max_upload_bytes": max_upload_bytes}
     install_error_handlers(app)
     for name, factory in SERVER_ROUTERS.items():
         if routers is None or name in routers:
             app.include_router(factory())
+    limiter = rate_limit if rate_limit is None or isinstance(rate_limit, RateLimiter) else RateLimiter(rate_limit)
+    app.add_middleware(ServerGuard, catalog=catalog, limiter=limiter, audit=audit)
     return app

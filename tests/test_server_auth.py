@@ -75,3 +75,110 @@ def test_hub_paths_of_serve_raise_no_stack_trace_either(catalog, monkeypatch):
         r = client.post("/api/repos/create", json={"name": "style", "organization": "team"}, headers=_bearer(ADMIN))
     assert r.status_code == 500 and r.json() == {"error": "Internal server error; the server log has the details"}
     assert "/very/private/path" not in r.text
+
+
+# --- the token store -------------------------------------------------------------------------
+def _cli(*args):
+    import json
+
+    from typer.testing import CliRunner
+
+    from loradex.cli.app import app
+
+    r = CliRunner().invoke(app, list(args))
+    return r, (json.loads(r.stdout) if "--json" in args and r.exit_code == 0 else None)
+
+
+def _home_bytes(home) -> bytes:
+    return b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+
+
+def test_token_is_shown_once_and_stored_only_as_its_sha256(catalog):
+    import hashlib
+
+    home = str(catalog.home)
+    r, created = _cli("serve", "token", "create", "--scope", "write", "--namespace", "team", "--name", "ci",
+                      "--json", "--home", home)
+    assert r.exit_code == 0, r.output
+    secret = created["token"]
+    assert secret.startswith("ldx_") and len(secret) > 40
+    assert (created["name"], created["scope"], created["namespace"]) == ("ci", "write", "team")
+    stored = _home_bytes(catalog.home)
+    assert secret.encode() not in stored and hashlib.sha256(secret.encode()).hexdigest().encode() in stored
+    r, listed = _cli("serve", "token", "list", "--json", "--home", home)
+    assert [(t["name"], t["scope"], t["namespace"], t["revoked_at"]) for t in listed] == [("ci", "write", "team", None)]
+    assert "token" not in listed[0] and secret not in r.output
+    r, _ = _cli("serve", "token", "list", "--home", home)
+    assert "ci" in r.output and secret not in r.output
+    # bad input: one line, exit != 0, nothing stored
+    for args in (["--scope", "admin"], ["--scope", "read", "--namespace", "team"], ["--scope", "write", "--name", "ci"],
+                 ["--scope", "write", "--namespace", "../etc"]):
+        r, _ = _cli("serve", "token", "create", *args, "--home", home)
+        assert r.exit_code != 0 and "Traceback" not in r.output, args
+    assert len(_cli("serve", "token", "list", "--json", "--home", home)[1]) == 1
+    r, _ = _cli("serve", "token", "revoke", "nope", "--home", home)
+    assert r.exit_code == 1 and "nope" in str(r.exception)
+
+
+def test_scopes_namespaces_and_revocation(catalog):
+    from loradex.registry.server_tokens import create_token, revoke_token
+
+    reader = create_token(catalog, "read", name="reader").secret
+    team = create_token(catalog, "write", namespace="team", name="team-ci").secret
+    anywhere = create_token(catalog, "write").secret
+    with TestClient(build_server_app(catalog, ADMIN)) as client:
+        def create(token, org):
+            return client.post("/api/repos/create", json={"name": "style", "organization": org},
+                               headers=_bearer(token) if token else {}).status_code
+
+        assert client.get("/api/v1/models").status_code == 401  # anonymous read is off by default
+        assert client.get("/api/models/team/style").status_code == 401
+        assert client.get("/api/v1/models", headers=_bearer(reader)).status_code == 200
+        assert create(reader, "team") == 403  # read-only
+        assert create(team, "other") == 403  # outside its namespace
+        assert create(team, "team") == 200
+        assert client.get("/api/whoami-v2", headers=_bearer(team)).json()["name"] == "team"
+        r = client.post("/api/repos/create", json={"name": "second"}, headers=_bearer(team))
+        assert r.status_code == 200 and r.json()["name"] == "team/second"  # default org = its namespace
+        assert create(anywhere, "other") == 200 and create(ADMIN, "admin-ns") == 200  # unscoped write tokens
+        tag = client.post("/api/models/team/style/tag/main", json={"tag": "v1"}, headers=_bearer(reader))
+        assert tag.status_code == 403
+        assert create("ldx_made-up", "team") == 401
+        revoke_token(catalog, "team-ci")
+        assert create(team, "team") == 401
+        assert client.get("/api/v1/models", headers=_bearer(team)).status_code == 401
+
+
+def test_tokens_in_the_url_are_refused_except_for_civitai_reads(catalog):
+    from loradex.registry.server_tokens import create_token
+
+    secret = create_token(catalog, "write").secret
+    with TestClient(build_server_app(catalog, None)) as client:
+        assert client.get(f"/api/v1/models?token={secret}").status_code == 200  # Civitai documents ?token=
+        r = client.get(f"/api/models/team/style?token={secret}")
+        assert r.status_code == 401 and "?token=" in r.json()["error"]
+        r = client.post(f"/api/repos/create?token={secret}", json={"name": "style", "organization": "team"})
+        assert r.status_code == 401
+
+
+def test_the_real_hub_client_with_a_namespace_token(tmp_path):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from _hub_sync_fixtures import ThreadServer
+    from loradex.registry.server_tokens import create_token
+
+    home = tmp_path / "srv"
+    secret = create_token(Catalog(home), "write", namespace="team", name="ci").secret
+    with ThreadServer(home, token=None) as srv:
+        api = HfApi(endpoint=srv.url, token=secret)
+        assert api.whoami()["name"] == "team"
+        api.create_repo("team/style")
+        api.upload_file(path_or_fileobj=b"hello", path_in_repo="a.txt", repo_id="team/style")
+        assert "a.txt" in api.list_repo_files("team/style")
+        with pytest.raises(HfHubHTTPError) as err:
+            api.create_repo("other/style")
+        assert err.value.response.status_code == 403
+        with pytest.raises(HfHubHTTPError) as err:
+            HfApi(endpoint=srv.url, token=False).model_info("team/style")
+        assert err.value.response.status_code == 401

@@ -32,9 +32,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..server_app import install_error_handlers
+from ..server_app import read_body_capped as _read_body
 from .object_store import SHA256_RE, ObjectStore
-from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, RefExists, RouteNotFound,
-                              TooLarge, Unauthorized, UnprocessableUpload)
+from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, RefExists, RouteNotFound, Unauthorized,
+                              UnprocessableUpload)
 from .repo_store import (LFS_SIZE_THRESHOLD, FileOp, RepoStore, TreeEntry, matches_lfs_pattern, validate_repo_id,
                          validate_repo_path)
 from .wire_format import (commit_json, model_info_json, parse_front_matter, paths_info_json, refs_json,
@@ -310,19 +311,6 @@ def _raw_segments(request: Request, skip: int) -> list[str]:
     raw = request.scope.get("raw_path") or request.url.path.encode()
     parts = raw.decode("latin-1").split("?", 1)[0].split("/")[1:]
     return [unquote(p) for p in parts[skip:]]
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"request body of {declared} bytes is over the limit of {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _upload_signature(secret: bytes, oid: str, size: int, expires: int) -> str:
