@@ -122,6 +122,8 @@ def _make_train_command(method: str):
         catalog = open_catalog(home)
         with train_progress(out) as progress:
             result, added = train_and_register(config, catalog=catalog, progress=progress, log=out.info)
+        if not result.main_process:  # `accelerate launch`: the main process reports (and registered)
+            return
         data = {**result.to_dict(), "versions": [a.to_dict() for a in added]}
 
         def human(c) -> None:

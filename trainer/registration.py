@@ -186,12 +186,13 @@ def register_run(catalog, result, *, progress=None) -> list:
 
 
 def train_and_register(config, *, catalog=None, progress=None, log=None):
-    """``train`` then, when ``catalog`` is given and ``config.register``, ``register_run``:
-    (TrainResult, [AddResult])."""
+    """``train`` then, when ``catalog`` is given and ``config.register``, ``register_run`` (by the
+    main process only, in a multi-process run): (TrainResult, [AddResult])."""
     from .train_loop import train
 
     result = train(config, catalog=catalog, progress=progress, log=log)
-    added = register_run(catalog, result) if catalog is not None and config.register else []
+    registering = catalog is not None and config.register and result.main_process
+    added = register_run(catalog, result) if registering else []
     return result, added
 
 

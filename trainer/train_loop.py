@@ -35,6 +35,7 @@ from .train_config import TrainConfig
 from .train_registry import Exported, TrainingMethod, get_method
 
 CHECKPOINTS = "checkpoints"
+TRAINABLE_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 SAMPLE_CFG = 7.5
 EVAL_SEED_OFFSET = 7_777_777  # the fixed-batch loss uses its own noise, never the training stream
 # settings a resumed run may change; any other difference means a different run
@@ -66,7 +67,7 @@ class TrainResult:
     base: Any                       # BaseInfo
     base_catalog_ref: str | None    # NAME@X.Y.Z when the base is a catalog version
     dataset: DatasetReport
-    output: Exported
+    output: Exported | None         # None on the processes other than the main one (nothing exported)
     steps: int
     losses: list[float]             # one per optimizer step (mean over its micro-batches)
     eval_loss_before: float         # on micro-batch 0 with fixed noise and timesteps
@@ -79,12 +80,14 @@ class TrainResult:
     scheduler: dict = field(default_factory=dict)                 # {name, config} of the base's sampler
     prediction_type: str = "epsilon"
     libraries: dict = field(default_factory=dict)
+    main_process: bool = True       # False: another process of a multi-process run exported the output
 
     def loss_summary(self) -> dict[str, Any]:
         return loss_summary(self.losses, self.eval_loss_before, self.eval_loss_after)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.config.method, "output": self.output.to_dict(), "steps": self.steps,
+        return {"method": self.config.method, "output": self.output.to_dict() if self.output else None,
+                "steps": self.steps,
                 "base": self.base.to_dict(), "base_catalog_ref": self.base_catalog_ref,
                 "dataset_manifest_sha256": self.dataset.manifest_sha256(),
                 "num_images": len(self.dataset.images), "loss": self.loss_summary(),
@@ -138,12 +141,28 @@ class Run:
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         self.trainable: list[tuple[str, Any]] = []  # (name, parameter), filled by the engine after setup
-        self.modules: list = []
+        self.modules: list = []                     # the trained modules, as the method set them up
+        self.prepared: dict[str, Any] = {}          # component → the same module after accelerator.prepare
         self.extra: dict[str, Any] = {}             # method-private state
 
     @property
     def unet(self):
         return self.pipe.unet
+
+    def use_prepared(self, prepared: list) -> None:
+        """Record what ``accelerator.prepare(*self.modules)`` returned (DDP wrappers across
+        processes, the modules themselves in one process): the loss calls these, so gradients
+        are all-reduced; the pipeline keeps the bare modules for export and sampling."""
+        names = {id(getattr(self.pipe, part, None)): part for part in TRAINABLE_COMPONENTS}
+        for module, wrapped in zip(self.modules, prepared, strict=True):
+            if id(module) not in names:
+                raise UsageError(f"{self.config.method}: setup returned a module that is not one of "
+                                 f"{', '.join(TRAINABLE_COMPONENTS)}")
+            self.prepared[names[id(module)]] = wrapped
+
+    def forward_module(self, component: str):
+        """``component`` as the loss must call it: the prepared module when it trains."""
+        return self.prepared.get(component, getattr(self.pipe, component))
 
     def text_encoders(self) -> list[tuple[str, Any, Any]]:
         """[(component name, tokenizer, text encoder)] — one for SD1/2, two for SDXL."""
@@ -153,26 +172,39 @@ class Run:
         return out
 
     def encode_prompts(self, prompts: list[str], height: int, width: int) -> dict[str, Any]:
-        """UNet conditioning kwargs for ``prompts`` (gradients flow when a text encoder trains)."""
+        """UNet conditioning kwargs for ``prompts`` (gradients flow when a text encoder trains).
+
+        What the pipelines' ``encode_prompt`` computes (multi-vector TI expansion, one
+        tokenization; SDXL: both encoders' penultimate hidden states side by side, the pooled
+        output of the one with a projection), calling the prepared text encoders."""
+        import torch
+
         if self.is_sdxl:
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                prompt=prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+            hidden, pooled = [], None
+            for component, tokenizer, _ in self.text_encoders():
+                out = self.forward_module(component)(self._token_ids(prompts, tokenizer), output_hidden_states=True)
+                if pooled is None and out[0].ndim == 2:
+                    pooled = out[0]
+                hidden.append(out.hidden_states[-2])
+            embeds = torch.cat(hidden, dim=-1).to(dtype=self.pipe.text_encoder_2.dtype)
             time_ids = self.pipe._get_add_time_ids(
                 (height, width), (0, 0), (height, width), dtype=embeds.dtype,
                 text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim)
             time_ids = time_ids.to(self.device).repeat(len(prompts), 1)
             return {"encoder_hidden_states": embeds,
                     "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
-        # SD1/2: what encode_prompt does (multi-vector TI expansion, one tokenization, last hidden
-        # state), without its second, untruncated tokenization used only for a warning
-        tokenizer, encoder = self.pipe.tokenizer, self.pipe.text_encoder
-        prompts = self.pipe.maybe_convert_prompt(prompts, tokenizer)
-        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(self.device)
+        # SD1/2: the last hidden state
+        tokenizer = self.pipe.tokenizer
+        ids = self._token_ids(prompts, tokenizer)
         mask = None
-        if getattr(encoder.config, "use_attention_mask", False):
+        if getattr(self.pipe.text_encoder.config, "use_attention_mask", False):
             mask = (ids != tokenizer.pad_token_id).long()
-        return {"encoder_hidden_states": encoder(ids, attention_mask=mask)[0]}
+        return {"encoder_hidden_states": self.forward_module("text_encoder")(ids, attention_mask=mask)[0]}
+
+    def _token_ids(self, prompts: list[str], tokenizer):
+        prompts = self.pipe.maybe_convert_prompt(prompts, tokenizer)
+        return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids.to(self.device)
 
     def diffusion_loss(self, pixels, prompts: list[str], gen):
         """Mean (Min-SNR weighted) MSE between the UNet's prediction and its target."""
@@ -201,7 +233,7 @@ class Run:
             raise UsageError(f"unsupported prediction type {self.prediction_type!r} in the base's scheduler")
         cond = self.encode_prompts(prompts, pixels.shape[-2], pixels.shape[-1])
         with self.accelerator.autocast():
-            pred = self.unet(noisy, timesteps, **cond).sample
+            pred = self.forward_module("unet")(noisy, timesteps, **cond).sample
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.config.snr_gamma:
             per_sample = per_sample * self._min_snr_weights(timesteps)
@@ -430,13 +462,19 @@ def fixed_batch_loss(run: Run) -> float:
 def new_accelerator(config: TrainConfig):
     """An Accelerator for this run. accelerate keeps one process-wide state whose mixed precision
     cannot change; several runs in one process (library use, tests, the demo) may differ, so
-    that part is reset — the distributed part (PartialState) is kept as launched."""
+    that part is reset — the distributed part (PartialState) is kept as launched.
+
+    Trained text encoders may leave parameters without a gradient (SDXL conditions on
+    ``text_encoder``'s penultimate layer), which DDP must be told about."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs
 
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != config.mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(config.train_text_encoder))
+    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+                       kwargs_handlers=[ddp])
 
 
 def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None] | None = None):
@@ -512,8 +550,8 @@ def train(config: TrainConfig, *, catalog=None, progress: Progress | None = None
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=config.lr_warmup_steps * nproc,
                                  num_training_steps=total * nproc)
-    prepared = acc.prepare(*run.modules, optimizer, lr_scheduler)
-    optimizer, lr_scheduler = prepared[-2], prepared[-1]
+    *prepared, optimizer, lr_scheduler = acc.prepare(*run.modules, optimizer, lr_scheduler)
+    run.use_prepared(prepared)
     gen = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + acc.process_index)
     eval_before = fixed_batch_loss(run)
 
@@ -534,7 +572,7 @@ def train(config: TrainConfig, *, catalog=None, progress: Progress | None = None
             micro_losses = []
             for micro in range(config.grad_accum):
                 index = (step * config.grad_accum + micro) * nproc + acc.process_index
-                with acc.accumulate(*run.modules):
+                with acc.accumulate(*prepared):
                     loss = run.method.loss(run, index, gen)
                     acc.backward(loss)
                     if acc.sync_gradients and config.max_grad_norm:
@@ -563,17 +601,22 @@ def train(config: TrainConfig, *, catalog=None, progress: Progress | None = None
             log(f"interrupted at step {step}; resumable checkpoint: {ckpt} (continue with --resume latest)")
         raise
     eval_after = fixed_batch_loss(run)
-    out_dir = Path(config.output_dir)
-    output = run.method.export(run, out_dir, step)
-    samples = render_samples(run, step, out_dir / "samples" / "final") if acc.is_main_process else []
+    acc.wait_for_everyone()
     scheduler = {"name": type(run.pipe.scheduler).__name__, "config": dict(run.pipe.scheduler.config)}
     result = TrainResult(config=config, base=run.base, base_catalog_ref=run.extra.get("base_catalog_ref"),
-                         dataset=run.report, output=output, steps=step, losses=losses,
-                         eval_loss_before=eval_before, eval_loss_after=eval_after, samples=samples,
+                         dataset=run.report, output=None, steps=step, losses=losses,
+                         eval_loss_before=eval_before, eval_loss_after=eval_after,
                          checkpoints=checkpoints, started_at=started_at, finished_at=_now_iso(),
                          seconds=time.perf_counter() - started, scheduler=_jsonable(scheduler),
-                         prediction_type=run.prediction_type, libraries=library_versions())
-    (out_dir / "train-result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+                         prediction_type=run.prediction_type, libraries=library_versions(),
+                         main_process=acc.is_main_process)
+    if acc.is_main_process:  # the others hold the same weights (gradients are all-reduced)
+        out_dir = Path(config.output_dir)
+        result.output = run.method.export(run, out_dir, step)
+        result.samples = render_samples(run, step, out_dir / "samples" / "final")
+        result.finished_at, result.seconds = _now_iso(), time.perf_counter() - started
+        (out_dir / "train-result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+    acc.wait_for_everyone()  # every process returns once the output exists
     return result
 
 
