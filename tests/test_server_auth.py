@@ -182,3 +182,105 @@ def test_the_real_hub_client_with_a_namespace_token(tmp_path):
         with pytest.raises(HfHubHTTPError) as err:
             HfApi(endpoint=srv.url, token=False).model_info("team/style")
         assert err.value.response.status_code == 401
+
+
+# --- audit log, rate limit, CORS, size caps ----------------------------------------------------
+def test_audit_log_records_who_wrote_what_and_refused_writes(catalog):
+    from loradex.registry.server_tokens import create_token
+
+    ci = create_token(catalog, "write", namespace="team", name="ci").secret
+    reader = create_token(catalog, "read", name="reader").secret
+    with TestClient(build_server_app(catalog, ADMIN)) as client:
+        assert client.post("/api/repos/create", json={"name": "style"}, headers=_bearer(ci)).status_code == 200
+        commit = "\n".join([
+            '{"key": "header", "value": {"summary": "first"}}',
+            '{"key": "file", "value": {"path": "a.txt", "content": "aGVsbG8=", "encoding": "base64"}}'])
+        r = client.post("/api/models/team/style/commit/main?sig=not-logged", content=commit, headers=_bearer(ci))
+        assert r.status_code == 200, r.text
+        assert client.post("/api/models/team/style/tag/main", json={"tag": "v1"},
+                           headers=_bearer(reader)).status_code == 403
+        assert client.get("/api/models/team/style", headers=_bearer(ci)).status_code == 200  # reads: not logged
+    r, entries = _cli("serve", "audit", "--json", "--home", str(catalog.home))
+    assert r.exit_code == 0, r.output
+    assert [(e["token"], e["method"], e["path"], e["status"]) for e in entries] == [
+        ("ci", "POST", "/api/repos/create", 200),
+        ("ci", "POST", "/api/models/team/style/commit/main", 200),
+        ("reader", "POST", "/api/models/team/style/tag/main", 403)]
+    assert entries[0]["token_id"] is not None and entries[0]["at"]
+    assert ci not in r.output and reader not in r.output
+    human, _ = _cli("serve", "audit", "--home", str(catalog.home))
+    assert "commit/main" in human.output and "reader" in human.output
+
+
+def test_rate_limiter_refills_per_caller():
+    from loradex.registry.server_guard import RateLimiter
+
+    now = [100.0]
+    limiter = RateLimiter(2.0, burst=2, clock=lambda: now[0])
+    assert [limiter.acquire("a") for _ in range(2)] == [0.0, 0.0]
+    assert limiter.acquire("a") == pytest.approx(0.5)  # one request refills in 1/rate s
+    assert limiter.acquire("b") == 0.0  # another caller has its own bucket
+    now[0] += 0.5
+    assert limiter.acquire("a") == 0.0 and limiter.acquire("a") == pytest.approx(0.5)
+
+
+def test_parse_rate():
+    from loradex.registry.errors import UsageError
+    from loradex.registry.server_guard import parse_rate
+
+    assert parse_rate("20/s") == 20 and parse_rate("120/min") == 2 and parse_rate("off") is None
+    for bad in ("20", "x/s", "-1/s", "0/s", "5/h"):
+        with pytest.raises(UsageError):
+            parse_rate(bad)
+
+
+def test_rate_limit_answers_429_with_retry_after_per_token(catalog):
+    from loradex.registry.server_guard import RateLimiter
+
+    other = "second-token-for-bucket"
+    limiter = RateLimiter(0.5, burst=1, clock=lambda: 0.0)  # frozen clock: nothing refills
+    with TestClient(build_server_app(catalog, ADMIN, rate_limit=limiter)) as client:
+        assert client.get("/api/v1/models", headers=_bearer(ADMIN)).status_code == 200
+        r = client.get("/api/v1/models", headers=_bearer(ADMIN))
+        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+        assert "rate limit" in r.json()["error"]
+        assert client.get("/api/v1/models", headers=_bearer(other)).status_code == 401  # own bucket, not 429
+
+
+def test_cors_is_off(catalog):
+    with TestClient(build_server_app(catalog, ADMIN, public_read=True)) as client:
+        got = client.get("/api/v1/models", headers={"Origin": "https://evil.example"})
+        pre = client.options("/api/v1/models", headers={"Origin": "https://evil.example",
+                                                        "Access-Control-Request-Method": "GET"})
+    assert got.status_code == 200
+    for r in (got, pre):
+        assert not any(h.lower().startswith("access-control-") for h in r.headers), dict(r.headers)
+
+
+def test_by_hash_body_is_capped_and_checked(catalog):
+    with TestClient(build_server_app(catalog, ADMIN)) as client:
+        url = "/api/v1/model-versions/by-hash"
+        r = client.post(url, content=b"[" + b'"aa",' * 40_000 + b'"aa"]', headers=_bearer(ADMIN))
+        assert r.status_code == 413 and "limit" in r.json()["error"]
+        assert client.post(url, content=b"{not json", headers=_bearer(ADMIN)).status_code == 400
+        assert client.post(url, json={"a": 1}, headers=_bearer(ADMIN)).status_code == 400
+        assert client.post(url, json=["00" * 32], headers=_bearer(ADMIN)).json() == []
+
+
+def test_max_upload_bytes_applies_to_lfs_uploads(catalog):
+    with TestClient(build_server_app(catalog, ADMIN, max_upload_bytes=1000)) as client:
+        assert client.post("/api/repos/create", json={"name": "big", "organization": "team"},
+                           headers=_bearer(ADMIN)).status_code == 200
+        batch = {"operation": "upload", "transfers": ["basic"], "objects": [
+            {"oid": "a" * 64, "size": 1001}, {"oid": "b" * 64, "size": 1000}]}
+        r = client.post("/team/big.git/info/lfs/objects/batch", json=batch, headers=_bearer(ADMIN))
+    objects = r.json()["objects"]
+    assert objects[0]["error"]["code"] == 413 and "upload" in objects[1]["actions"]
+
+
+def test_serve_refuses_to_start_when_no_token_could_use_it(catalog, monkeypatch):
+    monkeypatch.delenv("LORADEX_SERVE_TOKEN", raising=False)
+    r, _ = _cli("serve", "--home", str(catalog.home), "--port", "1")
+    assert r.exit_code != 0 and "serve token create" in str(r.exception)
+    r, _ = _cli("serve", "--home", str(catalog.home), "--rate-limit", "lots")
+    assert r.exit_code != 0 and "rate limit" in str(r.exception)
