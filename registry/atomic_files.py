@@ -2,14 +2,18 @@
 
 A writer gets a temporary file in the destination's own directory (same file system, so the
 final ``os.replace`` is atomic), fsyncs it, renames it into place and fsyncs the directory.
-Temporary names start with ``.tmp-loradex-`` so ``gc`` and the next writer can clean up after a
-killed process.
+Temporary names start with ``.tmp-loradex-`` and each is flock'ed by its writer for as long as the
+writer lives; the kernel drops the lock when the writer dies (even by ``kill -9``). So a temp file
+nobody holds locked was left by a dead writer: the next writer into the same directory and
+``loradex gc`` (over the whole home) delete those, and never a live writer's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -30,14 +34,59 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def locked_temp_file(directory: Path, suffix: str = "") -> tuple[int, Path]:
+    """A new ``.tmp-loradex-*`` file in ``directory``, opened and exclusively flock'ed.
+
+    A sweeper may delete a file in the instant between its creation and its lock; then the file
+    we locked has no name any more (no links), and we make another."""
+    while True:
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory, suffix=suffix)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink > 0:
+            return fd, Path(name)
+        os.close(fd)
+
+
+def remove_abandoned_temp_files(directory: Path, *, recursive: bool = False) -> tuple[int, int]:
+    """Delete the ``.tmp-loradex-*`` files in ``directory`` (and below, if ``recursive``) that no
+    live writer holds locked; returns (files removed, bytes freed). Temp *directories* are left
+    alone."""
+    removed = freed = 0
+    if not directory.is_dir():
+        return 0, 0
+    pattern = f"{TMP_PREFIX}*"
+    for path in directory.rglob(pattern) if recursive else directory.glob(pattern):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone already, a link, or unreadable: not ours to judge
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer holds it
+            if info.st_nlink == 0:
+                continue  # another sweeper got there first
+            path.unlink(missing_ok=True)
+            removed += 1
+            freed += info.st_size
+        finally:
+            os.close(fd)
+    return removed, freed
+
+
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Yield a file object; on clean exit its content appears at ``dest`` atomically."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
+    remove_abandoned_temp_files(dest.parent)
+    fd, tmp = locked_temp_file(dest.parent)
     try:
-        with os.fdopen(fd, mode) as fh:
+        with os.fdopen(fd, mode, closefd=False) as fh:  # fd (and its lock) stays open until the rename
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -47,17 +96,19 @@ def atomic_output(dest: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary *path* (for libraries that want a filename, e.g. safetensors'
-    ``save_file``); on clean exit it is fsynced and renamed to ``dest``."""
+    ``save_file``); on clean exit it is fsynced and renamed to ``dest``. The lock is held on the
+    file the path names when it is made, so a library should write into it, not replace it."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent, suffix=dest.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    remove_abandoned_temp_files(dest.parent)
+    fd, tmp_path = locked_temp_file(dest.parent, suffix=dest.suffix)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -68,18 +119,5 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
-
-
-def stale_temp_files(directory: Path, older_than_s: float = 3600.0) -> list[Path]:
-    """Temp files left by killed writers (older than ``older_than_s``)."""
-    import time
-
-    now = time.time()
-    found = []
-    for path in directory.rglob(f"{TMP_PREFIX}*"):
-        try:
-            if now - path.stat().st_mtime >= older_than_s:
-                found.append(path)
-        except FileNotFoundError:
-            continue
-    return found
+    finally:
+        os.close(fd)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .atomic_files import TMP_PREFIX, fsync_dir
+from .atomic_files import TMP_PREFIX, fsync_dir, locked_temp_file
 from .crashpoints import crashpoint
 from .errors import CatalogError, InvalidFile, NotFound
 from .hashing import FileHashes, MultiHasher, hash_file
@@ -99,12 +99,7 @@ class BlobStore:
     def _temp_file(self) -> tuple[int, Path]:
         """A new temp file, exclusively flock'ed while its writer lives, so ``gc`` can tell a
         live writer's file from one left by a killed process (the kernel drops the lock)."""
-        import fcntl
-        import tempfile
-
-        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.root)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd, Path(name)
+        return locked_temp_file(self.root)
 
     def _publish(self, tmp: Path, hashes: FileHashes, *, linked: bool = False, note: str = "") -> StoredBlob:
         crashpoint("blob-temp-written")
@@ -185,30 +180,6 @@ class BlobStore:
         if actual != sha256:
             return f"content hash is {actual[:12]}… (corrupted)"
         return None
-
-    def remove_abandoned_temp_files(self) -> int:
-        """Delete temp files whose writer is gone (no flock held); returns bytes freed."""
-        import fcntl
-
-        freed = 0
-        if not self.root.is_dir():
-            return 0
-        for path in self.root.glob(f"{TMP_PREFIX}*"):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue  # a live writer holds it
-            try:
-                freed += os.fstat(fd).st_size
-                path.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
-        return freed
 
 
 @contextlib.contextmanager

@@ -16,6 +16,10 @@ POINTS = (
     "before-commit",  # inside the transaction, nothing committed
     "after-commit",  # row committed, command not finished
 )
+GC_POINTS = (
+    "gc-blob-removed",  # one unreferenced blob deleted, the others not yet
+    "gc-before-temp-sweep",  # blobs deleted, abandoned temp files not yet
+)
 
 
 def crashpoint(name: str) -> None:

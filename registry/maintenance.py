@@ -8,7 +8,9 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .atomic_files import remove_abandoned_temp_files
 from .blob_store import store_lock
+from .crashpoints import crashpoint
 from .db_schema import AdapterRow, PromptRecordRow, VersionRow
 
 # Each function returns the sha256 of every blob some live row needs. Later features (records,
@@ -52,15 +54,19 @@ def referenced_blobs(s: Session) -> set:
 class GcReport:
     removed: list[str] = field(default_factory=list)
     bytes_freed: int = 0
+    temp_files_removed: int = 0
     temp_bytes_freed: int = 0
 
     def to_dict(self) -> dict:
         return {"removed": self.removed, "blobs_removed": len(self.removed),
-                "bytes_freed": self.bytes_freed, "temp_bytes_freed": self.temp_bytes_freed}
+                "bytes_freed": self.bytes_freed, "temp_files_removed": self.temp_files_removed,
+                "temp_bytes_freed": self.temp_bytes_freed}
 
 
 def gc(catalog, *, dry_run: bool = False) -> GcReport:
-    """Remove blobs no live row references, and temp files left by killed writers."""
+    """Remove blobs no live row references, and temp files left by killed writers anywhere in the
+    home (``.tmp-loradex-*`` files no live writer holds locked: blob copies and ``atomic_output``
+    files alike). Each step is idempotent, so a gc killed half-way is finished by the next one."""
     report = GcReport()
     with store_lock(catalog.home, exclusive=True):
         keep = catalog.read(referenced_blobs)
@@ -69,8 +75,11 @@ def gc(catalog, *, dry_run: bool = False) -> GcReport:
                 continue
             report.removed.append(sha)
             report.bytes_freed += path.stat().st_size if dry_run else catalog.blobs.remove(sha)
+            crashpoint("gc-blob-removed")
         if not dry_run:
-            report.temp_bytes_freed = catalog.blobs.remove_abandoned_temp_files()
+            crashpoint("gc-before-temp-sweep")
+            report.temp_files_removed, report.temp_bytes_freed = remove_abandoned_temp_files(
+                catalog.home, recursive=True)
     return report
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry.catalog import Catalog
-from loradex.registry.crashpoints import POINTS
+from loradex.registry.atomic_files import TMP_PREFIX
+from loradex.registry.crashpoints import GC_POINTS, POINTS
 from loradex.registry.maintenance import verify
 
 LORADEX = str(Path(sys.executable).with_name("loradex"))
@@ -32,8 +33,9 @@ class Outcome:
 
 
 def make_home(root: Path, files: Path, *, mirror_url: str | None = None) -> Path:
-    """A home with style@1.0.0, style@1.1.0 and production → 1.1.0 (previously 1.0.0), and the
-    remote ``team`` when a mirror is running."""
+    """A home with style@1.0.0, style@1.1.0 and production → 1.1.0 (previously 1.0.0), the
+    remote ``team`` when a mirror is running, and what earlier killed commands leave behind (see
+    ``plant_leftovers``)."""
     from loradex.registry.adding import add_file
     from loradex.registry.operations import MoveAlias
     from loradex.registry.remotes import add_remote
@@ -46,7 +48,24 @@ def make_home(root: Path, files: Path, *, mirror_url: str | None = None) -> Path
     catalog.apply([MoveAlias("style@1.1.0", "production")])
     if mirror_url:
         add_remote(catalog, "team", f"{mirror_url}/team", "mirror")
+    plant_leftovers(catalog)
     return home
+
+
+def plant_leftovers(catalog) -> None:
+    """Two unreferenced blobs (a killed add's, or a removed version's: gc has work to be killed
+    in) and two temp files of dead writers, one in the blob store and one elsewhere in the home
+    (an ``atomic_output`` file); nobody holds them locked, as after a kill -9."""
+    for i in range(2):
+        catalog.blobs.add_bytes(f"unreferenced blob {i} {random.getrandbits(64)}".encode())
+    (catalog.blobs.root / f"{TMP_PREFIX}killed-add").write_bytes(b"half a blob")
+    elsewhere = catalog.home / "exports"
+    elsewhere.mkdir(exist_ok=True)
+    (elsewhere / f"{TMP_PREFIX}killed-export.safetensors").write_bytes(b"half an export")
+
+
+def leftover_temp_files(home: Path) -> list[Path]:
+    return sorted(p for p in home.rglob(f"{TMP_PREFIX}*") if p.is_file())
 
 
 MIRROR_TOKEN = "reliability-token"
@@ -117,6 +136,13 @@ def operations(files: Path) -> dict[str, list[str]]:
 
 
 REMOTE_OPS = ("push", "pull")
+# the named crash points each operation passes through (gc has its own; the rest share the
+# write path's blob → row windows)
+CRASH_POINTS = {"gc": GC_POINTS}
+
+
+def crash_points(op: str) -> tuple[str, ...]:
+    return CRASH_POINTS.get(op, POINTS)
 
 
 def check_home(home: Path) -> list[str]:
@@ -177,11 +203,16 @@ def trial(op: str, args: list[str], root: Path, files: Path, *, crash_at: str | 
         if code != 0 and not any(word in err for word in ALREADY_DONE):
             problems.append(f"re-run failed: {err.strip()}")
         problems += check_home(home)
-        # the next gc must clean temp files left by the killed writer
-        rerun(["gc"], home)
-        leftovers = list((home / "blobs" / "sha256").glob(".tmp-loradex-*"))
+        # the next gc must clean what the killed command (and the planted leftovers) left
+        code, err = rerun(["gc"], home)
+        if code != 0:
+            problems.append(f"gc after the re-run failed: {err.strip()}")
+        leftovers = leftover_temp_files(home)
         if leftovers:
-            problems.append(f"temp files survive gc: {leftovers}")
+            problems.append(f"temp files survive gc: {[str(p.relative_to(home)) for p in leftovers]}")
+        unreferenced = verify(Catalog(home)).unreferenced
+        if unreferenced:
+            problems.append(f"unreferenced blobs survive gc: {unreferenced}")
         outcome.inconsistencies += [f"{op} ({crash_at or f'{delay:.2f}s'}): {p}" for p in problems]
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -197,9 +228,10 @@ def run_campaign(root: Path, per_op: int, *, seed: int = 0, ops: list[str] | Non
         for op, args in selected.items():
             outcome = Outcome(op)
             url = mirror.url if mirror else None
+            points = crash_points(op)
             for i in range(per_op):
-                if i < len(POINTS):
-                    trial(op, args, root, files, crash_at=POINTS[i], delay=None, outcome=outcome, mirror_url=url)
+                if i < len(points):
+                    trial(op, args, root, files, crash_at=points[i], delay=None, outcome=outcome, mirror_url=url)
                 else:
                     trial(op, args, root, files, crash_at=None, delay=rng.uniform(0.05, 1.2), outcome=outcome,
                           mirror_url=url)
