@@ -48,3 +48,16 @@ def test_two_processes_all_reduce_and_only_the_main_one_exports(tmp_path):
     assert rank0["output"] and Path(rank0["output"]).is_file() and rank1["output"] is None
     assert rank0["added"] == 0 and rank1["added"] == 0  # train_and_register without a catalog
     assert json.loads((out / "train-result.json").read_text())["steps"] == 2
+
+
+def test_python_dash_m_loradex_cli_is_the_console_script(tmp_path):
+    # what `accelerate launch -m loradex.cli train …` runs
+    env = {**os.environ, "LORADEX_HOME": str(tmp_path / "home")}
+    helped = subprocess.run([sys.executable, "-m", "loradex.cli", "--help"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert helped.returncode == 0 and "Usage: loradex" in helped.stdout and "train" in helped.stdout
+    missing = tmp_path / "no-such-data"
+    failed = subprocess.run([sys.executable, "-m", "loradex.cli", "train", "lora", "--base", "tiny-sd1",
+                             "--data", str(missing)], env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines() == [f"error: dataset folder {missing} does not exist or is not a folder"]
