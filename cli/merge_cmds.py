@@ -29,15 +29,6 @@ def _dynamic(text: Optional[str]):
         raise UsageError(f"--dynamic {text!r}: expected RULE:P, e.g. sv_fro:0.9") from None
 
 
-def _block_vector(text: str) -> list[float]:
-    from loradex.registry.errors import UsageError
-
-    try:
-        return [float(x) for x in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--block-weights {text!r}: expected comma-separated numbers") from None
-
-
 def _model_spec(spec: str, catalog) -> str:
     """``tiny-sd1`` / ``tiny-sdxl`` become a diffusers folder cached under the loradex home."""
     from loradex.trainer.tiny_pipeline import save_tiny_pipeline
@@ -68,7 +59,7 @@ def register(app: typer.Typer) -> None:
         clamp_quantile: Annotated[Optional[float], typer.Option("--clamp-quantile",
                                                                 help="kohya-style clamp (svd).")] = None,
         block_weights: Annotated[Optional[list[str]], typer.Option(
-            "--block-weights", help="LBW vector per input, comma-separated (repeat per input).")] = None,
+            "--block-weights", help="LBW vector per input: comma-separated numbers (17/26 SD1, 12/20 SDXL) or a preset (NONE, ALL, INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL, ALL0.5); repeat per input.")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="Seed (DARE).")] = None,
         version: VersionOpt = None, dtype: DtypeOpt = "fp16",
         recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Replay a recipe file (.json/.toml) "
@@ -95,7 +86,7 @@ def register(app: typer.Typer) -> None:
                 if len(block_weights) != len(inputs):
                     raise UsageError(f"{len(block_weights)} --block-weights for {len(inputs)} inputs")
                 for entry, text in zip(inputs, block_weights):
-                    entry["block_weights"] = _block_vector(text)
+                    entry["block_weights"] = text  # numbers or a preset name, resolved for the family
             options = {k: v for k, v in (("density", density), ("clamp_quantile", clamp_quantile)) if v is not None}
         with out.progress("merging") as progress:
             result = merge_versions(catalog, inputs, method, rank, name=name, version=version, seed=seed,

@@ -10,6 +10,11 @@ OUT(3i + 2), ``mid_block`` → MID; SGM names (``input_blocks_N``, ``middle_bloc
 Vector lengths: 17 (SD1 LoRA), 26 (SD1 LyCORIS: every block), 12 (SDXL LoRA), 20 (SDXL LyCORIS).
 A short vector leaves out the blocks plain attention LoRAs do not touch; a module in such a block
 is an error (use the full-length vector) rather than a guessed weight.
+
+Presets (``BLOCK_PRESETS``, ``resolve_block_weights``): the sd-webui-lora-block-weight extension's
+default list for 17-number SD1 vectors (NONE, ALL, INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL,
+ALL0.5). The extension ships no SDXL presets, so for SDXL only the uniform ones (NONE, ALL,
+ALL0.5) exist; the others are refused there rather than guessed.
 """
 
 from __future__ import annotations
@@ -87,3 +92,60 @@ def module_weights_from_vectors(
         return [1.0 if v is None else block_multiplier(module_name, v, family) for v in vectors]
 
     return weights
+
+
+# --- presets ------------------------------------------------------------------------------------
+# The default preset list of the sd-webui-lora-block-weight extension (hako-mikan, DEF_WEIGHT_PRESET
+# in scripts/lora_block_weight.py), 17 values each: BASE, IN01…IN08, MID, OUT03…OUT11.
+_LBW_DEFAULT_PRESETS_SD1 = """\
+NONE:0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0
+ALL:1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1
+INS:1,1,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0
+IND:1,0,0,0,1,1,1,0,0,0,0,0,0,0,0,0,0
+INALL:1,1,1,1,1,1,1,0,0,0,0,0,0,0,0,0,0
+MIDD:1,0,0,0,1,1,1,1,1,1,1,1,0,0,0,0,0
+OUTD:1,0,0,0,0,0,0,0,1,1,1,1,0,0,0,0,0
+OUTS:1,0,0,0,0,0,0,0,0,0,0,0,1,1,1,1,1
+OUTALL:1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1
+ALL0.5:0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5
+"""
+# The extension ships no SDXL (12-value) presets; the uniform ones mean the same for any layout.
+_UNIFORM = {"NONE": 0.0, "ALL": 1.0, "ALL0.5": 0.5}
+
+BLOCK_PRESETS: dict[str, dict[str, tuple[float, ...]]] = {}  # NAME → family → vector
+
+
+def register_block_preset(name: str, family: str, values: Sequence[float]) -> None:
+    if (family, len(values)) not in BLOCK_LAYOUTS:
+        raise ValueError(f"preset {name}: {len(values)} values fit no {family} block layout")
+    BLOCK_PRESETS.setdefault(name.upper(), {})[family] = tuple(float(v) for v in values)
+
+
+for _line in _LBW_DEFAULT_PRESETS_SD1.splitlines():
+    _name, _, _values = _line.partition(":")
+    register_block_preset(_name, "sd1", [float(v) for v in _values.split(",")])
+for _name, _value in _UNIFORM.items():
+    register_block_preset(_name, "sdxl", [_value] * 12)
+
+
+def resolve_block_weights(spec: str | Sequence[float], family: str) -> list[float]:
+    """An LBW vector from a preset name (``INALL``), comma-separated numbers or a sequence of
+    numbers. The length is checked against the family's layouts when the merge applies it."""
+    from loradex.registry.errors import UsageError
+
+    if not isinstance(spec, str):
+        return [float(v) for v in spec]
+    text = spec.strip()
+    preset = BLOCK_PRESETS.get(text.upper())
+    if preset is not None:
+        if family not in preset:
+            raise UsageError(
+                f"block-weight preset {text} is defined for {', '.join(sorted(preset))} only, not {family}",
+                hint=f"give the {min(n for f, n in BLOCK_LAYOUTS if f == family)} numbers instead")
+        return list(preset[family])
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        names = ", ".join(n for n, fams in BLOCK_PRESETS.items() if family in fams)
+        raise UsageError(f"block weights {text!r}: neither comma-separated numbers nor a {family} preset",
+                         hint=f"presets: {names}") from None

@@ -212,11 +212,25 @@ def merge_recipe(catalog, inputs: Sequence[Any], method: str, *, rank: int | Non
     family = check_families({v.ref: version_family(catalog, v) for v in versions})
     for entry, version in zip(entries, versions):
         entry["ref"], entry["sha256"], entry["role"] = version.ref, version.sha256, "adapter"
+        _pin_block_weights(entry, family)
     return {
         "op": "merge", "inputs": entries, "method": m.name, "rank": rank, "options": dict(options or {}),
         "seed": seed, "base": family, "loradex_version": loradex_version(),
         "output": {"format": "kohya", "dtype": dtype, "name": name},
     }
+
+
+def _pin_block_weights(entry: dict, family: str | None) -> None:
+    """A preset name (``INALL``) or "1,0,…" text becomes the numbers in the recipe (the name is
+    kept beside them), so a replay never depends on the preset table."""
+    from .block_weights import BLOCK_PRESETS, resolve_block_weights
+
+    spec = entry.get("block_weights")
+    if spec is None:
+        return
+    if isinstance(spec, str) and spec.strip().upper() in BLOCK_PRESETS:
+        entry["block_weights_preset"] = spec.strip().upper()
+    entry["block_weights"] = resolve_block_weights(spec, family or "sd1")
 
 
 def merge_versions(catalog, inputs: Sequence[Any], method: str, rank: int | None = None, *, name: str,
@@ -226,7 +240,8 @@ def merge_versions(catalog, inputs: Sequence[Any], method: str, rank: int | None
     """Merge catalog versions into a new version ``name`` → ``AddResult``.
 
     ``inputs``: (ref, weight), (ref, weight, te_weight, unet_weight), "ref:weight" or dicts with
-    ``ref``, ``weight``, ``te_weight``, ``unet_weight``, ``block_weights`` (an LBW vector).
+    ``ref``, ``weight``, ``te_weight``, ``unet_weight``, ``block_weights`` (an LBW vector, its
+    "n,n,…" text or an LBW preset name such as ``INALL``).
     ``options`` go to the method (``density``, ``clamp_quantile``, ``conv_rank``…).
     """
     recipe = merge_recipe(catalog, inputs, method, rank=rank, name=name, seed=seed, dtype=dtype, options=options)
