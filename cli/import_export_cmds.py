@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_(
         folder: Annotated[Path, typer.Argument(help="A webui folder (A1111, ComfyUI, InvokeAI) or its models/Lora, embeddings… folder.")],
-        allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Scan and load pickles (.pt/.bin/.ckpt) with weights_only instead of refusing them.")] = False,
+        allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Scan and load pickles (.pt/.bin/.ckpt) with weights_only instead of refusing them; they are stored converted to safetensors with a converted_from edge, as `add --allow-pickle` does.")] = False,
         link: Annotated[bool, typer.Option("--link", help="Hardlink files into the store instead of copying when possible.")] = False,
         home: HomeOpt = None, json: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
@@ -39,8 +39,12 @@ def register(app: typer.Typer) -> None:
 
         out = Output(json_mode=json, quiet=quiet)
         catalog = open_catalog(home)
+        converter = None
+        if allow_pickle:  # pickles are stored converted to safetensors, exactly as `add --allow-pickle` does
+            from loradex.merge.pickle_to_safetensors import convert_pickle_for_catalog as converter
         with out.progress("importing") as progress:
-            report = import_tree(catalog, folder, allow_pickle=allow_pickle, link=link, progress=progress)
+            report = import_tree(catalog, folder, allow_pickle=allow_pickle, link=link, progress=progress,
+                                 pickle_converter=converter)
         out.result(report, lambda c: _import_table(out, report))
 
     @app.command()

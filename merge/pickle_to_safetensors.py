@@ -215,12 +215,30 @@ def add_pickle_converted(catalog, path, *, extra_allowed=(), lineage: list | Non
     path = Path(path)
     add_kwargs["name"] = add_kwargs.get("name") or default_name(path)
     with tempfile.TemporaryDirectory(prefix="loradex-pickle-") as tmp:
-        dest, report = pickle_to_safetensors(path, tmp, extra_allowed=extra_allowed)
-        edge = {"relation": "converted_from", "external_parent": f"sha256:{report['source_sha256']}",
-                "recipe": conversion_recipe(report)}
-        extra = {**(extra or {}), "converted_from_pickle": {"file_name": path.name, "sha256": report["source_sha256"],
-                                                            "dropped": report["dropped"]}}
-        return add_file(catalog, dest, lineage=[edge, *(lineage or [])], extra=extra, **add_kwargs)
+        done = convert_pickle_for_catalog(path, tmp, extra_allowed=extra_allowed)
+        return add_file(catalog, done.path, lineage=[done.edge, *(lineage or [])],
+                        extra={**(extra or {}), **done.extra}, **add_kwargs)
+
+
+@dataclass(frozen=True)
+class CatalogConversion:
+    """A pickle converted for the catalog: the safetensors file to store, its ``converted_from``
+    lineage edge (to ``sha256:<pickle>``, with the recipe) and the version's ``extra`` entry."""
+
+    path: Path
+    edge: dict
+    extra: dict
+
+
+def convert_pickle_for_catalog(path, dest_dir, *, extra_allowed=()) -> CatalogConversion:
+    """What ``add`` and ``import`` store for an opted-in pickle (one code path for both)."""
+    path = Path(path)
+    dest, report = pickle_to_safetensors(path, dest_dir, extra_allowed=extra_allowed)
+    edge = {"relation": "converted_from", "external_parent": f"sha256:{report['source_sha256']}",
+            "recipe": conversion_recipe(report)}
+    extra = {"converted_from_pickle": {"file_name": path.name, "sha256": report["source_sha256"],
+                                       "dropped": report["dropped"]}}
+    return CatalogConversion(dest, edge, extra)
 
 
 def add_adapter_file(catalog, path, *, allow_pickle: bool = False, keep_pickle: bool = False,

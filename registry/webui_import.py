@@ -18,8 +18,10 @@ HTML page…) is refused with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from .adding import default_name
 from .blob_store import store_lock
 from .db_schema import AdapterRow, FileCacheRow, VersionRow
 from .errors import AlreadyExists, LoradexError, UnsafePickle, UsageError
-from .operations import AddVersion
+from .operations import AddVersion, LinkLineage
 from .refs import NAME_RE
 
 MODEL_SUFFIXES = frozenset({".safetensors", ".pt", ".bin", ".ckpt", ".pth"})
@@ -316,8 +318,13 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
 
 
 def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False,
-                progress: Progress | None = None) -> ImportReport:
-    """Import every adapter below ``root``; see the module docstring."""
+                progress: Progress | None = None, pickle_converter: Callable | None = None) -> ImportReport:
+    """Import every adapter below ``root``; see the module docstring.
+
+    ``pickle_converter(path, tmp_dir)`` (``loradex.merge.pickle_to_safetensors.convert_pickle_for_catalog``,
+    what ``add --allow-pickle`` uses; registry/ does not import merge/): with ``allow_pickle``, each
+    pickle is stored converted to safetensors with a ``converted_from`` edge, as ``add`` does;
+    without a converter it is stored as it is."""
     from .probe import probe_path
 
     started = time.perf_counter()
@@ -364,7 +371,12 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
     for n, f in enumerate(ready):
         if progress:
             progress(n, total, f.rel)
-        report.items.append(_import_one(catalog, f, stats, link=link))
+        try:
+            report.items.append(_import_one(catalog, f, stats, link=link, pickle_converter=pickle_converter))
+        except LoradexError as exc:  # a pickle whose content cannot be converted
+            item = ImportItem(f.rel, "refused", reason=_reason(exc, f.path))
+            refused.append((f, item, False))
+            report.items.append(item)
     if progress:
         progress(total, total, "done")
     if refused:
@@ -422,10 +434,27 @@ def _name_files(catalog, found: list[_Found], cache: dict, ready: list[_Found]) 
     assign_names(pending, taken)
 
 
-def _import_one(catalog, f: _Found, stats: ImportStats, *, link: bool) -> ImportItem:
+def _import_one(catalog, f: _Found, stats: ImportStats, *, link: bool,
+                pickle_converter: Callable | None = None) -> ImportItem:
+    from .file_sniff import PICKLE_KINDS, sniff
+
+    with contextlib.ExitStack() as stack:
+        source, edge, converted_extra = f.path, None, {}
+        if pickle_converter is not None and sniff(f.path).kind in PICKLE_KINDS:
+            from .probe import probe_path
+
+            done = pickle_converter(f.path, stack.enter_context(tempfile.TemporaryDirectory(prefix=".loradex-import-")))
+            source, edge, converted_extra = done.path, done.edge, done.extra
+            f.probe = probe_path(source).to_dict()
+        return _store_one(catalog, f, source, stats, link=link, edge=edge, converted_extra=converted_extra)
+
+
+def _store_one(catalog, f: _Found, source: Path, stats: ImportStats, *, link: bool, edge: dict | None,
+               converted_extra: dict) -> ImportItem:
+    """Store ``source`` (the file itself, or its safetensors conversion) and register it."""
     probe = f.probe
     side = read_sidecars(f.path)
-    extra = dict(side.extra)
+    extra = {**side.extra, **converted_extra}
     extra["imported_from"] = {"path": str(f.path), "folder": f.category}
     probe_base = probe.get("base") or "unknown"
     base = probe_base if probe_base != "unknown" else side.base
@@ -437,7 +466,7 @@ def _import_one(catalog, f: _Found, stats: ImportStats, *, link: bool) -> Import
     kind = probe.get("kind") or "lora"
     op = AddVersion(
         name=f.name, sha256="", autov1=None, autov2="", autov3=None, size=0,
-        file_format=probe.get("format") or "unknown", kind=kind, base=base, file_name=f.path.name,
+        file_format=probe.get("format") or "unknown", kind=kind, base=base, file_name=source.name,
         probe=probe, file_metadata=dict(probe.get("metadata") or {}), trigger_words=triggers,
         message=f"imported from {f.rel}", description=side.description, extra=extra,
     )
@@ -448,7 +477,7 @@ def _import_one(catalog, f: _Found, stats: ImportStats, *, link: bool) -> Import
         read_so_far[0] = done
 
     with store_lock(catalog.home, exclusive=False):
-        stored = catalog.blobs.add_file(f.path, link=link, progress=count)
+        stored = catalog.blobs.add_file(source, link=link and source == f.path, progress=count)
         stats.files_read += 1
         stats.bytes_hashed += read_so_far[0]
         h = stored.hashes
@@ -474,6 +503,10 @@ def _import_one(catalog, f: _Found, stats: ImportStats, *, link: bool) -> Import
                 _save_cache(s, f, h.sha256, {"status": "duplicate", "ref": ref, "kind": kind})
                 return ImportItem(f.rel, "duplicate", ref=ref, kind=kind, reason="same sha256")
             version = op.apply(s, catalog)
+            if edge is not None:
+                lineage = LinkLineage(child=version.ref, **edge)
+                lineage.validate()
+                lineage.apply(s, catalog)
             _save_cache(s, f, h.sha256, {"status": "added", "ref": version.ref, "name": f.name, "kind": kind})
             return ImportItem(f.rel, "added", ref=version.ref, kind=kind, reason="; ".join(notes))
 

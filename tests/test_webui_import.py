@@ -243,3 +243,34 @@ def test_touched_file_with_same_bytes_is_unchanged(tree):
     assert (item.status, item.ref, item.cached) == ("unchanged", "style@1.0.0", False)
     assert again.stats.files_read == 1 and again.counts()["added"] == 0
     assert import_tree(catalog, tree.root).stats.files_read == 0  # the new mtime is cached now
+
+
+def test_allow_pickle_import_stores_what_add_stores(tree, tmp_path):
+    """import --allow-pickle and add --allow-pickle share one conversion: same safetensors blob,
+    same converted_from edge to the pickle's sha256; a second import reads nothing."""
+    from loradex.merge.pickle_to_safetensors import add_adapter_file, convert_pickle_for_catalog
+    from loradex.registry.hashing import hash_file
+
+    catalog = Catalog()
+    report = import_tree(catalog, tree.root, allow_pickle=True, pickle_converter=convert_pickle_for_catalog)
+    assert _items(report)["embeddings/old.pt"].status == "added"
+    imported = catalog.resolve("old")
+    assert imported.file_name == "old.safetensors" and imported.probe["container"] == "safetensors"
+    (edge,) = [e for e in catalog.lineage(imported.ref) if e.relation == "converted_from"]
+    pickle_sha = hash_file(tree.files["old"]).sha256
+    assert edge.parent == f"sha256:{pickle_sha}"
+
+    other = Catalog(tmp_path / "other-home")
+    added = add_adapter_file(other, tree.files["old"], allow_pickle=True).version
+    assert added.sha256 == imported.sha256  # byte-identical conversion
+    (add_edge,) = [e for e in other.lineage(added.ref) if e.relation == "converted_from"]
+    assert add_edge.parent == edge.parent and add_edge.recipe == edge.recipe
+
+    again = import_tree(catalog, tree.root, allow_pickle=True, pickle_converter=convert_pickle_for_catalog)
+    assert _items(again)["embeddings/old.pt"].status == "unchanged" and again.stats.files_read == 0
+
+
+def test_cli_import_allow_pickle_converts(tree):
+    result = CliRunner().invoke(app, ["import", str(tree.root), "--allow-pickle"])
+    assert result.exit_code == 0, result.output
+    assert Catalog().resolve("old").file_name == "old.safetensors"
