@@ -271,3 +271,37 @@ def test_locon_with_text_encoder_in_bf16_loads_every_module(data, tmp_path):
     loaded = [m for m in list(pipe.unet.modules()) + list(pipe.text_encoder.modules())
               if hasattr(m, "lora_A") and len(m.lora_A)]
     assert len(loaded) == len(downs)  # diffusers drops unknown keys silently; none may be dropped
+
+
+def test_every_sample_becomes_a_record_and_render_check_reproduces_it(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from loradex.cli.app import app
+    from loradex.registry.catalog import Catalog
+    from loradex.registry.errors import UsageError
+    from loradex.registry.records import get_record, list_records
+    from loradex.trainer.generate import render_record
+    from loradex.trainer.registration import train_and_register
+
+    catalog = Catalog()
+    cfg = config("lora", data, tmp_path / "out", steps=3, sample_every=1, save_every=2, register_checkpoints=True,
+                 sample_prompts=["sks, red square"], name="sampled")
+    result, added = train_and_register(cfg, catalog=catalog)
+    assert [s.step for s in result.intermediate_samples] == [1, 2] and [s.step for s in result.samples] == [3]
+    assert [a.version.version for a in added] == ["1.0.0-step.2", "1.0.0"]
+    pre, final = (a.version for a in added)
+    ids = final.extra["training"]["sample_records"]
+    step1, step2, step3 = (get_record(catalog, i).record for i in ids)
+    assert [r["notes"] for r in (step2, step3)] == ["training sample at step 2 of 3", "training sample at step 3"]
+    assert step1["notes"].startswith("training sample at step 1 of 3: those weights were not registered")
+    # each names the exact file its image was made with; step 1's weights were never registered
+    assert [r["stack"][0]["ref"] for r in (step1, step2, step3)] == [None, pre.ref, final.ref]
+    assert [r.id for r in list_records(catalog, pre.ref)] == [step2["id"]] == pre.extra["training"]["sample_records"]
+    assert [r.id for r in list_records(catalog, final.ref)] == [step3["id"]]
+    # the records' image hash is the schema's (b"RGB WxH\n" + pixels), so re-rendering matches it
+    for record in (step2, step3):
+        res = CliRunner().invoke(app, ["render", record["id"], "--check", "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["identical"] is True
+    with pytest.raises(UsageError, match="cannot be re-rendered"):
+        render_record(catalog, step1["id"])

@@ -7,8 +7,9 @@
   config, the dataset manifest and its sha256, the seed, library versions and the loss curve;
 - ``version.extra["training"]`` repeats the facts a later run needs (the base, whether the file
   is a bare state dict) and the sample prompt-record ids;
-- the final samples are stored as prompt records (``source = "train-sample"``, PNG blobs with
-  the record in their text chunks) linked to the version;
+- every sample (``--sample-every`` and final) is stored as a prompt record (``source =
+  "train-sample"``, PNG blob with the record in its text chunks) naming the file its image was
+  made with: the version, or the pre-release of its step (see ``store_sample_records``);
 - with ``register_checkpoints``, intermediate exports become pre-releases ``X.Y.Z-step.N`` of the
   version the final file gets.
 """
@@ -16,7 +17,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -163,22 +163,29 @@ def register_run(catalog, result, *, progress=None) -> list:
     version = c.version or target_version(catalog, c.name, c.bump)
     weights = "state_dict" if result.output.kind == "checkpoint" else "adapter"
     edge = lineage_edge(result)
-    added = []
+    added, by_step = [], {}
     if c.register_checkpoints:
         for ckpt in result.checkpoints:
             export = ckpt["export"]
-            added.append(add_file(
+            by_step[ckpt["step"]] = add_file(
                 catalog, export["path"], name=c.name, version=f"{version}-step.{ckpt['step']}",
                 kind=export["kind"], base=result.base.family, triggers=export["triggers"] or None,
                 message=f"{c.method} checkpoint at step {ckpt['step']}",
                 extra=_training_extra(result, ckpt["step"], weights),
-                lineage=[{**edge, "recipe": {**edge["recipe"], "steps": ckpt["step"]}}], progress=progress))
+                lineage=[{**edge, "recipe": {**edge["recipe"], "steps": ckpt["step"]}}], progress=progress)
+            added.append(by_step[ckpt["step"]])
     final = add_file(catalog, result.output.path, name=c.name, version=version, kind=result.output.kind,
                      base=result.base.family, triggers=result.output.triggers or None,
                      message=c.message or f"trained: {c.method}, {result.steps} steps, seed {c.seed}",
                      extra=_training_extra(result, result.steps, weights), lineage=[edge], progress=progress)
-    records = store_sample_records(catalog, final.version, result)
-    if records:
+    records = store_sample_records(catalog, final.version, result,
+                                   {step: a.version for step, a in by_step.items()})
+    for i, a in enumerate(added):  # a pre-release lists the samples made with its weights
+        ids = [r.id for r in records if a.version.ref in r.versions]
+        if ids:
+            _set_sample_ids(catalog, a.version, ids)
+            added[i] = dataclasses.replace(a, version=catalog.resolve(a.version.ref))
+    if records:  # the release lists every sample of the run
         _set_sample_ids(catalog, final.version, [r.id for r in records])
         final = dataclasses.replace(final, version=catalog.resolve(final.version.ref))
     added.append(final)
@@ -210,42 +217,53 @@ def _set_sample_ids(catalog, version, ids: list[str]) -> None:
     catalog.transact(write)
 
 
-def pixel_sha256(image) -> str:
-    return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
-
-
-def store_sample_records(catalog, version, result) -> list:
-    """One prompt record per final sample, its PNG stored as a blob and linked to ``version``."""
+def store_sample_records(catalog, version, result, step_versions: dict | None = None) -> list:
+    """One prompt record per sample (``--sample-every`` ones first, then the final ones), its
+    PNG stored as a blob. A final sample names ``version``; an intermediate one names the
+    pre-release registered at its step (``step_versions``, from ``--register-checkpoints``), else
+    — its weights were never registered — only the final ref as ``requested``, with no exact
+    ref, so it is kept as evidence but ``render`` says it cannot be re-rendered."""
     from PIL import Image
 
     from loradex.registry.paths import current_user
-    from loradex.registry.records import (RECORD_SCHEMA, new_record_id, now_iso, png_with_record,
-                                          store_record)
+    from loradex.registry.records import (RECORD_SCHEMA, new_record_id, now_iso, pixel_sha256,
+                                          png_with_record, store_record)
+    from loradex.trainer.generate import LIBRARIES as RENDER_LIBRARIES
 
+    step_versions = step_versions or {}
     out = []
     kind = result.output.kind
-    for sample in result.samples:
+    for sample in result.intermediate_samples + result.samples:
+        made_by = version if sample.step == result.steps else step_versions.get(sample.step)
+        notes = f"training sample at step {sample.step}"
+        if sample.step != result.steps:
+            notes += f" of {result.steps}"
+            if made_by is None:
+                notes += (": those weights were not registered (train with --save-every and "
+                          "--register-checkpoints to keep them), so it cannot be re-rendered")
+        exact = {"ref": made_by.ref, "sha256": made_by.sha256} if made_by else {"ref": None, "sha256": None}
         with Image.open(sample.path) as img:
             image = img.convert("RGB")
-        stack_entry = {"requested": version.ref, "ref": version.ref, "sha256": version.sha256, "kind": kind,
-                       "te_weight": 1.0, "unet_weight": 1.0, "autov3": version.autov3}
+        stack_entry = {"requested": version.ref, **exact, "kind": kind, "te_weight": 1.0, "unet_weight": 1.0,
+                       "autov3": made_by.autov3 if made_by else None}
         record = {
             "schema": RECORD_SCHEMA, "id": new_record_id(), "source": "train-sample",
             "prompt": sample.prompt, "clean_prompt": sample.prompt, "negative_prompt": "",
             "seed": sample.seed, "steps": sample.steps, "cfg": sample.cfg,
             "width": sample.width, "height": sample.height,
-            "scheduler": result.scheduler,
+            # as generate records it: name None = the base's own sampler, which the samples used
+            "scheduler": {"name": None, "config": {"class": result.scheduler["name"], **result.scheduler["config"]}},
             "base": {"ref": result.base_catalog_ref or result.base.ref, "family": result.base.family,
                      "sha256": result.base.hash},
             "stack": [stack_entry],
-            "embeddings": ([{"token": result.config.token, "ref": version.ref, "sha256": version.sha256}]
-                           if kind == "embedding" else []),
+            "embeddings": ([{"token": result.config.token, **exact}] if kind == "embedding" else []),
             "dtype": "float32" if result.config.mixed_precision == "no" else result.config.mixed_precision,
             "device": "cpu" if not _cuda() else "cuda",
-            "libraries": {k: v for k, v in result.libraries.items()},
+            # the libraries render --check compares (the run's own list has more)
+            "libraries": {k: v for k, v in result.libraries.items() if k in RENDER_LIBRARIES},
             "image_sha256": pixel_sha256(image),
             "created_at": now_iso(), "created_by": current_user(),
-            "notes": f"training sample at step {sample.step}",
+            "notes": notes,
         }
         out.append(store_record(catalog, record, png_with_record(image, record)))
     return out

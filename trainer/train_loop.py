@@ -9,7 +9,8 @@ index) — so ``--resume`` from a checkpoint continues bit-identically on CPU.
 
 Checkpoints are folders ``<output_dir>/checkpoints/step-NNNNNN/`` written atomically, pickle-free:
 ``trainable.safetensors`` (the trained tensors), ``optimizer.safetensors`` + ``state.json``
-(optimizer param groups, LR-scheduler state, step, losses, config) and ``rng.safetensors``.
+(optimizer param groups, LR-scheduler state, step, losses, config, samples so far) and
+``rng.safetensors``.
 Ctrl-C (KeyboardInterrupt) writes one at the last completed optimizer step, then re-raises.
 
 Loss: noise-prediction MSE (or v-prediction when the base's scheduler says so), optional
@@ -73,6 +74,7 @@ class TrainResult:
     eval_loss_before: float         # on micro-batch 0 with fixed noise and timesteps
     eval_loss_after: float
     samples: list[Sample] = field(default_factory=list)           # final samples
+    intermediate_samples: list[Sample] = field(default_factory=list)  # --sample-every, in step order
     checkpoints: list[dict] = field(default_factory=list)         # {step, path, export}
     started_at: str = ""
     finished_at: str = ""
@@ -91,7 +93,9 @@ class TrainResult:
                 "base": self.base.to_dict(), "base_catalog_ref": self.base_catalog_ref,
                 "dataset_manifest_sha256": self.dataset.manifest_sha256(),
                 "num_images": len(self.dataset.images), "loss": self.loss_summary(),
-                "samples": [s.to_dict() for s in self.samples], "checkpoints": self.checkpoints,
+                "samples": [s.to_dict() for s in self.samples],
+                "intermediate_samples": [s.to_dict() for s in self.intermediate_samples],
+                "checkpoints": self.checkpoints,
                 "seconds": round(self.seconds, 3), "libraries": self.libraries}
 
 
@@ -350,7 +354,7 @@ def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
 
 
 def save_checkpoint(run: Run, optimizer, lr_scheduler, gen, *, step: int, losses: list[float],
-                    checkpoints: list[dict], export: bool = False) -> Path:
+                    checkpoints: list[dict], samples: list[Sample], export: bool = False) -> Path:
     """Write the resumable state at ``step`` into a temp folder, then rename it into place.
     With ``export``, the method's output file goes under ``export/`` in it and ``checkpoints``
     gets an entry ``{step, path, export}``."""
@@ -375,7 +379,8 @@ def save_checkpoint(run: Run, optimizer, lr_scheduler, gen, *, step: int, losses
         save_file({"torch": torch.get_rng_state(), "generator": gen.get_state()}, str(tmp / "rng.safetensors"))
         state = {"step": step, "losses": losses, "optimizer": opt_meta,
                  "lr_scheduler": lr_scheduler.state_dict(), "config": run.config.to_dict(),
-                 "checkpoints": checkpoints, "base_hash": run.base.hash,
+                 "checkpoints": checkpoints, "samples": [s.to_dict() for s in samples],
+                 "base_hash": run.base.hash,
                  "eval_before": run.extra.get("eval_before")}
         (tmp / "state.json").write_text(json.dumps(state, indent=1, default=float))
         if dest.exists():
@@ -555,11 +560,12 @@ def train(config: TrainConfig, *, catalog=None, progress: Progress | None = None
     gen = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + acc.process_index)
     eval_before = fixed_batch_loss(run)
 
-    step, losses, checkpoints = 0, [], []
+    step, losses, checkpoints, samples = 0, [], [], []
     if config.resume:
         path = find_checkpoint(config)
         state = load_checkpoint(run, path, optimizer, lr_scheduler, gen)
         step, losses, checkpoints = state["step"], list(state["losses"]), list(state["checkpoints"])
+        samples = [Sample(**s) for s in state.get("samples", [])]
         eval_before = state.get("eval_before", eval_before)
         log(f"resumed from {path} at step {step}")
     if step >= total:
@@ -587,17 +593,17 @@ def train(config: TrainConfig, *, catalog=None, progress: Progress | None = None
             if progress:
                 progress(step, total, {"loss": losses[-1], "lr": lr_scheduler.get_last_lr()[0],
                                        "epoch": (step * config.grad_accum * nproc) // run.dataset.batches_per_epoch})
+            if config.sample_every and step % config.sample_every == 0 and step < total and acc.is_main_process:
+                samples += render_samples(run, step, Path(config.output_dir) / "samples" / f"step-{step:06d}")
             if config.save_every and step % config.save_every == 0 and step < total and acc.is_main_process:
                 ckpt = save_checkpoint(run, optimizer, lr_scheduler, gen, step=step, losses=losses,
-                                       checkpoints=checkpoints, export=True)
+                                       checkpoints=checkpoints, samples=samples, export=True)
                 log(f"checkpoint {ckpt}")
-            if config.sample_every and step % config.sample_every == 0 and step < total and acc.is_main_process:
-                render_samples(run, step, Path(config.output_dir) / "samples" / f"step-{step:06d}")
             acc.wait_for_everyone()
     except KeyboardInterrupt:
         if acc.is_main_process:
             ckpt = save_checkpoint(run, optimizer, lr_scheduler, gen, step=step, losses=losses,
-                                   checkpoints=checkpoints)
+                                   checkpoints=checkpoints, samples=samples)
             log(f"interrupted at step {step}; resumable checkpoint: {ckpt} (continue with --resume latest)")
         raise
     eval_after = fixed_batch_loss(run)
@@ -606,7 +612,7 @@ def train(config: TrainConfig, *, catalog=None, progress: Progress | None = None
     result = TrainResult(config=config, base=run.base, base_catalog_ref=run.extra.get("base_catalog_ref"),
                          dataset=run.report, output=None, steps=step, losses=losses,
                          eval_loss_before=eval_before, eval_loss_after=eval_after,
-                         checkpoints=checkpoints, started_at=started_at, finished_at=_now_iso(),
+                         intermediate_samples=samples, checkpoints=checkpoints, started_at=started_at, finished_at=_now_iso(),
                          seconds=time.perf_counter() - started, scheduler=_jsonable(scheduler),
                          prediction_type=run.prediction_type, libraries=library_versions(),
                          main_process=acc.is_main_process)
