@@ -305,3 +305,75 @@ def test_every_sample_becomes_a_record_and_render_check_reproduces_it(data, tmp_
         assert json.loads(res.stdout)["identical"] is True
     with pytest.raises(UsageError, match="cannot be re-rendered"):
         render_record(catalog, step1["id"])
+
+
+def test_tiny_sdxl_lora_with_both_text_encoders_and_ti_with_clip_l_and_clip_g(data, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from loradex.trainer.tiny_pipeline import build_tiny_sdxl_pipeline
+    from loradex.trainer.train_loop import train
+
+    def fresh():
+        pipe = build_tiny_sdxl_pipeline(seed=0)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def with_lora(pipe):
+        return [m for part in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2) for m in part.modules()
+                if hasattr(m, "lora_A") and len(m.lora_A)]
+
+    # diffusers format: every module of UNet + both text encoders loads back and the image moves
+    lora = train(config("lora", data, tmp_path / "lora", base="tiny-sdxl", steps=2, train_text_encoder=True,
+                        format="diffusers", register=False))
+    keys = load_file(str(lora.output.path))
+    pipe = fresh()
+    before = render(pipe)
+    pipe.load_lora_weights(str(lora.output.path))
+    assert {k.split(".")[0] for k in keys} == {"unet", "text_encoder", "text_encoder_2"}
+    assert len(with_lora(pipe)) == len([k for k in keys if k.endswith("lora_A.weight")])
+    assert abs(render(pipe) - before).max() > 1e-3
+
+    # kohya format: lora_unet_ / lora_te1_ / lora_te2_; every text-encoder module loads back.
+    # (The UNet's SGM block numbers are real SDXL's, which the tiny UNet's 1 layer per block
+    # does not share, so diffusers places some of them elsewhere on the tiny model.)
+    kohya = train(config("lora", data, tmp_path / "kohya", base="tiny-sdxl", steps=1, train_text_encoder=True,
+                         register=False))
+    with safe_open(str(kohya.output.path), "pt") as fh:
+        downs = [k for k in fh.keys() if k.endswith(".lora_down.weight")]
+        meta = fh.metadata()
+    assert {k.split("_", 2)[1] for k in downs} == {"unet", "te1", "te2"}
+    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    pipe = fresh()
+    pipe.load_lora_weights(str(kohya.output.path))
+    te_loaded = [m for part in (pipe.text_encoder, pipe.text_encoder_2) for m in part.modules()
+                 if hasattr(m, "lora_A") and len(m.lora_A)]
+    assert len(te_loaded) == len([k for k in downs if k.startswith(("lora_te1_", "lora_te2_"))])
+
+    ti = train(config("ti", data, tmp_path / "ti", base="tiny-sdxl", steps=2, register=False))
+    emb = load_file(str(ti.output.path))
+    assert set(emb) == {"clip_l", "clip_g"} and emb["clip_l"].shape == (1, 32) and emb["clip_g"].shape == (1, 32)
+    pipe = fresh()
+    untrained = fresh()
+    for p, vectors in ((pipe, emb), (untrained, None)):
+        for key, encoder, tokenizer in (("clip_l", p.text_encoder, p.tokenizer),
+                                        ("clip_g", p.text_encoder_2, p.tokenizer_2)):
+            init_row = encoder.get_input_embeddings().weight[tokenizer.encode("a", add_special_tokens=False)[0]]
+            row = vectors[key][0] if vectors else init_row.detach().clone()
+            assert vectors is None or not torch.equal(row, init_row)  # the trained rows moved
+            p.load_textual_inversion({TOKEN: row}, token=TOKEN, text_encoder=encoder, tokenizer=tokenizer)
+    assert abs(render(pipe, f"a photo of {TOKEN}") - render(untrained, f"a photo of {TOKEN}")).max() > 1e-4
+
+
+def test_sdxl_conditioning_is_what_the_pipeline_computes(data, tmp_path):
+    # the engine encodes prompts itself (to call the prepared text encoders): same numbers
+    from loradex.trainer.train_loop import prepare_run
+
+    run = prepare_run(config("ti", data, tmp_path / "out", base="tiny-sdxl", num_vectors=2))
+    prompts = [f"a photo of {TOKEN}, red square", "sks, blue circle"]
+    with torch.no_grad():
+        ours = run.encode_prompts(prompts, 32, 32)
+        embeds, _, pooled, _ = run.pipe.encode_prompt(prompt=prompts, device=run.device, num_images_per_prompt=1,
+                                                      do_classifier_free_guidance=False)
+    assert torch.equal(ours["encoder_hidden_states"], embeds)
+    assert torch.equal(ours["added_cond_kwargs"]["text_embeds"], pooled)
