@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _concurrency_check import check_final_state, run_writers  # noqa: E402
 from _reliability import run_campaign  # noqa: E402
 
-OPS = ["add", "alias-set", "rollback", "rm", "gc"]
+OPS = ["add", "alias-set", "rollback", "rm", "gc", "merge", "import", "push", "pull"]
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
@@ -36,32 +36,15 @@ def record(progress: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def spread_campaign(root: Path, per_op: int, *, seed: int, op: str, delay_max: float):
-    """Random-time kills spread over [0.05, delay_max] s (the harness's own range is 0.05-1.2 s,
-    which on a loaded machine lands mostly in interpreter start-up)."""
-    import random
-
-    from _reliability import Outcome, make_files, operations, trial
-
-    rng = random.Random(seed)
-    files = make_files(root)
-    outcome = Outcome(op)
-    for _ in range(per_op):
-        trial(op, operations(files)[op], root, files, crash_at=None, delay=rng.uniform(0.05, delay_max),
-              outcome=outcome)
-    return [outcome]
-
-
 def crash_part(per_op: int, ops: list[str], seed: int, progress: Path, delay_max: float | None = None) -> list[dict]:
     rows = []
     for op in ops:
         with tempfile.TemporaryDirectory(prefix=f"loradex-crash-{op}-") as tmp:
             t = time.perf_counter()
-            if delay_max:
-                (outcome,) = spread_campaign(Path(tmp), per_op, seed=seed + sum(map(ord, op)), op=op,
-                                             delay_max=delay_max)
-            else:
-                (outcome,) = run_campaign(Path(tmp), per_op, seed=seed + sum(map(ord, op)), ops=[op])
+            # --delay-max: random kills only, spread over [0.05, delay_max] s (the harness's own
+            # 0.05-1.2 s lands mostly in interpreter start-up on a loaded machine)
+            (outcome,) = run_campaign(Path(tmp), per_op, seed=seed + sum(map(ord, op)), ops=[op],
+                                      delay_max=delay_max or 1.2, crash_points_first=not delay_max)
             row = {"part": "crash", "op": op, "delays": f"0.05-{delay_max} s" if delay_max else "points + 0.05-1.2 s", "trials": outcome.trials, "killed": outcome.killed,
                    "inconsistencies": len(outcome.inconsistencies),
                    "examples": outcome.inconsistencies[:5], "seconds": round(time.perf_counter() - t, 1)}

@@ -218,7 +218,10 @@ def trial(op: str, args: list[str], root: Path, files: Path, *, crash_at: str | 
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run_campaign(root: Path, per_op: int, *, seed: int = 0, ops: list[str] | None = None) -> list[Outcome]:
+def run_campaign(root: Path, per_op: int, *, seed: int = 0, ops: list[str] | None = None,
+                 delay_max: float = 1.2, crash_points_first: bool = True) -> list[Outcome]:
+    """``per_op`` trials of each operation: first one per named crash point it passes (unless
+    ``crash_points_first`` is off), then kills after a random delay in [0.05, ``delay_max``] s."""
     rng = random.Random(seed)
     files = make_files(root)
     selected = {op: args for op, args in operations(files).items() if not ops or op in ops}
@@ -228,13 +231,13 @@ def run_campaign(root: Path, per_op: int, *, seed: int = 0, ops: list[str] | Non
         for op, args in selected.items():
             outcome = Outcome(op)
             url = mirror.url if mirror else None
-            points = crash_points(op)
+            points = crash_points(op) if crash_points_first else ()
             for i in range(per_op):
                 if i < len(points):
                     trial(op, args, root, files, crash_at=points[i], delay=None, outcome=outcome, mirror_url=url)
                 else:
-                    trial(op, args, root, files, crash_at=None, delay=rng.uniform(0.05, 1.2), outcome=outcome,
-                          mirror_url=url)
+                    trial(op, args, root, files, crash_at=None, delay=rng.uniform(0.05, delay_max),
+                          outcome=outcome, mirror_url=url)
             outcomes.append(outcome)
     finally:
         if mirror:
