@@ -78,12 +78,23 @@ def remove_abandoned_temp_files(directory: Path, *, recursive: bool = False) -> 
     return removed, freed
 
 
+_SWEPT: set[Path] = set()
+
+
+def _sweep_once(directory: Path) -> None:
+    """Remove dead writers' temp files from ``directory`` on this process's first write there (a
+    bulk export writes thousands of files into one folder: one listing, not one per file)."""
+    if directory not in _SWEPT:
+        remove_abandoned_temp_files(directory)
+        _SWEPT.add(directory)
+
+
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Yield a file object; on clean exit its content appears at ``dest`` atomically."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_temp_files(dest.parent)
+    _sweep_once(dest.parent)
     fd, tmp = locked_temp_file(dest.parent)
     try:
         with os.fdopen(fd, mode, closefd=False) as fh:  # fd (and its lock) stays open until the rename
@@ -107,7 +118,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     file the path names when it is made, so a library should write into it, not replace it."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_temp_files(dest.parent)
+    _sweep_once(dest.parent)
     fd, tmp_path = locked_temp_file(dest.parent, suffix=dest.suffix)
     try:
         yield tmp_path

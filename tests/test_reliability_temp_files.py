@@ -64,15 +64,17 @@ def test_gc_removes_dead_writers_temp_files_anywhere_in_the_home_but_not_live_on
 
 def test_next_writer_into_a_directory_removes_dead_temp_files_only(tmp_path):
     out = tmp_path / "out"
-    dead = _kill_a_writer_of(out / "a.safetensors")
-    with atomic_output(out / "b.bin") as live_fh:
-        live_fh.write(b"live")
-        (live,) = set(out.glob(f"{TMP_PREFIX}*")) - {dead}
+    out.mkdir()
+    live_fd, live = locked_temp_file(out)  # another process's writer, still at work
+    try:
+        dead = _kill_a_writer_of(out / "a.safetensors")
         with atomic_path(out / "c.safetensors") as path:  # the next run: sweeps, then writes
             assert not dead.exists() and live.exists()
             path.write_bytes(b"c")
-    assert (out / "b.bin").read_bytes() == b"live" and (out / "c.safetensors").read_bytes() == b"c"
-    assert _temps(out) == []
+        assert (out / "c.safetensors").read_bytes() == b"c"
+        assert _temps(out) == [live.name]
+    finally:
+        os.close(live_fd)
 
 
 def test_a_temp_file_swept_before_its_writer_locked_it_is_replaced(tmp_path, monkeypatch):
