@@ -114,6 +114,13 @@ def _version_records(catalog, version, card) -> list:
     return [found[k] for k in sorted(found)]
 
 
+def manifest_file_sha256(manifest: dict, path: str) -> str | None:
+    """The sha256 a manifest promises for the adapter file at ``path``: its own entry in
+    ``files`` (a diffusers copy is a different file from the version's blob) else ``file.hashes``."""
+    entry = (manifest.get("files") or {}).get(path) or {}
+    return entry.get("sha256") or (manifest.get("file", {}).get("hashes") or {}).get("sha256")
+
+
 def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: tuple[str, ...] = ("kohya",),
                   converter: Converter | None = None) -> StagedVersion:
     """Write everything one version's commit holds into ``stage_dir`` (the adapter file is not

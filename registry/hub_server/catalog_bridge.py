@@ -177,7 +177,7 @@ class CatalogBridge:
         if manifest is not None:
             path = manifest.get("file", {}).get("path")
             entry = commit.tree.get(path) if isinstance(path, str) else None
-            want = (manifest.get("file", {}).get("hashes") or {}).get("sha256")
+            want = M.manifest_file_sha256(manifest, path) if isinstance(path, str) else None
             if entry is None or entry.sha256 != want:
                 if not required:
                     return None

@@ -440,7 +440,7 @@ def _pull_one(catalog, target: HubTarget, token, *, progress=None, name=None, al
 
     hashes = hash_file(local)
     if manifest is not None:
-        want = (manifest.get("files") or {}).get(adapter_path, {}).get("sha256") or manifest["file"]["hashes"]["sha256"]
+        want = M.manifest_file_sha256(manifest, adapter_path)
         if hashes.sha256 != want:
             shutil.rmtree(dest, ignore_errors=True)  # never keep bytes that contradict the manifest
             raise TransferError(f"pull: {adapter_path} from {target.repo_id}@{commit[:12]} has sha256 "
