@@ -20,12 +20,15 @@ def register(app: typer.Typer) -> None:
         url: Annotated[str, typer.Argument(help="Endpoint URL, e.g. https://civitai.com.")],
         kind: Annotated[Optional[str], typer.Option("--kind", help="hf | civitai | mirror "
                                                     "(default: guessed from the host).")] = None,
+        formats: Annotated[Optional[List[str]], typer.Option("--format", help="hf/mirror: what `push` sends, "
+                                                             "kohya (default) and/or diffusers.")] = None,
         json: JsonOpt = False, home: HomeOpt = None,
     ) -> None:
         """Record a remote (no token is stored: tokens come from the environment)."""
         from loradex.registry.remotes import add_remote
 
-        record = add_remote(open_catalog(home), name, url, kind)
+        settings = {"formats": list(formats)} if formats else None
+        record = add_remote(open_catalog(home), name, url, kind, settings=settings)
         Output(json_mode=json).result(record, lambda c: c.print(f"added remote {record.name} ({record.kind}) {record.url}"))
 
     @remote.command("list")

@@ -114,6 +114,9 @@ def _version_records(catalog, version, card) -> list:
     return [found[k] for k in sorted(found)]
 
 
+PUSH_FORMATS = ("kohya", "diffusers")  # what a Hub-kind remote can receive (remote settings "formats")
+
+
 def manifest_file_sha256(manifest: dict, path: str) -> str | None:
     """The sha256 a manifest promises for the adapter file at ``path``: its own entry in
     ``files`` (a diffusers copy is a different file from the version's blob) else ``file.hashes``."""
@@ -130,7 +133,7 @@ def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: t
     stage = Path(stage_dir)
     version = catalog.resolve(ref)
     adapter = catalog.get_adapter(version.adapter)
-    unknown = set(formats) - {"kohya", "diffusers"}
+    unknown = set(formats) - set(PUSH_FORMATS)
     if unknown or not formats:
         raise UsageError(f"remote formats must be kohya and/or diffusers, got {sorted(formats)}")
     blob = catalog.blobs.path_for(version.sha256)

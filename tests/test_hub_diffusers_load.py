@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from _hub_sync_fixtures import TOKEN, ThreadServer, publishing_home
 from loradex.cli.app import app
-from loradex.registry.remotes import add_remote
 
 # Runs in a fresh interpreter: huggingface_hub reads HF_ENDPOINT once, at import.
 _LOAD_SCRIPT = r"""
@@ -47,12 +46,16 @@ def test_diffusers_load_lora_weights_from_the_mirror(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("LORADEX_TOKEN_TEAM", TOKEN)
     pub = publishing_home(tmp_path / "a", tmp_path, evidence=False)
+    home = str(tmp_path / "a")
     with ThreadServer(tmp_path / "server-home") as srv:
-        add_remote(pub.catalog, "team", f"{srv.url}/team", "mirror")
-        result = CliRunner().invoke(app, ["push", pub.ref, "team", "--format", "diffusers",
-                                          "--home", str(tmp_path / "a"), "--json"])
+        # the remote's own setting picks what push sends (no --format on the push itself)
+        result = CliRunner().invoke(app, ["remote", "add", "team", f"{srv.url}/team", "--kind", "mirror",
+                                          "--format", "diffusers", "--home", home])
         assert result.exit_code == 0, (result.output, result.exception)
-        assert "pytorch_lora_weights.safetensors" in json.loads(result.stdout)["uploaded"]
+        result = CliRunner().invoke(app, ["push", pub.ref, "team", "--home", home, "--json"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert json.loads(result.stdout)["uploaded"] == ["README.md", "loradex.json",
+                                                         "pytorch_lora_weights.safetensors"]
         out = tmp_path / "result.json"
         env = {**os.environ, "HF_ENDPOINT": srv.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
                "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -66,3 +69,9 @@ def test_diffusers_load_lora_weights_from_the_mirror(tmp_path, monkeypatch):
     assert figures["hub_vs_base"] > 1e-3, figures    # and they do change the image
     # what diffusers fetched came through the mirror's cache layout under HF_HOME
     assert list((tmp_path / "hf-home").rglob("pytorch_lora_weights.safetensors"))
+
+
+def test_remote_add_refuses_unknown_push_formats(tmp_path):
+    result = CliRunner().invoke(app, ["remote", "add", "team", "http://127.0.0.1:9/team", "--kind", "mirror",
+                                      "--format", "ckpt", "--home", str(tmp_path)])
+    assert result.exit_code == 1 and "kohya and/or diffusers" in str(result.exception)
