@@ -405,7 +405,9 @@ def pull_revision(endpoint: str, repo_id: str, revision: str, dest_dir: str | os
             path = _check_repo_path(sibling.rfilename)
             final = dest_dir / path
             if not (final.is_file() and LocalFile.read(final).matches(sibling)):
-                _download_verified(endpoint, repo_id, sha, sibling, final, dest_dir / PARTIAL_DIR, token)
+                moved = _ByteProgress(progress, done, total, path) if progress else None
+                _download_verified(endpoint, repo_id, sha, sibling, final, dest_dir / PARTIAL_DIR, token,
+                                   on_bytes=moved)
             out[path] = final
             done += sibling.size or 0
             if progress:
@@ -413,12 +415,28 @@ def pull_revision(endpoint: str, repo_id: str, revision: str, dest_dir: str | os
     return sha, out
 
 
+class _ByteProgress:
+    """Feeds ``progress(done, total, path)`` as each chunk of one file arrives (bytes, so the
+    CLI's bar shows speed and ETA); a resumed download counts its partial file as done."""
+
+    def __init__(self, progress: Progress, before: int, total: int, path: str):
+        self.progress, self.before, self.total, self.path, self.got = progress, before, total, path, 0
+
+    def restart(self, already: int) -> None:
+        self.got = already
+        self.progress(self.before + already, self.total, self.path)
+
+    def __call__(self, n: int) -> None:
+        self.got += n
+        self.progress(self.before + self.got, self.total, self.path)
+
+
 def _download_verified(endpoint: str, repo_id: str, sha: str, sibling, final: Path, partial_dir: Path,
-                       token: str | None) -> None:
+                       token: str | None, on_bytes: "_ByteProgress | None" = None) -> None:
     remote_id = sibling.lfs.sha256 if sibling.lfs is not None else sibling.blob_id
     part = partial_dir / f"{remote_id}.part"
     for attempt in (1, 2):
-        _retrying(lambda: _fetch_resuming(endpoint, repo_id, sha, sibling.rfilename, part, token),
+        _retrying(lambda: _fetch_resuming(endpoint, repo_id, sha, sibling.rfilename, part, token, on_bytes),
                   total_deadline=False)  # a large file takes long: http_get's per-read timeout bounds stalls
         if LocalFile.read(part).matches(sibling):
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -430,21 +448,30 @@ def _download_verified(endpoint: str, repo_id: str, sha: str, sibling, final: Pa
                         f"{'sha256' if sibling.lfs is not None else 'blob id'} after two downloads")
 
 
-def _stall_watching_bar(guard: StallGuard):
+def _stall_watching_bar(guard: StallGuard, on_bytes: "_ByteProgress | None" = None):
     """A progress-bar class for ``http_get`` (its public ``tqdm_class`` hook sees every chunk) that
-    stops a download making no real progress; huggingface_hub's own timeout is per read."""
+    stops a download making no real progress (huggingface_hub's own timeout is per read) and,
+    given ``on_bytes``, reports each chunk to loradex's own bar instead of drawing tqdm's."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class StallWatchingBar(hf_tqdm):
+        def __init__(self, *args, **kwargs):
+            if on_bytes is not None:
+                kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
         def update(self, n=1):
             if n and n > 0:
                 guard.update(n)
+                if on_bytes is not None:
+                    on_bytes(n)
             return super().update(n)
 
     return StallWatchingBar
 
 
-def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path, token: str | None) -> None:
+def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path, token: str | None,
+                    on_bytes: "_ByteProgress | None" = None) -> None:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
@@ -462,5 +489,8 @@ def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path
         if meta.size is not None and have > meta.size:
             fh.truncate(0)
             have = 0
+        if on_bytes is not None:
+            on_bytes.restart(have)
         http_get(target, fh, resume_size=have, headers=headers, expected_size=meta.size,
-                 displayed_filename=path, tqdm_class=_stall_watching_bar(StallGuard(f"pull: {path} from {repo_id}")))
+                 displayed_filename=path,
+                 tqdm_class=_stall_watching_bar(StallGuard(f"pull: {path} from {repo_id}"), on_bytes))

@@ -141,9 +141,15 @@ def test_pull_resumes_from_partial_and_rejects_wrong_bytes(hub, version_files, t
     part.parent.mkdir(parents=True)
     part.write_bytes(weights[:5000])  # what a pull killed mid-transfer leaves behind
     served = stats(url)["bytes_served"]
+    seen: list[tuple[int, int, str]] = []
     sha, files = hub_client.pull_revision(url, "team/resume", "v1.0.0", dest, TOKEN,
-                                          allow_patterns=["*.safetensors"])
+                                          allow_patterns=["*.safetensors"],
+                                          progress=lambda done, total, path: seen.append((done, total, path)))
     assert sha == result.commit and list(files) == ["pytorch_lora_weights.safetensors"]
+    # the progress callback sees bytes as they arrive: from the resumed 5000 up to the whole file
+    dones = [d for d, _, _ in seen]
+    assert dones[0] == 5000 and dones[-1] == len(weights) and dones == sorted(dones)
+    assert {t for _, t, _ in seen} == {len(weights)}
     assert files["pytorch_lora_weights.safetensors"].read_bytes() == weights
     assert stats(url)["bytes_served"] - served == len(weights) - 5000  # only the rest was sent
 
