@@ -6,7 +6,8 @@ work against it unchanged: same paths, same JSON field names. Ids are the catalo
 
 Paths: ``GET /api/v1/models`` (query, types, baseModels, tag, sort, limit ≤ 100, cursor or page),
 ``/api/v1/models/{id}``, ``/api/v1/model-versions/{id}``, ``/api/v1/model-versions/by-hash/{hash}``
-(AutoV1, AutoV2, AutoV3 full or 12-hex, SHA256; case-insensitive), ``POST
+(AutoV1, AutoV2, AutoV3 full or 12-hex, SHA256, and CRC32/BLAKE3 where Civitai listed them;
+case-insensitive; only when the hash names one file), ``POST
 /api/v1/model-versions/by-hash`` (≤ 100 hashes, body ≤ 64 KiB), ``GET /api/download/models/{versionId}`` → 307
 to a signed file URL that serves the blob with Content-Disposition and Range.
 Sorting: loradex keeps no download counts or ratings, so every sort but "Newest" is by id.
@@ -20,14 +21,17 @@ import hmac
 import json
 import secrets
 import time
+from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
-from sqlalchemy import select
+from sqlalchemy import false, func, or_, select
 
 from .db_schema import AdapterRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
+from .hashing import EMPTY_SHA256
 from .server_app import read_body_capped, register_router
 
 MAX_LIMIT = 100
+NO_AUTOV1 = EMPTY_SHA256[:8]  # the AutoV1 of every file of at most 1 MiB
 BY_HASH_MAX_BODY = 64 << 10  # POST by-hash: 100 quoted 64-hex hashes are ~7 kB
 SIGNED_URL_SECONDS = 3600
 CIVITAI_TYPE = {"lora": "LORA", "lycoris": "LoCon", "embedding": "TextualInversion", "checkpoint": "Checkpoint"}
@@ -190,23 +194,114 @@ def model_json(s, adapter: AdapterRow, base_url: str, versions: list[VersionRow]
     }
 
 
-def find_by_hash(s, value: str) -> VersionRow | None:
-    """AutoV1 (8 hex), AutoV2 (10), AutoV3 short (12), SHA256 or AutoV3 (64); case-insensitive."""
-    h = value.strip().lower()
-    if not h or any(c not in "0123456789abcdef" for c in h):
-        return None
-    live = VersionRow.deleted_at.is_(None)
-    if len(h) == 64:
-        cond = (VersionRow.sha256 == h) | (VersionRow.autov3 == h)
-    elif len(h) == 10:
-        cond = VersionRow.autov2 == h
-    elif len(h) == 12:
-        cond = VersionRow.autov3.like(h + "%")
-    elif len(h) == 8:
-        cond = VersionRow.autov1 == h
+def _live_versions_of(s, adapter_ids: list[int]) -> dict[int, list[VersionRow]]:
+    """Live versions of several adapters in one query, newest first per adapter."""
+    out: dict[int, list[VersionRow]] = {i: [] for i in adapter_ids}
+    if adapter_ids:
+        for row in s.scalars(select(VersionRow).where(VersionRow.adapter_id.in_(adapter_ids),
+                                                      VersionRow.deleted_at.is_(None))
+                             .order_by(VersionRow.adapter_id, VersionRow.sort_key.desc())):
+            out[row.adapter_id].append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class ModelFilter:
+    """``GET /api/v1/models`` filters (``types``/``bases`` lower-cased Civitai names).
+    ``nsfw`` is accepted and ignored: the catalog keeps no nsfw flag of its own."""
+
+    query: str | None = None
+    types: set = field(default_factory=set)
+    bases: set = field(default_factory=set)
+    tag: str | None = None
+
+    def conditions(self) -> list:
+        has_live = select(VersionRow.id).where(VersionRow.adapter_id == AdapterRow.id,
+                                               VersionRow.deleted_at.is_(None)).exists()
+        conds = [has_live]
+        if self.query:
+            conds.append(func.lower(AdapterRow.name).contains(self.query.lower(), autoescape=True))
+        if self.types:
+            conds.append(_named_in(AdapterRow.kind, CIVITAI_TYPE, self.types))
+        if self.bases:
+            conds.append(_named_in(AdapterRow.base, CIVITAI_BASE, self.bases))
+        return conds
+
+    def tag_matches(self, adapter: AdapterRow) -> bool:
+        tags = adapter.tags or {}
+        words = {str(k).lower() for k in tags} | {str(v).lower() for v in tags.values()}
+        return self.tag.lower() in words
+
+
+def _named_in(column, names: dict[str, str], wanted: set):
+    """``column``'s catalog value has one of the ``wanted`` Civitai names (values missing from
+    ``names`` are "Other")."""
+    cond = column.in_([key for key, name in names.items() if name.lower() in wanted])
+    return cond | column.notin_(list(names)) if "other" in wanted else cond
+
+
+def model_page(s, want: ModelFilter, *, limit: int, after: int | None = None, page: int | None = None,
+               newest: bool = False) -> tuple[list[AdapterRow], bool, int | None]:
+    """One page of adapters with live versions: (adapters, more after them, total for page mode).
+    Paged in SQL; a ``tag`` (free-form JSON tags) is matched over the adapter rows in Python."""
+    order = AdapterRow.id.desc() if newest else AdapterRow.id
+    stmt = select(AdapterRow).where(*want.conditions()).order_by(order)
+    if after is not None:
+        cursor = AdapterRow.id < after if newest else AdapterRow.id > after
+    skip = (page - 1) * limit if page else 0
+    if want.tag:
+        rows = [a for a in s.scalars(stmt) if want.tag_matches(a)]
+        total = len(rows)
+        if after is not None and not page:
+            rows = [a for a in rows if (a.id < after if newest else a.id > after)]
+        rows = rows[skip: skip + limit + 1]
+    elif page:
+        total = s.scalar(select(func.count()).select_from(AdapterRow).where(*want.conditions()))
+        rows = list(s.scalars(stmt.offset(skip).limit(limit + 1)))
     else:
+        total = None
+        rows = list(s.scalars((stmt.where(cursor) if after is not None else stmt).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit, total
+
+
+def _listed_by_civitai(kind: str):
+    """A hash Civitai listed for these exact bytes, kept in ``extra.civitai.hashes`` when the
+    version was pulled or identified (CRC32 and BLAKE3: loradex computes neither itself)."""
+    listed = VersionRow.extra[("civitai", "hashes", kind)].as_string()
+    same_bytes = func.lower(VersionRow.extra[("civitai", "hashes", "SHA256")].as_string()) == VersionRow.sha256
+    return lambda h: (func.lower(listed) == h) & same_bytes
+
+
+def _autov1(h: str):
+    # Every file of at most 1 MiB has the AutoV1 of no bytes at all: it names no file.
+    return VersionRow.autov1 == h if h != NO_AUTOV1 else false()
+
+
+# hex length → what a hash of that length can be (Civitai's by-hash takes any kind, unlabelled)
+HASH_KINDS = {
+    8: [_autov1, _listed_by_civitai("CRC32")],
+    10: [lambda h: VersionRow.autov2 == h],
+    12: [lambda h: VersionRow.autov3.like(h + "%")],
+    64: [lambda h: VersionRow.sha256 == h, lambda h: VersionRow.autov3 == h, _listed_by_civitai("BLAKE3")],
+}
+
+
+def find_by_hash(s, value: str) -> VersionRow | None:
+    """The live version whose file has this hash: AutoV1 or CRC32 (8 hex), AutoV2 (10), AutoV3
+    short (12), SHA256, AutoV3 or BLAKE3 (64); case-insensitive.
+
+    Only an answer that names one file: when versions with different bytes match (two files that
+    share their 64 KiB at 1 MiB, or any small file's AutoV1), there is no answer, as for an unknown
+    hash. Versions holding the same bytes are one file; the oldest is answered."""
+    h = value.strip().lower()
+    if not h or any(c not in "0123456789abcdef" for c in h) or len(h) not in HASH_KINDS:
         return None
-    return s.scalar(select(VersionRow).where(cond, live).order_by(VersionRow.id).limit(1))
+    cond = or_(*(kind(h) for kind in HASH_KINDS[len(h)])) & VersionRow.deleted_at.is_(None)
+    row = s.scalar(select(VersionRow).where(cond).order_by(VersionRow.id).limit(1))
+    if row is None:
+        return None
+    other = s.scalar(select(VersionRow.id).where(cond, VersionRow.sha256 != row.sha256).limit(1))
+    return row if other is None else None
 
 
 def _sign(secret: bytes, version_id: int, expires: int) -> str:
@@ -253,54 +348,34 @@ def civitai_router():
             return resp
         if limit < 1 or limit > MAX_LIMIT:
             return error(400, f"limit must be between 1 and {MAX_LIMIT}")
+        if page is not None and page < 1:
+            return error(400, "page must be 1 or more")
         newest = (sort or "").lower() == "newest"
         try:
             after = int(cursor) if cursor else None
         except ValueError:
             return error(400, "invalid cursor")
-        want_types = {t.lower() for t in types}
-        want_bases = {b.lower() for b in baseModels}
+        want = ModelFilter(query=query, types={t.lower() for t in types},
+                           bases={b.lower() for b in baseModels}, tag=tag)
 
         def run(s):
-            adapters = list(s.scalars(select(AdapterRow).order_by(AdapterRow.id.desc() if newest else AdapterRow.id)))
-            picked = []
-            for a in adapters:
-                if query and query.lower() not in a.name.lower():
-                    continue
-                if want_types and CIVITAI_TYPE.get(a.kind, "Other").lower() not in want_types:
-                    continue
-                if want_bases and CIVITAI_BASE.get(a.base, "Other").lower() not in want_bases:
-                    continue
-                if tag and tag.lower() not in {str(k).lower() for k in (a.tags or {})} | {
-                        str(v).lower() for v in (a.tags or {}).values()}:
-                    continue
-                versions = _live_versions(s, a.id)
-                if versions:
-                    picked.append((a, versions))
-            total = len(picked)
-            if page:
-                window = picked[(page - 1) * limit: page * limit]
-                more = page * limit < total
-            else:
-                if after is not None:
-                    picked = [p for p in picked if (p[0].id < after if newest else p[0].id > after)]
-                window = picked[:limit]
-                more = len(picked) > limit
-            items = [model_json(s, a, base(request), versions) for a, versions in window]
+            window, more, total = model_page(s, want, limit=limit, after=after, page=page, newest=newest)
+            versions = _live_versions_of(s, [a.id for a in window])
+            items = [model_json(s, a, base(request), versions[a.id]) for a in window]
             return items, more, total, window
 
         items, more, total, window = catalog(request).read(run)
         meta: dict = {}
-        params = {k: v for k, v in request.query_params.multi_items() if k not in ("cursor", "page")}
+        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "page")]
         if page:
             meta.update({"totalItems": total, "currentPage": page, "pageSize": limit,
                          "totalPages": (total + limit - 1) // limit})
             if more:
-                meta["nextPage"] = f"{base(request)}api/v1/models?" + urlencode([*params.items(), ("page", page + 1)])
+                meta["nextPage"] = f"{base(request)}api/v1/models?" + urlencode([*params, ("page", page + 1)])
         elif more and window:
-            meta["nextCursor"] = str(window[-1][0].id)
+            meta["nextCursor"] = str(window[-1].id)
             meta["nextPage"] = f"{base(request)}api/v1/models?" + urlencode(
-                [*params.items(), ("cursor", meta["nextCursor"])])
+                [*params, ("cursor", meta["nextCursor"])])
         return {"items": items, "metadata": meta}
 
     @router.get("/api/v1/models/{model_id}")

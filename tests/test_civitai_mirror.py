@@ -18,6 +18,7 @@ from loradex.registry.adding import add_file
 from loradex.registry.catalog import Catalog
 from loradex.registry.civitai_api import create_civitai_app
 from loradex.registry.errors import AuthError
+from loradex.registry.hashing import EMPTY_SHA256
 from loradex.registry.remotes import pull
 from loradex.registry.server_app import SERVER_ROUTERS, build_server_app
 
@@ -50,9 +51,10 @@ class _Server:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    """Home A: a version pulled from (fake) Civitai, a plain LoRA in two versions, an embedding."""
+    """Home A: a version pulled from (fake) Civitai (over 1 MiB, so it has an AutoV1 of its own), a
+    plain LoRA in two versions, an embedding."""
     root = tmp_path_factory.mktemp("mirror")
-    lora = write_random_kohya_lora(root / "wc.safetensors", rank=4, seed=21, trigger="wtrclr")
+    lora = write_random_kohya_lora(root / "wc.safetensors", rank=96, seed=21, trigger="wtrclr")
     catalog = Catalog(root / "home-a")
     fake = FakeCivitai(lora)
     pulled = pull(catalog, f"civitai:{VERSION_ID}", transport=fake.transport()).version
@@ -90,9 +92,18 @@ def test_third_party_get_by_autov2_has_civitai_fields(source):
     real = source["fake"].version
     for key in ("id", "modelId", "name", "trainedWords", "baseModel", "stats", "files", "images"):
         assert type(data[key]) is type(real[key]), key
-    # every hash kind, any case, finds the same version
-    for value in (v.autov1, v.autov2.lower(), v.autov3, v.autov3[:12], v.sha256):
-        assert _get(source, f"/api/v1/model-versions/by-hash/{value.upper()}").json()["id"] == v.id
+    # every hash kind, any case, finds the same version; CRC32 and BLAKE3 are the ones Civitai listed
+    listed = real["files"][0]["hashes"]
+    assert v.size > 0x110000 and v.autov1 != EMPTY_SHA256[:8]
+    for value in (v.autov1, v.autov2.lower(), v.autov3, v.autov3[:12], v.sha256, listed["CRC32"].lower(),
+                  listed["BLAKE3"]):
+        assert _get(source, f"/api/v1/model-versions/by-hash/{value.upper()}").json()["id"] == v.id, value
+    assert {"CRC32", "BLAKE3"} <= set(f["hashes"])
+    # a file of at most 1 MiB has the AutoV1 of no bytes: it names no file, though the mirror lists it
+    emb = source["emb"]
+    assert emb.autov1 == EMPTY_SHA256[:8]
+    assert _get(source, f"/api/v1/model-versions/{emb.id}").json()["files"][0]["hashes"]["AutoV1"] == "E3B0C442"
+    assert _get(source, f"/api/v1/model-versions/by-hash/{emb.autov1}").json() == {"error": "Model not found"}
     assert _get(source, "/api/v1/model-versions/by-hash/DEADBEEF00").json() == {"error": "Model not found"}
 
 
@@ -109,6 +120,25 @@ def test_models_listing_filters_and_cursor(source):
     emb = _get(source, "/api/v1/models", params=[("types", "TextualInversion")]).json()["items"]
     assert [m["name"] for m in emb] == ["tiny-emb"]
     assert [m["name"] for m in _get(source, "/api/v1/models", params={"tag": "ink"}).json()["items"]] == ["ink-wash"]
+    names = lambda params: [m["name"] for m in _get(source, "/api/v1/models", params=params).json()["items"]]  # noqa: E731
+    assert names([("baseModels", "SD 1.5")]) == ["watercolor-style-lora", "ink-wash"]
+    assert names([("baseModels", "other")]) == ["tiny-emb"]  # the embedding's family is unknown
+    assert names([("baseModels", "SDXL 1.0")]) == []
+    assert names([("types", "LORA"), ("types", "TextualInversion"), ("nsfw", "false")]) == [
+        "watercolor-style-lora", "ink-wash", "tiny-emb"]  # nsfw: accepted, ignored (no such flag)
+    first = _get(source, "/api/v1/models", params=[("baseModels", "SD 1.5"), ("limit", 1)]).json()
+    assert [m["name"] for m in first["items"]] == ["watercolor-style-lora"]
+    second = httpx.get(first["metadata"]["nextPage"], headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert [m["name"] for m in second["items"]] == ["ink-wash"] and "nextPage" not in second["metadata"]
+    paged = _get(source, "/api/v1/models", params=[("types", "LORA"), ("types", "TextualInversion"),
+                                                   ("page", 1), ("limit", 2)]).json()
+    assert {k: paged["metadata"][k] for k in ("totalItems", "currentPage", "totalPages")} == {
+        "totalItems": 3, "currentPage": 1, "totalPages": 2}
+    assert paged["metadata"]["nextPage"].count("types=") == 2  # repeated filters survive the next link
+    last = httpx.get(paged["metadata"]["nextPage"], headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert [m["name"] for m in last["items"]] == ["tiny-emb"] and "nextPage" not in last["metadata"]
+    assert names([("tag", "ink"), ("page", 1), ("limit", 1)]) == ["ink-wash"]
+    assert _get(source, "/api/v1/models", params={"page": 0}).status_code == 400
     newest = _get(source, "/api/v1/models", params={"sort": "Newest", "limit": 1}).json()
     assert newest["items"][0]["name"] == "tiny-emb"
     assert _get(source, "/api/v1/models", params={"limit": 101}).status_code == 400
