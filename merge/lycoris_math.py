@@ -170,11 +170,13 @@ def lycoris_delta(
     return entry[1](t, alpha, shape)
 
 
-def to_lora_via_svd(delta: "object", rank: int) -> tuple[LoraModule, float]:
-    """The best rank-k LoRA (α = k) for a full ΔW, and its relative Frobenius error."""
+def to_lora_via_svd(delta: "object", rank: int | None, dynamic: tuple[str, float] | None = None
+                    ) -> tuple[LoraModule, float]:
+    """The best rank-k LoRA (α = k) for a full ΔW, and its relative Frobenius error; k is
+    ``rank``, or ``dynamic`` (a ``lowrank_svd.select_rank`` rule) capped by ``rank``."""
     shape = tuple(int(s) for s in delta.shape)
     svd = dense_svd(delta.to(compute_dtype()).reshape(matrix_shape(shape)))
-    k = select_rank(svd.S, rank)
+    k = select_rank(svd.S, rank, dynamic)
     up, down = split_factors(svd, k)
     norm = svd.energy() ** 0.5
     rel = tail_norm(svd.S, int(down.shape[0])) / norm if norm > 0 else 0.0

@@ -218,9 +218,10 @@ def _kohya_weight_shape(name: str, shape: tuple[int, ...], base: str | None) -> 
     return (shape[0], shape[1] // (kernel[0] * kernel[1]), *kernel)
 
 
-def lycoris_module_to_lora(name: str, tensors: dict, rank: int, *, base: str | None = None
-                           ) -> tuple[LoraModule, ModuleResult]:
-    """One LyCORIS module group (suffix → tensor) → (rank-≤R LoraModule with α = its rank, result)."""
+def lycoris_module_to_lora(name: str, tensors: dict, rank: int, *, base: str | None = None,
+                           dynamic: tuple[str, float] | None = None) -> tuple[LoraModule, ModuleResult]:
+    """One LyCORIS module group (suffix → tensor) → (rank-≤R LoraModule with α = its rank, result).
+    ``dynamic``: a ``lowrank_svd.select_rank`` rule choosing each module's rank, capped by ``rank``."""
     from loradex.registry.errors import UnsupportedFormat
 
     kind = lycoris_kind(tensors)
@@ -234,12 +235,12 @@ def lycoris_module_to_lora(name: str, tensors: dict, rank: int, *, base: str | N
     if found is None:
         delta = lycoris_delta(tensors, name=name)
         delta = delta.reshape(_kohya_weight_shape(name, tuple(int(s) for s in delta.shape), base))
-        module, rel = to_lora_via_svd(delta, rank)
+        module, rel = to_lora_via_svd(delta, rank, dynamic)
         return module, ModuleResult(kind, module.rank, rel, "dense-svd", float(module.rank))
     svd, shape = found
     shape = _kohya_weight_shape(name, shape, base)
     assert matrix_shape(shape) == (svd.U.shape[0], svd.Vh.shape[1]), (name, shape)
-    k = select_rank(svd.S, rank)
+    k = select_rank(svd.S, rank, dynamic)
     up, down = split_factors(ThinSVD(svd.U[:, :k], svd.S[:k], svd.Vh[:k]), k)
     energy = float(svd.S.double().pow(2).sum())
     rel = tail_norm(svd.S, k) / energy**0.5 if energy > 0 else 0.0
@@ -257,10 +258,13 @@ def _network_value(values: set) -> str:
 
 
 def lycoris_to_lora(src, dest, rank: int, *, dtype: str = "fp16", base: str | None = None,
-                    allow_partial: bool = False, progress: Progress | None = None) -> LycorisConversionReport:
+                    allow_partial: bool = False, progress: Progress | None = None,
+                    dynamic: tuple[str, float] | None = None) -> LycorisConversionReport:
     """Convert the kohya-named LyCORIS ``.safetensors`` file ``src`` to a plain kohya LoRA at ``dest``.
 
-    ``rank``: the rank of each converted module (capped by the module's own size); ``dtype``:
+    ``rank``: the rank of each converted module (capped by the module's own size), or with
+    ``dynamic`` (a ``lowrank_svd.select_rank`` rule such as ``("sv_fro", p)``) the cap of the
+    rank that rule picks per module; ``dtype``:
     fp16 / bf16 / fp32 for the new factors (copied plain-LoRA modules keep theirs). Keys no
     expansion reads (bias diffs, bundled embeddings…) raise CoverageError unless ``allow_partial``.
     """
@@ -313,7 +317,7 @@ def lycoris_to_lora(src, dest, rank: int, *, dtype: str = "fp16", base: str | No
             unread = sorted(keys[s] for s in suffixes
                             if (s[: -len(".weight")] if s.endswith(".weight") else s) not in KIND_SUFFIXES[kind])
             report.dropped += unread
-            module, result = lycoris_module_to_lora(name, tensors, rank, base=base)
+            module, result = lycoris_module_to_lora(name, tensors, rank, base=base, dynamic=dynamic)
             converted[name] = module
             report.modules[name] = result
         if progress:
@@ -327,6 +331,7 @@ def lycoris_to_lora(src, dest, rank: int, *, dtype: str = "fp16", base: str | No
     ranks = {m.rank for m in report.modules.values()}
     alphas = {m.alpha for m in report.modules.values()}
     recipe = {"op": RECIPE_OP, "rank": rank, "dtype": dtype, "source_file": src.name,
+              **({"dynamic": list(dynamic)} if dynamic else {}),
               "max_relative_error": report.max_relative_error(), "mean_relative_error": report.mean_relative_error()}
     meta = {**_carried_metadata(metadata), "ss_network_module": "networks.lora",
             "ss_network_dim": _network_value(set(ranks)), "ss_network_alpha": _network_value(alphas),

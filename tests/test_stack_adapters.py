@@ -169,4 +169,5 @@ def test_embedding_token_loads_and_unloads(files, tmp_path):
 
 
 def test_convert_hook_passes_diffusers_readable_files_through(files, tmp_path):
-    assert convert_for_diffusers(files["a"], tmp_path) == files["a"]
+    source = convert_for_diffusers(files["a"], tmp_path)
+    assert source.path == files["a"] and source.conversion is None

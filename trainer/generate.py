@@ -43,10 +43,14 @@ class ResolvedAdapter:
     kind: str = "lora"
     token: str | None = None
 
-    def record_entry(self) -> dict:
-        return {"requested": self.requested, "ref": self.version.ref, "sha256": self.version.sha256,
-                "autov3": (self.version.autov3 or "")[:12] or None, "kind": self.kind,
-                "te_weight": float(self.te_weight), "unet_weight": float(self.unet_weight)}
+    def record_entry(self, conversion: dict | None = None) -> dict:
+        """``conversion``: how the stack made the file loadable (``trainer.stacking``), if it had to."""
+        entry = {"requested": self.requested, "ref": self.version.ref, "sha256": self.version.sha256,
+                 "autov3": (self.version.autov3 or "")[:12] or None, "kind": self.kind,
+                 "te_weight": float(self.te_weight), "unet_weight": float(self.unet_weight)}
+        if conversion:
+            entry["conversion"] = dict(conversion)
+        return entry
 
 
 @dataclass
@@ -200,12 +204,15 @@ class Generator:
         return {"class": type(sched).__name__, **_jsonable(dict(sched.config))}
 
     def build_record(self, *, prompt: str, clean_prompt: str, adapters: list[ResolvedAdapter],
-                     settings: GenerateSettings, image, source: str, references=None, notes: str = "") -> dict:
+                     settings: GenerateSettings, image, source: str, references=None, notes: str = "",
+                     loaded=()) -> dict:
+        """``loaded``: the stack's LoadedAdapters for this render (their conversions are recorded)."""
         from loradex.registry.paths import current_user
         from loradex.registry.records import RECORD_SCHEMA, new_record_id, now_iso
         from loradex.trainer.render import image_sha256
 
         unet = self.pipe.unet
+        conversions = {a.adapter_name: a.conversion for a in loaded if getattr(a, "conversion", None)}
         record = {
             "schema": RECORD_SCHEMA, "id": new_record_id(), "source": source, "prompt": prompt,
             "clean_prompt": clean_prompt, "negative_prompt": settings.negative or "",
@@ -213,7 +220,7 @@ class Generator:
             "width": int(settings.width), "height": int(settings.height),
             "scheduler": {"name": settings.scheduler, "config": self.scheduler_config(settings)},
             "base": {"ref": self.base.ref, "family": self.base.family, "sha256": self.base.hash},
-            "stack": [a.record_entry() for a in adapters if a.kind != "embedding"],
+            "stack": [a.record_entry(conversions.get(a.version.ref)) for a in adapters if a.kind != "embedding"],
             "embeddings": [{"token": a.token or f"<{a.version.adapter}>", "ref": a.version.ref,
                             "sha256": a.version.sha256} for a in adapters if a.kind == "embedding"],
             "dtype": str(unet.dtype).removeprefix("torch."), "device": str(unet.device),
@@ -235,7 +242,8 @@ class Generator:
         compat = self.check_compat(adapters) if adapters else None  # before any render
         image, loaded = self.render_entries(clean, adapters, settings, progress=progress)
         record = self.build_record(prompt=prompt, clean_prompt=clean, adapters=adapters, settings=settings,
-                                   image=image, source=source, references=references, notes=notes)
+                                   image=image, source=source, references=references, notes=notes,
+                                   loaded=loaded)
         if compat is not None:
             record["compat"] = compat
         png = png_with_record(image, record)

@@ -14,8 +14,11 @@ Coverage: diffusers drops LoRA keys it cannot map with only a warning. After eac
 for every down-projection of the file inside the model (peft ``lora_A[adapter]`` layers,
 matched by direction, so alpha folding or renaming does not matter); file keys whose module was
 not found, and keys that are neither LoRA factors nor alphas, raise ``CoverageError`` unless
-``allow_partial``. Files in conventions diffusers does not read go through
-``convert_for_diffusers`` first (``loradex.merge.convert``).
+``allow_partial``. Files diffusers does not read as they are go through ``convert_for_diffusers``
+first: other LoRA conventions are renamed (``loradex.merge.convert``, exact); LyCORIS files
+(LoHa, LoKr, LoCon-Tucker, full) are expanded to ΔW per module and written as a LoRA of the rank
+that keeps each module within ``LYCORIS_STACK_TOLERANCE`` (``loradex.merge.lycoris_to_lora``), so
+``set_adapters`` weights apply to them like to any LoRA; the error reached is in ``conversion``.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class LoadedAdapter:
     tokens: tuple[str, ...] = ()
     coverage: CoverageReport | None = None
     loaded_path: str = ""        # the file diffusers read (converted copy if any)
+    conversion: dict | None = None  # how that copy was made (LyCORIS: ranks, max relative ΔW error)
 
 
 def _file_identity(path: Path) -> tuple:
@@ -119,30 +123,82 @@ def _quiet_library_logs():
 
 # --- conversion hook -----------------------------------------------------------------------------
 
-def convert_for_diffusers(path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
-    """Return a file diffusers' ``load_lora_weights`` reads with every tensor: ``path`` itself
-    when its key convention is one diffusers reads, else a copy converted to the diffusers
-    convention by ``loradex.merge.convert.convert_file`` (cached by file identity)."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        return path
-    try:
-        from loradex.merge.convert import convert_file, detect_convention
-    except ImportError:  # conversion not available: diffusers gets the file as it is
-        return path
+# A LyCORIS file (LoHa, LoKr, LoCon-Tucker, full) is stacked as the LoRA whose rank per module is
+# the smallest that keeps ‖ΔW − ΔW_k‖_F ≤ tolerance·‖ΔW‖_F (exact up to float rounding for the
+# low-rank structures; the error actually reached is reported with the adapter).
+LYCORIS_STACK_TOLERANCE = 1e-5
+_LYCORIS_STACK_RULE = ("sv_fro", (1.0 - LYCORIS_STACK_TOLERANCE**2) ** 0.5)
+_NO_RANK_CAP = 1 << 30
+
+
+@dataclass(frozen=True)
+class DiffusersSource:
+    """The file diffusers reads for a stacked adapter, and how it was obtained from the original."""
+
+    path: Path
+    conversion: dict | None = None  # None: the original file itself
+
+
+def _lycoris_as_lora(path: Path, dest: Path, base: str | None) -> dict:
+    from loradex.merge.lycoris_to_lora import lycoris_to_lora
+
+    report = lycoris_to_lora(path, dest, _NO_RANK_CAP, dtype="fp32", base=base, dynamic=_LYCORIS_STACK_RULE)
+    converted = report.converted()
+    return {"from": "lycoris", "to": "kohya", "kinds": sorted({m.kind for m in converted.values()}),
+            "modules_converted": len(converted), "ranks": sorted({m.rank for m in converted.values()}),
+            "tolerance": LYCORIS_STACK_TOLERANCE, "max_relative_error": report.max_relative_error()}
+
+
+def _lora_in_diffusers_convention(path: Path, dest: Path, base: str | None) -> dict | None:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as fh:
-        keys, metadata = list(fh.keys()), dict(fh.metadata() or {})
-    if detect_convention(keys, metadata) in DIFFUSERS_READS:
-        return path
-    import hashlib
+    from loradex.merge.convert import convert_file, detect_convention
 
+    with safe_open(str(path), framework="pt") as fh:
+        convention = detect_convention(list(fh.keys()), dict(fh.metadata() or {}))
+    if convention in DIFFUSERS_READS:
+        return None
+    convert_file(path, dest, to="diffusers", base=base)
+    return {"from": convention, "to": "diffusers", "exact": True}
+
+
+# probed kind → fn(file, destination, base family) → conversion summary, or None when diffusers
+# reads the file as it is (nothing written)
+DIFFUSERS_CONVERTERS = {"lycoris": _lycoris_as_lora, "lora": _lora_in_diffusers_convention}
+
+
+def convert_for_diffusers(path: str | os.PathLike, cache_dir: str | os.PathLike) -> DiffusersSource:
+    """The file diffusers' ``load_lora_weights`` reads with every tensor: ``path`` itself when
+    diffusers reads its convention, else a converted copy (cached by file identity, with its
+    conversion summary beside it): other LoRA conventions by ``merge.convert`` (bit-exact),
+    LyCORIS through ΔW by ``merge.lycoris_to_lora`` (see ``LYCORIS_STACK_TOLERANCE``)."""
+    import hashlib
+    import json
+
+    from loradex.registry.atomic_files import atomic_output
+    from loradex.registry.probe import probe_path
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return DiffusersSource(path)
+    facts = probe_path(path)
+    converter = DIFFUSERS_CONVERTERS.get(facts.kind)
+    if converter is None:
+        return DiffusersSource(path)
     tag = hashlib.sha256(repr(_file_identity(path)).encode()).hexdigest()[:16]
-    dest = Path(cache_dir) / f"{path.stem}.{tag}.diffusers.safetensors"
-    if not dest.exists():
-        convert_file(path, dest, to="diffusers")
-    return dest
+    dest = Path(cache_dir) / f"{path.stem}.{tag}.{facts.kind}-for-diffusers.safetensors"
+    summary_file = dest.with_suffix(".json")
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        if summary is None:
+            return DiffusersSource(path)
+        if dest.is_file():
+            return DiffusersSource(dest, summary)
+    base = facts.base if facts.base not in (None, "unknown") else None
+    summary = converter(path, dest, base)
+    with atomic_output(summary_file, "w") as fh:
+        json.dump(summary, fh)
+    return DiffusersSource(dest if summary is not None else path, summary)
 
 
 # --- coverage ------------------------------------------------------------------------------------
@@ -288,7 +344,8 @@ class AdapterStack:
         path = Path(entry.file_path)
         if not path.is_file():
             raise UsageError(f"{path}: no such adapter file")
-        source = convert_for_diffusers(path, self._cache())
+        prepared = convert_for_diffusers(path, self._cache())
+        source = prepared.path
         peft_name = _peft_name(entry.adapter_name, {a.peft_name for a in self.loaded.values()})
         try:  # unmapped keys are only a warning in diffusers: the coverage check below decides
             with _quiet_library_logs():
@@ -300,7 +357,7 @@ class AdapterStack:
         components = tuple(c for c, adapters in self.pipe.get_list_adapters().items()
                            if peft_name in adapters)
         adapter = LoadedAdapter(entry.adapter_name, peft_name, _file_identity(path), "lora",
-                                components=components, loaded_path=str(source))
+                                components=components, loaded_path=str(source), conversion=prepared.conversion)
         adapter.coverage = check_coverage(source, injected_lora_layers(self.pipe, peft_name))
         if adapter.coverage.dropped and not self.allow_partial:
             self.pipe.delete_adapters([peft_name])
