@@ -1,13 +1,18 @@
 """Civitai API v1 responses, shaped field for field like real ones (captured shapes, with the
-file facts — hashes, size — filled in from a synthetic adapter so downloads can be verified),
-and a fake civitai.com + storage host for httpx.MockTransport.
+file facts — hashes, size — filled in from a synthetic adapter so downloads can be verified);
+a fake civitai.com + storage host for httpx.MockTransport; and `loradex serve`'s real app on
+127.0.0.1 behind a test-only layer that injects Civitai's failures (CivitaiFaults).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import re
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -154,9 +159,9 @@ def model_for(version: dict) -> dict:
 class FakeCivitai:
     """civitai.com + a storage host, as an httpx.MockTransport handler.
 
-    Knobs: ``body`` (bytes served for the file), ``need_token``, ``early_access``,
-    ``rate_limit`` (how many 429s before answering), ``cut_after`` (drop the connection after
-    that many bytes, once), ``html``. Every request is logged with its headers.
+    Knobs: ``body`` (bytes served for the file), ``need_token``, ``rate_limit`` (how many 429s
+    before answering), ``json_body`` (a JSON error with a binary type). Every request is logged
+    with its headers. (The other failures are injected into `loradex serve`: CivitaiFaults.)
     """
 
     def __init__(self, path: Path, version: dict | None = None):
@@ -164,10 +169,7 @@ class FakeCivitai:
         self.body = self.path.read_bytes()
         self.version = version or version_for(path)
         self.need_token: str | None = None
-        self.early_access = False
         self.rate_limit = 0
-        self.cut_after: int | None = None
-        self.html = False
         self.json_body = False
         self.log: list[httpx.Request] = []
 
@@ -206,11 +208,6 @@ class FakeCivitai:
         if path == f"/api/download/models/{v['id']}":
             if not self._authorized(request):
                 return httpx.Response(401, json={"error": "Unauthorized"})
-            if self.early_access:
-                return httpx.Response(403, json={"error": "This model version is in early access"})
-            if self.html:
-                return httpx.Response(200, headers={"content-type": "text/html"},
-                                      content=b"<!DOCTYPE html><html><head><title>Sign in | Civitai</title></head></html>")
             return httpx.Response(307, headers={"location": f"{STORAGE}/file/{self.path.name}?sig=abc"})
         return httpx.Response(404, json={"error": f"No route {path}"})
 
@@ -230,19 +227,216 @@ class FakeCivitai:
         if rng:
             headers["content-range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
         status = 206 if rng else 200
-        if self.cut_after is not None:
-            cut, self.cut_after = self.cut_after, None
-            return httpx.Response(status, headers={**headers, "content-length": str(len(chunk))},
-                                  stream=_BrokenStream(chunk[:cut]))
         return httpx.Response(status, headers=headers, content=chunk)
 
 
-class _BrokenStream(httpx.SyncByteStream):
-    """Yields some bytes, then fails like a dropped connection."""
+# --- `loradex serve` on 127.0.0.1 with Civitai's failures injected ------------------------------
+class ServedApp:
+    """An ASGI app under uvicorn in a thread, listening on ``ports`` sockets of 127.0.0.1 (each
+    its own origin); ``urls`` lists them."""
 
-    def __init__(self, data: bytes):
-        self.data = data
+    def __init__(self, app, ports: int = 1):
+        import socket
 
-    def __iter__(self):
-        yield self.data
-        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+        import uvicorn
+
+        self.sockets = []
+        for _ in range(ports):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            self.sockets.append(sock)
+        self.urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in self.sockets]
+        self.url = self.urls[0]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": self.sockets}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+        for sock in self.sockets:
+            sock.close()
+
+
+EARLY_ACCESS_ENDS = "2099-01-01T00:00:00.000Z"
+SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in | Civitai</title></head><body></body></html>"
+FAULTS = {
+    "early-access": "version JSON has earlyAccessEndsAt; the download is a 403 (Civitai's answer)",
+    "rate-limit-once": "the next version JSON request is a 429 with Retry-After: 1",
+    "wrong-hash": "version JSON lists another SHA256 for the file",
+    "html": "the download is a 200 text/html sign-in page",
+    "truncated": "the file is served complete-looking but only its first half (Content-Length says so)",
+    "cut-once": "the next file transfer drops the connection after CUT_AT bytes",
+    "oversize": "the file streams on past its size (chunked, no length) with zero bytes",
+}
+CUT_AT = 40000
+OVERSIZE_LIMIT = 64 << 20  # the oversize stream ends here, so a client without a cap fails, not hangs
+_VERSION_PATH = re.compile(r"^/api/(v1/model-versions|download/models|download/files)/(\d+)(?:/|$)")
+
+
+class _ConnectionDropped(Exception):
+    """Raised from ``send`` mid-body: uvicorn closes the connection without finishing it."""
+
+
+class CivitaiFaults:
+    """Test-only ASGI layer in front of the real `loradex serve` app (never shipped).
+
+    ``faults[version_id]`` is a set of FAULTS names. With ``storage`` set (an origin), the
+    download redirect is moved to that origin, as Civitai's goes to its storage host, so the
+    token must not follow it. ``log`` holds (origin port, method, path, query, headers) per request.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.faults: dict[int, set[str]] = {}
+        self.storage: str | None = None
+        self.log: list[tuple[int, str, str, str, dict]] = []
+
+    def inject(self, version_id: int, *names: str) -> None:
+        unknown = set(names) - set(FAULTS)
+        assert not unknown, unknown
+        self.faults.setdefault(version_id, set()).update(names)
+
+    def requests(self, prefix: str = "") -> list[tuple[int, str, str, str, dict]]:
+        return [r for r in self.log if r[2].startswith(prefix)]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.log.append((scope["server"][1], scope["method"], scope["path"],
+                         scope.get("query_string", b"").decode(), headers))
+        m = _VERSION_PATH.match(scope["path"])
+        route, version_id = (m.group(1), int(m.group(2))) if m else (None, None)
+        faults = self.faults.get(version_id, set())
+        if route == "v1/model-versions":
+            if "rate-limit-once" in faults:
+                faults.discard("rate-limit-once")
+                return await _answer(send, 429, b'{"error":"Too Many Requests"}', "application/json",
+                                     [(b"retry-after", b"1")])
+            if faults & {"early-access", "wrong-hash"}:
+                return await self.app(scope, receive, _EditedJson(send, lambda data: _edit_version(data, faults)))
+        if route == "download/models":
+            if "early-access" in faults:
+                return await _answer(send, 403, b'{"error":"This model version is in early access. '
+                                     b'Only supporters can download it."}', "application/json")
+            if "html" in faults:
+                return await _answer(send, 200, SIGN_IN_PAGE, "text/html; charset=utf-8")
+            if self.storage:
+                return await self.app(scope, receive, _MovedRedirect(send, self.storage))
+        if route == "download/files" and not headers.get("range"):
+            for name in ("truncated", "cut-once", "oversize"):
+                if name in faults:
+                    if name == "cut-once":
+                        faults.discard(name)
+                    return await self.app(scope, receive, _BodyFault(send, name))
+        return await self.app(scope, receive, send)
+
+
+async def _answer(send, status: int, body: bytes, ctype: str, extra: list | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()),
+                            *(extra or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _edit_version(data: dict, faults: set[str]) -> dict:
+    if "early-access" in faults:
+        data["earlyAccessEndsAt"] = EARLY_ACCESS_ENDS
+    if "wrong-hash" in faults:
+        data["files"][0]["hashes"]["SHA256"] = hashlib.sha256(b"other bytes").hexdigest().upper()
+    return data
+
+
+class _EditedJson:
+    """Buffers a JSON answer and sends it edited by ``edit``."""
+
+    def __init__(self, send, edit):
+        self.send, self.edit, self.start, self.body = send, edit, None, b""
+
+    async def __call__(self, message):
+        if message["type"] == "http.response.start":
+            self.start = message
+            return
+        self.body += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        body = json.dumps(self.edit(json.loads(self.body))).encode() if self.start["status"] == 200 else self.body
+        headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+        await self.send({**self.start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+class _MovedRedirect:
+    """Points a redirect at another origin (the same server's second port)."""
+
+    def __init__(self, send, origin: str):
+        self.send, self.origin = send, origin.encode()
+
+    async def __call__(self, message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [
+                (k, re.sub(rb"^https?://[^/]+", self.origin, v) if k.lower() == b"location" else v)
+                for k, v in message["headers"]]}
+        await self.send(message)
+
+
+class _BodyFault:
+    """Spoils a file body on its way out: ``truncated`` (half, with a matching Content-Length),
+    ``cut-once`` (the full Content-Length, then the connection drops at CUT_AT), ``oversize`` (no
+    length, the real bytes then zeros up to OVERSIZE_LIMIT)."""
+
+    def __init__(self, send, mode: str):
+        self.send, self.mode, self.sent, self.limit, self.done = send, mode, 0, None, False
+
+    async def __call__(self, message):
+        if self.done:
+            return
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message["headers"] if k.lower() != b"content-length"]
+            size = int(dict(message["headers"]).get(b"content-length", b"0"))
+            self.limit = {"truncated": size // 2, "cut-once": CUT_AT}.get(self.mode)
+            if self.mode != "oversize":
+                headers.append((b"content-length", str(self.limit if self.mode == "truncated" else size).encode()))
+            return await self.send({**message, "headers": headers})
+        body = message.get("body", b"")
+        if self.limit is not None and self.sent + len(body) >= self.limit:
+            body = body[: self.limit - self.sent]
+            await self.send({"type": "http.response.body", "body": body, "more_body": self.mode == "cut-once"})
+            self.done = True
+            if self.mode == "cut-once":
+                raise _ConnectionDropped()
+            return
+        self.sent += len(body)
+        if self.mode == "oversize" and not message.get("more_body"):
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
+            zeros = bytes(1 << 20)
+            while self.sent < OVERSIZE_LIMIT:
+                self.sent += len(zeros)
+                await self.send({"type": "http.response.body", "body": zeros, "more_body": True})
+            await self.send({"type": "http.response.body", "body": b""})
+            self.done = True
+            return
+        await self.send({**message, "body": body})
+
+
+@contextlib.contextmanager
+def faulty_mirror(catalog, token: str):
+    """`loradex serve`'s app for ``catalog`` behind CivitaiFaults, on an API port and a storage
+    port: ``with faulty_mirror(catalog, token) as (served, faults)``."""
+    from loradex.registry.server_app import build_server_app
+
+    faults = CivitaiFaults(build_server_app(catalog, token))
+    with ServedApp(faults, ports=2) as served:
+        faults.storage = served.urls[1]
+        yield served, faults

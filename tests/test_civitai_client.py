@@ -1,6 +1,8 @@
 """The Civitai client against a fake civitai.com + storage host (httpx.MockTransport): pull by
-id/hash/URL, token handling across redirects, early access, 401, 429 backoff, wrong hash,
-truncated/HTML/JSON bodies, resume with Range, identify (issue 8)."""
+id/hash/URL, token handling across redirects, 404, 429 forever, a JSON error body with a binary
+type, identify (issue 8). The failures `loradex serve` can be made to show over a socket (401, early
+access, 429 once, wrong hash, truncated/HTML/oversize bodies, resume) are in
+test_civitai_serve_faults.py."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from _civitai_fixtures import FILE_ID, MODEL_ID, STORAGE, VERSION_ID, FakeCivita
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry.adding import add_file
 from loradex.registry.catalog import Catalog
-from loradex.registry.errors import AuthError, NotFound, RemoteError, TransferError
+from loradex.registry.errors import NotFound, RemoteError, TransferError
 from loradex.registry.remotes import add_remote, list_remotes, pull
 from loradex.registry.remotes.civitai import (base_family, identify, normalise_name, parse_civitai_ref,
                                               semver_from_name)
@@ -131,36 +133,11 @@ def test_semver_taken_falls_back_to_bump(catalog, fake, tmp_path):
     assert v.version == "1.6.0"
 
 
-def test_missing_token_401_and_refused_token(catalog, fake, monkeypatch):
-    monkeypatch.delenv("CIVITAI_TOKEN", raising=False)
-    fake.need_token = TOKEN
-    with pytest.raises(AuthError, match=r"401 .*needs an API token.*CIVITAI_TOKEN"):
-        _pull(catalog, fake)
-    monkeypatch.setenv("CIVITAI_TOKEN", "wrong")
-    with pytest.raises(AuthError, match="token in CIVITAI_TOKEN was refused"):
-        _pull(catalog, fake)
-    _nothing_registered(catalog)
-
-
-def test_early_access_403(catalog, fake):
-    fake.early_access = True
-    with pytest.raises(AuthError, match="403 — this version is in early access") as err:
-        _pull(catalog, fake)
-    assert "\n" not in str(err.value)
-    _nothing_registered(catalog)
-
-
 def test_404(catalog, fake):
     with pytest.raises(NotFound, match="civitai version 999: not found"):
         _pull(catalog, fake, "civitai:999")
     with pytest.raises(NotFound, match="Model not found"):
         _pull(catalog, fake, "civitai:hash:ABCDEF0123")
-
-
-def test_429_backs_off_with_retry_after(catalog, fake):
-    fake.rate_limit = 2
-    v = _pull(catalog, fake).version
-    assert v.version == "1.5.0" and fake.sleeps == [1.0, 1.0]
 
 
 def test_429_forever_gives_one_line(catalog, fake):
@@ -170,54 +147,11 @@ def test_429_forever_gives_one_line(catalog, fake):
     assert len(fake.sleeps) == 5
 
 
-def test_wrong_hash_rejected(catalog, lora_path, tmp_path):
-    other = write_random_kohya_lora(tmp_path / "o.safetensors", rank=4, seed=3)
-    fake = FakeCivitai(lora_path)
-    fake.body = other.read_bytes()  # storage serves different bytes of a similar size
-    fake.sleeps = []
-    with pytest.raises(TransferError, match="SHA256 mismatch"):
-        _pull(catalog, fake)
-    _nothing_registered(catalog)
-    assert not list((catalog.home / "downloads").glob("*/*.part")), "wrong bytes kept for resuming"
-
-
-def test_short_file_rejected(catalog, fake):
-    fake.body = fake.body[:5000]  # the "small corrupt file": a complete answer, far too short
-    with pytest.raises(TransferError, match="short file — got 5000 bytes"):
-        _pull(catalog, fake)
-    _nothing_registered(catalog)
-
-
-def test_html_body_rejected(catalog, fake):
-    fake.html = True
-    with pytest.raises(TransferError, match=r"text/html instead of the file.*Sign in \| Civitai"):
-        _pull(catalog, fake)
-    _nothing_registered(catalog)
-
-
 def test_json_body_with_binary_type_rejected(catalog, fake):
     fake.json_body = True
     with pytest.raises(TransferError, match="text page instead of the file: signature expired"):
         _pull(catalog, fake)
     _nothing_registered(catalog)
-
-
-def test_interrupted_download_resumes_with_range(catalog, fake, lora_path):
-    size = lora_path.stat().st_size
-    fake.cut_after = 40000
-    with pytest.raises(TransferError, match="interrupted at 40000 of") as err:
-        _pull(catalog, fake)
-    assert "resume" in str(err.value)
-    assert catalog.list_adapters() == []
-    parts = list((catalog.home / "downloads").glob("*/*.part"))
-    assert [p.stat().st_size for p in parts] == [40000]
-    fake.log.clear()
-    result = _pull(catalog, fake)
-    ranged = [r.headers.get("range") for r in fake.log if str(r.url).startswith(STORAGE)]
-    assert ranged == ["bytes=40000-"]
-    assert (result.resumed_from, result.downloaded_bytes) == (40000, size - 40000)
-    assert result.version.sha256 == hashlib.sha256(lora_path.read_bytes()).hexdigest()
-    assert not (catalog.home / "downloads").exists() or not any((catalog.home / "downloads").iterdir())
 
 
 def test_pick_file_by_type_and_name(catalog, fake):

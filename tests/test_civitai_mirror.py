@@ -4,14 +4,12 @@ loradex home pulling from it (issue 8, acceptance 1-3)."""
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from _civitai_fixtures import FILE_KEYS, MODEL_KEYS, VERSION_ID, VERSION_KEYS, FakeCivitai, model_for
+from _civitai_fixtures import FILE_KEYS, MODEL_KEYS, VERSION_ID, VERSION_KEYS, FakeCivitai, ServedApp, model_for
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
 from loradex.registry.adding import add_file
@@ -23,30 +21,6 @@ from loradex.registry.remotes import pull
 from loradex.registry.server_app import SERVER_ROUTERS, build_server_app
 
 TOKEN = "mirror-token-abcdef"
-
-
-class _Server:
-    def __init__(self, app_):
-        import uvicorn
-
-        config = uvicorn.Config(app_, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +36,7 @@ def source(tmp_path_factory):
                                                        trigger="inkwash"), name="ink-wash",
                       tags={"style": "ink"}).version for i in range(2)]
     emb = add_file(catalog, write_random_embedding(root / "emb.safetensors", n_vectors=2, dim=32), name="tiny-emb").version
-    with _Server(create_civitai_app(catalog, token=TOKEN)) as server:
+    with ServedApp(create_civitai_app(catalog, token=TOKEN)) as server:
         yield {"catalog": catalog, "pulled": pulled, "plain": plain, "emb": emb, "url": server.url,
                "fake": fake, "root": root}
 

@@ -27,6 +27,7 @@ TOKEN_ENV = "CIVITAI_TOKEN"
 BATCH = 100  # Civitai's limit for POST /api/v1/model-versions/by-hash
 MAX_REDIRECTS = 10
 MAX_ERROR_BODY = 64 * 1024  # of an error page or a text answer: enough for its message
+SIZE_TOLERANCE = 64 * 1024  # over files[].sizeKB a download may run (sizeKB may be rounded)
 Progress = Callable[[int, int, str], None]
 
 
@@ -267,6 +268,9 @@ class CivitaiClient:
                 offset, mode = 0, "wb"
                 total = int(resp.headers["content-length"]) if resp.headers.get("content-length") else None
             total = total or expected_size or 0
+            cap = expected_size + SIZE_TOLERANCE if expected_size else None
+            if cap is not None and total > cap:
+                raise _oversize(what, dest, f"announced {total} bytes", expected_size)
             done = offset
             dest.parent.mkdir(parents=True, exist_ok=True)
             stall = StallGuard(what)
@@ -280,6 +284,9 @@ class CivitaiClient:
                             raise TransferError(f"{what}: the server sent a text page instead of the "
                                                 f"file{_describe_text(chunk)}")
                         first = False
+                        if cap is not None and done + len(chunk) > cap:
+                            fh.close()
+                            raise _oversize(what, dest, f"sent more than {cap} bytes", expected_size)
                         fh.write(chunk)
                         done += len(chunk)
                         stall.update(len(chunk))
@@ -295,6 +302,12 @@ class CivitaiClient:
             return done - offset, offset
         finally:
             resp.close()
+
+def _oversize(what: str, dest: Path, said: str, expected: int) -> TransferError:
+    """The body is larger than the version lists: what came is dropped (never resumed from)."""
+    dest.unlink(missing_ok=True)
+    return TransferError(f"{what}: the server {said}, but the file is listed at {expected} bytes (sizeKB); "
+                         f"download stopped", hint="the endpoint serves another file; nothing was registered")
 
 
 def _content_range(value: str) -> tuple[int, int | None]:
