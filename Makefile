@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
+from loradex.registry.catalog import Catalog
 
 runner = CliRunner()
 
@@ -195,3 +196,10 @@ def test_demo_runs(tmp_path):
     kinds = {t["ref"].split("@")[0]: t for t in result["trained"]}
     assert kinds["demo-shapes-lora"]["kind"] == "lora" and kinds["demo-shapes-ti"]["kind"] == "embedding"
     assert all("trained_from" in t["lineage"] for t in result["trained"])
+    # the sync step: production pushed to a loopback mirror, pulled into a teammate's home
+    sync = result["sync"]
+    assert sync["pushed"] == "watercolor@1.0.0" and sync["tag"] == "v1.0.0" and sync["identical"] is True
+    teammate = Catalog(tmp_path / "demo" / "teammate")
+    assert teammate.resolve("watercolor@production").sha256 == Catalog(tmp_path / "demo").resolve(
+        "watercolor@production").sha256
+    assert [e.relation for e in teammate.lineage("watercolor@1.0.0")] == ["pulled_from"]

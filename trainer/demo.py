@@ -1,6 +1,8 @@
 """``loradex demo``: a tour on synthetic adapters and a tiny random pipeline, offline, well under
 two minutes on two cores: versions, a production alias rolled back, an exact merge, a stacked
-render re-rendered bit-identically from its record, and a tiny LoRA + embedding trained.
+render re-rendered bit-identically from its record, a tiny LoRA + embedding trained, and the
+production version pushed to a team mirror (``loradex serve`` on 127.0.0.1) and pulled into a
+second home.
 
 Each step reports through ``log(message)``; the CLI prints it.
 """
@@ -53,6 +55,7 @@ def run_demo(home: Path | None = None, *, log: Callable[[str], None] = print) ->
     merged = _demo_merge(catalog, log)
     rendered = _demo_render(catalog, work, log)
     trained = _demo_train(catalog, work, log)
+    synced = _demo_sync(catalog, home, log)
     summary = catalog.list_adapters()
     return {
         "home": str(home),
@@ -62,6 +65,7 @@ def run_demo(home: Path | None = None, *, log: Callable[[str], None] = print) ->
         "merged": merged,
         "render": rendered,
         "trained": trained,
+        "sync": synced,
     }
 
 
@@ -99,3 +103,40 @@ def _demo_render(catalog, work: Path, log) -> dict:
     check = render_record(catalog, record.id)
     log(f"re-rendered record {record.id}: {'bit-identical' if check.identical else f'differs by {check.max_abs_diff}'}")
     return {"record": record.id, "image": str(work / "lighthouse.png"), "identical": check.identical}
+
+
+def _demo_sync(catalog, home: Path, log) -> dict:
+    """A team mirror on loopback: ``loradex serve`` over a home of its own, the production version
+    pushed to it (it becomes a version of the mirror's catalog too) and pulled into a teammate's
+    home. The token is made here and lives only in this process."""
+    import secrets
+
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    from loradex.registry.catalog import Catalog
+    from loradex.registry.hub_server.serving import serve_app_in_thread
+    from loradex.registry.remotes import add_remote, pull, push
+    from loradex.registry.server_app import build_server_app
+
+    token = secrets.token_urlsafe(24)
+    mirror = Catalog(home / "team-mirror")
+    url, stop = serve_app_in_thread(build_server_app(mirror, token))
+    bars_were_off = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        add_remote(catalog, "team", f"{url}/team", "mirror")
+        pushed = push(catalog, "watercolor@production", "team", token=token)
+        log(f"pushed {pushed.ref} to {url}/team/watercolor ({pushed.tag}, {len(pushed.uploaded)} files); "
+            f"the mirror's catalog now has {mirror.resolve('watercolor@' + pushed.tag[1:]).ref}")
+        teammate = Catalog(home / "teammate")
+        add_remote(teammate, "team", f"{url}/team", "mirror")
+        pulled = pull(teammate, "mirror://team/watercolor@production", token=token)
+        same = pulled.version.sha256 == catalog.resolve("watercolor@production").sha256
+        log(f"teammate pulled {pulled.version.ref} (@production, {pulled.records} record(s)); "
+            f"sha256 {'identical' if same else 'DIFFERS'}")
+    finally:
+        if not bars_were_off:
+            enable_progress_bars()
+        stop()
+    return {"mirror": url, "pushed": pushed.ref, "tag": pushed.tag, "pulled": pulled.version.ref,
+            "identical": same}

@@ -12,11 +12,16 @@ from .app import create_app
 
 def serve_in_thread(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                     **app_options) -> tuple[str, Callable[[], None]]:
-    """Start the server; returns ``(url, stop)``. ``port=0`` picks a free port. ``stop()`` asks
-    uvicorn to exit and waits for the thread."""
+    """Start the standalone Hub app; returns ``(url, stop)``. ``port=0`` picks a free port.
+    ``stop()`` asks uvicorn to exit and waits for the thread."""
+    return serve_app_in_thread(create_app(root, token=token, **app_options), host, port)
+
+
+def serve_app_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> tuple[str, Callable[[], None]]:
+    """Run any ASGI ``app`` (e.g. ``server_app.build_server_app``, what ``loradex serve`` runs)
+    under uvicorn in a daemon thread; returns ``(url, stop)``."""
     import uvicorn
 
-    app = create_app(root, token=token, **app_options)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                             access_log=False)
     server = uvicorn.Server(config)
