@@ -64,10 +64,15 @@ def register(app: typer.Typer) -> None:
         version: VersionOpt = None, dtype: DtypeOpt = "fp16",
         recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Replay a recipe file (.json/.toml) "
                                                         "under --name instead.")] = None,
+        save_recipe: Annotated[Optional[Path], typer.Option("--save-recipe", help="Also write the result's "
+                                                             "recipe to this .toml or .json file.")] = None,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
-        """Merge adapter versions into a new version (exact concat, optimal svd, ties/dare…)."""
-        from loradex.merge.catalog_merge import merge_versions, parse_weighted_ref
+        """Merge adapter versions into a new version (exact concat, optimal svd, ties/dare…).
+        A --recipe replay whose file equals a version --name already has registers nothing and
+        says which version it is identical to."""
+        from loradex.merge.catalog_merge import ReplayMatch, merge_versions, parse_weighted_ref
+        from loradex.merge.recipes import version_recipe, write_recipe_file
         from loradex.registry.errors import UsageError
 
         catalog = open_catalog(home)
@@ -90,10 +95,16 @@ def register(app: typer.Typer) -> None:
             options = {k: v for k, v in (("density", density), ("clamp_quantile", clamp_quantile)) if v is not None}
         with out.progress("merging") as progress:
             result = merge_versions(catalog, inputs, method, rank, name=name, version=version, seed=seed,
-                                    dtype=dtype, options=options, progress=progress)
+                                    dtype=dtype, options=options, progress=progress, replay=recipe is not None)
         data = result.to_dict()
         data["report"] = result.version.extra.get("recipe_report", {})
         data["report"] = {k: v for k, v in data["report"].items() if k != "modules"}
+        if save_recipe is not None:
+            data["recipe_file"] = str(write_recipe_file(version_recipe(catalog, result.version.ref), save_recipe))
+        if isinstance(result, ReplayMatch):
+            out.result(data, lambda c: c.print(f"identical to {data['ref']} (sha256 {data['sha256']}); "
+                                               "nothing new registered"))
+            return
         out.result(data, lambda c: _version_line(
             c, data, f"max relative residual {data['report'].get('max_relative_residual')}"))
 
@@ -204,6 +215,19 @@ def recipe_replay(ref: RefArg, home: HomeOpt = None, json: JsonOpt = False) -> N
         + ("matches" if result["match"] else f"DIFFERS from stored {result['sha256']}")))
     if not result["match"]:
         raise typer.Exit(1)
+
+
+@recipe_app.command("export")
+def recipe_export(ref: RefArg, output: Annotated[Path, typer.Option("-o", "--output", help="FILE.toml or FILE.json")],
+                  home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """Write REF's stored recipe to a file that `merge --recipe FILE --name N` replays."""
+    from loradex.merge.recipes import version_recipe, write_recipe_file
+
+    catalog = open_catalog(home)
+    version = catalog.resolve(ref)
+    written = write_recipe_file(version_recipe(catalog, version.ref), output)
+    data = {"ref": version.ref, "file": str(written)}
+    Output(json_mode=json).result(data, lambda c: c.print(f"{version.ref}: recipe written to {written}"))
 
 
 @recipe_app.command("show")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,16 +179,69 @@ def report_summary(report: AdapterReport) -> dict:
     }
 
 
+@dataclass
+class ReplayMatch:
+    """A replayed recipe whose output is, byte for byte, a version its name already has: nothing
+    is registered, the existing version is the answer."""
+
+    version: Any  # registry Version
+    sha256: str
+
+    def to_dict(self) -> dict:
+        return {**self.version.to_dict(), "identical_to": self.version.ref, "registered": False}
+
+
+def _same_recipe(a: dict, b: dict) -> bool:
+    """Equal apart from the loradex version that wrote them."""
+    def strip(recipe: dict) -> str:
+        return canonical_json({k: v for k, v in recipe.items() if k != "loradex_version"})
+
+    return strip(a) == strip(b)
+
+
+def match_existing(catalog, name: str, recipe: dict, out: Path) -> ReplayMatch | None:
+    """A replay written at ``out`` into ``name``, which may already hold versions: the same bytes
+    as one of them → that version; the same recipe as one of them but other bytes → Conflict
+    showing both hashes; otherwise None (a new version)."""
+    from loradex.registry.errors import Conflict, NotFound
+
+    from .recipes import sha256_of, version_recipe
+
+    try:
+        existing = catalog.versions(name)
+    except NotFound:
+        return None
+    sha = sha256_of(out)
+    for v in existing:
+        if v.sha256 == sha:
+            return ReplayMatch(v, sha)
+    for v in existing:
+        try:
+            stored = version_recipe(catalog, v.ref)
+        except NotFound:
+            continue
+        if _same_recipe(stored, recipe):
+            raise Conflict(f"replaying the recipe of {v.ref} gives sha256 {sha}, but {v.ref} has sha256 {v.sha256}",
+                           hint=f"the bytes changed (loradex {stored.get('loradex_version')} wrote {v.ref}, this is "
+                                f"{recipe.get('loradex_version')}); pass another --name to register the replay beside it")
+    return None
+
+
 def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[str | dict], name: str,
                     version: str | None, bump: str | None, triggers: Sequence[str], message: str,
-                    alias: str | None, progress: Progress | None, kind: str = "lora"):
-    """Write the recipe's output to a temp file and add it as a version with lineage edges."""
+                    alias: str | None, progress: Progress | None, kind: str = "lora", replay: bool = False):
+    """Write the recipe's output to a temp file and add it as a version with lineage edges.
+    ``replay``: a recipe run again under ``name`` — see ``match_existing``."""
     from loradex.registry.adding import add_file
 
     validate_recipe(recipe)
     with tempfile.TemporaryDirectory(prefix="loradex-merge-") as tmp:
         out = Path(tmp) / f"{name}.safetensors"
         report = write_recipe_output(catalog, recipe, out, progress=progress)
+        if replay:
+            match = match_existing(catalog, name, recipe, out)
+            if match is not None:
+                return match
         extra = {"recipe_report": report_summary(report)} if isinstance(report, AdapterReport) else {}
         # a parent is a catalog ref, or {"external_parent": "file:…"} for bases outside the catalog
         lineage = [{"relation": relation, "recipe": recipe,
@@ -236,8 +290,10 @@ def _pin_block_weights(entry: dict, family: str | None) -> None:
 def merge_versions(catalog, inputs: Sequence[Any], method: str, rank: int | None = None, *, name: str,
                    version: str | None = None, seed: int | None = None, dtype: str = "fp16",
                    options: dict | None = None, message: str = "", alias: str | None = None,
-                   progress: Progress | None = None):
-    """Merge catalog versions into a new version ``name`` → ``AddResult``.
+                   progress: Progress | None = None, replay: bool = False):
+    """Merge catalog versions into a new version ``name`` → ``AddResult`` (with ``replay``, a
+    ``ReplayMatch`` when ``name`` already has a version with exactly these bytes; see
+    ``match_existing``).
 
     ``inputs``: (ref, weight), (ref, weight, te_weight, unet_weight), "ref:weight" or dicts with
     ``ref``, ``weight``, ``te_weight``, ``unet_weight``, ``block_weights`` (an LBW vector, its
@@ -248,7 +304,7 @@ def merge_versions(catalog, inputs: Sequence[Any], method: str, rank: int | None
     versions = [catalog.resolve(i["ref"]) for i in recipe["inputs"]]
     return register_result(catalog, recipe, relation="merged_from", parents=[v.ref for v in versions], name=name,
                            version=version, bump=None, triggers=union_triggers(versions), message=message,
-                           alias=alias, progress=progress)
+                           alias=alias, progress=progress, replay=replay)
 
 
 def _module_weight_fn(entries: list[dict], family: str | None):

@@ -105,6 +105,66 @@ def recipe_from_file(path: str | Path) -> dict:
     return validate_recipe(data)
 
 
+def _toml_value(value: Any, where: str) -> str:
+    from loradex.registry.errors import UsageError
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # shortest round-trip form; TOML reads inf / nan / 1e-05 alike
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # JSON string escapes are valid TOML basic strings
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) and v is not None for v in value):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    raise UsageError(f"recipe value at {where} has no TOML form: {value!r}")
+
+
+def _toml_key(key: str) -> str:
+    import re
+
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_table(data: dict, prefix: str, lines: list[str]) -> None:
+    """Scalars and scalar arrays first, then sub-tables and arrays of tables. A null has no TOML
+    form: its key is left out (every nullable recipe key reads back as absent = null)."""
+    nested = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) or (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+            nested.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value, prefix + key)}")
+    for key, value in nested:
+        path = f"{prefix}{_toml_key(key)}"
+        for table in (value if isinstance(value, list) else [value]):
+            lines.append("")
+            lines.append(f"[[{path}]]" if isinstance(value, list) else f"[{path}]")
+            _toml_table(table, path + ".", lines)
+
+
+def recipe_to_toml(recipe: dict) -> str:
+    """The TOML text ``recipe_from_file`` reads back as the same recipe (nulls left out)."""
+    lines: list[str] = [f"# loradex recipe ({recipe.get('op')}); replay: loradex merge --recipe FILE --name NAME"]
+    _toml_table(recipe, "", lines)
+    return "\n".join(lines) + "\n"
+
+
+def write_recipe_file(recipe: dict, dest: str | Path) -> Path:
+    """Write ``recipe`` as ``.toml`` or ``.json`` (by the suffix of ``dest``)."""
+    from loradex.registry.atomic_files import atomic_output
+    from loradex.registry.errors import UsageError
+
+    dest = Path(dest)
+    if dest.suffix not in (".toml", ".json"):
+        raise UsageError(f"{dest}: a recipe file ends in .toml or .json")
+    text = recipe_to_toml(recipe) if dest.suffix == ".toml" else json.dumps(recipe, indent=2, sort_keys=True) + "\n"
+    with atomic_output(dest, "w") as fh:
+        fh.write(text)
+    return dest
+
+
 def write_recipe_output(catalog, recipe: dict, dest: str | Path, *, progress=None) -> Any:
     """Validate ``recipe`` and write its output file at ``dest``; returns the writer's report."""
     validate_recipe(recipe)

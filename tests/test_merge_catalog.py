@@ -282,3 +282,43 @@ def test_open_adapter_expands_lycoris_to_dense(tmp_path):
     module = source.load(name)
     expected = (t[f"{name}.hada_w1_a"] @ t[f"{name}.hada_w1_b"]) * (t[f"{name}.hada_w2_a"] @ t[f"{name}.hada_w2_b"]) * 0.5
     assert module.source == "loha" and torch.allclose(module.delta, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_recipe_replay_under_the_same_name_reports_identical_or_both_hashes(catalog, tmp_path, monkeypatch):
+    from loradex.merge import recipes
+
+    runner = CliRunner()
+    home = str(catalog.home)
+    toml_file = tmp_path / "m2.toml"
+    res = runner.invoke(app, ["merge", "a:0.8", "b@1.0.0:-0.5", "--method", "svd", "--rank", "4", "--name", "m2",
+                              "--save-recipe", str(toml_file), "--home", home, "--json"])
+    assert res.exit_code == 0, res.output
+    first = json.loads(res.stdout)
+    # the TOML file reads back as the stored recipe (nulls are left out: absent = null)
+    stored = version_recipe(catalog, "m2@1.0.0")
+    assert recipes.recipe_from_file(toml_file) == {k: v for k, v in stored.items() if v is not None}
+    assert '[[inputs]]' in toml_file.read_text() and 'ref = "a@1.0.0"' in toml_file.read_text()
+
+    res = runner.invoke(app, ["merge", "--recipe", str(toml_file), "--name", "m2", "--home", home, "--json"])
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.stdout)
+    assert again["identical_to"] == "m2@1.0.0" and again["sha256"] == first["sha256"] and again["registered"] is False
+    assert [v.version for v in catalog.versions("m2")] == ["1.0.0"]
+    res = runner.invoke(app, ["merge", "--recipe", str(toml_file), "--name", "m2", "--home", home])
+    assert res.exit_code == 0 and f"identical to m2@1.0.0 (sha256 {first['sha256']})" in res.stdout
+
+    # `recipe export` writes the same file; a JSON export replays the same way
+    res = runner.invoke(app, ["recipe", "export", "m2", "-o", str(tmp_path / "e.toml"), "--home", home])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "e.toml").read_text() == toml_file.read_text()
+
+    # a loradex that writes other bytes for the same recipe: an error naming both hashes, nothing added
+    monkeypatch.setattr("loradex.merge.catalog_merge.loradex_version", lambda: "99.0.0")
+    res = runner.invoke(app, ["merge", "--recipe", str(toml_file), "--name", "m2", "--home", home])
+    assert res.exit_code != 0
+    message = str(res.exception)
+    assert first["sha256"] in message and "replaying the recipe of m2@1.0.0 gives sha256" in message
+    assert [v.version for v in catalog.versions("m2")] == ["1.0.0"]
+    # under another name it is simply a new version
+    res = runner.invoke(app, ["merge", "--recipe", str(toml_file), "--name", "m3", "--home", home, "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["sha256"] != first["sha256"]
