@@ -14,7 +14,7 @@ from _civitai_fixtures import FILE_ID, MODEL_ID, STORAGE, VERSION_ID, FakeCivita
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry.adding import add_file
 from loradex.registry.catalog import Catalog
-from loradex.registry.errors import NotFound, RemoteError, TransferError
+from loradex.registry.errors import InvalidRef, NotFound, RemoteError, TransferError
 from loradex.registry.remotes import add_remote, list_remotes, pull
 from loradex.registry.remotes.civitai import (base_family, identify, normalise_name, parse_civitai_ref,
                                               semver_from_name)
@@ -24,7 +24,8 @@ TOKEN = "civ-secret-token-0123456789"
 
 @pytest.fixture(scope="module")
 def lora_path(tmp_path_factory):
-    return write_random_kohya_lora(tmp_path_factory.mktemp("civ") / "wc.safetensors", rank=4, seed=7,
+    # over 1 MiB, so its AutoV1 (the 64 KiB at 1 MiB) names it
+    return write_random_kohya_lora(tmp_path_factory.mktemp("civ") / "wc.safetensors", rank=96, seed=7,
                                    trigger="wtrclr")
 
 
@@ -55,6 +56,8 @@ def _nothing_registered(catalog):
 def test_refs_and_mappings():
     assert parse_civitai_ref("civitai:128713").version_id == 128713
     assert parse_civitai_ref("civitai:hash:abcdef0123").hash == "ABCDEF0123"
+    with pytest.raises(InvalidRef, match="AutoV1 of every file of at most 1 MiB"):
+        parse_civitai_ref("civitai:hash:E3B0C442")
     t = parse_civitai_ref("https://civitai.com/models/4201/watercolor?modelVersionId=128713")
     assert (t.model_id, t.version_id, t.origin) == (4201, 128713, "https://civitai.com")
     assert parse_civitai_ref("https://civitai.com/models/4201").version_id is None

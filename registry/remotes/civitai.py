@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import select
 
 from ..errors import InvalidRef, NotFound, RemoteError, TransferError, UsageError
+from ..hashing import EMPTY_SHA256
 from . import register_remote
 from .civitai_client import DEFAULT_ENDPOINT, CivitaiClient, Progress, _describe_text, _looks_like_text, _origin
 
@@ -75,6 +76,9 @@ def parse_civitai_ref(ref: str) -> CivitaiTarget:
     if body.isdigit():
         return CivitaiTarget(version_id=int(body))
     kind, _, value = body.partition(":")
+    if kind == "hash" and value.lower() == EMPTY_SHA256[:8]:
+        raise InvalidRef(f"{ref!r} is the AutoV1 of every file of at most 1 MiB (the hash of no bytes) "
+                         f"and names no file", hint="use the AutoV2 or SHA256 hash")
     if kind == "hash" and re.fullmatch(r"[0-9a-fA-F]{8,64}", value):
         return CivitaiTarget(hash=value.upper())
     if kind == "model" and value.isdigit():
