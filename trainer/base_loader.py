@@ -268,3 +268,82 @@ def _load_hub_cached(repo_id: str, dtype):
         raise UnsupportedFormat(folder, f"cached {repo_id!r} is not a diffusers pipeline "
                                         "(no model_index.json)")
     return _load_folder(folder, repo_id, dtype, source="hub")
+
+
+# --- catalog versions (and everything above) ---------------------------------------------------
+
+TINY_SEED_RE = re.compile(r"^(tiny-[a-z0-9]+):seed=(\d+)$")
+
+
+def load_any_base(ref: str, catalog=None, *, dtype=None):
+    """The one loader behind generate, eval, train and the pipeline side of bake/extract:
+    ``(pipe, BaseInfo, catalog ref or None)``.
+
+    Besides what ``load_base`` reads (and ``tiny-sd1:seed=N``), ``ref`` may be a catalog version of
+    kind ``checkpoint``. A loradex DreamBooth output (``extra.training.weights == "state_dict"``)
+    loads its recorded base and puts its weights in (``apply_state_dict_checkpoint``), so it needs
+    no config download and reads the original-layout files as well as the older diffusers-keyed
+    ones; any other checkpoint is read from its blob by ``load_base``.
+    """
+    text = str(ref)
+    seeded = TINY_SEED_RE.match(text)
+    if seeded:
+        pipe, info = load_base(seeded.group(1), dtype=dtype, seed=int(seeded.group(2)))
+        return pipe, info, None
+    looks_like_path = text.startswith(TINY_PREFIX) or Path(text).expanduser().exists() or (
+        "/" in text and "@" not in text)
+    if catalog is None or looks_like_path:
+        pipe, info = load_base(text, dtype=dtype)
+        return pipe, info, None
+    try:
+        version = catalog.resolve(text)
+        kind = catalog.get_adapter(version.adapter).kind
+    except (NotFound, ValueError) as exc:
+        raise NotFound(f"base {text!r} is not a file, folder, cached hub id, tiny base or catalog version") from exc
+    if kind != "checkpoint":
+        raise UsageError(f"base {text} is a {kind}, not a checkpoint",
+                         hint="give a checkpoint: a diffusers folder, a .safetensors file or a checkpoint ref")
+    trained = (version.extra or {}).get("training") or {}
+    if trained.get("weights") == "state_dict" and trained.get("base"):
+        pipe, _, _ = load_any_base(trained["base"]["ref"], catalog, dtype=dtype)
+        apply_state_dict_checkpoint(pipe, catalog.blobs.path_for(version.sha256))
+        family = trained["base"].get("family") or pipeline_family(pipe)
+    else:
+        from loradex.trainer.generate import blob_as_file
+
+        pipe, loaded = load_base(blob_as_file(catalog, version), dtype=dtype)
+        family = loaded.family
+    return pipe, BaseInfo(ref=version.ref, family=family, hash=version.sha256, source="catalog"), version.ref
+
+
+def apply_state_dict_checkpoint(pipe, path) -> None:
+    """Put a loradex DreamBooth file into ``pipe`` (its base); every key must land. Two layouts:
+    the original single-file one (``model.diffusion_model.*`` …, ``merge.checkpoint_layout``) and
+    the older diffusers-keyed one (UNet keys bare, text encoders under ``text_encoder.`` /
+    ``text_encoder_2.``)."""
+    from safetensors.torch import load_file
+
+    from loradex.merge.checkpoint_layout import is_ldm_checkpoint, ldm_to_components
+    from loradex.registry.errors import CoverageError
+
+    state = load_file(str(path))
+    if is_ldm_checkpoint(state):
+        try:
+            parts = ldm_to_components(state, pipe)
+        except UnsupportedFormat as exc:
+            raise UnsupportedFormat(path, f"does not fit its base: {exc}") from exc
+    else:
+        parts = {"unet": {}}
+        for key, tensor in state.items():
+            head, _, rest = key.partition(".")
+            if head in ("text_encoder", "text_encoder_2"):
+                parts.setdefault(head, {})[rest] = tensor
+            else:
+                parts["unet"][key] = tensor
+    for component, sd in parts.items():
+        module = getattr(pipe, component, None)
+        if module is None:
+            raise CoverageError(f"{path}: the base has no {component}", sorted(sd)[:5])
+        result = module.load_state_dict(sd, strict=False)
+        if result.unexpected_keys:
+            raise CoverageError(f"{path}: keys {component} does not have", result.unexpected_keys)

@@ -7,9 +7,13 @@ generated with the base before training and cached in ``class_data`` (default
 ``<output_dir>/class-images``) with a small JSON saying which base, prompt and resolution made
 them; a later run with the same settings reuses them.
 
-The full fine-tune is written as one ``.safetensors`` (UNet keys as diffusers names them, text
-encoders under ``text_encoder.`` / ``text_encoder_2.``), registered as kind ``checkpoint``;
-``format = "diffusers"`` also saves a whole diffusers pipeline folder beside it.
+The full fine-tune is written as one ``.safetensors`` holding the whole model (UNet, VAE, text
+encoders) in the original single-file layout (``model.diffusion_model.*`` …, see
+``merge.checkpoint_layout``) that A1111, ComfyUI and diffusers' ``from_single_file`` load, and is
+registered as kind ``checkpoint``. Bases of other families (SD 2.x) get the older diffusers-keyed
+file (UNet keys bare, text encoders under ``text_encoder.`` / ``text_encoder_2.``), which only
+loradex reads. ``format = "diffusers"`` also saves a whole diffusers pipeline folder beside the
+file (an extra output: the catalog stores single files).
 """
 
 from __future__ import annotations
@@ -110,13 +114,20 @@ class DreamBoothMethod(DreamBoothObjective, TrainingMethod):
     def param_groups(self, run) -> list[dict]:
         return unet_and_text_encoder_groups(run)
 
-    def state_dict_file(self, run) -> dict:
+    def state_dict_file(self, run) -> tuple[dict, str]:
+        """(tensors, layout): the whole model in the original single-file layout A1111, ComfyUI and
+        ``from_single_file`` read, for the families it is written for (sd1, sdxl); otherwise the
+        trained components only, diffusers-keyed (UNet bare, text encoders under their names)."""
+        from loradex.merge.checkpoint_layout import LDM_FAMILIES, pipeline_to_ldm
+
+        if run.family in LDM_FAMILIES:
+            return pipeline_to_ldm(run.pipe, run.family), "ldm"
         state = {k: v.detach().float().cpu().contiguous() for k, v in run.unet.state_dict().items()}
         if run.config.train_text_encoder:
             for component, _, encoder in run.text_encoders():
                 state.update({f"{component}.{k}": v.detach().float().cpu().contiguous()
                               for k, v in encoder.state_dict().items()})
-        return state
+        return state, "diffusers-unet"
 
     def export(self, run, dest_dir: Path, step: int) -> Exported:
         from safetensors.torch import save_file
@@ -127,14 +138,19 @@ class DreamBoothMethod(DreamBoothObjective, TrainingMethod):
 
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / f"{run.config.output_name}.safetensors"
+        state, layout = self.state_dict_file(run)
+        metadata = checkpoint_training_metadata(run, step)
+        if layout == "ldm":
+            metadata["loradex.layout"] = "ldm"
         with atomic_path(dest) as tmp:
-            save_file(self.state_dict_file(run), str(tmp), metadata=checkpoint_training_metadata(run, step))
+            save_file(state, str(tmp), metadata=metadata)
         extra = []
         if run.config.format == "diffusers":
             folder = dest_dir / f"{run.config.output_name}-diffusers"
             run.pipe.save_pretrained(str(folder), safe_serialization=True)
             extra.append(folder)
-        return Exported(dest, "checkpoint", "diffusers-unet", triggers=_instance_triggers(run), extra_paths=extra)
+        return Exported(dest, "checkpoint", "checkpoint" if layout == "ldm" else "diffusers-unet",
+                        triggers=_instance_triggers(run), extra_paths=extra)
 
 
 @register_method("dreambooth-lora")

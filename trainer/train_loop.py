@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 from loradex.registry.errors import NotFound, UsageError
 
+from .base_loader import apply_state_dict_checkpoint  # noqa: F401  (callers that load DreamBooth files)
+from .base_loader import load_any_base
 from .dataset import DatasetReport, ImageCaptionDataset, check_dataset
 from .train_config import TrainConfig
 from .train_registry import Exported, TrainingMethod, get_method
@@ -257,62 +259,6 @@ class Run:
             module.train(on)
 
 
-# --- base loading (catalog refs too) -------------------------------------------------------
-
-def load_training_base(ref: str, catalog=None, *, dtype=None):
-    """(pipe, BaseInfo, catalog ref or None). Catalog versions: a DreamBooth output of loradex
-    loads its own base and applies its weights; any other checkpoint loads from its blob."""
-    from .base_loader import BaseInfo, load_base
-
-    text = str(ref)
-    looks_like_path = text.startswith("tiny-") or Path(text).expanduser().exists() or (
-        "/" in text and "@" not in text)
-    if catalog is None or looks_like_path:
-        pipe, info = load_base(text, dtype=dtype)
-        return pipe, info, None
-    try:
-        version = catalog.resolve(text)
-    except (NotFound, ValueError) as exc:
-        raise NotFound(f"base {text!r} is not a file, folder, cached hub id, tiny base or catalog version") from exc
-    trained = (version.extra or {}).get("training") or {}
-    if trained.get("weights") == "state_dict" and trained.get("base"):
-        pipe, _, _ = load_training_base(trained["base"]["ref"], catalog, dtype=dtype)
-        apply_state_dict_checkpoint(pipe, catalog.blobs.path_for(version.sha256))
-        family = trained["base"].get("family") or "unknown"
-    else:
-        tmp = Path(tempfile.mkdtemp(prefix="loradex-base-"))
-        link = tmp / (version.file_name or "model.safetensors")
-        os.symlink(catalog.blobs.path_for(version.sha256), link)
-        pipe, loaded = load_base(link, dtype=dtype)
-        family = loaded.family
-    info = BaseInfo(ref=version.ref, family=family, hash=version.sha256, source="catalog")
-    return pipe, info, version.ref
-
-
-def apply_state_dict_checkpoint(pipe, path) -> None:
-    """Load a loradex DreamBooth file (UNet keys bare, text encoders under ``text_encoder.`` /
-    ``text_encoder_2.``) into ``pipe``; every key must land."""
-    from safetensors.torch import load_file
-
-    from loradex.registry.errors import CoverageError
-
-    state = load_file(str(path))
-    parts: dict[str, dict] = {"unet": {}}
-    for key, tensor in state.items():
-        head, _, rest = key.partition(".")
-        if head in ("text_encoder", "text_encoder_2"):
-            parts.setdefault(head, {})[rest] = tensor
-        else:
-            parts["unet"][key] = tensor
-    for component, sd in parts.items():
-        module = getattr(pipe, component, None)
-        if module is None:
-            raise CoverageError(f"{path}: the base has no {component}", sorted(sd)[:5])
-        result = module.load_state_dict(sd, strict=False)
-        if result.unexpected_keys:
-            raise CoverageError(f"{path}: keys {component} does not have", result.unexpected_keys)
-
-
 # --- checkpoints ---------------------------------------------------------------------------
 
 def checkpoint_dir(config: TrainConfig, step: int) -> Path:
@@ -495,7 +441,7 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
     accelerator = new_accelerator(config)
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
-    pipe, base, base_ref = load_training_base(config.base, catalog, dtype=weight_dtype)
+    pipe, base, base_ref = load_any_base(config.base, catalog, dtype=weight_dtype)
     pipe.to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     dataset = ImageCaptionDataset(config.data, report, batch_size=config.batch_size)
