@@ -298,6 +298,16 @@ def write_extract(catalog, recipe: dict, dest: Path, *, progress: Progress | Non
 
 # --- bake ---------------------------------------------------------------------------------------
 
+# Why bake cannot change the layout (diffusers 0.42 reads single files, from_single_file, but has
+# no writer back to the original layout; its convert_diffusers_to_original_* scripts are not part
+# of the package, and loradex does not ship a full-checkpoint key converter of its own).
+LAYOUT_CHANGES = {
+    "single-file": "diffusers has no writer for the original single-file layout (model.diffusion_model.*, "
+                   "as A1111/ComfyUI load it) and loradex does not write one",
+    "diffusers": "converting a single file to a diffusers folder needs the model's full configuration "
+                 "(diffusers' from_single_file + save_pretrained), which bake does not run",
+}
+
 
 def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.PathLike, *,
          format: str | None = None, name: str | None = None, version: str | None = None,
@@ -305,7 +315,7 @@ def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.Pat
     """Fuse adapters into a base (W + Σ w·α/r·up@down) and write a checkpoint at ``out``.
 
     A diffusers folder base gives a diffusers folder; a single-file base gives a single file
-    (layout conversion between the two is not done here). Adapter modules the base lacks are an
+    (``format`` may only name that layout: see ``LAYOUT_CHANGES`` for why). Adapter modules the base lacks are an
     error unless ``allow_missing`` (then listed in ``missing``). With ``name`` the single-file result is
     registered as a version of kind ``checkpoint`` (``merged_from`` each adapter, with the recipe).
     Returns {out, format, sha256, fused, missing, version?}.
@@ -316,8 +326,10 @@ def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.Pat
 
     base_entry, weights = _model_input(base, "base", catalog)
     native = "diffusers" if weights.layout == "diffusers" else "single-file"
+    if format not in (None, *LAYOUT_CHANGES):
+        raise UsageError(f"--format {format}: expected diffusers or single-file")
     if format not in (None, native):
-        raise UsageError(f"bake writes the base's own layout ({native}); converting to {format} is not supported",
+        raise UsageError(f"bake {base} → {format}: {LAYOUT_CHANGES[format]}; bake writes the base's own layout ({native})",
                          hint=f"leave --format out, or start from a {format} base")
     entries = [_input_entry(r) for r in refs_with_weights]
     versions = _resolve_inputs(catalog, entries)
@@ -329,8 +341,9 @@ def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.Pat
               "loradex_version": loradex_version(), "output": {"format": native, "dtype": "keep", "name": name}}
     out = Path(out)
     if name is not None and native != "single-file":
-        raise UsageError("only a single-file checkpoint can be registered in the catalog",
-                         hint="bake from a single-file base, or leave --name out")
+        raise UsageError(f"--name {name}: the catalog stores single files (one blob per version), not a diffusers "
+                         "folder, and a diffusers base cannot be baked to a single file (see --format)",
+                         hint="bake from a single-file base to register the result, or leave --name out")
     fused, missing = write_recipe_output(catalog, recipe, out, progress=progress)
     result = {"out": str(out), "format": native, "sha256": sha256_of(out), "fused": fused, "missing": missing}
     if name is not None:

@@ -21,7 +21,7 @@ from loradex.merge.recipes import replay_version, validate_recipe, version_recip
 from loradex.merge.synthetic_adapters import TINY_SD1_MODULES, write_random_kohya_lora
 from loradex.registry.adding import add_file
 from loradex.registry.catalog import Catalog
-from loradex.registry.errors import CoverageError, IncompatibleAdapters, NotFound, SchemaError
+from loradex.registry.errors import CoverageError, IncompatibleAdapters, NotFound, SchemaError, UsageError
 
 WEIGHTS = {"a": 0.8, "b": -0.5, "c": 1.2}
 SPECS = {"a": (4, 2.0, 1), "b": (8, 3.0, 2), "c": (16, 16.0, 3)}  # rank, alpha, seed
@@ -322,3 +322,62 @@ def test_recipe_replay_under_the_same_name_reports_identical_or_both_hashes(cata
     # under another name it is simply a new version
     res = runner.invoke(app, ["merge", "--recipe", str(toml_file), "--name", "m3", "--home", home, "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["sha256"] != first["sha256"]
+
+
+# SD1-shaped pieces of an original-layout single file (the bake reads only the keys it fuses)
+_SINGLE_FILE_KEYS = {
+    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight":
+        ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", (320, 320)),
+    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight":
+        ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", (320, 768)),
+    "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight":
+        ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", (768, 768)),
+}
+
+
+def test_bake_single_file_registers_a_checkpoint_and_replays_bit_exact(tmp_path):
+    from loradex.merge.plumbing import bake
+
+    gen = torch.Generator().manual_seed(11)
+    base = {k: torch.randn(*shape, generator=gen).half() for k, (_, shape) in _SINGLE_FILE_KEYS.items()}
+    base["first_stage_model.decoder.conv_in.bias"] = torch.randn(4, generator=gen).half()  # untouched
+    save_file(base, str(tmp_path / "sd1-part.safetensors"))
+    cat = Catalog(tmp_path / "home")
+    modules = {name: (shape[1], shape[0]) for name, shape in _SINGLE_FILE_KEYS.values()}
+    for tag, seed in (("s1", 21), ("s2", 22)):
+        write_random_kohya_lora(tmp_path / f"{tag}.safetensors", modules=modules, rank=4, alpha=2.0, seed=seed)
+        add_file(cat, tmp_path / f"{tag}.safetensors", name=tag)
+
+    with pytest.raises(UsageError, match="no writer for the original single-file layout"):
+        bake(cat, str(tmp_path / "sd1-part.safetensors"), [("s1", 1.0)], tmp_path / "x", format="diffusers")
+    out = bake(cat, str(tmp_path / "sd1-part.safetensors"), [("s1", 0.7), ("s2", -0.4)], tmp_path / "baked.safetensors",
+               name="sd1-baked")
+    assert out["format"] == "single-file" and out["fused"] == 6 and out["missing"] == []
+    baked = load_file(str(tmp_path / "baked.safetensors"))
+    s1, s2 = (open_version(cat, r)[1] for r in ("s1", "s2"))
+    for key, (name, _) in _SINGLE_FILE_KEYS.items():
+        expected = (base[key].float() + delta_weight(s1.load(name), 0.7) + delta_weight(s2.load(name), -0.4)).half()
+        assert baked[key].dtype == torch.float16 and torch.equal(baked[key], expected)
+    assert torch.equal(baked["first_stage_model.decoder.conv_in.bias"], base["first_stage_model.decoder.conv_in.bias"])
+
+    version = cat.resolve("sd1-baked")
+    assert cat.get_adapter("sd1-baked").kind == "checkpoint" and version.sha256 == out["sha256"]
+    assert out["version"]["ref"] == "sd1-baked@1.0.0"
+    edges = cat.lineage("sd1-baked@1.0.0")
+    assert sorted(e.parent for e in edges) == ["s1@1.0.0", "s2@1.0.0"] and {e.relation for e in edges} == {"merged_from"}
+    replay = replay_version(cat, "sd1-baked@1.0.0")
+    assert replay["match"] and replay["replayed_sha256"] == out["sha256"]
+
+
+def test_bake_diffusers_folder_refuses_single_file_and_name_with_the_reason(catalog, tmp_path):
+    from loradex.merge.plumbing import bake
+    from loradex.trainer.tiny_pipeline import save_tiny_pipeline
+
+    base = save_tiny_pipeline("sd1", tmp_path / "fbase", seed=0)
+    with pytest.raises(UsageError, match="no writer for the original single-file layout"):
+        bake(catalog, str(base), [("a", 0.8)], tmp_path / "out.safetensors", format="single-file")
+    with pytest.raises(UsageError, match="stores single files"):
+        bake(catalog, str(base), [("a", 0.8)], tmp_path / "out", name="folder-ckpt")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.safetensors").exists()
+    out = bake(catalog, str(base), [("a", 0.8)], tmp_path / "out", format="diffusers")
+    assert out["format"] == "diffusers" and (tmp_path / "out" / "model_index.json").is_file()
