@@ -348,8 +348,9 @@ def test_bake_single_file_registers_a_checkpoint_and_replays_bit_exact(tmp_path)
         write_random_kohya_lora(tmp_path / f"{tag}.safetensors", modules=modules, rank=4, alpha=2.0, seed=seed)
         add_file(cat, tmp_path / f"{tag}.safetensors", name=tag)
 
-    with pytest.raises(UsageError, match="no writer for the original single-file layout"):
+    with pytest.raises(UsageError, match="from_single_file"):
         bake(cat, str(tmp_path / "sd1-part.safetensors"), [("s1", 1.0)], tmp_path / "x", format="diffusers")
+    assert not (tmp_path / "x").exists()
     out = bake(cat, str(tmp_path / "sd1-part.safetensors"), [("s1", 0.7), ("s2", -0.4)], tmp_path / "baked.safetensors",
                name="sd1-baked")
     assert out["format"] == "single-file" and out["fused"] == 6 and out["missing"] == []
