@@ -448,13 +448,18 @@ def _download_verified(endpoint: str, repo_id: str, sha: str, sibling, final: Pa
                         f"{'sha256' if sibling.lfs is not None else 'blob id'} after two downloads")
 
 
-def _stall_watching_bar(guard: StallGuard, on_bytes: "_ByteProgress | None" = None):
+def _stall_watching_bar(guard: StallGuard, on_bytes: "_ByteProgress | None" = None, *,
+                        limit: int | None = None, what: str = "download"):
     """A progress-bar class for ``http_get`` (its public ``tqdm_class`` hook sees every chunk) that
-    stops a download making no real progress (huggingface_hub's own timeout is per read) and,
-    given ``on_bytes``, reports each chunk to loradex's own bar instead of drawing tqdm's."""
+    stops a download making no real progress (huggingface_hub's own timeout is per read) or
+    running past ``limit`` bytes (what the remote announced: the library only compares sizes once
+    the body has ended, however long that is), and, given ``on_bytes``, reports each chunk to
+    loradex's own bar instead of drawing tqdm's."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class StallWatchingBar(hf_tqdm):
+        received = 0
+
         def __init__(self, *args, **kwargs):
             if on_bytes is not None:
                 kwargs["disable"] = True
@@ -462,6 +467,10 @@ def _stall_watching_bar(guard: StallGuard, on_bytes: "_ByteProgress | None" = No
 
         def update(self, n=1):
             if n and n > 0:
+                self.received += n
+                if limit is not None and self.received > limit:
+                    raise TransferError(f"{what}: the server sent more than the {limit:,} bytes it announced; "
+                                        "stopped reading", hint="the remote is misbehaving: tell its operator")
                 guard.update(n)
                 if on_bytes is not None:
                     on_bytes(n)
@@ -491,6 +500,8 @@ def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path
             have = 0
         if on_bytes is not None:
             on_bytes.restart(have)
+        what = f"pull: {path} from {repo_id}"
+        bar = _stall_watching_bar(StallGuard(what), on_bytes, what=what,
+                                  limit=None if meta.size is None else meta.size - have)
         http_get(target, fh, resume_size=have, headers=headers, expected_size=meta.size,
-                 displayed_filename=path,
-                 tqdm_class=_stall_watching_bar(StallGuard(f"pull: {path} from {repo_id}"), on_bytes))
+                 displayed_filename=path, tqdm_class=bar)

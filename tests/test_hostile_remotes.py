@@ -70,6 +70,42 @@ def test_hub_download_never_sends_token_to_a_redirect_host(server, tmp_path):
     assert cdn and all("authorization" not in r["headers"] for r in cdn), "token leaked to the CDN host"
 
 
+def test_hub_download_longer_than_announced_is_cut_off(server, tmp_path):
+    """The resolve HEAD announces 1,000 bytes; the GET then streams without end. The pull stops
+    reading after the first chunk past the announced size (a typed error, no final file) instead
+    of writing whatever the server sends until huggingface_hub compares sizes at the end."""
+    from loradex.registry.hub_client import pull_revision
+
+    def endless(handler, srv):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.send_header("ETag", '"x"')
+        if handler.command == "HEAD":
+            handler.send_header("Content-Length", "1000")
+            handler.end_headers()
+            return
+        handler.end_headers()  # no Content-Length: the body ends when the server closes
+        srv.sent["endless"] = 0
+        try:
+            while srv.sent["endless"] < 512 * 2**20:
+                handler.wfile.write(b"\0" * 2**16)
+                srv.sent["endless"] += 2**16
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        handler.close_connection = True
+
+    server.routes["/api/models/"] = lambda h, s: send_json(h, {"id": "u/r", "sha": "a" * 40, "siblings": [
+        {"rfilename": "x.safetensors", "size": 1000, "blobId": "b" * 40}]})
+    server.routes["/u/r/resolve/"] = endless
+    dest = tmp_path / "dest"
+    with pytest.raises(LoradexError, match="more than the 1,000 bytes"):
+        pull_revision(server.url(), "u/r", "main", dest, None)
+    assert not (dest / "x.safetensors").exists()
+    assert server.sent["endless"] < 64 * 2**20, "kept reading long past the announced size"
+    parts = list((dest / ".loradex-partial").glob("*.part"))
+    assert all(p.stat().st_size <= 16 * 2**20 for p in parts)
+
+
 def _send_bytes(handler, data: bytes, headers: dict | None = None):
     handler.send_response(200)
     handler.send_header("Content-Type", "application/octet-stream")
@@ -184,8 +220,7 @@ def test_civitai_silent_server_times_out(server):
 
 def test_hub_slow_loris_metadata_times_out(server, tmp_path, monkeypatch):
     """huggingface_hub's timeouts are per socket read too; a repo-info answer trickled one byte every
-    0.5 s must end in a typed error once the total deadline (LORADEX_HTTP_DEADLINE_S, requested in
-    /work/briefs/requests-reliability.md #6) has passed, not when the server decides to stop."""
+    0.5 s must end in a typed error once the total deadline (LORADEX_HTTP_DEADLINE_S) has passed, not when the server decides to stop."""
     from loradex.registry.hub_client import pull_revision
 
     monkeypatch.setenv("LORADEX_HTTP_DEADLINE_S", "3")
