@@ -112,7 +112,7 @@ def unet_prefix_pairs(layout: UNetLayout) -> tuple[tuple[str, str], ...]:
     return tuple(pairs.items())
 
 
-def _rename_by_prefix(key: str, table: Mapping[str, str]) -> str | None:
+def rename_by_prefix(key: str, table: Mapping[str, str]) -> str | None:
     parts = key.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         head = ".".join(parts[:cut])
@@ -135,7 +135,7 @@ def unet_from_ldm(state: Mapping, layout: UNetLayout) -> dict:
 def _renamed(state: Mapping, table: Mapping[str, str], prefix: str, what: str) -> dict:
     out, unknown = {}, []
     for key, tensor in state.items():
-        new = _rename_by_prefix(key, table)
+        new = rename_by_prefix(key, table)
         if new is None:
             unknown.append(key)
         else:

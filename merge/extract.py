@@ -10,6 +10,7 @@ silently. 3×3 conv layers are extracted only when ``conv_rank`` is given, as in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 from .lora_module import LoraModule, compute_dtype, lora_from_factors, matrix_shape
 from .lowrank_svd import dense_svd, retained_fro_fraction, select_rank, split_factors, tail_norm
@@ -100,3 +101,60 @@ def extract_lora(
         if progress is not None:
             progress(done + 1, len(todo), name)
     return out, report
+
+
+# --- catalog checkpoints: loradex DreamBooth outputs ----------------------------------------------
+
+def open_catalog_checkpoint(version, path, source: str):
+    """The LoRA-target weights (``plumbing.ModelWeights``) of a catalog checkpoint, read lazily.
+
+    A loradex DreamBooth output names its family in its training record, and its UNet numbering
+    is read from its own keys (``checkpoint_layout.unet_layout_from_ldm_keys``), so fine-tunes of
+    any block structure (tiny models too) map; older DreamBooth files are diffusers-keyed (UNet
+    keys bare, text encoders under ``text_encoder.``). Any other checkpoint is an ordinary single
+    file (``plumbing._open_single_file``).
+    """
+    from safetensors import safe_open
+
+    from .checkpoint_layout import (
+        TEXT_ENCODER_PREFIXES,
+        UNET_PREFIX,
+        is_ldm_checkpoint,
+        rename_by_prefix,
+        unet_layout_from_ldm_keys,
+        unet_prefix_pairs,
+    )
+    from .lora_canonical import canonical_text_encoder_path
+    from .plumbing import ModelWeights, _add_weights, _open_single_file
+
+    trained = (version.extra or {}).get("training") or {}
+    if trained.get("weights") != "state_dict":
+        return _open_single_file(path, source)
+    family = (trained.get("base") or {}).get("family") or (version.probe or {}).get("base")
+    with safe_open(str(path), framework="pt") as fh:
+        shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    if is_ldm_checkpoint(shapes):
+        layout = unet_layout_from_ldm_keys({k[len(UNET_PREFIX):]: s for k, s in shapes.items()
+                                            if k.startswith(UNET_PREFIX)})
+        unet_table = {ldm: diff for diff, ldm in unet_prefix_pairs(layout)}
+        # open_clip's fused q/k/v (SDXL's second encoder) has no per-module weights to diff
+        text_prefixes = {p: c for c, p in TEXT_ENCODER_PREFIXES.get(family, {}).items() if c == "text_encoder"}
+
+        def mapper(module: str) -> tuple[str, str] | None:
+            if module.startswith(UNET_PREFIX):
+                renamed = rename_by_prefix(module[len(UNET_PREFIX):] + ".weight", unet_table)
+                return ("unet", renamed.removesuffix(".weight")) if renamed else None
+            for prefix, component in text_prefixes.items():
+                if module.startswith(prefix):
+                    return component, canonical_text_encoder_path(module[len(prefix):])
+            return None
+    else:
+        def mapper(module: str) -> tuple[str, str] | None:
+            head, _, rest = module.partition(".")
+            if head in ("text_encoder", "text_encoder_2"):
+                return head, canonical_text_encoder_path(rest)
+            return "unet", module
+
+    weights = ModelWeights(source, "single-file", family)
+    _add_weights(weights, Path(path), mapper)
+    return weights

@@ -161,6 +161,7 @@ def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
     """Open a diffusers folder, a single-file checkpoint or a catalog checkpoint ref."""
     from loradex.registry.errors import InvalidFile, UnsupportedFormat
 
+    from .extract import open_catalog_checkpoint
     from .lora_canonical import canonical_text_encoder_path
 
     path = Path(spec)
@@ -169,7 +170,7 @@ def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
         if (version.probe or {}).get("kind") != "checkpoint":
             raise UnsupportedFormat(str(spec), f"{version.ref} is not a checkpoint")
         path = Path(catalog.blobs.path_for(version.sha256))
-        return _open_single_file(path, str(spec))
+        return open_catalog_checkpoint(version, path, str(spec))  # DreamBooth outputs: merge.extract
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise InvalidFile(path, "not a diffusers folder (no model_index.json)")
