@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loradex.registry.errors import IncompatibleAdapters, NotFound, UsageError
 
 LIBRARIES = ("torch", "diffusers", "peft", "transformers", "loradex")
-TINY_SEED_RE = re.compile(r"^(tiny-[a-z0-9]+):seed=(\d+)$")
 
 
 @dataclass
@@ -99,34 +97,16 @@ class Generator:
     """One loaded base + adapter stack; ``generate`` and ``render_entries`` reuse both."""
 
     def __init__(self, catalog, base: str, *, dtype=None, device: str = "cpu", allow_partial: bool = False):
-        from loradex.trainer.base_loader import load_base
+        from loradex.trainer.base_loader import load_any_base
         from loradex.trainer.stacking import AdapterStack
 
         self.catalog = catalog
         self.base_ref = base
-        seed_match = TINY_SEED_RE.match(base)
-        base_path = self._registered_checkpoint(base)
-        if seed_match:
-            self.pipe, self.base = load_base(seed_match.group(1), dtype=dtype, seed=int(seed_match.group(2)))
-        else:
-            self.pipe, self.base = load_base(base_path or base, dtype=dtype)
+        self.pipe, self.base, _ = load_any_base(base, catalog, dtype=dtype)
         if device != "cpu":
             self.pipe.to(device)
         self.stack = AdapterStack(self.pipe, allow_partial=allow_partial,
                                   cache_dir=catalog.home / "cache" / "stack")
-
-    def _registered_checkpoint(self, base: str) -> str | None:
-        """A base given as a catalog ref of kind checkpoint → its blob as a file."""
-        if Path(base).exists() or base.startswith("tiny-") or ("/" in base and "@" not in base):
-            return None
-        try:
-            version = self.catalog.resolve(base)
-            adapter = self.catalog.get_adapter(version.adapter)
-        except (NotFound, ValueError):
-            return None
-        if adapter.kind != "checkpoint":
-            raise UsageError(f"--base {base} is a {adapter.kind}, not a checkpoint")
-        return str(blob_as_file(self.catalog, version))
 
     # -- resolving ---------------------------------------------------------------------------
     def resolve_prompt(self, prompt: str) -> tuple[str, list[ResolvedAdapter]]:
