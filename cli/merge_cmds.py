@@ -162,10 +162,13 @@ def register(app: typer.Typer) -> None:
         base: Annotated[str, typer.Argument(help="Base: diffusers folder, .safetensors, checkpoint ref, tiny-sd1.")],
         refs: Annotated[list[str], typer.Argument(help="REF[:WEIGHT] … to fuse.")],
         output: Annotated[Path, typer.Option("-o", "--output", help="Output folder or file.")],
-        format: Annotated[Optional[str], typer.Option("--format", help="diffusers | single-file (the base's own).")] = None,
-        name: Annotated[Optional[str], typer.Option("--name", help="Register the result as a checkpoint.")] = None,
+        format: Annotated[Optional[str], typer.Option("--format", help="diffusers | single-file (default: the "
+                                                      "base's own layout; single-file: sd1/sdxl).")] = None,
+        name: Annotated[Optional[str], typer.Option("--name", help="Register the single-file result as a checkpoint.")] = None,
         allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Bake even if the base lacks "
                                                     "some adapter modules (listed).")] = False,
+        config: Annotated[Optional[Path], typer.Option("--config", help="Single file → --format diffusers: a diffusers "
+                                                       "folder of the same family, copied with its weights replaced.")] = None,
         version: VersionOpt = None, home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Fuse adapters into a base model and write a checkpoint."""
@@ -177,7 +180,7 @@ def register(app: typer.Typer) -> None:
         with out.progress("baking") as progress:
             result = bake_fn(catalog, _model_spec(base, catalog), [parse_weighted_ref(r) for r in refs], output,
                              format=format, name=name, version=version, allow_missing=allow_missing,
-                             progress=progress)
+                             config=config, progress=progress)
         out.result(result, lambda c: c.print(f"{result['out']} ({result['format']}), {result['fused']} module updates, "
                                              f"sha256 {result['sha256'][:12]}…"))
 

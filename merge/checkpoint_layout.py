@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 from loradex.registry.errors import UnsupportedFormat
 
@@ -311,15 +312,36 @@ def pipeline_to_ldm(pipe, family: str) -> dict:
     def plain(module) -> dict:
         return {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
 
-    state = unet_to_ldm(plain(pipe.unet), unet_layout_from_config(pipe.unet.config))
-    state.update(vae_to_ldm(plain(pipe.vae), len(pipe.vae.config.up_block_types)))
+    components = ("unet", "vae", *TEXT_ENCODER_PREFIXES[family])
+    return components_to_ldm({c: plain(getattr(pipe, c)) for c in components}, pipe.unet.config,
+                             pipe.vae.config, family)
+
+
+def components_to_ldm(states: Mapping[str, Mapping], unet_config: Mapping, vae_config: Mapping,
+                      family: str) -> dict:
+    """Component state dicts (``unet``, ``vae``, text encoders; as loaded or as saved in a diffusers
+    folder) and the UNet / VAE configs → one ldm state dict, tensors as given."""
+    if family not in TEXT_ENCODER_PREFIXES:
+        raise UnsupportedFormat(family, "the original checkpoint layout is written for sd1 and sdxl only",
+                                hint="use --format diffusers for this base")
+    state = unet_to_ldm(states["unet"], unet_layout_from_config(unet_config))
+    state.update(vae_to_ldm(states["vae"], len(vae_config["up_block_types"])))
     for component in TEXT_ENCODER_PREFIXES[family]:
-        state.update(text_encoder_to_ldm(component, plain(getattr(pipe, component)), family))
+        state.update(text_encoder_to_ldm(component, states[component], family))
     return state
 
 
 def ldm_to_components(state: Mapping, pipe) -> dict[str, dict]:
     """An ldm checkpoint's weights as state dicts for ``pipe``'s components (named as they load)."""
+    own = {c: getattr(pipe, c).state_dict().keys()
+           for c in ("vae", *TEXT_ENCODER_PREFIXES.get(ldm_family(state), {})) if getattr(pipe, c, None) is not None}
+    return ldm_to_component_states(state, pipe.unet.config, pipe.vae.config, own)
+
+
+def ldm_to_component_states(state: Mapping, unet_config: Mapping, vae_config: Mapping,
+                            own_keys: Mapping[str, Any]) -> dict[str, dict]:
+    """An ldm checkpoint's weights as component state dicts, given the UNet / VAE configs and the
+    key names each other component (``vae``, text encoders) loads with."""
     family = ldm_family(state)
     parts: dict[str, dict] = {"unet": {}, "vae": {}}
     prefixes = {UNET_PREFIX: "unet", VAE_PREFIX: "vae",
@@ -335,10 +357,10 @@ def ldm_to_components(state: Mapping, pipe) -> dict[str, dict]:
     if unknown:
         raise UnsupportedFormat("checkpoint", f"{len(unknown)} weights outside the UNet, VAE and text "
                                               f"encoders, e.g. {unknown[0]}")
-    out = {"unet": unet_from_ldm(parts.pop("unet"), unet_layout_from_config(pipe.unet.config))}
+    out = {"unet": unet_from_ldm(parts.pop("unet"), unet_layout_from_config(unet_config))}
     vae = parts.pop("vae")
     if vae:
-        out["vae"] = vae_from_ldm(vae, len(pipe.vae.config.up_block_types), pipe.vae.state_dict().keys())
+        out["vae"] = vae_from_ldm(vae, len(vae_config["up_block_types"]), own_keys["vae"])
     for component, sd in parts.items():
-        out[component] = text_encoder_from_ldm(component, sd, getattr(pipe, component).state_dict().keys())
+        out[component] = text_encoder_from_ldm(component, sd, own_keys[component])
     return out

@@ -23,6 +23,7 @@ MODELSPEC_ARCH = {
 # Adapter type suffixes of ``modelspec.architecture`` (sai_model_spec's ADAPTER_* names).
 LORA = "lora"
 TEXTUAL_INVERSION = "textual-inversion"
+CHECKPOINT = ""  # a whole model: the bare base architecture, as kohya writes for checkpoints
 
 
 def _same_family(arch: str, base: str) -> bool:
@@ -37,6 +38,8 @@ def architecture(base: str | None, adapter: str = LORA, existing: str = "") -> s
     of the same family and adapter type is kept."""
     if base not in MODELSPEC_ARCH:
         return None
+    if adapter == CHECKPOINT:
+        return MODELSPEC_ARCH[base]
     if existing.endswith(f"/{adapter}") and _same_family(existing, base):
         return existing
     return f"{MODELSPEC_ARCH[base]}/{adapter}"

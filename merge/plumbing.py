@@ -137,6 +137,14 @@ def _family_from_folder(folder: Path) -> str | None:
     return "sd1" if "StableDiffusion" in cls else None
 
 
+def target_name(component: str, path: str, ndim: int, family: str | None) -> tuple[str, bool] | None:
+    """(kohya name, in a conv block) of a LoRA-target weight of ``ndim`` dims at module ``path``; else None."""
+    target, conv_block = _is_target(component, path)
+    if not target or ndim not in (2, 4):
+        return None
+    return kohya_name_for_path(component, path, family), conv_block
+
+
 def _add_weights(weights: ModelWeights, file: Path, mapper: Callable[[str], tuple[str, str] | None]) -> None:
     from safetensors import safe_open
 
@@ -149,11 +157,9 @@ def _add_weights(weights: ModelWeights, file: Path, mapper: Callable[[str], tupl
                 weights.unmapped.append(key)
                 continue
             component, path = mapped
-            target, conv_block = _is_target(component, path)
-            if not target or len(fh.get_slice(key).get_shape()) not in (2, 4):
-                continue
-            name = kohya_name_for_path(component, path, weights.family)
-            weights.entries[name] = WeightEntry(str(file), key, component, conv_block)
+            named = target_name(component, path, len(fh.get_slice(key).get_shape()), weights.family)
+            if named is not None:
+                weights.entries[named[0]] = WeightEntry(str(file), key, component, named[1])
     weights.files.append(file)
 
 
@@ -206,14 +212,23 @@ def _open_single_file(path: Path, source: str) -> ModelWeights:
 
     from loradex.registry.errors import UnsupportedFormat
 
+    from .checkpoint_layout import LDM_FAMILIES, UNET_PREFIX, ldm_family, unet_layout_from_ldm_keys
     from .lora_canonical import canonical_text_encoder_path
     from .module_layouts import UNET_LAYOUTS, sgm_to_diffusers
 
     with safe_open(str(path), framework="pt") as fh:
-        family = _single_file_family(list(fh.keys()), fh)
-    if family not in UNET_LAYOUTS:
+        keys = list(fh.keys())
+        family = _single_file_family(keys, fh)
+        layout = UNET_LAYOUTS.get(family)
+        if layout is None and ldm_family(keys) in LDM_FAMILIES:
+            # widths of no real model (e.g. a tiny test model baked to this layout): the UNet's
+            # block structure is read from its own keys, the family from its text-encoder prefixes
+            family = ldm_family(keys)
+            layout = unet_layout_from_ldm_keys({k[len(UNET_PREFIX):]: tuple(fh.get_slice(k).get_shape())
+                                                for k in keys if k.startswith(UNET_PREFIX)})
+    if layout is None:
         raise UnsupportedFormat(path, "not an SD1/SD2/SDXL single-file checkpoint (family unknown)")
-    unet_map = sgm_to_diffusers(UNET_LAYOUTS[family])
+    unet_map = sgm_to_diffusers(layout)
 
     def mapper(module: str) -> tuple[str, str] | None:
         for prefix, component in SINGLE_FILE_PREFIXES.items():
@@ -299,54 +314,50 @@ def write_extract(catalog, recipe: dict, dest: Path, *, progress: Progress | Non
 
 # --- bake ---------------------------------------------------------------------------------------
 
-# Why bake cannot change the layout (diffusers 0.42 reads single files, from_single_file, but has
-# no writer back to the original layout; its convert_diffusers_to_original_* scripts are not part
-# of the package, and loradex does not ship a full-checkpoint key converter of its own).
-LAYOUT_CHANGES = {
-    "single-file": "diffusers has no writer for the original single-file layout (model.diffusion_model.*, "
-                   "as A1111/ComfyUI load it) and loradex does not write one",
-    "diffusers": "converting a single file to a diffusers folder needs the model's full configuration "
-                 "(diffusers' from_single_file + save_pretrained), which bake does not run",
-}
+BAKE_FORMATS = ("diffusers", "single-file")
 
 
 def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.PathLike, *,
          format: str | None = None, name: str | None = None, version: str | None = None,
-         allow_missing: bool = False, progress: Progress | None = None) -> dict:
+         allow_missing: bool = False, config: str | os.PathLike | None = None,
+         progress: Progress | None = None) -> dict:
     """Fuse adapters into a base (W + Σ w·α/r·up@down) and write a checkpoint at ``out``.
 
-    A diffusers folder base gives a diffusers folder; a single-file base gives a single file
-    (``format`` may only name that layout: see ``LAYOUT_CHANGES`` for why). Adapter modules the base lacks are an
-    error unless ``allow_missing`` (then listed in ``missing``). With ``name`` the single-file result is
+    Every weight keeps its dtype. In the base's own layout (``format`` None or that layout) the
+    base's files are rewritten with the fused weights; in the other one (sd1/sdxl,
+    ``merge.bake_layouts``) the fused weights are renamed: a diffusers folder becomes an
+    original-layout single file, and a single file becomes a diffusers folder built on ``config`` (a
+    diffusers folder of the same family: its configs, tokenizers and scheduler are copied, its
+    weights replaced). Adapter modules the base lacks are an error
+    unless ``allow_missing`` (then listed in ``missing``). With ``name`` a single-file result is
     registered as a version of kind ``checkpoint`` (``merged_from`` each adapter, with the recipe).
     Returns {out, format, sha256, fused, missing, version?}.
     """
     from loradex.registry.errors import UsageError
 
+    from .bake_layouts import check_layout_change
     from .recipes import sha256_of, write_recipe_output
 
-    base_entry, weights = _model_input(base, "base", catalog)
-    native = "diffusers" if weights.layout == "diffusers" else "single-file"
-    if format not in (None, *LAYOUT_CHANGES):
+    if format not in (None, *BAKE_FORMATS):
         raise UsageError(f"--format {format}: expected diffusers or single-file")
-    if format not in (None, native):
-        raise UsageError(f"bake {base} → {format}: {LAYOUT_CHANGES[format]}; bake writes the base's own layout ({native})",
-                         hint=f"leave --format out, or start from a {format} base")
+    base_entry, weights = _model_input(base, "base", catalog)
+    target = format or weights.layout
+    if name is not None and target != "single-file":
+        raise UsageError(f"--name {name}: the catalog stores single files (one blob per version), not a "
+                         "diffusers folder", hint="add --format single-file to register the result, or leave --name out")
+    options: dict[str, Any] = {"allow_missing": bool(allow_missing)}
+    if target != weights.layout:
+        options.update(check_layout_change(base, weights, target, config))
     entries = [_input_entry(r) for r in refs_with_weights]
     versions = _resolve_inputs(catalog, entries)
     family = check_families({v.ref: version_family(catalog, v) for v in versions}, base_family=weights.family)
     for entry, v in zip(entries, versions):
         entry.update(ref=v.ref, sha256=v.sha256, role="adapter")
-    recipe = {"op": "bake", "inputs": [base_entry, *entries], "options": {"allow_missing": bool(allow_missing)},
-              "seed": None, "base": family,
-              "loradex_version": loradex_version(), "output": {"format": native, "dtype": "keep", "name": name}}
+    recipe = {"op": "bake", "inputs": [base_entry, *entries], "options": options, "seed": None, "base": family,
+              "loradex_version": loradex_version(), "output": {"format": target, "dtype": "keep", "name": name}}
     out = Path(out)
-    if name is not None and native != "single-file":
-        raise UsageError(f"--name {name}: the catalog stores single files (one blob per version), not a diffusers "
-                         "folder, and a diffusers base cannot be baked to a single file (see --format)",
-                         hint="bake from a single-file base to register the result, or leave --name out")
     fused, missing = write_recipe_output(catalog, recipe, out, progress=progress)
-    result = {"out": str(out), "format": native, "sha256": sha256_of(out), "fused": fused, "missing": missing}
+    result = {"out": str(out), "format": target, "sha256": sha256_of(out), "fused": fused, "missing": missing}
     if name is not None:
         from loradex.registry.adding import add_file
 
@@ -357,8 +368,30 @@ def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.Pat
     return result
 
 
+def fused_tensor(tensor, module_name: str, adapters, entries) -> tuple[Any, int]:
+    """``tensor`` + Σ w·ΔW over the adapters holding ``module_name`` (summed in fp32, returned in
+    ``tensor``'s dtype, ``tensor`` itself untouched) and how many adapters did."""
+    import torch
+
+    total, count = tensor.to(torch.float32, copy=True), 0
+    for source, entry in zip(adapters, entries):
+        module = source.load(module_name)
+        if module is not None:
+            total += delta_weight(module, component_weight(module_name, entry)).reshape(tensor.shape)
+            count += 1
+    return total.to(tensor.dtype), count
+
+
 def _fused_file(file: Path, targets: dict[str, str], adapters, entries, progress) -> tuple[bytes, int]:
     """The bytes of ``file`` with every target weight (key → kohya name) fused; its metadata kept."""
+    tensors, metadata, count = fused_state(file, targets, adapters, entries, progress)
+    blob, _ = deterministic_safetensors(tensors, metadata, hash_key="modelspec.hash_sha256")
+    return blob, count
+
+
+def fused_state(file: Path, targets: dict[str, str], adapters, entries,
+                progress: Progress | None = None) -> tuple[dict, dict[str, str], int]:
+    """(every tensor of ``file``, target weights (key → kohya name) fused; its metadata; module updates)."""
     from safetensors import safe_open
 
     tensors, count = {}, 0
@@ -369,24 +402,33 @@ def _fused_file(file: Path, targets: dict[str, str], adapters, entries, progress
             tensor = fh.get_tensor(key)
             module_name = targets.get(key)
             if module_name is not None:
-                total = tensor.float()
-                for source, entry in zip(adapters, entries):
-                    module = source.load(module_name)
-                    if module is not None:
-                        w = component_weight(module_name, entry)
-                        total += delta_weight(module, w).reshape(tensor.shape)
-                        count += 1
-                tensor = total.to(tensor.dtype)
+                tensor, n = fused_tensor(tensor, module_name, adapters, entries)
+                count += n
             tensors[key] = tensor.contiguous()
             if progress is not None:
                 progress(done + 1, len(keys), key)
-    blob, _ = deterministic_safetensors(tensors, metadata, hash_key="modelspec.hash_sha256")
-    return blob, count
+    return tensors, metadata, count
+
+
+def replace_folder(dest: Path, fill: Callable[[Path], None]) -> None:
+    """Build a folder with ``fill(staged)`` beside ``dest``, then move it to ``dest`` (replacing it)."""
+    from loradex.registry.atomic_files import TMP_PREFIX
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
+    try:
+        staged = tmp / "model"
+        fill(staged)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staged, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @register_recipe_op("bake")
 def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> tuple[int, list[str]]:
-    from loradex.registry.atomic_files import TMP_PREFIX, atomic_output
+    from loradex.registry.atomic_files import atomic_output
     from loradex.registry.errors import CoverageError
 
     base_entry, *entries = recipe["inputs"]
@@ -398,31 +440,31 @@ def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None =
         raise CoverageError("adapter modules with no matching weight in the base", missing,
                             hint="the adapters target modules this base does not have; "
                                  "--allow-missing bakes the rest and lists these")
+    dest = Path(dest)
     by_file: dict[str, dict[str, str]] = {}
     wanted = {n for a in adapters for n in a.names()}
     for module_name, entry in weights.entries.items():
         if module_name in wanted:
             by_file.setdefault(entry.file, {})[entry.key] = module_name
-    dest = Path(dest)
-    fused = 0
+    if recipe["output"]["format"] != weights.layout:
+        from .bake_layouts import LAYOUT_CHANGES
+
+        fused = LAYOUT_CHANGES[weights.layout](weights, by_file, adapters, entries, recipe, dest, progress)
+        return fused, missing
     if weights.layout == "single-file":
         blob, fused = _fused_file(weights.files[0], by_file.get(str(weights.files[0]), {}), adapters, entries, progress)
         with atomic_output(dest) as fh:
             fh.write(blob)
         return fused, missing
-    src = Path(weights.source)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
-    try:
-        staged = tmp / "model"
+    src, fused = Path(weights.source), 0
+
+    def fill(staged: Path) -> None:
+        nonlocal fused
         shutil.copytree(src, staged)
         for file, targets in sorted(by_file.items()):
             blob, count = _fused_file(Path(file), targets, adapters, entries, progress)
             fused += count
             (staged / Path(file).relative_to(src)).write_bytes(blob)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staged, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    replace_folder(dest, fill)
     return fused, missing

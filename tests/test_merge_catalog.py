@@ -348,8 +348,9 @@ def test_bake_single_file_registers_a_checkpoint_and_replays_bit_exact(tmp_path)
         write_random_kohya_lora(tmp_path / f"{tag}.safetensors", modules=modules, rank=4, alpha=2.0, seed=seed)
         add_file(cat, tmp_path / f"{tag}.safetensors", name=tag)
 
-    with pytest.raises(UsageError, match="from_single_file"):
-        bake(cat, str(tmp_path / "sd1-part.safetensors"), [("s1", 1.0)], tmp_path / "x", format="diffusers")
+    with pytest.raises(UsageError, match="stores single files"):  # a folder cannot be a version
+        bake(cat, str(tmp_path / "sd1-part.safetensors"), [("s1", 1.0)], tmp_path / "x", format="diffusers",
+             name="folder")
     assert not (tmp_path / "x").exists()
     out = bake(cat, str(tmp_path / "sd1-part.safetensors"), [("s1", 0.7), ("s2", -0.4)], tmp_path / "baked.safetensors",
                name="sd1-baked")
@@ -370,13 +371,12 @@ def test_bake_single_file_registers_a_checkpoint_and_replays_bit_exact(tmp_path)
     assert replay["match"] and replay["replayed_sha256"] == out["sha256"]
 
 
-def test_bake_diffusers_folder_refuses_single_file_and_name_with_the_reason(catalog, tmp_path):
+def test_bake_diffusers_folder_refuses_name_with_the_reason(catalog, tmp_path):
+    """(--format single-file from a folder: tests/test_bake_layouts.py)"""
     from loradex.merge.plumbing import bake
     from loradex.trainer.tiny_pipeline import save_tiny_pipeline
 
     base = save_tiny_pipeline("sd1", tmp_path / "fbase", seed=0)
-    with pytest.raises(UsageError, match="no writer for the original single-file layout"):
-        bake(catalog, str(base), [("a", 0.8)], tmp_path / "out.safetensors", format="single-file")
     with pytest.raises(UsageError, match="stores single files"):
         bake(catalog, str(base), [("a", 0.8)], tmp_path / "out", name="folder-ckpt")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.safetensors").exists()
