@@ -150,14 +150,31 @@ def register(app: typer.Typer) -> None:
                                                  "check by hand (repeatable).")] = [],
         note: Annotated[str, typer.Option("--note", help="Note stored with the --check values.")] = "",
         reviewer: Annotated[Optional[str], typer.Option("--reviewer", help="Who reviews (default: you).")] = None,
+        interactive: Annotated[bool, typer.Option("--interactive", help="Ask accept/reject/skip and a reason "
+                                                  "for each sample (the default with no options on a terminal).")] = False,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Human verdicts, chosen/rejected candidates and failure checks: a new card revision."""
-        from loradex.trainer.review import apply_review, build_review
+        import sys
 
-        changes = build_review(record=record, verdicts=verdict, reason=reason, choose=choose, over=over,
-                               checks=check, note=note)
-        found = apply_review(open_catalog(home), ref, changes, reviewer=reviewer)
+        from loradex.registry.paths import current_user
+        from loradex.registry.records import latest_card
+        from loradex.trainer.review import (apply_review, build_review, interactive_review, review_mode,
+                                            review_samples)
+
+        flags = bool(record or verdict or choose or over or check or note or reason)
+        catalog = open_catalog(home)
+        if review_mode(flags_given=flags, interactive=interactive, stdin_is_tty=sys.stdin.isatty()) == "flags":
+            changes = build_review(record=record, verdicts=verdict, reason=reason, choose=choose, over=over,
+                                   checks=check, note=note)
+        else:
+            samples = review_samples(catalog, latest_card(catalog, ref).card, reviewer or current_user())
+            changes = interactive_review(samples, say=lambda line: typer.echo(line, err=True),
+                                         ask=lambda q, d: typer.prompt(q, default=d, show_default=False, err=True))
+            if changes.empty():
+                Output(json_mode=json).result({"stored": False}, lambda c: c.print("no verdicts given; nothing stored"))
+                return
+        found = apply_review(catalog, ref, changes, reviewer=reviewer)
         Output(json_mode=json).result(found.to_dict(), lambda c: c.print(_card_summary(found)))
 
     @app.command()

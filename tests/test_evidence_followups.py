@@ -297,3 +297,45 @@ def test_review_refuses_bad_input(evaluated, tmp_path):
     add_file(catalog, path, name="fresh")
     with pytest.raises(NotFound, match="no evaluation card"):
         apply_review(catalog, "fresh", build_review(checks=["artifacts=pass"]))
+
+
+def test_review_interactive_asks_each_sample_at_the_terminal(evaluated):
+    catalog, version, _, _, _ = evaluated
+    home = catalog.home
+    before = R.latest_card(catalog, version.ref)
+    samples = [s["with_adapter"] for s in before.card["samples"]]
+    assert len(samples) == 4
+    # sample 1: accept + reason; 2: a typo (asked again), then reject + reason; 3: skipped (Enter); 4: quit
+    answers = "a\ncrisp fur\nmaybe\nbad\nmelted eyes\n\nq\n"
+    result = runner.invoke(app, ["review", "style", "--interactive", "--reviewer", "dee", "--json",
+                                 "--home", str(home)], input=answers)
+    assert result.exit_code == 0, result.output
+    shown = result.stderr
+    for i, rid in enumerate(samples):
+        rec = R.get_record(catalog, rid)
+        assert f"[{i + 1}/4] record {rid}  seed {rec.record['seed']}  prompt: {rec.record['clean_prompt']}" in shown
+        assert f"image: {catalog.blobs.path_for(rec.image_blob)}" in shown
+    assert "answer accept (a), reject (r)" in shown  # the typo was refused and asked again
+    # CliRunner echoes the typed answers onto stdout (a terminal would show them on itself)
+    stored = json.loads(result.stdout[result.stdout.index("{\n"):])
+    card = R.latest_card(catalog, version.ref)
+    assert stored["id"] == card.id > before.id
+    validate("eval-card", card.card)
+    mine = [(v["record_id"], v["verdict"], v["reason"]) for v in card.card["human_verdicts"] if v["by"] == "dee"]
+    assert mine == [(samples[0], "accept", "crisp fur"), (samples[1], "reject", "melted eyes")]
+    assert card.card["revises"]["changes"] == [f"verdict {samples[0]}=accept: crisp fur",
+                                               f"verdict {samples[1]}=reject: melted eyes"]
+    assert card.card["failure_checks"]["review_failure"]["status"] == "fail"
+
+    # the next session shows this reviewer's earlier verdict; skipping everything stores nothing
+    again = runner.invoke(app, ["review", "style", "--interactive", "--reviewer", "dee", "--home", str(home)],
+                          input="s\ns\ns\ns\n")
+    assert again.exit_code == 0 and "nothing stored" in again.stdout
+    assert "(your verdict so far: accept)" in again.stderr
+    assert R.latest_card(catalog, version.ref).id == card.id
+
+    # no options and no terminal: one line saying what to give; --interactive with options: refused
+    for args, expect in (([], "stdin is not a terminal"), (["--interactive", "--check", "artifacts=pass"],
+                                                            "--interactive asks")):
+        refused = cli("review", "style", *args, home=home, ok=False)
+        assert isinstance(refused.exception, UsageError) and expect in str(refused.exception)
