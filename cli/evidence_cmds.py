@@ -14,6 +14,9 @@ records_app = typer.Typer(help="Prompt records: what produced each image.", no_a
 
 BaseOpt = Annotated[str, typer.Option("--base", help="Base model: tiny-sd1, a diffusers folder, a "
                                                      "checkpoint file, a cached hub id or a catalog ref.")]
+OptionalBaseOpt = Annotated[Optional[str], typer.Option(
+    "--base", help="Base model (default: the base the version was used with before: its newest prompt "
+                   "record, else the base it was trained on).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Noise seed.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Sampling steps.")]
 CfgOpt = Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")]
@@ -94,7 +97,7 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         ref: RefArg,
         prompts: Annotated[Path, typer.Option("--prompts", help="Prompt suite: one prompt per line.")],
-        base: BaseOpt,
+        base: OptionalBaseOpt = None,
         seeds: Annotated[int, typer.Option("--seeds", help="Seeds per prompt (0..N-1).")] = 4,
         references: Annotated[Optional[Path], typer.Option("--references", help="Folder of reference images.")] = None,
         train_dir: Annotated[Optional[Path], typer.Option("--train-dir", help="Folder of training images.")] = None,
@@ -110,6 +113,8 @@ def register(app: typer.Typer) -> None:
         """Render a prompt suite with and without the adapter; store an evaluation card."""
         from loradex.trainer.evaluate import EvalOptions, evaluate, parse_thresholds
 
+        catalog = open_catalog(home)
+        base = base or _default_base(catalog, [ref])
         width, height = _size(size)
         options = EvalOptions(base=base, seeds=list(range(seeds)), steps=steps, cfg=cfg, width=width,
                               height=height, weight=weight, negative=negative,
@@ -119,7 +124,7 @@ def register(app: typer.Typer) -> None:
                               drift_tolerance=drift_tolerance)
         output = Output(json_mode=json)
         with output.progress("evaluating") as progress:
-            card = evaluate(open_catalog(home), ref, prompts, options, progress=progress)
+            card = evaluate(catalog, ref, prompts, options, progress=progress)
         output.result(card.to_dict(), lambda c: c.print(_card_summary(card)))
 
     @app.command()
@@ -182,7 +187,7 @@ def register(app: typer.Typer) -> None:
         refs: Annotated[list[str], typer.Argument(help="Versions to compare (columns).")],
         out: Annotated[Path, typer.Option("-o", "--output", help="Sheet PNG to write.")],
         prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Prompt suite (rows).")] = None,
-        base: Annotated[Optional[str], typer.Option("--base", help="Base model (with --prompts).")] = None,
+        base: OptionalBaseOpt = None,
         seeds: Annotated[int, typer.Option("--seeds", help="Seeds per prompt.")] = 1,
         steps: StepsOpt = 20, cfg: CfgOpt = 7.0, size: SizeOpt = "512x512",
         weight: Annotated[float, typer.Option("--weight", help="Adapter weight.")] = 1.0,
@@ -197,8 +202,7 @@ def register(app: typer.Typer) -> None:
         catalog = open_catalog(home)
         output = Output(json_mode=json)
         if prompts is not None:
-            if not base:
-                raise UsageError("gallery --prompts needs --base")
+            base = base or _default_base(catalog, refs)
             width, height = _size(size)
             with output.progress("rendering") as progress:
                 sheet = version_gallery(catalog, refs, load_suite(prompts)[0], base=base, seeds=list(range(seeds)),
@@ -207,7 +211,7 @@ def register(app: typer.Typer) -> None:
         elif len(refs) == 1:
             sheet = records_gallery(catalog, list_records(catalog, refs[0]))
         else:
-            raise UsageError("comparing versions needs --prompts SUITE and --base")
+            raise UsageError("comparing versions needs --prompts SUITE")
         sheet.save(out)
         output.result({"output": str(out), **sheet.layout()},
                       lambda c: c.print(f"{out}: {len(sheet.row_labels)} rows × {len(sheet.col_labels)} columns"))
@@ -283,6 +287,14 @@ def alias_policy(name: Annotated[str, typer.Argument(help="Adapter name.")],
             (["eval card passes"] if policy.require_pass else [])
             + [f"{k} ≥ {v:g}" for k, v in policy.minimums.items()]
             + [f"{k} ≤ {v:g}" for k, v in policy.maximums.items()])))
+
+
+def _default_base(catalog, refs: list[str]) -> str:
+    from loradex.trainer.evaluate import default_base
+
+    base, why = default_base(catalog, refs)
+    typer.echo(f"base: {base} (from {why})", err=True)
+    return base
 
 
 def _card_summary(card) -> str:

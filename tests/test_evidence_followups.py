@@ -339,3 +339,48 @@ def test_review_interactive_asks_each_sample_at_the_terminal(evaluated):
                                                             "--interactive asks")):
         refused = cli("review", "style", *args, home=home, ok=False)
         assert isinstance(refused.exception, UsageError) and expect in str(refused.exception)
+
+
+# --- 3. --base defaults to the base the version was used with ---------------------------------------
+
+def test_eval_and_gallery_default_base_from_records_or_lineage(tmp_path):
+    from loradex.trainer.base_loader import tiny_hash
+    from loradex.trainer.evaluate import known_base
+
+    catalog = Catalog()
+    home = catalog.home
+    suite = tmp_path / "suite.txt"
+    suite.write_text("a red fox\n")
+    fast = ["--prompts", suite, "--seeds", 1, "--steps", 2, "--size", "32x32", "--embedder", "tiny-clip"]
+    add_file(catalog, write_lora(tmp_path / "style.safetensors", 1)[0], name="style")
+    # lineage only: trained on tiny-sd1:seed=2 (the external base:REF@HASH form the trainer writes)
+    add_file(catalog, write_lora(tmp_path / "trained.safetensors", 2)[0], name="trained",
+             lineage=[{"relation": "trained_from", "external_parent": f"base:tiny-sd1:seed=2@{tiny_hash('sd1', 2)}"}])
+
+    # nothing known yet: one line saying to pass --base, nothing stored
+    for args in (["eval", "style", *fast], ["gallery", "style", "trained", "--prompts", suite, "-o", tmp_path / "g.png"]):
+        refused = cli(*args, home=home, ok=False)
+        assert isinstance(refused.exception, UsageError), refused.output
+        assert "style@1.0.0: no base is known" in str(refused.exception) and "--base" in str(refused.exception)
+    assert R.list_records(catalog) == [] and not (tmp_path / "g.png").exists()
+
+    # a generate with tiny-sd1:seed=1 (not the plain default) → eval reuses exactly that base
+    rec = cli("generate", "a cat <lora:style:0.5>", "--base", "tiny-sd1:seed=1", "--size", "32x32", "--steps", 2,
+              "-o", tmp_path / "a.png", "--json", home=home)
+    rec_id = json.loads(rec.stdout)["record"]["id"]
+    assert known_base(catalog, "style") == ("tiny-sd1:seed=1", f"prompt record {rec_id}")
+    out = cli("eval", "style", *fast, "--json", home=home)
+    card = json.loads(out.stdout)["card"]
+    assert card["base"]["ref"] == "tiny-sd1:seed=1" and card["base"]["sha256"] == tiny_hash("sd1", 1)
+    assert f"base: tiny-sd1:seed=1 (from style@1.0.0: prompt record {rec_id})" in out.stderr
+
+    # lineage: the trainer's external parent names the base
+    assert known_base(catalog, "trained") == ("tiny-sd1:seed=2",
+                                              f"its lineage (base:tiny-sd1:seed=2@{tiny_hash('sd1', 2)})")
+    # versions used with different bases: gallery refuses to guess; with one base it renders
+    mixed = cli("gallery", "style", "trained", "--prompts", suite, "--size", "32x32", "--steps", 2,
+                "-o", tmp_path / "g.png", home=home, ok=False)
+    assert isinstance(mixed.exception, UsageError) and "different bases" in str(mixed.exception)
+    ok = cli("gallery", "trained", "--prompts", suite, "--size", "32x32", "--steps", 2, "-o", tmp_path / "g.png",
+             home=home)
+    assert "base: tiny-sd1:seed=2" in ok.stderr and (tmp_path / "g.png").is_file()

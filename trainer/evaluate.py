@@ -234,6 +234,45 @@ def technical_note(version) -> dict:
             "format": probe.get("format"), "note": version.message or ""}
 
 
+def known_base(catalog, ref: str) -> tuple[str, str] | None:
+    """The base REF's version was used with before, and where that was found: the newest prompt
+    record that rendered it (the exact base ref), else the base loradex trained it on (its training
+    facts, then its ``trained_from`` lineage). None when nothing is known."""
+    from loradex.registry.records import list_records
+
+    version = catalog.resolve(ref)
+    for record in list_records(catalog, version.ref, limit=1):
+        return record.record["base"]["ref"], f"prompt record {record.id}"
+    trained = ((version.extra or {}).get("training") or {}).get("base") or {}
+    if trained.get("ref"):
+        return trained["ref"], "its training base"
+    for edge in catalog.lineage(version.ref):
+        if edge.child == version.ref and edge.relation == "trained_from":
+            parent = edge.parent
+            if parent.startswith("base:"):
+                parent = parent[len("base:"):].rpartition("@")[0] or parent[len("base:"):]
+            return parent, f"its lineage ({edge.parent})"
+    return None
+
+
+def default_base(catalog, refs: list[str]) -> tuple[str, str]:
+    """``--base`` when it was left out: the base every one of ``refs`` was used with before.
+    One-line errors when none is known or the versions disagree."""
+    found = {}
+    for ref in (catalog.resolve(r).ref for r in refs):
+        known = known_base(catalog, ref)
+        if known is None:
+            raise UsageError(f"{ref}: no base is known for this version (no prompt record, training base or "
+                             f"lineage names one); pass --base BASE")
+        found[ref] = known
+    bases = {base for base, _ in found.values()}
+    if len(bases) > 1:
+        raise UsageError("the versions were used with different bases ("
+                         + ", ".join(f"{r}: {b}" for r, (b, _) in found.items()) + "); pass --base BASE")
+    base = bases.pop()
+    return base, "; ".join(f"{r}: {why}" for r, (_, why) in found.items())
+
+
 def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator=None, embedder=None,
              progress: Callable[[int, int, str], None] | None = None):
     """Render, measure, judge, store. Returns the stored ``EvalCard``."""
