@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
         size: SizeOpt = "512x512", scheduler: SchedOpt = None,
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Use adapters even if some "
                                                     "modules do not match the base.")] = False,
+        reference: Annotated[list[Path], typer.Option("--reference", help="Reference image the record names "
+                                                      "(stored as a blob; repeatable).")] = [],
+        notes: Annotated[str, typer.Option("--notes", help="Free-text notes stored in the record.")] = "",
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Render a prompt with stacked adapters; writes the PNG and a prompt record."""
@@ -57,7 +60,7 @@ def register(app: typer.Typer) -> None:
         output = Output(json_mode=json)
         with output.progress("rendering") as progress:
             result = run(open_catalog(home), prompt, base=base, out=out, allow_partial=allow_partial,
-                         progress=progress, settings=GenerateSettings(negative, seed, steps, cfg, width, height,
+                         progress=progress, references=reference, notes=notes, settings=GenerateSettings(negative, seed, steps, cfg, width, height,
                                                                       scheduler))
         rec = result.record.record
         from loradex.trainer.compat_check import report_lines

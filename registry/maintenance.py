@@ -43,6 +43,13 @@ def _record_images(s: Session) -> set:
     return set(s.scalars(select(PromptRecordRow.image_sha256).where(PromptRecordRow.image_sha256.is_not(None))))
 
 
+@register_blob_referencer("prompt_record_references")
+def _record_references(s: Session) -> set:
+    """Reference images named by records (``generate --reference``)."""
+    return {ref["sha256"] for record in s.scalars(select(PromptRecordRow.record))
+            for ref in (record or {}).get("references", []) if ref.get("sha256")}
+
+
 def referenced_blobs(s: Session) -> set:
     out: set = set()
     for fn in BLOB_REFERENCERS.values():

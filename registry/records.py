@@ -79,13 +79,19 @@ def _validate(name: str, data: dict) -> None:
 
 # --- prompt records ----------------------------------------------------------------------------
 
-def store_record(catalog, record: dict, png: bytes | None = None) -> PromptRecord:
+def store_record(catalog, record: dict, png: bytes | None = None, *, attachments: list[bytes] = ()) -> PromptRecord:
     """Validate ``record``, store ``png`` (already carrying the record's text chunks) as a blob,
-    and insert the row plus one link per catalog version named in its stack."""
+    and insert the row plus one link per catalog version named in its stack. ``attachments``: the
+    bytes of the record's ``references`` images, stored as blobs under the same lock (gc keeps them
+    through ``maintenance``'s prompt-record-references referencer)."""
     from .blob_store import store_lock
 
     _validate("prompt-record", record)
+    named = {r["sha256"] for r in record.get("references", [])}
     with store_lock(catalog.home, exclusive=False):
+        for data in attachments:
+            if catalog.blobs.add_bytes(data).hashes.sha256 not in named:
+                raise ValueError("an attachment is not among the record's references")
         blob = catalog.blobs.add_bytes(png).hashes.sha256 if png is not None else None
 
         def write(s: Session) -> PromptRecord:

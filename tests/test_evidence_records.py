@@ -138,3 +138,48 @@ def test_import_plain_png_refused(tmp_path):
     png.write_bytes(_png())
     with pytest.raises(UnsupportedFormat):
         R.import_png(Catalog(), png)
+
+
+def test_generate_reference_images_and_notes_are_stored(tmp_path):
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from loradex.cli.app import app
+    from loradex.registry.errors import InvalidFile
+
+    runner = CliRunner()
+    catalog = Catalog()
+    sketch, photo = tmp_path / "sketch.png", tmp_path / "photo.jpg"
+    sketch.write_bytes(_png(color=(200, 10, 10)))
+    Image.new("RGB", (16, 12), (30, 40, 250)).save(photo, format="JPEG")
+    out = tmp_path / "out.png"
+    args = ["generate", "a fox", "--base", "tiny-sd1", "--size", "32x32", "--steps", "2", "-o", str(out),
+            "--reference", str(sketch), "--reference", str(photo), "--notes", " pose from the sketch ", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["record"]
+    validate("prompt-record", record)
+    want = [{"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "path": str(p)} for p in (sketch, photo)]
+    assert record["references"] == want and record["notes"] == "pose from the sketch"
+    for ref, path in zip(want, (sketch, photo)):  # each image is a blob, byte for byte
+        assert catalog.blobs.path_for(ref["sha256"]).read_bytes() == path.read_bytes()
+    assert R.record_from_png(out)["references"] == want  # the PNG carries them too
+    assert R.get_record(catalog, record["id"]).record == record
+
+    # gc keeps what a record names; verify is clean
+    gc = runner.invoke(app, ["gc", "--json"])
+    assert gc.exit_code == 0 and json.loads(gc.stdout)["blobs_removed"] == 0, gc.output
+    assert all(catalog.blobs.path_for(r["sha256"]).is_file() for r in want)
+    assert runner.invoke(app, ["verify"]).exit_code == 0
+
+    # a file that is not an image: one line naming it, nothing rendered or stored
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    before = {sha for sha, _ in catalog.blobs.iter_blobs()}
+    for path, expect in ((bad, "is not a readable image"), (tmp_path / "missing.png", "not found")):
+        refused = runner.invoke(app, [*args[:8], "-o", str(tmp_path / "x.png"), "--reference", str(path)])
+        assert refused.exit_code == 1 and isinstance(refused.exception, InvalidFile)
+        assert str(path) in str(refused.exception) and expect in str(refused.exception)
+    assert not (tmp_path / "x.png").exists() and len(R.list_records(catalog)) == 1
+    assert {sha for sha, _ in catalog.blobs.iter_blobs()} == before

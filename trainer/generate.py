@@ -59,6 +59,47 @@ class GenerateResult:
     loaded: list = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ReferenceImage:
+    """A ``--reference`` image: stored as a blob, named in the record by its file sha256."""
+
+    path: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.data).hexdigest()
+
+    def entry(self) -> dict:
+        return {"sha256": self.sha256, "path": self.path}
+
+
+def load_references(paths) -> list[ReferenceImage]:
+    """Read each ``--reference`` file, refusing (one line, naming it) what is not a readable image."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from loradex.registry.errors import InvalidFile
+
+    out = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidFile(path, "reference image not found", hint="give the path of a PNG/JPEG/WebP image")
+        data = path.read_bytes()
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InvalidFile(path, f"is not a readable image ({exc.__class__.__name__})",
+                              hint="give a PNG/JPEG/WebP image as --reference") from None
+        out.append(ReferenceImage(str(path), data))
+    return out
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -214,21 +255,23 @@ class Generator:
         return record
 
     def generate(self, prompt: str, settings: GenerateSettings, *, source: str = "generate",
-                 store: bool = True, references=None, notes: str = "", progress=None) -> GenerateResult:
-        """Render ``prompt`` and (``store``) save the image + its record in the catalog."""
+                 store: bool = True, references: list[ReferenceImage] = (), notes: str = "",
+                 progress=None) -> GenerateResult:
+        """Render ``prompt`` and (``store``) save the image + its record in the catalog (with the
+        ``references`` images as blobs the record names)."""
         from loradex.registry.records import PromptRecord, png_with_record, store_record
 
         clean, adapters = self.resolve_prompt(prompt)
         compat = self.check_compat(adapters) if adapters else None  # before any render
         image, loaded = self.render_entries(clean, adapters, settings, progress=progress)
         record = self.build_record(prompt=prompt, clean_prompt=clean, adapters=adapters, settings=settings,
-                                   image=image, source=source, references=references, notes=notes,
-                                   loaded=loaded)
+                                   image=image, source=source, references=[r.entry() for r in references],
+                                   notes=notes, loaded=loaded)
         if compat is not None:
             record["compat"] = compat
         png = png_with_record(image, record)
         if store:
-            saved = store_record(self.catalog, record, png)
+            saved = store_record(self.catalog, record, png, attachments=[r.data for r in references])
         else:
             from loradex.schemas import validate
 
@@ -238,10 +281,13 @@ class Generator:
 
 
 def generate(catalog, prompt: str, *, base: str, settings: GenerateSettings | None = None,
-             out: str | os.PathLike | None = None, allow_partial: bool = False, progress=None) -> GenerateResult:
-    """One-shot ``loradex generate``: render, store the record, write ``out`` (PNG carrying it)."""
+             out: str | os.PathLike | None = None, allow_partial: bool = False, progress=None,
+             references=(), notes: str = "") -> GenerateResult:
+    """One-shot ``loradex generate``: render, store the record, write ``out`` (PNG carrying it).
+    ``references``: image paths the record names (stored as blobs); ``notes``: free text."""
+    refs = load_references(references)  # before loading anything: a bad file fails fast
     result = Generator(catalog, base, allow_partial=allow_partial).generate(
-        prompt, settings or GenerateSettings(), progress=progress)
+        prompt, settings or GenerateSettings(), progress=progress, references=refs, notes=notes.strip())
     if out is not None:
         write_png(out, result.png)
     return result
