@@ -147,6 +147,10 @@ def test_eval_card_has_every_metric_computed_and_memorization_direction(tmp_path
     assert {r.id for r in R.list_records(catalog)} >= sample_ids
     assert {r.id for r in R.list_records(catalog, strong.ref)} == {s["with_adapter"] for s in c["samples"]}
     assert c["technical_note"]["rank"] == 4 and c["version"]["ref"] == "strong@1.0.0"
+    # kohya keys name no module types; the probe derives them from the key names (…_attn1_to_q → to_q)
+    assert c["technical_note"]["format"] == "kohya"
+    assert c["technical_note"]["target_modules"] == ["k_proj", "out_proj", "q_proj", "to_k", "to_out_0", "to_q",
+                                                     "to_v", "v_proj"]
     assert set(c["failure_checks"]) == {"prompt_drift", "style_mismatch", "artifacts", "copyright_portrait",
                                         "review_failure"}
     assert c["failure_checks"]["review_failure"]["status"] == "not-checked"
