@@ -139,9 +139,7 @@ def register(app: typer.Typer) -> None:
 
         found = latest_card(open_catalog(home), ref)
         if markdown and not json:
-            from loradex.trainer.review import review_markdown
-
-            typer.echo(card_markdown(found.card) + review_markdown(found.card), nl=False)
+            typer.echo(card_markdown(found.card), nl=False)
             return
         Output(json_mode=json).result(found.to_dict(), lambda c: c.print(_card_summary(found)))
 

@@ -534,7 +534,27 @@ def card_markdown(card: dict) -> str:
     note = card.get("technical_note") or {}
     if note:
         lines += ["", "Technical note: " + ", ".join(f"{k}={v}" for k, v in note.items() if v not in (None, [], ""))]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + review_markdown(card)
+
+
+def review_markdown(card: dict) -> str:
+    """The human part of the card (verdicts, candidates, checks set by a person) as Markdown;
+    ``card_markdown`` ends with it, so ``card --markdown`` and the pushed model card agree."""
+    out = []
+    if card.get("human_verdicts"):
+        out += ["", "| sample | human verdict | by | reason |", "|---|---|---|---|"]
+        out += [f"| {v['record_id']} | {v['verdict']} | {v['by']} | {v['reason']} |" for v in card["human_verdicts"]]
+    if card.get("candidates"):
+        out += ["", "| candidate | status | reason |", "|---|---|---|"]
+        for c in card["candidates"]:
+            extra = (f" (over {', '.join(c['over'])})" if c.get("over") else
+                     f" ({c['instead']} chosen instead)" if c.get("instead") else "")
+            out.append(f"| {c['record_id']} | {c['status']}{extra} | {c['reason']} |")
+    human = {n: c for n, c in card["failure_checks"].items() if c.get("source") == "human"}
+    if human:
+        out += ["", "Checks set by a person: " + "; ".join(
+            f"{n} = {c['status']} ({c.get('by', '?')}: {c['note']})" for n, c in human.items())]
+    return "\n".join(out) + ("\n" if out else "")
 
 
 # --- gated promotion ---------------------------------------------------------------------------

@@ -341,6 +341,24 @@ def test_review_interactive_asks_each_sample_at_the_terminal(evaluated):
         assert isinstance(refused.exception, UsageError) and expect in str(refused.exception)
 
 
+def test_pushed_model_card_and_card_markdown_are_the_same_text(evaluated, tmp_path):
+    from loradex.registry.hub_manifest import README_NAME, stage_version
+
+    catalog, version, _, _, _ = evaluated
+    home = catalog.home
+    cli("review", "style", "--verdict", f"{R.latest_card(catalog, version.ref).card['samples'][0]['with_adapter']}"
+        "=bad:smudged", "--check", "artifacts=fail", "--note", "banding", "--reviewer", "eve", home=home)
+    card = R.latest_card(catalog, version.ref).card
+    md = R.card_markdown(card)
+    # the human part (verdicts, hand-set checks) is in the one Markdown form…
+    assert "| sample | human verdict | by | reason |" in md and "| eve | smudged |" in md
+    assert "Checks set by a person: artifacts = fail (eve: banding)" in md
+    # …which `card --markdown` prints and the pushed README.md embeds, byte for byte
+    assert cli("card", "style", "--markdown", home=home).stdout == md
+    staged = stage_version(catalog, version.ref, tmp_path / "stage")
+    assert md.rstrip("\n") in staged.files[README_NAME].read_text()
+
+
 # --- 3. --base defaults to the base the version was used with ---------------------------------------
 
 def test_eval_and_gallery_default_base_from_records_or_lineage(tmp_path):

@@ -295,22 +295,3 @@ def review_lines(card: dict) -> list[str]:
         r = card["revises"]
         lines.append(f"  revises card #{r['card_id']} ({r['by']}): {'; '.join(r['changes'])}")
     return lines
-
-
-def review_markdown(card: dict) -> str:
-    """The human part of the card as Markdown, appended to ``registry.records.card_markdown``."""
-    out = []
-    if card.get("human_verdicts"):
-        out += ["", "| sample | human verdict | by | reason |", "|---|---|---|---|"]
-        out += [f"| {v['record_id']} | {v['verdict']} | {v['by']} | {v['reason']} |" for v in card["human_verdicts"]]
-    if card.get("candidates"):
-        out += ["", "| candidate | status | reason |", "|---|---|---|"]
-        for c in card["candidates"]:
-            extra = (f" (over {', '.join(c['over'])})" if c.get("over") else
-                     f" ({c['instead']} chosen instead)" if c.get("instead") else "")
-            out.append(f"| {c['record_id']} | {c['status']}{extra} | {c['reason']} |")
-    human = {n: c for n, c in card["failure_checks"].items() if c.get("source") == "human"}
-    if human:
-        out += ["", "Checks set by a person: " + "; ".join(
-            f"{n} = {c['status']} ({c.get('by', '?')}: {c['note']})" for n, c in human.items())]
-    return "\n".join(out) + ("\n" if out else "")
