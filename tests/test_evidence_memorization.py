@@ -1,9 +1,9 @@
 """Memorization against training images as the pipeline reproduces them (issue 6, acceptance 3).
 
 A perfectly memorised latent decodes to decode(encode(x).latent_dist.mean), not to x; on the tiny
-pipeline's random VAE the two differ a lot, so the metric compares with both. These tests pin the
-definition with known answers; they do not train an adapter (see docs/EVIDENCE.md for why a
-really trained tiny LoRA does not give a stable margin)."""
+pipeline's random VAE the two differ a lot, so the metric compares with both. The first tests pin the
+definition with known answers; the last trains a LoRA that really memorises its image and checks the
+pixel-space memorization sees it (the random tiny CLIP does not: see docs/EVIDENCE.md)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,67 @@ def test_memorization_scores_copies_of_either_form_and_keeps_both_means(vae, emb
     assert raw_only["details"]["round_trip"] is False
     assert raw_only["value"] == pytest.approx(d["raw_mean"], abs=1e-6)
     assert raw_only["details"]["near_duplicates"] == [2]
+
+
+# --- a really trained adapter (issue 6, acceptance 3) ----------------------------------------------
+
+# LoRA wide enough to memorise one image on the tiny UNet: attention alone cannot (docs/EVIDENCE.md)
+WIDE_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv_in", "conv_out", "proj_in", "proj_out",
+                "time_emb_proj", "linear_1", "linear_2", "ff.net.0.proj", "ff.net.2"]
+PROMPT = "sks pattern"
+
+
+def train_memorising_lora(root, seed: int, *, steps: int = 200, lr: float = 5e-3):
+    """Train (the project's trainer) a rank-64 LoRA + LoCon on 4 copies of one block pattern, on the
+    calibrated tiny base; returns (catalog, version, base folder, training folder)."""
+    from _evidence_fixtures import block_pattern, calibrated_tiny_base
+    from loradex.registry.adding import add_file
+    from loradex.registry.catalog import Catalog
+    from loradex.trainer.train_config import resolve_config
+    from loradex.trainer.train_loop import train
+
+    base = root / "base"
+    if not base.is_dir():
+        calibrated_tiny_base(base)
+    data = root / "train"
+    data.mkdir(exist_ok=True)
+    for i in range(4):  # batch 4 of the same image: four timesteps per step
+        block_pattern(100).save(data / f"p{i}.png")
+        (data / f"p{i}.txt").write_text(PROMPT)
+    config = resolve_config("lora", overrides=dict(
+        base=str(base), data=str(data), output_dir=str(root / f"out-{seed}"), resolution=32, batch_size=4,
+        steps=steps, lr=lr, rank=64, conv_rank=64, target_modules=WIDE_TARGETS, seed=seed, sample_steps=2,
+        register=False))
+    result = train(config)
+    catalog = Catalog()
+    version = add_file(catalog, result.output.path, name=f"memorised-{seed}").version
+    return catalog, version, base, data
+
+
+def eval_memorisation(catalog, version, base, data, suite):
+    from loradex.trainer.evaluate import EvalOptions, evaluate
+
+    options = EvalOptions(base=str(base), seeds=[0, 1, 2, 3], steps=20, cfg=1.0, width=32, height=32,
+                          train_dir=str(data), embedder="tiny-clip")
+    return evaluate(catalog, version.ref, suite, options).card["metrics"]
+
+
+@pytest.mark.slow  # ~25-30 s: 200 training steps at batch 4
+def test_trained_lora_memorises_its_training_image_in_pixels(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny models are faster on one thread
+    try:
+        catalog, version, base, data = train_memorising_lora(tmp_path, seed=0)
+        suite = tmp_path / "suite.txt"
+        suite.write_text(PROMPT + "\n")
+        metrics = eval_memorisation(catalog, version, base, data, suite)
+    finally:
+        torch.set_num_threads(before)
+    px, px_base = metrics["memorization_pixels"], metrics["memorization_pixels_base"]
+    assert px["status"] == px_base["status"] == "computed" and px["details"]["round_trip"] is True
+    # measured over training seeds 0-4 (docs/EVIDENCE.md): margins +0.23…+0.48 (seed 0: +0.31); the
+    # adapter's samples correlate with the training image as the VAE reproduces it, the base's do not
+    assert px["value"] > px_base["value"] + 0.15
+    assert px["details"]["round_trip_mean"] > px["details"]["raw_mean"]  # it copies the latent, not x
+    # the embedding metric is computed too, but tiny-clip cannot see this copy (see docs/EVIDENCE.md)
+    assert metrics["memorization"]["status"] == "computed"

@@ -130,10 +130,12 @@ def test_eval_card_has_every_metric_computed_and_memorization_direction(tmp_path
     validate("eval-card", c)
     assert set(c["metrics"]) == {"clip_t", "clip_t_base", "style_consistency", "style_reference_similarity",
                                  "subject_consistency", "generalization_variance", "memorization",
-                                 "memorization_base", "diversity"}
+                                 "memorization_base", "memorization_pixels", "memorization_pixels_base",
+                                 "diversity"}
     for name, metric in c["metrics"].items():
         assert metric["status"] == "computed" and isinstance(metric["value"], float), name
-        assert metric["definition"] and "tiny-clip" in metric["model"]
+        assert metric["definition"] and ("tiny-clip" in metric["model"]
+                                         or name.startswith("memorization_pixels") and "Pearson" in metric["model"])
     mem, mem_base = c["metrics"]["memorization"], c["metrics"]["memorization_base"]
     assert mem["value"] > mem_base["value"]
     # samples 0 (fox, seed 0) and 3 (house, seed 1) are the training images themselves

@@ -35,7 +35,14 @@ METRIC_DEFINITIONS = {
     "memorization_base": "memorization of the samples rendered without the adapter (what the base alone "
                          "scores against the same training images)",
     "diversity": "mean over prompts of the mean pairwise cosine distance (1 - cos) between its seeds",
+    "memorization_pixels": "memorization with pixels instead of an embedding model: mean over samples of the "
+                           "highest Pearson correlation of their RGB pixels (all images resized to "
+                           "32×32, each centred on its own mean) with any --train-dir image, raw or "
+                           "as the base's VAE reproduces it (details as for memorization)",
+    "memorization_pixels_base": "memorization_pixels of the samples rendered without the adapter",
 }
+PIXEL_SIZE = 32
+PIXEL_MODEL = f"pixels ({PIXEL_SIZE}x{PIXEL_SIZE} RGB, mean-centred: cosine = Pearson correlation)"
 
 
 # --- embedders ---------------------------------------------------------------------------------
@@ -93,6 +100,19 @@ class Embedder:
             feats = self.model.get_text_features(input_ids=batch["input_ids"],
                                                  attention_mask=batch["attention_mask"])
         return _normalise(_features(feats))
+
+
+def pixel_vectors(images, size: int = PIXEL_SIZE):
+    """Each image resized to ``size``² (bicubic), flattened, centred on its own mean and
+    L2-normalised: a dot product of two rows is their pixel Pearson correlation."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    rows = [np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32).ravel()
+            for img in images]
+    x = torch.from_numpy(np.stack(rows))
+    return _normalise(x - x.mean(dim=1, keepdim=True))
 
 
 def _features(out):

@@ -160,9 +160,16 @@ def compute_metrics(embedder, with_images, base_images, clean_prompts: list[str]
         for name, e in (("memorization", emb), ("memorization_base", base_emb)):
             value, details = _memorization(M, e, train_emb, trip_emb, near_duplicate)
             out[name] = _metric(value, model, name, details)
+        train_px = M.pixel_vectors(train_images)
+        trip_px = M.pixel_vectors(train_round_trip) if train_round_trip else None
+        for name, images in (("memorization_pixels", with_images), ("memorization_pixels_base", base_images)):
+            value, details = _memorization(M, M.pixel_vectors(images), train_px, trip_px, near_duplicate)
+            out[name] = _metric(value, M.PIXEL_MODEL, name, details)
     else:
         for name in ("memorization", "memorization_base"):
             out[name] = _metric(None, model, name, note="no --train-dir given")
+        for name in ("memorization_pixels", "memorization_pixels_base"):
+            out[name] = _metric(None, M.PIXEL_MODEL, name, note="no --train-dir given")
     if len(set(prompt_index)) < len(prompt_index):
         out["diversity"] = _metric(M.diversity(emb, prompt_index), model, "diversity",
                                    {"base": M.diversity(base_emb, prompt_index)})
