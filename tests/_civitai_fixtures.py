@@ -11,8 +11,6 @@ import copy
 import hashlib
 import json
 import re
-import threading
-import time
 import zlib
 from pathlib import Path
 
@@ -231,42 +229,7 @@ class FakeCivitai:
 
 
 # --- `loradex serve` on 127.0.0.1 with Civitai's failures injected ------------------------------
-class ServedApp:
-    """An ASGI app under uvicorn in a thread, listening on ``ports`` sockets of 127.0.0.1 (each
-    its own origin); ``urls`` lists them."""
-
-    def __init__(self, app, ports: int = 1):
-        import socket
-
-        import uvicorn
-
-        self.sockets = []
-        for _ in range(ports):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            self.sockets.append(sock)
-        self.urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in self.sockets]
-        self.url = self.urls[0]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": self.sockets}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        for sock in self.sockets:
-            sock.close()
-
+from _served_app import ServedApp  # noqa: E402  (re-exported for the Civitai tests)
 
 EARLY_ACCESS_ENDS = "2099-01-01T00:00:00.000Z"
 SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Sign in | Civitai</title></head><body></body></html>"

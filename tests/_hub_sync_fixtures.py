@@ -8,13 +8,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
+from _served_app import ServedApp
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry import records as R
 from loradex.registry.adding import add_file
@@ -27,33 +28,33 @@ METRICS = ["clip_t", "clip_t_base", "style_consistency", "style_reference_simila
 CHECKS = ["prompt_drift", "style_mismatch", "artifacts", "copyright_portrait", "review_failure"]
 
 
-class ThreadServer:
-    """build_server_app(catalog, token) under uvicorn in a thread (what `loradex serve` runs)."""
+class ThreadServer(ServedApp):
+    """build_server_app(catalog, token) under uvicorn in a thread (what `loradex serve` runs);
+    ``home`` is the served home."""
 
     def __init__(self, home: Path, token: str | None = TOKEN, public_read: bool = False):
-        import uvicorn
-
         from loradex.registry.server_app import build_server_app
 
-        app_ = build_server_app(Catalog(home), token, public_read=public_read)
-        config = uvicorn.Config(app_, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
-                                access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.home = home
+        super().__init__(build_server_app(Catalog(home), token, public_read=public_read))
 
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-        return self
 
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
+@pytest.fixture(autouse=True)
+def _quiet_hub(monkeypatch):
+    """Hub tests: no progress bars, no Xet, no ambient HF token; the team remote's token set.
+    (Autouse in every test module that imports it.)"""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("LORADEX_TOKEN_TEAM", TOKEN)
+
+
+@pytest.fixture
+def server(tmp_path):
+    with ThreadServer(tmp_path / "server-home") as srv:
+        yield srv
 
 
 def stats(url: str, token: str = TOKEN) -> dict:

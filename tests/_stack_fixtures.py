@@ -22,3 +22,14 @@ def write_kohya_lora(path: Path, modules: dict[str, tuple[int, int]], *, rank: i
         sd[f"{name}.alpha"] = torch.tensor(float(alpha))
     save_file(sd, str(path), metadata={"ss_network_module": "networks.lora"})
     return path
+
+
+def kohya_linears(pipe) -> dict:
+    """The tiny SD1 pipeline's Linear layers by kohya module name (``lora_unet_…``, ``lora_te_…``):
+    where a known-answer test adds ΔW by hand."""
+    linears = {}
+    for prefix, model in (("lora_unet_", pipe.unet), ("lora_te_text_model_", pipe.text_encoder)):
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                linears[prefix + name.replace(".", "_")] = module
+    return linears

@@ -46,3 +46,15 @@ def pg_url():
         conn.close()
 
 
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny models run far faster on one thread, above all on a shared, loaded machine.
+    Modules that train or render opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from _hub_sync_fixtures import _quiet_hub  # noqa: F401 (fixture)
 from _hub_sync_fixtures import TOKEN, ThreadServer, publishing_home
 from loradex.cli.app import app
 
@@ -42,9 +43,7 @@ json.dump({"hub_vs_disk": float(np.abs(from_hub - from_disk).max()),
 """
 
 
-def test_diffusers_load_lora_weights_from_the_mirror(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("LORADEX_TOKEN_TEAM", TOKEN)
+def test_diffusers_load_lora_weights_from_the_mirror(tmp_path):
     pub = publishing_home(tmp_path / "a", tmp_path, evidence=False)
     home = str(tmp_path / "a")
     with ThreadServer(tmp_path / "server-home") as srv:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from _hub_sync_fixtures import _quiet_hub, server  # noqa: F401 (fixtures)
 from _hub_sync_fixtures import TOKEN, ThreadServer, move_alias, publishing_home, stats
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
@@ -22,23 +23,6 @@ from loradex.registry.remotes import add_remote, push
 
 runner = CliRunner()
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(autouse=True)
-def _quiet_hub(monkeypatch):
-    from huggingface_hub.utils import disable_progress_bars
-
-    disable_progress_bars()
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("LORADEX_TOKEN_TEAM", TOKEN)
-
-
-@pytest.fixture
-def server(tmp_path):
-    with ThreadServer(tmp_path / "server-home") as srv:
-        srv.home = tmp_path / "server-home"
-        yield srv
 
 
 def hub_api(url: str):

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from _hub_sync_fixtures import _quiet_hub, server  # noqa: F401 (fixtures)
 from _hub_sync_fixtures import (TOKEN, ThreadServer, files_containing, move_alias, publishing_home, stats)
 from loradex.cli.app import app
 from loradex.registry import hub_client
@@ -25,22 +26,6 @@ from loradex.registry.remotes.hub import sync_state
 
 runner = CliRunner()
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-
-
-@pytest.fixture(autouse=True)
-def _quiet_hub(monkeypatch):
-    from huggingface_hub.utils import disable_progress_bars
-
-    disable_progress_bars()
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("LORADEX_TOKEN_TEAM", TOKEN)
-
-
-@pytest.fixture
-def server(tmp_path):
-    with ThreadServer(tmp_path / "server-home") as srv:
-        yield srv
 
 
 def cli_json(*args: str) -> dict:

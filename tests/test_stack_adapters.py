@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from _stack_fixtures import kohya_modules, write_kohya_lora
+from _stack_fixtures import kohya_linears, kohya_modules, write_kohya_lora
 from loradex.registry.errors import CoverageError, UsageError
 from loradex.trainer.stacking import AdapterStack, StackEntry, convert_for_diffusers
 from loradex.trainer.tiny_pipeline import build_tiny_sd1_pipeline
@@ -47,11 +47,7 @@ def _fused_reference(files, weights):
     from safetensors.torch import load_file
 
     pipe = build_tiny_sd1_pipeline(seed=0)
-    linears = {}
-    for prefix, model in (("lora_unet_", pipe.unet), ("lora_te_text_model_", pipe.text_encoder)):
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear):
-                linears[prefix + name.replace(".", "_")] = module
+    linears = kohya_linears(pipe)
     with torch.no_grad():
         for key, w in weights.items():
             sd = load_file(str(files[key]))

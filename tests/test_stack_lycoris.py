@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from _stack_fixtures import kohya_modules
+from _stack_fixtures import kohya_linears, kohya_modules
 from loradex.registry.adding import add_file
 from loradex.registry.catalog import Catalog
 from loradex.trainer.generate import GenerateSettings, Generator
@@ -64,11 +64,7 @@ def _closed_form_delta(t: dict, name: str) -> torch.Tensor:
 def _baked_by_hand(files_weights):
     """Known answer: a fresh tiny pipeline whose Linear weights get Σ w·ΔW added."""
     pipe = build_tiny_sd1_pipeline(seed=0)
-    linears = {}
-    for prefix, model in (("lora_unet_", pipe.unet), ("lora_te_text_model_", pipe.text_encoder)):
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear):
-                linears[prefix + name.replace(".", "_")] = module
+    linears = kohya_linears(pipe)
     with torch.no_grad():
         for path, weight in files_weights:
             t = load_file(str(path))

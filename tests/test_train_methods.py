@@ -16,13 +16,7 @@ torch = pytest.importorskip("torch")
 TOKEN = "<sks>"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the tiny models are far faster on one thread, above all on a shared, loaded machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
