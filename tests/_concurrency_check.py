@@ -126,7 +126,7 @@ def serial_replay_problems(catalog: Catalog, entries: list[dict]) -> list[str]:
                             problems.append(f"{adapter.name}@{alias}: rollback #{ev.id} went to "
                                             f"{version.get(ev.to_version_id)}, not to an earlier target a serial "
                                             "replay reaches")
-                        stack.pop() if stack else None
+                        stack = stack[:-1]
                         if not stack or stack[-1] != ev.to_version_id:
                             stack.append(ev.to_version_id)
                         replayed[(adapter.name, alias, "rollback", version.get(ev.to_version_id))] += 1
