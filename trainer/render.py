@@ -10,7 +10,6 @@ compression level or the file name do not change it; any pixel does.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -88,8 +87,8 @@ def render(pipe, prompt: str, *, negative: str | None = None, seed: int, steps: 
 
 
 def image_sha256(img) -> str:
-    """sha256 of the pixels (see module docstring), independent of file format and metadata."""
-    rgb = img.convert("RGB")
-    digest = hashlib.sha256(f"RGB {rgb.width}x{rgb.height}\n".encode())
-    digest.update(rgb.tobytes())
-    return digest.hexdigest()
+    """sha256 of the pixels (see module docstring), independent of file format and metadata:
+    a record's ``image_sha256``, defined once in ``loradex.registry.records.pixel_sha256``."""
+    from loradex.registry.records import pixel_sha256
+
+    return pixel_sha256(img)
