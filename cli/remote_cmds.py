@@ -38,10 +38,8 @@ def register(app: typer.Typer) -> None:
 
         records = list_remotes(open_catalog(home))
         out = Output(json_mode=json)
-        if json:
-            out.json([r.to_dict() for r in records])
-        else:
-            out.table(["name", "kind", "url"], [[r.name, r.kind, r.url] for r in records])
+        out.result([r.to_dict() for r in records], lambda c: out.table(
+            ["name", "kind", "url"], [[r.name, r.kind, r.url] for r in records]))
 
     @remote.command("rm")
     def remote_rm(name: Annotated[str, typer.Argument(help="Remote name.")],

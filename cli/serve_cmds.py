@@ -91,12 +91,10 @@ def register(app: typer.Typer) -> None:
 
         tokens = list_tokens(open_catalog(home))
         out = Output(json_mode=json)
-        if json:
-            out.json([t.to_dict() for t in tokens])
-        else:
-            out.table(["id", "name", "scope", "namespace", "created", "revoked"],
-                      [[t.id, t.name, t.scope, t.namespace or "", f"{t.created_at:%Y-%m-%d %H:%M}",
-                        f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else ""] for t in tokens])
+        out.result([t.to_dict() for t in tokens], lambda c: out.table(
+            ["id", "name", "scope", "namespace", "created", "revoked"],
+            [[t.id, t.name, t.scope, t.namespace or "", f"{t.created_at:%Y-%m-%d %H:%M}",
+              f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else ""] for t in tokens]))
 
     @token_app.command("revoke")
     def token_revoke(name: Annotated[str, typer.Argument(help="Token name or id.")],
@@ -115,9 +113,7 @@ def register(app: typer.Typer) -> None:
 
         entries = list_audit(open_catalog(home), limit=limit)
         out = Output(json_mode=json)
-        if json:
-            out.json([e.to_dict() for e in entries])
-        else:
-            out.table(["at", "token", "method", "path", "status", "client"],
-                      [[f"{e.at:%Y-%m-%d %H:%M:%S}", e.token_name, e.method, e.path, e.status, e.client or ""]
-                       for e in entries])
+        out.result([e.to_dict() for e in entries], lambda c: out.table(
+            ["at", "token", "method", "path", "status", "client"],
+            [[f"{e.at:%Y-%m-%d %H:%M:%S}", e.token_name, e.method, e.path, e.status, e.client or ""]
+             for e in entries]))
