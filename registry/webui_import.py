@@ -18,7 +18,6 @@ HTML page…) is refused with the reason.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -438,15 +437,14 @@ def _import_one(catalog, f: _Found, stats: ImportStats, *, link: bool,
                 pickle_converter: Callable | None = None) -> ImportItem:
     from .file_sniff import PICKLE_KINDS, sniff
 
-    with contextlib.ExitStack() as stack:
-        source, edge, converted_extra = f.path, None, {}
-        if pickle_converter is not None and sniff(f.path).kind in PICKLE_KINDS:
-            from .probe import probe_path
+    if pickle_converter is None or sniff(f.path).kind not in PICKLE_KINDS:
+        return _store_one(catalog, f, f.path, stats, link=link, edge=None, converted_extra={})
+    from .probe import probe_path
 
-            done = pickle_converter(f.path, stack.enter_context(tempfile.TemporaryDirectory(prefix=".loradex-import-")))
-            source, edge, converted_extra = done.path, done.edge, done.extra
-            f.probe = probe_path(source).to_dict()
-        return _store_one(catalog, f, source, stats, link=link, edge=edge, converted_extra=converted_extra)
+    with tempfile.TemporaryDirectory(prefix=".loradex-import-") as tmp:
+        done = pickle_converter(f.path, tmp)
+        f.probe = probe_path(done.path).to_dict()
+        return _store_one(catalog, f, done.path, stats, link=link, edge=done.edge, converted_extra=done.extra)
 
 
 def _store_one(catalog, f: _Found, source: Path, stats: ImportStats, *, link: bool, edge: dict | None,
