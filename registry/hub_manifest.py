@@ -117,6 +117,12 @@ def _version_records(catalog, version, card) -> list:
 PUSH_FORMATS = ("kohya", "diffusers")  # what a Hub-kind remote can receive (remote settings "formats")
 
 
+def check_push_formats(formats) -> None:
+    """Refuse an empty list or a format a Hub-kind remote cannot receive."""
+    if not formats or set(formats) - set(PUSH_FORMATS):
+        raise UsageError(f"remote formats must be {' and/or '.join(PUSH_FORMATS)}, got {sorted(formats)}")
+
+
 def manifest_file_sha256(manifest: dict, path: str) -> str | None:
     """The sha256 a manifest promises for the adapter file at ``path``: its own entry in
     ``files`` (a diffusers copy is a different file from the version's blob) else ``file.hashes``."""
@@ -133,9 +139,7 @@ def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: t
     stage = Path(stage_dir)
     version = catalog.resolve(ref)
     adapter = catalog.get_adapter(version.adapter)
-    unknown = set(formats) - set(PUSH_FORMATS)
-    if unknown or not formats:
-        raise UsageError(f"remote formats must be kohya and/or diffusers, got {sorted(formats)}")
+    check_push_formats(formats)
     blob = catalog.blobs.path_for(version.sha256)
     if not blob.is_file():
         raise NotFound(f"{version.ref}: its blob {version.sha256[:12]}… is missing from the store",

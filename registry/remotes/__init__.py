@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from ..errors import AlreadyExists, NotFound, UsageError
-from ..hub_manifest import PUSH_FORMATS
+from ..hub_manifest import check_push_formats
 from ..refs import check_name
 
 # Modules that register remote kinds when imported (the Hub helper appends its module here).
@@ -182,8 +182,8 @@ def add_remote(catalog, name: str, url: str, kind: str | None = None,
     _canonical(kind)  # the kind must be available
     url = url.rstrip("/")
     formats = (settings or {}).get("formats")
-    if formats is not None and (not formats or set(formats) - set(PUSH_FORMATS)):
-        raise UsageError(f"remote formats must be {' and/or '.join(PUSH_FORMATS)}, got {list(formats)}")
+    if formats is not None:
+        check_push_formats(formats)
 
     def run(s):
         if s.scalar(select(RemoteRow).where(RemoteRow.name == name)) is not None:
