@@ -100,11 +100,12 @@ def load_references(paths) -> list[ReferenceImage]:
     return out
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names=LIBRARIES) -> dict[str, str]:
+    """Installed versions of ``names`` (those not installed are left out)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -34,10 +34,13 @@ from loradex.registry.errors import NotFound, UsageError
 from .base_loader import apply_state_dict_checkpoint  # noqa: F401  (callers that load DreamBooth files)
 from .base_loader import load_any_base
 from .dataset import DatasetReport, ImageCaptionDataset, check_dataset
+from .generate import library_versions
 from .train_config import TrainConfig
 from .train_registry import Exported, TrainingMethod, get_method
 
 CHECKPOINTS = "checkpoints"
+# the versions a training result records (render --check compares generate.LIBRARIES, a subset)
+TRAIN_LIBRARIES = ("torch", "diffusers", "peft", "transformers", "accelerate", "safetensors", "loradex")
 TRAINABLE_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 SAMPLE_CFG = 7.5
 EVAL_SEED_OFFSET = 7_777_777  # the fixed-batch loss uses its own noise, never the training stream
@@ -111,18 +114,6 @@ def loss_summary(losses: list[float], before: float | None, after: float | None,
     return {"steps": len(losses), "first": losses[0], "last": losses[-1], "min": min(losses),
             "mean_last_10pct": sum(tail) / len(tail), "curve_every": chunk, "curve": curve,
             "eval_before": before, "eval_after": after}
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "diffusers", "peft", "transformers", "accelerate", "safetensors", "loradex"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -560,7 +551,7 @@ def train(config: TrainConfig, *, catalog=None, progress: Progress | None = None
                          eval_loss_before=eval_before, eval_loss_after=eval_after,
                          intermediate_samples=samples, checkpoints=checkpoints, started_at=started_at, finished_at=_now_iso(),
                          seconds=time.perf_counter() - started, scheduler=_jsonable(scheduler),
-                         prediction_type=run.prediction_type, libraries=library_versions(),
+                         prediction_type=run.prediction_type, libraries=library_versions(TRAIN_LIBRARIES),
                          main_process=acc.is_main_process)
     if acc.is_main_process:  # the others hold the same weights (gradients are all-reduced)
         out_dir = Path(config.output_dir)
