@@ -72,7 +72,7 @@ class BlobStore:
         final = self.path_for(hashes.sha256)
         if final.is_file():
             return StoredBlob(hashes, final, linked=False, existed=True)
-        fd, tmp = self._temp_file()
+        fd, tmp = locked_temp_file(self.root)
         try:
             with self._out_of_space_is_typed(f"{len(data)} bytes"), os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -96,11 +96,6 @@ class BlobStore:
                                hint="free space there (`loradex gc` frees unreferenced blobs) or set "
                                     "LORADEX_HOME to a bigger disk") from None
 
-    def _temp_file(self) -> tuple[int, Path]:
-        """A new temp file, exclusively flock'ed while its writer lives, so ``gc`` can tell a
-        live writer's file from one left by a killed process (the kernel drops the lock)."""
-        return locked_temp_file(self.root)
-
     def _publish(self, tmp: Path, hashes: FileHashes, *, linked: bool = False, note: str = "") -> StoredBlob:
         crashpoint("blob-temp-written")
         final = self.path_for(hashes.sha256)
@@ -116,7 +111,7 @@ class BlobStore:
         return StoredBlob(hashes, final, linked=linked, existed=False, note=note)
 
     def _add_by_copy(self, src: Path, progress: Progress | None, note: str = "") -> StoredBlob:
-        fd, tmp = self._temp_file()
+        fd, tmp = locked_temp_file(self.root)
         try:
             with self._out_of_space_is_typed(f"{src} ({src.stat().st_size} bytes)"), \
                     os.fdopen(fd, "wb", buffering=0) as fout:
