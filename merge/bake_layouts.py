@@ -23,16 +23,6 @@ from pathlib import Path
 from .plumbing import DIFFUSERS_COMPONENT_FILES, ModelWeights, _family_from_folder, fused_state, replace_folder
 
 COMPONENT_FILES = {**DIFFUSERS_COMPONENT_FILES, "vae": "vae/diffusion_pytorch_model.safetensors"}
-# source layout → writer(weights, targets by file, adapters, entries, recipe, dest, progress) → module updates
-LayoutChange = Callable[..., int]
-LAYOUT_CHANGES: dict[str, LayoutChange] = {}
-
-
-def layout_change(source_layout: str):
-    def register(fn: LayoutChange) -> LayoutChange:
-        LAYOUT_CHANGES[source_layout] = fn
-        return fn
-    return register
 
 
 def check_layout_change(base: str, weights: ModelWeights, target: str, config) -> dict:
@@ -91,7 +81,6 @@ def _required_files(folder: Path, family: str) -> dict[str, Path]:
     return files
 
 
-@layout_change("diffusers")
 def folder_to_single_file(weights: ModelWeights, by_file: dict, adapters, entries, recipe: dict, dest: Path,
                           progress=None) -> int:
     from loradex.registry.atomic_files import atomic_output
@@ -112,7 +101,6 @@ def folder_to_single_file(weights: ModelWeights, by_file: dict, adapters, entrie
     return fused
 
 
-@layout_change("single-file")
 def single_file_to_folder(weights: ModelWeights, by_file: dict, adapters, entries, recipe: dict, dest: Path,
                           progress=None) -> int:
     from safetensors import safe_open
@@ -145,3 +133,8 @@ def single_file_to_folder(weights: ModelWeights, by_file: dict, adapters, entrie
 
     replace_folder(dest, fill)
     return fused
+
+
+# source layout → writer(weights, targets by file, adapters, entries, recipe, dest, progress) → module updates
+LAYOUT_CHANGES: dict[str, Callable[..., int]] = {"diffusers": folder_to_single_file,
+                                                 "single-file": single_file_to_folder}
