@@ -39,6 +39,7 @@ from .catalog_merge import (
 from loradex.registry.safetensors_writer import deterministic_safetensors
 
 from .lora_module import delta_weight
+from .modelspec import HASH_KEY
 from .recipes import loradex_version, register_recipe_op, torch_dtype
 
 Progress = Callable[[int, int, str], None]
@@ -220,10 +221,10 @@ def _open_single_file(path: Path, source: str) -> ModelWeights:
         keys = list(fh.keys())
         family = _single_file_family(keys, fh)
         layout = UNET_LAYOUTS.get(family)
-        if layout is None and ldm_family(keys) in LDM_FAMILIES:
+        if layout is None and (ldm := ldm_family(keys)) in LDM_FAMILIES:
             # widths of no real model (e.g. a tiny test model baked to this layout): the UNet's
             # block structure is read from its own keys, the family from its text-encoder prefixes
-            family = ldm_family(keys)
+            family = ldm
             layout = unet_layout_from_ldm_keys({k[len(UNET_PREFIX):]: tuple(fh.get_slice(k).get_shape())
                                                 for k in keys if k.startswith(UNET_PREFIX)})
     if layout is None:
@@ -385,7 +386,7 @@ def fused_tensor(tensor, module_name: str, adapters, entries) -> tuple[Any, int]
 def _fused_file(file: Path, targets: dict[str, str], adapters, entries, progress) -> tuple[bytes, int]:
     """The bytes of ``file`` with every target weight (key → kohya name) fused; its metadata kept."""
     tensors, metadata, count = fused_state(file, targets, adapters, entries, progress)
-    blob, _ = deterministic_safetensors(tensors, metadata, hash_key="modelspec.hash_sha256")
+    blob, _ = deterministic_safetensors(tensors, metadata, hash_key=HASH_KEY)
     return blob, count
 
 
