@@ -160,9 +160,7 @@ def version_json(row: VersionRow, adapter: AdapterRow, base_url: str, *, in_mode
 
 
 def _live_versions(s, adapter_id: int) -> list[VersionRow]:
-    return list(s.scalars(select(VersionRow).where(VersionRow.adapter_id == adapter_id,
-                                                   VersionRow.deleted_at.is_(None))
-                          .order_by(VersionRow.sort_key.desc())))
+    return _live_versions_of(s, [adapter_id])[adapter_id]
 
 
 def model_json(s, adapter: AdapterRow, base_url: str, versions: list[VersionRow] | None = None) -> dict:
@@ -246,21 +244,19 @@ def model_page(s, want: ModelFilter, *, limit: int, after: int | None = None, pa
     Paged in SQL; a ``tag`` (free-form JSON tags) is matched over the adapter rows in Python."""
     order = AdapterRow.id.desc() if newest else AdapterRow.id
     stmt = select(AdapterRow).where(*want.conditions()).order_by(order)
-    if after is not None:
-        cursor = AdapterRow.id < after if newest else AdapterRow.id > after
+    if after is not None and not page:
+        stmt = stmt.where(AdapterRow.id < after if newest else AdapterRow.id > after)
     skip = (page - 1) * limit if page else 0
+    total = None
     if want.tag:
         rows = [a for a in s.scalars(stmt) if want.tag_matches(a)]
         total = len(rows)
-        if after is not None and not page:
-            rows = [a for a in rows if (a.id < after if newest else a.id > after)]
         rows = rows[skip: skip + limit + 1]
     elif page:
         total = s.scalar(select(func.count()).select_from(AdapterRow).where(*want.conditions()))
         rows = list(s.scalars(stmt.offset(skip).limit(limit + 1)))
     else:
-        total = None
-        rows = list(s.scalars((stmt.where(cursor) if after is not None else stmt).limit(limit + 1)))
+        rows = list(s.scalars(stmt.limit(limit + 1)))
     return rows[:limit], len(rows) > limit, total
 
 
