@@ -149,9 +149,9 @@ def test_textual_inversion_restores_every_old_row(data, tmp_path):
 
 def test_dreambooth_with_prior_preservation_and_diffusers_folder(data, tmp_path):
     from loradex.registry.catalog import Catalog
+    from loradex.trainer.base_loader import apply_state_dict_checkpoint
     from loradex.trainer.dataset import image_files
     from loradex.trainer.registration import train_and_register
-    from loradex.trainer.train_loop import apply_state_dict_checkpoint
 
     catalog = Catalog()
     class_dir = tmp_path / "class"

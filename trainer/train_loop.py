@@ -31,7 +31,6 @@ from typing import Any, Callable
 
 from loradex.registry.errors import NotFound, UsageError
 
-from .base_loader import apply_state_dict_checkpoint  # noqa: F401  (callers that load DreamBooth files)
 from .base_loader import load_any_base
 from .dataset import DatasetReport, ImageCaptionDataset, check_dataset
 from .generate import library_versions
