@@ -177,6 +177,9 @@ class MoveAlias:
         return E.Alias(adapter.name, self.alias, target.version)
 
 
+REFUSED = "refused"  # an alias event that moved nothing (a gated promotion that failed)
+
+
 @dataclass
 class RecordRefusedMove:
     """Write a ``refused`` event: someone tried to point ALIAS at REF and the promotion gate said
@@ -196,9 +199,6 @@ class RecordRefusedMove:
         row = _lock_alias(s, adapter.id, self.alias)
         _record_alias_event(s, adapter, self.alias, REFUSED, row.version_id if row else None, target.id,
                             self.user, self.reason)
-
-
-REFUSED = "refused"  # an alias event that moved nothing (a gated promotion that failed)
 
 
 def move_alias(catalog, ref: str, alias: str, reason: str = "", *, force: bool = False) -> E.Alias:
