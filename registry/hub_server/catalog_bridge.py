@@ -144,15 +144,11 @@ class CatalogBridge:
         return added.version
 
     def _live_version(self, name: str, sha256: str):
-        return next((v for v in self.catalog.versions(name) if v.sha256 == sha256), None) \
-            if self._has_adapter(name) else None
-
-    def _has_adapter(self, name: str) -> bool:
         try:
-            self.catalog.get_adapter(name)
-        except NotFound:
-            return False
-        return True
+            versions = self.catalog.versions(name)
+        except NotFound:  # no such adapter yet
+            return None
+        return next((v for v in versions if v.sha256 == sha256), None)
 
     def _manifest(self, store: RepoStore, repo_id: str, commit: Commit, ref: str) -> dict | None:
         entry = commit.tree.get(M.MANIFEST_NAME)
