@@ -303,11 +303,15 @@ def is_ldm_checkpoint(keys) -> bool:
     return any(k.startswith(UNET_PREFIX) for k in keys)
 
 
-def pipeline_to_ldm(pipe, family: str) -> dict:
-    """Every weight of ``pipe`` (UNet, VAE, text encoders) in the ldm layout, as float32 CPU tensors."""
+def _check_ldm_family(family: str) -> None:
     if family not in TEXT_ENCODER_PREFIXES:
         raise UnsupportedFormat(family, "the original checkpoint layout is written for sd1 and sdxl only",
                                 hint="use --format diffusers for this base")
+
+
+def pipeline_to_ldm(pipe, family: str) -> dict:
+    """Every weight of ``pipe`` (UNet, VAE, text encoders) in the ldm layout, as float32 CPU tensors."""
+    _check_ldm_family(family)
 
     def plain(module) -> dict:
         return {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -321,9 +325,7 @@ def components_to_ldm(states: Mapping[str, Mapping], unet_config: Mapping, vae_c
                       family: str) -> dict:
     """Component state dicts (``unet``, ``vae``, text encoders; as loaded or as saved in a diffusers
     folder) and the UNet / VAE configs → one ldm state dict, tensors as given."""
-    if family not in TEXT_ENCODER_PREFIXES:
-        raise UnsupportedFormat(family, "the original checkpoint layout is written for sd1 and sdxl only",
-                                hint="use --format diffusers for this base")
+    _check_ldm_family(family)
     state = unet_to_ldm(states["unet"], unet_layout_from_config(unet_config))
     state.update(vae_to_ldm(states["vae"], len(vae_config["up_block_types"])))
     for component in TEXT_ENCODER_PREFIXES[family]:
