@@ -76,7 +76,6 @@ def check_final_state(entries: list[dict], env: dict) -> list[str]:
     return problems
 
 
-
 def serial_replay_problems(catalog: Catalog, entries: list[dict]) -> list[str]:
     """Replay the recorded operations one at a time, in the order the catalog committed them, and
     compare with the final state.

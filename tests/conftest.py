@@ -46,8 +46,6 @@ def pg_url():
         conn.close()
 
 
-
-
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """The tiny models run far faster on one thread, above all on a shared, loaded machine.

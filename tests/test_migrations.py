@@ -106,6 +106,7 @@ def test_fixture_db_upgrades_to_head_with_data_intact(revision, loradex_home):
     assert [(e.from_version, e.to_version) for e in events] == [(None, "1.0.0"), ("1.0.0", "1.1.0")]
     assert events[-1].id == 6  # ids continue after the fixture's five events
 
+
 def test_first_use_migration_waits_for_the_one_in_progress_on_postgres(tmp_path, pg_url):
     """PostgreSQL runs DDL under MVCC, so two first-use processes could both try
     ``CREATE TABLE alembic_version`` (seen in CI as DuplicateTable). Migrations take a
