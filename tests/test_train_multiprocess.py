@@ -7,25 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from _hub_sync_fixtures import free_port
 from _train_fixtures import make_dataset
 
 pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
 WORKER = Path(__file__).with_name("_train_ddp_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_processes_all_reduce_and_only_the_main_one_exports(tmp_path):
