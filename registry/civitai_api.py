@@ -28,7 +28,8 @@ from sqlalchemy import false, func, or_, select
 
 from .db_schema import AdapterRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
 from .hashing import EMPTY_SHA256
-from .server_app import read_body_capped, register_router
+from .hub_server.protocol_errors import read_body_capped
+from .server_app import register_router
 
 MAX_LIMIT = 100
 NO_AUTOV1 = EMPTY_SHA256[:8]  # the AutoV1 of every file of at most 1 MiB

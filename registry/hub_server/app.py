@@ -31,11 +31,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..server_app import install_error_handlers
-from ..server_app import read_body_capped as _read_body
 from .object_store import SHA256_RE, ObjectStore
 from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, RefExists, RouteNotFound, Unauthorized,
-                              UnprocessableUpload)
+                              UnprocessableUpload, install_error_handlers)
+from .protocol_errors import read_body_capped as _read_body
 from .repo_store import (LFS_SIZE_THRESHOLD, FileOp, RepoStore, TreeEntry, matches_lfs_pattern, validate_repo_id,
                          validate_repo_path)
 from .wire_format import (commit_json, model_info_json, parse_front_matter, paths_info_json, refs_json,

@@ -84,3 +84,45 @@ class UnprocessableUpload(HubProtocolError, UsageError):
     """An LFS object whose bytes do not match its oid/size, or a commit naming one never uploaded."""
 
     status = 422
+
+
+# --- how every served app answers errors and caps bodies (Hub app, `loradex serve`, Civitai API) ----
+NOT_FOUND_MESSAGE = "Sorry, we can't find the page you are looking for."  # the Hub's own wording
+INTERNAL_ERROR_MESSAGE = "Internal server error; the server log has the details"
+
+
+def install_error_handlers(app) -> None:
+    """Every error leaves as ``{"error": message}`` (the Hub's error JSON; Civitai's has the same
+    key): protocol errors with their status and headers, unknown paths as the Hub's 404, and any
+    unexpected exception as a generic 500 — never a stack trace or exception text."""
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(HubProtocolError)
+    async def _protocol_error(request, exc: HubProtocolError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        message = NOT_FOUND_MESSAGE if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers={"X-Error-Message": message})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):
+        return JSONResponse({"error": INTERNAL_ERROR_MESSAGE}, status_code=500,
+                            headers={"X-Error-Message": INTERNAL_ERROR_MESSAGE})
+
+
+async def read_body_capped(request, limit: int) -> bytes:
+    """The request body, refused with a 413 (``TooLarge``) as soon as it is over ``limit`` bytes,
+    by its declared Content-Length or by what arrives."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
