@@ -17,8 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-# the error answers and body cap every served app shares live beside the Hub protocol errors
-from .hub_server.protocol_errors import install_error_handlers, read_body_capped  # noqa: F401 (re-exported)
+from .hub_server.protocol_errors import install_error_handlers
 from .server_tokens import ServeAuthorizer
 
 ROUTER_MODULES = ["loradex.registry.civitai_api", "loradex.registry.hub_mirror_router"]
