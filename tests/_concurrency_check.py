@@ -11,6 +11,7 @@ from pathlib import Path
 
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry.catalog import Catalog
+from loradex.registry.operations import REFUSED
 
 WORKER = Path(__file__).with_name("_concurrency_worker.py")
 
@@ -54,7 +55,7 @@ def check_final_state(entries: list[dict], env: dict) -> list[str]:
         if len({v.version for v in versions}) != len(versions):
             problems.append(f"{name}: duplicate version numbers")
         for alias in ("production", "staging"):
-            events = [e for e in catalog.alias_history(name, alias) if e.action != "refused"]
+            events = [e for e in catalog.alias_history(name, alias) if e.action != REFUSED]
             for prev, ev in zip(events, events[1:]):
                 if ev.from_version != prev.to_version:
                     problems.append(f"{name}@{alias}: history chain broken at event {ev.id}")
@@ -111,7 +112,7 @@ def serial_replay_problems(catalog: Catalog, entries: list[dict]) -> list[str]:
                 stack: list[int] = []
                 for ev in s.scalars(select(AliasEventRow).where(AliasEventRow.adapter_id == adapter.id,
                                                                 AliasEventRow.alias == alias).order_by(AliasEventRow.id)):
-                    if ev.action == "refused":
+                    if ev.action == REFUSED:
                         continue
                     if ev.action == "remove":
                         stack = []

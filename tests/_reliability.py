@@ -20,6 +20,7 @@ from loradex.registry.catalog import Catalog
 from loradex.registry.atomic_files import TMP_PREFIX
 from loradex.registry.crashpoints import GC_POINTS, POINTS
 from loradex.registry.maintenance import verify
+from loradex.registry.operations import REFUSED
 
 LORADEX = str(Path(sys.executable).with_name("loradex"))
 
@@ -153,7 +154,7 @@ def check_home(home: Path) -> list[str]:
     problems += [f"verify: {p}" for p in report.problems]
     for summary in catalog.list_adapters():
         for alias, version in summary.aliases.items():
-            events = [e for e in catalog.alias_history(summary.name, alias) if e.action != "refused"]
+            events = [e for e in catalog.alias_history(summary.name, alias) if e.action != REFUSED]
             if not events or events[-1].to_version != version:
                 problems.append(f"{summary.name}@{alias} → {version} but history ends at "
                                 f"{events[-1].to_version if events else None}")
