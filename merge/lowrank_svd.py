@@ -1,15 +1,24 @@
 """SVD of low-rank products without building the full matrix, and rank selection.
 
-For ΔW = U·Vᵀ with U [m, R] and V [n, R] (R ≪ m, n): QR both factors (U = Qu·Ru, V = Qv·Rv), take
-the SVD of the small R×R core Ru·Rvᵀ = Uc·S·Vcᵀ; then ΔW = (Qu·Uc)·S·(Qv·Vc)ᵀ is an exact thin SVD.
-Cost O((m+n)·R²) instead of O(m·n·min(m, n)) for the full matrix, and memory O((m+n)·R).
+For ΔW = U·D with U [m, R] and D [R, n] (R ≪ m, n), write U = Qu·Ru and Dᵀ = Qd·Rd with Qu, Qd
+orthonormal; then ΔW = Qu·(Ru·Rdᵀ)·Qdᵀ and the SVD of the small R×R core Ru·Rdᵀ = Uc·S·Vcᵀ gives
+the exact thin SVD ΔW = (Qu·Uc)·S·(Qd·Vc)ᵀ. Cost O((m+n)·R²) instead of O(m·n·min(m, n)) for the
+full matrix, and memory O((m+n)·R).
+
+The R factors come from the Gram matrices Uᵀ·U = Ruᵀ·Ru and D·Dᵀ = Rdᵀ·Rd in float64 (one GEMM
+each instead of a Householder QR), by Cholesky, or by a symmetric eigendecomposition when a
+stack is (nearly) rank-deficient — the same adapter twice, a zero module. The core's SVD is the
+eigendecomposition of Ru·(D·Dᵀ)·Ruᵀ = Uc·S²·Ucᵀ, and the singular vectors are never formed
+beyond the k that are asked for: Qu·Uc_k = U·(Ru⁻¹·Uc_k) and S_k·Vc_kᵀ·Qdᵀ = Uc_kᵀ·Ru·D, two thin
+products. float64 keeps the singular values to ~1e-8 of the largest, far inside what a merge or
+a resize reports.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,6 +26,11 @@ if TYPE_CHECKING:
 
 # torch.quantile refuses inputs above this many elements
 _TORCH_QUANTILE_LIMIT = 1 << 24
+# Cholesky of a Gram matrix is used while its smallest pivot is at least this fraction of the largest
+# (condition number of the factor ≲ 1e6); below, an eigendecomposition drops the null directions
+_CHOLESKY_MIN_PIVOT_RATIO = 1e-6
+# eigenvalues of a Gram matrix below this fraction of the largest are its null space (float64 noise)
+_GRAM_NULL_RATIO = 1e-13
 
 
 @dataclass
@@ -30,18 +44,92 @@ class ThinSVD:
     def energy(self) -> float:
         return float(self.S.double().pow(2).sum())
 
+    def top(self, k: int) -> "ThinSVD":
+        """The leading k singular triplets."""
+        return ThinSVD(U=self.U[:, :k], S=self.S[:k], Vh=self.Vh[:k])
 
-def factored_svd(up2d: "Tensor", down2d: "Tensor") -> ThinSVD:
+
+@dataclass
+class FactoredSVD:
+    """Thin SVD of ``up @ down`` kept in factored form: all singular values, and the singular
+    vectors as small R×p coefficient matrices over the factors, formed for the top k on demand.
+
+    U = up · left, Vh = right · down (``left`` [R, p], ``right`` [p, R], float64).
+    """
+
+    S: "Tensor"  # [p] float32, descending
+    up: "Tensor" = field(repr=False)  # [m, R] float32
+    down: "Tensor" = field(repr=False)  # [R, n] float32
+    left: "Tensor" = field(repr=False)  # [R, p] float64
+    right: "Tensor" = field(repr=False)  # [p, R] float64
+
+    def energy(self) -> float:
+        return float(self.S.double().pow(2).sum())
+
+    def top(self, k: int) -> ThinSVD:
+        dtype = self.up.dtype
+        return ThinSVD(U=self.up @ self.left[:, :k].to(dtype), S=self.S[:k],
+                       Vh=self.right[:k].to(dtype) @ self.down)
+
+    @property
+    def U(self) -> "Tensor":
+        return self.top(int(self.S.shape[0])).U
+
+    @property
+    def Vh(self) -> "Tensor":
+        return self.top(int(self.S.shape[0])).Vh
+
+
+def _gram_root(gram: "Tensor") -> tuple["Tensor", "Tensor"]:
+    """(R, R⁺) with Rᵀ·R = gram on its range and R⁺ the right inverse of R there.
+
+    R is [p, R] (p = numerical rank), from Cholesky when well conditioned, else from the
+    eigendecomposition with the null directions dropped.
+    """
+    import torch
+
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if int(info) == 0:
+        pivots = torch.diagonal(chol)
+        if float(pivots.min()) >= _CHOLESKY_MIN_PIVOT_RATIO * float(pivots.max()):
+            root = chol.mT  # upper triangular: rootᵀ·root = gram
+            eye = torch.eye(root.shape[0], dtype=root.dtype)
+            return root, torch.linalg.solve_triangular(root, eye, upper=True)
+    values, vectors = torch.linalg.eigh(gram)
+    top = float(values[-1]) if values.numel() else 0.0
+    keep = values > top * _GRAM_NULL_RATIO if top > 0 else torch.zeros_like(values, dtype=torch.bool)
+    sqrt_values, vectors = values[keep].sqrt(), vectors[:, keep]
+    return sqrt_values[:, None] * vectors.mT, vectors / sqrt_values
+
+
+def factored_svd(up2d: "Tensor", down2d: "Tensor") -> FactoredSVD:
     """Thin SVD of ``up2d @ down2d`` ([m, R] @ [R, n]) without materialising the m×n product."""
     import torch
 
-    up2d = up2d.to(torch.float32)
-    down2d = down2d.to(torch.float32)
-    qu, ru = torch.linalg.qr(up2d, mode="reduced")  # [m, a], [a, R]
-    qv, rv = torch.linalg.qr(down2d.T, mode="reduced")  # [n, b], [b, R]
-    # the small core in float64: costs nothing and keeps tiny singular values honest
-    uc, s, vch = torch.linalg.svd(ru.double() @ rv.double().T, full_matrices=False)
-    return ThinSVD(U=qu @ uc.to(torch.float32), S=s.to(torch.float32), Vh=vch.to(torch.float32) @ qv.T)
+    from .torch_threads import single_torch_thread
+
+    up = up2d.to(torch.float32)
+    down = down2d.to(torch.float32)
+    up64, down64 = up.double(), down.double()
+    gram_up = up64.mT @ up64  # [R, R]
+    gram_down = down64 @ down64.mT  # [R, R]
+    with single_torch_thread():  # 2 threads only slow LAPACK down at R ≈ 100
+        root, root_pinv = _gram_root(gram_up)  # up = Q·root, Q = up·root_pinv
+        if root.shape[0] == 0:  # up is zero: ΔW = 0, one zero singular value (a zero rank-1 factor pair)
+            zeros = torch.zeros(up.shape[1], 1, dtype=torch.float64)
+            return FactoredSVD(S=torch.zeros(1), up=up, down=down, left=zeros, right=zeros.mT)
+        core = root @ gram_down @ root.mT  # [p, p] = (root·down)(root·down)ᵀ
+        core = (core + core.mT) / 2
+        s2, vectors = torch.linalg.eigh(core)
+    # at most min(rank of up, n) singular values are non-zero: as many as a thin SVD of ΔW has
+    count = min(int(s2.shape[0]), int(down.shape[1]))
+    s2, vectors = s2.flip(0)[:count].clamp_min(0), vectors.flip(1)[:, :count]
+    s = s2.sqrt()
+    # U_j = up·root_pinv·u_j ; Vh_j = u_jᵀ·root·down / s_j (zero rows where s_j = 0)
+    inv_s = torch.where(s > 0, 1.0 / s.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(s))
+    left = root_pinv @ vectors
+    right = (vectors.mT @ root) * inv_s[:, None]
+    return FactoredSVD(S=s.to(torch.float32), up=up, down=down, left=left, right=right)
 
 
 def dense_svd(matrix: "Tensor") -> ThinSVD:
@@ -85,7 +173,7 @@ def quantile(values: "Tensor", q: float) -> float:
     return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
 
 
-def split_factors(svd: ThinSVD, k: int, *, clamp_quantile: float | None = None) -> tuple["Tensor", "Tensor"]:
+def split_factors(svd: ThinSVD | FactoredSVD, k: int, *, clamp_quantile: float | None = None) -> tuple["Tensor", "Tensor"]:
     """Rank-k factors (up [m, k], down [k, n]) of the truncated SVD.
 
     Without clamping, √S goes to each side (balanced magnitudes, best for fp16 storage). With
@@ -95,7 +183,8 @@ def split_factors(svd: ThinSVD, k: int, *, clamp_quantile: float | None = None) 
     import torch
 
     k = max(1, min(int(k), int(svd.S.shape[0])))
-    u, s, vh = svd.U[:, :k], svd.S[:k], svd.Vh[:k]
+    top = svd.top(k)
+    u, s, vh = top.U, top.S, top.Vh
     if clamp_quantile is None:
         root = s.clamp_min(0).sqrt()
         return (u * root).contiguous(), (root[:, None] * vh).contiguous()
