@@ -235,7 +235,9 @@ def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[s
     from loradex.registry.adding import add_file
 
     validate_recipe(recipe)
-    with tempfile.TemporaryDirectory(prefix="loradex-merge-") as tmp:
+    work = catalog.home / "tmp"  # the home's file system: the output is moved into the store, not copied
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{recipe['op']}-", dir=work) as tmp:
         out = Path(tmp) / f"{name}.safetensors"
         report = write_recipe_output(catalog, recipe, out, progress=progress)
         if replay:
@@ -249,7 +251,7 @@ def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[s
         return add_file(catalog, out, name=name, version=version, bump=bump, kind=kind,
                         base=recipe.get("base") or None, triggers=list(triggers) or None,
                         message=message or f"{recipe['op']} ({recipe.get('method') or ''})".strip(),
-                        extra=extra, alias=alias, lineage=lineage)
+                        extra=extra, alias=alias, lineage=lineage, move=True)
 
 
 # --- merge --------------------------------------------------------------------------------------
@@ -347,7 +349,7 @@ def write_merge(catalog, recipe: dict, dest: Path, *, progress: Progress | None 
     stream = merge_stream(method, names, lambda n: [s.load(n) for s in sources], [1.0] * len(entries),
                           rank=recipe.get("rank"), seed=recipe.get("seed"), progress=progress,
                           module_weights=_module_weight_fn(entries, recipe.get("base")), **opts)
-    merged = collect_stream(stream, report)
+    merged = collect_stream(stream, report, dtype=out_dtype)
     meta = lora_metadata(recipe, merged, triggers=union_triggers(versions))
     write_lora_file(merged, dest, dtype=out_dtype, metadata=meta)
     return report

@@ -16,7 +16,7 @@ from .merge_methods import register_merge_method
 from .merge_report import ModuleReport
 
 
-@register_merge_method("concat", exact=True, accepts_dense=False)
+@register_merge_method("concat", exact=True, accepts_dense=False, parallel=True)
 def merge_concat_module(
     name: str,
     modules: Sequence[ModuleLike | None],

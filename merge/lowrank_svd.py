@@ -54,22 +54,23 @@ class FactoredSVD:
     """Thin SVD of ``up @ down`` kept in factored form: all singular values, and the singular
     vectors as small R×p coefficient matrices over the factors, formed for the top k on demand.
 
-    U = up · left, Vh = right · down (``left`` [R, p], ``right`` [p, R], float64).
+    U = up · left, Vh = right · down (all float64; ``top`` returns float32).
     """
 
     S: "Tensor"  # [p] float32, descending
-    up: "Tensor" = field(repr=False)  # [m, R] float32
-    down: "Tensor" = field(repr=False)  # [R, n] float32
-    left: "Tensor" = field(repr=False)  # [R, p] float64
-    right: "Tensor" = field(repr=False)  # [p, R] float64
+    up: "Tensor" = field(repr=False)  # [m, R] float64
+    down: "Tensor" = field(repr=False)  # [R, n] float64
+    left: "Tensor" = field(repr=False)  # [R, p]
+    right: "Tensor" = field(repr=False)  # [p, R]
 
     def energy(self) -> float:
         return float(self.S.double().pow(2).sum())
 
     def top(self, k: int) -> ThinSVD:
-        dtype = self.up.dtype
-        return ThinSVD(U=self.up @ self.left[:, :k].to(dtype), S=self.S[:k],
-                       Vh=self.right[:k].to(dtype) @ self.down)
+        import torch
+
+        return ThinSVD(U=(self.up @ self.left[:, :k]).to(torch.float32), S=self.S[:k],
+                       Vh=(self.right[:k] @ self.down).to(torch.float32))
 
     @property
     def U(self) -> "Tensor":
@@ -102,20 +103,32 @@ def _gram_root(gram: "Tensor") -> tuple["Tensor", "Tensor"]:
     return sqrt_values[:, None] * vectors.mT, vectors / sqrt_values
 
 
-def factored_svd(up2d: "Tensor", down2d: "Tensor") -> FactoredSVD:
-    """Thin SVD of ``up2d @ down2d`` ([m, R] @ [R, n]) without materialising the m×n product."""
+def _as_float64(t: "Tensor") -> "Tensor":
+    """float64 copy; half types through float32 (torch's direct half→double cast is ~2× slower)."""
+    import torch
+
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)
+    return t.to(torch.float64)
+
+
+def factored_svd(up2d: "Tensor", down2d: "Tensor", column_scale: "Tensor | None" = None) -> FactoredSVD:
+    """Thin SVD of ``up2d · diag(column_scale) · down2d`` ([m, R], [R], [R, n]) without
+    materialising the m×n product. The scale (a merge's per-input w·α/r) is applied to the R×R
+    Gram matrix and to the coefficients, never to the factors themselves."""
     import torch
 
     from .torch_threads import single_torch_thread
 
-    up = up2d.to(torch.float32)
-    down = down2d.to(torch.float32)
-    up64, down64 = up.double(), down.double()
-    gram_up = up64.mT @ up64  # [R, R]
-    gram_down = down64 @ down64.mT  # [R, R]
+    up, down = _as_float64(up2d), _as_float64(down2d)
+    gram_up = up.mT @ up  # [R, R]
+    gram_down = down @ down.mT  # [R, R]
+    scale = None if column_scale is None else torch.as_tensor(column_scale, dtype=torch.float64)
+    if scale is not None:
+        gram_up = gram_up * scale[:, None] * scale[None, :]
     with single_torch_thread():  # 2 threads only slow LAPACK down at R ≈ 100
-        root, root_pinv = _gram_root(gram_up)  # up = Q·root, Q = up·root_pinv
-        if root.shape[0] == 0:  # up is zero: ΔW = 0, one zero singular value (a zero rank-1 factor pair)
+        root, root_pinv = _gram_root(gram_up)  # up·diag(scale) = Q·root, Q = up·diag(scale)·root_pinv
+        if root.shape[0] == 0:  # ΔW = 0: one zero singular value (a zero rank-1 factor pair)
             zeros = torch.zeros(up.shape[1], 1, dtype=torch.float64)
             return FactoredSVD(S=torch.zeros(1), up=up, down=down, left=zeros, right=zeros.mT)
         core = root @ gram_down @ root.mT  # [p, p] = (root·down)(root·down)ᵀ
@@ -125,9 +138,11 @@ def factored_svd(up2d: "Tensor", down2d: "Tensor") -> FactoredSVD:
     count = min(int(s2.shape[0]), int(down.shape[1]))
     s2, vectors = s2.flip(0)[:count].clamp_min(0), vectors.flip(1)[:, :count]
     s = s2.sqrt()
-    # U_j = up·root_pinv·u_j ; Vh_j = u_jᵀ·root·down / s_j (zero rows where s_j = 0)
+    # U_j = up·diag(scale)·root_pinv·u_j ; Vh_j = u_jᵀ·root·down / s_j (zero rows where s_j = 0)
     inv_s = torch.where(s > 0, 1.0 / s.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(s))
     left = root_pinv @ vectors
+    if scale is not None:
+        left = scale[:, None] * left
     right = (vectors.mT @ root) * inv_s[:, None]
     return FactoredSVD(S=s.to(torch.float32), up=up, down=down, left=left, right=right)
 

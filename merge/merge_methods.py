@@ -12,6 +12,7 @@ modules from disk and never hold every ΔW at once; ``merge_adapters`` is the in
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,6 +37,9 @@ class MergeMethod:
     accepts_dense: bool  # takes DenseDelta inputs (expanded LyCORIS)
     uses_seed: bool
     summary: str
+    # the per-module function is pure (no global RNG, no shared state): modules may be merged
+    # concurrently, each with single-threaded torch ops (see module_pool)
+    parallel: bool = False
 
     def option_names(self) -> set[str]:
         params = inspect.signature(self.merge_module).parameters
@@ -61,15 +65,19 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def register_merge_method(name: str, *, exact: bool = False, accepts_dense: bool = True, uses_seed: bool = False):
-    """Decorator: register a per-module merge function under ``name`` (``_`` and ``-`` are the same)."""
+def register_merge_method(name: str, *, exact: bool = False, accepts_dense: bool = True, uses_seed: bool = False,
+                          parallel: bool = False):
+    """Decorator: register a per-module merge function under ``name`` (``_`` and ``-`` are the same).
+
+    ``parallel``: the function is pure, so ``merge_stream`` may run modules on worker threads.
+    """
 
     def decorate(fn: ModuleMergeFn) -> ModuleMergeFn:
         key = _canonical(name)
         if key in _METHODS and _METHODS[key].merge_module is not fn:
             raise ValueError(f"merge method {key!r} is already registered")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _METHODS[key] = MergeMethod(key, fn, exact, accepts_dense, uses_seed, doc[0] if doc else "")
+        _METHODS[key] = MergeMethod(key, fn, exact, accepts_dense, uses_seed, doc[0] if doc else "", parallel)
         return fn
 
     return decorate
@@ -116,35 +124,55 @@ def merge_stream(
     seed: int | None = None,
     progress: Progress | None = None,
     module_weights: Callable[[str], Sequence[float]] | None = None,
+    workers: int | None = None,
     **opts,
 ) -> Iterator[tuple[str, LoraModule | None, ModuleReport]]:
     """Merge one module at a time: ``load_group(name)`` returns that module from each input.
 
-    Yields (name, merged module or None when nothing is left, report). ``module_weights(name)``,
-    if given, multiplies the adapter weights per module (block weights).
+    Yields (name, merged module or None when nothing is left, report), in the order of
+    ``module_names``. ``module_weights(name)``, if given, multiplies the adapter weights per module
+    (block weights). A ``parallel`` method runs on ``workers`` threads (default: one per torch
+    thread), each module with single-threaded torch ops, so its bytes do not depend on the count;
+    the modules are still loaded one at a time on the calling thread, a few ahead.
     """
-    from loradex.registry.errors import IncompatibleAdapters, UsageError
+    from .module_pool import default_workers, ordered_map
 
     m = method if isinstance(method, MergeMethod) else get_merge_method(method)
     _check_options(m, opts)
     names = list(module_names)
     total = len(names)
-    for done, name in enumerate(names):
-        group = list(load_group(name))
-        if len(group) != len(weights):
-            raise UsageError(f"{name}: {len(group)} inputs but {len(weights)} weights")
-        if not m.accepts_dense and any(isinstance(g, DenseDelta) for g in group):
-            raise IncompatibleAdapters(
-                f"{name}: method {m.name!r} needs LoRA factors, but an input is a full ΔW (LyCORIS)",
-                hint="use --method svd (or ties/dare) for LyCORIS inputs",
-            )
-        w = [float(x) for x in weights]
-        if module_weights is not None:
-            w = [a * float(b) for a, b in zip(w, module_weights(name), strict=True)]
-        merged, report = m.merge_module(name, group, w, rank=rank, seed=seed, **opts)
+
+    def merge_one(item):
+        name, group, w = item
+        return m.merge_module(name, group, w, rank=rank, seed=seed, **opts)
+
+    items = (_module_inputs(m, name, load_group, weights, module_weights) for name in names)
+    if m.parallel:
+        results = ordered_map(merge_one, items, default_workers() if workers is None else workers)
+    else:
+        results = map(merge_one, items)
+    for done, (name, (merged, report)) in enumerate(zip(names, results)):
         if progress is not None:
             progress(done + 1, total, name)
         yield name, merged, report
+
+
+def _module_inputs(m: MergeMethod, name: str, load_group, weights, module_weights) -> tuple[str, list, list[float]]:
+    """(name, one module per input, the weights for this module), checked."""
+    from loradex.registry.errors import IncompatibleAdapters, UsageError
+
+    group = list(load_group(name))
+    if len(group) != len(weights):
+        raise UsageError(f"{name}: {len(group)} inputs but {len(weights)} weights")
+    if not m.accepts_dense and any(isinstance(g, DenseDelta) for g in group):
+        raise IncompatibleAdapters(
+            f"{name}: method {m.name!r} needs LoRA factors, but an input is a full ΔW (LyCORIS)",
+            hint="use --method svd (or ties/dare) for LyCORIS inputs",
+        )
+    w = [float(x) for x in weights]
+    if module_weights is not None:
+        w = [a * float(b) for a, b in zip(w, module_weights(name), strict=True)]
+    return name, group, w
 
 
 def merge_adapters(
@@ -190,13 +218,19 @@ def merge_adapters(
     return collect_stream(stream, report), report
 
 
-def collect_stream(stream, report: AdapterReport) -> dict[str, LoraModule]:
-    """Gather ``merge_stream``'s output: merged modules returned, skips and reports into ``report``."""
+def collect_stream(stream, report: AdapterReport, *, dtype=None) -> dict[str, LoraModule]:
+    """Gather ``merge_stream``'s output: merged modules returned, skips and reports into ``report``.
+
+    ``dtype``: keep each module's factors in this dtype (the output file's) as it arrives, so the
+    whole result is never held at compute precision; the values are those a later cast would give.
+    """
     merged: dict[str, LoraModule] = {}
     for name, module, module_report in stream:
         if module is None:
             report.skipped[name] = module_report.note or "no contribution"
         else:
+            if dtype is not None:
+                module = dataclasses.replace(module, down=module.down.to(dtype), up=module.up.to(dtype))
             merged[name] = module
             report.add(module_report)
     return merged

@@ -1,9 +1,10 @@
 """Optimal rank-k merge: the truncated SVD of Σ w_i·ΔW_i, computed from the factors.
 
-For LoRA inputs the m×n sum is never built: U = [c_i·up_i] (m×R), V = [down_iᵀ] (n×R),
-QR both and take the SVD of the R×R core (see ``lowrank_svd.factored_svd``). By Eckart–Young the
-truncation is the best rank-k approximation in Frobenius norm, and its residual is the norm of the
-dropped singular values. When an input is a full ΔW (expanded LyCORIS) the sum is materialised for
+For LoRA inputs the m×n sum is never built: U = [up_i] (m×R), D = [down_i] (R×n) and the column
+scale c_i = w_i·α_i/r_i; the Gram matrices of both give the R×R core whose eigendecomposition is
+the SVD of the sum (see ``lowrank_svd.factored_svd``). By Eckart–Young the truncation is the
+best rank-k approximation in Frobenius norm, and its residual is the norm of the dropped singular
+values. When an input is a full ΔW (expanded LyCORIS) the sum is materialised for
 that module only.
 """
 
@@ -23,6 +24,7 @@ from .lora_module import (
     matrix_shape,
 )
 from .lowrank_svd import (
+    FactoredSVD,
     ThinSVD,
     dense_svd,
     factored_svd,
@@ -38,22 +40,24 @@ from .merge_report import ModuleReport
 
 def weighted_factors(
     modules: Sequence[LoraModule | None], weights: Sequence[float]
-) -> tuple["object", "object"] | None:
-    """(U [m, R], D [R, n]) with U @ D = Σ w_i·α_i/r_i·up_i@down_i (conv kernels flattened)."""
+) -> tuple["object", "object", list[float]] | None:
+    """(U [m, R], D [R, n], c [R]) with U·diag(c)·D = Σ w_i·α_i/r_i·up_i@down_i: the factors as
+    stored (conv kernels flattened, not yet scaled or cast), each input's coefficient per column."""
     import torch
 
-    ups, downs = [], []
+    ups, downs, scale = [], [], []
     for module, w in zip(modules, weights):
         if module is None:
             continue
         coef = float(w) * module.scale
         if coef == 0.0:
             continue
-        ups.append(module.up_matrix() * coef)
-        downs.append(module.down_matrix())
+        ups.append(module.up.reshape(module.up.shape[0], module.rank))
+        downs.append(module.down.reshape(module.rank, -1))
+        scale.extend([coef] * module.rank)
     if not ups:
         return None
-    return torch.cat(ups, dim=1), torch.cat(downs, dim=0)
+    return torch.cat(ups, dim=1), torch.cat(downs, dim=0), scale
 
 
 def weighted_dense_sum(modules: Sequence[ModuleLike | None], weights: Sequence[float], shape) -> "object":
@@ -70,7 +74,7 @@ def weighted_dense_sum(modules: Sequence[ModuleLike | None], weights: Sequence[f
 
 def lowrank_result(
     name: str,
-    svd: ThinSVD,
+    svd: ThinSVD | FactoredSVD,
     shape: tuple[int, ...],
     k: int,
     *,
@@ -108,7 +112,7 @@ def lowrank_result(
     return module, report
 
 
-@register_merge_method("svd")
+@register_merge_method("svd", parallel=True)
 def merge_svd_module(
     name: str,
     modules: Sequence[ModuleLike | None],
@@ -134,10 +138,12 @@ def merge_svd_module(
         factors = weighted_factors(modules, weights)
         if factors is None:
             return None, ModuleReport(name=name, rank=0, input_ranks=input_ranks, note="all weights are zero")
-        svd = factored_svd(*factors)
+        up, down, scale = factors
+        svd = factored_svd(up, down, scale)
         k = select_rank(svd.S, target_rank, dynamic)
         return lowrank_result(
-            name, svd, shape, k, clamp_quantile=clamp_quantile, input_ranks=input_ranks, target_terms=[factors]
+            name, svd, shape, k, clamp_quantile=clamp_quantile, input_ranks=input_ranks,
+            target_terms=[(svd.up * svd.up.new_tensor(scale), svd.down)] if clamp_quantile is not None else None,
         )
     total = weighted_dense_sum(modules, weights, shape)
     svd = dense_svd(total)

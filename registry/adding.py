@@ -39,10 +39,12 @@ def default_name(path: Path) -> str:
 def add_file(catalog, path, *, name: str | None = None, version: str | None = None,
              bump: str | None = None, kind: str | None = None, base: str | None = None,
              triggers: list[str] | None = None, message: str = "", tags: dict | None = None,
-             description: str = "", link: bool = False, allow_pickle: bool = False,
+             description: str = "", link: bool = False, move: bool = False, allow_pickle: bool = False,
              extra: dict | None = None, alias: str | None = None, lineage: list | None = None,
              progress=None, user: str | None = None) -> AddResult:
-    """``user``: who the version is recorded as created by (default: the OS user)."""
+    """``user``: who the version is recorded as created by (default: the OS user). ``move``: the
+    caller gives ``path`` up (a file it wrote under the home): renamed into the blob store, not
+    copied."""
     from .probe import probe_path
 
     path = Path(path)
@@ -64,7 +66,7 @@ def add_file(catalog, path, *, name: str | None = None, version: str | None = No
         op.user = user
     op.validate()  # fail on bad names/versions before copying any bytes
     with store_lock(catalog.home, exclusive=False):
-        stored = catalog.blobs.add_file(path, link=link, progress=progress)
+        stored = catalog.blobs.add_file(path, link=link, move=move, progress=progress)
         h = stored.hashes
         op.sha256, op.autov1, op.autov2, op.autov3, op.size = h.sha256, h.autov1, h.autov2, h.autov3, h.size
         ops: list = [op]

@@ -51,12 +51,17 @@ class BlobStore:
         return open(path, "rb")
 
     # --- writing ------------------------------------------------------------------------
-    def add_file(self, src: str | os.PathLike, *, link: bool = False,
+    def add_file(self, src: str | os.PathLike, *, link: bool = False, move: bool = False,
                  progress: Progress | None = None) -> StoredBlob:
+        """Store ``src``'s bytes. ``link``: hardlink instead of copying when possible. ``move``:
+        the caller gives ``src`` up (a file it wrote for the store, e.g. a merge's output under
+        the home): it is renamed into place, or deleted when the blob already exists."""
         src = Path(src)
         if not src.is_file():
             raise InvalidFile(src, "not a regular file", hint="give the path of an adapter file")
         self.root.mkdir(parents=True, exist_ok=True)
+        if move:
+            return self._add_by_move(src, progress)
         if link:
             linked = self._add_by_link(src, progress)
             if linked.linked or linked.existed:
@@ -120,6 +125,21 @@ class BlobStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    def _add_by_move(self, src: Path, progress: Progress | None) -> StoredBlob:
+        """Hash ``src`` where it lies and rename it into place: no second copy of the bytes on
+        disk. On another file system it is copied like any file (and left for the caller)."""
+        if os.stat(src).st_dev != os.stat(self.root).st_dev:
+            return self._add_by_copy(src, progress)
+        hashes = hash_file(src)
+        if progress:
+            progress(hashes.size, hashes.size, "hashed")
+        with open(src, "rb") as fh:  # durable before it is published (a no-op if the writer synced)
+            os.fsync(fh.fileno())
+        if os.stat(src).st_size != hashes.size:
+            raise InvalidFile(src, "changed while being added", hint="try again")
+        os.chmod(src, 0o444)
+        return self._publish(src, hashes)
 
     def _add_by_link(self, src: Path, progress: Progress | None) -> StoredBlob:
         hashes = hash_file(src)

@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 
 
-def deterministic_safetensors(state_dict: dict, metadata: dict[str, str] | None = None, *,
-                              hash_key: str | None = None) -> tuple[bytes, str]:
-    """(file bytes, sha256 of the data section = AutoV3).
+def deterministic_safetensors_parts(state_dict: dict, metadata: dict[str, str] | None = None, *,
+                                    hash_key: str | None = None) -> tuple[bytes, memoryview, str]:
+    """(length prefix + header, data section, sha256 of the data section = AutoV3): the file is
+    the first two joined. The data section is a view into safetensors' own buffer, so a writer can
+    send it to disk without another copy of the tensors.
 
     The data section does not depend on the metadata, so its hash is known before the metadata is
     written; ``hash_key`` (e.g. ``"modelspec.hash_sha256"``) stores it there as ``0x<hex>``.
@@ -35,7 +37,14 @@ def deterministic_safetensors(state_dict: dict, metadata: dict[str, str] | None 
         header["__metadata__"] = dict(sorted(meta.items()))
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + bytes(data), data_hash
+    return len(text).to_bytes(8, "little") + text, data, data_hash
+
+
+def deterministic_safetensors(state_dict: dict, metadata: dict[str, str] | None = None, *,
+                              hash_key: str | None = None) -> tuple[bytes, str]:
+    """(file bytes, sha256 of the data section = AutoV3); see ``deterministic_safetensors_parts``."""
+    head, data, data_hash = deterministic_safetensors_parts(state_dict, metadata, hash_key=hash_key)
+    return head + data, data_hash
 
 
 def save_safetensors(state_dict: dict, dest: str | Path, metadata: dict[str, str] | None = None, *,
@@ -43,7 +52,8 @@ def save_safetensors(state_dict: dict, dest: str | Path, metadata: dict[str, str
     """Write ``dest`` atomically and byte-stably; returns the data-section sha256 (AutoV3)."""
     from .atomic_files import atomic_output
 
-    blob, data_hash = deterministic_safetensors(state_dict, metadata, hash_key=hash_key)
+    head, data, data_hash = deterministic_safetensors_parts(state_dict, metadata, hash_key=hash_key)
     with atomic_output(dest) as fh:
-        fh.write(blob)
+        fh.write(head)
+        fh.write(data)
     return data_hash
