@@ -54,14 +54,15 @@ class FactoredSVD:
     """Thin SVD of ``up @ down`` kept in factored form: all singular values, and the singular
     vectors as small R×p coefficient matrices over the factors, formed for the top k on demand.
 
-    U = up · left, Vh = right · down (all float64; ``top`` returns float32).
+    U = up · left, Vh = right · down; the products run in float32 (the factors' precision), the
+    small coefficient matrices are float64.
     """
 
     S: "Tensor"  # [p] float32, descending
-    up: "Tensor" = field(repr=False)  # [m, R] float64
-    down: "Tensor" = field(repr=False)  # [R, n] float64
-    left: "Tensor" = field(repr=False)  # [R, p]
-    right: "Tensor" = field(repr=False)  # [p, R]
+    up: "Tensor" = field(repr=False)  # [m, R] float32
+    down: "Tensor" = field(repr=False)  # [R, n] float32
+    left: "Tensor" = field(repr=False)  # [R, p] float64
+    right: "Tensor" = field(repr=False)  # [p, R] float64
 
     def energy(self) -> float:
         return float(self.S.double().pow(2).sum())
@@ -69,8 +70,16 @@ class FactoredSVD:
     def top(self, k: int) -> ThinSVD:
         import torch
 
-        return ThinSVD(U=(self.up @ self.left[:, :k]).to(torch.float32), S=self.S[:k],
-                       Vh=(self.right[:k] @ self.down).to(torch.float32))
+        return ThinSVD(U=self.up @ self.left[:, :k].to(torch.float32), S=self.S[:k],
+                       Vh=self.right[:k].to(torch.float32) @ self.down)
+
+    def balanced_factors(self, k: int) -> tuple["Tensor", "Tensor"]:
+        """(U_k·√S_k, √S_k·Vh_k): √S folded into the small coefficients, one product per side."""
+        import torch
+
+        root = self.S[:k].double().clamp_min(0).sqrt()
+        return (self.up @ (self.left[:, :k] * root).to(torch.float32),
+                (root[:, None] * self.right[:k]).to(torch.float32) @ self.down)
 
     @property
     def U(self) -> "Tensor":
@@ -103,15 +112,6 @@ def _gram_root(gram: "Tensor") -> tuple["Tensor", "Tensor"]:
     return sqrt_values[:, None] * vectors.mT, vectors / sqrt_values
 
 
-def _as_float64(t: "Tensor") -> "Tensor":
-    """float64 copy; half types through float32 (torch's direct half→double cast is ~2× slower)."""
-    import torch
-
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.to(torch.float32)
-    return t.to(torch.float64)
-
-
 def factored_svd(up2d: "Tensor", down2d: "Tensor", column_scale: "Tensor | None" = None) -> FactoredSVD:
     """Thin SVD of ``up2d · diag(column_scale) · down2d`` ([m, R], [R], [R, n]) without
     materialising the m×n product. The scale (a merge's per-input w·α/r) is applied to the R×R
@@ -120,9 +120,13 @@ def factored_svd(up2d: "Tensor", down2d: "Tensor", column_scale: "Tensor | None"
 
     from .torch_threads import single_torch_thread
 
-    up, down = _as_float64(up2d), _as_float64(down2d)
-    gram_up = up.mT @ up  # [R, R]
-    gram_down = down @ down.mT  # [R, R]
+    # float32 copies stay for the final products; the Gram matrices need float64 (a half→double
+    # cast through float32 is also ~2× faster than torch's direct one)
+    up, down = up2d.to(torch.float32), down2d.to(torch.float32)
+    up64, down64 = up.double(), down.double()
+    gram_up = up64.mT @ up64  # [R, R]
+    gram_down = down64 @ down64.mT  # [R, R]
+    del up64, down64
     scale = None if column_scale is None else torch.as_tensor(column_scale, dtype=torch.float64)
     if scale is not None:
         gram_up = gram_up * scale[:, None] * scale[None, :]
@@ -198,6 +202,8 @@ def split_factors(svd: ThinSVD | FactoredSVD, k: int, *, clamp_quantile: float |
     import torch
 
     k = max(1, min(int(k), int(svd.S.shape[0])))
+    if clamp_quantile is None and isinstance(svd, FactoredSVD):
+        return svd.balanced_factors(k)
     top = svd.top(k)
     u, s, vh = top.U, top.S, top.Vh
     if clamp_quantile is None:

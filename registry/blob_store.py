@@ -129,9 +129,12 @@ class BlobStore:
     def _add_by_move(self, src: Path, progress: Progress | None) -> StoredBlob:
         """Hash ``src`` where it lies and rename it into place: no second copy of the bytes on
         disk. On another file system it is copied like any file (and left for the caller)."""
+        from .safetensors_writer import hashes_of_written
+
         if os.stat(src).st_dev != os.stat(self.root).st_dev:
             return self._add_by_copy(src, progress)
-        hashes = hash_file(src)
+        # a file this process has just written knows its hashes already
+        hashes = hashes_of_written(src) or hash_file(src)
         if progress:
             progress(hashes.size, hashes.size, "hashed")
         with open(src, "rb") as fh:  # durable before it is published (a no-op if the writer synced)

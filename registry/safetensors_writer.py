@@ -8,8 +8,10 @@ the header is re-serialised with sorted keys, padded with spaces to 8 bytes as s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 
@@ -49,11 +51,58 @@ def deterministic_safetensors(state_dict: dict, metadata: dict[str, str] | None 
 
 def save_safetensors(state_dict: dict, dest: str | Path, metadata: dict[str, str] | None = None, *,
                      hash_key: str | None = None) -> str:
-    """Write ``dest`` atomically and byte-stably; returns the data-section sha256 (AutoV3)."""
+    """Write ``dest`` atomically and byte-stably; returns the data-section sha256 (AutoV3).
+
+    The whole-file hashes are computed on a second thread while the bytes go to disk and kept
+    for ``hashes_of_written`` (the blob store then need not read the file again)."""
+    import threading
+
     from .atomic_files import atomic_output
+    from .hashing import MultiHasher
 
     head, data, data_hash = deterministic_safetensors_parts(state_dict, metadata, hash_key=hash_key)
-    with atomic_output(dest) as fh:
-        fh.write(head)
-        fh.write(data)
+    hasher = MultiHasher()
+
+    def hash_whole_file() -> None:  # sha256 + AutoV1; AutoV3 is data_hash
+        for start, view in ((0, memoryview(head)), (len(head), data)):
+            hasher.observe(view, start)
+            hasher.update_main(view, start)
+
+    thread = threading.Thread(target=hash_whole_file, name="loradex-hash")
+    thread.start()
+    try:
+        with atomic_output(dest) as fh:
+            fh.write(head)
+            fh.write(data)
+    finally:
+        thread.join()
+    hashes = dataclasses.replace(hasher.result(), autov3=data_hash)
+    stat = os.stat(dest)
+    _WRITTEN[str(Path(dest).resolve())] = (_stat_key(stat), hashes)
+    while len(_WRITTEN) > _WRITTEN_KEPT:  # a bulk export writes thousands: keep the latest few
+        del _WRITTEN[next(iter(_WRITTEN))]
     return data_hash
+
+
+# files this process wrote with save_safetensors → (their stat identity then, their hashes)
+_WRITTEN: dict[str, tuple[tuple, object]] = {}
+_WRITTEN_KEPT = 16
+
+
+def _stat_key(stat: os.stat_result) -> tuple:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def hashes_of_written(path: str | Path):
+    """The ``FileHashes`` of a file this process wrote with ``save_safetensors``, if it is still
+    the same file (device, inode, size and mtime unchanged); else None. Each answer is given once."""
+    key = str(Path(path).resolve())
+    entry = _WRITTEN.pop(key, None)
+    if entry is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    identity, hashes = entry
+    return hashes if _stat_key(stat) == identity else None

@@ -32,3 +32,50 @@ def test_same_content_same_bytes_across_processes(tmp_path):
     assert header.metadata["modelspec.hash_sha256"] == "0x" + hash_file(path).autov3
     with safe_open(str(path), "pt") as fh:
         assert fh.get_tensor("b").tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_hashes_kept_for_the_blob_store_match_a_fresh_read(tmp_path):
+    """save_safetensors hashes the file while writing it; the blob store's move path uses those
+    hashes instead of reading the file again — they must be the ones a read gives, also past
+    AutoV1's 1 MiB offset, and forgotten when the file is no longer the one written."""
+    import os
+
+    import torch
+
+    from loradex.registry.hashing import hash_file
+    from loradex.registry.safetensors_writer import hashes_of_written, save_safetensors
+
+    big = tmp_path / "big.safetensors"
+    save_safetensors({"w": torch.arange(600_000, dtype=torch.float32)}, big, {"k": "v"}, hash_key="h")
+    assert hashes_of_written(big) == hash_file(big)
+    assert hashes_of_written(big) is None  # given once
+
+    edited = tmp_path / "edited.safetensors"
+    save_safetensors({"w": torch.ones(4)}, edited)
+    with open(edited, "r+b") as fh:  # same size, other bytes, later mtime
+        fh.seek(-1, os.SEEK_END)
+        fh.write(b"\x01")
+    os.utime(edited, ns=(0, os.stat(edited).st_mtime_ns + 1_000_000))
+    assert hashes_of_written(edited) is None
+
+
+def test_merge_output_moved_into_the_store_has_the_hashes_of_its_bytes(tmp_path):
+    """A merge result is renamed into the blob store with the writer's hashes: the blob's name,
+    the catalog's recorded hashes and a fresh read of the blob agree, and no copy is left."""
+    from loradex.merge.catalog_merge import merge_versions
+    from loradex.merge.synthetic_adapters import write_random_kohya_lora
+    from loradex.registry.adding import add_file
+    from loradex.registry.catalog import Catalog
+    from loradex.registry.hashing import hash_file
+
+    catalog = Catalog(tmp_path / "home")
+    for i in range(2):
+        path = tmp_path / f"in{i}.safetensors"
+        write_random_kohya_lora(path, seed=i)
+        add_file(catalog, path, name=f"in{i}")
+    result = merge_versions(catalog, ["in0:0.7", "in1:0.4"], "svd", rank=4, name="mix")
+    version = result.version
+    blob = catalog.blobs.path_for(version.sha256)
+    fresh = hash_file(blob)
+    assert fresh.sha256 == version.sha256 and fresh.autov3 == version.autov3 and fresh.size == version.size
+    assert list((tmp_path / "home" / "tmp").iterdir()) == []
