@@ -348,8 +348,8 @@ def write_merge(catalog, recipe: dict, dest: Path, *, progress: Progress | None 
             report.skipped[f"{version.ref}:{key}"] = why
     stream = merge_stream(method, names, lambda n: [s.load(n) for s in sources], [1.0] * len(entries),
                           rank=recipe.get("rank"), seed=recipe.get("seed"), progress=progress,
-                          module_weights=_module_weight_fn(entries, recipe.get("base")), **opts)
-    merged = collect_stream(stream, report, dtype=out_dtype)
+                          module_weights=_module_weight_fn(entries, recipe.get("base")), cast_to=out_dtype, **opts)
+    merged = collect_stream(stream, report)
     meta = lora_metadata(recipe, merged, triggers=union_triggers(versions))
     write_lora_file(merged, dest, dtype=out_dtype, metadata=meta)
     return report

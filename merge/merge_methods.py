@@ -125,15 +125,17 @@ def merge_stream(
     progress: Progress | None = None,
     module_weights: Callable[[str], Sequence[float]] | None = None,
     workers: int | None = None,
+    cast_to=None,
     **opts,
 ) -> Iterator[tuple[str, LoraModule | None, ModuleReport]]:
     """Merge one module at a time: ``load_group(name)`` returns that module from each input.
 
     Yields (name, merged module or None when nothing is left, report), in the order of
     ``module_names``. ``module_weights(name)``, if given, multiplies the adapter weights per module
-    (block weights). A ``parallel`` method runs on ``workers`` threads (default: one per torch
-    thread), each module with single-threaded torch ops, so its bytes do not depend on the count;
-    the modules are still loaded one at a time on the calling thread, a few ahead.
+    (block weights). ``cast_to``: the merged factors' dtype (the output file's), applied as each
+    module is done — the values a later cast would give. A ``parallel`` method runs on
+    ``workers`` threads (default: one per torch thread), each module loaded, merged and cast on its
+    worker with single-threaded torch ops, so the bytes do not depend on the count.
     """
     from .module_pool import default_workers, ordered_map
 
@@ -142,15 +144,17 @@ def merge_stream(
     names = list(module_names)
     total = len(names)
 
-    def merge_one(item):
-        name, group, w = item
-        return m.merge_module(name, group, w, rank=rank, seed=seed, **opts)
+    def merge_one(name: str):
+        _, group, w = _module_inputs(m, name, load_group, weights, module_weights)
+        merged, report = m.merge_module(name, group, w, rank=rank, seed=seed, **opts)
+        if merged is not None and cast_to is not None:
+            merged = dataclasses.replace(merged, down=merged.down.to(cast_to), up=merged.up.to(cast_to))
+        return merged, report
 
-    items = (_module_inputs(m, name, load_group, weights, module_weights) for name in names)
     if m.parallel:
-        results = ordered_map(merge_one, items, default_workers() if workers is None else workers)
+        results = ordered_map(merge_one, names, default_workers() if workers is None else workers)
     else:
-        results = map(merge_one, items)
+        results = map(merge_one, names)
     for done, (name, (merged, report)) in enumerate(zip(names, results)):
         if progress is not None:
             progress(done + 1, total, name)
@@ -218,19 +222,13 @@ def merge_adapters(
     return collect_stream(stream, report), report
 
 
-def collect_stream(stream, report: AdapterReport, *, dtype=None) -> dict[str, LoraModule]:
-    """Gather ``merge_stream``'s output: merged modules returned, skips and reports into ``report``.
-
-    ``dtype``: keep each module's factors in this dtype (the output file's) as it arrives, so the
-    whole result is never held at compute precision; the values are those a later cast would give.
-    """
+def collect_stream(stream, report: AdapterReport) -> dict[str, LoraModule]:
+    """Gather ``merge_stream``'s output: merged modules returned, skips and reports into ``report``."""
     merged: dict[str, LoraModule] = {}
     for name, module, module_report in stream:
         if module is None:
             report.skipped[name] = module_report.note or "no contribution"
         else:
-            if dtype is not None:
-                module = dataclasses.replace(module, down=module.down.to(dtype), up=module.up.to(dtype))
             merged[name] = module
             report.add(module_report)
     return merged

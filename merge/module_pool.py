@@ -45,8 +45,8 @@ def _one_intra_op_thread() -> Iterator[None]:
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     """``map(fn, items)`` computed on ``workers`` threads with single-threaded torch ops.
 
-    ``items`` is consumed on the calling thread (loading stays where the files were opened), at
-    most 2·workers ahead of the result being yielded. An exception from ``fn`` is raised when its
+    ``items`` is consumed on the calling thread, at most 2·workers ahead of the result being
+    yielded. An exception from ``fn`` is raised when its
     result's turn comes; closing the iterator early cancels what has not started.
     """
     import torch
