@@ -113,7 +113,7 @@ def _signed(svd: ThinSVD, gamma: float) -> ThinSVD:
     return ThinSVD(U=svd.U * sign, S=svd.S * abs(gamma), Vh=svd.Vh)
 
 
-SMALL_FACTOR = 1 << 20  # elements: below this a factor's product is built and SVD'd directly (QR overhead dominates)
+SMALL_FACTOR = 1 << 20  # elements: below this a factor's product is built and SVD'd directly (the factored SVD's overhead dominates)
 
 
 def _factor_svd(a, b) -> ThinSVD:

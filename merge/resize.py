@@ -1,6 +1,6 @@
 """Change a LoRA's rank while keeping its scale.
 
-The SVD of up@down comes from the factors (QR trick, no out×in matrix). The new factors keep
+The SVD of up@down comes from the factors (``lowrank_svd.factored_svd``, no out×in matrix). The new factors keep
 α/r: α_new = α_old / r_old · r_new, so the runtime strength of the adapter is unchanged and at
 full rank the result reproduces ΔW. Ranks are fixed or chosen per module by kohya's dynamic
 rules (``sv_ratio``, ``sv_cumulative``, ``sv_fro``), with ``rank`` as the cap.

@@ -124,7 +124,7 @@ def merge_svd_module(
     clamp_quantile: float | None = None,
     dynamic: tuple[str, float] | None = None,
 ) -> tuple[LoraModule | None, ModuleReport]:
-    """Optimal rank-R approximation of the weighted sum (QR of stacked factors, SVD of the core)."""
+    """Optimal rank-R approximation of the weighted sum (from the stacked factors' Gram matrices)."""
     from loradex.registry.errors import UsageError
 
     input_ranks = [m.rank if m is not None else None for m in modules]
