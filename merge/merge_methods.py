@@ -114,6 +114,9 @@ def _check_options(method: MergeMethod, opts: Mapping[str, object]) -> None:
         )
 
 
+MODULES_PER_TASK = 8
+
+
 def merge_stream(
     method: str | MergeMethod,
     module_names: Iterable[str],
@@ -152,7 +155,11 @@ def merge_stream(
         return merged, report
 
     if m.parallel:
-        results = ordered_map(merge_one, names, default_workers() if workers is None else workers)
+        # a task is a run of modules: one hand-off between threads per run, not per module
+        runs = [names[i:i + MODULES_PER_TASK] for i in range(0, len(names), MODULES_PER_TASK)]
+        merged_runs = ordered_map(lambda run: [merge_one(name) for name in run], runs,
+                                  default_workers() if workers is None else workers)
+        results = (result for run in merged_runs for result in run)
     else:
         results = map(merge_one, names)
     for done, (name, (merged, report)) in enumerate(zip(names, results)):

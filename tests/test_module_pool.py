@@ -9,11 +9,11 @@ from loradex.merge.merge_methods import merge_stream
 from loradex.merge.module_pool import ordered_map
 
 
-def _groups(count: int = 12):
+def _groups(count: int = 40):
     gen = torch.Generator().manual_seed(11)
     groups = {}
     for i in range(count):
-        out_dim, in_dim = 24 + i, 40 - i
+        out_dim, in_dim = 24 + i, 30 + i % 7
         groups[f"m{i:02d}"] = [
             LoraModule(down=torch.randn(r, in_dim, generator=gen).half(),
                        up=torch.randn(out_dim, r, generator=gen).half(), alpha=a)
