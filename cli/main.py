@@ -7,6 +7,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``argv`` None: the process's own command line (the console script); the process then
+    ends without the interpreter's teardown once the command is done (see ``_leave``)."""
     from loradex.cli.app import app
 
     debug = os.environ.get("LORADEX_DEBUG") == "1"
@@ -28,8 +30,35 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(3)
             raise
         sys.stderr.write(f"error: {message}\n")
+        _leave(code, whole_process=argv is None)
+    _leave(rv if isinstance(rv, int) else 0, whole_process=argv is None)
+
+
+def _leave(code: int, *, whole_process: bool) -> None:
+    """Exit with ``code``. When this call is the whole process and torch is loaded, output is
+    flushed and the atexit handlers run (temp-dir finalizers, logging), then the process ends
+    with ``os._exit``: unloading torch's modules at interpreter teardown takes ~0.5 s, more than
+    many commands' own work. In-process callers (tests, ``main([...])``), live non-daemon threads
+    or a torch.distributed group get the ordinary ``sys.exit``."""
+    import threading
+
+    torch = sys.modules.get("torch")
+    fast = whole_process and torch is not None and not any(
+        t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
+    if fast:
+        dist = getattr(torch, "distributed", None)
+        fast = not (dist is not None and dist.is_available() and dist.is_initialized())
+    if not fast:
         sys.exit(code)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def describe_error(exc: BaseException) -> tuple[int | None, str]:

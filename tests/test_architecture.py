@@ -96,3 +96,35 @@ def test_every_subpackage_is_listed_in_pyproject():
                 continue
             assert name in listed, f"{name} ({init.parent.relative_to(ROOT)}) is not in pyproject packages"
     assert "*.json" in config["package-data"]["loradex.schemas"]
+
+
+LEAVE_CODE = """
+import atexit, sys
+import torch  # loaded: the process ends through the fast exit
+marker = sys.argv.pop(1)
+atexit.register(lambda: open(marker, "w").write("atexit ran"))
+from loradex.cli.main import main
+main()
+"""
+
+
+def test_a_whole_process_with_torch_loaded_flushes_output_runs_atexit_and_keeps_exit_codes(tmp_path):
+    """``main()`` as the process entry ends with os._exit once torch is loaded (skipping ~0.5 s
+    of interpreter teardown): stdout/stderr must still be complete, atexit handlers must run and
+    the exit code must be the command's."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LORADEX_HOME": str(tmp_path / "home")}
+    ok = subprocess.run([sys.executable, "-c", LEAVE_CODE, str(tmp_path / "ok"), "list", "--json"],
+                        capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == []
+    assert (tmp_path / "ok").read_text() == "atexit ran"
+    bad = subprocess.run([sys.executable, "-c", LEAVE_CODE, str(tmp_path / "bad"), "show", "no-such-adapter"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("error: ") and "no-such-adapter" in bad.stderr
+    assert (tmp_path / "bad").read_text() == "atexit ran"
