@@ -38,12 +38,13 @@ def _leave(code: int, *, whole_process: bool) -> None:
     """Exit with ``code``. When this call is the whole process and torch is loaded, output is
     flushed and the atexit handlers run (temp-dir finalizers, logging), then the process ends
     with ``os._exit``: unloading torch's modules at interpreter teardown takes ~0.5 s, more than
-    many commands' own work. In-process callers (tests, ``main([...])``), live non-daemon threads
-    or a torch.distributed group get the ordinary ``sys.exit``."""
+    many commands' own work. In-process callers (tests, ``main([...])``), live non-daemon threads,
+    a torch.distributed group or a profiler/tracer get the ordinary ``sys.exit``."""
     import threading
 
     torch = sys.modules.get("torch")
-    fast = whole_process and torch is not None and not any(
+    watched = sys.getprofile() is not None or sys.gettrace() is not None  # cProfile / a debugger report at teardown
+    fast = whole_process and torch is not None and not watched and not any(
         t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
     if fast:
         dist = getattr(torch, "distributed", None)
