@@ -12,10 +12,11 @@ file as long as the CPU's kernels are the same).
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
+
+from .torch_threads import single_torch_thread
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -30,18 +31,6 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, torch.get_num_threads()))
 
 
-@contextlib.contextmanager
-def _one_intra_op_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     """``map(fn, items)`` computed on ``workers`` threads with single-threaded torch ops.
 
@@ -51,7 +40,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     """
     import torch
 
-    with _one_intra_op_thread():
+    with single_torch_thread():
         if workers <= 1:
             for item in items:
                 yield fn(item)
