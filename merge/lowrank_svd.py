@@ -130,8 +130,17 @@ def factored_svd(up2d: "Tensor", down2d: "Tensor", column_scale: "Tensor | None"
     scale = None if column_scale is None else torch.as_tensor(column_scale, dtype=torch.float64)
     if scale is not None:
         gram_up = gram_up * scale[:, None] * scale[None, :]
+    # balance each rank-1 term: column j of up·diag(scale) times d_j, row j of down over d_j, so both
+    # have the norm √(‖a_j‖·‖b_j‖). ΔW is unchanged; an input stored as (up/10⁶, down·10⁶) no longer
+    # squares its imbalance into the Gram matrix's condition number.
+    norms_up, norms_down = torch.diagonal(gram_up), torch.diagonal(gram_down)
+    usable = (norms_up > 0) & (norms_down > 0)
+    balance = torch.where(usable, (norms_down / norms_up.where(usable, 1.0)).pow(0.25), 1.0)
+    gram_up = gram_up * balance[:, None] * balance[None, :]
+    gram_down = gram_down / balance[:, None] / balance[None, :]
+    scale = balance if scale is None else scale * balance
     with single_torch_thread():  # 2 threads only slow LAPACK down at R ≈ 100
-        root, root_pinv = _gram_root(gram_up)  # up·diag(scale) = Q·root, Q = up·diag(scale)·root_pinv
+        root, root_pinv = _gram_root(gram_up)  # A = up·diag(scale) = Q·root, Q = A·root_pinv
         if root.shape[0] == 0:  # ΔW = 0: one zero singular value (a zero rank-1 factor pair)
             zeros = torch.zeros(up.shape[1], 1, dtype=torch.float64)
             return FactoredSVD(S=torch.zeros(1), up=up, down=down, left=zeros, right=zeros.mT)
@@ -142,12 +151,10 @@ def factored_svd(up2d: "Tensor", down2d: "Tensor", column_scale: "Tensor | None"
     count = min(int(s2.shape[0]), int(down.shape[1]))
     s2, vectors = s2.flip(0)[:count].clamp_min(0), vectors.flip(1)[:, :count]
     s = s2.sqrt()
-    # U_j = up·diag(scale)·root_pinv·u_j ; Vh_j = u_jᵀ·root·down / s_j (zero rows where s_j = 0)
+    # U_j = A·root_pinv·u_j ; Vh_j = u_jᵀ·root·diag(1/balance)·down / s_j (zero rows where s_j = 0)
     inv_s = torch.where(s > 0, 1.0 / s.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(s))
-    left = root_pinv @ vectors
-    if scale is not None:
-        left = scale[:, None] * left
-    right = (vectors.mT @ root) * inv_s[:, None]
+    left = scale[:, None] * (root_pinv @ vectors)
+    right = (vectors.mT @ root) * inv_s[:, None] / balance[None, :]
     return FactoredSVD(S=s.to(torch.float32), up=up, down=down, left=left, right=right)
 
 

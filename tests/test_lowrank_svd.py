@@ -1,6 +1,6 @@
 """factored_svd against a dense SVD of the materialised product, on the stacks a merge meets:
 well conditioned, the same adapter twice (rank-deficient), geometric spectra down to 1e-8, zero
-factors, more stacked rank than the matrix has."""
+factors, one input's factors scaled 10⁻⁶ / 10⁶, more stacked rank than the matrix has."""
 
 import math
 
@@ -26,6 +26,11 @@ def _stacks():
     yield "geometric", (_orthonormal(m, 24, gen) * spectrum).float(), (_orthonormal(n, 24, gen) * spectrum).T.float()
     yield "zero-up", torch.zeros(m, 24), torch.randn(24, n, generator=gen)
     yield "zero-down", torch.randn(m, 24, generator=gen), torch.zeros(24, n)
+    # one input stored as (up/10⁶, down·10⁶): the same ΔW, a 10¹² imbalance in the factors
+    ups = [torch.randn(m, 8, generator=gen, dtype=torch.float64) for _ in range(3)]
+    downs = [torch.randn(8, n, generator=gen, dtype=torch.float64) for _ in range(3)]
+    ups[1], downs[1] = ups[1] / 1e6, downs[1] * 1e6
+    yield "imbalanced", torch.cat(ups, 1).float(), torch.cat(downs, 0).float()
     # stacked rank 24 on a 12×10 matrix: at most 10 singular values
     yield "wide-stack", torch.randn(12, 24, generator=gen), torch.randn(24, 10, generator=gen)
 
