@@ -13,7 +13,6 @@ kohya "addnet" hash, computed before the metadata is added, so it equals the fil
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,10 +233,12 @@ def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[s
     ``replay``: a recipe run again under ``name`` — see ``match_existing``."""
     from loradex.registry.adding import add_file
 
+    from loradex.registry.atomic_files import held_work_dir
+
     validate_recipe(recipe)
-    work = catalog.home / "tmp"  # the home's file system: the output is moved into the store, not copied
-    work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{recipe['op']}-", dir=work) as tmp:
+    # under the home (the store's file system): the output is moved into the store, not copied;
+    # `loradex gc` removes the folder if this process is killed
+    with held_work_dir(catalog.home / "tmp", prefix=f"{recipe['op']}-") as tmp:
         out = Path(tmp) / f"{name}.safetensors"
         report = write_recipe_output(catalog, recipe, out, progress=progress)
         if replay:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -76,6 +77,63 @@ def remove_abandoned_temp_files(directory: Path, *, recursive: bool = False) -> 
         finally:
             os.close(fd)
     return removed, freed
+
+
+WORK_LOCK_SUFFIX = ".work-lock"
+
+
+@contextlib.contextmanager
+def held_work_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary directory under ``parent`` (the home's ``tmp``, on the blob store's file
+    system) holding a locked ``.tmp-loradex-*.work-lock`` file while in use, removed on exit.
+    After a kill -9 the lock is free and ``remove_abandoned_work_dirs`` takes the whole folder —
+    including a finished output that had not yet been moved into the store."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        fd, _ = locked_temp_file(path, suffix=WORK_LOCK_SUFFIX)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def remove_abandoned_work_dirs(parent: Path) -> tuple[int, int]:
+    """Delete the folders under ``parent`` made by ``held_work_dir`` whose lock no live process
+    holds; returns (folders removed, bytes freed). Folders without a work lock (made by other
+    code) are left alone."""
+    removed = freed = 0
+    if not parent.is_dir():
+        return 0, 0
+    for folder in parent.iterdir():
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        locks = list(folder.glob(f"{TMP_PREFIX}*{WORK_LOCK_SUFFIX}"))
+        if not locks or any(_is_held(lock) for lock in locks):
+            continue
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+        freed += size
+    return removed, freed
+
+
+def _is_held(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 _SWEPT: set[Path] = set()

@@ -8,7 +8,7 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .atomic_files import remove_abandoned_temp_files
+from .atomic_files import remove_abandoned_temp_files, remove_abandoned_work_dirs
 from .blob_store import store_lock
 from .crashpoints import crashpoint
 from .db_schema import AdapterRow, PromptRecordRow, VersionRow
@@ -63,15 +63,17 @@ class GcReport:
     bytes_freed: int = 0
     temp_files_removed: int = 0
     temp_bytes_freed: int = 0
+    work_dirs_removed: int = 0
 
     def to_dict(self) -> dict:
         return {"removed": self.removed, "blobs_removed": len(self.removed),
                 "bytes_freed": self.bytes_freed, "temp_files_removed": self.temp_files_removed,
-                "temp_bytes_freed": self.temp_bytes_freed}
+                "temp_bytes_freed": self.temp_bytes_freed, "work_dirs_removed": self.work_dirs_removed}
 
 
 def gc(catalog, *, dry_run: bool = False) -> GcReport:
-    """Remove blobs no live row references, and temp files left by killed writers anywhere in the
+    """Remove blobs no live row references, the work folders of killed merges/resizes/extracts
+    under ``<home>/tmp`` (their lock free), and temp files left by killed writers anywhere in the
     home (``.tmp-loradex-*`` files no live writer holds locked: blob copies and ``atomic_output``
     files alike). Each step is idempotent, so a gc killed half-way is finished by the next one."""
     report = GcReport()
@@ -85,8 +87,10 @@ def gc(catalog, *, dry_run: bool = False) -> GcReport:
             crashpoint("gc-blob-removed")
         if not dry_run:
             crashpoint("gc-before-temp-sweep")
+            report.work_dirs_removed, work_bytes = remove_abandoned_work_dirs(catalog.home / "tmp")
             report.temp_files_removed, report.temp_bytes_freed = remove_abandoned_temp_files(
                 catalog.home, recursive=True)
+            report.temp_bytes_freed += work_bytes
     return report
 
 

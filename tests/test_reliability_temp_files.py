@@ -96,3 +96,36 @@ def test_a_temp_file_swept_before_its_writer_locked_it_is_replaced(tmp_path, mon
         assert len(made) == 2 and path == made[1] and path.is_file() and not made[0].exists()
     finally:
         os.close(fd)
+
+
+KILLED_MERGE_WORK = """
+import os, signal, sys
+from pathlib import Path
+from loradex.registry.atomic_files import held_work_dir
+with held_work_dir(Path(sys.argv[1]), prefix="merge-") as work:
+    (work / "mix.safetensors").write_bytes(b"z" * 4096)  # a finished output not yet moved
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_gc_removes_the_work_folder_of_a_killed_merge_but_not_a_live_one(loradex_home):
+    """A merge writes its output in a held work folder under <home>/tmp and moves it into the
+    store; killed in between, the folder (with a whole output in it) is gc's to remove."""
+    from loradex.registry.atomic_files import held_work_dir
+
+    catalog = Catalog(loradex_home)
+    work_root = loradex_home / "tmp"
+    proc = subprocess.run([sys.executable, "-c", KILLED_MERGE_WORK, str(work_root)], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (dead,) = work_root.iterdir()
+    assert (dead / "mix.safetensors").stat().st_size == 4096
+    other = work_root / "hub-push-abc"  # a folder without a work lock: not ours to judge
+    other.mkdir()
+    with held_work_dir(work_root, prefix="merge-") as live:
+        (live / "out.safetensors").write_bytes(b"w" * 10)
+        report = gc(catalog)
+        assert report.work_dirs_removed == 1 and report.temp_bytes_freed >= 4096
+        assert not dead.exists() and live.is_dir() and other.is_dir()
+        assert (live / "out.safetensors").exists()
+    assert not live.exists()
+    assert gc(catalog).work_dirs_removed == 0
