@@ -24,14 +24,32 @@ def deterministic_safetensors_parts(state_dict: dict, metadata: dict[str, str] |
     The data section does not depend on the metadata, so its hash is known before the metadata is
     written; ``hash_key`` (e.g. ``"modelspec.hash_sha256"``) stores it there as ``0x<hex>``.
     """
+    import threading
+
     from safetensors.torch import save
 
-    blob = save({k: state_dict[k].contiguous() for k in sorted(state_dict)})
+    tensors = {k: state_dict[k].contiguous() for k in sorted(state_dict)}
+    # AutoV3 is hashed from the tensors on a second thread while safetensors serialises them (it
+    # releases the GIL), in the order its data section is expected to have; the header then
+    # confirms the order, or the hash is taken from the serialised bytes.
+    predicted = sorted(tensors, key=lambda k: _data_order_key(k, tensors[k]))
+    early = hashlib.sha256()
+    thread = threading.Thread(target=_hash_tensors, args=(early, [tensors[k] for k in predicted]),
+                              name="loradex-autov3")
+    thread.start()
+    try:
+        blob = save(tensors)
+    finally:
+        thread.join()
     header_len = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8:8 + header_len])
     header.pop("__metadata__", None)
     data = memoryview(blob)[8 + header_len:]
-    data_hash = hashlib.sha256(data).hexdigest()
+    in_file_order = sorted(header, key=lambda k: header[k]["data_offsets"][0])
+    if in_file_order == predicted:
+        data_hash = early.hexdigest()
+    else:
+        data_hash = hashlib.sha256(data).hexdigest()
     meta = dict(metadata or {})
     if hash_key:
         meta[hash_key] = "0x" + data_hash
@@ -40,6 +58,24 @@ def deterministic_safetensors_parts(state_dict: dict, metadata: dict[str, str] |
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text, data, data_hash
+
+
+# within one element size, the order safetensors gives dtypes in its data section (checked after
+# every write; a dtype not listed only costs the early hash)
+_DTYPE_ORDER = ("float64", "float32", "int32", "bfloat16", "float16")
+
+
+def _data_order_key(name: str, tensor) -> tuple:
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    rank = _DTYPE_ORDER.index(dtype) if dtype in _DTYPE_ORDER else len(_DTYPE_ORDER)
+    return -tensor.element_size(), rank, name
+
+
+def _hash_tensors(hasher, tensors) -> None:
+    import torch
+
+    for tensor in tensors:
+        hasher.update(tensor.detach().reshape(-1).view(torch.uint8).numpy())
 
 
 def deterministic_safetensors(state_dict: dict, metadata: dict[str, str] | None = None, *,

@@ -79,3 +79,32 @@ def test_merge_output_moved_into_the_store_has_the_hashes_of_its_bytes(tmp_path)
     fresh = hash_file(blob)
     assert fresh.sha256 == version.sha256 and fresh.autov3 == version.autov3 and fresh.size == version.size
     assert list((tmp_path / "home" / "tmp").iterdir()) == []
+
+
+def test_autov3_hashed_during_serialisation_equals_the_data_sections_hash():
+    """AutoV3 is hashed from the tensors while safetensors serialises them, in a predicted order
+    that the header then confirms; a kohya LoRA (float32 alphas, float16 factors) takes that path,
+    and any other mix of dtypes still gets the hash of the bytes actually written."""
+    import hashlib
+    import json
+
+    import torch
+
+    from loradex.registry.safetensors_writer import _data_order_key, deterministic_safetensors_parts
+
+    kohya = {}
+    for i in range(5):
+        kohya[f"lora_unet_m{i}.alpha"] = torch.tensor(4.0)
+        kohya[f"lora_unet_m{i}.lora_down.weight"] = torch.randn(4, 8).half()
+        kohya[f"lora_unet_m{i}.lora_up.weight"] = torch.randn(6, 4).half()
+    mixed = {"z": torch.ones(2, dtype=torch.float64), "c": torch.ones(3).bfloat16(), "u": torch.ones(3, dtype=torch.uint8),
+             "b": torch.tensor(1.0), "e": torch.ones(0), "i": torch.ones(2, dtype=torch.int32),
+             "g": torch.ones(2, requires_grad=True), "a": torch.ones(2, 2).half()}
+    for sd in (kohya, mixed):
+        head, data, autov3 = deterministic_safetensors_parts(sd)
+        assert autov3 == hashlib.sha256(data).hexdigest()
+    head, _, _ = deterministic_safetensors_parts(kohya)
+    header = json.loads(head[8:])
+    header.pop("__metadata__", None)
+    in_file = sorted(header, key=lambda k: header[k]["data_offsets"][0])
+    assert in_file == sorted(kohya, key=lambda k: _data_order_key(k, kohya[k]))
