@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 
@@ -24,7 +25,6 @@ def deterministic_safetensors_parts(state_dict: dict, metadata: dict[str, str] |
     The data section does not depend on the metadata, so its hash is known before the metadata is
     written; ``hash_key`` (e.g. ``"modelspec.hash_sha256"``) stores it there as ``0x<hex>``.
     """
-    import threading
 
     from safetensors.torch import save
 
@@ -91,7 +91,6 @@ def save_safetensors(state_dict: dict, dest: str | Path, metadata: dict[str, str
 
     The whole-file hashes are computed on a second thread while the bytes go to disk and kept
     for ``hashes_of_written`` (the blob store then need not read the file again)."""
-    import threading
 
     from .atomic_files import atomic_output
     from .hashing import MultiHasher
@@ -114,15 +113,17 @@ def save_safetensors(state_dict: dict, dest: str | Path, metadata: dict[str, str
         thread.join()
     hashes = dataclasses.replace(hasher.result(), autov3=data_hash)
     stat = os.stat(dest)
-    _WRITTEN[str(Path(dest).resolve())] = (_stat_key(stat), hashes)
-    while len(_WRITTEN) > _WRITTEN_KEPT:  # a bulk export writes thousands: keep the latest few
-        del _WRITTEN[next(iter(_WRITTEN))]
+    with _WRITTEN_LOCK:
+        _WRITTEN[str(Path(dest).resolve())] = (_stat_key(stat), hashes)
+        while len(_WRITTEN) > _WRITTEN_KEPT:  # a bulk export writes thousands: keep the latest few
+            del _WRITTEN[next(iter(_WRITTEN))]
     return data_hash
 
 
 # files this process wrote with save_safetensors → (their stat identity then, their hashes)
 _WRITTEN: dict[str, tuple[tuple, object]] = {}
 _WRITTEN_KEPT = 16
+_WRITTEN_LOCK = threading.Lock()
 
 
 def _stat_key(stat: os.stat_result) -> tuple:
@@ -133,7 +134,8 @@ def hashes_of_written(path: str | Path):
     """The ``FileHashes`` of a file this process wrote with ``save_safetensors``, if it is still
     the same file (device, inode, size and mtime unchanged); else None. Each answer is given once."""
     key = str(Path(path).resolve())
-    entry = _WRITTEN.pop(key, None)
+    with _WRITTEN_LOCK:
+        entry = _WRITTEN.pop(key, None)
     if entry is None:
         return None
     try:
