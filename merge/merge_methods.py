@@ -148,7 +148,7 @@ def merge_stream(
     total = len(names)
 
     def merge_one(name: str):
-        _, group, w = _module_inputs(m, name, load_group, weights, module_weights)
+        group, w = _module_inputs(m, name, load_group, weights, module_weights)
         merged, report = m.merge_module(name, group, w, rank=rank, seed=seed, **opts)
         if merged is not None and cast_to is not None:
             merged = dataclasses.replace(merged, down=merged.down.to(cast_to), up=merged.up.to(cast_to))
@@ -168,8 +168,8 @@ def merge_stream(
         yield name, merged, report
 
 
-def _module_inputs(m: MergeMethod, name: str, load_group, weights, module_weights) -> tuple[str, list, list[float]]:
-    """(name, one module per input, the weights for this module), checked."""
+def _module_inputs(m: MergeMethod, name: str, load_group, weights, module_weights) -> tuple[list, list[float]]:
+    """(one module per input, the weights for this module), checked."""
     from loradex.registry.errors import IncompatibleAdapters, UsageError
 
     group = list(load_group(name))
@@ -183,7 +183,7 @@ def _module_inputs(m: MergeMethod, name: str, load_group, weights, module_weight
     w = [float(x) for x in weights]
     if module_weights is not None:
         w = [a * float(b) for a, b in zip(w, module_weights(name), strict=True)]
-    return name, group, w
+    return group, w
 
 
 def merge_adapters(
