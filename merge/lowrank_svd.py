@@ -48,6 +48,11 @@ class ThinSVD:
         """The leading k singular triplets."""
         return ThinSVD(U=self.U[:, :k], S=self.S[:k], Vh=self.Vh[:k])
 
+    def balanced_factors(self, k: int) -> tuple["Tensor", "Tensor"]:
+        """(U_k·√S_k, √S_k·Vh_k)."""
+        root = self.S[:k].clamp_min(0).sqrt()
+        return (self.U[:, :k] * root).contiguous(), (root[:, None] * self.Vh[:k]).contiguous()
+
 
 @dataclass
 class FactoredSVD:
@@ -83,11 +88,15 @@ class FactoredSVD:
 
     @property
     def U(self) -> "Tensor":
-        return self.top(int(self.S.shape[0])).U
+        import torch
+
+        return self.up @ self.left.to(torch.float32)
 
     @property
     def Vh(self) -> "Tensor":
-        return self.top(int(self.S.shape[0])).Vh
+        import torch
+
+        return self.right.to(torch.float32) @ self.down
 
 
 def _gram_root(gram: "Tensor") -> tuple["Tensor", "Tensor"]:
@@ -127,18 +136,17 @@ def factored_svd(up2d: "Tensor", down2d: "Tensor", column_scale: "Tensor | None"
     gram_up = up64.mT @ up64  # [R, R]
     gram_down = down64 @ down64.mT  # [R, R]
     del up64, down64
-    scale = None if column_scale is None else torch.as_tensor(column_scale, dtype=torch.float64)
-    if scale is not None:
-        gram_up = gram_up * scale[:, None] * scale[None, :]
+    scale = (torch.ones(up.shape[1], dtype=torch.float64) if column_scale is None
+             else torch.as_tensor(column_scale, dtype=torch.float64))
     # balance each rank-1 term: column j of up·diag(scale) times d_j, row j of down over d_j, so both
     # have the norm √(‖a_j‖·‖b_j‖). ΔW is unchanged; an input stored as (up/10⁶, down·10⁶) no longer
     # squares its imbalance into the Gram matrix's condition number.
-    norms_up, norms_down = torch.diagonal(gram_up), torch.diagonal(gram_down)
+    norms_up, norms_down = torch.diagonal(gram_up) * scale**2, torch.diagonal(gram_down)
     usable = (norms_up > 0) & (norms_down > 0)
     balance = torch.where(usable, (norms_down / norms_up.where(usable, 1.0)).pow(0.25), 1.0)
-    gram_up = gram_up * balance[:, None] * balance[None, :]
+    scale = scale * balance
+    gram_up = gram_up * scale[:, None] * scale[None, :]
     gram_down = gram_down / balance[:, None] / balance[None, :]
-    scale = balance if scale is None else scale * balance
     with single_torch_thread():  # 2 threads only slow LAPACK down at R ≈ 100
         root, root_pinv = _gram_root(gram_up)  # A = up·diag(scale) = Q·root, Q = A·root_pinv
         if root.shape[0] == 0:  # ΔW = 0: one zero singular value (a zero rank-1 factor pair)
@@ -209,13 +217,10 @@ def split_factors(svd: ThinSVD | FactoredSVD, k: int, *, clamp_quantile: float |
     import torch
 
     k = max(1, min(int(k), int(svd.S.shape[0])))
-    if clamp_quantile is None and isinstance(svd, FactoredSVD):
+    if clamp_quantile is None:
         return svd.balanced_factors(k)
     top = svd.top(k)
     u, s, vh = top.U, top.S, top.Vh
-    if clamp_quantile is None:
-        root = s.clamp_min(0).sqrt()
-        return (u * root).contiguous(), (root[:, None] * vh).contiguous()
     up = u * s
     hi = quantile(torch.cat([up.reshape(-1), vh.reshape(-1)]), clamp_quantile)
     return up.clamp(-hi, hi).contiguous(), vh.clamp(-hi, hi).contiguous()
