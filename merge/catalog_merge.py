@@ -232,7 +232,6 @@ def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[s
     """Write the recipe's output to a temp file and add it as a version with lineage edges.
     ``replay``: a recipe run again under ``name`` — see ``match_existing``."""
     from loradex.registry.adding import add_file
-
     from loradex.registry.atomic_files import held_work_dir
 
     validate_recipe(recipe)

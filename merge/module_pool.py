@@ -35,8 +35,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     """``map(fn, items)`` computed on ``workers`` threads with single-threaded torch ops.
 
     ``items`` is consumed on the calling thread, at most 2·workers ahead of the result being
-    yielded. An exception from ``fn`` is raised when its
-    result's turn comes; closing the iterator early cancels what has not started.
+    yielded. An exception from ``fn`` is raised when its result's turn comes; closing the iterator
+    early cancels what has not started.
     """
     import torch
 

@@ -8,6 +8,7 @@ the header is re-serialised with sorted keys, padded with spaces to 8 bytes as s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,7 +26,6 @@ def deterministic_safetensors_parts(state_dict: dict, metadata: dict[str, str] |
     The data section does not depend on the metadata, so its hash is known before the metadata is
     written; ``hash_key`` (e.g. ``"modelspec.hash_sha256"``) stores it there as ``0x<hex>``.
     """
-
     from safetensors.torch import save
 
     tensors = {k: state_dict[k].contiguous() for k in sorted(state_dict)}
@@ -34,13 +34,8 @@ def deterministic_safetensors_parts(state_dict: dict, metadata: dict[str, str] |
     # confirms the order, or the hash is taken from the serialised bytes.
     predicted = sorted(tensors, key=lambda k: _data_order_key(k, tensors[k]))
     early = hashlib.sha256()
-    thread = threading.Thread(target=_hash_tensors, args=(early, [tensors[k] for k in predicted]),
-                              name="loradex-autov3")
-    thread.start()
-    try:
+    with _alongside(_hash_tensors, early, [tensors[k] for k in predicted]):
         blob = save(tensors)
-    finally:
-        thread.join()
     header_len = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8:8 + header_len])
     header.pop("__metadata__", None)
@@ -71,6 +66,18 @@ def _data_order_key(name: str, tensor) -> tuple:
     return -tensor.element_size(), rank, name
 
 
+@contextlib.contextmanager
+def _alongside(target, *args):
+    """Run ``target(*args)`` on a second thread for the duration of the block (hashlib releases
+    the GIL on large buffers, so hashing overlaps safetensors' serialising or the disk write)."""
+    thread = threading.Thread(target=target, args=args, name="loradex-hash")
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 def _hash_tensors(hasher, tensors) -> None:
     import torch
 
@@ -91,7 +98,6 @@ def save_safetensors(state_dict: dict, dest: str | Path, metadata: dict[str, str
 
     The whole-file hashes are computed on a second thread while the bytes go to disk and kept
     for ``hashes_of_written`` (the blob store then need not read the file again)."""
-
     from .atomic_files import atomic_output
     from .hashing import MultiHasher
 
@@ -103,14 +109,9 @@ def save_safetensors(state_dict: dict, dest: str | Path, metadata: dict[str, str
             hasher.observe(view, start)
             hasher.update_main(view, start)
 
-    thread = threading.Thread(target=hash_whole_file, name="loradex-hash")
-    thread.start()
-    try:
-        with atomic_output(dest) as fh:
-            fh.write(head)
-            fh.write(data)
-    finally:
-        thread.join()
+    with _alongside(hash_whole_file), atomic_output(dest) as fh:
+        fh.write(head)
+        fh.write(data)
     hashes = dataclasses.replace(hasher.result(), autov3=data_hash)
     stat = os.stat(dest)
     with _WRITTEN_LOCK:
