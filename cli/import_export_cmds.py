@@ -54,9 +54,10 @@ def register(app: typer.Typer) -> None:
         layout: LayoutOpt = "a1111",
         to_format: Annotated[Optional[str], typer.Option("--format", help="Convert on the way: kohya, diffusers or peft (LoRA); a1111, diffusers or sdxl (embedding).")] = None,
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Convert even if some keys cannot be carried over (they are listed).")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Also overwrite files in the way that an earlier export did not write (or that were changed by hand).")] = False,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
-        """Write a version into a webui folder with the sidecars A1111 reads."""
+        """Write a version into a webui folder with the sidecars A1111 reads (exit 1 if a file in the way was left alone)."""
         from loradex.registry.webui_export import export_version
 
         out = Output(json_mode=json)
@@ -65,11 +66,16 @@ def register(app: typer.Typer) -> None:
         if to_format:
             from loradex.merge.file_conversion import convert_path as converter
         result = export_version(catalog, ref, dest, layout=layout, to_format=to_format,
-                                converter=converter, allow_partial=allow_partial)
+                                converter=converter, allow_partial=allow_partial, force=force)
+        for warning in result.warnings:
+            out.warn(warning)
         out.result(result, lambda c: c.print(
             f"exported {result.ref} ({result.layout}"
             + (f", converted to {result.converted_to}" if result.converted_to else "") + "):\n  "
-            + "\n  ".join(result.files)))
+            + "\n  ".join(result.files)
+            + (f"\n{len(result.skipped)} file(s) left alone (see the warnings)" if result.skipped else "")))
+        if result.skipped:
+            raise typer.Exit(1)
 
     @app.command()
     def convert(
@@ -110,6 +116,8 @@ def register(app: typer.Typer) -> None:
         out = Output(json_mode=json)
         catalog = open_catalog(home)
         report = sync_folder(catalog, folder, layout=layout, alias=alias, force=force, dry_run=dry_run)
+        for warning in report.warnings:
+            out.warn(warning)
 
         def human(c) -> None:
             changed = report.changed()

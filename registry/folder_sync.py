@@ -11,31 +11,40 @@ sha256, plus size and mtime to skip re-hashing untouched files). A sync:
   exactly the target's bytes is adopted, which is how a sync interrupted before saving its
   manifest recovers);
 - leaves a managed file changed by hand alone and reports it, unless ``force``.
+
+The manifest sits in a folder others can edit, so it is read as data from outside
+(``folder_state``): names must stay inside the folder, and a file is replaced or removed only
+when its content, re-hashed right before, still has the sha256 loradex recorded (size and mtime
+only ever skip work). Entries without a hash are never removed (``kept-unverified``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from .atomic_files import atomic_output
-from .errors import InvalidFile, NotFound, UsageError
-from .hashing import hash_file
+from .errors import NotFound, UsageError
+from .folder_state import (
+    checked_path,
+    content_sha,
+    entry_for,
+    file_state,
+    folder_lock,
+    quick_unchanged,
+    read_state,
+    write_state,
+)
+from .untrusted import inside
 from .webui_export import PlannedFile, get_layout, plan_export
 
 MANIFEST = ".loradex-sync.json"
-LOCK = ".loradex-sync.lock"
-MANIFEST_FORMAT = 1
 
 
 @dataclass
 class SyncAction:
     path: str
-    action: str  # added | updated | unchanged | removed | adopted | kept-modified | blocked-unmanaged
+    action: str  # added | updated | unchanged | removed | adopted | kept-modified | kept-unverified
+    # | blocked-unmanaged | blocked-outside
     ref: str | None = None
     reason: str = ""
 
@@ -50,6 +59,12 @@ class SyncReport:
     alias: str
     actions: list[SyncAction] = field(default_factory=list)
     bytes_written: int = 0
+    warnings: list[str] = field(default_factory=list)  # one line each: what was left alone and why
+
+    def add(self, action: SyncAction) -> None:
+        """An action that leaves a file alone: also a warning line."""
+        self.actions.append(action)
+        self.warnings.append(f"{action.path}: {action.action}: {action.reason}")
 
     def count(self, action: str) -> int:
         return sum(a.action == action for a in self.actions)
@@ -62,57 +77,13 @@ class SyncReport:
         for a in self.actions:
             counts[a.action] = counts.get(a.action, 0) + 1
         return {"root": self.root, "layout": self.layout, "alias": self.alias, "counts": counts,
-                "bytes_written": self.bytes_written, "actions": [a.to_dict() for a in self.actions]}
+                "bytes_written": self.bytes_written, "warnings": self.warnings, "actions": [a.to_dict() for a in self.actions]}
 
 
 # --- manifest ---------------------------------------------------------------------------------------
-def read_manifest(root: Path) -> dict[str, dict]:
-    path = root / MANIFEST
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        files = data["files"]
-        if not isinstance(files, dict):
-            raise TypeError
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidFile(path, f"is not a loradex sync manifest ({exc.__class__.__name__})",
-                          hint="restore it, or move it away to let sync-folder start over "
-                               "(files it managed then count as unmanaged)") from None
-    return {rel: dict(entry) for rel, entry in files.items()}
-
-
-def _write_manifest(root: Path, layout: str, alias: str, files: dict[str, dict]) -> None:
-    body = {"format": MANIFEST_FORMAT, "tool": "loradex", "layout": layout, "alias": alias,
-            "files": dict(sorted(files.items()))}
-    with atomic_output(root / MANIFEST, "w") as fh:
-        fh.write(json.dumps(body, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def _folder_lock(root: Path) -> Iterator[None]:
-    """Two syncs of one folder at once would fight over the manifest: serialise them."""
-    import fcntl
-
-    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _disk_sha(path: Path, entry: dict | None) -> str:
-    """sha256 of the file on disk; trusted from the manifest while size and mtime are unchanged."""
-    st = path.stat()
-    if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
-        return entry["sha256"]
-    return hash_file(path).sha256
-
-
-def _entry(path: Path, sha256: str, ref: str) -> dict:
-    st = path.stat()
-    return {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ref": ref}
+def read_manifest(root: Path, warnings: list[str] | None = None) -> dict[str, dict]:
+    """The validated manifest entries (see ``folder_state.read_state``)."""
+    return read_state(Path(root), MANIFEST, warnings)
 
 
 # --- the sync -------------------------------------------------------------------------------------------
@@ -140,8 +111,8 @@ def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "productio
         raise UsageError(f"{root} is not a folder")
     root.mkdir(parents=True, exist_ok=True)
     report = SyncReport(str(root), layout, alias)
-    with _folder_lock(root):
-        manifest = read_manifest(root)
+    with folder_lock(root):
+        manifest = read_manifest(root, report.warnings)
         wanted = desired_files(catalog, layout, alias)
         new_manifest: dict[str, dict] = {}
         for rel, (planned, ref) in sorted(wanted.items()):
@@ -150,13 +121,16 @@ def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "productio
         for rel in sorted(set(manifest) - set(wanted)):
             _remove_one(root, rel, manifest[rel], new_manifest, report, force=force, dry_run=dry_run)
         if not dry_run:
-            _write_manifest(root, layout, alias, new_manifest)
+            write_state(root, MANIFEST, new_manifest, layout=layout, alias=alias)
     return report
 
 
 def _sync_one(catalog, root: Path, rel: str, planned: PlannedFile, ref: str, entry: dict | None,
               new_manifest: dict, report: SyncReport, *, force: bool, dry_run: bool) -> None:
-    path = root / rel
+    path = checked_path(root, rel)
+    if path is None:  # a symlinked subfolder leading out of the folder, or a name that is not safe
+        report.add(SyncAction(rel, "blocked-outside", ref, "the path leads outside the folder; nothing written"))
+        return
 
     def write(action: str, reason: str = "") -> None:
         report.actions.append(SyncAction(rel, action, ref, reason))
@@ -166,29 +140,38 @@ def _sync_one(catalog, root: Path, rel: str, planned: PlannedFile, ref: str, ent
             return
         planned.write(catalog, root)
         report.bytes_written += path.stat().st_size
-        new_manifest[rel] = _entry(path, planned.sha256, ref)
+        new_manifest[rel] = entry_for(path, planned.sha256, ref)
 
-    if not path.exists():
+    state = file_state(path)
+    if state == "missing":
         write("added", "re-created (was deleted by hand)" if entry else "")
         return
-    on_disk = _disk_sha(path, entry)
-    if entry is None:
+    if state != "regular":
+        report.add(SyncAction(rel, "blocked-unmanaged", ref,
+                              "a symlink or special file is in the way; move or rename it"))
+        return
+    if entry is not None and entry.get("sha256") == planned.sha256 and quick_unchanged(path, entry):
+        report.actions.append(SyncAction(rel, "unchanged", ref))
+        new_manifest[rel] = entry
+        return
+    on_disk = content_sha(path)
+    if entry is None or not entry.get("sha256"):
         if on_disk == planned.sha256:
             report.actions.append(SyncAction(rel, "adopted", ref, "same bytes as the target"))
-            new_manifest[rel] = _entry(path, on_disk, ref)
+            new_manifest[rel] = entry_for(path, on_disk, ref)
         else:
             # Not ours: never touched, not even with --force.
-            report.actions.append(SyncAction(rel, "blocked-unmanaged", ref,
-                                             "an unmanaged file is in the way; move or rename it"))
+            report.add(SyncAction(rel, "blocked-unmanaged", ref,
+                                  "a file loradex did not write is in the way; move or rename it"))
         return
     if on_disk != entry["sha256"] and not force:
-        report.actions.append(SyncAction(rel, "kept-modified", ref,
-                                         "changed by hand since the last sync; --force replaces it"))
+        report.add(SyncAction(rel, "kept-modified", ref,
+                              "changed by hand since the last sync; --force replaces it"))
         new_manifest[rel] = entry  # still ours; the next sync reports it again
         return
     if on_disk == planned.sha256:
         report.actions.append(SyncAction(rel, "unchanged", ref))
-        new_manifest[rel] = _entry(path, on_disk, ref) if on_disk != entry["sha256"] else entry
+        new_manifest[rel] = entry_for(path, on_disk, ref)
         return
     reason = "replaced a hand-made change (--force)" if on_disk != entry["sha256"] else \
         f"{entry.get('ref') or 'previous'} → {ref}"
@@ -197,16 +180,26 @@ def _sync_one(catalog, root: Path, rel: str, planned: PlannedFile, ref: str, ent
 
 def _remove_one(root: Path, rel: str, entry: dict, new_manifest: dict, report: SyncReport, *,
                 force: bool, dry_run: bool) -> None:
-    path = root / rel
-    if not path.exists():
-        return  # already gone; drop it from the manifest
-    if _disk_sha(path, entry) != entry["sha256"] and not force:
-        report.actions.append(SyncAction(rel, "kept-modified", entry.get("ref"),
-                                         "no longer wanted but changed by hand; --force removes it"))
+    path = checked_path(root, rel)
+    if path is None:  # e.g. replaced by a symlink leading out: never followed
+        report.add(SyncAction(rel, "blocked-outside", entry.get("ref"),
+                              "the path leads outside the folder now; left alone"))
+        return
+    if file_state(path) == "missing":
+        return  # already gone: drop it from the manifest
+    if not entry.get("sha256"):
+        report.add(SyncAction(rel, "kept-unverified", entry.get("ref"),
+                              "the manifest records no hash for it, so it is not removed; "
+                              "delete it by hand if it is not needed"))
+        return
+    if file_state(path) != "regular" or (content_sha(path) != entry["sha256"] and not force):
+        report.add(SyncAction(rel, "kept-modified", entry.get("ref"),
+                              "no longer wanted but changed by hand; --force removes it"))
         new_manifest[rel] = entry
         return
     report.actions.append(SyncAction(rel, "removed", entry.get("ref"), "no adapter has the alias now"))
     if dry_run:
         new_manifest[rel] = entry
         return
+    inside(path, root)  # checked again right before the delete
     path.unlink()

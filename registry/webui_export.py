@@ -8,7 +8,10 @@ sidecars A1111 (and ComfyUI managers such as LoRA Manager) read:
 - ``<name>.civitai.info`` — the Civitai version JSON, when the catalog knows the Civitai ids;
 - ``<name>.preview.<png|jpeg|webp>`` — the version's preview image, when it has one.
 
-Every file is written atomically. ``--format`` converts through a converter the caller passes
+Every file is written atomically, and only over a file an earlier export wrote and nobody has
+changed since (``DEST/.loradex-export.json``, read and checked like ``sync-folder``'s manifest:
+see ``folder_state``); any other file in the way is left alone and reported (``--force``
+overwrites it). ``--format`` converts through a converter the caller passes
 (``loradex.merge.file_conversion.convert_path``: LoRA conventions, LyCORIS, embedding layouts;
 registry/ does not import merge/).
 """
@@ -166,6 +169,7 @@ def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None
 
 # --- export ------------------------------------------------------------------------------------------
 Converter = Callable[..., object]  # convert_path(src, dest, to, *, base=None, allow_partial=False) → dict
+EXPORT_STATE = ".loradex-export.json"
 
 
 @dataclass
@@ -176,32 +180,103 @@ class ExportResult:
     files: list[str] = field(default_factory=list)
     converted_to: str | None = None
     conversion: dict | None = None
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: files left alone
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format: str | None = None,
-                   converter: Converter | None = None, allow_partial: bool = False) -> ExportResult:
-    """Write ``ref`` and its sidecars under the webui root ``dest``; see the module docstring."""
+                   converter: Converter | None = None, allow_partial: bool = False,
+                   force: bool = False) -> ExportResult:
+    """Write ``ref`` and its sidecars under the webui root ``dest``; see the module docstring.
+
+    A file already there is overwritten only when it is what an earlier export wrote (its sha256,
+    re-hashed now, as recorded in ``dest/.loradex-export.json``) or, with ``force``, any regular
+    file inside ``dest``; anything else is left alone and listed in ``skipped``."""
+    from .folder_state import folder_lock, read_state, write_state
+
     layout_obj = get_layout(layout)
     version = catalog.resolve(ref)
     root = Path(dest).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} is not a folder")
+    root.mkdir(parents=True, exist_ok=True)
     result = ExportResult(version.ref, layout_obj.name, str(root))
     plan = plan_export(catalog, version, layout_obj)
     model, sidecars = plan[0], plan[1:]
-    if to_format and to_format != version.file_format:
-        if converter is None:
-            raise UsageError("--format needs a converter", hint="call through `loradex export`")
-        dest_model = root / (str(Path(model.rel).with_suffix("")) + ".safetensors")
-        result.conversion = _convert_blob(catalog, version, dest_model, to_format, converter, allow_partial)
-        result.converted_to = to_format
-        result.files += list((result.conversion or {}).get("files") or [str(dest_model)])
-    else:
-        result.files.append(str(model.write(catalog, root)))
-    for side in sidecars:
-        result.files.append(str(side.write(catalog, root)))
+    with folder_lock(root):
+        state = read_state(root, EXPORT_STATE, result.warnings)
+        if to_format and to_format != version.file_format:
+            if converter is None:
+                raise UsageError("--format needs a converter", hint="call through `loradex export`")
+            rel = str(Path(model.rel).with_suffix("")) + ".safetensors"
+            if _may_write(root, rel, None, state, result, force):
+                dest_model = root / rel
+                result.conversion = _convert_blob(catalog, version, dest_model, to_format, converter, allow_partial)
+                result.converted_to = to_format
+                written = list((result.conversion or {}).get("files") or [str(dest_model)])
+                result.files += written
+                _record(root, written, state, version.ref)
+        else:
+            _write_planned(catalog, root, model, state, result, force)
+        for side in sidecars:
+            _write_planned(catalog, root, side, state, result, force)
+        write_state(root, EXPORT_STATE, state)
     return result
+
+
+def _may_write(root: Path, rel: str, sha256: str | None, state: dict, result: ExportResult,
+               force: bool) -> bool:
+    """May ``root/rel`` be (over)written? False (and the file listed as skipped) when it leads
+    outside ``root``, is not a regular file, or holds bytes loradex did not write there."""
+    from .folder_state import checked_path, content_sha, file_state, owned
+
+    path = checked_path(root, rel)
+    reason = None
+    if path is None:
+        reason = "the path leads outside the folder"
+    elif file_state(path) == "missing":
+        return True
+    elif file_state(path) != "regular":
+        reason = "a symlink or special file is in the way"
+    elif sha256 is not None and content_sha(path) == sha256:
+        return True  # the same bytes: rewriting them changes nothing
+    elif not (force or owned(path, state.get(rel))):
+        reason = "a file loradex did not write (or one changed by hand) is in the way; move it or pass --force"
+    if reason is None:
+        return True
+    result.skipped.append({"path": rel, "reason": reason})
+    result.warnings.append(f"{rel}: left alone: {reason}")
+    return False
+
+
+def _write_planned(catalog, root: Path, planned: PlannedFile, state: dict, result: ExportResult,
+                   force: bool) -> None:
+    from .folder_state import entry_for
+
+    if not _may_write(root, planned.rel, planned.sha256, state, result, force):
+        return
+    dest = planned.write(catalog, root)
+    state[planned.rel] = entry_for(dest, planned.sha256, result.ref)
+    result.files.append(str(dest))
+
+
+def _record(root: Path, files: list, state: dict, ref: str) -> None:
+    """Record what a converter wrote (paths it reports), each only if inside ``root``."""
+    from .folder_state import content_sha, entry_for
+    from .untrusted import inside
+
+    for name in files:
+        try:
+            rel = Path(name).resolve().relative_to(root).as_posix()
+            inside(root / rel, root)
+        except (ValueError, OSError):
+            continue
+        sha = content_sha(root / rel)
+        if sha:
+            state[rel] = entry_for(root / rel, sha, ref)
 
 
 def _convert_blob(catalog, version, dest: Path, to_format: str, converter: Converter,

@@ -1,0 +1,234 @@
+"""Issue 15, folders: a hostile or clumsy webui folder (hand-edited state files, symlinks, FIFOs,
+over-long names, bad sidecars) and files sharing a blob by hardlink.
+
+- ``sync-folder`` / ``export`` delete or overwrite only what loradex wrote there, checked by the
+  content's sha256 right before, never a path outside the folder;
+- ``import`` skips what it cannot read safely, one warning line each, and goes on (exit 1);
+- a blob stored with ``--link`` is read-only and ``verify`` names the outside path sharing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
+from loradex.registry.adding import add_file
+from loradex.registry.catalog import Catalog
+from loradex.registry.folder_sync import MANIFEST, read_manifest, sync_folder
+from loradex.registry.operations import MoveAlias, RemoveAlias
+from loradex.registry.webui_export import export_version
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """The CLI as a user runs it (errors become one line through ``main``), never exit 3."""
+    from loradex.cli.main import main
+
+    def run(*args) -> Run:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        result = Run(exit_info.value.code or 0, captured.out, captured.err)
+        assert result.exit_code != 3 and "Traceback" not in result.output, result.output
+        return result
+
+    return run
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _entry(path: Path) -> dict:
+    st = path.stat()
+    return {"sha256": _sha(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ref": "x@1.0.0"}
+
+
+def _write_manifest(webui: Path, files: dict) -> None:
+    (webui / MANIFEST).write_text(json.dumps({"format": 1, "tool": "loradex", "layout": "a1111",
+                                              "alias": "production", "files": files}))
+
+
+@pytest.fixture
+def synced(tmp_path):
+    """A catalog with ``neg@production``, a webui folder synced once, and files outside it."""
+    catalog = Catalog()
+    src = tmp_path / "src"
+    src.mkdir()
+    neg = add_file(catalog, write_random_embedding(src / "neg.safetensors", n_vectors=2, dim=768),
+                   name="neg", alias="production").version
+    webui = tmp_path / "webui"
+    (webui / "models" / "Lora").mkdir(parents=True)
+    sync_folder(catalog, webui)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("not loradex's")
+    return catalog, webui, outside, neg
+
+
+# --- sync-folder: the manifest is data from outside ---------------------------------------------------
+@pytest.mark.parametrize("name", ["../outside/victim.txt", "{outside}/victim.txt",
+                                  "models/../../outside/victim.txt", "models/Lora/out/victim.txt"])
+def test_manifest_naming_a_path_outside_the_folder_deletes_nothing(synced, name, cli):
+    catalog, webui, outside, _ = synced
+    victim = outside / "victim.txt"
+    (webui / "models" / "Lora" / "out").symlink_to(outside)  # a symlinked subfolder leading out
+    rel = name.format(outside=outside)
+    files = read_manifest(webui)
+    files[rel] = _entry(victim)  # the right hash, size and mtime: only the path check stops it
+    _write_manifest(webui, files)
+    result = cli("sync-folder", webui)
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "not loradex's"
+    assert ("ignored" in result.stderr or "outside the folder" in result.stderr) and "victim.txt" in result.stderr
+    assert rel not in read_manifest(webui)
+
+
+def test_size_and_mtime_never_justify_a_delete(synced):
+    """A manifest entry for the user's own file with its size and mtime but another hash: the old
+    size+mtime shortcut took the recorded hash on trust and deleted the file."""
+    catalog, webui, _, _ = synced
+    mine = write_random_kohya_lora(webui / "models" / "Lora" / "mine.safetensors", rank=2, seed=7)
+    before = mine.read_bytes()
+    files = read_manifest(webui)
+    files["models/Lora/mine.safetensors"] = {**_entry(mine), "sha256": "ab" * 32}
+    _write_manifest(webui, files)
+    report = sync_folder(catalog, webui)
+    assert {a.path: a.action for a in report.actions}["models/Lora/mine.safetensors"] == "kept-modified"
+    assert mine.read_bytes() == before
+    assert any("mine.safetensors" in w for w in report.warnings)
+
+
+def test_overwrite_needs_the_recorded_hash_too(synced, tmp_path):
+    """An alias moves, the managed file was changed by hand keeping size and mtime: kept."""
+    catalog, webui, _, neg = synced
+    target = webui / "embeddings" / "neg.safetensors"
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    v2 = add_file(catalog, write_random_embedding(tmp_path / "src" / "neg2.safetensors", n_vectors=2, dim=768,
+                                                  seed=9), name="neg").version
+    catalog.apply([MoveAlias(v2.ref, "production")])
+    report = sync_folder(catalog, webui)
+    assert {a.path: a.action for a in report.actions}["embeddings/neg.safetensors"] == "kept-modified"
+    assert target.read_bytes() == bytes(data)
+
+
+def test_symlink_where_a_managed_file_was_is_left_alone(synced):
+    catalog, webui, outside, _ = synced
+    target = webui / "embeddings" / "neg.safetensors"
+    target.unlink()
+    target.symlink_to(outside / "victim.txt")
+    catalog.apply([RemoveAlias("neg", "production")])
+    report = sync_folder(catalog, webui)
+    assert {a.path: a.action for a in report.actions}["embeddings/neg.safetensors"] == "blocked-outside"
+    assert target.is_symlink() and (outside / "victim.txt").read_text() == "not loradex's"
+
+
+@pytest.mark.parametrize("files", [
+    {"embeddings/neg.safetensors": {"sha256": 5}},
+    {"embeddings/neg.safetensors": "not an object"},
+    {"embeddings/neg.safetensors": {"sha256": "../" * 20, "size": "big"}},
+    {"a\x00b": {}},
+])
+def test_malformed_manifest_entries_are_warnings_not_crashes(synced, files, cli):
+    catalog, webui, _, _ = synced
+    _write_manifest(webui, files)
+    result = cli("sync-folder", webui)
+    assert result.exit_code == 0, result.output
+    assert "ignored" in result.stderr
+    assert (webui / "embeddings" / "neg.safetensors").is_file()
+
+
+@pytest.mark.parametrize("text", ['{"files": []}', "[1, 2]", '{"files": {}}' + " " * (17 << 20), "\x00\xff",
+                                  '{"files": ' * 100 + "{}" + "}" * 100])
+def test_manifest_that_is_not_one_is_a_one_line_error(synced, text, cli):
+    catalog, webui, _, _ = synced
+    (webui / MANIFEST).write_text(text)
+    result = cli("sync-folder", webui)
+    assert result.exit_code == 1
+    assert "not a loradex sync manifest" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_entries_without_a_hash_are_not_removed(synced):
+    """Backward compatibility: an entry with no recorded sha256 is never taken as loradex's."""
+    catalog, webui, _, _ = synced
+    target = webui / "embeddings" / "neg.safetensors"
+    files = read_manifest(webui)
+    files["embeddings/neg.safetensors"] = {"ref": "neg@1.0.0"}
+    _write_manifest(webui, files)
+    catalog.apply([RemoveAlias("neg", "production")])
+    report = sync_folder(catalog, webui)
+    assert {a.path: a.action for a in report.actions}["embeddings/neg.safetensors"] == "kept-unverified"
+    assert target.is_file()
+
+
+# --- export: overwrites only its own files --------------------------------------------------------------
+@pytest.fixture
+def styled(tmp_path):
+    catalog = Catalog()
+    src = tmp_path / "src"
+    src.mkdir()
+    v1 = add_file(catalog, write_random_kohya_lora(src / "a.safetensors", rank=2, seed=1, trigger="aa"),
+                  name="style").version
+    v2 = add_file(catalog, write_random_kohya_lora(src / "b.safetensors", rank=2, seed=2, trigger="bb"),
+                  name="style").version
+    return catalog, v1, v2, tmp_path / "webui"
+
+
+def test_export_leaves_the_users_own_file_alone(styled, cli):
+    catalog, v1, v2, webui = styled
+    meta = webui / "models" / "Lora" / "style.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"activation text": "my own words"}')
+    result = cli("export", v1.ref, webui)
+    assert result.exit_code == 1
+    assert "models/Lora/style.json" in result.stderr and "left alone" in result.stderr
+    assert json.loads(meta.read_text()) == {"activation text": "my own words"}
+    assert (webui / "models" / "Lora" / "style.safetensors").is_file()  # the rest was written
+    forced = cli("export", v1.ref, webui, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(meta.read_text())["activation text"] == "aa"
+
+
+def test_export_overwrites_what_it_wrote_but_not_a_hand_edit(styled):
+    catalog, v1, v2, webui = styled
+    export_version(catalog, v1.ref, webui)
+    model = webui / "models" / "Lora" / "style.safetensors"
+    again = export_version(catalog, v2.ref, webui)  # ours, unchanged: replaced
+    assert again.skipped == [] and _sha(model) == v2.sha256
+    meta = webui / "models" / "Lora" / "style.json"
+    meta.write_text('{"activation text": "edited"}')
+    third = export_version(catalog, v1.ref, webui)
+    assert [s["path"] for s in third.skipped] == ["models/Lora/style.json"]
+    assert json.loads(meta.read_text()) == {"activation text": "edited"} and _sha(model) == v1.sha256
+
+
+def test_export_through_a_symlinked_subfolder_writes_nothing_outside(styled, tmp_path):
+    catalog, v1, _, webui = styled
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (webui / "models").mkdir(parents=True)
+    (webui / "models" / "Lora").symlink_to(outside)
+    result = export_version(catalog, v1.ref, webui)
+    assert list(outside.iterdir()) == []
+    assert {s["reason"] for s in result.skipped} == {"the path leads outside the folder"}
