@@ -22,14 +22,16 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
+        from loradex.cli.output import terminal_safe
+
         code, message = describe_error(exc)
         if debug or code is None:
             if not debug:
                 sys.stderr.write("loradex: internal error (set LORADEX_DEBUG=1 for the traceback): "
-                                 f"{type(exc).__name__}: {exc}\n")
+                                 + terminal_safe(f"{type(exc).__name__}: {exc}", one_line=True) + "\n")
                 sys.exit(3)
             raise
-        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.write(f"error: {terminal_safe(message, one_line=True)}\n")
         _leave(code, whole_process=argv is None)
     _leave(rv if isinstance(rv, int) else 0, whole_process=argv is None)
 

@@ -7,6 +7,7 @@ serialization failures and unique-key races (version allocation).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Callable, Iterable, TypeVar
 
 from sqlalchemy import create_engine, event, func, inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from . import entities as E
@@ -22,7 +23,7 @@ from .blob_store import BlobStore
 from .crashpoints import crashpoint
 from .db_schema import AdapterRow, AliasEventRow, AliasRow, LineageRow, VersionRow
 from .errors import AmbiguousRef, CatalogError, DatabaseError, NotFound
-from .paths import database_url, loradex_home
+from .paths import database_url, loradex_home, prepare_home, read_only_sqlite_url
 from .refs import LATEST, Ref, check_name, parse_ref
 
 T = TypeVar("T")
@@ -35,7 +36,7 @@ class RetryTransaction(Exception):
     """Raised inside a transaction to have ``Catalog.transact`` run it again (a race lost)."""
 
 
-def _engine_for(url: str) -> Engine:
+def _engine_for(url: str, *, read_only: bool = False) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60})
 
@@ -44,10 +45,11 @@ def _engine_for(url: str) -> Engine:
             # We issue BEGIN ourselves (below), so the driver must not.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            if not read_only:  # a read-only database keeps the journal mode it was written with
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -61,14 +63,22 @@ def _engine_for(url: str) -> Engine:
 
 
 class Catalog:
-    """A loradex home: the catalog database plus the blob store."""
+    """A loradex home: the catalog database plus the blob store.
+
+    A home whose folder or ``catalog.db`` cannot be written (a read-only mount, ``chmod -R a-w``)
+    is opened read-only: every read command works, and a write fails in one line saying so.
+    """
 
     def __init__(self, home: str | Path | None = None, *, db_url: str | None = None,
                  migrate: bool = True):
         self.home = loradex_home(home)
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.read_only = prepare_home(self.home)
         self.url = db_url or database_url(self.home)
-        self.engine = _engine_for(self.url)
+        if self.read_only and self.url.startswith("sqlite") and not db_url and "LORADEX_DB" not in os.environ:
+            self.url = read_only_sqlite_url(self.home / "catalog.db")
+        else:
+            self.read_only = False  # another database: its own permissions decide
+        self.engine = _engine_for(self.url, read_only=self.read_only)
         self.blobs = BlobStore(self.home)
         if migrate:
             self.migrate()
@@ -83,10 +93,28 @@ class Catalog:
         return cfg
 
     def schema_revision(self) -> str | None:
-        with self.engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return None
-            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        try:
+            with self.engine.connect() as conn:
+                if not inspect(conn).has_table("alembic_version"):
+                    if inspect(conn).has_table("adapters"):
+                        raise CatalogError(
+                            f"the catalog {self._where()} has tables but no schema revision "
+                            "(alembic_version was emptied or dropped)",
+                            hint="restore catalog.db from a backup")
+                    return None
+                rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+        except DBAPIError as exc:
+            raise database_failure(exc, self._where()) from None
+        if len(rows) != 1 or not isinstance(rows[0][0], str):
+            raise CatalogError(f"the catalog {self._where()} has {len(rows)} schema revisions recorded "
+                               "(alembic_version was edited)", hint="restore catalog.db from a backup")
+        return rows[0][0]
+
+    def _where(self) -> str:
+        """The catalog's place for messages (no password)."""
+        if self.url.startswith("sqlite"):
+            return str(self.home / "catalog.db") if "LORADEX_DB" not in os.environ else self.url
+        return self.engine.url.render_as_string(hide_password=True)
 
     def head_revision(self) -> str:
         from alembic.script import ScriptDirectory
@@ -98,7 +126,20 @@ class Catalog:
         current = self.schema_revision()
         if current is not None and current == _cached_head(self):
             return
+        if current is not None and current not in _known_revisions():
+            raise CatalogError(
+                f"the catalog {self._where()} has schema revision {current!r}, unknown to this "
+                "loradex (written by a newer loradex, or edited by hand)",
+                hint="upgrade loradex, or restore catalog.db from a backup")
+        if self.read_only:
+            if current is None:
+                raise CatalogError(f"the loradex home {self.home} is read-only and holds no catalog",
+                                   hint="run `loradex init` in a writable home")
+            raise CatalogError(f"the catalog {self._where()} needs a schema upgrade "
+                               f"({current} → {_cached_head(self)}) but the home is read-only",
+                               hint="run any loradex command once with write access")
         from alembic import command
+        from alembic.util import CommandError
 
         cfg = self._alembic_config()
         for attempt in range(20):
@@ -109,17 +150,27 @@ class Catalog:
                     command.upgrade(cfg, "head")
                     conn.commit()
                 return
+            except CommandError as exc:
+                raise CatalogError(f"cannot upgrade the catalog {self._where()}: {exc}",
+                                   hint="restore catalog.db from a backup") from None
             except (OperationalError, IntegrityError, ProgrammingError) as exc:
                 # Two first-use processes racing to create the schema: the loser retries.
-                if attempt == 19:
-                    raise CatalogError(f"cannot prepare the catalog at {self.url}: {exc.orig}") from None
-                time.sleep(0.05 * (attempt + 1))
                 if self.schema_revision() == _cached_head(self):
-                    return
+                    return  # the other process finished it
+                if attempt == 19 or not any(t in str(exc.orig) for t in _RACE_TEXT):
+                    failure = database_failure(exc, self._where())
+                    raise CatalogError(f"cannot prepare the catalog: {failure.message}",
+                                       hint=failure.hint) from None
+                time.sleep(0.05 * (attempt + 1))
+            except DBAPIError as exc:
+                raise database_failure(exc, self._where()) from None
 
     # --- transactions -------------------------------------------------------------------
     def transact(self, fn: Callable[[Session], T], *, write: bool = True, attempts: int = 30) -> T:
         """Run ``fn(session)`` in one transaction, retrying transient conflicts with backoff."""
+        if write and self.read_only:
+            raise CatalogError(f"the loradex home {self.home} is read-only; this command changes the catalog",
+                               hint="make the home writable, or work on a writable copy")
         for attempt in range(attempts):
             try:
                 with self.engine.connect().execution_options(loradex_write=write) as conn:
@@ -142,8 +193,10 @@ class Catalog:
                 if not retry or attempt == attempts - 1:
                     if isinstance(exc, IntegrityError):
                         raise DatabaseError(f"conflicting concurrent change: {exc.orig}") from None
-                    raise DatabaseError(f"catalog database error: {exc.orig}") from None
+                    raise database_failure(exc, self._where()) from None
                 time.sleep(min(2.0, 0.01 * (2 ** min(attempt, 8))) * (0.5 + random.random()))
+            except DBAPIError as exc:  # a damaged file, a driver error: never a traceback
+                raise database_failure(exc, self._where()) from None
         raise AssertionError("unreachable")
 
     def read(self, fn: Callable[[Session], T]) -> T:
@@ -272,6 +325,34 @@ class Catalog:
 
 
 _HEAD_CACHE: dict[str, str] = {}
+_REVISIONS: dict[str, tuple[set, set]] = {}
+# What two first-use processes racing to create the schema see; anything else is not retried
+# (a table that "already exists" once the other process is done means a revision edited by hand).
+_RACE_TEXT = _RETRYABLE_TEXT + ("UNIQUE constraint", "duplicate key")
+# SQLite's words for a failure → what the user should do about it.
+_DB_FAILURES = (
+    (("file is not a database", "malformed", "disk image"),
+     "is damaged (corrupted or truncated)", "restore catalog.db from a backup"),
+    (("disk is full", "database or disk is full"), "could not be written: the disk is full",
+     "free some space and run the command again"),
+    (("readonly database", "read-only", "attempt to write"), "is read-only",
+     "make the loradex home writable, or work on a writable copy"),
+    (("unable to open database file",), "cannot be opened",
+     "check that the loradex home is a folder you can read and write, and catalog.db a file"),
+    (("no such table", "no such column", "has no column", "already exists", "duplicate column"),
+     "does not have the tables its schema revision says",
+     "its schema revision was edited by hand or the file was replaced; restore catalog.db from a backup"),
+)
+
+
+def database_failure(exc: DBAPIError, where: str) -> DatabaseError:
+    """A one-line ``DatabaseError`` for a driver exception: what happened and what to do."""
+    text = " ".join(str(getattr(exc, "orig", exc) or exc).split())
+    low = text.lower()
+    for needles, what, hint in _DB_FAILURES:
+        if any(n.lower() in low for n in needles):
+            return DatabaseError(f"the catalog {where} {what} ({text})", hint=hint)
+    return DatabaseError(f"catalog database error: {text}")
 
 
 # An arbitrary 64-bit key naming "loradex schema migration" among PostgreSQL advisory locks.
@@ -291,11 +372,11 @@ def _serialise_migrations(conn) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
 
 
-def _cached_head(catalog: Catalog) -> str:
-    """The newest migration, read from the revision files' ``revision``/``down_revision`` lines
-    (importing alembic costs ~100 ms on every command; this costs a directory listing)."""
+def _revision_files() -> tuple[set, set]:
+    """(revisions, their parents), read from the revision files' ``revision``/``down_revision``
+    lines (importing alembic costs ~100 ms on every command; this costs a directory listing)."""
     key = str(MIGRATIONS)
-    if key not in _HEAD_CACHE:
+    if key not in _REVISIONS:
         import re
 
         revisions, parents = set(), set()
@@ -307,6 +388,19 @@ def _cached_head(catalog: Catalog) -> str:
                 revisions.add(rev.group(1))
             if down:
                 parents.add(down.group(1))
+        _REVISIONS[key] = (revisions, parents)
+    return _REVISIONS[key]
+
+
+def _known_revisions() -> set:
+    return _revision_files()[0]
+
+
+def _cached_head(catalog: Catalog) -> str:
+    """The newest migration (see ``_revision_files``)."""
+    key = str(MIGRATIONS)
+    if key not in _HEAD_CACHE:
+        revisions, parents = _revision_files()
         heads = revisions - parents
         _HEAD_CACHE[key] = heads.pop() if len(heads) == 1 else catalog.head_revision()
     return _HEAD_CACHE[key]

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import CatalogError
+
+
+class HomeError(CatalogError, OSError):
+    """The loradex home itself is unusable (not a folder, cannot be created or read)."""
+
 
 def loradex_home(explicit: str | os.PathLike | None = None) -> Path:
     if explicit:
@@ -15,6 +21,42 @@ def loradex_home(explicit: str | os.PathLike | None = None) -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("loradex", appauthor=False))
+
+
+def prepare_home(home: Path) -> bool:
+    """Create the home when it is missing; True when it exists but cannot be written (its folder
+    or its ``catalog.db``): loradex then opens it read-only. A home that is not a folder, or that
+    cannot be created or read, is a one-line ``HomeError`` saying what to do."""
+    fix = "set LORADEX_HOME (or --home) to a folder you can read and write"
+    if home.exists() and not home.is_dir():
+        raise HomeError(f"the loradex home {home} is not a folder", hint=fix)
+    if not home.exists():
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise HomeError(f"the loradex home {home} is not a folder (a file is in its way)",
+                            hint=fix) from None
+        except OSError as exc:
+            raise HomeError(f"cannot create the loradex home {home}: {exc.strerror or exc}",
+                            hint=fix) from None
+        return False
+    if not os.access(home, os.R_OK | os.X_OK):
+        raise HomeError(f"cannot read the loradex home {home}: permission denied", hint=fix)
+    db = home / "catalog.db"
+    if db.exists() and not db.is_file():
+        raise HomeError(f"{db} is not a file", hint="move it away; loradex keeps its catalog there")
+    return not os.access(home, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
+
+
+def read_only_sqlite_url(db: Path) -> str:
+    """A SQLAlchemy URL opening ``db`` read-only. With no write-ahead log to replay, the file is
+    opened ``immutable`` (WAL mode otherwise needs to create ``-shm`` next to it, which a
+    read-only folder refuses); with one, plain ``mode=ro`` reads it through its existing ``-shm``."""
+    from urllib.parse import quote
+
+    wal = db.with_name(db.name + "-wal")
+    has_log = wal.exists() and wal.stat().st_size > 0
+    return f"sqlite:///file:{quote(str(db))}?mode=ro{'' if has_log else '&immutable=1'}&uri=true"
 
 
 def database_url(home: Path) -> str:
