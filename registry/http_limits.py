@@ -16,6 +16,11 @@ long); instead a :class:`StallGuard` requires progress: at least 64 KiB in every
 ``LORADEX_HTTP_STALL_S`` seconds (default 60), or the download stops with a resumable
 ``TransferError`` — a server trickling a byte just often enough to beat the per-read timeout can no
 longer hold it.
+
+A download whose size nobody announced (no ``sizeKB``, no ``Content-Length``, or a compressed
+``Content-Encoding`` whose decoded size is unknown) stops at :func:`max_download_bytes`
+(``LORADEX_MAX_DOWNLOAD_BYTES``, default 4 GiB), counted on the decoded bytes, so a gzip bomb
+ends at the cap instead of filling the disk.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ DEFAULT_STALL_S = 60.0
 MIN_PROGRESS_BYTES = 64 * 1024
 DEFAULT_DEADLINE_S = 120.0
 MAX_JSON_BYTES = 32 * 1024 * 1024  # a Civitai version/model answer is tens of kB; by-hash batches a few MB
+MAX_DOWNLOAD_ENV = "LORADEX_MAX_DOWNLOAD_BYTES"
+DEFAULT_MAX_DOWNLOAD_BYTES = 4 << 30
 
 
 def _seconds_from_env(name: str, default: float) -> float:
@@ -48,6 +55,23 @@ def _seconds_from_env(name: str, default: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise UsageError(f"{name}={raw!r} is not a positive number of seconds")
     return value
+
+
+def max_download_bytes() -> int:
+    """The most bytes (decoded) one download of unannounced size may write, from
+    ``LORADEX_MAX_DOWNLOAD_BYTES`` (read at call time)."""
+    raw = os.environ.get(MAX_DOWNLOAD_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_DOWNLOAD_BYTES
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) < 1 << 62):
+        raise UsageError(f"{MAX_DOWNLOAD_ENV}={raw!r} is not a positive number of bytes")
+    return int(raw)
+
+
+def over_cap_error(what: str, cap: int) -> TransferError:
+    """A download of unannounced size that ran past :func:`max_download_bytes`."""
+    return TransferError(f"{what}: the server sent more than {cap:,} bytes without announcing a size; "
+                         f"download stopped", hint=f"{MAX_DOWNLOAD_ENV} raises this limit if the file is real")
 
 
 def deadline_seconds() -> float:

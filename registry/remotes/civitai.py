@@ -12,6 +12,7 @@ first request and on same-origin redirect hops only: once a redirect leaves the 
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 import re
@@ -22,8 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select
 
-from ..errors import InvalidRef, NotFound, RemoteError, TransferError, UsageError
+from ..errors import InvalidRef, LoradexError, NotFound, TransferError, UsageError
 from ..hashing import EMPTY_SHA256
+from ..untrusted import UntrustedData, hex_digest, inside, positive_int, safe_relative_name
 from . import register_remote
 from .civitai_client import DEFAULT_ENDPOINT, CivitaiClient, Progress, _describe_text, _looks_like_text, _origin
 
@@ -151,13 +153,13 @@ def pick_file(files: list[dict], *, name: str | None = None, file_type: str | No
     if name:
         hit = [f for f in files if f.get("name") == name]
         if not hit:
-            raise NotFound(f"no file named {name!r}; files: {', '.join(f.get('name', '?') for f in files)}")
+            raise NotFound(f"no file named {name!r}; files: {', '.join(str(f.get('name')) for f in files)}")
         return hit[0]
     if file_type:
         hit = [f for f in files if (f.get("type") or "").lower() == file_type.lower()]
         if not hit:
             raise NotFound(f"no file of type {file_type!r}; types: "
-                           f"{', '.join(sorted({f.get('type', '?') for f in files}))}")
+                           f"{', '.join(sorted({str(f.get('type')) for f in files}))}")
         return hit[0]
     primary = [f for f in files if f.get("primary")]
     models = [f for f in files if f.get("type") == "Model"]
@@ -165,7 +167,13 @@ def pick_file(files: list[dict], *, name: str | None = None, file_type: str | No
 
 
 def _file_hashes(file: dict) -> dict[str, str]:
-    return {k.upper(): str(v).lower() for k, v in (file.get("hashes") or {}).items() if v}
+    """The file's hashes, upper-case kinds, lower-case hex; a SHA256 that is not 64 hex digits is a
+    protocol error (it names the download folder and the catalog look-up)."""
+    hashes = {k.upper(): str(v).lower() for k, v in (file.get("hashes") or {}).items() if v}
+    if "SHA256" in hashes:
+        hashes["SHA256"] = hex_digest(hashes["SHA256"], f"civitai file {file.get('id')}",
+                                      field="hashes.SHA256")
+    return hashes
 
 
 def provenance(info: dict, file: dict, endpoint: str, how: str) -> dict:
@@ -193,11 +201,7 @@ def _resolve_info(client: CivitaiClient, target: CivitaiTarget) -> dict:
         if not versions:
             raise NotFound(f"civitai model {target.model_id} has no published versions")
         target = CivitaiTarget(version_id=versions[0]["id"])  # Civitai lists newest first
-    info = client.version(target.version_id)
-    if "modelId" not in info or "model" not in info:
-        raise RemoteError(f"civitai version {target.version_id}: the answer lacks modelId/model "
-                          f"(not a Civitai-style API?)")
-    return info
+    return client.version(target.version_id)  # checked against VERSION_SCHEMA
 
 
 def _live_version_by_sha(catalog, sha256: str):
@@ -213,11 +217,30 @@ def _live_version_by_sha(catalog, sha256: str):
 
 def _download_url(client: CivitaiClient, info: dict, file: dict) -> str:
     url = file.get("downloadUrl") or info.get("downloadUrl") or f"{client.endpoint}/api/download/models/{info['id']}"
-    # A mirror may hand out civitai.com URLs: keep the path, use the endpoint we were told to use.
-    if _origin(url) != _origin(client.endpoint):
-        parts = urlsplit(url)
-        url = client.endpoint + parts.path + (f"?{parts.query}" if parts.query else "")
+    try:
+        # A mirror may hand out civitai.com URLs: keep the path, use the endpoint we were told to use.
+        if _origin(url) != _origin(client.endpoint):
+            parts = urlsplit(url)
+            url = client.endpoint + parts.path + (f"?{parts.query}" if parts.query else "")
+    except ValueError:
+        raise UntrustedData(f"civitai version {info['id']}", f"downloadUrl {url[:80]!r} is not a URL") from None
     return url
+
+
+def _work_dir(catalog, endpoint: str, version_id: int, file_id: int, sha: str | None) -> Path:
+    """The download folder of one file: named by loradex (a digest of what identifies the file,
+    stable so an interrupted pull resumes), never by a string the remote sent."""
+    key = hashlib.sha256(f"{endpoint}\n{version_id}\n{file_id}\n{sha or ''}".encode()).hexdigest()[:24]
+    return catalog.home / "downloads" / f"civitai-{key}"
+
+
+def discard_download(path: Path, home: Path) -> None:
+    """Remove a download folder loradex made under ``home/downloads`` (checked before acting)."""
+    try:
+        path = inside(path, Path(home) / "downloads")
+    except ValueError:
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _verify(path: Path, file: dict, what: str) -> None:
@@ -317,12 +340,29 @@ def image_records(catalog, version, info: dict) -> tuple[int, list[dict]]:
     records = _records_module()
     if records is None:
         return 0, images
-    made = 0
+    made, kept = 0, []
     for im in images:
-        if (im.get("meta") or {}).get("prompt"):
-            records.store_record(catalog, record_from_civitai_image(version, im, info))
-            made += 1
-    return made, []
+        if not (im.get("meta") or {}).get("prompt"):
+            continue
+        record = _valid_record(record_from_civitai_image(version, im, info))
+        if record is None:
+            kept.append(im)  # meta that makes no valid record: kept as it came
+            continue
+        records.store_record(catalog, record)
+        made += 1
+    return made, kept
+
+
+def _valid_record(record: dict) -> dict | None:
+    """``record`` when it passes the prompt-record schema (a Civitai image's meta is the remote's
+    free text: one that does not make a valid record stays an image entry instead)."""
+    from loradex.schemas import validate
+
+    try:
+        validate("prompt-record", record)
+    except (LoradexError, ValueError):
+        return None
+    return record
 
 
 def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | None = None,
@@ -346,29 +386,31 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
             if existing is not None:
                 return PullResult(existing, civ, 0, 0, already_present=True,
                                   note=f"already in the catalog as {existing.ref}")
-        what = f"civitai version {info['id']} file {chosen.get('name')!r}"
-        key = sha[:24] if sha else f"v{info['id']}-f{chosen.get('id')}"
-        work = catalog.home / "downloads" / f"civitai-{key}"
-        file_name = safe_file_name(chosen.get("name"), f"civitai-{info['id']}.safetensors")
-        part = work / (file_name + ".part")
+        version_id = positive_int(info["id"], "civitai version", field="id")
+        file_id = positive_int(chosen.get("id"), f"civitai version {version_id}", field="files[].id")
+        what = f"civitai version {version_id} file {chosen.get('name')!r}"
+        work = _work_dir(catalog, endpoint, version_id, file_id, sha)
+        file_name = safe_relative_name(safe_file_name(chosen.get("name"), f"civitai-{version_id}.safetensors"),
+                                       what, field="files[].name")
+        part = work / "download.part"
         listed = int(float(chosen["sizeKB"]) * 1024) if chosen.get("sizeKB") else None
         try:
             got, resumed = client.download(_download_url(client, info, chosen), part, what=what,
                                            expected_size=listed, progress=progress,
-                                           early_access=info.get("earlyAccessEndsAt"))
+                                           early_access=info.get("earlyAccessEndsAt"), label=file_name)
             _verify(part, chosen, what)
-        except TransferError as exc:
+        except (TransferError, UntrustedData) as exc:
             if not getattr(exc, "resumable", False):
-                shutil.rmtree(work, ignore_errors=True)  # wrong bytes: never resume from them
+                discard_download(work, catalog.home)  # wrong bytes: never resume from them
             raise
-    final = work / file_name
-    os.replace(part, final)
-    adapter_name = name or normalise_name((info.get("model") or {}).get("name"), info.get("modelId"))
-    version = semver_from_name(info.get("name") or "")
-    if version is not None and _version_taken(catalog, adapter_name, version):
-        version = None
-    base = base_family(info.get("baseModel"))
     try:
+        final = work / file_name  # file_name passed safe_relative_name: a plain name inside work
+        os.replace(part, final)
+        adapter_name = name or normalise_name((info.get("model") or {}).get("name"), info.get("modelId"))
+        version = semver_from_name(info.get("name") or "")
+        if version is not None and _version_taken(catalog, adapter_name, version):
+            version = None
+        base = base_family(info.get("baseModel"))
         added = add_file(
             catalog, final, name=adapter_name, version=version, base=None if base == "unknown" else base,
             triggers=[w.strip() for w in info.get("trainedWords") or [] if w and w.strip()] or None,
@@ -380,7 +422,7 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
                                  "fileId": chosen.get("id"), "sha256": sha}}],
         )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_download(work, catalog.home)
     made, images = image_records(catalog, added.version, info)
     if images:
         _merge_extra(catalog, added.version.id, {"images": images})

@@ -8,7 +8,6 @@ Split from ``civitai.py`` (refs, pull, identify), which uses it.
 from __future__ import annotations
 
 import html
-import json as jsonlib
 import os
 import re
 import time
@@ -20,7 +19,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from ..errors import AuthError, NotFound, RemoteError, TransferError
-from ..http_limits import Deadline, StallGuard, read_limited, watchdog
+from ..untrusted import check_schema, parse_json
+from ..http_limits import MAX_JSON_BYTES, Deadline, StallGuard, max_download_bytes, over_cap_error, read_limited, watchdog
 
 DEFAULT_ENDPOINT = "https://civitai.com"
 TOKEN_ENV = "CIVITAI_TOKEN"
@@ -29,6 +29,38 @@ MAX_REDIRECTS = 10
 MAX_ERROR_BODY = 64 * 1024  # of an error page or a text answer: enough for its message
 SIZE_TOLERANCE = 64 * 1024  # over files[].sizeKB a download may run (sizeKB may be rounded)
 Progress = Callable[[int, int, str], None]
+
+# --- what a Civitai-style answer must look like (the fields loradex reads; others pass through) ---
+_TEXT = {"type": ["string", "null"], "maxLength": 1 << 20}
+_ID = {"type": "integer", "minimum": 1, "maximum": 2**53}
+_COUNT = {"type": ["integer", "null"], "minimum": 0, "maximum": 2**53}
+_URL = {"type": ["string", "null"], "maxLength": 8192}
+FILE_SCHEMA = {
+    "type": "object", "required": ["id"],
+    "properties": {
+        "id": _ID, "name": _TEXT, "type": _TEXT, "primary": {"type": ["boolean", "null"]},
+        "sizeKB": {"type": ["number", "null"], "minimum": 0, "maximum": 2**40},
+        "hashes": {"type": ["object", "null"], "additionalProperties": {"type": ["string", "null"], "maxLength": 128}},
+        "downloadUrl": _URL, "metadata": {"type": ["object", "null"]},
+    },
+}
+_IMAGE = {"type": "object", "properties": {"url": _URL, "width": _COUNT, "height": _COUNT,
+                                           "meta": {"type": ["object", "null"]}}}
+_VERSION_FIELDS = {
+    "id": _ID, "modelId": _ID, "name": _TEXT, "baseModel": _TEXT, "baseModelType": _TEXT,
+    "description": _TEXT, "publishedAt": _TEXT, "earlyAccessEndsAt": _TEXT, "downloadUrl": _URL,
+    "trainedWords": {"type": ["array", "null"], "maxItems": 1000, "items": {"type": ["string", "null"], "maxLength": 4096}},
+    "model": {"type": "object", "properties": {"name": _TEXT, "type": _TEXT, "nsfw": {"type": ["boolean", "null"]},
+                                               "description": _TEXT}},
+    "files": {"type": "array", "maxItems": 1000, "items": FILE_SCHEMA},
+    "images": {"type": ["array", "null"], "maxItems": 1000, "items": _IMAGE},
+}
+VERSION_SCHEMA = {"type": "object", "required": ["id", "modelId", "model", "files"], "properties": _VERSION_FIELDS}
+LOOKUP_SCHEMA = {"type": ["array", "null"], "maxItems": BATCH * 10,
+                 "items": {"type": "object", "required": ["id", "files"], "properties": _VERSION_FIELDS}}
+MODEL_SCHEMA = {"type": "object", "properties": {
+    "modelVersions": {"type": ["array", "null"], "items": {"type": "object", "required": ["id"],
+                                                           "properties": {"id": _ID}}}}}
 
 
 def _origin(url: str) -> str:
@@ -40,11 +72,11 @@ def _origin(url: str) -> str:
 def _body_message(body: bytes) -> str:
     """The server's own error text, one line, short."""
     try:
-        data = jsonlib.loads(body)
+        data = parse_json(body, "error answer")
         if isinstance(data, dict):
             text = data.get("error") or data.get("message") or ""
             return " ".join(str(text).split())[:200]
-    except ValueError:  # not JSON: fall through to text
+    except ValueError:  # not JSON (or too deep to be a message): fall through to text
         pass
     text = body.decode("utf-8", "replace")
     if "<html" in text[:500].lower():
@@ -125,7 +157,10 @@ class CivitaiClient:
             deadline.check()
             if self._http.is_closed:  # closed by the watchdog of an earlier call
                 self._http = self._new_http()
-            request = self._http.build_request(method, url, headers=headers, json=json)
+            try:
+                request = self._http.build_request(method, url, headers=headers, json=json)
+            except (httpx.InvalidURL, ValueError, TypeError):  # a URL the remote handed out
+                raise RemoteError(f"{what}: the remote gave an unusable URL {url[:120]!r}") from None
             try:
                 resp = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
@@ -191,9 +226,11 @@ class CivitaiClient:
         raise RemoteError(f"{what}: HTTP {code} from {_origin(str(resp.request.url))}{said}")
 
     # --- API ---------------------------------------------------------------------------------
-    def get_json(self, path: str, *, what: str, method: str = "GET", json=None):
+    def get_json(self, path: str, *, what: str, method: str = "GET", json=None, schema: dict | None = None):
         """The JSON answer to one API call, within the total deadline (LORADEX_HTTP_DEADLINE_S)
-        and at most MAX_JSON_BYTES: streamed, so a huge or trickled answer is refused early."""
+        and at most MAX_JSON_BYTES: streamed, so a huge or trickled answer is refused early; then
+        parsed with caps on depth and size (``untrusted.parse_json``) and checked against
+        ``schema``."""
         deadline = Deadline(what)
         with watchdog(deadline, self._abort):
             resp = self._follow(method, self.endpoint + path, what=what, json=json, deadline=deadline,
@@ -207,32 +244,33 @@ class CivitaiClient:
                                   f"({type(exc).__name__})") from None
             finally:
                 resp.close()
-        try:
-            return jsonlib.loads(body)
-        except ValueError:
-            raise RemoteError(f"{what}: {self.endpoint} did not answer with JSON "
-                              f"(is the endpoint a Civitai API?)") from None
+        source = f"{what}: the answer from {self.endpoint}"
+        data = parse_json(body, source, max_bytes=MAX_JSON_BYTES)
+        return check_schema(data, schema, source) if schema is not None else data
 
     def version(self, version_id: int) -> dict:
-        return self.get_json(f"/api/v1/model-versions/{version_id}", what=f"civitai version {version_id}")
+        return self.get_json(f"/api/v1/model-versions/{version_id}", what=f"civitai version {version_id}",
+                             schema=VERSION_SCHEMA)
 
     def version_by_hash(self, value: str) -> dict:
-        return self.get_json(f"/api/v1/model-versions/by-hash/{value}", what=f"civitai hash {value}")
+        return self.get_json(f"/api/v1/model-versions/by-hash/{value}", what=f"civitai hash {value}",
+                             schema=VERSION_SCHEMA)
 
     def model(self, model_id: int) -> dict:
-        return self.get_json(f"/api/v1/models/{model_id}", what=f"civitai model {model_id}")
+        return self.get_json(f"/api/v1/models/{model_id}", what=f"civitai model {model_id}", schema=MODEL_SCHEMA)
 
     def versions_by_hashes(self, hashes: list[str]) -> list[dict]:
         found: list[dict] = []
         for i in range(0, len(hashes), BATCH):
             batch = hashes[i:i + BATCH]
             data = self.get_json("/api/v1/model-versions/by-hash", method="POST", json=batch,
-                                 what=f"civitai hash look-up ({len(batch)} hashes)")
-            found.extend(d for d in (data or []) if isinstance(d, dict))
+                                 what=f"civitai hash look-up ({len(batch)} hashes)", schema=LOOKUP_SCHEMA)
+            found.extend(data or [])
         return found
 
     def download(self, url: str, dest: Path, *, what: str, expected_size: int | None = None,
-                 progress: Progress | None = None, early_access: str | None = None) -> tuple[int, int]:
+                 progress: Progress | None = None, early_access: str | None = None,
+                 label: str | None = None) -> tuple[int, int]:
         """Download ``url`` into ``dest``, resuming from its current length with Range.
 
         Returns (bytes received now, offset resumed from). An interrupted transfer leaves ``dest``
@@ -266,11 +304,17 @@ class CivitaiClient:
                 mode = "ab"
             else:
                 offset, mode = 0, "wb"
-                total = int(resp.headers["content-length"]) if resp.headers.get("content-length") else None
+                length = resp.headers.get("content-length", "").strip()
+                total = int(length) if length.isascii() and length.isdigit() else None
+            # Content-Length counts the bytes on the wire: with a compressed Content-Encoding the
+            # decoded size (what is written) is unknown, and only the cap bounds it.
+            encoded = resp.headers.get("content-encoding", "").strip().lower() not in ("", "identity")
+            announced = bool(total) and not encoded
             total = total or expected_size or 0
             cap = expected_size + SIZE_TOLERANCE if expected_size else None
             if cap is not None and total > cap:
                 raise _oversize(what, dest, f"announced {total} bytes", expected_size)
+            unannounced_cap = max_download_bytes() if cap is None and not announced else None
             done = offset
             dest.parent.mkdir(parents=True, exist_ok=True)
             stall = StallGuard(what)
@@ -287,11 +331,15 @@ class CivitaiClient:
                         if cap is not None and done + len(chunk) > cap:
                             fh.close()
                             raise _oversize(what, dest, f"sent more than {cap} bytes", expected_size)
+                        if unannounced_cap is not None and done + len(chunk) > unannounced_cap:
+                            fh.close()
+                            dest.unlink(missing_ok=True)
+                            raise over_cap_error(what, unannounced_cap)
                         fh.write(chunk)
                         done += len(chunk)
                         stall.update(len(chunk))
                         if progress:
-                            progress(done, total, dest.name)
+                            progress(done, total, label or dest.name)
                 except httpx.TransportError as exc:
                     fh.flush()
                     error = TransferError(f"{what}: download interrupted at {done} of {total or '?'} "
@@ -329,9 +377,7 @@ def _looks_like_text(head: bytes) -> bool:
 def _describe_text(body: bytes) -> str:
     text = body[:4000].decode("utf-8", "replace")
     try:
-        import json
-
-        data = json.loads(text)
+        data = parse_json(text, "text answer")
         if isinstance(data, dict) and (data.get("error") or data.get("message")):
             return f": {' '.join(str(data.get('error') or data.get('message')).split())[:160]}"
     except ValueError:
