@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
                                                 "without one): N/s or N/min, or off.")] = DEFAULT_RATE_LIMIT,
         max_upload_bytes: Annotated[Optional[int], typer.Option(
             "--max-upload-bytes", min=1, help="Largest file a push may upload (default 50 GiB).")] = None,
+        public_url: Annotated[Optional[str], typer.Option(
+            "--public-url", help="The address clients reach this server at (e.g. https://loras.example.com); "
+            "download redirects and upload URLs start with it, never with the request's Host header "
+            "(default http://HOST:PORT/ from --host/--port).")] = None,
         home: HomeOpt = None,
     ) -> None:
         """Serve this catalog over HTTP: the Civitai-style API and the Hugging Face Hub protocol.
@@ -39,23 +43,25 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         from loradex.registry.errors import UsageError
-        from loradex.registry.server_app import build_server_app
+        from loradex.registry.server_app import build_server_app, check_public_url, default_public_url
         from loradex.registry.server_guard import parse_rate
         from loradex.registry.server_tokens import has_active_tokens
 
         catalog = open_catalog(home)
         token = os.environ.get(SERVE_TOKEN_ENV) or None
         rate = parse_rate(rate_limit)
+        public = check_public_url(public_url) if public_url is not None else default_public_url(host, port)
         if token is None and not public_read and not has_active_tokens(catalog):
             raise UsageError("no token can use this server: create one with `loradex serve token create "
                              f"--scope write`, set {SERVE_TOKEN_ENV}, or pass --public-read")
         import uvicorn
 
         app_ = build_server_app(catalog, token, public_read=public_read, rate_limit=rate,
-                                max_upload_bytes=max_upload_bytes)
+                                max_upload_bytes=max_upload_bytes, public_url=public)
         limit = f"{rate_limit} per token" if rate else "no rate limit"
         typer.echo(f"serving on http://{host}:{port} (reads {'open' if public_read else 'need a token'}, "
-                   f"writes need a write token, {limit})", err=True)
+                   f"writes need a write token, {limit}; links start with "
+                   f"{public or 'the address each connection arrived on'})", err=True)
         uvicorn.run(app_, host=host, port=port, log_level="warning")
 
     token_app = typer.Typer(help="API tokens of this server (stored hashed; shown once).", no_args_is_help=True)

@@ -18,7 +18,7 @@ Sorting: loradex keeps no download counts or ratings, so every sort but "Newest"
 
 import hashlib
 import hmac
-import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -317,7 +317,8 @@ def civitai_router():
     from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
     from starlette.concurrency import run_in_threadpool
 
-    from .hub_server.protocol_errors import TooLarge
+    from .hub_server.protocol_errors import BadRequest, TooLarge, public_base_url
+    from .hub_server.request_schemas import BY_HASHES, parse_body
 
     router = APIRouter()
 
@@ -330,8 +331,8 @@ def civitai_router():
             return None
         return error(401, "Unauthorized: this mirror needs an API token (Authorization: Bearer or ?token=)")
 
-    def base(request: Request) -> str:
-        return str(request.base_url)
+    def base(request: Request) -> str:  # the configured public URL, never the Host header
+        return public_base_url(request, getattr(request.app.state, "public_url", None))
 
     def catalog(request: Request):
         return request.app.state.catalog
@@ -407,15 +408,13 @@ def civitai_router():
         if (resp := denied(request)) is not None:
             return resp
         try:  # read with a cap: 100 hashes of 64 hex digits fit in a few kB
-            hashes = json.loads(await read_body_capped(request, BY_HASH_MAX_BODY))
+            body = await read_body_capped(request, BY_HASH_MAX_BODY)
         except TooLarge as exc:
             return error(413, exc.message)
-        except ValueError:
-            return error(400, "the body must be a JSON list of hashes")
-        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
-            return error(400, "the body must be a JSON list of hashes")
-        if len(hashes) > MAX_LIMIT:
-            return error(400, f"at most {MAX_LIMIT} hashes per request")
+        try:
+            hashes = parse_body(body, BY_HASHES, "the body (a JSON list of at most 100 hashes)")
+        except BadRequest as exc:
+            return error(400, exc.message)
 
         def run(s):
             out, seen = [], set()
@@ -447,6 +446,8 @@ def civitai_router():
         if (resp := denied(request)) is not None:
             return resp
         # only blobs that are a prompt record's image: the blob store is not browsable
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", sha):  # a request value never becomes a path unchecked
+            return error(404, "No image")
         known = catalog(request).read(lambda s: s.scalar(
             select(PromptRecordRow.id).where(PromptRecordRow.image_sha256 == sha.lower()).limit(1)))
         path = catalog(request).blobs.path_for(sha.lower())

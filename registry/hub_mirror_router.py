@@ -34,7 +34,9 @@ class ServeAuth:
     """The Hub app's auth interface (``check(request, scope, namespace) -> user``) over the
     server's ``ServeAuthorizer`` (registry.server_tokens). ``token`` only tells the Hub app that
     whoami must be checked; it is not the token. The user is the token's namespace when it has
-    one (so ``whoami`` and repos created without an organization land there), else ``user``."""
+    one (so ``whoami`` and repos created without an organization land there), else ``user``;
+    the name carries the token's namespace (``catalog_bridge.HubUser``), so the bridge knows
+    whether the pusher may publish the home's own adapters."""
 
     token = "configured-by-loradex-serve"
 
@@ -43,8 +45,10 @@ class ServeAuth:
         self.user = user
 
     def check(self, request, scope: str, namespace: str | None = None) -> str:
+        from .hub_server.catalog_bridge import HubUser
+
         principal = self._authorizer.check(request, scope, namespace)
-        return principal.namespace or self.user
+        return HubUser(principal.namespace or self.user, principal.namespace)
 
 
 class _HubMount:
@@ -63,6 +67,7 @@ class _HubMount:
 
                 catalog = parent.state.catalog
                 app = create_app(catalog.home / MIRROR_DIR, auth=ServeAuth(parent.state.authorize),
+                                 public_url=getattr(parent.state, "public_url", None),
                                  **getattr(parent.state, "hub_options", {}))
                 catalog_bridge.install(app, catalog)  # version tags / alias branches → this catalog
                 parent.state.hub_app = app

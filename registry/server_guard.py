@@ -1,11 +1,13 @@
 """What ``loradex serve`` does around every request: a rate limit per token and the audit log of
 writes.
 
-Rate limit: one token bucket per caller (the sha256 of the presented token, else the client
-address), ``rate`` requests per second refilled up to ``burst``; a request that finds its bucket
-empty is answered 429 with ``Retry-After`` before any route runs. Buckets live in memory (one
-server process); full ones are forgotten when there are many, so made-up tokens cannot grow it
-without bound.
+Rate limit: one token bucket per caller, ``rate`` requests per second refilled up to ``burst``;
+a request that finds its bucket empty is answered 429 with ``Retry-After`` before any route
+runs. The caller is a token only when the token is one the server knows (looked up by its
+digest, as the auth check does); anonymous requests and requests with an unknown or revoked
+token all draw from the bucket of their client address, so rotating made-up tokens does not buy
+fresh buckets. Buckets live in memory (one server process); full ones are forgotten when there
+are many.
 
 Audit log: every request that asked for write access (``ServeAuthorizer.check(…, "write")`` marks
 it) is recorded after its answer, allowed or not: when, which token (name and id, never the
@@ -79,16 +81,56 @@ class RateLimiter:
                 del self._buckets[key]
 
 
-def caller_key(scope) -> str:
-    """Which bucket a request draws from: its token's digest, else its client address."""
+def presented_token(scope) -> str | None:
+    """The token a request presents (Bearer header, else ``?token=``), or None."""
     for name, value in scope.get("headers") or []:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return "token:" + hashlib.sha256(value[7:].strip()).hexdigest()
+            return value[7:].strip().decode("latin-1") or None
     query = parse_qs((scope.get("query_string") or b"").decode("latin-1")).get("token")
-    if query:
-        return "token:" + hashlib.sha256(query[0].encode("utf-8")).hexdigest()
+    return query[0] if query else None
+
+
+def client_key(scope) -> str:
     client = scope.get("client")
     return f"client:{client[0] if client else 'unknown'}"
+
+
+def caller_key(scope, is_known=None) -> str:
+    """Which bucket a request draws from: its token's digest when ``is_known(token)`` says the
+    server knows the token (no ``is_known``: any token), else its client address."""
+    secret = presented_token(scope)
+    if secret is not None and (is_known is None or is_known(secret)):
+        return "token:" + hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+    return client_key(scope)
+
+
+class KnownTokens:
+    """``is_known(secret)`` for the rate limiter: the authorizer's lookup, with the digests found
+    valid remembered (bounded), so a real token costs one catalog read, not one per request. A
+    revoked token stays "known" here only for the choice of bucket: the route's auth check still
+    refuses it."""
+
+    def __init__(self, authorizer, limit: int = MAX_BUCKETS):
+        self.authorizer = authorizer
+        self.limit = limit
+        self._valid: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, secret: str) -> bool:
+        digest = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+        with self._lock:
+            if digest in self._valid:
+                return True
+        try:
+            known = self.authorizer.lookup(secret) is not None
+        except Exception:  # noqa: BLE001 — a broken catalog: the route answers; bucket by address
+            return False
+        if known:
+            with self._lock:
+                if len(self._valid) >= self.limit:
+                    self._valid.clear()
+                self._valid.add(digest)
+        return known
 
 
 @dataclass(frozen=True)
@@ -130,18 +172,24 @@ def list_audit(catalog, *, limit: int = 100) -> list[AuditEntry]:
 class ServerGuard:
     """ASGI middleware: rate limit first, then the app, then the audit record of a write."""
 
-    def __init__(self, app, *, catalog, limiter: RateLimiter | None = None, audit: bool = True):
+    def __init__(self, app, *, catalog, limiter: RateLimiter | None = None, audit: bool = True, authorizer=None):
         self.app = app
         self.catalog = catalog
         self.limiter = limiter
         self.audit = audit
+        self.known = KnownTokens(authorizer) if authorizer is not None else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if self.limiter is not None:
-            wait = self.limiter.acquire(caller_key(scope))
+            key = caller_key(scope)
+            if key.startswith("token:") and self.known is not None:
+                from starlette.concurrency import run_in_threadpool
+
+                key = await run_in_threadpool(caller_key, scope, self.known)
+            wait = self.limiter.acquire(key)
             if wait > 0:
                 await _too_many_requests(send, wait, self.limiter.rate)
                 return
@@ -172,7 +220,7 @@ class ServerGuard:
 
 async def _too_many_requests(send, wait: float, rate: float) -> None:
     retry = max(1, math.ceil(wait))
-    message = f"rate limit of {rate:g} requests/s per token exceeded; retry after {retry} s"
+    message = f"rate limit of {rate:g} requests/s per token (or client address) exceeded; retry after {retry} s"
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": 429, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

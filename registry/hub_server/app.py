@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import os
 import threading
 import time
@@ -31,9 +30,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from . import request_schemas as S
 from .object_store import SHA256_RE, ObjectStore
 from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, RefExists, RouteNotFound, Unauthorized,
-                              UnprocessableUpload, install_error_handlers)
+                              UnprocessableUpload, install_error_handlers, public_base_url)
 from .protocol_errors import read_body_capped as _read_body
 from .repo_store import (LFS_SIZE_THRESHOLD, FileOp, RepoStore, TreeEntry, matches_lfs_pattern, validate_repo_id,
                          validate_repo_path)
@@ -102,6 +102,10 @@ class HubContext:
     secret: bytes
     max_upload_bytes: int
     max_commit_bytes: int
+    public_url: str | None = None  # what redirect and upload URLs start with (None: the listening address)
+
+    def base_url(self, request: Request) -> str:
+        return public_base_url(request, self.public_url)
 
 
 @dataclass
@@ -128,16 +132,8 @@ def api_action(method: str, action: str | None, scope: str):
     return register
 
 
-def _json_body(call: ApiCall) -> dict:
-    if not call.body:
-        return {}
-    try:
-        data = json.loads(call.body)
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    return data
+def _json_body(call: ApiCall, schema: dict) -> dict:
+    return S.parse_body(call.body, schema, "request body", empty={})
 
 
 @api_action("GET", None, "read")
@@ -166,7 +162,7 @@ def _tree(ctx: HubContext, call: ApiCall) -> Response:
 def _paths_info(ctx: HubContext, call: ApiCall) -> Response:
     commit = ctx.repos.resolve(call.repo_id, call.rev)
     if call.request.headers.get("content-type", "").startswith("application/json"):
-        paths = _json_body(call).get("paths", [])
+        paths = _json_body(call, S.PATHS_INFO).get("paths", [])
     else:  # the client posts a form: paths=a&paths=b&expand=False
         paths = parse_qs(call.body.decode("utf-8", "replace")).get("paths", [])
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
@@ -183,17 +179,11 @@ def _preupload(ctx: HubContext, call: ApiCall) -> Response:
     files (sha256 for LFS files, git blob sha1 for regular ones: what the client compares)."""
     commit = ctx.repos.resolve(call.repo_id, call.rev)
     patterns = ctx.repos.lfs_patterns(call.repo_id, commit.oid)
-    files = _json_body(call).get("files")
-    if not isinstance(files, list):
-        raise BadRequest("'files' must be a list")
+    files = _json_body(call, S.PREUPLOAD)["files"]
     answer = []
     for item in files:
-        if not isinstance(item, dict):
-            raise BadRequest("each file must be an object with path, sample, size")
-        path = validate_repo_path(item.get("path"))
-        size = item.get("size")
-        if not isinstance(size, int) or size < 0:
-            raise BadRequest(f"{path}: size must be a non-negative integer")
+        path = validate_repo_path(item["path"])
+        size = item["size"]
         try:
             sample = base64.b64decode(item.get("sample") or "", validate=True)
         except (binascii.Error, ValueError):
@@ -216,13 +206,8 @@ def _commit(ctx: HubContext, call: ApiCall) -> Response:
     for number, line in enumerate(call.body.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-            key, value = item["key"], item["value"]
-        except (ValueError, KeyError, TypeError):
-            raise BadRequest(f"commit line {number} is not a {{key, value}} JSON object") from None
-        if not isinstance(value, dict):
-            raise BadRequest(f"commit line {number}: value must be an object")
+        item = S.parse_body(line, S.COMMIT_LINE, f"commit line {number}")
+        key, value = item["key"], item["value"]
         if key == "header":
             header = value
         elif key == "file":
@@ -237,9 +222,7 @@ def _commit(ctx: HubContext, call: ApiCall) -> Response:
             ops.append(FileOp("add", path, TreeEntry.regular(data, ctx.objects.put_bytes(data))))
         elif key == "lfsFile":
             path = validate_repo_path(value.get("path"))
-            oid = value.get("oid")
-            if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str) or not SHA256_RE.fullmatch(oid):
-                raise BadRequest(f"{path}: lfsFile needs algo sha256 and a 64-hex oid")
+            oid = value["oid"]  # 64 hex digits, algo sha256: checked by the schema
             size = value.get("size")
             if size is None:  # copies name only the oid
                 size = ctx.objects.size_of(oid)
@@ -248,18 +231,16 @@ def _commit(ctx: HubContext, call: ApiCall) -> Response:
             ops.append(FileOp("add", path, TreeEntry.lfs_file(oid, int(size))))
         elif key == "deletedFile":
             ops.append(FileOp("delete_file", validate_repo_path(value.get("path"))))
-        elif key == "deletedFolder":
-            ops.append(FileOp("delete_folder", validate_repo_path(str(value.get("path", "")).rstrip("/"))))
-        else:
-            raise BadRequest(f"commit line {number}: unknown key {key!r}")
-    if header is None or not str(header.get("summary", "")).strip():
+        else:  # deletedFolder (the schema allows no other key)
+            ops.append(FileOp("delete_folder", validate_repo_path(value["path"].rstrip("/"))))
+    if header is None or not header["summary"].strip():
         raise BadRequest("commit needs a header line with a non-empty summary")
     ctx.stats.add(regular_bytes_received=regular_bytes)
     commit = ctx.repos.commit(call.repo_id, branch, ops, title=str(header["summary"]),
                               message=str(header.get("description") or ""), author=call.user,
                               parent_commit=header.get("parentCommit"))
     ctx.stats.add(commits=1)
-    base = str(call.request.base_url)
+    base = ctx.base_url(call.request)
     return JSONResponse({"success": True, "commitOid": commit.oid, "hookOutput": "",
                          "commitUrl": f"{base}{call.repo_id}/commit/{commit.oid}"})
 
@@ -276,10 +257,8 @@ def _commits(ctx: HubContext, call: ApiCall) -> Response:
 
 @api_action("POST", "tag", "write")
 def _create_tag(ctx: HubContext, call: ApiCall) -> Response:
-    body = _json_body(call)
-    tag = body.get("tag")
-    if not isinstance(tag, str):
-        raise BadRequest("'tag' must be a string")
+    body = _json_body(call, S.CREATE_TAG)
+    tag = body["tag"]
     target = ctx.repos.create_tag(call.repo_id, tag, call.rev, str(body.get("message") or ""), by=call.user)
     return JSONResponse({"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": target})
 
@@ -292,9 +271,8 @@ def _delete_tag(ctx: HubContext, call: ApiCall) -> Response:
 
 @api_action("POST", "branch", "write")
 def _create_branch(ctx: HubContext, call: ApiCall) -> Response:
-    start = _json_body(call).get("startingPoint")
-    target = ctx.repos.create_branch(call.repo_id, call.rev, start if isinstance(start, str) else None,
-                                     by=call.user)
+    start = _json_body(call, S.CREATE_BRANCH).get("startingPoint")
+    target = ctx.repos.create_branch(call.repo_id, call.rev, start, by=call.user)
     return JSONResponse({"name": call.rev, "ref": f"refs/heads/{call.rev}", "targetCommit": target})
 
 
@@ -343,15 +321,23 @@ class _RangeNotSatisfiable(Exception):
 def create_app(root: str | os.PathLike, token: str | None = None, *, public_read: bool = False,
                user: str = "loradex", auth: TokenAuth | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_commit_bytes: int = DEFAULT_MAX_COMMIT_BYTES) -> FastAPI:
+               max_commit_bytes: int = DEFAULT_MAX_COMMIT_BYTES, public_url: str | None = None) -> FastAPI:
     """The Hub-compatible app storing everything under ``<root>/hub/``. ``token``: the Bearer
-    token every request must carry (None = no auth); ``public_read`` lets reads through without."""
+    token every request must carry (None = no auth); ``public_read`` lets reads through without.
+    ``public_url``: the server's address as clients reach it (``serve --public-url``); the URLs
+    the app hands out (repo URLs, LFS upload and verify actions) start with it, never with the
+    request's ``Host`` header. None: the address the connection came in on.
+
+    Every route authenticates before it reads a body, then parses the body through its declared
+    schema (``request_schemas``): a malformed request without a valid token is a 401, with one
+    a 400, never a 500."""
     hub_root = Path(root) / "hub"
     objects = ObjectStore(hub_root)
     ctx = HubContext(repos=RepoStore(hub_root, objects), objects=objects,
                      auth=auth or TokenAuth(token, public_read=public_read, user=user),
                      stats=TransferStats(), secret=os.urandom(32),
-                     max_upload_bytes=max_upload_bytes, max_commit_bytes=max_commit_bytes)
+                     max_upload_bytes=max_upload_bytes, max_commit_bytes=max_commit_bytes,
+                     public_url=public_url)
     app = FastAPI(title="loradex hub server", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = ctx
 
@@ -372,11 +358,10 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
     @app.post("/api/validate-yaml")
     async def validate_yaml(request: Request):
         ctx.auth.check(request, "read")
-        body = await _read_body(request, 4 << 20)
+        body = S.parse_body(await _read_body(request, 4 << 20), S.VALIDATE_YAML, "request body", empty={})
         try:
-            content = json.loads(body).get("content", "")
-            data = parse_front_matter(content if isinstance(content, str) else "")
-        except (ValueError, AttributeError) as exc:
+            data = parse_front_matter(body.get("content", ""))
+        except ValueError as exc:  # untrusted.UntrustedData: aliases, nesting, size, syntax
             return JSONResponse({"errors": [{"message": f"Invalid YAML metadata: {exc}"}], "warnings": []},
                                 status_code=400)
         if data is not None and not isinstance(data, dict):
@@ -386,17 +371,16 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
 
     @app.post("/api/repos/create")
     async def create_repo(request: Request):
-        body = json.loads(await _read_body(request, 1 << 20) or b"{}")
+        ctx.auth.check(request, "write")  # who, before reading anything; the namespace once known
+        body = S.parse_body(await _read_body(request, 1 << 20), S.CREATE_REPO, "request body", empty={})
         user_name = ctx.auth.check(request, "write", body.get("organization") or None)
         if body.get("type", "model") not in (None, "model"):
             raise BadRequest("only model repos are supported")
-        name, org = body.get("name"), body.get("organization") or user_name
-        if not isinstance(name, str) or not isinstance(org, str):
-            raise BadRequest("'name' (and 'organization') must be strings")
+        name, org = body["name"], body.get("organization") or user_name
         repo_id = f"{org}/{name}"
         validate_repo_id(repo_id)
         private = body.get("visibility") == "private" or bool(body.get("private"))
-        url = f"{request.base_url}{repo_id}"
+        url = f"{ctx.base_url(request)}{repo_id}"
         try:
             await run(lambda: ctx.repos.create_repo(repo_id, private=private, author=user_name))
         except RefExists as exc:  # the client's exist_ok path reads "url" from the 409 body
@@ -405,7 +389,8 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
 
     @app.delete("/api/repos/delete")
     async def delete_repo(request: Request):
-        body = json.loads(await _read_body(request, 1 << 20) or b"{}")
+        ctx.auth.check(request, "write")
+        body = S.parse_body(await _read_body(request, 1 << 20), S.DELETE_REPO, "request body", empty={})
         user_name = ctx.auth.check(request, "write", body.get("organization") or None)
         repo_id = f"{body.get('organization') or user_name}/{body.get('name')}"
         validate_repo_id(repo_id)
@@ -439,15 +424,15 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
 
     @app.post("/{ns}/{name}.git/info/lfs/objects/batch")
     async def lfs_batch(request: Request, ns: str, name: str):
-        body = json.loads(await _read_body(request, 16 << 20) or b"{}")
-        operation = body.get("operation")
-        ctx.auth.check(request, "write" if operation == "upload" else "read", ns)
+        # only uploads are served, so the batch API needs write access before its body is read
+        ctx.auth.check(request, "write", ns)
+        body = S.parse_body(await _read_body(request, 16 << 20), S.LFS_BATCH, "LFS batch request")
         repo_id = f"{ns}/{name}"
         await run(ctx.repos.require, repo_id)
-        if operation != "upload":
+        if body["operation"] != "upload":
             raise BadRequest("only the 'upload' LFS operation is served; download with /resolve")
-        base, out = str(request.base_url), []
-        for obj in body.get("objects") or []:
+        base, out = ctx.base_url(request), []
+        for obj in body["objects"]:
             oid, size = obj.get("oid"), obj.get("size")
             if not isinstance(oid, str) or not SHA256_RE.fullmatch(oid) or not isinstance(size, int) or size < 0:
                 out.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
@@ -489,9 +474,9 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
     async def lfs_verify(request: Request, ns: str, name: str):
         ctx.auth.check(request, "write", ns)
         await run(ctx.repos.require, f"{ns}/{name}")
-        body = json.loads(await _read_body(request, 1 << 20) or b"{}")
-        oid, size = body.get("oid"), body.get("size")
-        if not isinstance(oid, str) or not ctx.objects.has(oid, size if isinstance(size, int) else None):
+        body = S.parse_body(await _read_body(request, 1 << 20), S.LFS_VERIFY, "LFS verify request")
+        oid, size = body["oid"], body["size"]
+        if not ctx.objects.has(oid, size):
             raise UnprocessableUpload(f"object {oid} ({size} bytes) is not stored")
         return JSONResponse({"message": "ok"}, media_type="application/vnd.git-lfs+json")
 

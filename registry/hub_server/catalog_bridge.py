@@ -26,6 +26,17 @@ retry re-creates the tag and the registration is then a no-op (idempotent: the s
 same number, or a tag on a commit whose file is already a version of the adapter, adds nothing).
 Deleting a branch or tag changes nothing in the catalog (versions are immutable, alias history is
 kept; ``push`` moves a branch by deleting and re-creating it).
+
+Namespaces are walls. The adapter a repo feeds is named after the repo name alone, so ``team/style``
+and ``evil/style`` both map to ``style``; the catalog keeps which namespace owns it: the namespace
+of the repo its first pushed version came from (``extra.hub.repo_id`` of its oldest version with
+``pushed_by``; versions are never deleted outright, so the record lasts). A version tag or an
+alias branch from a repo of any other namespace is refused with the Hub's 403 before anything
+is registered or moved, whatever the token (an unscoped admin token included: it may push to the
+owning namespace instead). An adapter the server's home made itself (``add``, ``pull``) belongs to
+no namespace: only a token without a namespace may push versions to it, and the first such push
+gives it to the repo's namespace. Registrations are serialised across repos (one lock), so two
+namespaces racing for a new adapter name cannot both claim it.
 """
 
 from __future__ import annotations
@@ -34,12 +45,14 @@ import errno
 import os
 import re
 import tempfile
+import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import hub_manifest as M
 from ..errors import InvalidFile, LoradexError, NotFound
 from ..refs import ALIAS_RE, LATEST, check_name, is_semver
-from .protocol_errors import HubProtocolError
+from .protocol_errors import Forbidden, HubProtocolError
 from .repo_store import Commit, RepoStore
 
 FALLBACK_USER = "push"
@@ -49,6 +62,26 @@ class RegistrationRefused(HubProtocolError):
     """The served catalog refused what a tag or branch would publish; the ref was not written."""
 
     status = 422
+
+
+class NamespaceWall(Forbidden):
+    """A repo tried to publish to (version tag) or move an alias of (branch) an adapter that
+    another namespace owns (403, as the Hub answers a write outside one's namespace)."""
+
+
+class HubUser(str):
+    """The user name a Hub request was authorised as (what commits record as author), carrying
+    the namespace its token is limited to (None: a token that may write any namespace)."""
+
+    namespace: str | None
+
+    def __new__(cls, name: str, namespace: str | None = None):
+        obj = super().__new__(cls, name)
+        obj.namespace = namespace
+        return obj
+
+
+HOME_OWNED = "(home)"  # owner of an adapter no push created: the server's home itself
 
 
 class RegistrationFailed(HubProtocolError):
@@ -74,19 +107,21 @@ class CatalogBridge:
 
     def __init__(self, catalog):
         self.catalog = catalog
+        self._lock = threading.RLock()  # one registration at a time, across repos (ownership)
 
     # --- RefHook ------------------------------------------------------------------------------
     def tag_created(self, store: RepoStore, repo_id: str, tag: str, commit: Commit, by: str) -> None:
         version = version_of_tag(tag)
         if version is None:
             return  # not a version tag: a plain git name
-        with _refusals(repo_id, tag):
+        with self._lock, _refusals(repo_id, tag):
+            self.check_owner(repo_id, adapter_name_for(repo_id), by, tag)
             self.register(store, repo_id, version, tag, commit, by or FALLBACK_USER)
 
     def branch_set(self, store: RepoStore, repo_id: str, branch: str, commit: Commit, by: str) -> None:
         if branch == "main" or branch == LATEST or not ALIAS_RE.match(branch) or is_semver(branch):
             return
-        with _refusals(repo_id, branch):
+        with self._lock, _refusals(repo_id, branch):
             name = adapter_name_for(repo_id)
             try:
                 manifest = self._manifest(store, repo_id, commit, branch)
@@ -96,6 +131,7 @@ class CatalogBridge:
             target = self._live_version(name, found[1]) if found else None
             if target is None:
                 return  # a branch at a commit that is no catalog version
+            self.check_owner(repo_id, name, by, branch)
             current = {a.name: a.version for a in self.catalog.aliases(name)}
             if current.get(branch) == target.version:
                 return
@@ -103,6 +139,40 @@ class CatalogBridge:
 
             self.catalog.apply([MoveAlias(target.ref, branch, user=by or FALLBACK_USER,
                                           reason=f"branch {branch} of {repo_id} set to {commit.oid[:12]}")])
+
+    # --- ownership ------------------------------------------------------------------------------
+    def owner_of(self, name: str) -> str | None:
+        """The namespace owning adapter ``name``; ``HOME_OWNED`` for one no push created; None
+        when the catalog has no such adapter."""
+        try:
+            versions = self.catalog.versions(name, include_deleted=True)
+        except NotFound:
+            return None
+        pushed = [v for v in versions if isinstance((v.extra or {}).get("hub"), dict)
+                  and "pushed_by" in v.extra["hub"] and isinstance(v.extra["hub"].get("repo_id"), str)]
+        if not pushed:
+            return HOME_OWNED
+        first = min(pushed, key=lambda v: (_utc(v.created_at), v.id))
+        return first.extra["hub"]["repo_id"].split("/")[0]
+
+    def check_owner(self, repo_id: str, name: str, by: str, ref: str) -> None:
+        """``NamespaceWall`` unless a version tag or alias branch of ``repo_id`` may touch adapter
+        ``name`` (see the module docstring)."""
+        namespace = repo_id.split("/")[0]
+        owner = self.owner_of(name)
+        if owner is None or owner == namespace:
+            return
+        if owner == HOME_OWNED:
+            if getattr(by, "namespace", None) is None:
+                return  # an unscoped token may publish the home's own adapters
+            raise NamespaceWall(
+                f"{repo_id}@{ref}: adapter {name!r} of this server belongs to its home, not to namespace "
+                f"{namespace!r}; a token limited to a namespace cannot add versions to it or move its aliases",
+                hint="push under another repo name (the adapter is named after the repo)")
+        raise NamespaceWall(
+            f"{repo_id}@{ref}: adapter {name!r} of this server is published from namespace {owner!r}; "
+            f"repos of {namespace!r} cannot add versions to it or move its aliases",
+            hint="push under another repo name (the adapter is named after the repo)")
 
     # --- registration ---------------------------------------------------------------------------
     def register(self, store: RepoStore, repo_id: str, version: str, tag: str, commit: Commit, by: str):
@@ -211,6 +281,12 @@ class _refusals:
                                      f"({os.strerror(exc.errno) if exc.errno else type(exc).__name__}); "
                                      "retry later") from None
         return False
+
+
+def _utc(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 def _named_view(src: Path, dest: Path) -> Path:

@@ -9,6 +9,9 @@ any of them into ``{"error": message}`` with the headers set.
 
 from __future__ import annotations
 
+import os
+import re
+
 from ..errors import AlreadyExists, AuthError, Conflict, LoradexError, NotFound, UsageError
 
 
@@ -100,11 +103,12 @@ def install_error_handlers(app) -> None:
 
     @app.exception_handler(HubProtocolError)
     async def _protocol_error(request, exc: HubProtocolError):
+        exc.message = scrub_paths(exc.message)  # a catalog error may name a file of the server
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
-        message = NOT_FOUND_MESSAGE if exc.status_code == 404 else str(exc.detail)
+        message = NOT_FOUND_MESSAGE if exc.status_code == 404 else scrub_paths(str(exc.detail))
         return JSONResponse({"error": message}, status_code=exc.status_code, headers={"X-Error-Message": message})
 
     @app.exception_handler(Exception)
@@ -126,3 +130,41 @@ async def read_body_capped(request, limit: int) -> bytes:
             raise TooLarge(f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# --- what answers may say about the server -------------------------------------------------------
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:~|/[^\s'\"/]+)(?:/[^\s'\"/,;)]+)+/?")
+HIDDEN_PATH = "<server path>"
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with every absolute file-system path of this machine replaced by ``<server
+    path>``: a path is a ``/a/b…`` run whose first component exists at the root of this machine's
+    file system (``/tmp``, ``/home``, ``/srv``…), so URL paths such as ``/api/models/…`` and repo
+    paths stay readable. Error answers go through this: they never tell a client where the
+    server keeps its home."""
+    def hide(m: re.Match) -> str:
+        found = m.group(0)
+        if found.startswith("~"):
+            return HIDDEN_PATH
+        first = found[1:].split("/", 1)[0]
+        return HIDDEN_PATH if os.path.lexists("/" + first) else found
+
+    return _ABSOLUTE_PATH.sub(hide, text) if "/" in text else text
+
+
+def public_base_url(request, configured: str | None) -> str:
+    """The URL, ending in ``/``, that links handed to clients start with: the configured public
+    URL (``serve --public-url``), else the address the connection arrived on (the listening
+    socket, known to the server), never the request's ``Host`` header, which the client writes."""
+    if configured:
+        return configured if configured.endswith("/") else configured + "/"
+    scheme = request.scope.get("scheme") or "http"
+    server = request.scope.get("server")
+    if not server:  # an in-process test client: nothing was listened on
+        return "http://localhost/"
+    host, port = server[0], server[1]
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}/" if port in (None, default) else f"{scheme}://{host}:{port}/"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
+from .. import untrusted
 from .object_store import ObjectStore
 from .repo_store import Commit, Refs, TreeEntry
 
@@ -67,10 +68,9 @@ def card_data(objects: ObjectStore, commit: Commit) -> dict | None:
 
 
 def parse_front_matter(text: str):
-    """The YAML between a leading ``---`` line and the next ``---`` line (None if absent);
-    ValueError when it is not valid YAML."""
-    import yaml
-
+    """The YAML between a leading ``---`` line and the next ``---`` line (None if absent),
+    through ``untrusted.parse_yaml`` (no anchors or aliases, caps on size, depth and nodes);
+    ``untrusted.UntrustedData`` (a ValueError) when it is not acceptable YAML."""
     lines = text.lstrip("\ufeff").splitlines()
     if not lines or lines[0].strip() != "---":
         return None
@@ -78,10 +78,7 @@ def parse_front_matter(text: str):
         end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
     except StopIteration:
         raise ValueError("front matter starts with '---' but never ends") from None
-    try:
-        return yaml.safe_load("\n".join(lines[1:end]))
-    except yaml.YAMLError as exc:
-        raise ValueError(str(exc)) from None
+    return untrusted.parse_yaml("\n".join(lines[1:end]), "README.md front matter")
 
 
 def model_info_json(repo_id: str, meta: dict, commit: Commit, objects: ObjectStore, *, blobs: bool) -> dict:
