@@ -25,9 +25,10 @@ from sqlalchemy import select
 
 from ..errors import InvalidRef, LoradexError, NotFound, TransferError, UsageError
 from ..hashing import EMPTY_SHA256
-from ..untrusted import UntrustedData, hex_digest, inside, positive_int, safe_relative_name
+from ..untrusted import UntrustedData, check_schema, hex_digest, inside, positive_int, safe_relative_name
 from . import register_remote
-from .civitai_client import DEFAULT_ENDPOINT, CivitaiClient, Progress, _describe_text, _looks_like_text, _origin
+from .civitai_client import (DEFAULT_ENDPOINT, PULL_VERSION_SCHEMA, CivitaiClient, Progress, _describe_text,
+                             _looks_like_text, _origin)
 
 MAX_FILE_NAME_BYTES = 240  # 255 on common file systems, less the ".part" of the partial download
 
@@ -193,6 +194,11 @@ def provenance(info: dict, file: dict, endpoint: str, how: str) -> dict:
 
 
 def _resolve_info(client: CivitaiClient, target: CivitaiTarget) -> dict:
+    info = _find_info(client, target)
+    return check_schema(info, PULL_VERSION_SCHEMA, f"civitai version {info['id']} (not a Civitai-style API?)")
+
+
+def _find_info(client: CivitaiClient, target: CivitaiTarget) -> dict:
     if target.hash:
         return client.version_by_hash(target.hash)
     if target.version_id is None:

@@ -55,7 +55,9 @@ _VERSION_FIELDS = {
     "files": {"type": "array", "maxItems": 1000, "items": FILE_SCHEMA},
     "images": {"type": ["array", "null"], "maxItems": 1000, "items": _IMAGE},
 }
-VERSION_SCHEMA = {"type": "object", "required": ["id", "modelId", "model", "files"], "properties": _VERSION_FIELDS}
+VERSION_SCHEMA = {"type": "object", "required": ["id"], "properties": _VERSION_FIELDS}
+# what a pull needs on top (a Civitai-style API always sends these)
+PULL_VERSION_SCHEMA = {"type": "object", "required": ["id", "modelId", "model", "files"]}
 LOOKUP_SCHEMA = {"type": ["array", "null"], "maxItems": BATCH * 10,
                  "items": {"type": "object", "required": ["id", "files"], "properties": _VERSION_FIELDS}}
 MODEL_SCHEMA = {"type": "object", "properties": {
