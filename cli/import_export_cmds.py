@@ -16,13 +16,15 @@ AliasOpt = Annotated[str, typer.Option("--alias", help="Which alias the folder m
 
 
 def _import_table(out: Output, report) -> None:
-    rows = [[i.status, i.path, i.ref or "", i.reason] for i in report.items if i.status != "unchanged"]
+    rows = [[i.status, i.path, i.ref or "", i.reason] for i in report.items
+            if i.status not in ("unchanged", "skipped")]  # skipped: warning lines on stderr
     if rows:
         out.table(["status", "file", "ref", "detail"], rows)
     c, s = report.counts(), report.stats
     out.console.print(
         f"{c['added']} added, {c['duplicate']} duplicate, {c['refused']} refused, "
-        f"{c['unchanged']} unchanged  ({s.model_files} model files, {s.cache_hits} from cache, "
+        f"{c['unchanged']} unchanged" + (f", {c['skipped']} skipped" if c.get("skipped") else "")
+        + f"  ({s.model_files} model files, {s.cache_hits} from cache, "
         f"{human_size(s.bytes_hashed)} read, {s.seconds:.2f} s)")
 
 
@@ -34,7 +36,7 @@ def register(app: typer.Typer) -> None:
         link: Annotated[bool, typer.Option("--link", help="Hardlink files into the store instead of copying when possible.")] = False,
         home: HomeOpt = None, json: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
-        """Import every adapter in a webui models tree, with its sidecars (.civitai.info, .json, preview)."""
+        """Import every adapter in a webui models tree, with its sidecars (.civitai.info, .json, preview); exit 1 if a file or sidecar was skipped."""
         from loradex.registry.webui_import import import_tree
 
         out = Output(json_mode=json, quiet=quiet)
@@ -45,7 +47,12 @@ def register(app: typer.Typer) -> None:
         with out.progress("importing") as progress:
             report = import_tree(catalog, folder, allow_pickle=allow_pickle, link=link, progress=progress,
                                  pickle_converter=converter)
+        skipped = report.by_status("skipped")
+        for item in skipped:  # one line each, also with --json (stderr)
+            out.warn(f"{item.path}: skipped: {item.reason}")
         out.result(report, lambda c: _import_table(out, report))
+        if skipped:
+            raise typer.Exit(1)
 
     @app.command()
     def export(

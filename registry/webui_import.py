@@ -14,12 +14,19 @@ mtime_ns, inode) with its sha256 and outcome, so an unchanged file is neither op
 again. A file whose content is already in the catalog is skipped as a duplicate (naming the
 existing ref); a file that cannot be registered (pickle without ``allow_pickle``, Git LFS pointer,
 HTML page…) is refused with the reason.
+
+Nothing in the tree is trusted: a file that cannot be read safely (a FIFO — never opened —, a
+symlink loop, a dangling symlink, an over-long name) and a sidecar that is unreadable, over its
+size cap (1 MiB of JSON, 16 MiB of preview) or not of its declared shape (JSON read through
+``untrusted.parse_json`` and checked against :data:`CIVITAI_SIDECAR_SCHEMA` /
+:data:`A1111_SIDECAR_SCHEMA`) is reported as ``skipped`` with the reason, and the import goes on.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import stat
 import tempfile
 import time
 from collections import Counter
@@ -35,6 +42,7 @@ from .db_schema import AdapterRow, FileCacheRow, VersionRow
 from .errors import AlreadyExists, LoradexError, UnsafePickle, UsageError
 from .operations import AddVersion, LinkLineage
 from .refs import NAME_RE
+from .untrusted import UntrustedData, check_schema, parse_json
 
 MODEL_SUFFIXES = frozenset({".safetensors", ".pt", ".bin", ".ckpt", ".pth"})
 # Folder names (lower-case) that hold adapters in the webuis' trees, and what they usually hold.
@@ -46,6 +54,10 @@ CATEGORY_FOLDERS = {
 _SKIP_DIRS = frozenset({"__pycache__", "node_modules", "venv", ".venv", ".git"})
 PREVIEW_SUFFIXES = (".preview.png", ".png", ".preview.jpg", ".jpg", ".preview.jpeg", ".jpeg",
                     ".preview.webp", ".webp")
+MAX_NAME_BYTES = 200  # a model file name (adapter names are capped at 200; sidecar names must fit 255)
+MAX_PATH_BYTES = 4000  # below PATH_MAX
+MAX_JSON_SIDECAR = 1 << 20  # a .civitai.info / .json sidecar over this is not read, nor stored
+MAX_PREVIEW = 16 << 20  # a preview image over this is not stored
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"RIFF": "webp"}
 
 # Civitai ``baseModel`` (and A1111 ``sd version``) → loradex base family, by lower-case prefix.
@@ -69,7 +81,7 @@ def base_from_label(label) -> str:
 @dataclass
 class ImportItem:
     path: str  # relative to the imported folder
-    status: str  # added | duplicate | refused | unchanged
+    status: str  # added | duplicate | refused | unchanged | skipped (not read: see reason)
     ref: str | None = None  # the new ref (added), the existing one (duplicate, unchanged)
     reason: str = ""  # why refused; notes otherwise
     kind: str | None = None
@@ -102,8 +114,12 @@ class ImportReport:
         return [i for i in self.items if i.status == status]
 
     def counts(self) -> dict[str, int]:
+        """Per status; ``skipped`` (files and sidecars not read) only when there are any."""
         counts = Counter(i.status for i in self.items)
-        return {s: counts.get(s, 0) for s in ("added", "duplicate", "refused", "unchanged")}
+        out = {s: counts.get(s, 0) for s in ("added", "duplicate", "refused", "unchanged")}
+        if counts.get("skipped"):
+            out["skipped"] = counts["skipped"]
+        return out
 
     def to_dict(self) -> dict:
         return {"root": self.root, "counts": self.counts(), "stats": self.stats.to_dict(),
@@ -121,6 +137,8 @@ class _Found:
     probe: dict | None = None
     name: str | None = None
     previous: dict | None = None  # the cache row's outcome when the file changed since
+    problem: str | None = None  # why it is skipped unread (a FIFO, a dangling symlink, …)
+    skipped_sidecars: list = field(default_factory=list)  # (relative path, reason)
 
 
 def _category(parts: tuple[str, ...]) -> str | None:
@@ -135,7 +153,9 @@ def walk_models_tree(root: Path) -> list[_Found]:
 
     Only files below a known model folder (``models/Lora``, ``embeddings``, …) count, so VAEs,
     upscalers and ControlNets in the same tree are left out; a folder with no such subfolder
-    (``loradex import models/Lora``) counts whole."""
+    (``loradex import models/Lora``) counts whole. A file that cannot be read safely (a FIFO, a
+    symlink loop, a dangling symlink, an over-long name) is listed with its ``problem`` and
+    never opened; symlinked folders are not followed."""
     found: list[_Found] = []
     root_parts = (root.name,)
     for dirpath, dirnames, filenames in os.walk(root):
@@ -146,42 +166,138 @@ def walk_models_tree(root: Path) -> list[_Found]:
             if fname.startswith(".") or Path(fname).suffix.lower() not in MODEL_SUFFIXES:
                 continue
             rel = (rel_dir / fname).as_posix()
-            found.append(_Found(Path(dirpath) / fname, rel, folders, _category(root_parts + folders)))
+            item = _Found(Path(dirpath) / fname, rel, folders, _category(root_parts + folders))
+            item.problem, item.stat = _file_problem(item.path)
+            found.append(item)
     if any(f.category for f in found):
         found = [f for f in found if f.category]
     found.sort(key=lambda f: f.rel)
     return found
 
 
+def _file_problem(path: Path) -> tuple[str | None, os.stat_result | None]:
+    """(why ``path`` is not read, None) or (None, its stat): only regular files, by a name the
+    file system and the catalog can hold, are read."""
+    if len(os.fsencode(path.name)) > MAX_NAME_BYTES or len(os.fsencode(path)) > MAX_PATH_BYTES:
+        return f"over-long name ({len(os.fsencode(path.name))} bytes; at most {MAX_NAME_BYTES})", None
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return "symlink loop", None
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    return f"dangling symlink (to {os.readlink(path)!r})", None
+                raise
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})", None
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file ({_file_type(st.st_mode)})", None
+    return None, st
+
+
+def _file_type(mode: int) -> str:
+    for test, label in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                        (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return label
+    return "not a file"
+
+
 # --- sidecars -------------------------------------------------------------------------------------
 def sidecar_paths(model: Path) -> dict[str, Path]:
-    """The webui sidecars next to ``model`` that exist: civitai, a1111 and preview."""
+    """The webui sidecars next to ``model`` that exist (whatever they are: each is checked when
+    read): civitai, a1111 and preview."""
     stem = model.name[: -len(model.suffix)] if model.suffix else model.name
     out = {}
-    civitai = model.with_name(stem + ".civitai.info")
-    if civitai.is_file():
-        out["civitai"] = civitai
-    a1111 = model.with_name(stem + ".json")
-    if a1111.is_file():
-        out["a1111"] = a1111
-    for suffix in PREVIEW_SUFFIXES:
-        candidate = model.with_name(stem + suffix)
-        if candidate.is_file():
-            out["preview"] = candidate
-            break
+    for key, suffixes in (("civitai", (".civitai.info",)), ("a1111", (".json",)), ("preview", PREVIEW_SUFFIXES)):
+        for suffix in suffixes:
+            candidate = model.with_name(stem + suffix)
+            if _lexists(candidate):
+                out[key] = candidate
+                break
     return out
 
 
-def _read_json_object(path: Path, notes: list[str]) -> dict:
+def _lexists(path: Path) -> bool:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        notes.append(f"{path.name} ignored: not readable JSON ({exc.__class__.__name__})")
-        return {}
-    if not isinstance(data, dict):
-        notes.append(f"{path.name} ignored: not a JSON object")
-        return {}
+        os.lstat(path)
+    except OSError:  # missing, or a name too long to exist
+        return False
+    return True
+
+
+class _SidecarProblem(Exception):
+    """A sidecar not read: one line saying why."""
+
+
+def _read_sidecar(path: Path, cap: int) -> bytes:
+    """The bytes of a regular file of at most ``cap`` bytes. Opened non-blocking, so a FIFO
+    never blocks the import; a symlink loop, a folder, a device or an unreadable file is a
+    :class:`_SidecarProblem`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _SidecarProblem("symlink loop" if exc.errno == errno.ELOOP else
+                              "dangling symlink" if exc.errno == errno.ENOENT else
+                              f"cannot read ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _SidecarProblem(f"not a regular file ({_file_type(st.st_mode)})")
+        if st.st_size > cap:
+            raise _SidecarProblem(f"{st.st_size} bytes, over the {cap}-byte cap; not stored")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(cap + 1)
+    except OSError as exc:
+        raise _SidecarProblem(f"cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise _SidecarProblem(f"over the {cap}-byte cap; not stored")
     return data
+
+
+_TEXT = {"type": ["string", "null"]}
+_ID = {"type": ["integer", "string", "null"]}
+# What import reads of a Civitai Helper ``.civitai.info`` (Civitai's version JSON); other fields
+# are kept as they are (and capped in size, depth and count by ``untrusted.parse_json``).
+CIVITAI_SIDECAR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": _ID, "modelId": _ID, "name": _TEXT, "description": _TEXT, "baseModel": _TEXT,
+        "baseModelType": _TEXT, "publishedAt": _TEXT, "downloadUrl": _TEXT,
+        "trainedWords": {"type": ["array", "string", "null"], "items": {"type": ["string", "null"]}},
+        "model": {"type": ["object", "null"], "properties": {
+            "name": _TEXT, "type": _TEXT, "nsfw": {"type": ["boolean", "null"]}, "description": _TEXT}},
+        "images": {"type": ["array", "null"], "items": {"type": "object"}},
+        "files": {"type": ["array", "null"], "items": {"type": "object", "properties": {
+            "id": _ID, "name": _TEXT, "type": _TEXT, "primary": {"type": ["boolean", "null"]},
+            "sizeKB": {"type": ["number", "null"]}, "downloadUrl": _TEXT,
+            "hashes": {"type": ["object", "null"], "additionalProperties": _TEXT},
+            "metadata": {"type": ["object", "null"]}}}},
+    },
+}
+# A1111's user metadata ``<stem>.json``.
+A1111_SIDECAR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "description": _TEXT, "sd version": _TEXT, "activation text": _TEXT, "notes": _TEXT,
+        "preferred weight": {"type": ["number", "string", "null"]},
+    },
+}
+
+
+def _read_json_sidecar(path: Path, schema: dict) -> dict:
+    """A JSON sidecar through the one validation layer (caps, then the declared schema)."""
+    try:
+        return check_schema(parse_json(_read_sidecar(path, MAX_JSON_SIDECAR), path.name,
+                                       max_bytes=MAX_JSON_SIDECAR), schema, path.name)
+    except UntrustedData as exc:
+        raise _SidecarProblem(str(exc)[len(path.name) + 2:]) from None
 
 
 def civitai_extra(info: dict, file_name: str | None = None) -> dict:
@@ -225,22 +341,25 @@ class SidecarFacts:
     preview: bytes | None = None
     preview_type: str | None = None
     notes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (sidecar file name, why not read)
 
 
 def read_sidecars(model: Path) -> SidecarFacts:
+    """What the sidecars next to ``model`` say. A sidecar that cannot be read safely, or does not
+    have its declared shape, is left out and named in ``facts.skipped`` (name, reason)."""
     facts = SidecarFacts()
     paths = sidecar_paths(model)
     if "civitai" in paths:
-        info = _read_json_object(paths["civitai"], facts.notes)
+        info = _sidecar(paths["civitai"], facts, CIVITAI_SIDECAR_SCHEMA)
         if info:
             civ = civitai_extra(info, model.name)
             facts.extra["civitai"] = civ
             facts.triggers += civ["trainedWords"]
-            model = info.get("model") if isinstance(info.get("model"), dict) else {}
-            facts.description = str(info.get("description") or model.get("description") or "")
+            model_info = info.get("model") if isinstance(info.get("model"), dict) else {}
+            facts.description = str(info.get("description") or model_info.get("description") or "")
             facts.base = base_from_label(info.get("baseModel"))
     if "a1111" in paths:
-        meta = _read_json_object(paths["a1111"], facts.notes)
+        meta = _sidecar(paths["a1111"], facts, A1111_SIDECAR_SCHEMA)
         if meta:
             facts.extra["webui"] = meta
             facts.triggers = _words(meta.get("activation text")) + facts.triggers
@@ -248,13 +367,24 @@ def read_sidecars(model: Path) -> SidecarFacts:
             if facts.base == "unknown":
                 facts.base = base_from_label(meta.get("sd version"))
     if "preview" in paths:
-        data = paths["preview"].read_bytes()
-        kind = _image_type(data)
+        data = _sidecar(paths["preview"], facts, None)
+        kind = _image_type(data) if data else None
         if kind:
             facts.preview, facts.preview_type = data, kind
-        else:
-            facts.notes.append(f"{paths['preview'].name} ignored: not a PNG/JPEG/WebP image")
+        elif data is not None:
+            facts.skipped.append((paths["preview"].name, "not a PNG/JPEG/WebP image"))
     return facts
+
+
+def _sidecar(path: Path, facts: SidecarFacts, schema: dict | None):
+    """A JSON sidecar (``schema``) or a preview's bytes (None); None when skipped."""
+    try:
+        if schema is None:
+            return _read_sidecar(path, MAX_PREVIEW)
+        return _read_json_sidecar(path, schema)
+    except _SidecarProblem as exc:
+        facts.skipped.append((path.name, str(exc)))
+        return None
 
 
 # --- naming ---------------------------------------------------------------------------------------
@@ -333,12 +463,15 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
     report = ImportReport(root=str(root))
     stats = report.stats
     found = walk_models_tree(root)
+    for f in found:
+        if f.problem:
+            report.items.append(ImportItem(f.rel, "skipped", reason=f.problem))
+    found = [f for f in found if not f.problem]
     stats.model_files = len(found)
     cache = _load_cache(catalog, root)
 
     todo: list[_Found] = []
     for f in found:
-        f.stat = f.path.stat()
         row = cache.get(str(f.path))
         if row is not None and (row["size"], row["mtime_ns"], row["inode"]) == _stat_key(f.stat):
             outcome = row["outcome"]
@@ -360,6 +493,9 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
             refused.append((f, item, isinstance(exc, UnsafePickle) and not allow_pickle))
             report.items.append(item)
             continue
+        except OSError as exc:  # gone, or no longer readable, since the walk
+            report.items.append(ImportItem(f.rel, "skipped", reason=f"cannot read ({exc.strerror or exc})"))
+            continue
         ready.append(f)
 
     _name_files(catalog, found, cache, ready)
@@ -376,6 +512,11 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
             item = ImportItem(f.rel, "refused", reason=_reason(exc, f.path))
             refused.append((f, item, False))
             report.items.append(item)
+        except OSError as exc:
+            report.items.append(ImportItem(f.rel, "skipped", reason=f"cannot read ({exc.strerror or exc})"))
+        folder = Path(f.rel).parent
+        report.items += [ImportItem((folder / name).as_posix(), "skipped", reason=why)
+                         for name, why in f.skipped_sidecars]
     if progress:
         progress(total, total, "done")
     if refused:
@@ -452,6 +593,7 @@ def _store_one(catalog, f: _Found, source: Path, stats: ImportStats, *, link: bo
     """Store ``source`` (the file itself, or its safetensors conversion) and register it."""
     probe = f.probe
     side = read_sidecars(f.path)
+    f.skipped_sidecars = side.skipped
     extra = {**side.extra, **converted_extra}
     extra["imported_from"] = {"path": str(f.path), "folder": f.category}
     probe_base = probe.get("base") or "unknown"

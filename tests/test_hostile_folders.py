@@ -232,3 +232,101 @@ def test_export_through_a_symlinked_subfolder_writes_nothing_outside(styled, tmp
     result = export_version(catalog, v1.ref, webui)
     assert list(outside.iterdir()) == []
     assert {s["reason"] for s in result.skipped} == {"the path leads outside the folder"}
+
+
+# --- import: what cannot be read safely is skipped, one line each -------------------------------------
+@pytest.fixture
+def hostile_tree(tmp_path):
+    """models/Lora with one good adapter and every kind of file that must be skipped."""
+    lora = tmp_path / "webui" / "models" / "Lora"
+    lora.mkdir(parents=True)
+    write_random_kohya_lora(lora / "good.safetensors", rank=2, seed=1)
+    os.mkfifo(lora / "fifo.safetensors")  # opening it for reading would block forever
+    (lora / "loop.safetensors").symlink_to(lora / "loop2.safetensors")
+    (lora / "loop2.safetensors").symlink_to(lora / "loop.safetensors")
+    (lora / "dangling.safetensors").symlink_to(tmp_path / "nowhere.safetensors")
+    write_random_kohya_lora(lora / ("x" * 230 + ".pt"), rank=2, seed=2)  # name fits 255, sidecars would not
+    (lora / "loopdir").symlink_to(lora)  # a folder symlinked into itself: not followed
+    return tmp_path / "webui"
+
+
+def test_import_skips_fifos_symlink_loops_dangling_links_and_long_names(hostile_tree, cli):
+    result = cli("import", hostile_tree, "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    skipped = {i["path"]: i["reason"] for i in data["items"] if i["status"] == "skipped"}
+    assert set(skipped) == {"models/Lora/fifo.safetensors", "models/Lora/loop.safetensors",
+                            "models/Lora/loop2.safetensors", "models/Lora/dangling.safetensors",
+                            "models/Lora/" + "x" * 230 + ".pt"}
+    assert "FIFO" in skipped["models/Lora/fifo.safetensors"]
+    assert skipped["models/Lora/loop.safetensors"] == "symlink loop"
+    assert skipped["models/Lora/dangling.safetensors"].startswith("dangling symlink")
+    assert skipped["models/Lora/" + "x" * 230 + ".pt"].startswith("over-long name")
+    assert data["counts"] == {"added": 1, "duplicate": 0, "refused": 0, "unchanged": 0, "skipped": 5}
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 5 and all("skipped" in w for w in warnings)
+    human = cli("import", hostile_tree)  # the good one is unchanged now; the rest skipped again
+    assert human.exit_code == 1 and "5 skipped" in human.stdout and "1 unchanged" in human.stdout
+
+
+BAD_JSON_SIDECARS = {
+    "not json": b"{not json",
+    "deep": b"[" * 100_000 + b"]" * 100_000,
+    "wrong types": json.dumps({"trainedWords": 5, "model": "x", "files": [{"hashes": []}]}).encode(),
+    "not an object": b"[1, 2, 3]",
+    "over the cap": b'{"description": "' + b"a" * (1 << 20) + b'"}',
+    "bad utf-8": b'{"description": "\xff\xfe"}',
+    "NaN": b'{"id": NaN}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_JSON_SIDECARS))
+def test_malformed_sidecars_are_skipped_and_the_model_imported(tmp_path, case, cli):
+    lora = tmp_path / "webui" / "models" / "Lora"
+    lora.mkdir(parents=True)
+    write_random_kohya_lora(lora / "style.safetensors", rank=2, seed=1)
+    (lora / "style.civitai.info").write_bytes(BAD_JSON_SIDECARS[case])
+    (lora / "style.json").write_bytes(json.dumps({"activation text": 7}).encode())  # a number: wrong type
+    result = cli("import", tmp_path / "webui", "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    items = {i["path"]: i for i in data["items"]}
+    assert items["models/Lora/style.safetensors"]["status"] == "added"
+    assert items["models/Lora/style.civitai.info"]["status"] == "skipped"
+    assert items["models/Lora/style.json"]["status"] == "skipped"
+    assert "activation text" in items["models/Lora/style.json"]["reason"]
+    version = Catalog().resolve("style")
+    assert "civitai" not in version.extra and "webui" not in version.extra  # nothing of them stored
+
+
+def test_special_and_oversized_sidecars_are_not_read(tmp_path, cli):
+    lora = tmp_path / "webui" / "models" / "Lora"
+    lora.mkdir(parents=True)
+    write_random_kohya_lora(lora / "style.safetensors", rank=2, seed=1)
+    os.mkfifo(lora / "style.civitai.info")  # must not block the import
+    (lora / "style.json").symlink_to(lora / "style.json")  # a loop
+    (lora / "style.preview.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (17 << 20))  # over the cap
+    result = cli("import", tmp_path / "webui", "--json")
+    assert result.exit_code == 1
+    items = {i["path"]: i for i in json.loads(result.stdout)["items"]}
+    assert "FIFO" in items["models/Lora/style.civitai.info"]["reason"]
+    assert items["models/Lora/style.json"]["reason"] == "symlink loop"
+    assert "cap" in items["models/Lora/style.preview.png"]["reason"]
+    version = Catalog().resolve("style")
+    assert "preview_sha256" not in version.extra
+
+
+def test_good_sidecars_still_land(tmp_path, cli):
+    from _webui_fixtures import A1111_JSON, CIVITAI_INFO, png_bytes
+
+    lora = tmp_path / "webui" / "models" / "Lora"
+    lora.mkdir(parents=True)
+    write_random_kohya_lora(lora / "style.safetensors", rank=2, seed=1)
+    (lora / "style.civitai.info").write_text(json.dumps(CIVITAI_INFO))
+    (lora / "style.json").write_text(json.dumps(A1111_JSON))
+    (lora / "style.preview.png").write_bytes(png_bytes())
+    result = cli("import", tmp_path / "webui")
+    assert result.exit_code == 0 and "skipped" not in result.output
+    version = Catalog().resolve("style")
+    assert version.extra["civitai"]["info"] == CIVITAI_INFO and version.extra["webui"] == A1111_JSON
+    assert version.extra["preview_type"] == "png"
