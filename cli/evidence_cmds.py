@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .options import HomeOpt, JsonOpt, RefArg, open_catalog
-from .output import Output
+from .output import Output, terminal_safe
 
 records_app = typer.Typer(help="Prompt records: what produced each image.", no_args_is_help=True)
 
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         from loradex.trainer.compat_check import report_lines
 
         for line in report_lines(rec.get("compat") or {}):  # stderr, one line each, also with --json
-            typer.echo(line, err=True)
+            typer.echo(terminal_safe(line), err=True)
         output.result({**result.record.to_dict(), "output": str(out)}, lambda c: c.print(
             f"{out}  record {rec['id']}  stack: "
             + (", ".join(f"{e['ref']} te={e['te_weight']:g} unet={e['unet_weight']:g}" for e in rec["stack"])
@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
 
         found = latest_card(open_catalog(home), ref)
         if markdown and not json:
-            typer.echo(card_markdown(found.card), nl=False)
+            typer.echo(terminal_safe(card_markdown(found.card)), nl=False)
             return
         Output(json_mode=json).result(found.to_dict(), lambda c: c.print(_card_summary(found)))
 
@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
                                    checks=check, note=note)
         else:
             samples = review_samples(catalog, latest_card(catalog, ref).card, reviewer or current_user())
-            changes = interactive_review(samples, say=lambda line: typer.echo(line, err=True),
+            changes = interactive_review(samples, say=lambda line: typer.echo(terminal_safe(line), err=True),
                                          ask=lambda q, d: typer.prompt(q, default=d, show_default=False, err=True))
             if changes.empty():
                 Output(json_mode=json).result({"stored": False}, lambda c: c.print("no verdicts given; nothing stored"))
@@ -294,7 +294,7 @@ def _default_base(catalog, refs: list[str]) -> str:
     from loradex.trainer.evaluate import default_base
 
     base, why = default_base(catalog, refs)
-    typer.echo(f"base: {base} (from {why})", err=True)
+    typer.echo(terminal_safe(f"base: {base} (from {why})"), err=True)
     return base
 
 

@@ -77,13 +77,30 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
         return exc.exit_code or 1, exc.format_message().replace("\n", " ")
     if isinstance(exc, KeyboardInterrupt):
         return 130, "interrupted"
-    if isinstance(exc, PermissionError):
-        return 1, f"permission denied: {exc.filename or exc}"
-    if isinstance(exc, FileNotFoundError):
-        return 1, f"no such file: {exc.filename or exc}"
-    if isinstance(exc, OSError) and exc.errno == 28:
-        return 1, "no space left on device"
+    if isinstance(exc, OSError):  # the operating system said no: not a loradex bug
+        return 1, _os_error_line(exc)
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):  # a database failure outside Catalog.transact's mapping
+        from loradex.registry.catalog import database_failure
+
+        return 1, str(database_failure(exc, "database"))
     return None, str(exc)
+
+
+def _os_error_line(exc: OSError) -> str:
+    import errno
+
+    where = exc.filename or ""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on device{f' writing {where}' if where else ''} (free some space and run the command again)"
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return (f"permission denied: {where or exc} (check its permissions; "
+                "a read-only loradex home serves read commands only)")
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {where or exc}"
+    what = exc.strerror or type(exc).__name__
+    return f"{what}: {where}" if where else f"{what}: {exc}"
 
 
 if __name__ == "__main__":  # `python -m loradex.cli.main …` (e.g. under `accelerate launch -m`)

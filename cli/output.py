@@ -42,6 +42,8 @@ def _safe_console_class():
 
     class SafeConsole(Console):
         def print(self, *objects: Any, **kwargs: Any) -> None:
+            # escaped before rich sees it (rich would drop BEL, CR... silently; shown instead)
+            objects = tuple(terminal_safe(o) if isinstance(o, str) else o for o in objects)
             try:
                 super().print(*objects, **kwargs)
             except MarkupError:  # "[/bold]" in a name or a message: show it as written
@@ -111,7 +113,7 @@ class Output:
         for col in columns:
             table.add_column(col, overflow="fold")
         for row in rows:  # cells are data: Text, never parsed as markup
-            table.add_row(*[Text("" if v is None else str(v)) for v in row])
+            table.add_row(*[Text("" if v is None else terminal_safe(str(v))) for v in row])
         self.console.print(table)
 
     @contextmanager
