@@ -14,6 +14,8 @@ recipe_app = typer.Typer(help="Recipes of merged / resized / extracted versions.
 
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Output tensor dtype: fp16, fp32 or bf16.")]
 VersionOpt = Annotated[Optional[str], typer.Option("--version", help="Exact version X.Y.Z (default: next).")]
+NonFiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite", help="Keep NaN/Inf found in an input or the result "
+                                            "(listed in the report) instead of refusing.")]
 
 
 def _dynamic(text: Optional[str]):
@@ -43,6 +45,8 @@ def _model_spec(spec: str, catalog) -> str:
 
 def _version_line(console, version: dict, extra: str = "") -> None:
     console.print(f"{version['ref']}  sha256 {version['sha256'][:12]}…  {extra}".rstrip())
+    for entry in (version.get("report") or {}).get("nonfinite", []):
+        console.print(f"  kept NaN/Inf (--allow-nonfinite) in {entry}")
 
 
 def register(app: typer.Typer) -> None:
@@ -66,7 +70,7 @@ def register(app: typer.Typer) -> None:
                                                         "under --name instead.")] = None,
         save_recipe: Annotated[Optional[Path], typer.Option("--save-recipe", help="Also write the result's "
                                                              "recipe to this .toml or .json file.")] = None,
-        home: HomeOpt = None, json: JsonOpt = False,
+        allow_nonfinite: NonFiniteOpt = False, home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Merge adapter versions into a new version (exact concat, optimal svd, ties/dare…).
         A --recipe replay whose file equals a version --name already has registers nothing and
@@ -93,6 +97,8 @@ def register(app: typer.Typer) -> None:
                 for entry, text in zip(inputs, block_weights):
                     entry["block_weights"] = text  # numbers or a preset name, resolved for the family
             options = {k: v for k, v in (("density", density), ("clamp_quantile", clamp_quantile)) if v is not None}
+        if allow_nonfinite:
+            options = {**options, "allow_nonfinite": True}
         with out.progress("merging") as progress:
             result = merge_versions(catalog, inputs, method, rank, name=name, version=version, seed=seed,
                                     dtype=dtype, options=options, progress=progress, replay=recipe is not None)
@@ -114,7 +120,8 @@ def register(app: typer.Typer) -> None:
         rank: Annotated[Optional[int], typer.Option("--rank", help="New rank (cap for --dynamic).")] = None,
         dynamic: Annotated[Optional[str], typer.Option("--dynamic", help="sv_ratio:P | sv_cumulative:P | sv_fro:P")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="Register under another name.")] = None,
-        version: VersionOpt = None, dtype: DtypeOpt = "fp16", home: HomeOpt = None, json: JsonOpt = False,
+        version: VersionOpt = None, dtype: DtypeOpt = "fp16", allow_nonfinite: NonFiniteOpt = False,
+        home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Re-rank a version keeping its scale (α/r); a new version with resized_from lineage."""
         from loradex.merge.catalog_merge import resize_version
@@ -122,7 +129,8 @@ def register(app: typer.Typer) -> None:
         out = Output(json_mode=json)
         with out.progress("resizing") as progress:
             result = resize_version(open_catalog(home), ref, rank=rank, dynamic=_dynamic(dynamic), name=name,
-                                    version=version, dtype=dtype, progress=progress)
+                                    version=version, dtype=dtype, progress=progress,
+                                    allow_nonfinite=allow_nonfinite)
         data = result.to_dict()
         data["report"] = result.version.extra.get("recipe_report", {})
         out.result(data, lambda c: _version_line(c, data, f"total residual {data['report'].get('total_residual')}"))

@@ -10,6 +10,12 @@ asked for is read, so a merge holds one module group of each input at a time. Ot
 (diffusers, PEFT, legacy, attention-processor, safeloras) go through ``convert.to_canonical``,
 which needs the whole state dict; those files are read once into memory (their tensors are the
 factors, not ΔW, so this is the file's own size).
+
+Before anything is read, the header is held to ``registry.probe.tensor_rules`` (the rules ``add``
+applies: dtypes, down/up pairs, rank ≥ 1, one-element alpha), so a blob stored before those rules
+fails here in one line instead of inside the math. F8 factors are up-cast by the math (float32).
+``nonfinite_modules()`` names the modules holding NaN/±Inf; ``merge``/``resize`` refuse them unless
+``--allow-nonfinite`` (``catalog_merge.check_finite``).
 """
 
 from __future__ import annotations
@@ -80,12 +86,24 @@ class AdapterSource:
         keys = self._groups.get(name)
         if keys is None:
             return None
-        tensors = {suffix: self._handle.get_tensor(key) for suffix, key in keys.items()}
+        tensors = {suffix: upcast(self._handle.get_tensor(key)) for suffix, key in keys.items()}
         return module_from_group(name, tensors)
 
     def modules(self) -> Iterator[tuple[str, ModuleLike]]:
         for name in self.names():
             yield name, self.load(name)
+
+    def nonfinite_modules(self) -> list[str]:
+        """Names of the modules with a NaN or ±Inf in any tensor (alpha included); reads each once."""
+        bad = []
+        for name in self.names():
+            if name in self._loaded:
+                tensors = module_tensors(self._loaded[name])
+            else:
+                tensors = [self._handle.get_tensor(key) for key in self._groups[name].values()]
+            if not all_finite(tensors):
+                bad.append(name)
+        return bad
 
     def load_all(self) -> dict[str, ModuleLike]:
         return dict(self.modules())
@@ -98,6 +116,53 @@ class AdapterSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def upcast(tensor):
+    """F8 tensors as float32: torch does no arithmetic (or promotion) on float8 types."""
+    return tensor.float() if tensor.is_floating_point() and tensor.element_size() == 1 else tensor
+
+
+def module_tensors(module: ModuleLike) -> list[Any]:
+    """The tensors (and alpha, as a number) a module holds."""
+    if isinstance(module, DenseDelta):
+        return [module.delta]
+    return [module.down, module.up] + ([module.alpha] if module.alpha is not None else [])
+
+
+def all_finite(values) -> bool:
+    """True when no tensor or number of ``values`` holds NaN or ±Inf (integer tensors always are)."""
+    import math
+
+    import torch
+
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value.float()).all()):
+                return False
+        elif not math.isfinite(float(value)):
+            return False
+    return True
+
+
+def _check_header(path: Path) -> dict:
+    """The tensor rules ``add`` applies (see ``registry.probe.tensor_rules``) → name → TensorInfo."""
+    from loradex.registry.probe.tensor_rules import check_dtypes
+    from loradex.registry.safetensors_header import read_header
+
+    tensors = read_header(path).tensors
+    check_dtypes(path, tensors)
+    return tensors
+
+
+def _check_groups(path: Path, groups: dict[str, dict[str, str]], tensors: dict) -> None:
+    """Plain LoRA groups: both halves, rank ≥ 1, one-element alpha; every bad module named."""
+    from loradex.registry.probe.tensor_rules import modules_problems, raise_for_modules
+
+    parts = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}
+    plain = {name: {parts[suffix]: tensors[key].shape for suffix, key in group.items()}
+             for name, group in groups.items() if set(group) <= PLAIN_LORA_SUFFIXES}
+    raise_for_modules(path, modules_problems(plain))
 
 
 def module_from_group(name: str, tensors: dict[str, Any]) -> ModuleLike:
@@ -132,6 +197,7 @@ def open_adapter(path: str | Path, *, base: str | None = None, check_suffix: boo
     if check_suffix and path.suffix != ".safetensors":
         raise UnsupportedFormat(path, "merging reads .safetensors adapters only",
                                 hint="convert pickles first (`loradex add --allow-pickle` then `loradex convert`)")
+    header_tensors = _check_header(path)
     handle = safe_open(str(path), framework="pt")
     metadata = dict(handle.metadata() or {})
     keys = list(handle.keys())
@@ -149,11 +215,12 @@ def open_adapter(path: str | Path, *, base: str | None = None, check_suffix: boo
             if suffix in group:
                 raise UnsupportedFormat(path, f"module {norm} appears twice (as {module} and another spelling)")
             group[suffix] = key
+        _check_groups(path, source._groups, header_tensors)
         return source
     # other conventions: the canonical reader needs every tensor
     from .convert import to_canonical
 
-    state_dict = {k: handle.get_tensor(k) for k in keys}
+    state_dict = {k: upcast(handle.get_tensor(k)) for k in keys}
     detect_convention(keys, metadata)  # clear UnsupportedFormat when nothing matches
     adapter_config = _adapter_config(path)
     lora = to_canonical(state_dict, metadata=metadata, base=base, adapter_config=adapter_config)

@@ -8,6 +8,11 @@ safetensors file and registers it with lineage edges carrying the recipe.
 Written files are deterministic: tensors in sorted key order with a fixed dtype, metadata without
 timestamps, and ``modelspec.hash_sha256`` = "0x" + sha256 of the tensor data section (the AutoV3 /
 kohya "addnet" hash, computed before the metadata is added, so it equals the file's AutoV3).
+
+Non-finite values: a NaN or ±Inf in an input module, or in a result module (an fp16 overflow),
+refuses the merge / resize with every such module named (``NonFiniteValues``, exit 1), unless
+the recipe's ``options.allow_nonfinite`` (``--allow-nonfinite``) is set; then they are listed in
+the report (``nonfinite``) and kept, never silently.
 """
 
 from __future__ import annotations
@@ -18,9 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loradex.registry.errors import LoradexError
 from loradex.registry.safetensors_writer import save_safetensors
 
-from .adapter_io import SS_BASE_MODEL_VERSION, AdapterSource, open_version, version_family
+from .adapter_io import (
+    SS_BASE_MODEL_VERSION,
+    AdapterSource,
+    all_finite,
+    module_tensors,
+    open_version,
+    version_family,
+)
 from .lora_module import DenseDelta, LoraModule, ModuleLike, kohya_state_dict_from_modules
 from .merge_report import AdapterReport
 from .modelspec import HASH_KEY, modelspec_metadata
@@ -37,6 +50,10 @@ Progress = Callable[[int, int, str], None]
 ADAPTER_KINDS = ("lora", "lycoris", "locon", "loha", "lokr", "dora")
 STRONG_WEIGHT = 0.5  # |weight| at or above which a stacked adapter counts as "strong"
 MAX_STRONG = 3  # users report that more than ~3 strong adapters fight each other
+
+
+class NonFiniteValues(LoradexError, ValueError):
+    """NaN or ±Inf in a merge / resize input or result, not allowed by ``--allow-nonfinite``."""
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -126,6 +143,34 @@ def component_weight(module_name: str, entry: dict) -> float:
     return float(entry["weight"])
 
 
+# --- non-finite values --------------------------------------------------------------------------
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" … (+{len(names) - 5} more)" if len(names) > 5 else "")
+
+
+def check_finite(report: AdapterReport, where: str, names: list[str], *, allow: bool, hint: str = "") -> None:
+    """Refuse (or, with ``allow``, record in ``report.nonfinite``) the modules ``names`` of ``where``."""
+    if not names:
+        return
+    if not allow:
+        raise NonFiniteValues(f"{where}: NaN or Inf in {len(names)} module(s): {_shown(names)}",
+                              hint=hint or "fix or re-export the input; --allow-nonfinite keeps them anyway")
+    report.nonfinite += [f"{where}: {n}" for n in names]
+
+
+def check_inputs_finite(report: AdapterReport, versions, sources, *, allow: bool) -> None:
+    for version, source in zip(versions, sources):
+        check_finite(report, version.ref, source.nonfinite_modules(), allow=allow)
+
+
+def check_result_finite(report: AdapterReport, modules: dict, dtype_name: str, *, allow: bool) -> None:
+    bad = [n for n, m in sorted(modules.items()) if not all_finite(module_tensors(m))]
+    hint = ("values past the fp16 range overflow: try --dtype fp32 or bf16; " if dtype_name == "fp16" else "")
+    check_finite(report, "result", bad, allow=allow, hint=hint + "--allow-nonfinite writes it anyway")
+
+
 # --- writing ------------------------------------------------------------------------------------
 
 
@@ -173,6 +218,7 @@ def report_summary(report: AdapterReport) -> dict:
         "max_relative_residual": report.max_relative_residual(),
         "total_residual": report.total_residual(),
         "skipped": dict(report.skipped),
+        **({"nonfinite": list(report.nonfinite)} if report.nonfinite else {}),
         "modules": {n: {"rank": m.rank, "retained_fro": m.retained_fro, "relative_residual": m.relative_residual}
                     for n, m in sorted(report.modules.items())},
     }
@@ -335,6 +381,7 @@ def write_merge(catalog, recipe: dict, dest: Path, *, progress: Progress | None 
     check_families({v.ref: version_family(catalog, v) for v in versions})
     method = get_merge_method(recipe["method"])
     opts = dict(recipe.get("options") or {})
+    allow_nonfinite = bool(opts.pop("allow_nonfinite", False))
     if "dynamic" in opts and opts["dynamic"] is not None:
         opts["dynamic"] = tuple(opts["dynamic"])
     out_dtype = torch_dtype(recipe["output"]["dtype"])
@@ -346,10 +393,12 @@ def write_merge(catalog, recipe: dict, dest: Path, *, progress: Progress | None 
     for source, version in zip(sources, versions):
         for key, why in source.skipped.items():
             report.skipped[f"{version.ref}:{key}"] = why
+    check_inputs_finite(report, versions, sources, allow=allow_nonfinite)
     stream = merge_stream(method, names, lambda n: [s.load(n) for s in sources], [1.0] * len(entries),
                           rank=recipe.get("rank"), seed=recipe.get("seed"), progress=progress,
                           module_weights=_module_weight_fn(entries, recipe.get("base")), cast_to=out_dtype, **opts)
     merged = collect_stream(stream, report)
+    check_result_finite(report, merged, recipe["output"]["dtype"], allow=allow_nonfinite)
     meta = lora_metadata(recipe, merged, triggers=union_triggers(versions))
     write_lora_file(merged, dest, dtype=out_dtype, metadata=meta)
     return report
@@ -368,7 +417,7 @@ def _carried(metadata: dict[str, str]) -> dict[str, str]:
 
 def resize_version(catalog, ref: str, *, rank: int | None = None, dynamic: tuple[str, float] | None = None,
                    name: str | None = None, version: str | None = None, dtype: str = "fp16",
-                   message: str = "", progress: Progress | None = None):
+                   message: str = "", progress: Progress | None = None, allow_nonfinite: bool = False):
     """A re-ranked copy of ``ref`` (α/r kept) as a new version of the same adapter (or ``name``)."""
     from loradex.registry.errors import UsageError
 
@@ -378,7 +427,8 @@ def resize_version(catalog, ref: str, *, rank: int | None = None, dynamic: tuple
     target = name or source.adapter
     recipe = {
         "op": "resize", "inputs": [{"ref": source.ref, "sha256": source.sha256, "role": "adapter"}],
-        "rank": rank, "dynamic": list(dynamic) if dynamic else None, "options": {}, "seed": None,
+        "rank": rank, "dynamic": list(dynamic) if dynamic else None,
+        "options": {"allow_nonfinite": True} if allow_nonfinite else {}, "seed": None,
         "base": version_family(catalog, source), "loradex_version": loradex_version(),
         "output": {"format": "kohya", "dtype": dtype, "name": target},
     }
@@ -389,33 +439,41 @@ def resize_version(catalog, ref: str, *, rank: int | None = None, dynamic: tuple
 
 @register_recipe_op("resize")
 def write_resize(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> AdapterReport:
+    from .merge_methods import decomposition_guard
+
+    version, source = _open_checked(catalog, recipe["inputs"][0])
+    allow_nonfinite = bool((recipe.get("options") or {}).get("allow_nonfinite"))
+    rank, dynamic = recipe.get("rank"), tuple(recipe["dynamic"]) if recipe.get("dynamic") else None
+    report = AdapterReport(operation="resize", params={"rank": rank, "dynamic": recipe.get("dynamic")})
+    check_inputs_finite(report, [version], [source], allow=allow_nonfinite)
+    out: dict[str, LoraModule] = {}
+    names = source.names()
+    for done, module_name in enumerate(names):
+        with decomposition_guard(module_name):
+            out[module_name], module_report = _resize_one(module_name, source.load(module_name), rank, dynamic)
+        report.add(module_report)
+        if progress is not None:
+            progress(done + 1, len(names), module_name)
+    check_result_finite(report, out, recipe["output"]["dtype"], allow=allow_nonfinite)
+    meta = lora_metadata(recipe, out, triggers=list(version.trigger_words), carried=_carried(source.metadata))
+    write_lora_file(out, dest, dtype=torch_dtype(recipe["output"]["dtype"]), metadata=meta)
+    return report
+
+
+def _resize_one(module_name: str, module: ModuleLike, rank, dynamic):
     from loradex.registry.errors import UsageError
 
     from .lycoris_math import to_lora_via_svd
     from .merge_report import ModuleReport
     from .resize import resize_module
 
-    version, source = _open_checked(catalog, recipe["inputs"][0])
-    rank, dynamic = recipe.get("rank"), tuple(recipe["dynamic"]) if recipe.get("dynamic") else None
-    report = AdapterReport(operation="resize", params={"rank": rank, "dynamic": recipe.get("dynamic")})
-    out: dict[str, LoraModule] = {}
-    names = source.names()
-    for done, module_name in enumerate(names):
-        module = source.load(module_name)
-        if isinstance(module, DenseDelta):
-            if rank is None:
-                raise UsageError(f"{module_name}: a LyCORIS ({module.source}) module needs a fixed --rank")
-            out[module_name], rel = to_lora_via_svd(module.delta, rank)
-            report.add(ModuleReport(module_name, out[module_name].rank, relative_residual=rel,
-                                    note=f"{module.source} expanded, then svd"))
-        else:
-            out[module_name], module_report = resize_module(module, rank=rank, dynamic=dynamic, name=module_name)
-            report.add(module_report)
-        if progress is not None:
-            progress(done + 1, len(names), module_name)
-    meta = lora_metadata(recipe, out, triggers=list(version.trigger_words), carried=_carried(source.metadata))
-    write_lora_file(out, dest, dtype=torch_dtype(recipe["output"]["dtype"]), metadata=meta)
-    return report
+    if isinstance(module, DenseDelta):
+        if rank is None:
+            raise UsageError(f"{module_name}: a LyCORIS ({module.source}) module needs a fixed --rank")
+        lora, rel = to_lora_via_svd(module.delta, rank)
+        return lora, ModuleReport(module_name, lora.rank, relative_residual=rel,
+                                  note=f"{module.source} expanded, then svd")
+    return resize_module(module, rank=rank, dynamic=dynamic, name=module_name)
 
 
 # --- compatibility ------------------------------------------------------------------------------

@@ -16,7 +16,10 @@ import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from loradex.registry.errors import LoradexError
 
 from .lora_module import DenseDelta, LoraModule, ModuleLike
 from .merge_report import AdapterReport, ModuleReport
@@ -117,6 +120,24 @@ def _check_options(method: MergeMethod, opts: Mapping[str, object]) -> None:
 MODULES_PER_TASK = 8
 
 
+class DecompositionFailed(LoradexError, ArithmeticError):
+    """A module's SVD / eigendecomposition did not converge (typically NaN/Inf kept by --allow-nonfinite)."""
+
+
+@contextmanager
+def decomposition_guard(name: str):
+    """Turn torch's LinAlgError on module ``name`` into a one-line error naming it."""
+    import torch
+
+    try:
+        yield
+    except torch.linalg.LinAlgError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DecompositionFailed(f"{name}: the decomposition failed ({first[:160]})",
+                                  hint="NaN/Inf values cannot be factored; fix the input, or merge with "
+                                       "--method concat, which needs no decomposition") from None
+
+
 def merge_stream(
     method: str | MergeMethod,
     module_names: Iterable[str],
@@ -149,7 +170,8 @@ def merge_stream(
 
     def merge_one(name: str):
         group, w = _module_inputs(m, name, load_group, weights, module_weights)
-        merged, report = m.merge_module(name, group, w, rank=rank, seed=seed, **opts)
+        with decomposition_guard(name):
+            merged, report = m.merge_module(name, group, w, rank=rank, seed=seed, **opts)
         if merged is not None and cast_to is not None:
             merged = dataclasses.replace(merged, down=merged.down.to(cast_to), up=merged.up.to(cast_to))
         return merged, report

@@ -33,6 +33,7 @@ class AdapterReport:
     params: dict[str, Any] = field(default_factory=dict)
     modules: dict[str, ModuleReport] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    nonfinite: list[str] = field(default_factory=list)  # "<ref or result>: <module>" kept by --allow-nonfinite
 
     def add(self, report: ModuleReport) -> None:
         self.modules[report.name] = report

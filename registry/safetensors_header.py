@@ -201,8 +201,9 @@ def _parse_tensor(path, name: str, spec, data_length: int) -> TensorInfo:
                                 "0 ≤ begin ≤ end < 2**64", hint=REDOWNLOAD)
     expected = _size_in_bits(shape, DTYPE_BITS[dtype], data_length)
     if expected is None:
-        raise InvalidFile(path, f"bad header: tensor {name!r} ({dtype}, {len(shape)} dims) needs more bytes "
-                                f"than the file's {_fmt(data_length)} bytes of tensor data", hint=REDOWNLOAD)
+        raise InvalidFile(path, f"bad header: tensor {name!r} ({dtype}, {len(shape)} dims) has an element count "
+                                f"that overflows 64 bits or needs more than the file's {_fmt(data_length)} bytes "
+                                "of tensor data", hint=REDOWNLOAD)
     if expected % 8:
         raise InvalidFile(path, f"bad header: tensor {name!r} ({dtype} {tuple(shape)}) holds {_fmt(expected)} "
                                 "bits, not a whole number of bytes", hint=REDOWNLOAD)
@@ -214,12 +215,18 @@ def _parse_tensor(path, name: str, spec, data_length: int) -> TensorInfo:
 
 
 def _size_in_bits(shape: list[int], bits: int, data_length: int) -> int | None:
-    """Size in bits of a tensor, or None when it would exceed ``data_length`` bytes.
+    """Size in bits of a tensor, or None when it would exceed ``data_length`` bytes or its element
+    count overflows 64 bits (dims of an empty tensor included).
 
     A 0 anywhere makes the tensor empty whatever the other dims are; otherwise every running
     product is checked against the file, so the multiplication never grows past the file size
     (math.prod of huge dims is quadratic in their digits: a minute for a 1.2 MB header)."""
-    if 0 in shape:
+    if 0 in shape:  # empty, but the element count must still fit in 64 bits (as the reference reader's)
+        total = 1
+        for d in shape:
+            total *= d or 1
+            if total > MAX_U64:
+                return None
         return 0
     limit = data_length * 8
     total = bits
@@ -235,12 +242,28 @@ def _size_in_bits(shape: list[int], bits: int, data_length: int) -> int | None:
 # --- small scalar reads (alphas) ----------------------------------------------------------
 _SCALAR_FORMATS = {"F64": "<d", "F32": "<f", "F16": "<e", "I64": "<q", "I32": "<i", "I16": "<h", "I8": "<b",
                    "U8": "<B", "U16": "<H", "U32": "<I", "U64": "<Q", "BOOL": "<?"}
+_BYTE_DECODED = ("BF16", "F8_E5M2", "F8_E4M3")
+
+
+def _f8_e4m3(byte: int) -> float:
+    """float8_e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities, S.1111.111 is NaN."""
+    sign = -1.0 if byte & 0x80 else 1.0
+    exp, man = (byte >> 3) & 0xF, byte & 0x7
+    if exp == 0xF and man == 0x7:
+        return math.nan
+    if exp == 0:
+        return sign * man / 8 * 2.0 ** -6
+    return sign * (1 + man / 8) * 2.0 ** (exp - 7)
 
 
 def decode_scalar(dtype: str, raw: bytes) -> float:
     """The value of a one-element tensor stored as ``raw`` bytes."""
     if dtype == "BF16":  # bfloat16 is the top half of a float32
         return struct.unpack("<f", b"\x00\x00" + raw[:2])[0]
+    if dtype == "F8_E5M2":  # float8_e5m2 is the top half of a float16
+        return struct.unpack("<e", b"\x00" + raw[:1])[0]
+    if dtype == "F8_E4M3":
+        return _f8_e4m3(raw[0])
     fmt = _SCALAR_FORMATS.get(dtype)
     if fmt is None:
         raise ValueError(f"cannot decode a {dtype} scalar")
@@ -253,7 +276,7 @@ def read_scalars(path, header: SafetensorsHeader, names) -> dict[str, float]:
     with open(path, "rb") as fh:
         for name in names:
             info = header.tensors[name]
-            if info.numel != 1 or (info.dtype not in _SCALAR_FORMATS and info.dtype != "BF16"):
+            if info.numel != 1 or (info.dtype not in _SCALAR_FORMATS and info.dtype not in _BYTE_DECODED):
                 continue
             fh.seek(header.data_start + info.begin)
             out[name] = decode_scalar(info.dtype, fh.read(info.nbytes))

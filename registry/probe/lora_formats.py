@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from .facts import HeaderView, Module, ProbeFacts, Verdict, module_type, no, register_prober
+from .tensor_rules import modules_problems, pair_problems
 
 # kohya prefixes → component
 KOHYA_PREFIXES = {"lora_unet": "unet", "lora_te": "text_encoder", "lora_te1": "text_encoder",
@@ -42,21 +44,22 @@ def _pairs(view: HeaderView, regex, groups) -> tuple[dict, set]:
 
 def _build(view, fmt, found, explained, *, kind="lora", alpha_keys=()) -> ProbeFacts | str:
     modules = []
-    incomplete = []
     for (component, name), parts in sorted(found.items()):
-        if "down" not in parts or "up" not in parts:
-            if set(parts) - {"alpha"}:
-                incomplete.append(name)
-            continue
-        modules.append(lora_module(component, name, parts["down"], parts["up"]))
-    if not modules:
+        if "down" in parts and "up" in parts and not pair_problems(name, parts):
+            modules.append(lora_module(component, name, parts["down"], parts["up"]))
+    if not modules and not any("down" in p or "up" in p for p in found.values()):
         return "no complete down/up pair"
     facts = ProbeFacts(kind=kind, format=fmt, modules=modules, explained=len(explained),
                        unexplained=sorted(set(view.tensors) - explained))
-    if incomplete:
-        facts.notes.append(f"{len(incomplete)} module(s) have only half of a down/up pair, e.g. {incomplete[0]}")
+    facts.problems = modules_problems({name: parts for (_, name), parts in found.items()})
+    in_pairs = {k for k in alpha_keys if k.endswith(".alpha") and _KOHYA_KEY.match(k)}
+    for key in sorted(set(alpha_keys) - in_pairs):  # diffusers-style alphas beside lora_A/lora_B
+        shape = view.tensors[key].shape
+        if math.prod(shape) != 1:
+            facts.problems.append(f"{key}: alpha has shape {tuple(shape)}, not one value")
     if alpha_keys:
-        facts.alphas = sorted(set(round(v, 6) for v in view.scalars(list(alpha_keys)).values()))
+        scalars = view.scalars([k for k in alpha_keys if math.prod(view.tensors[k].shape) == 1])
+        facts.alphas = sorted(set(round(v, 6) for v in scalars.values()))
     return facts
 
 

@@ -49,6 +49,7 @@ from ..errors import UnsafePickle, UnsupportedFormat
 from ..file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
 from ..safetensors_header import read_header, read_scalars
 from .base_family import base_from_metadata, decide, evidence_from_modules
+from .tensor_rules import check_view
 from .facts import PROBERS, HeaderView, ProbeFacts, TensorMeta, Verdict
 from .training_facts import header_hashes, trigger_words, training_facts
 
@@ -205,6 +206,7 @@ def probe_view(view: HeaderView, *, path="<memory>") -> ProbeResult:
         example = next(iter(view.tensors))
         raise UnsupportedFormat(path, f"no prober recognises its {len(view.tensors)} tensor(s) (e.g. {example!r})",
                                 hint="`loradex inspect --explain` lists each prober's reason")
+    check_view(path, view, best.facts)
     return result_from_facts(best.prober, best.facts, view)
 
 
