@@ -38,8 +38,10 @@ from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 from .atomic_files import fsync_dir
-from .errors import AuthError, Conflict, InvalidFile, NotFound, RemoteError, TransferError, UsageError
-from .http_limits import Deadline, StallGuard, deadline_seconds, watchdog
+from .errors import AuthError, Conflict, InvalidFile, LoradexError, NotFound, RemoteError, TransferError, UsageError
+from .http_limits import (Deadline, StallGuard, deadline_seconds, max_download_bytes, over_cap_error, read_limited,
+                          watchdog)
+from .untrusted import UntrustedData, check_schema, hex_digest, inside, parse_json, safe_relative_name
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
@@ -149,6 +151,10 @@ def _remote_errors(endpoint: str, repo_id: str, token_sent: bool, what: str) -> 
         detail = " ".join(str(exc).split())[:160]
         raise RemoteError(f"{what}: the connection to {endpoint} failed for {repo_id} "
                           f"({type(exc).__name__}{': ' + detail if detail else ''})") from None
+    except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:  # undecodable body, bad URL
+        detail = " ".join(str(exc).split())[:160]
+        raise RemoteError(f"{what}: {endpoint} sent an answer that cannot be read for {repo_id} "
+                          f"({type(exc).__name__}{': ' + detail if detail else ''})") from None
 
 
 def _server_said(exc) -> str | None:
@@ -202,11 +208,24 @@ def _retrying(fn: Callable, *, delays=RETRY_DELAYS_S, what: str = "hub request",
         except Exception as exc:
             wait = _transient(exc)
             if wait is None or attempt == len(delays):
+                _raise_malformed(exc, what)
                 raise
             pause = max(wait, delays[attempt])
             if deadline is not None and pause >= deadline.remaining():
                 raise
             time.sleep(pause)
+
+
+# What huggingface_hub raises when an answer it parses itself (refs, tree, whoami, file metadata
+# headers) does not have the shape it expects.
+_MALFORMED = (TypeError, KeyError, AttributeError, IndexError, RecursionError, ValueError, UnicodeError)
+
+
+def _raise_malformed(exc: BaseException, what: str) -> None:
+    """Re-raise a parsing failure inside a library call as a one-line protocol error."""
+    if isinstance(exc, _MALFORMED) and not isinstance(exc, LoradexError):
+        detail = " ".join(str(exc).split())[:120]
+        raise UntrustedData(what, f"a malformed answer ({type(exc).__name__}{': ' + detail if detail else ''})") from None
 
 
 def uses_xet(endpoint: str) -> bool:
@@ -371,6 +390,91 @@ def _set_branches(api, repo_id: str, aliases: dict[str, str | None], commit: str
     return moved
 
 
+# --- remote answers a pull reads: fetched with caps, checked against declared shapes ------------
+_HEX40 = {"type": "string", "pattern": "^[0-9a-f]{40}$"}
+_SIZE = {"type": "integer", "minimum": 0, "maximum": 2**53}
+MODEL_INFO_SCHEMA = {  # GET /api/models/REPO/revision/REV?blobs=true (only what a pull reads)
+    "type": "object", "required": ["sha", "siblings"],
+    "properties": {
+        "sha": _HEX40,
+        "siblings": {"type": "array", "maxItems": 100_000, "items": {
+            "type": "object", "required": ["rfilename", "blobId"],
+            "properties": {
+                "rfilename": {"type": "string", "minLength": 1, "maxLength": 4096},
+                "size": {**_SIZE, "type": ["integer", "null"]},
+                "blobId": {"type": "string", "pattern": "^([0-9a-f]{40}|[0-9a-f]{64})$"},
+                "lfs": {"type": ["object", "null"], "required": ["sha256", "size"],
+                        "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": _SIZE}},
+            }}},
+    },
+}
+_REF = {"type": "object", "required": ["name", "targetCommit"],
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 256}, "targetCommit": _HEX40}}
+REFS_SCHEMA = {"type": "object", "required": ["branches", "tags"],
+               "properties": {"branches": {"type": "array", "maxItems": 100_000, "items": _REF},
+                              "tags": {"type": "array", "maxItems": 100_000, "items": _REF}}}
+
+
+@dataclass(frozen=True)
+class RemoteLfs:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a remote revision, as a validated ``siblings`` entry (what ``LocalFile.matches``
+    compares with)."""
+    rfilename: str
+    size: int | None
+    blob_id: str
+    lfs: RemoteLfs | None
+
+
+def get_json(endpoint: str, path: str, token: str | None, *, schema: dict, what: str, params: dict | None = None):
+    """One Hub API answer through huggingface_hub's HTTP session: retried like the other metadata
+    calls, read no further than MAX_JSON_BYTES, parsed with depth/size caps and checked against
+    ``schema`` (huggingface_hub's own parsing would fail with a TypeError deep inside)."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = endpoint.rstrip("/") + path
+
+    def fetch() -> bytes:
+        deadline = Deadline(what)
+        with get_session().stream("GET", url, headers=build_hf_headers(token=token or False), params=params,
+                                  timeout=deadline_seconds()) as resp:
+            if resp.status_code >= 400:
+                resp.read()  # the error page, for hf_raise_for_status's message
+                hf_raise_for_status(resp)
+            return read_limited(resp.iter_bytes(), what=what, deadline=deadline,
+                                declared=resp.headers.get("content-length"))
+
+    body = _retrying(fetch, what=what)
+    return check_schema(parse_json(body, what), schema, what)
+
+
+def repo_files(endpoint: str, repo_id: str, revision: str, token: str | None) -> tuple[str, list[RemoteFile]]:
+    """(commit sha, files) of one revision, validated (MODEL_INFO_SCHEMA)."""
+    from urllib.parse import quote
+
+    what = f"pull: repo info of {repo_id}@{revision} on {endpoint}"
+    data = get_json(endpoint, f"/api/models/{repo_id}/revision/{quote(revision, safe='')}", token,
+                    schema=MODEL_INFO_SCHEMA, what=what, params={"blobs": True})
+    files = [RemoteFile(s["rfilename"], s.get("size"), s["blobId"],
+                        RemoteLfs(s["lfs"]["sha256"], s["lfs"]["size"]) if s.get("lfs") else None)
+             for s in data["siblings"]]
+    return data["sha"], files
+
+
+def repo_refs(endpoint: str, repo_id: str, token: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(tags, branches) of a repo as {name: commit}, validated (REFS_SCHEMA); huggingface_hub's
+    RepositoryNotFoundError when it does not exist."""
+    data = get_json(endpoint, f"/api/models/{repo_id}/refs", token, schema=REFS_SCHEMA,
+                    what=f"refs of {repo_id} on {endpoint}")
+    return ({t["name"]: t["targetCommit"] for t in data["tags"]},
+            {b["name"]: b["targetCommit"] for b in data["branches"]})
+
+
 # --- pull ---------------------------------------------------------------------------------------
 PARTIAL_DIR = ".loradex-partial"
 
@@ -388,22 +492,20 @@ def pull_revision(endpoint: str, repo_id: str, revision: str, dest_dir: str | os
     to a process-unique temp file and deletes it on failure, so this uses the library's
     ``get_hf_file_metadata`` + ``http_get`` instead.) A file that does not match is fetched once
     more from scratch, then ``TransferError``."""
-    api = _api(endpoint, token)
     dest_dir = Path(dest_dir)
     out: dict[str, Path] = {}
     with _lfs_only_unless_hub(endpoint), _remote_errors(endpoint, repo_id, bool(token), "pull"):
-        # timeout: per read, for a server that goes silent (the watchdog needs a byte to arrive)
-        info = _retrying(lambda: api.model_info(repo_id, revision=revision, files_metadata=True,
-                                                timeout=deadline_seconds()),
-                         what=f"pull: repo info of {repo_id}@{revision} on {endpoint}")
-        sha = info.sha
-        siblings = [s for s in info.siblings or []
+        sha, files = repo_files(endpoint, repo_id, revision, token)
+        siblings = [s for s in files
                     if (include_housekeeping or s.rfilename not in HUB_HOUSEKEEPING)
                     and (allow_patterns is None or any(fnmatch.fnmatchcase(s.rfilename, p) for p in allow_patterns))]
+        # Every path is checked before anything is fetched: a name from the remote stays inside dest_dir.
+        where = f"pull: {repo_id}@{sha[:12]} on {endpoint}"
+        paths = [safe_relative_name(s.rfilename, where, field="siblings[].rfilename", allow_dirs=True)
+                 for s in siblings]
         total, done = sum(s.size or 0 for s in siblings), 0
-        for sibling in siblings:
-            path = _check_repo_path(sibling.rfilename)
-            final = dest_dir / path
+        for sibling, path in zip(siblings, paths):
+            final = _inside(dest_dir / path, dest_dir, where)
             if not (final.is_file() and LocalFile.read(final).matches(sibling)):
                 moved = _ByteProgress(progress, done, total, path) if progress else None
                 _download_verified(endpoint, repo_id, sha, sibling, final, dest_dir / PARTIAL_DIR, token,
@@ -431,13 +533,29 @@ class _ByteProgress:
         self.progress(self.before + self.got, self.total, self.path)
 
 
-def _download_verified(endpoint: str, repo_id: str, sha: str, sibling, final: Path, partial_dir: Path,
+def _inside(path: Path, root: Path, where: str) -> Path:
+    try:
+        return inside(path, root)
+    except ValueError:
+        raise UntrustedData(where, f"{str(path)[:120]!r} would lie outside the download folder") from None
+
+
+def _download_verified(endpoint: str, repo_id: str, sha: str, sibling: RemoteFile, final: Path, partial_dir: Path,
                        token: str | None, on_bytes: "_ByteProgress | None" = None) -> None:
-    remote_id = sibling.lfs.sha256 if sibling.lfs is not None else sibling.blob_id
-    part = partial_dir / f"{remote_id}.part"
+    # The partial file is named by the validated digest of the content it will hold, never by a
+    # string of another shape: it survives a killed process and is resumed by the next pull.
+    where = f"pull: {sibling.rfilename} from {repo_id}"
+    remote_id = (hex_digest(sibling.lfs.sha256, where, field="lfs.sha256") if sibling.lfs is not None
+                 else hex_digest(sibling.blob_id, where, lengths=(40, 64), field="blobId"))
+    part = _inside(partial_dir / f"{remote_id}.part", partial_dir, where)
     for attempt in (1, 2):
-        _retrying(lambda: _fetch_resuming(endpoint, repo_id, sha, sibling.rfilename, part, token, on_bytes),
-                  total_deadline=False)  # a large file takes long: http_get's per-read timeout bounds stalls
+        try:
+            _retrying(lambda: _fetch_resuming(endpoint, repo_id, sha, sibling.rfilename, part, token, on_bytes),
+                      total_deadline=False, what=where)  # a large file takes long: http_get's per-read timeout bounds stalls
+        except TransferError as exc:
+            if not getattr(exc, "resumable", False):
+                part.unlink(missing_ok=True)  # more than announced or than the cap: never resumed from
+            raise
         if LocalFile.read(part).matches(sibling):
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, final)
@@ -449,7 +567,7 @@ def _download_verified(endpoint: str, repo_id: str, sha: str, sibling, final: Pa
 
 
 def _stall_watching_bar(guard: StallGuard, on_bytes: "_ByteProgress | None" = None, *,
-                        limit: int | None = None, what: str = "download"):
+                        limit: int | None = None, what: str = "download", unannounced: int | None = None):
     """A progress-bar class for ``http_get`` (its public ``tqdm_class`` hook sees every chunk) that
     stops a download making no real progress (huggingface_hub's own timeout is per read) or
     running past ``limit`` bytes (what the remote announced: the library only compares sizes once
@@ -471,6 +589,8 @@ def _stall_watching_bar(guard: StallGuard, on_bytes: "_ByteProgress | None" = No
                 if limit is not None and self.received > limit:
                     raise TransferError(f"{what}: the server sent more than the {limit:,} bytes it announced; "
                                         "stopped reading", hint="the remote is misbehaving: tell its operator")
+                if unannounced is not None and self.received > unannounced:
+                    raise over_cap_error(what, max_download_bytes())
                 guard.update(n)
                 if on_bytes is not None:
                     on_bytes(n)
@@ -502,6 +622,7 @@ def _fetch_resuming(endpoint: str, repo_id: str, sha: str, path: str, part: Path
             on_bytes.restart(have)
         what = f"pull: {path} from {repo_id}"
         bar = _stall_watching_bar(StallGuard(what), on_bytes, what=what,
-                                  limit=None if meta.size is None else meta.size - have)
+                                  limit=None if meta.size is None else meta.size - have,
+                                  unannounced=None if meta.size is not None else max_download_bytes() - have)
         http_get(target, fh, resume_size=have, headers=headers, expected_size=meta.size,
                  displayed_filename=path, tqdm_class=bar)

@@ -193,13 +193,12 @@ def _remote_refs(api, repo_id: str) -> tuple[dict, dict] | None:
     """(tags, branches) of the repo, or None when it does not exist yet."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    from ..hub_client import _retrying
+    from ..hub_client import repo_refs
 
     try:
-        refs = _retrying(lambda: api.list_repo_refs(repo_id))
+        return repo_refs(api.endpoint, repo_id, api.token or None)
     except RepositoryNotFoundError:
         return None
-    return ({t.name: t.target_commit for t in refs.tags}, {b.name: b.target_commit for b in refs.branches})
 
 
 def _remote_adapter_mismatch(api, repo_id: str, commit: str, staged: M.StagedVersion) -> list[str]:
