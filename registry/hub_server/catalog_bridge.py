@@ -52,6 +52,7 @@ from pathlib import Path
 from .. import hub_manifest as M
 from ..errors import InvalidFile, LoradexError, NotFound
 from ..refs import ALIAS_RE, LATEST, check_name, is_semver
+from ..untrusted import UntrustedData
 from .protocol_errors import Forbidden, HubProtocolError
 from .repo_store import Commit, RepoStore
 
@@ -226,14 +227,17 @@ class CatalogBridge:
             return None
         try:
             return M.read_manifest(store.objects.path_for(entry.sha256))
-        except InvalidFile as exc:
+        except (InvalidFile, UntrustedData) as exc:
             raise RegistrationRefused(f"{repo_id}@{ref}: {M.MANIFEST_NAME} is unreadable "
                                       f"({exc.message.split(': ', 1)[-1]})",
                                       hint=f"fix {M.MANIFEST_NAME} in a new commit and tag that") from None
 
     def _model_card(self, store: RepoStore, commit: Commit) -> tuple[dict, str]:
         entry = commit.tree.get(M.README_NAME)
-        return M.read_model_card(store.objects.path_for(entry.sha256) if entry else None)
+        try:  # parse_yaml: no aliases, caps on size and depth (UntrustedData → a 422 via _refusals)
+            return M.read_model_card(store.objects.path_for(entry.sha256) if entry else None)
+        except RecursionError:
+            raise RegistrationRefused(f"{M.README_NAME} front matter is nested too deeply") from None
 
     def _adapter_file(self, store: RepoStore, repo_id: str, commit: Commit, ref: str, manifest: dict | None,
                       *, required: bool = True) -> tuple[str, str] | None:

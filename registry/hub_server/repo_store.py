@@ -243,7 +243,7 @@ class RepoStore:
             return first
 
     def repo_meta(self, repo_id: str) -> dict:
-        return json.loads((self.require(repo_id) / "repo.json").read_text())
+        return _stored_document(self.require(repo_id) / "repo.json", f"{repo_id} repo.json", REPO_DOC)
 
     def delete_repo(self, repo_id: str) -> None:
         import shutil
@@ -258,7 +258,7 @@ class RepoStore:
 
     # --- refs & commits ---------------------------------------------------------------------
     def refs(self, repo_id: str) -> Refs:
-        data = json.loads((self.require(repo_id) / "refs.json").read_text())
+        data = _stored_document(self.require(repo_id) / "refs.json", f"{repo_id} refs.json", REFS_DOC)
         return Refs(branches=data["branches"], tags=data["tags"])
 
     def _write_refs(self, directory: Path, refs: Refs) -> None:
@@ -274,7 +274,7 @@ class RepoStore:
     def load_commit(self, repo_id: str, oid: str) -> Commit:
         path = self.require(repo_id) / "commits" / f"{oid}.json"
         try:
-            doc = json.loads(path.read_text())
+            doc = _stored_document(path, f"{repo_id} commit {oid[:12]}", COMMIT_DOC)
         except FileNotFoundError:
             raise RevisionNotFound(f"Invalid rev id: {oid}") from None
         return Commit.from_document(oid, doc)
@@ -399,6 +399,37 @@ class RepoStore:
             if refs.branches.pop(branch, None) is None:
                 raise RevisionNotFound(f"Branch not found: {branch}")
             self._write_refs(directory, refs)
+
+
+# --- the server's own documents, read back through the same caps as anything from outside -----------
+_ENTRY_DOC = {"type": "object", "required": ["sha256", "size", "lfs", "blob_id"], "additionalProperties": False,
+              "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                             "size": {"type": "integer", "minimum": 0}, "lfs": {"type": "boolean"},
+                             "blob_id": {"type": "string"}}}
+REPO_DOC = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}
+REFS_DOC = {"type": "object", "required": ["branches", "tags"],
+            "properties": {"branches": {"type": "object", "additionalProperties": {"type": "string"}},
+                           "tags": {"type": "object", "additionalProperties": {
+                               "type": "object", "required": ["target"],
+                               "properties": {"target": {"type": "string"}}}}}}
+COMMIT_DOC = {"type": "object", "required": ["parents", "title", "message", "author", "date", "tree"],
+              "properties": {"tree": {"type": "object", "additionalProperties": _ENTRY_DOC},
+                             "parents": {"type": "array", "items": {"type": "string"}},
+                             "title": {"type": "string"}, "message": {"type": "string"},
+                             "author": {"type": "string"}, "date": {"type": "string"}}}
+STORED_DOC_MAX_BYTES = 256 << 20  # a commit lists its whole tree
+
+
+def _stored_document(path: Path, source: str, schema: dict):
+    """A JSON document of the repo store, parsed with caps and checked against ``schema``
+    (``untrusted.UntrustedData`` when a hand-edited or damaged file does not fit; the answer is
+    then a generic 500 that names nothing). ``FileNotFoundError`` passes through."""
+    from .. import untrusted
+
+    with open(path, "rb") as fh:
+        data = fh.read(STORED_DOC_MAX_BYTES + 1)
+    value = untrusted.parse_json(data, source, max_bytes=STORED_DOC_MAX_BYTES, max_nodes=10_000_000)
+    return untrusted.check_schema(value, schema, source)
 
 
 def matches_lfs_pattern(path: str, patterns: list[str]) -> bool:
