@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import InvalidFile, NotFound, UsageError
+from .errors import NotFound, UsageError
+from .untrusted import UntrustedData, check_schema, parse_yaml, read_json_file
 
 MANIFEST_NAME = "loradex.json"
 MANIFEST_SCHEMA = "loradex.hub-manifest/1"
@@ -51,6 +52,49 @@ _FAMILY_BY_ID = [("flux", "flux"), ("stable-diffusion-3", "sd3"), ("sd3", "sd3")
                  ("stable-diffusion-v1", "sd1"), ("sd1", "sd1"), ("sd-1", "sd1")]
 
 Converter = Callable[..., object]  # loradex.merge.convert.convert_file(src, dest, to, base=, ...)
+
+# --- what a pulled manifest must look like (only fields a pull reads are constrained) ---------
+# A repo path named by a manifest: plain segments (no "."/".." and no glob characters, since the
+# paths also select what to download).
+_REPO_PATH = {"type": "string", "maxLength": 1024,
+              "pattern": r"^[A-Za-z0-9_][A-Za-z0-9._+-]*(/[A-Za-z0-9_][A-Za-z0-9._+-]*)*$"}
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_WORD = {"type": ["string", "null"], "pattern": "^[a-z0-9_-]{1,40}$"}
+_TEXT = {"type": ["string", "null"], "maxLength": 1 << 16}
+MANIFEST_JSON_SCHEMA = {
+    "type": "object", "required": ["schema", "name", "version", "file"],
+    "properties": {
+        "schema": {"const": MANIFEST_SCHEMA},
+        "name": {"type": "string", "maxLength": 200, "pattern": r"^[a-z0-9][a-z0-9._-]*$"},
+        "version": {"type": "string", "maxLength": 128,
+                    "pattern": r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"},
+        "kind": _WORD, "base": _WORD, "base_model": {"type": ["string", "null"], "maxLength": 512},
+        "description": _TEXT, "message": _TEXT,
+        "file": {"type": "object", "required": ["path", "hashes"],
+                 "properties": {"path": _REPO_PATH, "size": {"type": ["integer", "null"], "minimum": 0},
+                                "hashes": {"type": "object", "required": ["sha256"],
+                                           "properties": {"sha256": _HEX64}}}},
+        "files": {"type": ["object", "null"], "maxProperties": 100_000, "propertyNames": _REPO_PATH,
+                  "additionalProperties": {"type": "object", "properties": {"sha256": _HEX64}}},
+        "trigger_words": {"type": ["array", "null"], "maxItems": 1000,
+                          "items": {"type": "string", "maxLength": 4096}},
+        "records": {"type": ["array", "null"], "maxItems": 10_000, "items": {
+            "type": "object", "required": ["id", "json"],
+            "properties": {"id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{7,39}$"}, "json": _REPO_PATH,
+                           "image": {"anyOf": [_REPO_PATH, {"type": "null"}]}}}},
+        "card": {"type": ["object", "null"], "required": ["path"], "properties": {"path": _REPO_PATH}},
+    },
+}
+# A model card's front matter: only the keys a pull reads are constrained.
+FRONT_MATTER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "base_model": {"anyOf": [{"type": ["string", "null"], "maxLength": 512},
+                                 {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 512}}]},
+        "instance_prompt": {"type": ["string", "null"], "maxLength": 4096},
+    },
+}
+MAX_README_BYTES = 4 << 20  # of a pulled README.md: the front matter and the first paragraphs are read
 
 
 def kohya_file_name(adapter: str) -> str:
@@ -262,22 +306,22 @@ def model_card(manifest: dict, widgets: list[dict], card_markdown: str | None, *
 
 def read_model_card(path: str | os.PathLike | None) -> tuple[dict, str]:
     """(front matter, body) of a README.md; ({}, "") when absent, ({}, text) without front matter."""
-    import yaml
-
     if path is None or not Path(path).is_file():
         return {}, ""
-    text = Path(path).read_text(encoding="utf-8", errors="replace").lstrip("\ufeff")
+    with open(path, "rb") as fh:  # a pulled file: read no more than the cap
+        text = fh.read(MAX_README_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff")
     lines = text.splitlines()
     if not lines or lines[0].strip() != "---":
         return {}, text
     end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
     if end is None:
         return {}, text
-    try:
-        front = yaml.safe_load("\n".join(lines[1:end])) or {}
-    except yaml.YAMLError:
-        front = {}
-    return (front if isinstance(front, dict) else {}), "\n".join(lines[end + 1:]).strip()
+    # no anchors/aliases, caps on size, depth and nodes; then the keys a pull reads
+    front = parse_yaml("\n".join(lines[1:end]), f"{README_NAME} front matter")
+    if not isinstance(front, dict):
+        return {}, "\n".join(lines[end + 1:]).strip()
+    check_schema(front, FRONT_MATTER_SCHEMA, f"{Path(path).name} front matter")
+    return front, "\n".join(lines[end + 1:]).strip()
 
 
 def card_facts(front: dict, body: str) -> dict:
@@ -318,15 +362,13 @@ def version_facts(manifest: dict | None, front: dict, body: str, adapter_file: s
 
 
 def read_manifest(path: str | os.PathLike | None) -> dict | None:
+    """A pulled ``loradex.json``: parsed with caps, checked against MANIFEST_JSON_SCHEMA."""
     if path is None or not Path(path).is_file():
         return None
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InvalidFile(Path(path), f"not valid JSON: {exc}") from None
+    data = read_json_file(path)
     if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
-        raise InvalidFile(Path(path), f"not a {MANIFEST_SCHEMA} manifest")
-    return data
+        raise UntrustedData(MANIFEST_NAME, f"not a {MANIFEST_SCHEMA} manifest")
+    return check_schema(data, MANIFEST_JSON_SCHEMA, MANIFEST_NAME)
 
 
 def plain_repo_adapter(paths: list[str]) -> str | None:

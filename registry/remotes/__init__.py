@@ -20,7 +20,9 @@ whatever result object the kind defines (with ``to_dict()``). Pushers:
 from __future__ import annotations
 
 import importlib
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Callable
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ from sqlalchemy import select
 from ..errors import AlreadyExists, NotFound, UsageError
 from ..hub_manifest import check_push_formats
 from ..refs import check_name
+from ..untrusted import inside
 
 # Modules that register remote kinds when imported (the Hub helper appends its module here).
 REMOTE_MODULES = ["loradex.registry.remotes.civitai", "loradex.registry.remotes.hub"]
@@ -234,3 +237,14 @@ def remove_remote(catalog, name: str) -> RemoteRecord:
         return record
 
     return catalog.transact(run)
+
+
+# --- download folders ----------------------------------------------------------------------------
+def discard_download(path: Path, home: Path) -> None:
+    """Remove a download folder a puller made under ``home/downloads``. The path is resolved and
+    checked to lie inside that folder before anything is removed; anything else is left alone."""
+    try:
+        path = inside(path, Path(home) / "downloads")
+    except ValueError:
+        return
+    shutil.rmtree(path, ignore_errors=True)

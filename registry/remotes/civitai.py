@@ -16,7 +16,6 @@ import hashlib
 import html
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -25,8 +24,8 @@ from sqlalchemy import select
 
 from ..errors import InvalidRef, LoradexError, NotFound, TransferError, UsageError
 from ..hashing import EMPTY_SHA256
-from ..untrusted import UntrustedData, check_schema, hex_digest, inside, positive_int, safe_relative_name
-from . import register_remote
+from ..untrusted import UntrustedData, check_schema, hex_digest, positive_int, safe_relative_name
+from . import discard_download, register_remote
 from .civitai_client import (DEFAULT_ENDPOINT, PULL_VERSION_SCHEMA, CivitaiClient, Progress, _describe_text,
                              _looks_like_text, _origin)
 
@@ -238,15 +237,6 @@ def _work_dir(catalog, endpoint: str, version_id: int, file_id: int, sha: str | 
     stable so an interrupted pull resumes), never by a string the remote sent."""
     key = hashlib.sha256(f"{endpoint}\n{version_id}\n{file_id}\n{sha or ''}".encode()).hexdigest()[:24]
     return catalog.home / "downloads" / f"civitai-{key}"
-
-
-def discard_download(path: Path, home: Path) -> None:
-    """Remove a download folder loradex made under ``home/downloads`` (checked before acting)."""
-    try:
-        path = inside(path, Path(home) / "downloads")
-    except ValueError:
-        return
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _verify(path: Path, file: dict, what: str) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,9 +34,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from .. import hub_manifest as M
-from ..errors import Conflict, InvalidRef, NotFound, TransferError
+from ..errors import Conflict, InvalidRef, LoradexError, NotFound, RemoteError, TransferError
 from ..refs import is_semver, sort_key
-from . import RemoteRecord, get_remote, register_remote
+from ..untrusted import UntrustedData, read_json_file
+from . import RemoteRecord, discard_download, get_remote, register_remote
 
 HF_ENDPOINT = "https://huggingface.co"
 Progress = Callable[[int, int, str], None]
@@ -402,49 +402,69 @@ def _pull_all(catalog, target: HubTarget, token, **opts) -> HubPullResult:
 
 def _pull_one(catalog, target: HubTarget, token, *, progress=None, name=None, alias=None, file=None,
               aliases=True) -> HubPullResult:
+    """Everything the remote sends (manifest, model card, weights, records, card, refs) is fetched
+    and checked before the version is registered: a pull that fails leaves no catalog row, and
+    only an interrupted transfer leaves its partial files (to resume) under ``downloads/``."""
+    dest = _download_dir(catalog, target)
+    keep_partial = False
+    try:
+        return _pull_one_into(catalog, target, token, dest, progress=progress, name=name, alias=alias,
+                              file=file, aliases=aliases)
+    except RemoteError as exc:
+        keep_partial = getattr(exc, "resumable", False) or getattr(exc, "partial_kept", False)
+        raise
+    finally:
+        if not keep_partial:
+            discard_download(dest, catalog.home)
+
+
+def _pull_one_into(catalog, target: HubTarget, token, dest: Path, *, progress, name, alias, file,
+                   aliases) -> HubPullResult:
     from ..adding import add_file
+    from ..hashing import hash_file
     from ..hub_client import pull_revision
 
-    dest = _download_dir(catalog, target)
     # The manifest first: a version already in the catalog costs no weight download.
     commit, got = pull_revision(target.endpoint, target.repo_id, target.revision, dest, token,
                                 allow_patterns=[M.MANIFEST_NAME, M.README_NAME])
     manifest = M.read_manifest(got.get(M.MANIFEST_NAME))
+    front, body = M.read_model_card(got.get(M.README_NAME))
     existing = None
     if manifest is not None:
         existing = _live_version(catalog, manifest["file"]["hashes"]["sha256"])
     if existing is not None:
+        evidence = _load_evidence(catalog, target, commit, manifest, dest, token, got, existing.sha256)
+        heads = _branch_heads(target, token) if aliases else {}
         result = HubPullResult(existing, target.repo_id, target.endpoint, target.revision, commit,
                                already_present=True, note=f"already in the catalog as {existing.ref}")
-        _recreate_evidence(catalog, target, commit, manifest, existing, dest, token, result, aliases)
-        shutil.rmtree(dest, ignore_errors=True)
+        _store_evidence(catalog, evidence, manifest, existing, result)
+        _apply_aliases(catalog, target, heads, commit, existing, result)
         return result
 
     resumed = _partial_bytes(dest)
-    commit2, got = pull_revision(target.endpoint, target.repo_id, commit, dest, token, progress=progress)
+    try:
+        commit2, got = pull_revision(target.endpoint, target.repo_id, commit, dest, token, progress=progress)
+    except RemoteError as exc:
+        # a broken connection: the partial files stay for the next pull to resume
+        exc.partial_kept = type(exc) is RemoteError
+        raise
     if commit2 != commit:
         raise TransferError(f"pull: {target.repo_id}@{target.revision} moved during the pull", hint="pull again")
     paths = sorted(got)
     if manifest is not None:
-        adapter_path = manifest["file"]["path"]
-        if file:
-            adapter_path = file
+        adapter_path = file or manifest["file"]["path"]
     else:
         adapter_path = file or M.plain_repo_adapter(paths)
     if adapter_path is None or adapter_path not in got:
         raise NotFound(f"pull: cannot tell which file of {target.repo_id}@{target.revision} is the adapter "
                        f"(files: {', '.join(paths[:10])})", hint="pass --file PATH")
     local = got[adapter_path]
-    from ..hashing import hash_file
-
     hashes = hash_file(local)
     if manifest is not None:
         want = M.manifest_file_sha256(manifest, adapter_path)
-        if hashes.sha256 != want:
-            shutil.rmtree(dest, ignore_errors=True)  # never keep bytes that contradict the manifest
+        if hashes.sha256 != want:  # never keep bytes that contradict the manifest
             raise TransferError(f"pull: {adapter_path} from {target.repo_id}@{commit[:12]} has sha256 "
                                 f"{hashes.sha256[:16]}…, its loradex.json says {want[:16]}…")
-    front, body = M.read_model_card(got.get(M.README_NAME))
     facts = M.version_facts(manifest, front, body, local)
     adapter_name = _adapter_name(name, manifest, target.repo_id)
     version = None
@@ -453,37 +473,61 @@ def _pull_one(catalog, target: HubTarget, token, *, progress=None, name=None, al
     elif manifest is None and target.revision.startswith("v") and is_semver(target.revision[1:]) \
             and _version_free(catalog, adapter_name, target.revision[1:]):
         version = target.revision[1:]
+    evidence = _load_evidence(catalog, target, commit, manifest, dest, token, got, hashes.sha256) \
+        if manifest is not None else _Evidence()
+    heads = _branch_heads(target, token) if aliases else {}
     hub_extra = {"endpoint": target.endpoint, "repo_id": target.repo_id, "revision": target.revision,
                  "commit": commit, "path": adapter_path, "base_model": facts["base_model"],
                  "remote": target.remote.name if target.remote else None}
-    external = _hub_external(target, commit)
     recipe = {"endpoint": target.endpoint, "repo_id": target.repo_id, "revision": target.revision,
               "commit": commit, "path": adapter_path, "sha256": hashes.sha256}
-    try:
-        added = add_file(catalog, local, name=adapter_name, version=version, kind=facts["kind"],
-                         base=facts["base"], triggers=facts["triggers"], description=facts["description"],
-                         message=f"pulled from {target.repo_id}@{target.revision} ({commit[:12]})",
-                         extra={"hub": hub_extra}, link=True, alias=alias,
-                         lineage=[{"relation": "pulled_from", "external_parent": external, "recipe": recipe}],
-                         progress=None)
-        result = HubPullResult(catalog.resolve(added.version.ref), target.repo_id, target.endpoint,
-                               target.revision, commit, downloaded_bytes=sum(p.stat().st_size for p in got.values()),
-                               resumed_from=resumed, had_manifest=manifest is not None, note=added.note)
-        if manifest is not None:
-            _recreate_evidence(catalog, target, commit, manifest, result.version, dest, token, result, aliases)
-        elif aliases:
-            _recreate_aliases(catalog, target, commit, result.version, token, result)
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)
+    added = add_file(catalog, local, name=adapter_name, version=version, kind=facts["kind"],
+                     base=facts["base"], triggers=facts["triggers"], description=facts["description"],
+                     message=f"pulled from {target.repo_id}@{target.revision} ({commit[:12]})",
+                     extra={"hub": hub_extra}, link=True, alias=alias,
+                     lineage=[{"relation": "pulled_from", "external_parent": _hub_external(target, commit),
+                               "recipe": recipe}],
+                     progress=None)
+    # From here on nothing the remote sent can fail: it was all checked above.
+    result = HubPullResult(catalog.resolve(added.version.ref), target.repo_id, target.endpoint,
+                           target.revision, commit, downloaded_bytes=sum(p.stat().st_size for p in got.values()),
+                           resumed_from=resumed, had_manifest=manifest is not None, note=added.note)
+    _store_evidence(catalog, evidence, manifest, result.version, result)
+    _apply_aliases(catalog, target, heads, commit, result.version, result)
     record_sync(catalog, target.remote, result.version.id, "pull", f"{target.repo_id}@{target.revision}", commit)
     return result
 
 
-def _recreate_evidence(catalog, target, commit, manifest, version, dest, token, result, aliases) -> None:
-    """Prompt records, the evaluation card and aliases named by the manifest, under the pulled
-    version's ref (which may differ from the pushed one when renamed or bumped)."""
-    import json
+MAX_RECORD_IMAGE_BYTES = 64 << 20  # a record's sample image pulled along
 
+
+@dataclass
+class _Evidence:
+    """Prompt records (with their images) and the evaluation card a manifest names, read and
+    checked before anything is registered."""
+    records: list[tuple[dict, bytes | None]] = field(default_factory=list)
+    card: dict | None = None
+
+
+def _checked(path: Path, schema_name: str, where: str) -> dict:
+    """A pulled record or card: parsed with caps, valid against loradex's own schema, with an
+    ISO ``created_at`` (what storing it reads)."""
+    from loradex.schemas import validate
+
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise UntrustedData(where, "not a JSON object")
+    try:
+        validate(schema_name, data)
+        datetime.fromisoformat(data["created_at"])
+    except (LoradexError, ValueError, TypeError) as exc:
+        raise UntrustedData(where, " ".join(str(exc).split())[:200]) from None
+    return data
+
+
+def _load_evidence(catalog, target, commit, manifest, dest, token, got, sha256: str) -> _Evidence:
+    """The records the catalog lacks and the card, downloaded if not yet and checked. A card for
+    other bytes than ``sha256`` (the pulled file) is not this version's and is left out."""
     from .. import records as R
     from ..hub_client import pull_revision
 
@@ -495,51 +539,81 @@ def _recreate_evidence(catalog, target, commit, manifest, version, dest, token, 
             return False
 
     missing = [e for e in manifest.get("records") or [] if not have_record(e["id"])]
+    card_path = (manifest.get("card") or {}).get("path")
     wanted = [e["json"] for e in missing] + [e["image"] for e in missing if e.get("image")] + \
-             ([manifest["card"]["path"]] if manifest.get("card") else [])
-    if wanted:
-        _, got = pull_revision(target.endpoint, target.repo_id, commit, dest, token, allow_patterns=wanted)
-        pushed_ref = f"{manifest['name']}@{manifest['version']}"
-        sha = manifest["file"]["hashes"]["sha256"]
-        for entry in missing:  # records are immutable and their ids global: one already here is kept
-            if entry["json"] not in got:
-                continue
-            record = json.loads(got[entry["json"]].read_text(encoding="utf-8"))
-            for item in record.get("stack") or []:
-                if item.get("ref") == pushed_ref and item.get("sha256") == sha:
-                    item["ref"] = version.ref
-            png = got[entry["image"]].read_bytes() if entry.get("image") in got else None
+             ([card_path] if card_path else [])
+    need = [p for p in wanted if p not in got]
+    if need:  # MANIFEST_JSON_SCHEMA allows no glob characters: each pattern names one path
+        _, more = pull_revision(target.endpoint, target.repo_id, commit, dest, token, allow_patterns=need)
+        got = {**got, **more}
+    evidence = _Evidence()
+    for entry in missing:  # records are immutable and their ids global: one already here is kept
+        if entry["json"] not in got:
+            continue
+        record = _checked(got[entry["json"]], "prompt-record", entry["json"])
+        if record["id"] != entry["id"]:
+            raise UntrustedData(entry["json"], f"holds record {record['id']}, the manifest says {entry['id']}")
+        png = None
+        if entry.get("image") in got:
+            image = got[entry["image"]]
+            if image.stat().st_size > MAX_RECORD_IMAGE_BYTES:
+                raise UntrustedData(entry["image"], f"an image over {MAX_RECORD_IMAGE_BYTES:,} bytes")
+            png = image.read_bytes()
+        evidence.records.append((record, png))
+    if card_path in got:
+        card = _checked(got[card_path], "eval-card", card_path)
+        if card["version"]["sha256"] == sha256:
+            evidence.card = card
+    return evidence
+
+
+def _store_evidence(catalog, evidence: _Evidence, manifest, version, result) -> None:
+    """Store checked records and card under the pulled version's ref (which may differ from the
+    pushed one when renamed or bumped)."""
+    from .. import records as R
+
+    pushed_ref = f"{manifest['name']}@{manifest['version']}" if manifest else None
+    sha = manifest["file"]["hashes"]["sha256"] if manifest else None
+    for record, png in evidence.records:
+        for item in record.get("stack") or []:
+            if item.get("ref") == pushed_ref and item.get("sha256") == sha:
+                item["ref"] = version.ref
+        try:
             R.store_record(catalog, record, png)
-            result.records += 1
-        card_path = (manifest.get("card") or {}).get("path")
-        if card_path in got:
-            card = json.loads(got[card_path].read_text(encoding="utf-8"))
-            card["version"]["ref"] = version.ref
-            try:
-                have = R.latest_card(catalog, version.ref).card
-            except NotFound:
-                have = None
-            if have != card:
-                R.store_card(catalog, card)
-                result.cards += 1
-    if aliases:
-        _recreate_aliases(catalog, target, commit, version, token, result)
+        except Conflict:  # stored meanwhile by another pull
+            continue
+        result.records += 1
+    if evidence.card is not None:
+        card = {**evidence.card, "version": {**evidence.card["version"], "ref": version.ref}}
+        try:
+            have = R.latest_card(catalog, version.ref).card
+        except NotFound:
+            have = None
+        if have != card:
+            R.store_card(catalog, card)
+            result.cards += 1
 
 
-def _recreate_aliases(catalog, target, commit, version, token, result) -> None:
-    """Branches (other than main) whose head is the pulled commit become aliases of the version.
-    An alias the promotion gate refuses is reported, not forced."""
+def _branch_heads(target, token) -> dict[str, str]:
+    """The repo's branches {name: commit} (fetched before registering: see ``_apply_aliases``)."""
     from huggingface_hub import HfApi
 
-    from ..errors import LoradexError
     from ..hub_client import _remote_errors
-    from ..operations import MoveAlias
 
     api = HfApi(endpoint=target.endpoint, token=token or False)
     with _remote_errors(target.endpoint, target.repo_id, bool(token), "pull"):
         state = _remote_refs(api, target.repo_id)
+    return (state or ({}, {}))[1]
+
+
+def _apply_aliases(catalog, target, heads: dict[str, str], commit, version, result) -> None:
+    """Branches (other than main) whose head is the pulled commit become aliases of the version.
+    An alias the promotion gate refuses (or a branch name that is no alias name) is reported,
+    not forced."""
+    from ..operations import MoveAlias
+
     current = {a.name: a.version for a in catalog.aliases(version.adapter)}
-    for branch, head in sorted((state or ({}, {}))[1].items()):
+    for branch, head in sorted(heads.items()):
         if head != commit or branch == "main" or current.get(branch) == version.version:
             continue
         try:
