@@ -4,13 +4,23 @@ A blob is written to a temporary file in ``blobs/sha256/`` (same file system as 
 hashed in the same pass as it is copied, fsynced, then renamed into place. A final name therefore
 always holds exactly the bytes its name says. Reading and writing overlap (a writer thread), so an
 add costs about one read pass. ``--link`` hardlinks the source instead of copying when it can.
+
+A hardlinked blob shares its bytes with a file outside the home, so, as DVC does with its
+hardlinked cache, the shared inode is made read-only (``chmod a-w``) before it is published: an
+edit in place then fails instead of silently changing a stored version. The outside path is
+recorded in ``blobs/links/ab/cdef….json`` (with its device, inode and original mode), so
+``verify`` can name it if the blob changes anyway, and ``remove`` (gc) gives the file its
+write permission back when the store lets go of the inode.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import json
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +46,7 @@ class StoredBlob:
 class BlobStore:
     def __init__(self, home: Path):
         self.root = Path(home) / "blobs" / "sha256"
+        self.links_root = Path(home) / "blobs" / "links"
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:]
@@ -161,10 +172,85 @@ class BlobStore:
                                   note=f"--link not possible ({os.strerror(exc.errno)}): copied instead")
             raise
         # The source may have changed between hashing and linking: check the linked bytes' size.
-        if tmp.stat().st_size != hashes.size:
+        st = tmp.stat()
+        if st.st_size != hashes.size:
             tmp.unlink(missing_ok=True)
             raise InvalidFile(src, "changed while being added", hint="try again")
-        return self._publish(tmp, hashes, linked=True)
+        try:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode) & ~0o222)  # the outside file too: same inode
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            return StoredBlob(hashes, final, linked=False, existed=False,
+                              note=f"--link not possible (cannot make it read-only: {exc.strerror}): copied instead")
+        try:
+            self._record_link(hashes.sha256, src, st)
+        except OSError:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            tmp.unlink(missing_ok=True)
+            raise
+        stored = self._publish(tmp, hashes, linked=True,
+                               note=f"{src} is now read-only: it shares its bytes with the store "
+                                    "(copy it to edit it)")
+        if stored.existed:  # another writer stored these bytes first: our link was dropped
+            with contextlib.suppress(OSError):
+                os.chmod(src, stat.S_IMODE(st.st_mode))
+            return dataclasses.replace(stored, note="")
+        return stored
+
+    # --- the outside paths of linked blobs ---------------------------------------------
+    _LINKS_SCHEMA = {
+        "type": "object", "required": ["links"],
+        "properties": {"links": {"type": "array", "maxItems": 1000, "items": {
+            "type": "object", "required": ["path", "dev", "ino", "mode"],
+            "properties": {"path": {"type": "string", "maxLength": 8192},
+                           "dev": {"type": "integer"}, "ino": {"type": "integer"},
+                           "mode": {"type": "integer", "minimum": 0, "maximum": 0o7777}}}}},
+    }
+
+    def _links_file(self, sha256: str) -> Path:
+        return self.links_root / sha256[:2] / f"{sha256[2:]}.json"
+
+    def _record_link(self, sha256: str, src: Path, st: os.stat_result) -> None:
+        """Remember (atomically) that ``src`` shares the blob's inode, before it is published."""
+        from .atomic_files import atomic_output
+
+        links = [entry for entry in self.link_records(sha256) if entry["path"] != str(src.absolute())]
+        links.append({"path": str(src.absolute()), "dev": st.st_dev, "ino": st.st_ino,
+                      "mode": stat.S_IMODE(st.st_mode)})
+        path = self._links_file(sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path, "w") as fh:
+            fh.write(json.dumps({"format": 1, "sha256": sha256, "links": links}, indent=1) + "\n")
+
+    def link_records(self, sha256: str) -> list[dict]:
+        """The recorded outside paths of a linked blob ([] when none, or the record is damaged:
+        it lives in the home but is read like any file from outside)."""
+        from .untrusted import UntrustedData, check_schema, read_json_file
+
+        path = self._links_file(sha256)
+        if not path.is_file():
+            return []
+        try:
+            data = check_schema(read_json_file(path, max_bytes=1 << 20), self._LINKS_SCHEMA, str(path))
+        except UntrustedData:
+            return []
+        return data["links"]
+
+    def shared_with(self, sha256: str) -> list[str]:
+        """Outside paths that still share the blob's inode (a hardlink made by ``--link``)."""
+        try:
+            blob = os.stat(self.path_for(sha256))
+        except OSError:
+            return []
+        out = []
+        for entry in self.link_records(sha256):
+            try:
+                st = os.stat(entry["path"])
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (blob.st_dev, blob.st_ino):
+                out.append(entry["path"])
+        return out
 
     # --- maintenance --------------------------------------------------------------------
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
@@ -179,15 +265,38 @@ class BlobStore:
                 yield sub.name + path.name, path
 
     def remove(self, sha256: str) -> int:
+        """Delete a blob (and its link record). A blob still shared with an outside file by
+        ``--link`` gets that file's original mode back first: the store no longer holds it."""
         path = self.path_for(sha256)
         try:
-            size = path.stat().st_size
+            st = path.stat()
+            modes = [entry["mode"] for entry in self.link_records(sha256)
+                     if (entry["dev"], entry["ino"]) == (st.st_dev, st.st_ino)]
+            if modes and st.st_nlink > 1:
+                with contextlib.suppress(OSError):
+                    os.chmod(path, modes[-1])  # the blob's own path: the inode is the same
             path.unlink()
         except FileNotFoundError:
             return 0
+        finally:
+            self._links_file(sha256).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only succeeds when empty
-        return size
+        return st.st_size
+
+    def remove_orphan_link_records(self) -> int:
+        """Link records whose blob is gone (an add killed between the record and the publish)."""
+        removed = 0
+        if not self.links_root.is_dir():
+            return 0
+        for sub in self.links_root.iterdir():
+            if not sub.is_dir() or len(sub.name) != 2:
+                continue
+            for record in sub.glob("*.json"):
+                if not self.path_for(sub.name + record.name[: -len(".json")]).is_file():
+                    record.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def verify_blob(self, sha256: str) -> str | None:
         """None when healthy, otherwise what is wrong."""
@@ -196,6 +305,10 @@ class BlobStore:
             return "missing"
         actual = hash_file(path).sha256
         if actual != sha256:
+            shared = self.shared_with(sha256)
+            if shared:
+                return (f"content hash is {actual[:12]}… (corrupted): the blob is a hardlink shared with "
+                        f"{', '.join(shared)} (stored with --link), which was changed in place")
             return f"content hash is {actual[:12]}… (corrupted)"
         return None
 

@@ -91,6 +91,7 @@ def gc(catalog, *, dry_run: bool = False) -> GcReport:
             report.temp_files_removed, report.temp_bytes_freed = remove_abandoned_temp_files(
                 catalog.home, recursive=True)
             report.temp_bytes_freed += work_bytes
+            catalog.blobs.remove_orphan_link_records()
     return report
 
 
@@ -131,7 +132,11 @@ def verify(catalog, progress=None) -> VerifyReport:
         problem = catalog.blobs.verify_blob(sha)
         report.checked_blobs += 1
         if problem:
-            report.problems.append({"blob": sha, "path": str(path), "problem": problem})
+            entry = {"blob": sha, "path": str(path), "problem": problem}
+            shared = catalog.blobs.shared_with(sha)
+            if shared:  # stored with --link: the outside file that shares it is named
+                entry["shared_with"] = shared
+            report.problems.append(entry)
         elif sha not in needed:
             report.unreferenced.append(sha)
         if progress:

@@ -330,3 +330,74 @@ def test_good_sidecars_still_land(tmp_path, cli):
     version = Catalog().resolve("style")
     assert version.extra["civitai"]["info"] == CIVITAI_INFO and version.extra["webui"] == A1111_JSON
     assert version.extra["preview_type"] == "png"
+
+
+# --- linked blobs: read-only, and verify names the outside path ----------------------------------------
+def _blob_path(sha: str) -> Path:
+    return Path(os.environ["LORADEX_HOME"]) / "blobs" / "sha256" / sha[:2] / sha[2:]
+
+
+def test_add_link_makes_the_shared_inode_read_only_and_verify_names_the_outside_path(tmp_path, cli):
+    src = write_random_kohya_lora(tmp_path / "style.safetensors", rank=2, seed=1)
+    os.chmod(src, 0o640)
+    added = cli("add", src, "--name", "style", "--link", "--json")
+    assert added.exit_code == 0, added.output
+    data = json.loads(added.stdout)
+    blob = _blob_path(data["sha256"])
+    assert data["linked"] is True and blob.stat().st_ino == src.stat().st_ino
+    assert stat.S_IMODE(src.stat().st_mode) & 0o222 == 0  # chmod a-w, as DVC does
+    assert str(src) in added.stderr and "read-only" in added.stderr
+    assert cli("verify").exit_code == 0
+
+    os.chmod(src, 0o644)  # the user insists: edits the outside file in place
+    with open(src, "r+b") as fh:
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-1, os.SEEK_END)
+        fh.write(bytes([last[0] ^ 0xFF]))
+    result = cli("verify", "--json")
+    assert result.exit_code == 1
+    problem = json.loads(result.stdout)["problems"][0]
+    assert problem["blob"] == data["sha256"] and problem["shared_with"] == [str(src)]
+    assert str(src) in problem["problem"] and "corrupted" in problem["problem"]
+    human = cli("verify")
+    assert human.exit_code == 1 and str(src) in human.stdout
+
+
+def test_link_record_does_not_name_a_replaced_file_and_gc_gives_the_mode_back(tmp_path, cli):
+    src = write_random_kohya_lora(tmp_path / "style.safetensors", rank=2, seed=1)
+    os.chmod(src, 0o640)
+    data = json.loads(cli("add", src, "--name", "style", "--link", "--json").stdout)
+    blob = _blob_path(data["sha256"])
+    # corrupt the blob itself (not through the outside file): verify names no outside path
+    other = tmp_path / "unrelated.safetensors"
+    os.chmod(blob, 0o644)
+    other.write_bytes(src.read_bytes())
+    os.replace(other, src)  # an editor's save: a new inode at the same path
+    with open(blob, "r+b") as fh:
+        fh.write(b"x")
+    problem = json.loads(cli("verify", "--json").stdout)["problems"][0]
+    assert "shared_with" not in problem and "hardlink" not in problem["problem"]
+    # the outside file shares the blob again; gc frees the blob and gives the file its mode back
+    fresh = write_random_kohya_lora(tmp_path / "fresh.safetensors", rank=2, seed=5)
+    os.chmod(fresh, 0o640)
+    fresh_data = json.loads(cli("add", fresh, "--name", "fresh", "--link", "--json").stdout)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o440
+    assert cli("rm", "fresh@1.0.0").exit_code == 0 and cli("gc").exit_code == 0
+    assert not _blob_path(fresh_data["sha256"]).exists()
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+    assert not list((Path(os.environ["LORADEX_HOME"]) / "blobs" / "links").rglob(fresh_data["sha256"][2:] + "*"))
+
+
+def test_damaged_link_record_is_not_trusted(tmp_path, cli):
+    src = write_random_kohya_lora(tmp_path / "style.safetensors", rank=2, seed=1)
+    data = json.loads(cli("add", src, "--name", "style", "--link", "--json").stdout)
+    sha = data["sha256"]
+    record = Path(os.environ["LORADEX_HOME"]) / "blobs" / "links" / sha[:2] / f"{sha[2:]}.json"
+    assert json.loads(record.read_text())["links"][0]["path"] == str(src)
+    record.write_text('{"links": [{"path": 5}]}')
+    os.chmod(src, 0o644)
+    with open(src, "r+b") as fh:
+        fh.write(b"x")
+    result = cli("verify", "--json")
+    assert result.exit_code == 1 and "corrupted" in json.loads(result.stdout)["problems"][0]["problem"]
