@@ -11,9 +11,20 @@ Containers: a torch zip archive (``<dir>/data.pkl``, including the old ``archive
 layout; every ``*.pkl`` member is scanned), a legacy ``torch.save`` file (five consecutive
 pickles: magic, protocol, sys info, the object, storage keys) and a plain pickle.
 
-``STACK_GLOBAL`` (protocol ≥ 4) takes module and name from the stack; we resolve them from the
-string pushes and memo gets just before it. Anything we cannot resolve is reported as
-``<unresolved STACK_GLOBAL>`` and refused (fail closed).
+The opcodes run through an abstract machine (``_Machine``): each opcode's stack effect on symbolic
+values (a literal, an imported global, the result of calling one, a tuple of those), nothing
+executed. ``STACK_GLOBAL`` (protocol ≥ 4) takes module and name from that stack (string pushes
+and memo gets); anything else is reported as ``<unresolved STACK_GLOBAL>`` and refused (fail
+closed). Names match the allow-list exactly: a module or name carrying a newline or other junk
+(``"torch._utils\n"``) is not the global it resembles.
+
+Torch's allow-list is about code, not memory: ``builtins.bytearray(2**33)`` is 8 GiB from a
+32-byte file, and ``torch.FloatStorage(n)`` / ``torch.Tensor(torch.Size(…))`` likewise. The
+machine also refuses (``ScanReport.refused_calls``): a call of an allocating global (bytearray,
+``*Storage``, ``*Tensor``) with anything but string/bytes data; a call of something that is not an
+imported global; calls copying more string bytes than the pickle holds (memo references repeated);
+a torch storage reference whose element count exceeds the file's size. ``torch.save`` writes none
+of these: tensors come back through ``_rebuild_*`` and persistent storage references.
 """
 
 from __future__ import annotations
@@ -58,7 +69,8 @@ _ALLOWED_PATTERNS = (
 
 
 def is_allowed(name: str) -> bool:
-    return name in ALLOWED_GLOBALS or any(p.match(name) for p in _ALLOWED_PATTERNS)
+    """Exact match only: a name carrying a newline or other junk is not the global it resembles."""
+    return name in ALLOWED_GLOBALS or any(p.fullmatch(name) for p in _ALLOWED_PATTERNS)
 
 
 @dataclass(frozen=True)
@@ -68,20 +80,35 @@ class ScanReport:
     globals: tuple[str, ...]  # every imported global, sorted, "module.qualname"
     disallowed: tuple[str, ...]  # those outside the allow-list
     members: tuple[str, ...] = ()  # pickles scanned (zip member names)
+    refused_calls: tuple[str, ...] = ()  # allowed globals called in a way that could exhaust memory
 
     @property
     def safe(self) -> bool:
-        return not self.disallowed
+        return not self.disallowed and not self.refused_calls
 
     def to_dict(self) -> dict:
         return {"path": self.path, "container": self.container, "globals": list(self.globals),
-                "disallowed": list(self.disallowed), "members": list(self.members)}
+                "disallowed": list(self.disallowed), "members": list(self.members),
+                "refused_calls": list(self.refused_calls)}
 
 
 _STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
                          "BINSTRING", "STRING"})
+_BYTES_OPS = frozenset({"SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "BYTEARRAY8"})
+_NUMBER_OPS = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT"})
 _GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_CALL_OPS = frozenset({"REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"})
+
+# Allowed callables that allocate what an integer argument says (bytearray(2**33): 8 GiB from a
+# 32-byte pickle; torch.FloatStorage(n), torch.Tensor(n), UntypedStorage(n) likewise). torch.save
+# never calls them with a size: tensors come back through _rebuild_* and persistent storages.
+_ALLOCATORS = frozenset({"builtins.bytearray", "torch.Tensor", "torch.storage.TypedStorage",
+                         "torch.storage.UntypedStorage"})
+_ALLOCATOR_PATTERN = re.compile(r"torch\.(cuda\.|sparse\.|cuda\.sparse\.)?[A-Za-z0-9]+(Storage|Tensor)")
+# Calls copying their (string) arguments: repeated memo references could make a small file copy
+# one large string many times; the bytes they copy together are capped at the pickle's own size.
+_COPY_SLACK = 1 << 20
 
 
 def _qualified(module: str, attr: str) -> str:
@@ -94,43 +121,141 @@ def _qualified(module: str, attr: str) -> str:
     return f"{module}.{attr}"
 
 
-def _globals_of_one(stream: io.BytesIO) -> list[str]:
-    """Globals imported by the pickle starting at ``stream``'s position; leaves it after STOP."""
-    found: list[str] = []
-    memo: dict[int, object] = {}
-    history: list[tuple[str, object]] = []  # (opcode, string value it pushed or None)
-    for op, arg, _pos in pickletools.genops(stream):
+def _is_allocator(name: str) -> bool:
+    return name in _ALLOCATORS or _ALLOCATOR_PATTERN.fullmatch(name) is not None
+
+
+_OTHER = ("other", None)
+_MARK = ("mark", None)
+
+
+class _Machine:
+    """An abstract pickle machine: the opcodes' stack effects on symbolic values (a literal,
+    a global, the result of calling a global, a tuple of those, or "other"), never executing them."""
+
+    def __init__(self, size: int, file_size: int):
+        self.file_size = file_size
+        self.stack: list[tuple] = []
+        self.memo: dict = {}
+        self.found: list[str] = []
+        self.refused: list[str] = []
+        self.copied = 0
+        self.copy_cap = size + _COPY_SLACK
+
+    def pop(self):
+        return self.stack.pop() if self.stack else _OTHER
+
+    def pop_mark(self) -> list[tuple]:
+        items = []
+        while self.stack:
+            top = self.stack.pop()
+            if top is _MARK:
+                break
+            items.append(top)
+        return items[::-1]
+
+    def step(self, op, arg) -> None:
         name = op.name
-        value = None
         if name in _STRING_OPS:
-            value = arg.decode("latin-1") if isinstance(arg, bytes) else arg
+            self.stack.append(("lit", arg.decode("latin-1") if isinstance(arg, bytes) else arg))
+        elif name in _BYTES_OPS or name in _NUMBER_OPS:
+            self.stack.append(("lit", arg))
         elif name in _GET_OPS:
-            value = memo.get(arg)
+            self.stack.append(self.memo.get(arg, _OTHER))
         elif name in _PUT_OPS or name == "MEMOIZE":
-            top = history[-1][1] if history else None
-            memo[arg if name != "MEMOIZE" else len(memo)] = top
-            continue  # memo ops leave the stack as it is
+            self.memo[arg if name != "MEMOIZE" else len(self.memo)] = self.stack[-1] if self.stack else _OTHER
+        elif name == "MARK":
+            self.stack.append(_MARK)
         elif name in ("GLOBAL", "INST"):
             module, _, attr = arg.partition(" ")
-            found.append(_qualified(module, attr))
-        elif name == "STACK_GLOBAL":
-            strings = [v for _, v in history[-2:]]
-            if len(strings) == 2 and all(isinstance(s, str) for s in strings):
-                found.append(_qualified(strings[0], strings[1]))
+            self.found.append(_qualified(module, attr))
+            if name == "GLOBAL":
+                self.stack.append(("global", self.found[-1]))
             else:
-                found.append(UNRESOLVED)
+                self.call(("global", self.found[-1]), self.pop_mark(), name)
+        elif name == "STACK_GLOBAL":
+            attr, module = self.pop(), self.pop()
+            if module[0] == "lit" and attr[0] == "lit" and isinstance(module[1], str) and isinstance(attr[1], str):
+                self.found.append(_qualified(module[1], attr[1]))
+            else:
+                self.found.append(UNRESOLVED)
+            self.stack.append(("global", self.found[-1]))
         elif name in ("EXT1", "EXT2", "EXT4"):
-            found.append(f"<copyreg extension {arg}>")
-        history.append((name, value))
-    return found
+            self.found.append(f"<copyreg extension {arg}>")
+            self.stack.append(("global", self.found[-1]))
+        elif name in ("REDUCE", "NEWOBJ"):
+            args = self.pop()
+            self.call(self.pop(), list(args[1]) if args[0] == "tuple" else [args], name)
+        elif name == "NEWOBJ_EX":
+            kwargs, args = self.pop(), self.pop()
+            self.call(self.pop(), (list(args[1]) if args[0] == "tuple" else [args]) + [kwargs], name)
+        elif name == "OBJ":
+            items = self.pop_mark()
+            self.call(items[0] if items else _OTHER, items[1:], name)
+        elif name == "TUPLE":
+            self.stack.append(("tuple", tuple(self.pop_mark())))
+        elif name == "BINPERSID":
+            self.persistent(self.pop())
+            self.stack.append(_OTHER)
+        elif name in ("EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"):
+            n = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}[name]
+            items = [self.pop() for _ in range(n)][::-1]
+            self.stack.append(("tuple", tuple(items)))
+        else:  # every other opcode: its declared stack effect, results unknown
+            before = [s.name for s in op.stack_before]
+            if "mark" in before:
+                self.pop_mark()
+                before = before[: before.index("mark")]
+            for _ in before:
+                self.pop()
+            self.stack.extend(_MARK if s.name == "mark" else _OTHER for s in op.stack_after)
+
+    def persistent(self, pid: tuple) -> None:
+        """torch's storage reference ("storage", type, key, location, numel, …): torch allocates numel
+        elements before reading them, so numel may not exceed the file's size."""
+        items = pid[1] if pid[0] == "tuple" else ()
+        if len(items) >= 5 and items[0] == ("lit", "storage"):
+            numel = items[4][1] if items[4][0] == "lit" else None
+            if not isinstance(numel, int) or isinstance(numel, bool) or not 0 <= numel <= self.file_size:
+                self.refused.append("<a storage whose element count is not a number up to the file's size>")
+
+    def call(self, callable_, args: list[tuple], how: str) -> None:
+        """Record a call the unpickler would make; refuse allocating ones given a size."""
+        if callable_[0] != "global":
+            self.refused.append(f"<{how} of a callable that is not an imported global>")
+            self.stack.append(_OTHER)
+            return
+        target = callable_[1]
+        if _is_allocator(target):
+            sized = [a for a in args if a[0] == "call" or (a[0] == "lit" and not isinstance(a[1], (str, bytes)))
+                     or a[0] == "other" and how == "NEWOBJ_EX"]
+            sized = [a for a in sized if a != ("call", "_codecs.encode")]
+            if sized:
+                self.refused.append(f"{target}(…) called with a size or an object, not data "
+                                    "(it could allocate any amount of memory)")
+        for a in args:
+            if a[0] == "lit" and isinstance(a[1], (str, bytes)):
+                self.copied += len(a[1])
+        if self.copied > self.copy_cap:
+            self.refused.append(f"<calls copying {self.copied:,} bytes of strings from a smaller pickle>")
+            self.copy_cap = float("inf")  # said once
+        self.stack.append(("call", target))
 
 
-def _scan_stream(data: bytes, count: int = 1) -> list[str]:
+def _globals_of_one(stream: io.BytesIO, machine: _Machine) -> None:
+    """Run the pickle starting at ``stream``'s position through ``machine``; leaves it after STOP."""
+    machine.stack.clear()
+    machine.memo.clear()
+    for op, arg, _pos in pickletools.genops(stream):
+        machine.step(op, arg)
+
+
+def _scan_stream(data: bytes, count: int = 1, file_size: int | None = None) -> _Machine:
     stream = io.BytesIO(data)
-    found: list[str] = []
+    machine = _Machine(len(data), len(data) if file_size is None else file_size)
     for _ in range(count):
-        found += _globals_of_one(stream)
-    return found
+        _globals_of_one(stream, machine)
+    return machine
 
 
 def _legacy_pickle_count(data: bytes) -> int:
@@ -174,14 +299,15 @@ def scan_pickle(path) -> ScanReport:
         count = _legacy_pickle_count(data)
         if count == 5:
             container = "torch-legacy"
-        found = _scan_stream(data, count)
+        machine = _scan_stream(data, count)
     except (ValueError, EOFError) as exc:  # pickletools raises ValueError on malformed streams
-        raise InvalidFile(path, f"damaged pickle: {exc}", hint="re-download it") from None
-    return _report(path, container, found, ())
+        raise InvalidFile(path, f"damaged pickle: {_printable(str(exc))}", hint="re-download it") from None
+    return _report(path, container, machine.found, machine.refused, ())
 
 
 def _scan_zip(path: Path, fh) -> ScanReport:
     found: list[str] = []
+    refused: list[str] = []
     members: list[str] = []
     with zipfile.ZipFile(fh) as zf:
         for info in zf.infolist():
@@ -193,20 +319,28 @@ def _scan_zip(path: Path, fh) -> ScanReport:
             members.append(info.filename)
             raw = zf.read(info)
             try:
-                found += _scan_stream(raw)
+                machine = _scan_stream(raw, file_size=path.stat().st_size)
             except (ValueError, EOFError) as exc:
-                raise InvalidFile(path, f"damaged pickle {info.filename!r} in the zip archive: {exc}",
-                                  hint="re-download it") from None
+                raise InvalidFile(path, f"damaged pickle {info.filename!r} in the zip archive: "
+                                        f"{_printable(str(exc))}", hint="re-download it") from None
+            found += machine.found
+            refused += machine.refused
     if not any(m.endswith("data.pkl") for m in members):
         raise InvalidFile(path, "zip archive without a data.pkl: not a torch file",
                           hint="expected a .pt/.bin/.ckpt written by torch.save")
-    return _report(path, "torch-zip", found, members)
+    return _report(path, "torch-zip", found, refused, members)
 
 
-def _report(path, container, found, members) -> ScanReport:
+def _report(path, container, found, refused, members) -> ScanReport:
     names = tuple(sorted(set(found)))
     return ScanReport(path=str(path), container=container, globals=names,
-                      disallowed=tuple(n for n in names if not is_allowed(n)), members=tuple(members))
+                      disallowed=tuple(n for n in names if not is_allowed(n)), members=tuple(members),
+                      refused_calls=tuple(dict.fromkeys(refused)))
+
+
+def _printable(text: str) -> str:
+    """One line: control characters (a global name carrying a newline…) escaped."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _resolve(names):
@@ -234,9 +368,13 @@ def safe_load_pickle(path, *, extra_allowed=()) -> object:
     extra = set(extra_allowed)
     refused = [g for g in report.disallowed if g not in extra]
     if refused:
-        shown = ", ".join(refused[:6]) + (f" … (+{len(refused) - 6} more)" if len(refused) > 6 else "")
+        shown = ", ".join(map(_printable, refused[:6])) + (f" … (+{len(refused) - 6} more)" if len(refused) > 6 else "")
         raise UnsafePickle(path, f"pickle imports globals outside torch's tensor allow-list: {shown}",
                            hint="loading it could run code; loradex will not load it")
+    if report.refused_calls:
+        raise UnsafePickle(path, f"pickle makes calls torch.save never writes: {_printable(report.refused_calls[0])}"
+                                 + (f" (+{len(report.refused_calls) - 1} more)" if len(report.refused_calls) > 1 else ""),
+                           hint="loading it could exhaust memory; loradex will not load it")
     import pickle
 
     import torch
