@@ -35,13 +35,15 @@ alias branch from a repo of any other namespace is refused with the Hub's 403 be
 is registered or moved, whatever the token (an unscoped admin token included: it may push to the
 owning namespace instead). An adapter the server's home made itself (``add``, ``pull``) belongs to
 no namespace: only a token without a namespace may push versions to it, and the first such push
-gives it to the repo's namespace. Registrations are serialised across repos (one lock), so two
-namespaces racing for a new adapter name cannot both claim it.
+gives it to the repo's namespace. Registrations are serialised across repos and server processes
+(a lock), so two namespaces racing for a new adapter name cannot both claim it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import re
 import tempfile
@@ -109,20 +111,45 @@ class CatalogBridge:
     def __init__(self, catalog):
         self.catalog = catalog
         self._lock = threading.RLock()  # one registration at a time, across repos (ownership)
+        self._depth = 0  # nesting of _serialised in the thread holding _lock
+
+    @contextlib.contextmanager
+    def _serialised(self):
+        """One registration at a time across repos, threads and server processes on this home
+        (a thread lock plus ``flock`` on ``<home>/mirror/.bridge.lock``; re-entrant, since a
+        registration moves the aliases of branches already at its commit)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            lock_path = self.catalog.home / "mirror" / ".bridge.lock"
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._depth = 1
+                yield
+            finally:
+                self._depth = 0
+                os.close(fd)
 
     # --- RefHook ------------------------------------------------------------------------------
     def tag_created(self, store: RepoStore, repo_id: str, tag: str, commit: Commit, by: str) -> None:
         version = version_of_tag(tag)
         if version is None:
             return  # not a version tag: a plain git name
-        with self._lock, _refusals(repo_id, tag):
+        with _refusals(repo_id, tag), self._serialised():
             self.check_owner(repo_id, adapter_name_for(repo_id), by, tag)
             self.register(store, repo_id, version, tag, commit, by or FALLBACK_USER)
 
     def branch_set(self, store: RepoStore, repo_id: str, branch: str, commit: Commit, by: str) -> None:
         if branch == "main" or branch == LATEST or not ALIAS_RE.match(branch) or is_semver(branch):
             return
-        with self._lock, _refusals(repo_id, branch):
+        with _refusals(repo_id, branch), self._serialised():
             name = adapter_name_for(repo_id)
             try:
                 manifest = self._manifest(store, repo_id, commit, branch)
