@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .atomic_files import atomic_output
-from .errors import InvalidFile
+from .errors import InvalidFile, LoradexError
 from .hashing import hash_file
 from .untrusted import UntrustedData, check_schema, inside, read_json_file, safe_relative_name
 
@@ -59,6 +59,23 @@ ENTRY_SCHEMA = {
         "ref": {"type": ["string", "null"], "maxLength": 400},
     },
 }
+
+
+class FolderError(LoradexError):
+    """A webui folder loradex cannot write into (permissions, read-only, full): exit 1."""
+
+
+@contextlib.contextmanager
+def folder_errors(root: Path) -> Iterator[None]:
+    """An OS error while writing into ``root`` becomes one line naming the file."""
+    try:
+        yield
+    except LoradexError:
+        raise
+    except OSError as exc:
+        where = exc.filename or root
+        raise FolderError(f"{where}: {exc.strerror or exc}; the folder was left as it was up to this file",
+                          hint=f"check that {root} is a writable folder") from None
 
 
 def read_state(root: Path, name: str, warnings: list[str] | None = None) -> dict[str, dict]:
@@ -105,7 +122,9 @@ def folder_lock(root: Path) -> Iterator[None]:
     """Two writers of one folder at once would fight over its state file: serialise them."""
     import fcntl
 
-    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    # never through a symlink (a dangling one would create a file outside the folder), never
+    # blocking on a FIFO put there
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -29,6 +29,7 @@ from .folder_state import (
     content_sha,
     entry_for,
     file_state,
+    folder_errors,
     folder_lock,
     quick_unchanged,
     read_state,
@@ -109,8 +110,15 @@ def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "productio
     root = Path(root).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} is not a folder")
-    root.mkdir(parents=True, exist_ok=True)
     report = SyncReport(str(root), layout, alias)
+    with folder_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
+        _sync_locked(catalog, root, report, layout, alias, force=force, dry_run=dry_run)
+    return report
+
+
+def _sync_locked(catalog, root: Path, report: SyncReport, layout: str, alias: str, *, force: bool,
+                 dry_run: bool) -> None:
     with folder_lock(root):
         manifest = read_manifest(root, report.warnings)
         wanted = desired_files(catalog, layout, alias)
@@ -122,7 +130,6 @@ def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "productio
             _remove_one(root, rel, manifest[rel], new_manifest, report, force=force, dry_run=dry_run)
         if not dry_run:
             write_state(root, MANIFEST, new_manifest, layout=layout, alias=alias)
-    return report
 
 
 def _sync_one(catalog, root: Path, rel: str, planned: PlannedFile, ref: str, entry: dict | None,

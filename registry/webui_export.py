@@ -195,16 +195,26 @@ def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format:
     A file already there is overwritten only when it is what an earlier export wrote (its sha256,
     re-hashed now, as recorded in ``dest/.loradex-export.json``) or, with ``force``, any regular
     file inside ``dest``; anything else is left alone and listed in ``skipped``."""
-    from .folder_state import folder_lock, read_state, write_state
+    from .folder_state import folder_errors
 
     layout_obj = get_layout(layout)
     version = catalog.resolve(ref)
     root = Path(dest).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} is not a folder")
-    root.mkdir(parents=True, exist_ok=True)
     result = ExportResult(version.ref, layout_obj.name, str(root))
     plan = plan_export(catalog, version, layout_obj)
+    with folder_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
+        _export_locked(catalog, version, root, plan, result, to_format, converter, allow_partial, force)
+    return result
+
+
+def _export_locked(catalog, version, root: Path, plan: list[PlannedFile], result: ExportResult,
+                   to_format: str | None, converter: Converter | None, allow_partial: bool,
+                   force: bool) -> None:
+    from .folder_state import folder_lock, read_state, write_state
+
     model, sidecars = plan[0], plan[1:]
     with folder_lock(root):
         state = read_state(root, EXPORT_STATE, result.warnings)
@@ -224,7 +234,6 @@ def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format:
         for side in sidecars:
             _write_planned(catalog, root, side, state, result, force)
         write_state(root, EXPORT_STATE, state)
-    return result
 
 
 def _may_write(root: Path, rel: str, sha256: str | None, state: dict, result: ExportResult,

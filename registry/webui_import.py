@@ -494,7 +494,7 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
             report.items.append(item)
             continue
         except OSError as exc:  # gone, or no longer readable, since the walk
-            report.items.append(ImportItem(f.rel, "skipped", reason=f"cannot read ({exc.strerror or exc})"))
+            report.items.append(ImportItem(f.rel, "skipped", reason=_os_reason(exc, f.path)))
             continue
         ready.append(f)
 
@@ -513,7 +513,7 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
             refused.append((f, item, False))
             report.items.append(item)
         except OSError as exc:
-            report.items.append(ImportItem(f.rel, "skipped", reason=f"cannot read ({exc.strerror or exc})"))
+            report.items.append(ImportItem(f.rel, "skipped", reason=_os_reason(exc, f.path)))
         folder = Path(f.rel).parent
         report.items += [ImportItem((folder / name).as_posix(), "skipped", reason=why)
                          for name, why in f.skipped_sidecars]
@@ -526,6 +526,12 @@ def import_tree(catalog, root, *, allow_pickle: bool = False, link: bool = False
     report.items.sort(key=lambda i: i.path)
     stats.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _os_reason(exc: OSError, path: Path) -> str:
+    """Why a file could not be read (or stored): the other file named when it is not this one."""
+    other = f" {exc.filename}" if exc.filename and str(exc.filename) != str(path) else ""
+    return f"cannot read or store it ({exc.strerror or exc}{':' + other if other else ''})"
 
 
 def _reason(exc: LoradexError, path: Path) -> str:

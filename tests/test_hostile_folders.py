@@ -401,3 +401,24 @@ def test_damaged_link_record_is_not_trusted(tmp_path, cli):
         fh.write(b"x")
     result = cli("verify", "--json")
     assert result.exit_code == 1 and "corrupted" in json.loads(result.stdout)["problems"][0]["problem"]
+
+
+@pytest.mark.parametrize("command", ["sync-folder", "export"])
+def test_a_folder_that_cannot_be_made_is_a_one_line_error(styled, tmp_path, command, cli):
+    catalog, v1, _, _ = styled
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = [command, v1.ref, blocker / "webui"] if command == "export" else [command, blocker / "webui"]
+    result = cli(*args)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "a-file" in lines[0]
+
+
+def test_lock_file_symlinked_out_creates_nothing_outside(synced, cli):
+    catalog, webui, outside, _ = synced
+    (webui / ".loradex-sync.lock").unlink()
+    (webui / ".loradex-sync.lock").symlink_to(outside / "created-by-loradex")
+    result = cli("sync-folder", webui)
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert not (outside / "created-by-loradex").exists()
