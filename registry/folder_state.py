@@ -95,7 +95,7 @@ def read_state(root: Path, name: str, warnings: list[str] | None = None) -> dict
     out: dict[str, dict] = {}
     for rel, entry in data["files"].items():
         try:
-            safe_relative_name(rel, str(path), field="entry", allow_dirs=True)
+            _safe_entry_name(rel, str(path))
             check_schema(entry, ENTRY_SCHEMA, f"{path} entry {rel[:80]!r}")
         except UntrustedData as exc:
             if warnings is not None:
@@ -104,6 +104,15 @@ def read_state(root: Path, name: str, warnings: list[str] | None = None) -> dict
             continue
         out[rel] = dict(entry)
     return out
+
+
+def _safe_entry_name(rel, source: str) -> str:
+    """A relative path inside the folder, with no hidden part: loradex writes adapter files only
+    (names start with a letter or digit), never its own state, lock or temp files."""
+    safe_relative_name(rel, source, field="entry", allow_dirs=True)
+    if any(part.startswith(".") for part in rel.split("/")):
+        raise UntrustedData(source, f"entry {rel[:80]!r} names a hidden file (never one loradex exports)")
+    return rel
 
 
 def write_state(root: Path, name: str, files: dict[str, dict], **header) -> None:
@@ -137,7 +146,7 @@ def checked_path(root: Path, rel: str) -> Path | None:
     """``root/rel`` when ``rel`` is a safe relative name whose path stays inside ``root`` (no
     symlinked subfolder leading out); None otherwise."""
     try:
-        safe_relative_name(rel, str(root), allow_dirs=True)
+        _safe_entry_name(rel, str(root))
         inside(root / rel, root)
     except (UntrustedData, ValueError, OSError):
         return None

@@ -149,6 +149,7 @@ def test_symlink_where_a_managed_file_was_is_left_alone(synced):
     {"embeddings/neg.safetensors": "not an object"},
     {"embeddings/neg.safetensors": {"sha256": "../" * 20, "size": "big"}},
     {"a\x00b": {}},
+    {".loradex-sync.lock": {"sha256": hashlib.sha256(b"").hexdigest()}},  # its own lock: empty, hash known
 ])
 def test_malformed_manifest_entries_are_warnings_not_crashes(synced, files, cli):
     catalog, webui, _, _ = synced
@@ -156,7 +157,7 @@ def test_malformed_manifest_entries_are_warnings_not_crashes(synced, files, cli)
     result = cli("sync-folder", webui)
     assert result.exit_code == 0, result.output
     assert "ignored" in result.stderr
-    assert (webui / "embeddings" / "neg.safetensors").is_file()
+    assert (webui / "embeddings" / "neg.safetensors").is_file() and (webui / ".loradex-sync.lock").is_file()
 
 
 @pytest.mark.parametrize("text", ['{"files": []}', "[1, 2]", '{"files": {}}' + " " * (17 << 20), "\x00\xff",
