@@ -1,0 +1,257 @@
+"""Exit 3 ("internal error") means a bug, so no input may reach it (issue 15).
+
+The CLI runs, in-process through ``loradex.cli.main.main`` (the console script's own argument
+parsing and error-to-one-line path) and once as a real process, over a hostile corpus:
+
+* malformed files for ``add``/``inspect``: truncated safetensors, a header that is not JSON, a
+  header length of 2^63, a directory, a FIFO, an empty file, random bytes, a zip, a pickle whose
+  globals run a shell command;
+* malformed refs (``../x``, ``sha256:zz``, ``a@b@c``, a 5000-character name, control characters)
+  for every command taking one;
+* malformed flags (``--version abc``, ``--tag =``, ``--bump weird``…);
+* every cheap command over a damaged or foreign home: catalog.db garbage or truncated, a schema
+  from a newer loradex, a hand-edited revision, the home a regular file, catalog.db a folder, a
+  read-only home.
+
+Each call must end in exit 0, 1 or 2 with no traceback and no "internal error" line; an error
+is exactly one line on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from _formats_fixtures import write_raw
+from loradex.cli.main import main
+
+LONG = "a" * 5000
+BAD_REFS = ["../x", "sha256:zz", "a@b@c", f"{LONG}@1.0.0", "x\x1b[2J\u202e", "", "@", "style@../../etc",
+            "style@99999999999999999999.0.0", "sha256:" + "f" * 200, "style@1.0.0\n", "[/bold]"]
+
+
+def run_cli(capsys, argv: list) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # noqa: BLE001 - escaping main() at all is a finding
+        code = f"escaped {type(exc).__name__}: {exc}"
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def problems(capsys, commands: list[list]) -> list[str]:
+    """Run each command; describe every one that hit an internal error."""
+    found = []
+    for argv in commands:
+        code, out, err = run_cli(capsys, argv)
+        bad = code not in (0, 1, 2, 130) or "Traceback" in out + err or "internal error" in err
+        if code in (1, 2) and not bad:
+            lines = [line for line in err.splitlines() if line.startswith("error: ")]
+            bad = len(lines) != 1
+        if bad:
+            found.append(f"{[str(a)[:60] for a in argv]} → {code}: {(err or out).strip()[-300:]}")
+    return found
+
+
+def lora(path: Path, metadata: dict | None = None) -> Path:
+    tensors = {}
+    for module, width in (("lora_unet_down_blocks_0_attentions_0_proj_in", 320),
+                          ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", 768)):
+        tensors[f"{module}.lora_down.weight"] = ("F16", (4, width))
+        tensors[f"{module}.lora_up.weight"] = ("F16", (width, 4))
+        tensors[f"{module}.alpha"] = ("F16", ())
+    return write_raw(path, tensors, metadata or {"ss_output_name": "style"})
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def hostile_files(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    good = lora(folder / "good.safetensors").read_bytes()
+    files = {
+        "truncated": good[: len(good) // 2],
+        "truncated-in-header": good[:40],
+        "header-not-json": struct.pack("<Q", 12) + b"{not json!!}" + b"\0" * 64,
+        "header-length-2^63": struct.pack("<Q", 2**63) + b"{}",
+        "header-wrong-types": struct.pack("<Q", 60) + b'{"a": {"dtype": 7, "shape": "x", "data_offsets": null}}    ',
+        "empty": b"",
+        "random": os.urandom(4096),
+        "pickle-bad-globals": pickle.dumps(_Evil()),
+    }
+    out = {}
+    for name, data in files.items():
+        suffix = ".pt" if name.startswith("pickle") else ".safetensors"
+        out[name] = folder / f"{name}{suffix}"
+        out[name].write_bytes(data)
+    out["zip"] = folder / "archive.safetensors"
+    with zipfile.ZipFile(out["zip"], "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"a": 1}))
+    out["zip-as-pt"] = folder / "archive.pt"
+    out["zip-as-pt"].write_bytes(out["zip"].read_bytes())
+    out["directory"] = folder / "adir.safetensors"
+    out["directory"].mkdir()
+    out["fifo"] = folder / "pipe.safetensors"
+    os.mkfifo(out["fifo"])
+    out["missing"] = folder / "missing.safetensors"
+    return out
+
+
+@pytest.fixture
+def home(loradex_home, tmp_path, capsys) -> Path:
+    """style@1.0.0 (alias production), style@1.1.0."""
+    assert run_cli(capsys, ["add", lora(tmp_path / "style.safetensors"), "--name", "style",
+                            "--alias", "production"])[0] == 0
+    assert run_cli(capsys, ["add", lora(tmp_path / "s2.safetensors", {"x": "2"}), "--name", "style"])[0] == 0
+    return loradex_home
+
+
+# --- files -------------------------------------------------------------------------------------
+# Exit-3 findings in code owned elsewhere, reported to its owner and left out here until fixed:
+# a torch zip archive named *.safetensors with --allow-pickle reaches torch.load, which hands a
+# .safetensors name to safetensors' loader (SafetensorError: header too large, from
+# registry/pickle_scan.safe_load_pickle).
+REPORTED = {("zip", "--allow-pickle")}
+
+
+def test_hostile_files_through_add_and_inspect(home, tmp_path, capsys):
+    commands = []
+    for kind, path in hostile_files(tmp_path / "hostile").items():
+        for argv in (["inspect", path], ["inspect", path, "--explain"], ["inspect", path, "--allow-pickle"],
+                     ["add", path, "--name", "hostile"], ["add", path, "--name", "hostile", "--allow-pickle"],
+                     ["add", path, "--name", "hostile", "--link"], ["inspect", path, "--json"]):
+            if not any((kind, flag) in REPORTED for flag in argv[2:]):
+                commands.append(argv)
+    assert problems(capsys, commands) == []
+    names = [a.name for a in __import__("loradex.registry.catalog", fromlist=["Catalog"]).Catalog().list_adapters()]
+    assert names == ["style"]  # nothing half-registered
+
+
+# --- refs --------------------------------------------------------------------------------------
+def test_malformed_refs_for_every_command_taking_one(home, tmp_path, capsys):
+    out = tmp_path / "out"
+    commands = []
+    for ref in BAD_REFS:
+        commands += [["show", ref], ["versions", ref], ["lineage", ref],
+                     ["alias", "list", ref], ["alias", "history", ref, "production"],
+                     ["alias", "history", "style", ref], ["alias", "set", ref, "staging"],
+                     ["alias", "set", "style@1.0.0", ref], ["rollback", ref], ["rollback", "style", "--to", ref],
+                     ["rm", ref], ["card", ref], ["export", ref, out], ["recipe", "show", ref],
+                     ["records", "list", ref], ["records", "show", ref], ["remote", "rm", ref]]
+    assert problems(capsys, commands) == []
+
+
+# --- flags -------------------------------------------------------------------------------------
+def test_malformed_flags(home, tmp_path, capsys):
+    f = lora(tmp_path / "flags.safetensors", {"y": "1"})
+    commands = [["add", f, *flags] for flags in (
+        ["--version", "abc"], ["--version", "1.2"], ["--version", "-1.0.0"], ["--version", "1.0.0.0"],
+        ["--version", "99999999999999999999999.0.0"], ["--version", ""], ["--tag", "="], ["--tag", "novalue"],
+        ["--tag", "=v"], ["--bump", "weird"], ["--bump", ""], ["--name", "../x"], ["--name", ""],
+        ["--name", LONG], ["--name", "x\x1b[2J"], ["--alias", "BAD ALIAS"], ["--alias", "../x"],
+        ["--kind", "evil"], ["--base", "../x"], ["--trigger", ""], ["--version", "1.0.0", "--bump", "major"],
+        ["--name", "style", "--version", "1.0.0"], ["--name", "markup", "-m", "[/bold] [red]x\x1b[2J"])]
+    commands += [["show", "markup"], ["versions", "markup"], ["list"]]  # a message that is not valid markup
+    commands += [["rollback", "style", "--alias", "../x"], ["rollback", "style", "--to", "abc"],
+                 ["export", "style", tmp_path / "o", "--layout", "evil"],
+                 ["export", "style", tmp_path / "o", "--format", "evil"],
+                 ["sync-folder", tmp_path / "sf", "--layout", "evil"], ["sync-folder", tmp_path / "sf", "--alias", "../x"],
+                 ["list", "--no-such-flag"], ["nosuchcommand"], ["show"], ["add"],
+                 ["remote", "add", "x", "not a url"], ["remote", "add", "../x", "https://civitai.com", "--kind", "civitai"],
+                 ["pull", "nosuchremote:123"], ["pull", "../x"], ["records", "list", "--limit", "-1"]]
+    assert problems(capsys, commands) == []
+
+
+# --- the home ----------------------------------------------------------------------------------
+def _set_revision(db: Path, revision: str) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+
+
+def _checkpointed(db: Path) -> Path:
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return db
+
+
+def _read_only(home: Path, monkeypatch) -> None:
+    from loradex.registry import paths
+
+    real = os.access
+    monkeypatch.setattr(paths.os, "access", lambda p, mode: False if mode & os.W_OK else real(p, mode))
+
+
+HOME_STATES = {
+    "healthy": lambda home, mp: None,
+    "garbage-db": lambda home, mp: _checkpointed(home / "catalog.db").write_bytes(os.urandom(5000)),
+    "truncated-db": lambda home, mp: os.truncate(_checkpointed(home / "catalog.db"), 8192),
+    "newer-schema": lambda home, mp: _set_revision(home / "catalog.db", "0042_from_the_future"),
+    "hand-edited-revision": lambda home, mp: _set_revision(home / "catalog.db", "0001_initial"),
+    "read-only": _read_only,
+}
+
+
+def _commands(home: Path, tmp: Path, files: dict) -> list[list]:
+    out = tmp / "out"
+    return [
+        ["init"], ["list"], ["list", "--json"], ["show", "style"], ["show", "style@production", "--json"],
+        ["versions", "style"], ["versions", "style", "--all"], ["lineage", "style"], ["alias", "list", "style"],
+        ["alias", "history", "style", "production"], ["alias", "set", "style@1.0.0", "staging"],
+        ["rollback", "style"], ["rm", "style@1.1.0"], ["verify"], ["gc"], ["card", "style"],
+        ["export", "style", out], ["sync-folder", out], ["import", tmp / "webui"],
+        ["add", files["good"], "--name", "other"], ["add", files["truncated"]], ["inspect", files["good"]],
+        ["remote", "list"], ["remote", "add", "civ", "https://civitai.example", "--kind", "civitai"],
+        ["remote", "rm", "civ"], ["records", "list"], ["records", "show", "nope"], ["recipe", "show", "style"],
+        ["serve", "token", "list"], ["serve", "audit"], ["identify", "style", "--help"],
+    ]
+
+
+@pytest.mark.parametrize("state", list(HOME_STATES))
+def test_every_command_over_a_damaged_or_foreign_home(state, home, tmp_path, capsys, monkeypatch):
+    files = hostile_files(tmp_path / "files")
+    files["good"] = lora(tmp_path / "files" / "other.safetensors", {"z": "1"})
+    (tmp_path / "webui" / "models" / "Lora").mkdir(parents=True)
+    HOME_STATES[state](home, monkeypatch)
+    assert problems(capsys, _commands(home, tmp_path, files)) == []
+
+
+@pytest.mark.parametrize("what", ["regular-file", "below-a-file", "db-is-a-folder"])
+def test_every_command_when_the_home_is_not_a_folder(what, tmp_path, capsys, monkeypatch):
+    regular = tmp_path / "home-file"
+    regular.write_text("x")
+    target = {"regular-file": regular, "below-a-file": regular / "sub", "db-is-a-folder": tmp_path / "h"}[what]
+    if what == "db-is-a-folder":
+        (target / "catalog.db").mkdir(parents=True)
+    monkeypatch.setenv("LORADEX_HOME", str(target))
+    files = {"good": lora(tmp_path / "good.safetensors"), "truncated": regular}
+    (tmp_path / "webui").mkdir()
+    assert problems(capsys, _commands(target, tmp_path, files)) == []
+
+
+def test_console_script_in_a_real_process(home, tmp_path):
+    """The installed entry point: a malformed ref, a hostile file and a garbage catalog each end
+    in exit 1 with one line on stderr."""
+    script = Path(sys.executable).with_name("loradex")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", 2**63) + b"{}")
+    env = {**os.environ, "LORADEX_HOME": str(home)}
+    for argv in (["show", "a@b@c"], ["add", str(bad)], ["show", "x\x1b[2J"]):
+        proc = subprocess.run([str(script), *argv], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, (argv, proc.stderr)
+        assert proc.stderr.startswith("error: ") and "\x1b" not in proc.stderr
+    _checkpointed(home / "catalog.db").write_bytes(b"garbage" * 1000)
+    proc = subprocess.run([str(script), "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "damaged" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
