@@ -167,8 +167,8 @@ class _Machine:
         elif name == "MARK":
             self.stack.append(_MARK)
         elif name in ("GLOBAL", "INST"):
-            module, _, attr = arg.partition(" ")
-            self.found.append(_qualified(module, attr))
+            module, _, attr = arg.partition(" ")  # pickletools joins the two lines with a space
+            self.found.append(_qualified(module, attr) if arg.count(" ") == 1 else f"<malformed {name} {arg!r}>")
             if name == "GLOBAL":
                 self.stack.append(("global", self.found[-1]))
             else:
