@@ -213,11 +213,9 @@ def sidecar_paths(model: Path) -> dict[str, Path]:
     stem = model.name[: -len(model.suffix)] if model.suffix else model.name
     out = {}
     for key, suffixes in (("civitai", (".civitai.info",)), ("a1111", (".json",)), ("preview", PREVIEW_SUFFIXES)):
-        for suffix in suffixes:
-            candidate = model.with_name(stem + suffix)
-            if _lexists(candidate):
-                out[key] = candidate
-                break
+        present = [c for c in (model.with_name(stem + suffix) for suffix in suffixes) if _lexists(c)]
+        if present:  # the first regular file; else the first thing there (to say why it is skipped)
+            out[key] = next((c for c in present if _is_regular(c)), present[0])
     return out
 
 
@@ -227,6 +225,13 @@ def _lexists(path: Path) -> bool:
     except OSError:  # missing, or a name too long to exist
         return False
     return True
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class _SidecarProblem(Exception):
