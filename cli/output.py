@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 # C0 controls but newline and tab, DEL, C1 controls; the bidirectional embeddings, overrides,
-# isolates and marks (U+202A-202E, U+2066-2069, U+200E/200F, U+061C).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# isolates and marks (U+202A-202E, U+2066-2069, U+200E/200F, U+061C); lone surrogates (a
+# non-UTF-8 argument or file name, a JSON "\\ud800"), which no terminal encoding can write.
+_BIDI_AND_SURROGATES = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI_AND_SURROGATES}]")
+_UNSAFE_ONE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI_AND_SURROGATES}]")
 
 
 def _visible(match: re.Match) -> str:

@@ -197,6 +197,10 @@ class Catalog:
                 time.sleep(min(2.0, 0.01 * (2 ** min(attempt, 8))) * (0.5 + random.random()))
             except DBAPIError as exc:  # a damaged file, a driver error: never a traceback
                 raise database_failure(exc, self._where()) from None
+            except UnicodeEncodeError as exc:  # a lone surrogate: a non-UTF-8 argument or name
+                bad = exc.object[max(0, exc.start - 20):exc.end + 20] if isinstance(exc.object, str) else ""
+                raise DatabaseError(f"cannot store text that is not valid UTF-8 ({bad!r})",
+                                    hint="give names, messages and metadata as UTF-8 text") from None
         raise AssertionError("unreachable")
 
     def read(self, fn: Callable[[Session], T]) -> T:

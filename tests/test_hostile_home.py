@@ -282,6 +282,22 @@ def test_json_output_stays_exact(filled_home, capsys):
     assert "\x1b" not in out and "\u202e" not in out  # JSON escapes them (ASCII output)
 
 
+def test_lone_surrogates_never_reach_the_terminal_or_the_database(filled_home, tmp_path, capsys):
+    """A JSON "\\ud800" in a file's metadata, and a non-UTF-8 argument (Python hands it over as
+    a lone surrogate): shown escaped, never a UnicodeEncodeError (exit 3)."""
+    path = lora_file(tmp_path / "sur.safetensors", {"ss_output_name": "x", "modelspec.trigger_phrase": "tr\ud800ig"})
+    for argv in (["inspect", path], ["add", path, "--name", "sur"], ["show", "sur"], ["versions", "sur"]):
+        code, out, err = cli(capsys, *argv)
+        assert code == 0, (argv, err)
+        out.encode("utf-8")  # strict: no surrogate left
+    assert "tr\\ud800ig" in cli(capsys, "show", "sur")[1]
+    assert json.loads(cli(capsys, "show", "sur", "--json")[1])["trigger_words"] == ["tr\ud800ig"]
+    code, _, err = cli(capsys, "add", tmp_path / "style.safetensors", "--name", "other", "-m", "bad\udcffbyte")
+    one_line_error(code, err, "not valid UTF-8", "\\udcff")
+    code, _, err = cli(capsys, "show", "\udcff")
+    one_line_error(code, err, "\\udcff")
+
+
 def test_error_messages_are_escaped_on_one_line(filled_home, tmp_path, capsys):
     code, _, err = cli(capsys, "show", f"x{CONTROL}")
     assert code == 1 and err.count("\n") == 1, err

@@ -19,6 +19,7 @@ is exactly one line on stderr.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import sqlite3
@@ -35,7 +36,7 @@ from loradex.cli.main import main
 
 LONG = "a" * 5000
 BAD_REFS = ["../x", "sha256:zz", "a@b@c", f"{LONG}@1.0.0", "x\x1b[2J\u202e", "", "@", "style@../../etc",
-            "style@99999999999999999999.0.0", "sha256:" + "f" * 200, "style@1.0.0\n", "[/bold]"]
+            "style@99999999999999999999.0.0", "sha256:" + "f" * 200, "style@1.0.0\n", "[/bold]", "x\udcff"]
 
 
 def run_cli(capsys, argv: list) -> tuple[int, str, str]:
@@ -92,11 +93,13 @@ def hostile_files(folder: Path) -> dict[str, Path]:
         "random": os.urandom(4096),
         "pickle-bad-globals": pickle.dumps(_Evil()),
     }
+    surrogate = lora(folder / "surrogate.safetensors", {"ss_output_name": "x\ud800", "ss_tag_frequency": "{\"\udcff\": 1}"})
     out = {}
     for name, data in files.items():
         suffix = ".pt" if name.startswith("pickle") else ".safetensors"
         out[name] = folder / f"{name}{suffix}"
         out[name].write_bytes(data)
+    out["surrogate-metadata"] = surrogate
     out["zip"] = folder / "archive.safetensors"
     with zipfile.ZipFile(out["zip"], "w") as zf:
         zf.writestr("archive/data.pkl", pickle.dumps({"a": 1}))
@@ -136,8 +139,13 @@ def test_hostile_files_through_add_and_inspect(home, tmp_path, capsys):
             if not any((kind, flag) in REPORTED for flag in argv[2:]):
                 commands.append(argv)
     assert problems(capsys, commands) == []
-    names = [a.name for a in __import__("loradex.registry.catalog", fromlist=["Catalog"]).Catalog().list_adapters()]
-    assert names == ["style"]  # nothing half-registered
+    from loradex.registry.catalog import Catalog
+
+    catalog = Catalog()
+    assert [a.name for a in catalog.list_adapters()] == ["hostile", "style"]
+    # only the one valid file (lone surrogates in its metadata) was registered; nothing half-registered
+    surrogate = hashlib.sha256((tmp_path / "hostile" / "surrogate.safetensors").read_bytes()).hexdigest()
+    assert [v.sha256 for v in catalog.versions("hostile")] == [surrogate]
 
 
 # --- refs --------------------------------------------------------------------------------------
@@ -163,7 +171,8 @@ def test_malformed_flags(home, tmp_path, capsys):
         ["--tag", "=v"], ["--bump", "weird"], ["--bump", ""], ["--name", "../x"], ["--name", ""],
         ["--name", LONG], ["--name", "x\x1b[2J"], ["--alias", "BAD ALIAS"], ["--alias", "../x"],
         ["--kind", "evil"], ["--base", "../x"], ["--trigger", ""], ["--version", "1.0.0", "--bump", "major"],
-        ["--name", "style", "--version", "1.0.0"], ["--name", "markup", "-m", "[/bold] [red]x\x1b[2J"])]
+        ["--name", "style", "--version", "1.0.0"], ["--name", "markup", "-m", "[/bold] [red]x\x1b[2J"],
+        ["-m", "not utf-8 \udcff"], ["--name", "x\udcff"], ["--trigger", "\udcfe"], ["--tag", "k=\udcff"])]
     commands += [["show", "markup"], ["versions", "markup"], ["list"]]  # a message that is not valid markup
     commands += [["rollback", "style", "--alias", "../x"], ["rollback", "style", "--to", "abc"],
                  ["export", "style", tmp_path / "o", "--layout", "evil"],
