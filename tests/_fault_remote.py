@@ -227,8 +227,9 @@ class HubRepo:
         return {"id": REPO, "sha": COMMIT, "siblings": siblings}
 
     def refs(self) -> dict:
-        return {"branches": [{"name": "main", "targetCommit": COMMIT}, {"name": "production", "targetCommit": COMMIT}],
-                "tags": [{"name": "v1.0.0", "targetCommit": COMMIT}]}
+        return {"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": COMMIT},
+                             {"name": "production", "ref": "refs/heads/production", "targetCommit": COMMIT}],
+                "tags": [{"name": "v1.0.0", "ref": "refs/tags/v1.0.0", "targetCommit": COMMIT}], "converts": []}
 
     def _info(self, handler, server):
         send_raw_json(handler, self.info_answer if self.info_answer is not None else json.dumps(self.info()).encode())

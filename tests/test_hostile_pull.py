@@ -48,10 +48,20 @@ def adapter(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture
-def server():
+@pytest.fixture(scope="module")
+def _server():
     with AdversarialServer() as srv:
         yield srv
+
+
+@pytest.fixture
+def server(_server):
+    """One server for the module (stopping one takes half a second); each test starts with no
+    routes and no recorded requests."""
+    _server.routes.clear()
+    _server.requests.clear()
+    _server.sent.clear()
+    return _server
 
 
 class Box:
