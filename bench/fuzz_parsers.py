@@ -1,5 +1,7 @@
-"""Fuzz campaign for the four parsers (issue 9): ≥ 100,000 inputs per parser, mutation-based from
-corpus seeds (tests/_fuzz_fixtures.py) plus hypothesis-generated inputs, each checked by the same
+"""Fuzz campaign for the four parsers (issue 9) and for what remotes and folders send (issue 15:
+untrusted JSON, YAML front matter, remote answers against their declared schemas, webui
+sidecars; tests/_fuzz_untrusted.py): ≥ 100,000 inputs per parser, mutation-based from corpus
+seeds (tests/_fuzz_fixtures.py) plus hypothesis-generated inputs, each checked by the same
 oracles as tests/test_fuzz_parsers.py. Each parser runs in its own subprocess so peak memory is
 per parser.
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import _fuzz_untrusted as untrusted_targets  # noqa: E402 - adds its targets to TARGETS
 from _fuzz_fixtures import TARGETS, HeaderInput, Stats, load_seeds, mutation_input, run_input  # noqa: E402
 
 
@@ -31,7 +34,9 @@ def hypothesis_inputs(target: str, count: int, stats: Stats, limit: float) -> No
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    if target == "safetensors_header":
+    if target in untrusted_targets.NEW_TARGETS:
+        strategy = untrusted_targets.hypothesis_strategy(target)
+    elif target == "safetensors_header":
         spec = st.fixed_dictionaries({"dtype": st.text(max_size=6), "shape": st.lists(st.integers(-3, 2**70), max_size=4),
                                       "data_offsets": st.lists(st.integers(-3, 2**70), max_size=3)})
         strategy = st.one_of(
@@ -65,12 +70,14 @@ def _raw_header(data: bytes) -> HeaderInput:
 
 
 def one_target(target: str, inputs: int, hyp: int, seed: int, limit: float) -> dict:
-    seeds = load_seeds()
+    new = target in untrusted_targets.NEW_TARGETS
+    seeds = None if new else load_seeds()
     rng = random.Random(seed)
     stats = Stats()
     t = time.perf_counter()
     for _ in range(inputs):
-        run_input(target, mutation_input(target, rng, seeds), stats, limit=limit)
+        inp = untrusted_targets.mutation_input(target, rng) if new else mutation_input(target, rng, seeds)
+        run_input(target, inp, stats, limit=limit)
     mutation_seconds = time.perf_counter() - t
     t2 = time.perf_counter()
     hypothesis_inputs(target, hyp, stats, limit)

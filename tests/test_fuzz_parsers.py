@@ -304,3 +304,87 @@ def test_multi_disk_zip_marker_is_a_typed_error(tmp_path):
     path.write_bytes(b"\x80\x02}q\x00." + locator + end)
     with pytest.raises(LoradexError):
         scan_pickle(path)
+
+
+# --- what remotes and folders send (issue 15; targets in tests/_fuzz_untrusted.py) ---------------
+import _fuzz_untrusted as untrusted_fuzz  # noqa: E402 - adds its targets to TARGETS
+
+from loradex.registry.untrusted import UntrustedData, check_schema, parse_json, parse_yaml  # noqa: E402
+
+
+@pytest.mark.parametrize("target", sorted(untrusted_fuzz.NEW_TARGETS))
+def test_untrusted_targets_mutated_seeds(target):
+    """A few hundred mutated answers/sidecars per target (bench/fuzz_parsers.py runs ≥ 100,000)."""
+    rng = random.Random(15)
+    stats = Stats()
+    for _ in range(250):
+        run_input(target, untrusted_fuzz.mutation_input(target, rng), stats, limit=5.0)
+    assert stats.findings == [], stats.findings[:3]
+    assert stats.ok and stats.typed  # the mutations reach both outcomes
+
+
+@pytest.mark.parametrize("target", sorted(untrusted_fuzz.NEW_TARGETS))
+def test_untrusted_targets_generated(target):
+    @FAST
+    @given(untrusted_fuzz.hypothesis_strategy(target))
+    def run(inp):
+        check(target, inp)
+
+    run()
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
+    (b'{"sizeKB": 1e999}', "not finite"),
+    (b'{"a": NaN}', "not valid JSON"),
+    (b'{"a": 1, "a": 2}', "duplicate key"),
+    (b"\xff\xfe{}", "not UTF-8"),
+    (b'{"a": "' + b"x" * (17 << 20) + b'"}', "cap"),
+])
+def test_hostile_json_is_one_typed_line(data, why):
+    with pytest.raises(UntrustedData) as info:
+        parse_json(data, "answer")
+    assert why in str(info.value) and "\n" not in str(info.value)
+
+
+def test_yaml_alias_bomb_is_refused_before_expanding():
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+    tracemalloc.start()
+    try:
+        with pytest.raises(UntrustedData, match="anchors and aliases"):
+            parse_yaml(bomb, "README.md")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20  # 9^9 nodes were never built
+
+
+def test_remote_answer_wrong_types_are_refused_by_the_declared_schema():
+    schemas = untrusted_fuzz.remote_schemas()
+    if "VERSION_SCHEMA" not in schemas:
+        pytest.skip("no Civitai VERSION_SCHEMA in this checkout")
+    version = dict(untrusted_fuzz.CIVITAI_VERSION)
+    check_schema(parse_json(json.dumps(version), "civitai"), schemas["VERSION_SCHEMA"], "civitai")
+    for field, value in (("id", "../../x"), ("id", -1), ("files", "abc"), ("trainedWords", {"a": 1})):
+        with pytest.raises(UntrustedData, match=field):
+            check_schema({**version, field: value}, schemas["VERSION_SCHEMA"], "civitai")
+    bad_file = {**version["files"][0], "sizeKB": "abc"}
+    with pytest.raises(UntrustedData, match="sizeKB"):
+        check_schema({**version, "files": [bad_file]}, schemas["VERSION_SCHEMA"], "civitai")
+
+
+def test_webui_sidecars_known_answers(tmp_path):
+    from loradex.registry.webui_import import read_sidecars
+
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"")
+    model.with_name("m.civitai.info").write_bytes(json.dumps(untrusted_fuzz.CIVITAI_VERSION).encode())
+    model.with_name("m.json").write_bytes(json.dumps(untrusted_fuzz.A1111_META).encode())
+    facts = read_sidecars(model)
+    assert facts.skipped == [] and facts.triggers[:2] == ["shinkai", "sky"] and facts.extra["webui"] == untrusted_fuzz.A1111_META
+    model.with_name("m.civitai.info").write_bytes(b"[" * 100_000)
+    model.with_name("m.json").write_bytes(b'{"preferred weight": {"x": 1}}')
+    facts = read_sidecars(model)
+    assert sorted(name for name, _ in facts.skipped) == ["m.civitai.info", "m.json"]
+    assert facts.extra == {} and facts.triggers == []
