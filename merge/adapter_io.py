@@ -146,13 +146,11 @@ def all_finite(values) -> bool:
 
 
 def _check_header(path: Path) -> dict:
-    """The tensor rules ``add`` applies (see ``registry.probe.tensor_rules``) → name → TensorInfo."""
-    from loradex.registry.probe.tensor_rules import check_dtypes
-    from loradex.registry.safetensors_header import read_header
+    """The tensor rules ``add`` applies (``registry.probe.tensor_rules``: dtypes, and the pairs of
+    every plain LoRA convention) → tensor name → TensorMeta."""
+    from loradex.registry.probe.probing import check_tensor_rules
 
-    tensors = read_header(path).tensors
-    check_dtypes(path, tensors)
-    return tensors
+    return check_tensor_rules(path).tensors
 
 
 def _check_groups(path: Path, groups: dict[str, dict[str, str]], tensors: dict) -> None:

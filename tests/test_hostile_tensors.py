@@ -362,3 +362,24 @@ def test_ordinary_torch_files_still_scan_clean_and_load(tmp_path):
         assert report.safe, report.to_dict()
         loaded = safe_load_pickle(path)
         assert torch.equal(loaded["a"], state["a"]) and loaded["raw"] == bytearray(b"abc") and loaded["blob"] == b"\x00\x01"
+
+
+@pytest.mark.parametrize("case", ["lone_A", "alpha_vector", "rank0"])
+def test_malformed_diffusers_modules_are_named_by_the_probe_and_the_merge_reader(case, tmp_path):
+    from loradex.merge.adapter_io import open_adapter
+    from loradex.registry.errors import UnsupportedFormat
+    from loradex.registry.probe import probe_path
+
+    q, k = ("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1." + p for p in ("to_q", "to_k"))
+    sd = {f"{m}.lora_{ab}.weight": torch.randn(shape) for m in (q, k) for ab, shape in (("A", (4, 64)), ("B", (64, 4)))}
+    if case == "lone_A":
+        del sd[f"{q}.lora_B.weight"]
+    elif case == "alpha_vector":
+        sd[f"{q}.alpha"] = torch.ones(3)
+    else:
+        sd[f"{q}.lora_A.weight"], sd[f"{q}.lora_B.weight"] = torch.zeros(0, 64), torch.zeros(64, 0)
+    path = save(tmp_path / f"{case}.safetensors", sd)
+    for read in (probe_path, lambda p: open_adapter(p, base="sd1").load_all()):
+        with pytest.raises(UnsupportedFormat, match="1 malformed LoRA module") as info:
+            read(path)
+        assert "to_q" in str(info.value) and "to_k" not in str(info.value)

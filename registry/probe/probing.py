@@ -244,6 +244,16 @@ def result_from_facts(prober: str, facts: ProbeFacts, view: HeaderView) -> Probe
     )
 
 
+def check_tensor_rules(path):
+    """Hold a safetensors file to ``tensor_rules`` as ``add`` does (for readers of stored blobs that
+    may predate the rules); returns its header view. Nothing is refused when no prober matches."""
+    view = safetensors_view(path)
+    best = best_verdict(explain_view(view))
+    if best is not None:
+        check_view(path, view, best.facts)
+    return view
+
+
 def probe_path(path, *, allow_pickle: bool = False, extra_allowed=()) -> ProbeResult:
     """Probe the adapter file at ``path`` from its header (pickles only with ``allow_pickle``).
 
