@@ -354,6 +354,7 @@ def _commit_once(api, repo_id, branch, head, ops, message, local, changed, extra
         except Exception as exc:
             wait = _transient(exc)
             if wait is None or attempt == len(RETRY_DELAYS_S):
+                _raise_malformed(exc, f"push: commit to {repo_id}")
                 raise
             time.sleep(max(wait, RETRY_DELAYS_S[attempt]))
             now = {b.name: b.target_commit for b in _refs(api, repo_id).branches}.get(branch)

@@ -60,7 +60,7 @@ _REPO_PATH = {"type": "string", "maxLength": 1024,
               "pattern": r"^[A-Za-z0-9_][A-Za-z0-9._+-]*(/[A-Za-z0-9_][A-Za-z0-9._+-]*)*$"}
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _WORD = {"type": ["string", "null"], "pattern": "^[a-z0-9_-]{1,40}$"}
-_TEXT = {"type": ["string", "null"], "maxLength": 1 << 16}
+_TEXT = {"type": ["string", "null"], "maxLength": 1 << 20}
 MANIFEST_JSON_SCHEMA = {
     "type": "object", "required": ["schema", "name", "version", "file"],
     "properties": {

@@ -137,12 +137,14 @@ def plain_text(markup: str | None, limit: int = 4000) -> str:
 
 def safe_file_name(name, fallback: str) -> str:
     """A plain file name for the download from the API's ``name`` field (the server chooses it):
-    its last path component for either separator, without a drive prefix or control characters;
+    its last path component for either separator, without a drive prefix or control characters
+    (``:*?"<>|`` become ``_``);
     ``fallback`` when nothing usable is left, it would be hidden (".", "..", ".x") or it is too
     long for a file system (255 bytes, with room for the ".part" suffix)."""
     text = "".join(ch for ch in str(name or "") if ch.isprintable())
     text = text.replace("\\", "/").rsplit("/", 1)[-1]
     text = re.sub(r"^[A-Za-z]:", "", text).strip()
+    text = re.sub(r'[:*?"<>|]', "_", text)  # characters some file systems refuse
     ok = text and not text.startswith(".") and len(text.encode()) <= MAX_FILE_NAME_BYTES
     return text if ok else fallback
 

@@ -42,6 +42,7 @@ from . import RemoteRecord, discard_download, get_remote, register_remote
 HF_ENDPOINT = "https://huggingface.co"
 Progress = Callable[[int, int, str], None]
 SHA_RE = re.compile(r"[0-9a-f]{40}")
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 
 # --- endpoints, repo ids, tokens ---------------------------------------------------------------
@@ -82,10 +83,15 @@ def _namespace(endpoint: str, remote: RemoteRecord | None, token: str | None) ->
             return ns
     from huggingface_hub import HfApi
 
-    from ..hub_client import _remote_errors
+    from ..hub_client import _remote_errors, _retrying
 
+    what = f"namespace: whoami on {endpoint}"
     with _remote_errors(endpoint, "(whoami)", bool(token), "namespace"):
-        return HfApi(endpoint=endpoint, token=token or False).whoami()["name"]
+        info = _retrying(lambda: HfApi(endpoint=endpoint, token=token or False).whoami(), what=what)
+    name = info.get("name") if isinstance(info, dict) else None
+    if not isinstance(name, str) or not NAMESPACE_RE.fullmatch(name):  # it becomes part of repo ids
+        raise UntrustedData(what, f"the account name {str(name)[:60]!r} is not a namespace")
+    return name
 
 
 def parse_hub_ref(catalog, ref: str, *, endpoint: str | None = None, remote: RemoteRecord | None = None,
