@@ -427,6 +427,16 @@ def replace_folder(dest: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _refuse_nonfinite(entries, adapters) -> None:
+    """A NaN/Inf in an adapter would become NaN weights in the checkpoint: named per module, refused."""
+    from .catalog_merge import check_finite
+    from .merge_report import AdapterReport
+
+    for entry, adapter in zip(entries, adapters):
+        check_finite(AdapterReport("bake"), entry["ref"], adapter.nonfinite_modules(), allow=False,
+                     hint="baking it would write NaN/Inf weights into the checkpoint; fix or re-export the adapter")
+
+
 @register_recipe_op("bake")
 def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> tuple[int, list[str]]:
     from loradex.registry.atomic_files import atomic_output
@@ -436,6 +446,7 @@ def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None =
     weights = open_model(base_entry["ref"], catalog)
     _check_model_hash(base_entry, weights)
     adapters = [_open_checked(catalog, e)[1] for e in entries]
+    _refuse_nonfinite(entries, adapters)
     missing = sorted({n for a in adapters for n in a.names()} - set(weights.entries))
     if missing and not (recipe.get("options") or {}).get("allow_missing"):
         raise CoverageError("adapter modules with no matching weight in the base", missing,

@@ -278,6 +278,12 @@ def test_allow_nonfinite_keeps_them_and_says_so(nonfinite_catalog, capsys):
         assert code == 1 and f"{MOD_Q}: the decomposition failed" in err, (args, err)
 
 
+def test_bake_refuses_a_nonfinite_adapter(nonfinite_catalog, capsys, tmp_path):
+    code, _, err = cli(capsys, "bake", "tiny-sd1", "nan@1.0.0", "-o", tmp_path / "baked")
+    assert code == 1 and f"nan@1.0.0: NaN or Inf in 1 module(s): {MOD_Q}" in err
+    assert not (tmp_path / "baked").exists()
+
+
 def test_fp16_overflow_in_the_result_is_refused(tmp_path, capsys):
     sd = lora_sd()
     sd[f"{MOD_K}.lora_up.weight"][0, 0] = 1e5  # finite in fp32, +Inf once the factors are written as fp16
