@@ -279,6 +279,7 @@ def test_allow_nonfinite_keeps_them_and_says_so(nonfinite_catalog, capsys):
 
 
 def test_bake_refuses_a_nonfinite_adapter(nonfinite_catalog, capsys, tmp_path):
+    assert cli(capsys, "bake", "tiny-sd1", "ok@1.0.0", "-o", tmp_path / "ok")[0] == 0  # builds the tiny base
     code, _, err = cli(capsys, "bake", "tiny-sd1", "nan@1.0.0", "-o", tmp_path / "baked")
     assert code == 1 and f"nan@1.0.0: NaN or Inf in 1 module(s): {MOD_Q}" in err
     assert not (tmp_path / "baked").exists()
