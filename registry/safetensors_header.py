@@ -6,7 +6,14 @@ N ≤ file size − 8; the JSON starts with ``{`` (trailing whitespace allowed) 
 ``__metadata__`` maps strings to strings; each tensor has a known dtype, a shape of
 non-negative ints and ``data_offsets`` [begin, end]; sorted by offset the tensors tile the data
 area from 0 with no gap and no overlap; end − begin = element count × dtype size; header +
-data = file length. Header lengths need not be multiples of 8.
+data = file length. Header lengths need not be multiples of 8. An element count that overflows
+64 bits (an empty tensor's dims included) or needs more bytes than the file holds is an invalid
+header, checked without ever multiplying past the file size.
+
+Every dtype of ``DTYPE_BITS`` is a valid header; which ones an adapter may hold (F8 up-cast,
+integers only as a one-element alpha, BOOL/F4/F6/F8_E8M0/C64 refused) is the rule of
+``registry.probe.tensor_rules``. ``decode_scalar`` reads alphas of every float (F8 included) and
+integer dtype.
 
 Only the 8 + N header bytes are read, and N is checked against the file size before any
 buffer is allocated, so a hostile length cannot make us allocate gigabytes.
