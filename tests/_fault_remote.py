@@ -164,23 +164,30 @@ def gzip_bomb(decoded: int) -> bytes:
 
 # --- a Civitai-style site ---------------------------------------------------------------------------
 VERSION_ID = 5
+MODEL_ID = 9
 
 
 class CivitaiSite:
-    """``GET /api/v1/model-versions/5`` answers ``version`` (or ``answer``, raw bytes, when set);
-    ``GET /api/download/models/5`` sends ``data``."""
+    """``GET /api/v1/model-versions/5`` answers ``version`` (or ``answer``, raw bytes, when set),
+    ``GET /api/v1/models/9`` answers ``model`` (or ``model_answer``); ``GET
+    /api/download/models/5`` sends ``data``."""
 
     def __init__(self, server, data: bytes):
         self.server = server
         self.answer: bytes | None = None
+        self.model_answer: bytes | None = None
+        self.model = {"id": MODEL_ID, "name": "Fault Model", "type": "LORA",
+                      "modelVersions": [{"id": VERSION_ID, "name": "v1.0"}]}
         self.set_file(data)
         server.routes[f"/api/v1/model-versions/{VERSION_ID}"] = self._version
+        server.routes[f"/api/v1/models/{MODEL_ID}"] = lambda h, s: send_raw_json(
+            h, self.model_answer if self.model_answer is not None else json.dumps(self.model).encode())
         server.routes[f"/api/download/models/{VERSION_ID}"] = lambda h, s: send_bytes(h, self.data)
 
     def set_file(self, data: bytes) -> None:
         self.data = data
         self.version = {
-            "id": VERSION_ID, "modelId": 9, "name": "v1.0", "baseModel": "SD 1.5", "trainedWords": ["zk"],
+            "id": VERSION_ID, "modelId": MODEL_ID, "name": "v1.0", "baseModel": "SD 1.5", "trainedWords": ["zk"],
             "description": "<p>hi</p>", "model": {"name": "Fault Model", "type": "LORA"},
             "files": [{"id": 1, "name": "fault.safetensors", "type": "Model", "primary": True,
                        "sizeKB": len(data) / 1024, "hashes": {"SHA256": hashlib.sha256(data).hexdigest().upper()},

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from _adversarial_server import AdversarialServer
-from _fault_remote import (COMMIT, REPO, VERSION_ID, CivitaiSite, HubRepo, apply_mutation, gzip_bomb, manifest_for,
+from _fault_remote import (COMMIT, MODEL_ID, REPO, VERSION_ID, CivitaiSite, HubRepo, apply_mutation, gzip_bomb, manifest_for,
                            mutation_plan, run_cli, run_cli_fast, send_bytes, tree, with_nonce)
 
 CANARY = b"precious bytes that no pull may touch"
@@ -149,7 +149,8 @@ def test_hub_blob_id_with_traversal_cannot_truncate_or_unlink_outside(server, bo
 
 # --- 2. remote documents are checked before anything is registered ---------------------------------
 def _hub_files(adapter: bytes, *, manifest: dict | None = None, card: dict | bytes | None = None,
-               readme: str = "---\nbase_model: stable-diffusion-v1-5/stable-diffusion-v1-5\n---\n\nA fault test.\n"):
+               readme: str = "---\nbase_model: stable-diffusion-v1-5/stable-diffusion-v1-5\n---\n\nA fault test.\n",
+               record: dict | None = None):
     from _hub_sync_fixtures import card_for
 
     manifest = manifest or manifest_for(adapter)
@@ -158,6 +159,8 @@ def _hub_files(adapter: bytes, *, manifest: dict | None = None, card: dict | byt
         card = card_for("fault@1.0.0", sha, "a1b2c3d4e5f60718", "b1b2c3d4e5f60718")
     files = {"fault.safetensors": adapter, "loradex.json": json.dumps(manifest).encode(), "README.md": readme.encode(),
              "evaluation/card.json": card if isinstance(card, bytes) else json.dumps(card).encode()}
+    if record is not None:
+        files[f"records/{record['id']}.json"] = json.dumps(record).encode()
     return files
 
 
@@ -321,24 +324,40 @@ def test_fault_injection_civitai_version_answer(server, box, adapter):
 
 
 def _hub_documents(adapter: bytes, nonce: str) -> tuple[bytes, dict]:
+    """A fresh adapter file (``nonce``) and the documents that describe it: the manifest, the
+    evaluation card and one prompt record (a new id each time: record ids are global)."""
+    from _evidence_fixtures import minimal_record
     from _hub_sync_fixtures import card_for
 
     data = with_nonce(adapter, nonce)
     sha = hashlib.sha256(data).hexdigest()
-    card = card_for("fault@1.0.0", sha, "a1b2c3d4e5f60718", "b1b2c3d4e5f60718")
-    return data, {"loradex.json": manifest_for(data), "evaluation/card.json": card}
+    record = minimal_record(stack=[{"requested": "fault", "ref": "fault@1.0.0", "sha256": sha,
+                                    "te_weight": 1.0, "unet_weight": 1.0}])
+    card = card_for("fault@1.0.0", sha, record["id"], "b1b2c3d4e5f60718")
+    return data, {"loradex.json": manifest_for(data, record_id=record["id"]), "evaluation/card.json": card,
+                  "record": record}
 
 
-@pytest.mark.parametrize("document", ["model-info", "refs", "loradex.json", "evaluation/card.json"])
+def _files_of(data: bytes, docs: dict) -> dict[str, bytes]:
+    return _hub_files(data, manifest=docs["loradex.json"], card=docs["evaluation/card.json"], record=docs["record"])
+
+
+# Documents loradex defines itself (the card, a record) are mutated at their top level only:
+# their full schema is loradex's own and tested elsewhere.
+TOP_LEVEL_ONLY = ("evaluation/card.json", "record")
+
+
+@pytest.mark.parametrize("document", ["model-info", "refs", "loradex.json", "evaluation/card.json", "record"])
 def test_fault_injection_hub_answers(server, box, adapter, document):
     """Every field of the Hub answers a pull reads (repo info, refs) and of the files it parses
-    (loradex.json, the evaluation card: its top-level fields), each mutated in turn."""
+    (loradex.json, the evaluation card and a prompt record: their top-level fields), each
+    mutated in turn."""
     box.canary("canary.part")
     data, docs = _hub_documents(adapter, "template")
-    repo = HubRepo(server, _hub_files(data, manifest=docs["loradex.json"], card=docs["evaluation/card.json"]))
+    repo = HubRepo(server, _files_of(data, docs))
     template = {"model-info": repo.info(), "refs": repo.refs(), **docs}[document]
     plan = mutation_plan(template)
-    if document == "evaluation/card.json":  # the card's own schema is loradex's: its top level is enough
+    if document in TOP_LEVEL_ONLY:
         plan = [p for p in plan if p[1] is None or (len(p[1]) == 1 and p[2] in ("missing", "type", "deep"))]
     elif document == "model-info":  # of the files, the two a pull reads first and last
         plan = [p for p in plan if p[1] is None or len(p[1]) < 3 or template["siblings"][p[1][1]]["rfilename"]
@@ -348,12 +367,14 @@ def test_fault_injection_hub_answers(server, box, adapter, document):
     outside = box.outside()
     for i, (label, path, kind) in enumerate(plan):
         data, docs = _hub_documents(adapter, f"{document}-{i}")
-        repo.files = _hub_files(data, manifest=docs["loradex.json"], card=docs["evaluation/card.json"])
+        repo.files = _files_of(data, docs)
         repo.info_answer = repo.refs_answer = None
         if document == "model-info":
             repo.info_answer = apply_mutation(repo.info(), path, kind)
         elif document == "refs":
             repo.refs_answer = apply_mutation(repo.refs(), path, kind)
+        elif document == "record":
+            repo.files[f"records/{docs['record']['id']}.json"] = apply_mutation(docs["record"], path, kind)
         else:
             repo.files[document] = apply_mutation(docs[document], path, kind)
         rows = box.rows()
@@ -362,3 +383,33 @@ def test_fault_injection_hub_answers(server, box, adapter, document):
         _check_invariants(box, f"{document} {label}", code, err, rows, outside, problems)
     assert not problems, f"{len(problems)} of {len(plan)} mutations misbehaved:\n" + "\n".join(problems[:40])
     assert outcomes[1], outcomes
+
+
+def test_fault_injection_civitai_model_answer(server, box, adapter):
+    """``civitai:model:ID`` reads the model answer first: each of its fields mutated in turn."""
+    site = CivitaiSite(server, adapter)
+    plan = mutation_plan(site.model)
+    problems: list[str] = []
+    outside = box.outside()
+    for i, (label, path, kind) in enumerate(plan):
+        site.set_file(with_nonce(adapter, f"m{i}"))
+        site.model_answer = apply_mutation(site.model, path, kind)
+        rows = box.rows()
+        code, err = box.pull(f"civitai:model:{MODEL_ID}", "--endpoint", server.url(), fast=True)
+        _check_invariants(box, f"model {label}", code, err, rows, outside, problems)
+    assert not problems, f"{len(problems)} of {len(plan)} mutations misbehaved:\n" + "\n".join(problems[:40])
+
+
+@pytest.mark.parametrize("headers", [{"X-Linked-Size": "abc"}, {"X-Linked-Size": "-5"}, {"X-Linked-Size": "9" * 400},
+                                     {"X-Linked-Etag": '"../../../../evil-x"'}, {"Location": "http://[::1"},
+                                     {"X-Repo-Commit": "../../evil-x"}],
+                         ids=["size-abc", "size-negative", "size-huge", "etag-traversal", "location-bad", "commit"])
+def test_hub_file_metadata_headers_are_untrusted_too(server, box, adapter, headers):
+    data, docs = _hub_documents(adapter, "headers")
+    repo = HubRepo(server, _files_of(data, docs))
+    repo.headers = headers
+    outside = box.outside()
+    problems: list[str] = []
+    code, err = box.pull(f"hf://{REPO}", "--endpoint", server.url())
+    _check_invariants(box, str(headers), code, err, dict.fromkeys(TABLES, 0), outside, problems)
+    assert not problems, problems
