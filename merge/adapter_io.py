@@ -174,7 +174,14 @@ def module_from_group(name: str, tensors: dict[str, Any]) -> ModuleLike:
             up=tensors[UP_SUFFIX],
             alpha=float(alpha.float().item()) if alpha is not None else None,
         )
-    delta = lycoris_delta(tensors, name=name)
+    from loradex.registry.errors import UnsupportedFormat
+
+    try:
+        delta = lycoris_delta(tensors, name=name)
+    except (KeyError, IndexError, RuntimeError, ZeroDivisionError) as exc:  # factors that do not fit together
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UnsupportedFormat(name, f"LyCORIS factors {sorted(tensors)} do not fit together ({first})",
+                                hint="the file is damaged or was written by a broken tool; re-export it") from None
     return DenseDelta(delta=delta, source=lycoris_kind(tensors))
 
 

@@ -390,3 +390,50 @@ def test_malformed_diffusers_modules_are_named_by_the_probe_and_the_merge_reader
         with pytest.raises(UnsupportedFormat, match="1 malformed LoRA module") as info:
             read(path)
         assert "to_q" in str(info.value) and "to_k" not in str(info.value)
+
+
+def _loha(module: str, rank: int = 4) -> dict:
+    return {f"{module}.hada_w1_a": torch.randn(64, rank), f"{module}.hada_w1_b": torch.randn(rank, 64),
+            f"{module}.hada_w2_a": torch.randn(64, rank), f"{module}.hada_w2_b": torch.randn(rank, 64),
+            f"{module}.alpha": torch.tensor(2.0)}
+
+
+LYCORIS_CASES = {
+    "alpha_vector": ({f"{MOD_Q}.alpha": torch.ones(2)}, (), "alpha has shape (2,), not one value"),
+    "rank0": (_loha(MOD_Q, rank=0), (), "rank 0 or an empty factor"),
+    "missing_factor": ({}, (f"{MOD_Q}.hada_w2_b",), "loha module without w2b"),
+    "rank_mismatch": ({f"{MOD_Q}.hada_w2_b": torch.randn(3, 64)}, (), "loha factors w2a/w2b have different ranks"),
+    "lokr_0dim": ({f"{MOD_Q}.lokr_w1_a": torch.tensor(1.0), f"{MOD_Q}.lokr_w1_b": torch.randn(4, 8),
+                   f"{MOD_Q}.lokr_w2": torch.randn(8, 8)}, [f"{MOD_Q}.hada_{p}" for p in ("w1_a", "w1_b", "w2_a", "w2_b")],
+                  "lokr factors with too few dimensions"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LYCORIS_CASES))
+def test_malformed_lycoris_modules_are_named_by_the_probe_and_the_merge_reader(case, tmp_path):
+    from safetensors.torch import save_file
+
+    from loradex.merge.adapter_io import open_adapter
+    from loradex.registry.errors import UnsupportedFormat
+    from loradex.registry.probe import probe_path
+
+    extra, dropped, why = LYCORIS_CASES[case]
+    sd = {**_loha(MOD_Q), **_loha(MOD_K), **extra}
+    for key in dropped:
+        del sd[key]
+    path = tmp_path / f"{case}.safetensors"
+    save_file(sd, str(path), metadata={"ss_network_module": "lycoris.kohya"})
+    for read in (probe_path, lambda p: open_adapter(p, base="sd1").load_all()):
+        with pytest.raises(UnsupportedFormat) as info:
+            read(path)
+        assert f"{MOD_Q}: {why}" in str(info.value) and MOD_K not in str(info.value), str(info.value)
+
+
+def test_lycoris_factors_that_do_not_fit_are_one_line_at_merge(tmp_path):
+    from loradex.merge.adapter_io import module_from_group
+    from loradex.registry.errors import UnsupportedFormat
+
+    group = {"hada_w1_a": torch.randn(64, 4), "hada_w1_b": torch.randn(4, 64), "hada_w2_a": torch.randn(32, 4),
+             "hada_w2_b": torch.randn(4, 64)}  # w1 is 64×64, w2 32×64: no Hadamard product
+    with pytest.raises(UnsupportedFormat, match="do not fit together"):
+        module_from_group(MOD_Q, group)

@@ -81,6 +81,32 @@ def _dims(algo: str, p: dict) -> tuple[int | None, int | None, int | None, tuple
     return None, None, None, (), False
 
 
+# Factors each algorithm cannot do without (part names of SUFFIXES); any one of a tuple's
+# alternatives will do (LoKr: a full w1 or its w1a/w1b pair).
+_NEEDED = {"loha": [("w1a",), ("w1b",), ("w2a",), ("w2b",)], "locon": [("down",), ("up",)],
+           "lokr": [("w1", "w1a"), ("w1", "w1b"), ("w2", "w2a"), ("w2", "w2b")]}
+
+
+def _missing_factors(algo: str, p: dict) -> list[str]:
+    return [alts[-1] for alts in _NEEDED.get(algo, []) if not any(a in p for a in alts)]
+
+
+# (a, b): a's last dim and b's first are the same rank (not with tucker cores, whose layout differs).
+_PAIRED = {"loha": [("w1a", "w1b"), ("w2a", "w2b")], "locon": [("up", "down")],
+           "lokr": [("w1a", "w1b"), ("w2a", "w2b")]}
+
+
+def _unpaired(algo: str, p: dict) -> str | None:
+    if any(t in p for t in ("t1", "t2", "mid")):
+        return None
+    for a, b in _PAIRED.get(algo, []):
+        if a in p and b in p and len(p[a]) >= 2 and len(p[b]) >= 1:
+            rank_a = p[a][1] if algo == "locon" else p[a][-1]
+            if rank_a != p[b][0]:
+                return f"{a}/{b}"
+    return None
+
+
 @register_prober("lycoris")
 def probe_lycoris(view: HeaderView) -> Verdict:
     name = "lycoris"
@@ -117,11 +143,24 @@ def probe_lycoris(view: HeaderView) -> Verdict:
 
     modules: list[Module] = []
     tucker = False
+    problems: list[str] = []
     for k, algo in sorted(algos.items()):
-        in_f, out_f, rank, kernel, tk = _dims(algo, parts[k])
+        try:
+            in_f, out_f, rank, kernel, tk = _dims(algo, parts[k])
+        except IndexError:  # a factor with fewer dims than its algorithm needs (a 0-dim lokr_w1_a…)
+            problems.append(f"{k[1]}: {algo} factors with too few dimensions")
+            continue
+        if rank == 0 or 0 in [d for shape in parts[k].values() for d in shape]:
+            problems.append(f"{k[1]}: rank 0 or an empty factor")
+        if missing := _missing_factors(algo, parts[k]):
+            problems.append(f"{k[1]}: {algo} module without {' / '.join(missing)}")
+        elif bad := _unpaired(algo, parts[k]):
+            problems.append(f"{k[1]}: {algo} factors {bad} have different ranks")
         tucker = tucker or tk
         modules.append(Module(component=k[0], name=k[1], type=module_type(k[1]),
                               in_features=in_f, out_features=out_f, rank=rank, kernel=kernel))
+    problems += [f"{name}: alpha has shape {tuple(p['alpha'])}, not one value"
+                 for (_, name), p in sorted(parts.items()) if "alpha" in p and math.prod(p["alpha"]) != 1]
     algo_from_md = None
     try:
         args = json.loads(md.get("ss_network_args", "{}"))
@@ -131,6 +170,7 @@ def probe_lycoris(view: HeaderView) -> Verdict:
     algorithm = counts.most_common(1)[0][0]
     facts = ProbeFacts(kind="lycoris", format="lycoris", algorithm=algorithm, modules=modules,
                        explained=len(explained), unexplained=sorted(set(view.tensors) - explained), dora=dora)
+    facts.problems = problems
     if len(counts) > 1:
         facts.notes.append("mixed algorithms: " + ", ".join(f"{a} ×{n}" for a, n in counts.most_common()))
     if tucker:
@@ -138,7 +178,7 @@ def probe_lycoris(view: HeaderView) -> Verdict:
     if algo_from_md and str(algo_from_md).lower() not in counts and not (
             str(algo_from_md).lower() in ("lora", "locon") and "locon" in counts):
         facts.notes.append(f"ss_network_args algo={algo_from_md} but the keys say {algorithm}")
-    alpha_keys = [k for k in explained if k.endswith(".alpha")]
+    alpha_keys = [k for k in explained if k.endswith(".alpha") and math.prod(view.tensors[k].shape) == 1]
     facts.alphas = sorted(set(round(v, 6) for v in view.scalars(alpha_keys).values()))
     reason = f"{len(modules)} LyCORIS {algorithm} modules"
     if facts.unexplained:
