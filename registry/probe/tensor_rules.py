@@ -22,7 +22,12 @@ never merged, and ``bake`` up-casts the float weights it touches.
 
 Plain LoRA modules (every key convention the probe pairs into down/up): both halves present,
 rank ≥ 1 (``down`` has r rows, ``up`` r columns, the same r), ``alpha`` exactly one element.
-A violation is an :class:`UnsupportedFormat` naming the modules, in one line.
+LyCORIS modules (``lycoris_format``): one-element alpha, no rank 0 or empty factor, every factor
+the algorithm needs, paired factors of one rank. A violation is an :class:`UnsupportedFormat`
+naming the modules, in one line.
+
+NaN/Inf are values, not header facts: ``merge``, ``resize`` and ``bake`` check them
+(``merge.catalog_merge.check_finite``); ``add`` and ``convert`` (an exact key rename) keep them.
 """
 
 from __future__ import annotations
