@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -27,11 +28,14 @@ from .db_schema import AdapterRow, AliasPolicyRow, EvalCardRow, PromptRecordRow,
 from .errors import AmbiguousRef, Conflict, InvalidFile, NotFound, UnsupportedFormat
 from .paths import current_user
 from .refs import parse_ref
+from .untrusted import UntrustedData, parse_json
 
 RECORD_SCHEMA = "loradex.prompt-record/1"
 CARD_SCHEMA = "loradex.eval-card/1"
 PNG_RECORD_KEY = "loradex"
 PNG_A1111_KEY = "parameters"
+MAX_PNG_BYTES = 256 << 20  # a PNG to import (A1111/ComfyUI images are a few MB)
+MAX_GRAPH_STEPS = 10_000  # links followed through a ComfyUI graph (a cycle must end)
 
 
 def now_iso() -> str:
@@ -223,19 +227,28 @@ def png_with_record(image, record: dict) -> bytes:
     return buf.getvalue()
 
 
-def png_text(path_or_bytes) -> dict[str, str]:
-    """Every text chunk (tEXt, zTXt, iTXt) of a PNG."""
+def png_text(path_or_bytes, *, source: str | None = None) -> dict[str, str]:
+    """Every text chunk (tEXt, zTXt, iTXt) of a PNG. A file that is not a whole PNG (truncated,
+    a bad chunk, a decompression bomb) is an :class:`InvalidFile` naming ``source``."""
+    import struct
+    import zlib
+
     from PIL import Image, UnidentifiedImageError
 
-    src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes
+    is_bytes = isinstance(path_or_bytes, (bytes, bytearray))
+    label = source or ("PNG data" if is_bytes else str(path_or_bytes))
+    src = io.BytesIO(path_or_bytes) if is_bytes else path_or_bytes
     try:
         with Image.open(src) as img:
             if img.format != "PNG":
-                raise UnsupportedFormat(str(path_or_bytes)[:200], f"a {img.format} image, not a PNG")
+                raise UnsupportedFormat(label, f"a {img.format} image, not a PNG")
             img.load()
             return {str(k): str(v) for k, v in (getattr(img, "text", None) or {}).items()}
     except UnidentifiedImageError:
-        raise InvalidFile(str(path_or_bytes)[:200], "not an image") from None
+        raise InvalidFile(label, "not an image") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+            Image.DecompressionBombError) as exc:  # pillow's words for a damaged or hostile PNG
+        raise InvalidFile(label, f"a damaged PNG ({' '.join(str(exc).split())[:160] or type(exc).__name__})") from None
 
 
 def record_from_png(path_or_bytes) -> dict | None:
@@ -260,7 +273,12 @@ def parse_a1111_parameters(text: str) -> dict:
         for key, value in _A1111_PAIR_RE.findall(lines[settings_at]):
             value = value.strip()
             if value.startswith('"') and value.endswith('"'):
-                value = json.loads(value) if value.count('"') >= 2 else value.strip('"')
+                try:
+                    value = json.loads(value) if value.count('"') >= 2 else value.strip('"')
+                except ValueError:  # not a JSON string after all ("\x"): keep the text
+                    value = value.strip('"')
+                if not isinstance(value, str):
+                    value = str(value)
             settings[key.strip()] = value
         lines = lines[:settings_at]
     prompt, negative, in_negative = [], [], False
@@ -282,9 +300,10 @@ def _int(value) -> int | None:
 
 def _float(value) -> float | None:
     try:
-        return float(str(value).strip())
+        number = float(str(value).strip())
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def _empty_record(source: str, path: Path) -> dict:
@@ -348,11 +367,24 @@ def record_from_a1111(catalog, path: Path, text: str) -> dict:
 _COMFY_SAMPLERS = ("KSampler", "KSamplerAdvanced")
 
 
-def record_from_comfyui(catalog, path: Path, prompt_json: str, workflow_json: str | None) -> dict:
+def _chunk_json(path: Path, chunk: str, text: str):
+    """A PNG text chunk's JSON through the validation layer (size, depth, finite numbers)."""
+    source = f"'{chunk}' chunk"
     try:
-        graph = json.loads(prompt_json)
-    except json.JSONDecodeError as exc:
-        raise InvalidFile(path, f"ComfyUI 'prompt' chunk is not JSON: {exc}") from None
+        return parse_json(text, source)
+    except UntrustedData as exc:
+        raise InvalidFile(path, f"its {exc.message}") from None
+
+
+def _inputs(node) -> dict:
+    value = node.get("inputs") if isinstance(node, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def record_from_comfyui(catalog, path: Path, prompt_json: str, workflow_json: str | None) -> dict:
+    graph = _chunk_json(path, "prompt", prompt_json)
+    if not isinstance(graph, dict):
+        raise InvalidFile(path, "ComfyUI 'prompt' chunk is not a JSON object of nodes")
     nodes = {str(k): v for k, v in graph.items() if isinstance(v, dict)}
     sampler = next((n for n in nodes.values() if n.get("class_type") in _COMFY_SAMPLERS), None)
     if sampler is None:
@@ -361,26 +393,30 @@ def record_from_comfyui(catalog, path: Path, prompt_json: str, workflow_json: st
     def follow(value):
         return nodes.get(str(value[0])) if isinstance(value, list) and value else None
 
-    def text_of(value) -> str:
-        node = follow(value)
-        while node is not None and "text" not in node.get("inputs", {}):
-            node = follow(node.get("inputs", {}).get("conditioning"))
-        return str(node["inputs"]["text"]) if node else ""
+    def chain(value, link: str):
+        """Nodes reached from ``value`` through ``link`` inputs, each once (a cycle ends)."""
+        node, seen = follow(value), set()
+        while node is not None and id(node) not in seen and len(seen) < MAX_GRAPH_STEPS:
+            seen.add(id(node))
+            yield node
+            node = follow(_inputs(node).get(link))
 
-    inputs = sampler.get("inputs", {})
+    def text_of(value) -> str:
+        node = next((n for n in chain(value, "conditioning") if "text" in _inputs(n)), None)
+        return str(_inputs(node)["text"]) if node else ""
+
+    inputs = _inputs(sampler)
     record = _empty_record("import-comfyui", path)
-    loras, node, ckpt = [], follow(inputs.get("model")), None
-    while node is not None:  # walk the model chain back to the checkpoint loader
-        ins = node.get("inputs", {})
+    loras, ckpt = [], None
+    for node in chain(inputs.get("model"), "model"):  # walk the model chain back to the checkpoint loader
+        ins = _inputs(node)
         if "lora_name" in ins:
             loras.append((Path(str(ins["lora_name"])).stem.lower(), _float(ins.get("strength_clip")) or 0.0,
                           _float(ins.get("strength_model")) or 0.0))
         if "ckpt_name" in ins:
             ckpt = str(ins["ckpt_name"])
             break
-        node = follow(ins.get("model"))
-    latent = follow(inputs.get("latent_image")) or {}
-    size = latent.get("inputs", {})
+    size = _inputs(follow(inputs.get("latent_image")))
     positive = text_of(inputs.get("positive"))
     record.update(
         prompt=positive, clean_prompt=positive, negative_prompt=text_of(inputs.get("negative")),
@@ -394,8 +430,8 @@ def record_from_comfyui(catalog, path: Path, prompt_json: str, workflow_json: st
     extra = {"prompt": graph}
     if workflow_json:
         try:
-            extra["workflow"] = json.loads(workflow_json)
-        except json.JSONDecodeError:
+            extra["workflow"] = _chunk_json(path, "workflow", workflow_json)
+        except InvalidFile:
             extra["workflow_text"] = workflow_json
     record["imported"]["extra"] = extra
     return record
@@ -437,7 +473,11 @@ def register_png_importer(name: str):
 def _import_loradex(catalog, path, text):
     if PNG_RECORD_KEY not in text:
         return None
-    return json.loads(text[PNG_RECORD_KEY])
+    record = _chunk_json(path, PNG_RECORD_KEY, text[PNG_RECORD_KEY])
+    if not isinstance(record, dict):
+        raise InvalidFile(path, f"its '{PNG_RECORD_KEY}' chunk is not a prompt record (a JSON object)")
+    _validate("prompt-record", record)
+    return record
 
 
 @register_png_importer("a1111")
@@ -456,8 +496,10 @@ def import_png(catalog, path) -> PromptRecord:
     path = Path(path)
     if not path.is_file():
         raise InvalidFile(path, "no such file")
+    if path.stat().st_size > MAX_PNG_BYTES:
+        raise InvalidFile(path, f"{path.stat().st_size} bytes, over the {MAX_PNG_BYTES}-byte cap for a PNG to import")
     data = path.read_bytes()
-    text = png_text(data)
+    text = png_text(data, source=str(path))
     for name, importer in PNG_IMPORTERS.items():
         record = importer(catalog, path, text)
         if record is None:

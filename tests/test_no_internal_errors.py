@@ -264,3 +264,59 @@ def test_console_script_in_a_real_process(home, tmp_path):
     _checkpointed(home / "catalog.db").write_bytes(b"garbage" * 1000)
     proc = subprocess.run([str(script), "list"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1 and "damaged" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+# --- PNGs for `records import` -----------------------------------------------------------------
+def hostile_pngs(folder: Path) -> dict[str, Path]:
+    import io
+    import json
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+
+    def png(name: str, chunks: dict[str, str]) -> None:
+        info = PngInfo()
+        for key, value in chunks.items():
+            info.add_text(key, value)
+        out[name] = folder / f"{name}.png"
+        Image.new("RGB", (4, 4), (1, 2, 3)).save(out[name], pnginfo=info)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="PNG")
+    good = buf.getvalue()
+    for name, data in {"truncated": good[: len(good) // 2], "bad-crc": good[:20] + b"\xff" + good[21:],
+                       "random": os.urandom(300), "gif": b"GIF89a" + bytes(40), "empty": b""}.items():
+        out[name] = folder / f"{name}.png"
+        out[name].write_bytes(data)
+    sampler = {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["3", 0], "latent_image": ["3", 0]}}
+    png("loradex-not-json", {"loradex": "{not json"})
+    png("loradex-list", {"loradex": "[1, 2]"})
+    png("loradex-deep", {"loradex": "[" * 50_000 + "]" * 50_000})
+    png("loradex-id-only", {"loradex": json.dumps({"id": 5})})
+    png("a1111-bad-escape", {"parameters": 'a cat\nSteps: 20, Sampler: "bad \\x escape", Size: axb, Seed: 1e999'})
+    png("a1111-odd", {"parameters": 'x <lora:../../etc:abc:def> <lora::>\nSteps: 9, Lora hashes: "a:,:b", Size: 9x'})
+    png("comfy-not-json", {"prompt": "{nope"})
+    png("comfy-list", {"prompt": "[1, 2, 3]"})
+    png("comfy-cycle", {"prompt": json.dumps({"1": sampler, "2": {"inputs": {"model": ["2", 0]}},
+                                              "3": {"inputs": {"conditioning": ["3", 0]}}})})
+    png("comfy-inputs-not-object", {"prompt": json.dumps({"1": {**sampler, "inputs": "x"}, "2": {"inputs": "t"},
+                                                          "3": {"inputs": [1]}})})
+    png("comfy-link-to-text-node", {"prompt": json.dumps({"1": sampler, "2": {"inputs": "text"}, "3": {"inputs": "text"}})})
+    png("comfy-deep", {"prompt": "{\"a\":" * 30_000 + "1" + "}" * 30_000})
+    png("comfy-workflow-deep", {"prompt": json.dumps({"1": sampler}), "workflow": "[" * 50_000 + "]" * 50_000})
+    return out
+
+
+def test_hostile_pngs_through_records_import(loradex_home, tmp_path, capsys):
+    pngs = hostile_pngs(tmp_path / "pngs")
+    assert problems(capsys, [["records", "import", p] for p in pngs.values()]) == []
+    # known answers: a cycle in the graph ends (no hang) and imports what it can
+    code, out, err = run_cli(capsys, ["records", "import", pngs["comfy-cycle"], "--json"])
+    assert code == 0, err
+    code, _, err = run_cli(capsys, ["records", "import", pngs["comfy-deep"]])
+    assert code == 1 and "nested deeper" in err and "'prompt' chunk" in err, err
+    code, _, err = run_cli(capsys, ["records", "import", pngs["truncated"]])
+    assert code == 1 and str(pngs["truncated"]) in err and "\\x89PNG" not in err, err
