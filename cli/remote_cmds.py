@@ -64,7 +64,10 @@ def register(app: typer.Typer) -> None:
         all_versions: Annotated[bool, typer.Option("--all-versions", help="Hub/mirror: pull every v* tag.")] = False,
         json: JsonOpt = False, home: HomeOpt = None,
     ) -> None:
-        """Download a version from a remote, verify it and register it with its provenance."""
+        """Download a version from a remote, verify it and register it with its provenance.
+
+        A download whose size the remote does not announce stops at LORADEX_MAX_DOWNLOAD_BYTES
+        (default 4 GiB); a malformed answer is refused in one line and registers nothing."""
         from loradex.registry.remotes import pull
 
         out = Output(json_mode=json)

@@ -13,6 +13,14 @@ LORADEX_HTTP_DEADLINE_S, retries included (``http_limits``: huggingface_hub's ti
 socket read, so an answer trickled a byte at a time would otherwise never end); transport
 failures that escape the library end as ``RemoteError``.
 
+Nothing a remote sends is trusted: the repo info and refs a pull reads are fetched through the
+library's HTTP session with a size cap, parsed by ``untrusted.parse_json`` and checked against
+declared schemas (MODEL_INFO_SCHEMA, REFS_SCHEMA); every file path is checked before anything is
+fetched; a partial file is named by the validated digest of its content and checked to lie in
+the partial folder; an answer the library parses itself and cannot (refs for a push, whoami, a
+commit) is a one-line ``UntrustedData``; a file whose size the remote does not announce stops at
+LORADEX_MAX_DOWNLOAD_BYTES.
+
 Tokens: passed in by the caller (``resolve_token``); when there is none the client is told
 ``token=False`` so it never falls back to the user's stored Hugging Face token, which must not
 leak to a mirror. Tokens never appear in messages or files written here.

@@ -413,3 +413,17 @@ def test_hub_file_metadata_headers_are_untrusted_too(server, box, adapter, heade
     code, err = box.pull(f"hf://{REPO}", "--endpoint", server.url())
     _check_invariants(box, str(headers), code, err, dict.fromkeys(TABLES, 0), outside, problems)
     assert not problems, problems
+
+
+def test_max_download_bytes_setting(monkeypatch):
+    from loradex.registry.errors import UsageError
+    from loradex.registry.http_limits import max_download_bytes
+
+    monkeypatch.delenv("LORADEX_MAX_DOWNLOAD_BYTES", raising=False)
+    assert max_download_bytes() == 4 << 30
+    monkeypatch.setenv("LORADEX_MAX_DOWNLOAD_BYTES", "1048576")
+    assert max_download_bytes() == 1 << 20
+    for bad in ("abc", "-1", "0", "1e9", "9" * 40):
+        monkeypatch.setenv("LORADEX_MAX_DOWNLOAD_BYTES", bad)
+        with pytest.raises(UsageError, match="LORADEX_MAX_DOWNLOAD_BYTES"):
+            max_download_bytes()

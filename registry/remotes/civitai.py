@@ -8,6 +8,12 @@ https://civitai.com), else a URL ref's own origin.
 The token comes from ``CIVITAI_TOKEN`` at the moment of use. It is sent as a Bearer header on the
 first request and on same-origin redirect hops only: once a redirect leaves the endpoint's origin
 (Civitai's downloads go to a storage host) it is never sent again. It is never stored or printed.
+
+Answers are parsed with caps and checked against declared schemas (``civitai_client``); ids and
+SHA256 must be integers and 64-digit hex. The download folder is ``downloads/civitai-<digest>``,
+a digest loradex computes of endpoint, version id, file id and SHA256, and the partial file is
+``download.part``: no string from the remote names anything on disk. Cleanup removes that folder
+only after checking it lies under ``downloads/``.
 """
 
 from __future__ import annotations
