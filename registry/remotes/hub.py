@@ -416,8 +416,9 @@ def _pull_one(catalog, target: HubTarget, token, *, progress=None, name=None, al
     try:
         return _pull_one_into(catalog, target, token, dest, progress=progress, name=name, alias=alias,
                               file=file, aliases=aliases)
-    except RemoteError as exc:
-        keep_partial = getattr(exc, "resumable", False) or getattr(exc, "partial_kept", False)
+    except BaseException as exc:  # an interrupted transfer (or Ctrl-C) keeps its partial files to resume
+        keep_partial = (isinstance(exc, KeyboardInterrupt) or getattr(exc, "resumable", False)
+                        or getattr(exc, "partial_kept", False))
         raise
     finally:
         if not keep_partial:
