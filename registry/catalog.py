@@ -15,7 +15,7 @@ from typing import Callable, Iterable, TypeVar
 
 from sqlalchemy import create_engine, event, func, inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from . import entities as E
@@ -78,7 +78,13 @@ class Catalog:
             self.url = read_only_sqlite_url(self.home / "catalog.db")
         else:
             self.read_only = False  # another database: its own permissions decide
-        self.engine = _engine_for(self.url, read_only=self.read_only)
+        try:
+            self.engine = _engine_for(self.url, read_only=self.read_only)
+        except (ArgumentError, ImportError) as exc:  # LORADEX_DB is not a URL we can use
+            raise CatalogError(f"LORADEX_DB is not a database URL loradex can open ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:160]})",
+                               hint="use e.g. postgresql+psycopg://USER@HOST/DB, or unset it for the "
+                                    "SQLite catalog in the home") from None
         self.blobs = BlobStore(self.home)
         if migrate:
             self.migrate()

@@ -13,11 +13,13 @@ class HomeError(CatalogError, OSError):
 
 
 def loradex_home(explicit: str | os.PathLike | None = None) -> Path:
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    env = os.environ.get("LORADEX_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
+    given = explicit or os.environ.get("LORADEX_HOME")
+    if given:
+        try:
+            return Path(given).expanduser().resolve()
+        except (OSError, RuntimeError) as exc:  # a loop of symlinks, a name too long
+            raise HomeError(f"cannot use the loradex home {given}: {exc}",
+                            hint="set LORADEX_HOME (or --home) to a folder you can read and write") from None
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("loradex", appauthor=False))
@@ -28,6 +30,15 @@ def prepare_home(home: Path) -> bool:
     or its ``catalog.db``): loradex then opens it read-only. A home that is not a folder, or that
     cannot be created or read, is a one-line ``HomeError`` saying what to do."""
     fix = "set LORADEX_HOME (or --home) to a folder you can read and write"
+    try:
+        return _check_home(home, fix)
+    except HomeError:
+        raise
+    except OSError as exc:  # a name too long, a loop of links, an I/O error
+        raise HomeError(f"cannot use the loradex home {home}: {exc.strerror or exc}", hint=fix) from None
+
+
+def _check_home(home: Path, fix: str) -> bool:
     if home.exists() and not home.is_dir():
         raise HomeError(f"the loradex home {home} is not a folder", hint=fix)
     if not home.exists():

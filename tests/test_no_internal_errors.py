@@ -237,13 +237,19 @@ def test_every_command_over_a_damaged_or_foreign_home(state, home, tmp_path, cap
     assert problems(capsys, _commands(home, tmp_path, files)) == []
 
 
-@pytest.mark.parametrize("what", ["regular-file", "below-a-file", "db-is-a-folder"])
+@pytest.mark.parametrize("what", ["regular-file", "below-a-file", "db-is-a-folder", "symlink-loop", "name-too-long",
+                                  "db-url-garbage", "db-url-unknown-dialect"])
 def test_every_command_when_the_home_is_not_a_folder(what, tmp_path, capsys, monkeypatch):
     regular = tmp_path / "home-file"
     regular.write_text("x")
-    target = {"regular-file": regular, "below-a-file": regular / "sub", "db-is-a-folder": tmp_path / "h"}[what]
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    target = {"regular-file": regular, "below-a-file": regular / "sub", "symlink-loop": tmp_path / "loop-a" / "h",
+              "name-too-long": tmp_path / ("n" * 300)}.get(what, tmp_path / "h")
     if what == "db-is-a-folder":
         (target / "catalog.db").mkdir(parents=True)
+    if what.startswith("db-url"):
+        monkeypatch.setenv("LORADEX_DB", "not a url" if what == "db-url-garbage" else "nosuchdialect://x/y")
     monkeypatch.setenv("LORADEX_HOME", str(target))
     files = {"good": lora(tmp_path / "good.safetensors"), "truncated": regular}
     (tmp_path / "webui").mkdir()
