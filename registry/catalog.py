@@ -23,7 +23,7 @@ from .blob_store import BlobStore
 from .crashpoints import crashpoint
 from .db_schema import AdapterRow, AliasEventRow, AliasRow, LineageRow, VersionRow
 from .errors import AmbiguousRef, CatalogError, DatabaseError, NotFound
-from .paths import database_url, loradex_home, prepare_home, read_only_sqlite_url
+from .paths import database_url, loradex_home, prepare_home, read_only_sqlite_uri
 from .refs import LATEST, Ref, check_name, parse_ref
 
 T = TypeVar("T")
@@ -36,9 +36,18 @@ class RetryTransaction(Exception):
     """Raised inside a transaction to have ``Catalog.transact`` run it again (a race lost)."""
 
 
-def _engine_for(url: str, *, read_only: bool = False) -> Engine:
+def _engine_for(url: str, *, read_only_uri: str | None = None) -> Engine:
+    """``read_only_uri``: open SQLite through that ``file:`` URI (read-only) instead of ``url``
+    (passed to sqlite3 as it is: SQLAlchemy's URL parsing would decode a ``%3F`` in the path)."""
+    read_only = read_only_uri is not None
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60})
+        if read_only:
+            import sqlite3
+
+            engine = create_engine(url, creator=lambda: sqlite3.connect(read_only_uri, uri=True, timeout=60,
+                                                                        check_same_thread=False))
+        else:
+            engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -74,12 +83,13 @@ class Catalog:
         self.home = loradex_home(home)
         self.read_only = prepare_home(self.home)
         self.url = db_url or database_url(self.home)
+        read_only_uri = None
         if self.read_only and self.url.startswith("sqlite") and not db_url and "LORADEX_DB" not in os.environ:
-            self.url = read_only_sqlite_url(self.home / "catalog.db")
+            read_only_uri = read_only_sqlite_uri(self.home / "catalog.db")
         else:
             self.read_only = False  # another database: its own permissions decide
         try:
-            self.engine = _engine_for(self.url, read_only=self.read_only)
+            self.engine = _engine_for(self.url, read_only_uri=read_only_uri)
         except (ArgumentError, ImportError) as exc:  # LORADEX_DB is not a URL we can use
             raise CatalogError(f"LORADEX_DB is not a database URL loradex can open ({type(exc).__name__}: "
                                f"{' '.join(str(exc).split())[:160]})",

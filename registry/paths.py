@@ -59,15 +59,16 @@ def _check_home(home: Path, fix: str) -> bool:
     return not os.access(home, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
 
 
-def read_only_sqlite_url(db: Path) -> str:
-    """A SQLAlchemy URL opening ``db`` read-only. With no write-ahead log to replay, the file is
-    opened ``immutable`` (WAL mode otherwise needs to create ``-shm`` next to it, which a
-    read-only folder refuses); with one, plain ``mode=ro`` reads it through its existing ``-shm``."""
+def read_only_sqlite_uri(db: Path) -> str:
+    """An SQLite ``file:`` URI (for ``sqlite3.connect(uri=True)``) opening ``db`` read-only. With
+    no write-ahead log to replay, the file is opened ``immutable`` (WAL mode otherwise needs to
+    create ``-shm`` next to it, which a read-only folder refuses); with one, plain ``mode=ro``
+    reads it through its existing ``-shm``."""
     from urllib.parse import quote
 
     wal = db.with_name(db.name + "-wal")
     has_log = wal.exists() and wal.stat().st_size > 0
-    return f"sqlite:///file:{quote(str(db))}?mode=ro{'' if has_log else '&immutable=1'}&uri=true"
+    return f"file:{quote(str(db))}?mode=ro{'' if has_log else '&immutable=1'}"
 
 
 def database_url(home: Path) -> str:

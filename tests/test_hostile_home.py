@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from _formats_fixtures import write_raw
 from loradex.cli.main import main
@@ -90,7 +91,9 @@ def test_read_only_home_serves_reads_through_a_read_only_uri(filled_home, tmp_pa
     monkeypatch.setattr(paths.os, "access", lambda p, mode: False if mode & os.W_OK else real_access(p, mode))
     before = digest(filled_home / "catalog.db")
     catalog = Catalog()
-    assert catalog.read_only and "mode=ro" in catalog.url and "immutable=1" in catalog.url
+    assert catalog.read_only
+    with catalog.engine.connect() as conn, pytest.raises(OperationalError, match="readonly"):
+        conn.exec_driver_sql("CREATE TABLE probe (x)")  # opened read-only, whoever runs this
     for argv in READ_COMMANDS:
         code, out, err = cli(capsys, *argv)
         assert code == 0, (argv, err)
@@ -184,6 +187,7 @@ def _truncate(db: Path) -> None:
 
 
 def _garbage(db: Path) -> None:
+    _checkpoint(db)
     db.write_bytes(b"\x13\x37not sqlite at all" * 100)
 
 
