@@ -10,6 +10,7 @@ output is ``json.dumps`` (ASCII: every control and non-ASCII character is alread
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -35,6 +36,7 @@ def terminal_safe(text: str, *, one_line: bool = False) -> str:
     return (_UNSAFE_ONE_LINE if one_line else _UNSAFE).sub(_visible, str(text))
 
 
+@functools.lru_cache(maxsize=1)
 def _safe_console_class():
     """A rich ``Console`` that escapes every piece of text it renders (not the control codes
     rich itself emits for styles and cursor moves) and prints invalid markup as plain text."""
