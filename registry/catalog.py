@@ -213,6 +213,9 @@ class Catalog:
                 time.sleep(min(2.0, 0.01 * (2 ** min(attempt, 8))) * (0.5 + random.random()))
             except DBAPIError as exc:  # a damaged file, a driver error: never a traceback
                 raise database_failure(exc, self._where()) from None
+            except OverflowError:  # an integer from outside (an id, a limit) past SQLite's 64 bits
+                raise DatabaseError("a number too large for the catalog (over 2^63 - 1)",
+                                    hint="check the ids and numbers given") from None
             except UnicodeEncodeError as exc:  # a lone surrogate: a non-UTF-8 argument or name
                 bad = exc.object[max(0, exc.start - 20):exc.end + 20] if isinstance(exc.object, str) else ""
                 raise DatabaseError(f"cannot store text that is not valid UTF-8 ({bad!r})",

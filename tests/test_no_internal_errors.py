@@ -180,7 +180,9 @@ def test_malformed_flags(home, tmp_path, capsys):
                  ["sync-folder", tmp_path / "sf", "--layout", "evil"], ["sync-folder", tmp_path / "sf", "--alias", "../x"],
                  ["list", "--no-such-flag"], ["nosuchcommand"], ["show"], ["add"],
                  ["remote", "add", "x", "not a url"], ["remote", "add", "../x", "https://civitai.com", "--kind", "civitai"],
-                 ["pull", "nosuchremote:123"], ["pull", "../x"], ["records", "list", "--limit", "-1"]]
+                 ["pull", "nosuchremote:123"], ["pull", "../x"], ["records", "list", "--limit", "-1"],
+                 ["records", "list", "--limit", "99999999999999999999"],
+                 ["serve", "token", "revoke", "99999999999999999999"], ["serve", "token", "revoke", "-1"]]
     assert problems(capsys, commands) == []
 
 
