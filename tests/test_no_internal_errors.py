@@ -39,6 +39,13 @@ BAD_REFS = ["../x", "sha256:zz", "a@b@c", f"{LONG}@1.0.0", "x\x1b[2J\u202e", "",
             "style@99999999999999999999.0.0", "sha256:" + "f" * 200, "style@1.0.0\n", "[/bold]", "x\udcff"]
 
 
+@pytest.fixture(autouse=True)
+def _cwd_in_tmp(tmp_path, monkeypatch):
+    """Commands given a hostile ref as a destination (``export REF DEST``) write relative to the
+    working directory: keep that under the test's own temp dir, never in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run_cli(capsys, argv: list) -> tuple[int, str, str]:
     try:
         main([str(a) for a in argv])
