@@ -380,10 +380,13 @@ def safe_load_pickle(path, *, extra_allowed=()) -> object:
     import torch
 
     try:
-        if extra:
-            with torch.serialization.safe_globals(_resolve(sorted(extra))):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # An open file, not the path: torch.load hands any path ending in .safetensors to
+        # safetensors whatever the bytes are (a pickle named so would then fail untyped).
+        with open(path, "rb") as fh:
+            if extra:
+                with torch.serialization.safe_globals(_resolve(sorted(extra))):
+                    return torch.load(fh, map_location="cpu", weights_only=True)
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsafePickle(path, f"torch's weights_only loader refused it: {first}",
