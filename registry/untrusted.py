@@ -78,6 +78,16 @@ def _nesting_too_deep(text: str | bytes, max_depth: int) -> bool:
     return False
 
 
+def _check_unicode(text: str, source: str) -> None:
+    """A lone surrogate (JSON ``"\\ud800"``) parses but can be written to no UTF-8 file or
+    terminal: refused here rather than failing later, far from its source."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UntrustedData(source, "a string that is not valid Unicode (a lone surrogate)") from None
+
+
 def check_shape(value: Any, source: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES,
                 max_string: int = MAX_STRING) -> Any:
     """Walk a parsed value (iteratively): depth, node count, string length, finite numbers,
@@ -97,12 +107,14 @@ def check_shape(value: Any, source: str, *, max_depth: int = MAX_DEPTH, max_node
                     raise UntrustedData(source, f"non-string key {str(key)[:40]!r}")
                 if len(key) > max_string:
                     raise UntrustedData(source, "a key longer than the cap")
+                _check_unicode(key, source)
                 stack.append((sub, depth + 1))
         elif isinstance(item, list):
             stack.extend((sub, depth + 1) for sub in item)
         elif isinstance(item, str):
             if len(item) > max_string:
                 raise UntrustedData(source, f"a string longer than {max_string} characters")
+            _check_unicode(item, source)
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise UntrustedData(source, "a number that is not finite")

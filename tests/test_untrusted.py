@@ -122,3 +122,12 @@ def test_inside_resolves_links_before_comparing(tmp_path):
     for path in (home / "downloads" / "link" / "x", home / ".." / "outside", home, tmp_path / "homework"):
         with pytest.raises(ValueError):
             inside(path, home)
+
+
+def test_lone_surrogates_are_refused_but_pairs_are_characters():
+    assert parse_json('{"s": "\\ud83d\\ude00"}', "s") == {"s": "\U0001F600"}
+    for text in ('{"s": "\\ud800"}', '{"\\udcff": 1}'):
+        with pytest.raises(UntrustedData, match="lone surrogate"):
+            parse_json(text, "s")
+    with pytest.raises(UntrustedData, match="lone surrogate"):
+        parse_yaml('s: "\\ud800"', "README.md")
