@@ -250,6 +250,14 @@ def check_schema(value: Any, schema: dict, source: str) -> Any:
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+def _shown(value: Any, limit: int = 120) -> str:
+    """A value quoted for a message: long ones keep their head and tail (where a file name is)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[:limit // 3] + "…" + text[-(limit - limit // 3):]
+    return repr(text)
+
+
 def hex_digest(value: Any, source: str, *, lengths: Iterable[int] = (64,), field: str = "digest") -> str:
     """A hex digest from outside, lower-cased; anything else is a protocol error."""
     lengths = tuple(lengths)
@@ -258,7 +266,7 @@ def hex_digest(value: Any, source: str, *, lengths: Iterable[int] = (64,), field
     text = value.strip().lower()
     if len(text) not in lengths or not _HEX.fullmatch(text):
         shown = "/".join(str(n) for n in lengths)
-        raise UntrustedData(source, f"{field} {value[:80]!r} is not a {shown}-digit hex digest")
+        raise UntrustedData(source, f"{field} {_shown(value)} is not a {shown}-digit hex digest")
     return text
 
 
@@ -269,7 +277,7 @@ def positive_int(value: Any, source: str, *, field: str = "id", maximum: int = 2
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
     if not isinstance(value, int) or not 0 < value <= maximum:
-        raise UntrustedData(source, f"{field} {str(value)[:40]!r} is not a positive integer")
+        raise UntrustedData(source, f"{field} {_shown(value, 40)} is not a positive integer")
     return value
 
 
@@ -283,11 +291,11 @@ def safe_relative_name(value: Any, source: str, *, field: str = "file name", max
     if not isinstance(value, str) or not value:
         raise UntrustedData(source, f"{field} is missing or not a string")
     if len(value) > (max_len * 8 if allow_dirs else max_len) or _BAD_NAME_CHARS.search(value):
-        raise UntrustedData(source, f"{field} {value[:80]!r} is not a safe file name")
+        raise UntrustedData(source, f"{field} {_shown(value)} is not a safe file name")
     parts = PurePosixPath(value).parts
     if (value.startswith("/") or not parts or any(p in ("..", ".", "") for p in parts)
             or (not allow_dirs and len(parts) != 1) or any(len(p.encode()) > max_len for p in parts)):
-        raise UntrustedData(source, f"{field} {value[:80]!r} is not a safe relative name")
+        raise UntrustedData(source, f"{field} {_shown(value)} is not a safe relative name")
     return value
 
 

@@ -131,3 +131,9 @@ def test_lone_surrogates_are_refused_but_pairs_are_characters():
             parse_json(text, "s")
     with pytest.raises(UntrustedData, match="lone surrogate"):
         parse_yaml('s: "\\ud800"', "README.md")
+
+
+def test_a_long_refused_name_keeps_its_tail_in_the_message():
+    name = "/" + "d" * 300 + "/victim.txt"
+    with pytest.raises(UntrustedData, match=r"victim\.txt'"):
+        safe_relative_name(name, "state", allow_dirs=True)
