@@ -72,9 +72,9 @@ def main() -> None:
     write_safetensors(src, args.size_mib << 20)
     size = src.stat().st_size
 
-    from loradex.registry.adding import add_file
-    from loradex.registry.catalog import Catalog
-    from loradex.registry.hashing import hash_file
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.files.hashing import hash_file
     from loradex.registry.probe import probe_path
 
     hashlib_only(src)  # warm the page cache so both runs read from memory

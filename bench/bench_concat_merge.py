@@ -29,8 +29,8 @@ def concat_merge_files(inputs: list[Path], output: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from loradex.merge.lora_module import kohya_state_dict_from_modules
-    from loradex.merge.merge_methods import merge_stream
+    from loradex.merge.math.lora_module import kohya_state_dict_from_modules
+    from loradex.merge.math.merge_methods import merge_stream
 
     handles = [safe_open(str(p), framework="pt") for p in inputs]
     names: dict[str, None] = {}
@@ -59,7 +59,7 @@ def check_exactness(inputs: list[Path], output: Path, sample: int = 8) -> float:
     """Worst ‖ΔW_merged − Σ w·ΔW_i‖/‖Σ w·ΔW_i‖ over a few modules (fp16 storage rounding)."""
     from safetensors import safe_open
 
-    from loradex.merge.lora_module import delta_weight
+    from loradex.merge.math.lora_module import delta_weight
 
     handles = [safe_open(str(p), framework="pt") for p in inputs]
     merged = safe_open(str(output), framework="pt")

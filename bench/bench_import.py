@@ -82,8 +82,8 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="loradex-bench-import-"))
     tree, home = work / "webui", work / "home"
-    from loradex.registry.catalog import Catalog
-    from loradex.registry.webui_import import import_tree
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.folders.webui_import import import_tree
 
     t = time.perf_counter()
     make_tree(tree, args.files)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 
 def populate(home: Path, adapters: int, per: int) -> None:
-    from loradex.registry.catalog import Catalog
-    from loradex.registry.db_schema import AdapterRow, AliasRow, VersionRow
-    from loradex.registry.refs import sort_key
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.catalog.db_schema import AdapterRow, AliasRow, VersionRow
+    from loradex.registry.catalog.refs import sort_key
 
     catalog = Catalog(home)
     now = datetime.now(timezone.utc)
@@ -65,7 +65,7 @@ def main() -> None:
     os.environ["LORADEX_HOME"] = str(home)
     populate(home, args.adapters, args.versions_per_adapter)
 
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     catalog = Catalog(home)
     lib = []

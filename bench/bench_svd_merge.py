@@ -75,7 +75,7 @@ def generate_inputs(mods, ranks: list[int], work: Path = WORK) -> list[Path]:
 
 
 def read_module(handle, name):
-    from loradex.merge.lora_module import LoraModule
+    from loradex.merge.math.lora_module import LoraModule
 
     alpha = handle.get_tensor(f"{name}.alpha")
     return LoraModule(
@@ -92,8 +92,8 @@ def stream_merge(inputs: list[str], output: str, rank: int, threads: int) -> dic
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from loradex.merge.lora_module import kohya_state_dict_from_modules
-    from loradex.merge.merge_methods import merge_stream
+    from loradex.merge.math.lora_module import kohya_state_dict_from_modules
+    from loradex.merge.math.merge_methods import merge_stream
 
     torch.set_num_threads(threads)
     handles = [safe_open(p, framework="pt") for p in inputs]
@@ -135,8 +135,8 @@ def cli_merge_whole_process(inputs: list[Path], method: str, work: Path, *, rank
     import shutil
     import tempfile
 
-    from loradex.registry.adding import add_file
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.catalog.store import Catalog
 
     work.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="cli-home-", dir=work))
@@ -169,7 +169,7 @@ def full_matrix_module(modules, rank):
     """The full-matrix method on one module: materialise ΣΔW, full SVD, truncate."""
     import torch
 
-    from loradex.merge.lora_module import delta_weight
+    from loradex.merge.math.lora_module import delta_weight
 
     total = sum(delta_weight(m, w) for m, w in zip(modules, WEIGHTS))
     u, s, vh = torch.linalg.svd(total, full_matrices=False)
@@ -184,7 +184,7 @@ def bench_full_matrix(inputs, mods, rank, samples: int = 3):
 
     from safetensors import safe_open
 
-    from loradex.merge.svd_merge import merge_svd_module
+    from loradex.merge.math.svd_merge import merge_svd_module
 
     import torch
 
@@ -224,8 +224,8 @@ def bench_peft(inputs, mods, rank, n_modules):
     from peft import LoraConfig, get_peft_model
     from safetensors import safe_open
 
-    from loradex.merge.lora_module import delta_weight
-    from loradex.merge.svd_merge import merge_svd_module
+    from loradex.merge.math.lora_module import delta_weight
+    from loradex.merge.math.svd_merge import merge_svd_module
 
     handles = [safe_open(str(p), framework="pt") for p in inputs]
     names = list(mods)[:n_modules]

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         reason: ReasonOpt = "", home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Move an alias back to its previous target (or --to VERSION); nothing is deleted."""
-        from loradex.registry.operations import RollbackAlias
+        from loradex.registry.catalog.operations import RollbackAlias
 
         catalog = open_catalog(home)
         (event,) = catalog.apply([RollbackAlias(name, alias, to, reason)])
@@ -36,7 +36,7 @@ def alias_set(ref: RefArg, alias: Annotated[str, typer.Argument(help="Alias name
               reason: ReasonOpt = "", force: ForceOpt = False, home: HomeOpt = None,
               json: JsonOpt = False) -> None:
     """Point ALIAS at REF (records who, when and why)."""
-    from loradex.registry.operations import move_alias
+    from loradex.registry.catalog.operations import move_alias
 
     catalog = open_catalog(home)
     result = move_alias(catalog, ref, alias, reason, force=force)

@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None, json: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Add a file as a new version of an adapter."""
-        from loradex.merge.pickle_to_safetensors import add_adapter_file
+        from loradex.merge.conventions.pickle_to_safetensors import add_adapter_file
 
         out = Output(json_mode=json, quiet=quiet)
         catalog = open_catalog(home)

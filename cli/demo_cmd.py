@@ -21,9 +21,17 @@ def register(app: typer.Typer) -> None:
         from loradex.trainer.demo import run_demo
 
         out = Output(json_mode=json)
-        result = run_demo(home, log=out.info)
+        result = run_demo(home, serve_mirror=_serve_mirror, log=out.info)
         out.result(result, lambda c: out.table(
             ["name", "kind", "base", "latest", "versions", "aliases", "size"],
             [[a["name"], a["kind"], a["base"], a["latest"], a["versions"],
               ", ".join(f"{k}→{v}" for k, v in a["aliases"].items()), human_size(a["size"])]
              for a in result["adapters"]], title="catalog"))
+
+
+def _serve_mirror(catalog, token: str):
+    """``loradex serve`` over ``catalog`` on a free loopback port, in a thread: (url, stop)."""
+    from loradex.registry.server.app import build_server_app
+    from loradex.registry.server.hub.serving import serve_app_in_thread
+
+    return serve_app_in_thread(build_server_app(catalog, token))

@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
              markdown: Annotated[bool, typer.Option("--markdown", help="Print the card as Markdown.")] = False,
              home: HomeOpt = None, json: JsonOpt = False) -> None:
         """Show a version's newest evaluation card."""
-        from loradex.registry.records import card_markdown, latest_card
+        from loradex.registry.catalog.records import card_markdown, latest_card
 
         found = latest_card(open_catalog(home), ref)
         if markdown and not json:
@@ -164,7 +164,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from loradex.registry.paths import current_user
-        from loradex.registry.records import latest_card
+        from loradex.registry.catalog.records import latest_card
         from loradex.trainer.review import (apply_review, build_review, interactive_review, review_mode,
                                             review_samples)
 
@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A labelled grid: rows = prompts × seeds, columns = versions (or one version's records)."""
         from loradex.registry.errors import UsageError
-        from loradex.registry.records import list_records
+        from loradex.registry.catalog.records import list_records
         from loradex.trainer.evaluate import load_suite
         from loradex.trainer.gallery import records_gallery, version_gallery
 
@@ -223,7 +223,7 @@ def records_list(ref: Annotated[Optional[str], typer.Argument(help="Only records
                  limit: Annotated[int, typer.Option("--limit", help="Newest N.")] = 50,
                  home: HomeOpt = None, json: JsonOpt = False) -> None:
     """Prompt records, newest first."""
-    from loradex.registry.records import list_records
+    from loradex.registry.catalog.records import list_records
 
     rows = list_records(open_catalog(home), ref, limit=limit)
     out = Output(json_mode=json)
@@ -240,7 +240,7 @@ def records_show(record_id: Annotated[str, typer.Argument(help="Record id (or un
     """One prompt record in full."""
     import json as _json
 
-    from loradex.registry.records import get_record
+    from loradex.registry.catalog.records import get_record
 
     rec = get_record(open_catalog(home), record_id)
     Output(json_mode=json).result(rec.to_dict(), lambda c: c.print(_json.dumps(rec.to_dict(), indent=2)))
@@ -250,7 +250,7 @@ def records_show(record_id: Annotated[str, typer.Argument(help="Record id (or un
 def records_import(path: Annotated[Path, typer.Argument(help="PNG saved by A1111, ComfyUI or loradex.")],
                    home: HomeOpt = None, json: JsonOpt = False) -> None:
     """Read a PNG's embedded parameters into a prompt record."""
-    from loradex.registry.records import import_png
+    from loradex.registry.catalog.records import import_png
 
     rec = import_png(open_catalog(home), path)
     Output(json_mode=json).result(rec.to_dict(), lambda c: c.print(
@@ -268,7 +268,7 @@ def alias_policy(name: Annotated[str, typer.Argument(help="Adapter name.")],
                  home: HomeOpt = None, json: JsonOpt = False) -> None:
     """Gate an alias: versions need a passing eval card (and thresholds) to take it."""
     from loradex.registry.errors import UsageError
-    from loradex.registry.records import remove_alias_policy, set_alias_policy
+    from loradex.registry.catalog.records import remove_alias_policy, set_alias_policy
     from loradex.trainer.evaluate import parse_thresholds
 
     catalog = open_catalog(home)

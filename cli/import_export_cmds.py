@@ -37,13 +37,13 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None, json: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
         """Import every adapter in a webui models tree, with its sidecars (.civitai.info, .json, preview); exit 1 if a file or sidecar was skipped."""
-        from loradex.registry.webui_import import import_tree
+        from loradex.registry.folders.webui_import import import_tree
 
         out = Output(json_mode=json, quiet=quiet)
         catalog = open_catalog(home)
         converter = None
         if allow_pickle:  # pickles are stored converted to safetensors, exactly as `add --allow-pickle` does
-            from loradex.merge.pickle_to_safetensors import convert_pickle_for_catalog as converter
+            from loradex.merge.conventions.pickle_to_safetensors import convert_pickle_for_catalog as converter
         with out.progress("importing") as progress:
             report = import_tree(catalog, folder, allow_pickle=allow_pickle, link=link, progress=progress,
                                  pickle_converter=converter)
@@ -65,13 +65,13 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Write a version into a webui folder with the sidecars A1111 reads (exit 1 if a file in the way was left alone)."""
-        from loradex.registry.webui_export import export_version
+        from loradex.registry.folders.webui_export import export_version
 
         out = Output(json_mode=json)
         catalog = open_catalog(home)
         converter = None
         if to_format:
-            from loradex.merge.file_conversion import convert_path as converter
+            from loradex.merge.conventions.file_conversion import convert_path as converter
         result = export_version(catalog, ref, dest, layout=layout, to_format=to_format,
                                 converter=converter, allow_partial=allow_partial, force=force)
         for warning in result.warnings:
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOpt = False,
     ) -> None:
         """Convert a file between LoRA key conventions or embedding layouts (SDXL split/join); LyCORIS → LoRA with --rank."""
-        from loradex.merge.file_conversion import convert_path
+        from loradex.merge.conventions.file_conversion import convert_path
 
         out = Output(json_mode=json)
         data = convert_path(path, output, to, base=base, allow_partial=allow_partial, rank=rank,
@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Make a webui folder hold each adapter's ALIAS version (only files loradex manages change)."""
-        from loradex.registry.folder_sync import sync_folder
+        from loradex.registry.folders.folder_sync import sync_folder
 
         out = Output(json_mode=json)
         catalog = open_catalog(home)

@@ -82,7 +82,7 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
     from sqlalchemy.exc import DBAPIError
 
     if isinstance(exc, DBAPIError):  # a database failure outside Catalog.transact's mapping
-        from loradex.registry.catalog import database_failure
+        from loradex.registry.catalog.store import database_failure
 
         return 1, str(database_failure(exc, "database"))
     return None, str(exc)

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def rm(ref: RefArg, force: ForceOpt = False, home: HomeOpt = None, json: JsonOpt = False) -> None:
         """Remove a version (soft delete: its row and history stay; gc frees the bytes)."""
-        from loradex.registry.operations import SoftDeleteVersion
+        from loradex.registry.catalog.operations import SoftDeleteVersion
 
         catalog = open_catalog(home)
         (version,) = catalog.apply([SoftDeleteVersion(ref, force)])
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would go.")] = False,
            home: HomeOpt = None, json: JsonOpt = False) -> None:
         """Delete blobs no live version, record or preview uses."""
-        from loradex.registry.maintenance import gc as run_gc
+        from loradex.registry.catalog.maintenance import gc as run_gc
 
         report = run_gc(open_catalog(home), dry_run=dry_run)
         verb = "would free" if dry_run else "freed"
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def verify(home: HomeOpt = None, json: JsonOpt = False) -> None:
         """Re-hash every blob and check catalog rows against the store; exit 1 on any problem."""
-        from loradex.registry.maintenance import verify as run_verify
+        from loradex.registry.catalog.maintenance import verify as run_verify
 
         out = Output(json_mode=json)
         with out.progress("verifying") as progress:

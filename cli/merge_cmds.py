@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
         version: VersionOpt = None, dtype: DtypeOpt = "fp16", home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Extract a LoRA from (tuned − base); skipped modules are listed, never dropped silently."""
-        from loradex.merge.plumbing import extract_version
+        from loradex.merge.extract import extract_version
 
         catalog = open_catalog(home)
         out = Output(json_mode=json)
@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fuse adapters into a base model and write a checkpoint."""
         from loradex.merge.catalog_merge import parse_weighted_ref
-        from loradex.merge.plumbing import bake as bake_fn
+        from loradex.merge.bake import bake as bake_fn
 
         catalog = open_catalog(home)
         out = Output(json_mode=json)

@@ -18,6 +18,6 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Do it even if something
 
 
 def open_catalog(home: Path | None):
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     return Catalog(home)

@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOpt = False, home: HomeOpt = None,
     ) -> None:
         """Push a version to a recorded remote (kinds that accept pushes)."""
-        from loradex.merge.convert import convert_file
+        from loradex.merge.conventions.convert import convert_file
         from loradex.registry.remotes import push
 
         out = Output(json_mode=json)

@@ -43,9 +43,9 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         from loradex.registry.errors import UsageError
-        from loradex.registry.server_app import build_server_app, check_public_url, default_public_url
-        from loradex.registry.server_guard import parse_rate
-        from loradex.registry.server_tokens import has_active_tokens
+        from loradex.registry.server.app import build_server_app, check_public_url, default_public_url
+        from loradex.registry.server.guard import parse_rate
+        from loradex.registry.server.tokens import has_active_tokens
 
         catalog = open_catalog(home)
         token = os.environ.get(SERVE_TOKEN_ENV) or None
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         json: JsonOpt = False, home: HomeOpt = None,
     ) -> None:
         """Create a token and print it once: only its sha256 is kept."""
-        from loradex.registry.server_tokens import create_token
+        from loradex.registry.server.tokens import create_token
 
         created = create_token(open_catalog(home), scope, namespace=namespace, name=name)
         t = created.token
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
     @token_app.command("list")
     def token_list(json: JsonOpt = False, home: HomeOpt = None) -> None:
         """Tokens of this server (names and scopes; no secrets)."""
-        from loradex.registry.server_tokens import list_tokens
+        from loradex.registry.server.tokens import list_tokens
 
         tokens = list_tokens(open_catalog(home))
         out = Output(json_mode=json)
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
     def token_revoke(name: Annotated[str, typer.Argument(help="Token name or id.")],
                      json: JsonOpt = False, home: HomeOpt = None) -> None:
         """Revoke a token: it stops working at once (its name stays in the audit log)."""
-        from loradex.registry.server_tokens import revoke_token
+        from loradex.registry.server.tokens import revoke_token
 
         t = revoke_token(open_catalog(home), name)
         Output(json_mode=json).result(t, lambda c: c.print(f"revoked token {t.name} (id {t.id})"))
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
     def audit_cmd(limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N entries.")] = 100,
                   json: JsonOpt = False, home: HomeOpt = None) -> None:
         """Write requests the server received: when, which token, what, and the answer."""
-        from loradex.registry.server_guard import list_audit
+        from loradex.registry.server.guard import list_audit
 
         entries = list_audit(open_catalog(home), limit=limit)
         out = Output(json_mode=json)

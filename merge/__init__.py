@@ -1,1 +1,2 @@
-"""loradex.merge"""
+"""loradex.merge: math/ (pure tensor functions) ← conventions/ (key conventions, conversions) ←
+the catalog operations at this root (merge, extract, bake, recipes, model_weights)."""

@@ -2,7 +2,7 @@
 
 - diffusers folder → original-layout single file (what A1111, ComfyUI and diffusers'
   ``from_single_file`` read): every component file with the adapters fused
-  (``plumbing.fused_state``, the same W + Σ w·ΔW as the file-to-file bake), renamed to ldm / SGM
+  (``model_weights.fused_state``, the same W + Σ w·ΔW as the file-to-file bake), renamed to ldm / SGM
   keys from the folder's own UNet and VAE configs, written as one file with ModelSpec metadata and
   the recipe;
 - single file → diffusers folder: the file's weights fused, split into components named as the
@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .plumbing import DIFFUSERS_COMPONENT_FILES, ModelWeights, _family_from_folder, fused_state, replace_folder
+from .model_weights import DIFFUSERS_COMPONENT_FILES, ModelWeights, _family_from_folder, fused_state, replace_folder
 
 COMPONENT_FILES = {**DIFFUSERS_COMPONENT_FILES, "vae": "vae/diffusion_pytorch_model.safetensors"}
 
@@ -30,7 +30,7 @@ def check_layout_change(base: str, weights: ModelWeights, target: str, config) -
     options it needs (``config``: the resolved folder, for single file → diffusers)."""
     from loradex.registry.errors import UsageError
 
-    from .checkpoint_layout import LDM_FAMILIES
+    from .conventions.checkpoint_layout import LDM_FAMILIES
 
     if weights.family not in LDM_FAMILIES:
         raise UsageError(f"bake {base} → {target}: the original single-file layout is read and written for "
@@ -53,8 +53,8 @@ def check_layout_change(base: str, weights: ModelWeights, target: str, config) -
 
 def checkpoint_metadata(recipe: dict) -> dict[str, str]:
     """ModelSpec keys of a baked checkpoint, its parents and its recipe (no date: replay is bit-exact)."""
-    from .modelspec import CHECKPOINT, modelspec_metadata
-    from .recipes import canonical_json
+    from .conventions.modelspec import CHECKPOINT, modelspec_metadata
+    from .conventions.encoding import canonical_json
 
     parents = [i["ref"] for i in recipe["inputs"] if i.get("role") == "adapter"]
     meta = modelspec_metadata({}, base=recipe.get("base"), title=recipe["output"].get("name") or "loradex-bake",
@@ -71,7 +71,7 @@ def _configs(folder: Path) -> tuple[dict, dict]:
 def _required_files(folder: Path, family: str) -> dict[str, Path]:
     from loradex.registry.errors import InvalidFile
 
-    from .checkpoint_layout import TEXT_ENCODER_PREFIXES
+    from .conventions.checkpoint_layout import TEXT_ENCODER_PREFIXES
 
     files = {c: folder / COMPONENT_FILES[c] for c in ("unet", "vae", *TEXT_ENCODER_PREFIXES[family])}
     for component, file in files.items():
@@ -83,11 +83,11 @@ def _required_files(folder: Path, family: str) -> dict[str, Path]:
 
 def folder_to_single_file(weights: ModelWeights, by_file: dict, adapters, entries, recipe: dict, dest: Path,
                           progress=None) -> int:
-    from loradex.registry.atomic_files import atomic_output
-    from loradex.registry.safetensors_writer import deterministic_safetensors
+    from loradex.registry.files.atomic_files import atomic_output
+    from loradex.registry.files.safetensors_writer import deterministic_safetensors
 
-    from .checkpoint_layout import components_to_ldm
-    from .modelspec import HASH_KEY
+    from .conventions.checkpoint_layout import components_to_ldm
+    from .conventions.modelspec import HASH_KEY
 
     root = Path(weights.source)
     states, fused = {}, 0
@@ -106,9 +106,9 @@ def single_file_to_folder(weights: ModelWeights, by_file: dict, adapters, entrie
     from safetensors import safe_open
 
     from loradex.registry.errors import CoverageError
-    from loradex.registry.safetensors_writer import deterministic_safetensors
+    from loradex.registry.files.safetensors_writer import deterministic_safetensors
 
-    from .checkpoint_layout import ldm_to_component_states
+    from .conventions.checkpoint_layout import ldm_to_component_states
 
     file = weights.files[0]
     config = Path(recipe["options"]["config"])

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from loradex.registry.errors import LoradexError
-from loradex.registry.safetensors_writer import save_safetensors
+from loradex.registry.files.safetensors_writer import save_safetensors
 
-from .adapter_io import (
+from .conventions.adapter_io import (
     SS_BASE_MODEL_VERSION,
     AdapterSource,
     all_finite,
@@ -34,14 +34,13 @@ from .adapter_io import (
     open_version,
     version_family,
 )
-from .lora_module import DenseDelta, LoraModule, ModuleLike, kohya_state_dict_from_modules
-from .merge_report import AdapterReport
-from .modelspec import HASH_KEY, modelspec_metadata
+from .math.lora_module import DenseDelta, LoraModule, ModuleLike, kohya_state_dict_from_modules
+from .math.merge_report import AdapterReport
+from .conventions.modelspec import HASH_KEY, modelspec_metadata
+from .conventions.encoding import canonical_json, torch_dtype
 from .recipes import (
-    canonical_json,
     loradex_version,
     register_recipe_op,
-    torch_dtype,
     validate_recipe,
     write_recipe_output,
 )
@@ -277,8 +276,8 @@ def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[s
                     alias: str | None, progress: Progress | None, kind: str = "lora", replay: bool = False):
     """Write the recipe's output to a temp file and add it as a version with lineage edges.
     ``replay``: a recipe run again under ``name`` — see ``match_existing``."""
-    from loradex.registry.adding import add_file
-    from loradex.registry.atomic_files import held_work_dir
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.files.atomic_files import held_work_dir
 
     validate_recipe(recipe)
     # under the home (the store's file system): the output is moved into the store, not copied;
@@ -306,7 +305,7 @@ def register_result(catalog, recipe: dict, *, relation: str, parents: Sequence[s
 def merge_recipe(catalog, inputs: Sequence[Any], method: str, *, rank: int | None = None, name: str,
                  seed: int | None = None, dtype: str = "fp16", options: dict | None = None) -> dict:
     """The recipe of a merge: inputs pinned to exact versions and hashes, checked for one family."""
-    from .merge_methods import get_merge_method
+    from .math.merge_methods import get_merge_method
 
     m = get_merge_method(method)  # unknown method: clear error before anything is read
     entries = [_input_entry(i) for i in inputs]
@@ -325,7 +324,7 @@ def merge_recipe(catalog, inputs: Sequence[Any], method: str, *, rank: int | Non
 def _pin_block_weights(entry: dict, family: str | None) -> None:
     """A preset name (``INALL``) or "1,0,…" text becomes the numbers in the recipe (the name is
     kept beside them), so a replay never depends on the preset table."""
-    from .block_weights import BLOCK_PRESETS, resolve_block_weights
+    from .math.block_weights import BLOCK_PRESETS, resolve_block_weights
 
     spec = entry.get("block_weights")
     if spec is None:
@@ -356,7 +355,7 @@ def merge_versions(catalog, inputs: Sequence[Any], method: str, rank: int | None
 
 
 def _module_weight_fn(entries: list[dict], family: str | None):
-    from .block_weights import module_weights_from_vectors
+    from .math.block_weights import module_weights_from_vectors
 
     vectors = [e.get("block_weights") for e in entries]
     blocks = module_weights_from_vectors(vectors, family or "sd1") if any(vectors) else None
@@ -372,7 +371,7 @@ def _module_weight_fn(entries: list[dict], family: str | None):
 
 @register_recipe_op("merge")
 def write_merge(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> AdapterReport:
-    from .merge_methods import collect_stream, get_merge_method, merge_stream
+    from .math.merge_methods import collect_stream, get_merge_method, merge_stream
 
     entries = recipe["inputs"]
     opened = [_open_checked(catalog, e) for e in entries]
@@ -439,7 +438,7 @@ def resize_version(catalog, ref: str, *, rank: int | None = None, dynamic: tuple
 
 @register_recipe_op("resize")
 def write_resize(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None) -> AdapterReport:
-    from .merge_methods import decomposition_guard
+    from .math.merge_methods import decomposition_guard
 
     version, source = _open_checked(catalog, recipe["inputs"][0])
     allow_nonfinite = bool((recipe.get("options") or {}).get("allow_nonfinite"))
@@ -463,9 +462,9 @@ def write_resize(catalog, recipe: dict, dest: Path, *, progress: Progress | None
 def _resize_one(module_name: str, module: ModuleLike, rank, dynamic):
     from loradex.registry.errors import UsageError
 
-    from .lycoris_math import to_lora_via_svd
-    from .merge_report import ModuleReport
-    from .resize import resize_module
+    from .math.lycoris_math import to_lora_via_svd
+    from .math.merge_report import ModuleReport
+    from .math.resize import resize_module
 
     if isinstance(module, DenseDelta):
         if rank is None:
@@ -482,7 +481,7 @@ def _resize_one(module_name: str, module: ModuleLike, rank, dynamic):
 def _inner_and_norms(a: ModuleLike, wa: float, b: ModuleLike, wb: float) -> tuple[float, float, float]:
     """(<ΔW_a, ΔW_b>_F, ‖ΔW_a‖², ‖ΔW_b‖²) from the factors when both are LoRAs:
     <U_a D_a, U_b D_b> = Σ (U_aᵀU_b) ⊙ (D_a D_bᵀ), never forming out×in."""
-    from .lora_module import delta_weight
+    from .math.lora_module import delta_weight
 
     if isinstance(a, LoraModule) and isinstance(b, LoraModule) and a.weight_shape == b.weight_shape:
         ua, da = a.up_matrix() * (wa * a.scale), a.down_matrix()
@@ -501,7 +500,7 @@ def compat(catalog, refs: Sequence[Any], *, base_family: str | None = None) -> d
     """Can these adapters be stacked? Base family check (error on mismatch), then, for each pair
     touching the same modules, the cosine similarity of their ΔW per block (BASE/INnn/MID/OUTnn),
     and a warning past ``MAX_STRONG`` strong adapters (|weight| ≥ ``STRONG_WEIGHT``)."""
-    from .block_weights import block_name
+    from .math.block_weights import block_name
 
     entries = [_input_entry(r) for r in refs]
     versions = _resolve_inputs(catalog, entries)

@@ -12,10 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from .lora_module import LoraModule, compute_dtype, lora_from_factors, matrix_shape
-from .lowrank_svd import dense_svd, retained_fro_fraction, select_rank, split_factors, tail_norm
-from .merge_report import AdapterReport, ModuleReport
+from .catalog_merge import check_families, lora_metadata, register_result, write_lora_file
+from .conventions.encoding import torch_dtype
+from .model_weights import _View, _check_model_hash, _lineage_parent, _model_input, open_model
+from .math.lora_module import LoraModule, compute_dtype, lora_from_factors, matrix_shape
+from .math.lowrank_svd import dense_svd, retained_fro_fraction, select_rank, split_factors, tail_norm
+from .math.merge_report import AdapterReport, ModuleReport
+from .recipes import loradex_version, register_recipe_op
 
+Progress = Callable[[int, int, str], None]
 DEFAULT_MIN_DIFF = 0.01  # kohya's default: max |ΔW| at or below this counts as "not trained"
 
 
@@ -103,58 +108,45 @@ def extract_lora(
     return out, report
 
 
-# --- catalog checkpoints: loradex DreamBooth outputs ----------------------------------------------
+# --- extract ------------------------------------------------------------------------------------
 
-def open_catalog_checkpoint(version, path, source: str):
-    """The LoRA-target weights (``plumbing.ModelWeights``) of a catalog checkpoint, read lazily.
 
-    A loradex DreamBooth output names its family in its training record, and its UNet numbering
-    is read from its own keys (``checkpoint_layout.unet_layout_from_ldm_keys``), so fine-tunes of
-    any block structure (tiny models too) map; older DreamBooth files are diffusers-keyed (UNet
-    keys bare, text encoders under ``text_encoder.``). Any other checkpoint is an ordinary single
-    file (``plumbing._open_single_file``).
-    """
-    from safetensors import safe_open
+def extract_version(catalog, base: str, tuned: str, rank: int, *, name: str, conv_rank: int | None = None,
+                    min_diff: float | None = None, version: str | None = None, dtype: str = "fp16",
+                    message: str = "", progress: Progress | None = None):
+    """A LoRA with the best rank-``rank`` approximation of tuned − base per target module, as a new
+    version with ``extracted_from`` lineage. Modules left out (e.g. an untrained text encoder under
+    ``min_diff``) are listed in ``version.extra["recipe_report"]["skipped"]``."""
+    base_entry, base_weights = _model_input(base, "base", catalog)
+    tuned_entry, tuned_weights = _model_input(tuned, "tuned", catalog)
+    family = check_families({base: base_weights.family, tuned: tuned_weights.family})
+    recipe = {
+        "op": "extract", "inputs": [base_entry, tuned_entry], "rank": int(rank),
+        "options": {"conv_rank": conv_rank, "min_diff": DEFAULT_MIN_DIFF if min_diff is None else float(min_diff)},
+        "seed": None, "base": family, "loradex_version": loradex_version(),
+        "output": {"format": "kohya", "dtype": dtype, "name": name},
+    }
+    return register_result(catalog, recipe, relation="extracted_from",
+                           parents=[_lineage_parent(tuned_entry["ref"], catalog)], name=name, version=version,
+                           bump=None, triggers=(), message=message, alias=None, progress=progress)
 
-    from .checkpoint_layout import (
-        TEXT_ENCODER_PREFIXES,
-        UNET_PREFIX,
-        is_ldm_checkpoint,
-        rename_by_prefix,
-        unet_layout_from_ldm_keys,
-        unet_prefix_pairs,
-    )
-    from .lora_canonical import canonical_text_encoder_path
-    from .plumbing import ModelWeights, _add_weights, _open_single_file
 
-    trained = (version.extra or {}).get("training") or {}
-    if trained.get("weights") != "state_dict":
-        return _open_single_file(path, source)
-    family = (trained.get("base") or {}).get("family") or (version.probe or {}).get("base")
-    with safe_open(str(path), framework="pt") as fh:
-        shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-    if is_ldm_checkpoint(shapes):
-        layout = unet_layout_from_ldm_keys({k[len(UNET_PREFIX):]: s for k, s in shapes.items()
-                                            if k.startswith(UNET_PREFIX)})
-        unet_table = {ldm: diff for diff, ldm in unet_prefix_pairs(layout)}
-        # open_clip's fused q/k/v (SDXL's second encoder) has no per-module weights to diff
-        text_prefixes = {p: c for c, p in TEXT_ENCODER_PREFIXES.get(family, {}).items() if c == "text_encoder"}
+@register_recipe_op("extract")
+def write_extract(catalog, recipe: dict, dest: Path, *, progress: Progress | None = None):
+    base_entry, tuned_entry = recipe["inputs"]
+    base_weights, tuned_weights = open_model(base_entry["ref"], catalog), open_model(tuned_entry["ref"], catalog)
+    _check_model_hash(base_entry, base_weights)
+    _check_model_hash(tuned_entry, tuned_weights)
+    opts = recipe.get("options") or {}
+    conv_rank = opts.get("conv_rank")
+    names = tuned_weights.names(conv=conv_rank is not None)
+    modules, report = extract_lora(_View(base_weights), _View(tuned_weights), recipe["rank"], conv_rank=conv_rank,
+                                   min_diff=opts.get("min_diff", 0.01), names=names, progress=progress)
+    if not modules:
+        from loradex.registry.errors import UsageError
 
-        def mapper(module: str) -> tuple[str, str] | None:
-            if module.startswith(UNET_PREFIX):
-                renamed = rename_by_prefix(module[len(UNET_PREFIX):] + ".weight", unet_table)
-                return ("unet", renamed.removesuffix(".weight")) if renamed else None
-            for prefix, component in text_prefixes.items():
-                if module.startswith(prefix):
-                    return component, canonical_text_encoder_path(module[len(prefix):])
-            return None
-    else:
-        def mapper(module: str) -> tuple[str, str] | None:
-            head, _, rest = module.partition(".")
-            if head in ("text_encoder", "text_encoder_2"):
-                return head, canonical_text_encoder_path(rest)
-            return "unet", module
-
-    weights = ModelWeights(source, "single-file", family)
-    _add_weights(weights, Path(path), mapper)
-    return weights
+        raise UsageError("no module differs between base and tuned (above min_diff): nothing to extract",
+                         hint="lower --min-diff, or check that the tuned model is the fine-tuned one")
+    meta = lora_metadata(recipe, modules, triggers=())
+    write_lora_file(modules, dest, dtype=torch_dtype(recipe["output"]["dtype"]), metadata=meta)
+    return report

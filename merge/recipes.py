@@ -22,13 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+
 RecipeWriter = Callable[..., Any]
 _OPS: dict[str, RecipeWriter] = {}
 # modules whose import registers the built-in ops (loaded on first use)
-_BUILTIN_OP_MODULES = ("catalog_merge", "plumbing")
-
-DTYPES = {"fp16": "float16", "fp32": "float32", "bf16": "bfloat16"}
-
+_BUILTIN_OP_MODULES = ("catalog_merge", "extract", "bake")
 
 def register_recipe_op(op: str):
     def decorate(fn: RecipeWriter) -> RecipeWriter:
@@ -46,19 +44,6 @@ def recipe_writer(op: str) -> RecipeWriter:
     if op not in _OPS:
         raise UsageError(f"no writer for recipe op {op!r}", hint=f"known: {', '.join(sorted(_OPS))}")
     return _OPS[op]
-
-
-def torch_dtype(name: str):
-    """fp16/fp32/bf16 → torch dtype; "keep" → None (the inputs' dtype)."""
-    import torch
-
-    from loradex.registry.errors import UsageError
-
-    if name == "keep":
-        return None
-    if name not in DTYPES:
-        raise UsageError(f"unknown dtype {name!r}", hint="fp16, fp32 or bf16")
-    return getattr(torch, DTYPES[name])
 
 
 def loradex_version() -> str:
@@ -85,11 +70,6 @@ def validate_recipe(recipe: dict) -> dict:
     except jsonschema.ValidationError as exc:
         raise SchemaError(f"recipe: {exc.message}") from None
     return recipe
-
-
-def canonical_json(data: Any) -> str:
-    """The one text form of a recipe (sorted keys, no spaces): stable across runs."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def recipe_from_file(path: str | Path) -> dict:
@@ -153,7 +133,7 @@ def recipe_to_toml(recipe: dict) -> str:
 
 def write_recipe_file(recipe: dict, dest: str | Path) -> Path:
     """Write ``recipe`` as ``.toml`` or ``.json`` (by the suffix of ``dest``)."""
-    from loradex.registry.atomic_files import atomic_output
+    from loradex.registry.files.atomic_files import atomic_output
     from loradex.registry.errors import UsageError
 
     dest = Path(dest)

@@ -53,7 +53,7 @@ def write_random_kohya_lora(path: str | Path, *, modules: dict[str, tuple[int, i
                             base_version: str = "sd_v1", trigger: str | None = None,
                             output_name: str | None = None) -> Path:
     """Write a kohya LoRA with plausible ``ss_*`` metadata (tag frequency gives the trigger)."""
-    from loradex.registry.safetensors_writer import save_safetensors
+    from loradex.registry.files.safetensors_writer import save_safetensors
 
     path = Path(path)
     modules = modules or TINY_SD1_MODULES
@@ -76,7 +76,7 @@ def write_random_embedding(path: str | Path, *, n_vectors: int = 2, dim: int = 3
     """An A1111/kohya-style embedding: ``{"emb_params": [n_vectors, dim]}``."""
     import torch
 
-    from loradex.registry.safetensors_writer import save_safetensors
+    from loradex.registry.files.safetensors_writer import save_safetensors
 
     gen = torch.Generator().manual_seed(seed)
     save_safetensors({"emb_params": torch.randn(n_vectors, dim, generator=gen) * 0.1}, path)

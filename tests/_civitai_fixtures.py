@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from loradex.registry.hashing import hash_file
+from loradex.registry.files.hashing import hash_file
 
 MODEL_ID = 4201
 VERSION_ID = 128713
@@ -397,7 +397,7 @@ class _BodyFault:
 def faulty_mirror(catalog, token: str):
     """`loradex serve`'s app for ``catalog`` behind CivitaiFaults, on an API port and a storage
     port: ``with faulty_mirror(catalog, token) as (served, faults)``."""
-    from loradex.registry.server_app import build_server_app
+    from loradex.registry.server.app import build_server_app
 
     faults = CivitaiFaults(build_server_app(catalog, token))
     with ServedApp(faults, ports=2) as served:

@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.catalog import Catalog
-from loradex.registry.operations import REFUSED
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.catalog.operations import REFUSED
 
 WORKER = Path(__file__).with_name("_concurrency_worker.py")
 
@@ -90,7 +90,7 @@ def serial_replay_problems(catalog: Catalog, entries: list[dict]) -> list[str]:
     events replayed must be exactly the moves the writers recorded."""
     from sqlalchemy import select
 
-    from loradex.registry.db_schema import AdapterRow, AliasEventRow, AliasRow, VersionRow
+    from loradex.registry.catalog.db_schema import AdapterRow, AliasEventRow, AliasRow, VersionRow
 
     problems: list[str] = []
     logged = Counter((e["name"], e["alias"], "rollback" if e["op"] == "rollback" else "set", e["to"])

@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import DatabaseError, LoradexError
-from loradex.registry.operations import MoveAlias, RollbackAlias, SoftDeleteVersion
+from loradex.registry.catalog.operations import MoveAlias, RollbackAlias, SoftDeleteVersion
 
 ADAPTERS = ["alpha", "beta"]
 ALIASES = ["production", "staging"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from datetime import datetime, timezone
 
-from loradex.registry.records import RECORD_SCHEMA, new_record_id
+from loradex.registry.catalog.records import RECORD_SCHEMA, new_record_id
 
 
 def minimal_record(**overrides) -> dict:

@@ -59,7 +59,7 @@ def write_kohya_from_layout(layout_json, out_path, rank: int = 2, seed: int = 0,
 def raw_safetensors(tensors: dict[str, tuple[str, tuple[int, ...]]], metadata: dict | None = None, *,
                     pad: str = "") -> bytes:
     """Bytes of a safetensors file with zero-filled data, header written by hand (no alignment)."""
-    from loradex.registry.safetensors_header import DTYPE_BITS
+    from loradex.registry.files.safetensors_header import DTYPE_BITS
 
     header: dict = {}
     if metadata is not None:

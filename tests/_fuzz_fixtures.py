@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loradex.merge.prompt_syntax import parse_prompt
+from loradex.merge.conventions.prompt_syntax import parse_prompt
 from loradex.registry.errors import LoradexError
-from loradex.registry.pickle_scan import UNRESOLVED, scan_pickle
-from loradex.registry.refs import parse_ref
-from loradex.registry.safetensors_header import DTYPE_BITS, parse_header, read_header
+from loradex.registry.files.pickle_scan import UNRESOLVED, scan_pickle
+from loradex.registry.catalog.refs import parse_ref
+from loradex.registry.files.safetensors_header import DTYPE_BITS, parse_header, read_header
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "files"
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())

@@ -117,9 +117,9 @@ def remote_schemas() -> dict[str, dict]:
     found = {}
     for module, names in (("loradex.registry.remotes.civitai_client", ("VERSION_SCHEMA", "MODEL_SCHEMA",
                                                                        "FILE_SCHEMA", "LOOKUP_SCHEMA")),
-                          ("loradex.registry.hub_client", ("MODEL_INFO_SCHEMA", "REFS_SCHEMA")),
-                          ("loradex.registry.hub_manifest", ("MANIFEST_JSON_SCHEMA", "FRONT_MATTER_SCHEMA")),
-                          ("loradex.registry.webui_import", ("CIVITAI_SIDECAR_SCHEMA", "A1111_SIDECAR_SCHEMA"))):
+                          ("loradex.registry.remotes.hub_client", ("MODEL_INFO_SCHEMA", "REFS_SCHEMA")),
+                          ("loradex.registry.remotes.hub_manifest", ("MANIFEST_JSON_SCHEMA", "FRONT_MATTER_SCHEMA")),
+                          ("loradex.registry.folders.webui_import", ("CIVITAI_SIDECAR_SCHEMA", "A1111_SIDECAR_SCHEMA"))):
         try:
             mod = importlib.import_module(module)
         except ImportError:
@@ -149,7 +149,7 @@ def target_remote(inp: tuple[str, bytes]) -> str:
 
 def target_sidecar(inp: tuple[bytes, bytes]) -> str:
     """(a .civitai.info sidecar, an A1111 .json sidecar) next to one model file."""
-    from loradex.registry.webui_import import read_sidecars
+    from loradex.registry.folders.webui_import import read_sidecars
 
     civitai, a1111 = inp
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
@@ -184,7 +184,7 @@ def _valid_object(data: bytes, schema_name: str):
     the sidecar cap (independent of the reader), else None."""
     from jsonschema import Draft202012Validator
 
-    from loradex.registry.webui_import import MAX_JSON_SIDECAR
+    from loradex.registry.folders.webui_import import MAX_JSON_SIDECAR
 
     if len(data) > MAX_JSON_SIDECAR:
         return None

@@ -18,9 +18,9 @@ import pytest
 from _served_app import ServedApp
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry import records as R
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
-from loradex.registry.operations import MoveAlias
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.catalog.operations import MoveAlias
 
 TOKEN = "hubsync-secret-7f3a9c2e51"
 METRICS = ["clip_t", "clip_t_base", "style_consistency", "style_reference_similarity", "subject_consistency",
@@ -33,7 +33,7 @@ class ThreadServer(ServedApp):
     ``home`` is the served home."""
 
     def __init__(self, home: Path, token: str | None = TOKEN, public_read: bool = False):
-        from loradex.registry.server_app import build_server_app
+        from loradex.registry.server.app import build_server_app
 
         self.home = home
         super().__init__(build_server_app(Catalog(home), token, public_read=public_read))
@@ -65,8 +65,8 @@ def stats(url: str, token: str = TOKEN) -> dict:
 # so a test can catch a transfer in the middle.
 _SERVE_SCRIPT = r"""
 import asyncio, sys, uvicorn
-from loradex.registry.catalog import Catalog
-from loradex.registry.server_app import build_server_app
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.server.app import build_server_app
 home, token, port, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 inner = build_server_app(Catalog(home), token)
 async def app(scope, receive, send):

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.catalog import Catalog
-from loradex.registry.atomic_files import TMP_PREFIX
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.files.atomic_files import TMP_PREFIX
 from loradex.registry.crashpoints import GC_POINTS, POINTS
-from loradex.registry.maintenance import verify
-from loradex.registry.operations import REFUSED
+from loradex.registry.catalog.maintenance import verify
+from loradex.registry.catalog.operations import REFUSED
 
 LORADEX = str(Path(sys.executable).with_name("loradex"))
 
@@ -37,8 +37,8 @@ def make_home(root: Path, files: Path, *, mirror_url: str | None = None) -> Path
     """A home with style@1.0.0, style@1.1.0 and production → 1.1.0 (previously 1.0.0), the
     remote ``team`` when a mirror is running, and what earlier killed commands leave behind (see
     ``plant_leftovers``)."""
-    from loradex.registry.adding import add_file
-    from loradex.registry.operations import MoveAlias
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.catalog.operations import MoveAlias
     from loradex.registry.remotes import add_remote
 
     home = root / f"home-{random.getrandbits(32):08x}"
@@ -88,7 +88,7 @@ class Mirror:
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready()
         publisher = make_home(root, files, mirror_url=self.url)
-        from loradex.registry.adding import add_file
+        from loradex.registry.catalog.adding import add_file
 
         add_file(Catalog(publisher), files / "d.safetensors", name="style", version="1.2.0")
         code, err = rerun(["push", "style@1.2.0", "team"], publisher)  # what `pull` fetches

@@ -37,6 +37,106 @@ def test_dependency_direction():
     assert not problems, "\n".join(problems)
 
 
+PACKAGE_FOLDERS = {"registry": "loradex.registry", "merge": "loradex.merge", "trainer": "loradex.trainer",
+                   "cli": "loradex.cli"}
+# Wings inside a package, lowest first: a module may import its own wing, the wings of a lower rank
+# and the package's root modules that everything uses (errors, paths, crashpoints, untrusted).
+REGISTRY_WINGS = {"files": 0, "probe": 1, "catalog": 2, "remotes": 3, "folders": 4, "server": 5}
+MERGE_WINGS = {"math": 0, "conventions": 1, None: 2}  # None: the catalog operations at merge/'s root
+REGISTRY_ROOT_MODULES = {"errors", "paths", "crashpoints", "untrusted"}
+
+
+def _module_of(path: Path) -> tuple[str, bool]:
+    rel = path.relative_to(ROOT)
+    parts = list(rel.with_suffix("").parts)
+    is_package = parts[-1] == "__init__"
+    if is_package:
+        parts = parts[:-1]
+    return ".".join([PACKAGE_FOLDERS[parts[0]], *parts[1:]]), is_package
+
+
+def _absolute_imports(path: Path) -> set[str]:
+    """Every loradex module (or name in one) the file imports, relative imports resolved."""
+    module, is_package = _module_of(path)
+    package = module if is_package else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m.startswith("loradex.")}
+
+
+def _wing(module: str, package: str, wings: dict) -> object:
+    rest = module[len(package) + 1:].split(".") if module.startswith(package + ".") else []
+    if rest and rest[0] in wings and rest[0] is not None:
+        return rest[0]
+    return None
+
+
+def test_registry_wings_stand_only_on_lower_wings():
+    problems = []
+    for path in (ROOT / "registry").rglob("*.py"):
+        module, _ = _module_of(path)
+        own = _wing(module, "loradex.registry", REGISTRY_WINGS)
+        for target in _absolute_imports(path):
+            if not target.startswith("loradex.registry."):
+                continue
+            head = target.split(".")[2]
+            wing = _wing(target, "loradex.registry", REGISTRY_WINGS)
+            if wing is None:
+                if head not in REGISTRY_ROOT_MODULES:
+                    problems.append(f"{module} imports {target} (neither a wing nor a root module)")
+                continue
+            if own is None and module.split(".")[2] in REGISTRY_ROOT_MODULES:
+                problems.append(f"root module {module} imports the wing module {target}")
+            elif own is not None and wing != own and REGISTRY_WINGS[wing] >= REGISTRY_WINGS[own]:
+                problems.append(f"{module} ({own}) imports {target} ({wing}): not a lower wing")
+    assert not problems, "\n".join(sorted(problems))
+
+
+def test_merge_math_stands_alone_and_conventions_below_the_operations():
+    problems = []
+    for path in (ROOT / "merge").rglob("*.py"):
+        module, _ = _module_of(path)
+        own = _wing(module, "loradex.merge", MERGE_WINGS)
+        for target in _absolute_imports(path):
+            if own == "math" and not (target.startswith("loradex.merge.math.")
+                                      or target.startswith("loradex.registry.errors.")):
+                problems.append(f"{module} (math) imports {target}: math imports no other loradex module")
+            if target.startswith("loradex.merge.") and module != "loradex.merge":
+                wing = _wing(target, "loradex.merge", MERGE_WINGS)
+                if wing != own and MERGE_WINGS[wing] > MERGE_WINGS[own]:
+                    problems.append(f"{module} ({own or 'root'}) imports {target} ({wing or 'root'})")
+    assert not problems, "\n".join(sorted(problems))
+
+
+def test_model_weights_plumbing_imports_neither_entry_point():
+    """extract and bake (and bake's layout changes) stand on the shared model plumbing, never the
+    other way round (they used to import each other in a circle)."""
+    found = _absolute_imports(ROOT / "merge" / "model_weights.py")
+    entry_points = ("loradex.merge.extract.", "loradex.merge.bake.", "loradex.merge.bake_layouts.")
+    assert not [t for t in found if t.startswith(entry_points)]
+
+
+def test_nothing_but_cli_imports_the_server():
+    problems = []
+    for folder in ("registry", "merge", "trainer"):
+        for path in (ROOT / folder).rglob("*.py"):
+            module, _ = _module_of(path)
+            if module.startswith("loradex.registry.server"):
+                continue
+            problems += [f"{module} imports {t}" for t in _absolute_imports(path)
+                         if t.startswith("loradex.registry.server.")]
+    assert not problems, "\n".join(sorted(problems))
+
+
 def test_registry_imports_without_torch():
     code = (
         "import sys, pkgutil, importlib, loradex.registry as r\n"

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from _stack_fixtures import kohya_modules, write_kohya_lora
 from test_catalog import run_loradex
 from loradex.cli.app import app
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import UsageError
 
 WEIGHT = 0.7
@@ -98,7 +98,7 @@ def test_folder_to_single_file_renders_like_the_fused_lora_registers_and_replays
 
 
 def test_single_file_to_diffusers_folder_undoes_with_the_negated_weight(tmp_path, tiny, home):
-    from loradex.merge.plumbing import bake
+    from loradex.merge.bake import bake
     from loradex.trainer.base_loader import load_base
 
     folder, _ = tiny

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.store import Catalog
 
 runner = CliRunner()
 

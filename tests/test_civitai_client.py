@@ -12,8 +12,8 @@ import pytest
 
 from _civitai_fixtures import FILE_ID, MODEL_ID, STORAGE, VERSION_ID, FakeCivitai, version_for
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import InvalidRef, NotFound, RemoteError, TransferError
 from loradex.registry.remotes import add_remote, list_remotes, pull
 from loradex.registry.remotes.civitai import (base_family, identify, normalise_name, parse_civitai_ref,
@@ -83,7 +83,7 @@ def test_pull_by_version_id_registers_everything(catalog, fake, lora_path, monke
     assert list(v.trigger_words) == ["wtrclr", "watercolor style"]
     civ = v.extra["civitai"]
     assert (civ["modelId"], civ["versionId"], civ["fileId"]) == (MODEL_ID, VERSION_ID, FILE_ID)
-    from loradex.registry.records import list_records
+    from loradex.registry.catalog.records import list_records
 
     records = list_records(catalog, v.ref)
     assert result.records == 1 and len(records) == 1 and "images" not in civ

@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
-from loradex.registry.civitai_api import create_civitai_app
-from loradex.registry.hashing import hash_file
-from loradex.registry.operations import SoftDeleteVersion
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.server.civitai_api import create_civitai_app
+from loradex.registry.files.hashing import hash_file
+from loradex.registry.catalog.operations import SoftDeleteVersion
 
 TOKEN = "lookup-token-0123"
 NOT_FOUND = {"error": "Model not found"}

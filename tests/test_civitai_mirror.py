@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 from _civitai_fixtures import FILE_KEYS, MODEL_KEYS, VERSION_ID, VERSION_KEYS, FakeCivitai, ServedApp, model_for
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
-from loradex.registry.civitai_api import create_civitai_app
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.server.civitai_api import create_civitai_app
 from loradex.registry.errors import AuthError
-from loradex.registry.hashing import EMPTY_SHA256
+from loradex.registry.files.hashing import EMPTY_SHA256
 from loradex.registry.remotes import pull
-from loradex.registry.server_app import SERVER_ROUTERS, build_server_app
+from loradex.registry.server.app import SERVER_ROUTERS, build_server_app
 
 TOKEN = "mirror-token-abcdef"
 
@@ -172,7 +172,7 @@ def test_second_home_pulls_from_mirror(source, tmp_path, monkeypatch, how):
     assert second.get_adapter(got.adapter).base == source["catalog"].get_adapter(expect.adapter).base
     assert got.extra["civitai"]["versionId"] == expect.id and got.extra["civitai"]["endpoint"] == source["url"]
     assert [(e.relation, e.parent) for e in second.lineage(got.ref)] == [("pulled_from", f"civitai:{expect.id}")]
-    from loradex.registry.records import list_records
+    from loradex.registry.catalog.records import list_records
 
     records = list_records(second, got.ref)  # the example image's meta travelled through the mirror
     if expect is v:

@@ -12,8 +12,8 @@ import pytest
 
 from _civitai_fixtures import CUT_AT, EARLY_ACCESS_ENDS, faulty_mirror
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import AuthError, NotFound, TransferError
 from loradex.registry.remotes import pull
 from loradex.registry.remotes.civitai_client import SIZE_TOLERANCE

@@ -10,8 +10,8 @@ from _convert_fixtures import SD15_LAYOUT, assert_same_state_dict, corpus_file, 
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from loradex.merge.convert import convert_file, convert_state_dict, detect_convention, to_canonical
-from loradex.merge.module_layouts import UNET_LAYOUTS, sgm_to_diffusers, unet_module_paths
+from loradex.merge.conventions.convert import convert_file, convert_state_dict, detect_convention, to_canonical
+from loradex.merge.conventions.module_layouts import UNET_LAYOUTS, sgm_to_diffusers, unet_module_paths
 
 
 def _load(name: str):

@@ -7,7 +7,7 @@ import torch
 from _convert_fixtures import corpus_file
 from safetensors.torch import load_file
 
-from loradex.merge.embedding_convert import (
+from loradex.merge.conventions.embedding_convert import (
     convert_embedding,
     detect_embedding_format,
     join_sdxl,
@@ -77,7 +77,7 @@ def test_a1111_pt_structure_already_loaded():
 
 
 def test_convert_embedding_file_splits_sdxl_and_names_the_token(tmp_path):
-    from loradex.merge.embedding_convert import convert_embedding_file
+    from loradex.merge.conventions.embedding_convert import convert_embedding_file
 
     src = corpus_file("ti_sdxl_clip_g_clip_l_kaleidia_SDXL-Detail.safetensors")
     report = convert_embedding_file(src, tmp_path / "detail.safetensors", "diffusers")
@@ -152,7 +152,7 @@ def test_cli_convert_refuses_pickles_and_points_to_a_route_that_works(tmp_path, 
 
 def test_export_format_converts_an_added_pickle_embedding_and_an_sdxl_one(tmp_path):
     """The route the pickle refusal names: add --allow-pickle (stored as safetensors), export --format."""
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     _ok("add", corpus_file("ti_a1111_bad-hands-5_mayaru.pt"), "--allow-pickle", "--name", "bad-hands")
     _ok("add", corpus_file(SDXL_TI), "--name", "detail")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from loradex.merge.convert import convert_file
+from loradex.merge.conventions.convert import convert_file
 
 pytestmark = pytest.mark.slow
 

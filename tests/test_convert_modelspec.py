@@ -11,9 +11,9 @@ import json
 import pytest
 from _convert_fixtures import corpus_file
 
-from loradex.merge.convert import convert_file
-from loradex.merge.file_conversion import convert_path
-from loradex.registry.hashing import hash_file
+from loradex.merge.conventions.convert import convert_file
+from loradex.merge.conventions.file_conversion import convert_path
+from loradex.registry.files.hashing import hash_file
 from loradex.registry.probe import probe_path
 
 
@@ -52,7 +52,7 @@ def test_lora_conversion_writes_modelspec_from_shapes_and_file_name(tmp_path):
 def test_stale_hash_of_the_source_is_replaced_by_the_written_files_own(tmp_path):
     from safetensors.torch import load_file
 
-    from loradex.registry.safetensors_writer import save_safetensors
+    from loradex.registry.files.safetensors_writer import save_safetensors
 
     src = corpus_file("diffusers_timohavdk_2100-lora.safetensors")
     stale = tmp_path / "stale.safetensors"

@@ -9,8 +9,8 @@ import pytest
 import torch
 from _convert_fixtures import SD15_LAYOUT, SDXL_LAYOUT, assert_same_state_dict, kohya_from_layout
 
-from loradex.merge.convert import convert_state_dict, detect_base, detect_convention, to_canonical
-from loradex.merge.lora_conventions import LORA_ADAPTER_METADATA_KEY
+from loradex.merge.conventions.convert import convert_state_dict, detect_base, detect_convention, to_canonical
+from loradex.merge.conventions.lora_conventions import LORA_ADAPTER_METADATA_KEY
 from loradex.registry.errors import CoverageError, UnsupportedFormat
 
 

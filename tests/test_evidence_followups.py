@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from loradex.cli.app import app
-from loradex.merge.block_weights import block_name
+from loradex.merge.math.block_weights import block_name
 from loradex.merge.synthetic_adapters import TINY_SD1_MODULES, random_kohya_state_dict
 from loradex.registry import records as R
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import IncompatibleAdapters, NotFound, UsageError
 from loradex.schemas import validate
 
@@ -342,7 +342,7 @@ def test_review_interactive_asks_each_sample_at_the_terminal(evaluated):
 
 
 def test_pushed_model_card_and_card_markdown_are_the_same_text(evaluated, tmp_path):
-    from loradex.registry.hub_manifest import README_NAME, stage_version
+    from loradex.registry.remotes.hub_manifest import README_NAME, stage_version
 
     catalog, version, _, _, _ = evaluated
     home = catalog.home

@@ -94,8 +94,8 @@ def train_memorising_lora(root, seed: int, *, steps: int = 200, lr: float = 5e-3
     """Train (the project's trainer) a rank-64 LoRA + LoCon on 4 copies of one block pattern, on the
     calibrated tiny base; returns (catalog, version, base folder, training folder)."""
     from _evidence_fixtures import block_pattern, calibrated_tiny_base
-    from loradex.registry.adding import add_file
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.catalog.store import Catalog
     from loradex.trainer.train_config import resolve_config
     from loradex.trainer.train_loop import train
 

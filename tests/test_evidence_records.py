@@ -11,8 +11,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from _evidence_fixtures import minimal_record
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import SchemaError, UnsupportedFormat
 from loradex.registry import records as R
 from loradex.schemas import load_schema, validate

@@ -10,7 +10,7 @@ import torch
 from _formats_fixtures import CORPUS_FILES, corpus_available
 
 from loradex.registry.errors import UnsafePickle
-from loradex.registry.pickle_scan import UNRESOLVED, is_allowed, safe_load_pickle, scan_pickle
+from loradex.registry.files.pickle_scan import UNRESOLVED, is_allowed, safe_load_pickle, scan_pickle
 from loradex.registry.probe import probe_path
 
 SYSTEM = f"{os.system.__module__}.system"  # posix.system on Linux

@@ -9,7 +9,7 @@ from _formats_fixtures import (CORPUS_FILES, SD15_LAYOUT, SDXL_LAYOUT, corpus_av
                                write_raw)
 
 from loradex.registry.errors import InvalidFile, UnsafePickle, UnsupportedFormat
-from loradex.registry.hashing import hash_file
+from loradex.registry.files.hashing import hash_file
 from loradex.registry.probe import explain_path, probe_path
 
 needs_corpus = pytest.mark.skipif(not corpus_available(), reason="../shared/corpus/files absent (a user's clone)")

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loradex.registry.errors import InvalidFile, UnsupportedFormat
-from loradex.registry.file_sniff import raise_for_non_model, sniff
+from loradex.registry.files.file_sniff import raise_for_non_model, sniff
 from loradex.registry.probe import probe_path
-from loradex.registry.safetensors_header import parse_header, read_header
+from loradex.registry.files.safetensors_header import parse_header, read_header
 
 TENSORS = {"a": ("F32", (2, 3)), "b": ("F16", (4,)), "c": ("BF16", ())}
 

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from _fuzz_fixtures import (DTYPES, HeaderInput, Stats, header_file, load_seeds,
                             mutation_input, run_input)
 from loradex.registry.errors import InvalidFile, InvalidRef, LoradexError
-from loradex.registry.pickle_scan import scan_pickle
-from loradex.registry.refs import parse_ref
-from loradex.registry.safetensors_header import parse_header, read_header
+from loradex.registry.files.pickle_scan import scan_pickle
+from loradex.registry.catalog.refs import parse_ref
+from loradex.registry.files.safetensors_header import parse_header, read_header
 
 FAST = settings(max_examples=60, deadline=None, database=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
@@ -61,7 +61,7 @@ def test_header_from_generated_tables(table, data_len):
                           st.lists(st.integers(0, 5), max_size=3)), min_size=1, max_size=4))
 def test_header_valid_tables_are_accepted(specs):
     """Correct results, not only typed errors: well-formed tables pass and match the reference."""
-    from loradex.registry.safetensors_header import DTYPE_BITS
+    from loradex.registry.files.safetensors_header import DTYPE_BITS
 
     table, pos = {}, 0
     for i, (dtype, shape) in enumerate(specs):
@@ -161,7 +161,7 @@ def test_many_huge_shape_dims_are_refused_quickly(tmp_path):
     path = tmp_path / "bigshape.safetensors"
     path.write_bytes(struct.pack("<Q", len(head)) + head + bytes(8))
     code = textwrap.dedent(f"""
-        from loradex.registry.safetensors_header import read_header
+        from loradex.registry.files.safetensors_header import read_header
         from loradex.registry.errors import InvalidFile
         try:
             read_header({str(path)!r})
@@ -375,7 +375,7 @@ def test_remote_answer_wrong_types_are_refused_by_the_declared_schema():
 
 
 def test_webui_sidecars_known_answers(tmp_path):
-    from loradex.registry.webui_import import read_sidecars
+    from loradex.registry.folders.webui_import import read_sidecars
 
     model = tmp_path / "m.safetensors"
     model.write_bytes(b"")

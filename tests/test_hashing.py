@@ -10,9 +10,9 @@ import struct
 
 import pytest
 
-from loradex.registry.blob_store import BlobStore
-from loradex.registry.fanout_reader import read_fanout
-from loradex.registry.hashing import MultiHasher, hash_file
+from loradex.registry.files.blob_store import BlobStore
+from loradex.registry.files.fanout_reader import read_fanout
+from loradex.registry.files.hashing import MultiHasher, hash_file
 
 
 def _safetensors_bytes(n_data: int) -> bytes:
@@ -44,7 +44,7 @@ def test_hashes_match_their_definitions(tmp_path, n_data):
 
 def test_metadata_edit_changes_sha256_not_autov3(tmp_path):
     from loradex.merge.synthetic_adapters import write_random_kohya_lora
-    from loradex.registry.safetensors_writer import save_safetensors
+    from loradex.registry.files.safetensors_writer import save_safetensors
     from safetensors.torch import load_file
     from safetensors import safe_open
 

@@ -20,9 +20,9 @@ import pytest
 
 from _reliability import leftover_temp_files
 from conftest import CORPUS
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import LoradexError
-from loradex.registry.maintenance import verify
+from loradex.registry.catalog.maintenance import verify
 from loradex.registry.probe import probe_path
 
 STEP = int(os.environ.get("LORADEX_TRUNCATION_STEP", "1024"))

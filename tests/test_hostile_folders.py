@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
-from loradex.registry.folder_sync import MANIFEST, read_manifest, sync_folder
-from loradex.registry.operations import MoveAlias, RemoveAlias
-from loradex.registry.webui_export import export_version
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.folders.folder_sync import MANIFEST, read_manifest, sync_folder
+from loradex.registry.catalog.operations import MoveAlias, RemoveAlias
+from loradex.registry.folders.webui_export import export_version
 
 @dataclass
 class Run:

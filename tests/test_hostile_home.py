@@ -84,7 +84,7 @@ def digest(path: Path) -> str:
 # --- read-only home ----------------------------------------------------------------------------
 def test_read_only_home_serves_reads_through_a_read_only_uri(filled_home, tmp_path, capsys, monkeypatch):
     from loradex.registry import paths
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     _checkpoint(filled_home / "catalog.db")  # as a cleanly closed catalog is
     real_access = os.access

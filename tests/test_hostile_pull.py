@@ -417,7 +417,7 @@ def test_hub_file_metadata_headers_are_untrusted_too(server, box, adapter, heade
 
 def test_max_download_bytes_setting(monkeypatch):
     from loradex.registry.errors import UsageError
-    from loradex.registry.http_limits import max_download_bytes
+    from loradex.registry.remotes.http_limits import max_download_bytes
 
     monkeypatch.delenv("LORADEX_MAX_DOWNLOAD_BYTES", raising=False)
     assert max_download_bytes() == 4 << 30

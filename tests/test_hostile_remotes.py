@@ -56,7 +56,7 @@ def test_civitai_download_redirect_to_cdn_drops_token(server, tmp_path):
 def test_hub_download_never_sends_token_to_a_redirect_host(server, tmp_path):
     """huggingface_hub follows the resolve redirect itself; the client must drop our token for a
     CDN on another host."""
-    from loradex.registry.hub_client import pull_revision
+    from loradex.registry.remotes.hub_client import pull_revision
 
     payload = b"hello adapter"
     blob_id = hashlib.sha1(b"blob %d\x00" % len(payload) + payload).hexdigest()
@@ -74,7 +74,7 @@ def test_hub_download_longer_than_announced_is_cut_off(server, tmp_path):
     """The resolve HEAD announces 1,000 bytes; the GET then streams without end. The pull stops
     reading after the first chunk past the announced size (a typed error, no final file) instead
     of writing whatever the server sends until huggingface_hub compares sizes at the end."""
-    from loradex.registry.hub_client import pull_revision
+    from loradex.registry.remotes.hub_client import pull_revision
 
     def endless(handler, srv):
         handler.send_response(200)
@@ -121,7 +121,7 @@ def _send_bytes(handler, data: bytes, headers: dict | None = None):
 # --- path traversal ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", HOSTILE_NAMES + ["ok/../../x", "\\\\server\\share\\x"])
 def test_hub_tree_with_hostile_path_is_refused(server, tmp_path, name):
-    from loradex.registry.hub_client import pull_revision
+    from loradex.registry.remotes.hub_client import pull_revision
 
     server.routes["/api/models/"] = lambda h, s: send_json(h, {"id": "u/r", "sha": "a" * 40, "siblings": [
         {"rfilename": name, "size": 3, "blobId": "b" * 40}]})
@@ -148,7 +148,7 @@ def _civitai_site(server, file_name: str, data: bytes, *, disposition: str | Non
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_civitai_file_name_cannot_escape_the_download_dir(server, tmp_path, name):
     from loradex.merge.synthetic_adapters import write_random_kohya_lora
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
     from loradex.registry.remotes.civitai import pull_civitai
 
     src = tmp_path / "src.safetensors"
@@ -168,7 +168,7 @@ def test_civitai_file_name_cannot_escape_the_download_dir(server, tmp_path, name
 
 def test_civitai_content_disposition_is_ignored_for_paths(server, tmp_path):
     from loradex.merge.synthetic_adapters import write_random_kohya_lora
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
     from loradex.registry.remotes.civitai import pull_civitai
 
     src = tmp_path / "src.safetensors"
@@ -221,7 +221,7 @@ def test_civitai_silent_server_times_out(server):
 def test_hub_slow_loris_metadata_times_out(server, tmp_path, monkeypatch):
     """huggingface_hub's timeouts are per socket read too; a repo-info answer trickled one byte every
     0.5 s must end in a typed error once the total deadline (LORADEX_HTTP_DEADLINE_S) has passed, not when the server decides to stop."""
-    from loradex.registry.hub_client import pull_revision
+    from loradex.registry.remotes.hub_client import pull_revision
 
     monkeypatch.setenv("LORADEX_HTTP_DEADLINE_S", "3")
     server.routes["/api/models/"] = slow_loris(10, interval=0.5)

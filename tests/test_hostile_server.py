@@ -22,12 +22,12 @@ from typer.testing import CliRunner
 from _served_app import ServedApp
 from loradex.cli.app import app as cli_app
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import UsageError
-from loradex.registry.server_app import build_server_app
-from loradex.registry.server_guard import list_audit
-from loradex.registry.server_tokens import create_token
+from loradex.registry.server.app import build_server_app
+from loradex.registry.server.guard import list_audit
+from loradex.registry.server.tokens import create_token
 
 ADMIN = "hostile-admin-token-4b1e"
 
@@ -315,7 +315,7 @@ def test_error_answers_never_name_a_server_path(served):
 
 # --- rate limits per client address -------------------------------------------------------------
 def test_made_up_tokens_share_the_client_address_bucket(tmp_path):
-    from loradex.registry.server_guard import RateLimiter
+    from loradex.registry.server.guard import RateLimiter
 
     catalog = Catalog(tmp_path / "srv")
     limiter = RateLimiter(0.5, burst=2, clock=lambda: 0.0)  # frozen clock: nothing refills
@@ -351,7 +351,7 @@ def test_links_use_the_public_url_not_the_host_header(tmp_path):
 
 
 def test_serve_public_url_option(tmp_path, monkeypatch):
-    from loradex.registry.server_app import default_public_url
+    from loradex.registry.server.app import default_public_url
 
     monkeypatch.setenv("LORADEX_SERVE_TOKEN", ADMIN)
     for bad in ("ftp://x.example", "not a url", "http://", "https://h.example/?q=1"):

@@ -19,8 +19,8 @@ import torch
 from _formats_fixtures import write_raw
 from loradex.merge.synthetic_adapters import random_kohya_state_dict
 from loradex.registry.errors import InvalidFile, UnsafePickle
-from loradex.registry.pickle_scan import safe_load_pickle, scan_pickle
-from loradex.registry.safetensors_header import parse_header
+from loradex.registry.files.pickle_scan import safe_load_pickle, scan_pickle
+from loradex.registry.files.safetensors_header import parse_header
 
 MODULES = {"lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q": (64, 64),
            "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k": (64, 64),
@@ -67,7 +67,7 @@ def raw_lora(path, dtype, *, alpha_dtype="F32"):
 
 
 def catalog_names():
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     return [a.name for a in Catalog().list_adapters()]
 
@@ -111,8 +111,8 @@ def test_integer_alpha_is_accepted_and_read(tmp_path, capsys):
 
 @pytest.mark.parametrize("f8", [torch.float8_e4m3fn, torch.float8_e5m2])
 def test_f8_adapters_are_upcast_for_add_inspect_merge_resize_and_convert(f8, tmp_path, capsys):
-    from loradex.merge.adapter_io import open_adapter, open_version
-    from loradex.merge.lora_module import delta_weight
+    from loradex.merge.conventions.adapter_io import open_adapter, open_version
+    from loradex.merge.math.lora_module import delta_weight
 
     sd = {k: v.to(f8) for k, v in lora_sd().items()}  # alpha 2.0 is exact in both F8 types
     src = save(tmp_path / "f8.safetensors", sd)
@@ -129,7 +129,7 @@ def test_f8_adapters_are_upcast_for_add_inspect_merge_resize_and_convert(f8, tmp
         assert code == 0, err
     assert cli(capsys, "resize", "f8@1.0.0", "--rank", "2", "--name", "small")[0] == 0
     # known answer: both merges are the sum of the up-cast inputs' ΔW (rank 8 holds both rank-4 inputs)
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     catalog = Catalog()
     a = open_adapter(src, base="sd1").load_all()
@@ -261,7 +261,7 @@ def test_nonfinite_inputs_are_refused_per_module(nonfinite_catalog, capsys):
 
 
 def test_allow_nonfinite_keeps_them_and_says_so(nonfinite_catalog, capsys):
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     code, out, err = cli(capsys, "merge", "ok@1.0.0", "nan@1.0.0", "--name", "kept", "--allow-nonfinite", "--json")
     assert code == 0, err
@@ -373,7 +373,7 @@ def test_ordinary_torch_files_still_scan_clean_and_load(tmp_path):
 
 @pytest.mark.parametrize("case", ["lone_A", "alpha_vector", "rank0"])
 def test_malformed_diffusers_modules_are_named_by_the_probe_and_the_merge_reader(case, tmp_path):
-    from loradex.merge.adapter_io import open_adapter
+    from loradex.merge.conventions.adapter_io import open_adapter
     from loradex.registry.errors import UnsupportedFormat
     from loradex.registry.probe import probe_path
 
@@ -413,7 +413,7 @@ LYCORIS_CASES = {
 def test_malformed_lycoris_modules_are_named_by_the_probe_and_the_merge_reader(case, tmp_path):
     from safetensors.torch import save_file
 
-    from loradex.merge.adapter_io import open_adapter
+    from loradex.merge.conventions.adapter_io import open_adapter
     from loradex.registry.errors import UnsupportedFormat
     from loradex.registry.probe import probe_path
 
@@ -430,7 +430,7 @@ def test_malformed_lycoris_modules_are_named_by_the_probe_and_the_merge_reader(c
 
 
 def test_lycoris_factors_that_do_not_fit_are_one_line_at_merge(tmp_path):
-    from loradex.merge.adapter_io import module_from_group
+    from loradex.merge.conventions.adapter_io import module_from_group
     from loradex.registry.errors import UnsupportedFormat
 
     group = {"hada_w1_a": torch.randn(64, 4), "hada_w1_b": torch.randn(4, 64), "hada_w2_a": torch.randn(32, 4),

@@ -1,4 +1,4 @@
-"""registry/http_limits.py: the total deadline and the JSON size cap shared by the Civitai and Hub
+"""registry/remotes/http_limits.py: the total deadline and the JSON size cap shared by the Civitai and Hub
 clients (the end-to-end cases against a hostile server are in tests/test_hostile_remotes.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from loradex.registry.errors import RemoteError, UsageError
-from loradex.registry.http_limits import (DEADLINE_ENV, DEFAULT_DEADLINE_S, Deadline, deadline_seconds,
+from loradex.registry.remotes.http_limits import (DEADLINE_ENV, DEFAULT_DEADLINE_S, Deadline, deadline_seconds,
                                           read_limited, watchdog)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from _adversarial_server import AdversarialServer
 from loradex.registry.errors import TransferError
-from loradex.registry.http_limits import StallGuard
+from loradex.registry.remotes.http_limits import StallGuard
 
 
 def test_stall_guard_needs_min_bytes_per_window(monkeypatch):
@@ -55,7 +55,7 @@ def test_civitai_download_trickle_is_cut_off_and_resumable(tmp_path, monkeypatch
 
 
 def test_hub_progress_bar_hook_raises_on_stall(monkeypatch):
-    from loradex.registry.hub_client import _stall_watching_bar
+    from loradex.registry.remotes.hub_client import _stall_watching_bar
 
     clock = [0.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])

@@ -13,7 +13,7 @@ import pytest
 
 from loradex.registry import hub_client
 from loradex.registry.errors import AuthError, Conflict, NotFound
-from loradex.registry.hub_server import serve_in_thread
+from loradex.registry.server.hub import serve_in_thread
 
 TOKEN = "client-test-token-91c2"
 

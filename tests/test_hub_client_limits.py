@@ -9,7 +9,7 @@ import httpx2
 import pytest
 
 from loradex.registry.errors import RemoteError
-from loradex.registry.hub_client import _remote_errors, _retrying, _transient
+from loradex.registry.remotes.hub_client import _remote_errors, _retrying, _transient
 
 
 @pytest.mark.parametrize("exc", [httpx2.RemoteProtocolError("peer closed connection without sending complete "

@@ -15,10 +15,10 @@ from _hub_sync_fixtures import _quiet_hub, server  # noqa: F401 (fixtures)
 from _hub_sync_fixtures import TOKEN, ThreadServer, move_alias, publishing_home, stats
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import NotFound, RemoteError
-from loradex.registry.hub_server.catalog_bridge import adapter_name_for
+from loradex.registry.server.hub.catalog_bridge import adapter_name_for
 from loradex.registry.remotes import add_remote, push
 
 runner = CliRunner()
@@ -128,7 +128,7 @@ def test_plain_repo_tag_is_probed_and_retagging_the_same_commit_adds_nothing(ser
         served.get_adapter("dog_lora")  # a commit alone is no version: the tag makes it one
     api.create_tag("someone/Dog_LoRA", tag="v0.3.0", revision=pushed.commit)
     v = served.resolve("dog_lora@0.3.0")
-    from loradex.registry.hashing import hash_file
+    from loradex.registry.files.hashing import hash_file
     from loradex.registry.probe import probe_path
 
     assert v.sha256 == hash_file(src).sha256 and v.probe == probe_path(src).to_dict()
@@ -172,7 +172,7 @@ def test_adapter_name_for_repo_names():
 
 
 def test_alias_branch_refused_by_the_servers_promotion_gate_is_not_created(server, tmp_path):
-    from loradex.registry.records import set_alias_policy
+    from loradex.registry.catalog.records import set_alias_policy
 
     pub = publishing_home(tmp_path / "a", tmp_path, evidence=False, alias=None)
     add_remote(pub.catalog, "team", f"{server.url}/team", "mirror")

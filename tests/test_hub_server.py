@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from loradex.registry.hub_server import serve_in_thread
+from loradex.registry.server.hub import serve_in_thread
 
 TOKEN = "hub-test-token-7f3a"
 AUTH = {"authorization": f"Bearer {TOKEN}"}

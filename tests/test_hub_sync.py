@@ -18,7 +18,7 @@ from _hub_sync_fixtures import (TOKEN, ThreadServer, files_containing, move_alia
 from loradex.cli.app import app
 from loradex.registry import hub_client
 from loradex.registry import records as R
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import AuthError, Conflict, NotFound
 from loradex.registry.probe import probe_path
 from loradex.registry.remotes import add_remote, pull, push
@@ -109,7 +109,7 @@ def test_round_trip_between_two_homes_then_push_again_sends_nothing(server, tmp_
 
 def test_new_version_moves_alias_branch_and_all_versions_pull(server, tmp_path):
     from loradex.merge.synthetic_adapters import write_random_kohya_lora
-    from loradex.registry.adding import add_file
+    from loradex.registry.catalog.adding import add_file
 
     pub = publishing_home(tmp_path / "a", tmp_path, evidence=False)
     remote = add_remote(pub.catalog, "team", f"{server.url}/team", "mirror")
@@ -194,7 +194,7 @@ def test_plain_hub_lora_repo_pulls_and_probes(server, plain_repo, monkeypatch):
 
 
 def test_diffusers_copy_per_remote_setting(server, tmp_path):
-    from loradex.merge.convert import convert_file
+    from loradex.merge.conventions.convert import convert_file
 
     pub = publishing_home(tmp_path / "a", tmp_path, evidence=False)
     add_remote(pub.catalog, "team", f"{server.url}/team", "mirror", settings={"formats": ["kohya", "diffusers"]})

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from _hub_sync_fixtures import (TOKEN, files_containing, free_port, publishing_home, start_server_process,
                                 stats)
-from loradex.registry.catalog import Catalog
-from loradex.registry.hub_client import PARTIAL_DIR
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.remotes.hub_client import PARTIAL_DIR
 from loradex.registry.remotes import add_remote, push
 
 

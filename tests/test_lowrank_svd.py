@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from loradex.merge.lowrank_svd import factored_svd, split_factors, tail_norm
+from loradex.merge.math.lowrank_svd import factored_svd, split_factors, tail_norm
 
 
 def _orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:

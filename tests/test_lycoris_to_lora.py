@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from loradex.cli.app import app
-from loradex.merge.lora_module import delta_weight, split_kohya_state_dict
-from loradex.merge.lycoris_math import lycoris_delta
-from loradex.merge.lycoris_to_lora import lycoris_to_lora
+from loradex.merge.math.lora_module import delta_weight, split_kohya_state_dict
+from loradex.merge.math.lycoris_math import lycoris_delta
+from loradex.merge.conventions.lycoris_to_lora import lycoris_to_lora
 from loradex.registry.errors import CoverageError, UnsupportedFormat, UsageError
 from loradex.registry.probe import probe_path
-from loradex.registry.safetensors_writer import save_safetensors
+from loradex.registry.files.safetensors_writer import save_safetensors
 
 CORPUS_FILES = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "files"
 LOKR = CORPUS_FILES / "lycoris_smart_falcon_4_lokr.safetensors"

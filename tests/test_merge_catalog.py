@@ -14,13 +14,13 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from loradex.cli.app import app
-from loradex.merge.adapter_io import open_adapter, open_version
+from loradex.merge.conventions.adapter_io import open_adapter, open_version
 from loradex.merge.catalog_merge import compat, merge_versions, resize_version
-from loradex.merge.lora_module import delta_weight
+from loradex.merge.math.lora_module import delta_weight
 from loradex.merge.recipes import replay_version, validate_recipe, version_recipe
 from loradex.merge.synthetic_adapters import TINY_SD1_MODULES, write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import CoverageError, IncompatibleAdapters, NotFound, SchemaError, UsageError
 
 WEIGHTS = {"a": 0.8, "b": -0.5, "c": 1.2}
@@ -129,7 +129,7 @@ def test_different_base_families_are_refused(catalog, tmp_path):
 
 
 def test_diffusers_input_merges_like_its_kohya_twin(catalog, tmp_path):
-    from loradex.merge.convert import convert_file
+    from loradex.merge.conventions.convert import convert_file
 
     convert_file(tmp_path / "b.safetensors", tmp_path / "b_diff.safetensors", "diffusers")
     add_file(catalog, tmp_path / "b_diff.safetensors", name="bdiff")
@@ -188,7 +188,7 @@ def _tiny_folders(tmp_path):
 
 
 def test_extract_recovers_injected_low_rank_delta(tmp_path):
-    from loradex.merge.plumbing import extract_version
+    from loradex.merge.extract import extract_version
 
     cat = Catalog(tmp_path / "home")
     base, tuned, injected = _tiny_folders(tmp_path)
@@ -207,7 +207,7 @@ def test_extract_recovers_injected_low_rank_delta(tmp_path):
 
 
 def test_bake_fuses_weighted_deltas(catalog, tmp_path):
-    from loradex.merge.plumbing import bake
+    from loradex.merge.bake import bake
 
     from loradex.trainer.tiny_pipeline import save_tiny_pipeline
 
@@ -336,7 +336,7 @@ _SINGLE_FILE_KEYS = {
 
 
 def test_bake_single_file_registers_a_checkpoint_and_replays_bit_exact(tmp_path):
-    from loradex.merge.plumbing import bake
+    from loradex.merge.bake import bake
 
     gen = torch.Generator().manual_seed(11)
     base = {k: torch.randn(*shape, generator=gen).half() for k, (_, shape) in _SINGLE_FILE_KEYS.items()}
@@ -373,7 +373,7 @@ def test_bake_single_file_registers_a_checkpoint_and_replays_bit_exact(tmp_path)
 
 def test_bake_diffusers_folder_refuses_name_with_the_reason(catalog, tmp_path):
     """(--format single-file from a folder: tests/test_bake_layouts.py)"""
-    from loradex.merge.plumbing import bake
+    from loradex.merge.bake import bake
     from loradex.trainer.tiny_pipeline import save_tiny_pipeline
 
     base = save_tiny_pipeline("sd1", tmp_path / "fbase", seed=0)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from loradex.merge.extract import extract_lora, extract_module
-from loradex.merge.lora_module import (
+from loradex.merge.math.lora_module import (
     DenseDelta,
     LoraModule,
     delta_weight,
@@ -17,9 +17,9 @@ from loradex.merge.lora_module import (
     modules_from_kohya_state_dict,
     split_kohya_state_dict,
 )
-from loradex.merge.merge_methods import available_merge_methods, get_merge_method, merge_adapters, merge_stream
-from loradex.merge.resize import resize, resize_adapter
-from loradex.merge.ties_dare import PEFT_COMBINATIONS, combined_module_delta, module_seed
+from loradex.merge.math.merge_methods import available_merge_methods, get_merge_method, merge_adapters, merge_stream
+from loradex.merge.math.resize import resize, resize_adapter
+from loradex.merge.math.ties_dare import PEFT_COMBINATIONS, combined_module_delta, module_seed
 from loradex.registry.errors import CoverageError, IncompatibleAdapters, UsageError
 
 LIN = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"

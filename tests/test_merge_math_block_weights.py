@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from loradex.merge.block_weights import BLOCK_LAYOUTS, block_multiplier, block_name, module_weights_from_vectors
-from loradex.merge.lora_module import LoraModule, delta_weight
-from loradex.merge.merge_methods import merge_adapters
+from loradex.merge.math.block_weights import BLOCK_LAYOUTS, block_multiplier, block_name, module_weights_from_vectors
+from loradex.merge.math.lora_module import LoraModule, delta_weight
+from loradex.merge.math.merge_methods import merge_adapters
 from loradex.registry.errors import UsageError
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -79,7 +79,7 @@ def test_block_weighted_concat():
 
 # --- presets (sd-webui-lora-block-weight's default list) ------------------------------------------
 def test_presets_resolve_to_the_extensions_vectors():
-    from loradex.merge.block_weights import resolve_block_weights
+    from loradex.merge.math.block_weights import resolve_block_weights
 
     sd1 = BLOCK_LAYOUTS[("sd1", 17)]
 
@@ -107,10 +107,10 @@ def test_cli_merge_with_a_preset_weights_blocks_and_pins_numbers_in_the_recipe(t
     from typer.testing import CliRunner
 
     from loradex.cli.app import app
-    from loradex.merge.adapter_io import open_version
+    from loradex.merge.conventions.adapter_io import open_version
     from loradex.merge.synthetic_adapters import write_random_kohya_lora
-    from loradex.registry.adding import add_file
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.catalog.store import Catalog
 
     modules = {  # one module per block kind the 17-number vector covers
         "lora_te_text_model_encoder_layers_0_mlp_fc1": (32, 64),  # BASE

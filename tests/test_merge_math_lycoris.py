@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loradex.merge.lycoris_math import lycoris_delta, lycoris_kind, to_lora_via_svd
-from loradex.merge.lora_module import delta_weight, split_kohya_state_dict
+from loradex.merge.math.lycoris_math import lycoris_delta, lycoris_kind, to_lora_via_svd
+from loradex.merge.math.lora_module import delta_weight, split_kohya_state_dict
 from loradex.registry.errors import UnsupportedFormat
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from _catalog_fixtures import BLOBS, fixture_path, revisions
-from loradex.registry.catalog import Catalog
-from loradex.registry.db_schema import Base
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.catalog.db_schema import Base
 
 
 def _assert_schema_is_the_orms(url: str) -> None:
@@ -50,9 +50,9 @@ def test_every_released_schema_revision_has_a_fixture_db():
 
 @pytest.mark.parametrize("revision", RELEASED)
 def test_fixture_db_upgrades_to_head_with_data_intact(revision, loradex_home):
-    from loradex.registry.maintenance import gc, verify
-    from loradex.registry.operations import MoveAlias
-    from loradex.registry.records import PromotionRefused, alias_policies, get_record, latest_card
+    from loradex.registry.catalog.maintenance import gc, verify
+    from loradex.registry.catalog.operations import MoveAlias
+    from loradex.registry.catalog.records import PromotionRefused, alias_policies, get_record, latest_card
     from loradex.registry.remotes import get_remote
 
     shutil.copyfile(fixture_path(revision), loradex_home / "catalog.db")
@@ -112,7 +112,7 @@ def test_first_use_migration_waits_for_the_one_in_progress_on_postgres(tmp_path,
     ``CREATE TABLE alembic_version`` (seen in CI as DuplicateTable). Migrations take a
     transaction-scoped advisory lock: while another session holds it, a migration waits and
     creates nothing; once it is released the migration completes."""
-    from loradex.registry.catalog import _MIGRATION_LOCK_KEY
+    from loradex.registry.catalog.store import _MIGRATION_LOCK_KEY
 
     holder = create_engine(pg_url).connect()
     holder.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")

@@ -4,9 +4,9 @@ raised at their module, torch's thread setting restored."""
 import pytest
 import torch
 
-from loradex.merge.lora_module import LoraModule
-from loradex.merge.merge_methods import merge_stream
-from loradex.merge.module_pool import ordered_map
+from loradex.merge.math.lora_module import LoraModule
+from loradex.merge.math.merge_methods import merge_stream
+from loradex.merge.math.module_pool import ordered_map
 
 
 def _groups(count: int = 40):

@@ -140,7 +140,7 @@ def test_hostile_files_through_add_and_inspect(home, tmp_path, capsys):
                      ["add", path, "--name", "hostile", "--link"], ["inspect", path, "--json"]):
             commands.append(argv)
     assert problems(capsys, commands) == []
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     catalog = Catalog()
     assert [a.name for a in catalog.list_adapters()] == ["hostile", "style"]

@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from loradex.cli.app import app
-from loradex.merge.pickle_to_safetensors import add_pickle_converted, pickle_to_safetensors
-from loradex.registry.catalog import Catalog
+from loradex.merge.conventions.pickle_to_safetensors import add_pickle_converted, pickle_to_safetensors
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import UnsafePickle, UnsupportedFormat
-from loradex.registry.pickle_scan import safe_load_pickle
+from loradex.registry.files.pickle_scan import safe_load_pickle
 from loradex.registry.probe import probe_path
 
 CORPUS_FILES = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "files"

@@ -15,10 +15,10 @@ import subprocess
 import pytest
 
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import CatalogError, NotFound
-from loradex.registry.maintenance import verify
+from loradex.registry.catalog.maintenance import verify
 
 FS_BYTES = 1 << 20
 

@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 from loradex.registry import atomic_files
-from loradex.registry.atomic_files import TMP_PREFIX, atomic_output, atomic_path, locked_temp_file
-from loradex.registry.catalog import Catalog
-from loradex.registry.maintenance import gc
+from loradex.registry.files.atomic_files import TMP_PREFIX, atomic_output, atomic_path, locked_temp_file
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.catalog.maintenance import gc
 
 KILLED_WRITER = """
 import os, signal, sys
-from loradex.registry.atomic_files import atomic_output
+from loradex.registry.files.atomic_files import atomic_output
 with atomic_output(sys.argv[1]) as fh:
     fh.write(b"x" * 1000)
     fh.flush()
@@ -101,7 +101,7 @@ def test_a_temp_file_swept_before_its_writer_locked_it_is_replaced(tmp_path, mon
 KILLED_MERGE_WORK = """
 import os, signal, sys
 from pathlib import Path
-from loradex.registry.atomic_files import held_work_dir
+from loradex.registry.files.atomic_files import held_work_dir
 with held_work_dir(Path(sys.argv[1]), prefix="merge-") as work:
     (work / "mix.safetensors").write_bytes(b"z" * 4096)  # a finished output not yet moved
     os.kill(os.getpid(), signal.SIGKILL)
@@ -111,7 +111,7 @@ with held_work_dir(Path(sys.argv[1]), prefix="merge-") as work:
 def test_gc_removes_the_work_folder_of_a_killed_merge_but_not_a_live_one(loradex_home):
     """A merge writes its output in a held work folder under <home>/tmp and moves it into the
     store; killed in between, the folder (with a whole output in it) is gc's to remove."""
-    from loradex.registry.atomic_files import held_work_dir
+    from loradex.registry.files.atomic_files import held_work_dir
 
     catalog = Catalog(loradex_home)
     work_root = loradex_home / "tmp"

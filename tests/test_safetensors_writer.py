@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 CODE = """
 import sys, torch
-from loradex.registry.safetensors_writer import save_safetensors
+from loradex.registry.files.safetensors_writer import save_safetensors
 sd = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(3, dtype=torch.float16)}
 md = {f"key{i}": str(i) for i in range(40)}
 save_safetensors(sd, sys.argv[1], md, hash_key="modelspec.hash_sha256")
@@ -24,8 +24,8 @@ def test_same_content_same_bytes_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", CODE, str(path)], check=True)
         digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
     assert len(digests) == 1
-    from loradex.registry.hashing import hash_file
-    from loradex.registry.safetensors_header import read_header
+    from loradex.registry.files.hashing import hash_file
+    from loradex.registry.files.safetensors_header import read_header
 
     header = read_header(path)
     assert header.header_length % 8 == 0
@@ -42,8 +42,8 @@ def test_hashes_kept_for_the_blob_store_match_a_fresh_read(tmp_path):
 
     import torch
 
-    from loradex.registry.hashing import hash_file
-    from loradex.registry.safetensors_writer import hashes_of_written, save_safetensors
+    from loradex.registry.files.hashing import hash_file
+    from loradex.registry.files.safetensors_writer import hashes_of_written, save_safetensors
 
     big = tmp_path / "big.safetensors"
     save_safetensors({"w": torch.arange(600_000, dtype=torch.float32)}, big, {"k": "v"}, hash_key="h")
@@ -64,9 +64,9 @@ def test_merge_output_moved_into_the_store_has_the_hashes_of_its_bytes(tmp_path)
     the catalog's recorded hashes and a fresh read of the blob agree, and no copy is left."""
     from loradex.merge.catalog_merge import merge_versions
     from loradex.merge.synthetic_adapters import write_random_kohya_lora
-    from loradex.registry.adding import add_file
-    from loradex.registry.catalog import Catalog
-    from loradex.registry.hashing import hash_file
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.files.hashing import hash_file
 
     catalog = Catalog(tmp_path / "home")
     for i in range(2):
@@ -90,7 +90,7 @@ def test_autov3_hashed_during_serialisation_equals_the_data_sections_hash():
 
     import torch
 
-    from loradex.registry.safetensors_writer import _data_order_key, deterministic_safetensors_parts
+    from loradex.registry.files.safetensors_writer import _data_order_key, deterministic_safetensors_parts
 
     kohya = {}
     for i in range(5):

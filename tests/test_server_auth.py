@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from loradex.registry.catalog import Catalog
-from loradex.registry.server_app import build_server_app
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.server.app import build_server_app
 
 ADMIN = "admin-token-0c9f3e7a1b"
 
@@ -65,7 +65,7 @@ def test_an_unexpected_exception_is_a_generic_500_without_a_stack_trace(catalog)
 
 def test_hub_paths_of_serve_raise_no_stack_trace_either(catalog, monkeypatch):
     """An unexpected failure inside the mounted Hub app is the same generic 500."""
-    from loradex.registry.hub_server import repo_store
+    from loradex.registry.server.hub import repo_store
 
     def broken(self, *a, **kw):
         raise OSError("disk exploded at /very/private/path")
@@ -121,7 +121,7 @@ def test_token_is_shown_once_and_stored_only_as_its_sha256(catalog):
 
 
 def test_scopes_namespaces_and_revocation(catalog):
-    from loradex.registry.server_tokens import create_token, revoke_token
+    from loradex.registry.server.tokens import create_token, revoke_token
 
     reader = create_token(catalog, "read", name="reader").secret
     team = create_token(catalog, "write", namespace="team", name="team-ci").secret
@@ -150,7 +150,7 @@ def test_scopes_namespaces_and_revocation(catalog):
 
 
 def test_tokens_in_the_url_are_refused_except_for_civitai_reads(catalog):
-    from loradex.registry.server_tokens import create_token
+    from loradex.registry.server.tokens import create_token
 
     secret = create_token(catalog, "write").secret
     with TestClient(build_server_app(catalog, None)) as client:
@@ -166,7 +166,7 @@ def test_the_real_hub_client_with_a_namespace_token(tmp_path):
     from huggingface_hub.errors import HfHubHTTPError
 
     from _hub_sync_fixtures import ThreadServer
-    from loradex.registry.server_tokens import create_token
+    from loradex.registry.server.tokens import create_token
 
     home = tmp_path / "srv"
     secret = create_token(Catalog(home), "write", namespace="team", name="ci").secret
@@ -186,7 +186,7 @@ def test_the_real_hub_client_with_a_namespace_token(tmp_path):
 
 # --- audit log, rate limit, CORS, size caps ----------------------------------------------------
 def test_audit_log_records_who_wrote_what_and_refused_writes(catalog):
-    from loradex.registry.server_tokens import create_token
+    from loradex.registry.server.tokens import create_token
 
     ci = create_token(catalog, "write", namespace="team", name="ci").secret
     reader = create_token(catalog, "read", name="reader").secret
@@ -213,7 +213,7 @@ def test_audit_log_records_who_wrote_what_and_refused_writes(catalog):
 
 
 def test_rate_limiter_refills_per_caller():
-    from loradex.registry.server_guard import RateLimiter
+    from loradex.registry.server.guard import RateLimiter
 
     now = [100.0]
     limiter = RateLimiter(2.0, burst=2, clock=lambda: now[0])
@@ -226,7 +226,7 @@ def test_rate_limiter_refills_per_caller():
 
 def test_parse_rate():
     from loradex.registry.errors import UsageError
-    from loradex.registry.server_guard import parse_rate
+    from loradex.registry.server.guard import parse_rate
 
     assert parse_rate("20/s") == 20 and parse_rate("120/min") == 2 and parse_rate("off") is None
     for bad in ("20", "x/s", "-1/s", "0/s", "5/h"):
@@ -235,7 +235,7 @@ def test_parse_rate():
 
 
 def test_rate_limit_answers_429_with_retry_after_per_token(catalog):
-    from loradex.registry.server_guard import RateLimiter
+    from loradex.registry.server.guard import RateLimiter
 
     other = "second-token-for-bucket"
     limiter = RateLimiter(0.5, burst=1, clock=lambda: 0.0)  # frozen clock: nothing refills

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from _stack_fixtures import kohya_linears, kohya_modules
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.trainer.generate import GenerateSettings, Generator
 from loradex.trainer.stacking import LYCORIS_STACK_TOLERANCE, AdapterStack, StackEntry
 from loradex.trainer.tiny_pipeline import build_tiny_sd1_pipeline

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loradex.merge.prompt_syntax import (
+from loradex.merge.conventions.prompt_syntax import (
     caret_lines,
     check_refs,
     find_embedding_tokens,

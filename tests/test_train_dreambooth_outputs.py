@@ -55,7 +55,7 @@ def tiny_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_folder):
     """DreamBooth (UNet + text encoder), 2 steps on the tiny folder, registered as ``db@1.0.0``."""
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
     from loradex.trainer.registration import train_and_register
     from loradex.trainer.train_config import resolve_config
 
@@ -76,7 +76,7 @@ def test_tiny_sd1_in_ldm_layout_loads_with_from_single_file(tmp_path, tiny_folde
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 
-    from loradex.merge.checkpoint_layout import ldm_to_components, pipeline_to_ldm
+    from loradex.merge.conventions.checkpoint_layout import ldm_to_components, pipeline_to_ldm
     from loradex.trainer.base_loader import load_base
 
     pipe, _ = load_base(tiny_folder)
@@ -106,7 +106,7 @@ def test_tiny_sdxl_in_sgm_layout(tmp_path):
     from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
     from safetensors.torch import save_file
 
-    from loradex.merge.checkpoint_layout import ldm_family, ldm_to_components, pipeline_to_ldm
+    from loradex.merge.conventions.checkpoint_layout import ldm_family, ldm_to_components, pipeline_to_ldm
     from loradex.trainer.tiny_pipeline import save_tiny_pipeline
 
     folder = save_tiny_pipeline("sdxl", tmp_path / "tiny-sdxl")
@@ -134,7 +134,7 @@ def test_dreambooth_registers_an_original_layout_checkpoint(trained, tiny_folder
     from diffusers import StableDiffusionPipeline
     from safetensors import safe_open
 
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
     from loradex.trainer.base_loader import load_any_base, load_base
 
     home, result, version = trained
@@ -173,7 +173,7 @@ def test_dreambooth_registers_an_original_layout_checkpoint(trained, tiny_folder
 def test_generate_with_a_dreambooth_version_as_base(trained, tmp_path):
     from PIL import Image
 
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
     from loradex.trainer.base_loader import load_any_base
     from loradex.trainer.render import render
 
@@ -191,7 +191,7 @@ def test_generate_with_a_dreambooth_version_as_base(trained, tmp_path):
 def test_extract_from_a_dreambooth_version_is_the_truncated_svd(trained, tiny_folder):
     from safetensors.torch import load_file
 
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
     from loradex.trainer.base_loader import load_any_base, load_base
 
     home, _, version = trained
@@ -226,9 +226,9 @@ def test_older_diffusers_keyed_dreambooth_files_still_load(tmp_path, tiny_folder
     extract's reader still take it."""
     from safetensors.torch import save_file
 
-    from loradex.merge.plumbing import open_model
-    from loradex.registry.adding import add_file
-    from loradex.registry.catalog import Catalog
+    from loradex.merge.model_weights import open_model
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.catalog.store import Catalog
     from loradex.trainer.base_loader import load_any_base, load_base
 
     pipe, info = load_base(tiny_folder)

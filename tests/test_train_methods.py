@@ -51,8 +51,8 @@ def tiny():
 def test_lora_learns_loads_and_registers_with_evidence(data, tmp_path):
     from safetensors import safe_open
 
-    from loradex.registry.catalog import Catalog
-    from loradex.registry.records import list_records
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.catalog.records import list_records
     from loradex.trainer.base_loader import tiny_hash
     from loradex.trainer.registration import train_and_register
 
@@ -104,7 +104,7 @@ def test_textual_inversion_only_new_rows_train_and_load(data, tmp_path):
     from safetensors.torch import load_file
 
     from loradex.cli.app import app
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
 
     out = tmp_path / "out"
     args = ["train", "ti", "--base", "tiny-sd1", "--data", str(data), "--output-dir", str(out),
@@ -148,7 +148,7 @@ def test_textual_inversion_restores_every_old_row(data, tmp_path):
 
 
 def test_dreambooth_with_prior_preservation_and_diffusers_folder(data, tmp_path):
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
     from loradex.trainer.base_loader import apply_state_dict_checkpoint
     from loradex.trainer.dataset import image_files
     from loradex.trainer.registration import train_and_register
@@ -228,8 +228,8 @@ def test_ctrl_c_then_resume_is_bit_identical(data, tmp_path):
 
 
 def test_demo_trains_and_registers_a_lora_and_an_embedding(tmp_path):
-    from loradex.registry.catalog import Catalog
-    from loradex.registry.records import list_records
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.catalog.records import list_records
     from loradex.trainer.train_demo import train_demo_adapters
 
     catalog = Catalog()
@@ -271,9 +271,9 @@ def test_every_sample_becomes_a_record_and_render_check_reproduces_it(data, tmp_
     from typer.testing import CliRunner
 
     from loradex.cli.app import app
-    from loradex.registry.catalog import Catalog
+    from loradex.registry.catalog.store import Catalog
     from loradex.registry.errors import UsageError
-    from loradex.registry.records import get_record, list_records
+    from loradex.registry.catalog.records import get_record, list_records
     from loradex.trainer.generate import render_record
     from loradex.trainer.registration import train_and_register
 

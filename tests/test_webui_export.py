@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 from _webui_fixtures import A1111_JSON, CIVITAI_INFO, make_webui_tree
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import UsageError
-from loradex.registry.webui_export import LAYOUTS, export_version
-from loradex.registry.webui_import import import_tree
+from loradex.registry.folders.webui_export import LAYOUTS, export_version
+from loradex.registry.folders.webui_import import import_tree
 
 runner = CliRunner()
 

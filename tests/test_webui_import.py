@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from _webui_fixtures import A1111_JSON, CIVITAI_INFO, OpenCounter, make_webui_tree
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry.catalog import Catalog
-from loradex.registry.webui_import import (
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.folders.webui_import import (
     _Found,
     assign_names,
     base_from_label,
@@ -248,8 +248,8 @@ def test_touched_file_with_same_bytes_is_unchanged(tree):
 def test_allow_pickle_import_stores_what_add_stores(tree, tmp_path):
     """import --allow-pickle and add --allow-pickle share one conversion: same safetensors blob,
     same converted_from edge to the pickle's sha256; a second import reads nothing."""
-    from loradex.merge.pickle_to_safetensors import add_adapter_file, convert_pickle_for_catalog
-    from loradex.registry.hashing import hash_file
+    from loradex.merge.conventions.pickle_to_safetensors import add_adapter_file, convert_pickle_for_catalog
+    from loradex.registry.files.hashing import hash_file
 
     catalog = Catalog()
     report = import_tree(catalog, tree.root, allow_pickle=True, pickle_converter=convert_pickle_for_catalog)

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
-from loradex.registry.adding import add_file
-from loradex.registry.catalog import Catalog
+from loradex.registry.catalog.adding import add_file
+from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import InvalidFile
-from loradex.registry.folder_sync import MANIFEST, read_manifest, sync_folder
-from loradex.registry.operations import MoveAlias, RemoveAlias, RollbackAlias
+from loradex.registry.folders.folder_sync import MANIFEST, read_manifest, sync_folder
+from loradex.registry.catalog.operations import MoveAlias, RemoveAlias, RollbackAlias
 
 runner = CliRunner()
 

@@ -123,7 +123,7 @@ def _file_sha256(path: Path) -> str:
         target = Path(os.path.realpath(path))
         if SHA256_HEX.match(target.name):
             return target.name
-    from loradex.registry.hashing import hash_file
+    from loradex.registry.files.hashing import hash_file
 
     return hash_file(path).sha256
 
@@ -222,7 +222,7 @@ def _load_folder(folder: Path, ref: str, dtype, *, source: str):
 def _load_single_file(path: Path, ref: str, dtype, *, kind_hint, allow_pickle, config):
     import diffusers
 
-    from loradex.registry.hashing import hash_file
+    from loradex.registry.files.hashing import hash_file
 
     suffix = path.suffix.lower()
     if suffix in SINGLE_FILE_PICKLE and not allow_pickle:
@@ -323,7 +323,7 @@ def apply_state_dict_checkpoint(pipe, path) -> None:
     ``text_encoder_2.``)."""
     from safetensors.torch import load_file
 
-    from loradex.merge.checkpoint_layout import is_ldm_checkpoint, ldm_to_components
+    from loradex.merge.conventions.checkpoint_layout import is_ldm_checkpoint, ldm_to_components
     from loradex.registry.errors import CoverageError
 
     state = load_file(str(path))

@@ -24,7 +24,7 @@ ALIGNED_COSINE = 0.5
 
 def adapter_family(catalog, version) -> str | None:
     """The version's base family (adapter row, else probe); None when unknown."""
-    from loradex.merge.adapter_io import version_family
+    from loradex.merge.conventions.adapter_io import version_family
 
     return version_family(catalog, version)
 

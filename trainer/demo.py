@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 
-def run_demo(home: Path | None = None, *, log: Callable[[str], None] = print) -> dict:
+def run_demo(home: Path | None = None, *, serve_mirror: Callable, log: Callable[[str], None] = print) -> dict:
     from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
-    from loradex.registry.adding import add_file
-    from loradex.registry.catalog import Catalog
-    from loradex.registry.operations import MoveAlias, RollbackAlias
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.catalog.operations import MoveAlias, RollbackAlias
 
     home = Path(home) if home else Path(tempfile.mkdtemp(prefix="loradex-demo-"))
     catalog = Catalog(home)
@@ -55,7 +55,7 @@ def run_demo(home: Path | None = None, *, log: Callable[[str], None] = print) ->
     merged = _demo_merge(catalog, log)
     rendered = _demo_render(catalog, work, log)
     trained = _demo_train(catalog, work, log)
-    synced = _demo_sync(catalog, home, log)
+    synced = _demo_sync(catalog, home, log, serve_mirror)
     summary = catalog.list_adapters()
     return {
         "home": str(home),
@@ -105,22 +105,22 @@ def _demo_render(catalog, work: Path, log) -> dict:
     return {"record": record.id, "image": str(work / "lighthouse.png"), "identical": check.identical}
 
 
-def _demo_sync(catalog, home: Path, log) -> dict:
+def _demo_sync(catalog, home: Path, log, serve_mirror: Callable) -> dict:
     """A team mirror on loopback: ``loradex serve`` over a home of its own, the production version
     pushed to it (it becomes a version of the mirror's catalog too) and pulled into a teammate's
-    home. The token is made here and lives only in this process."""
+    home. The token is made here and lives only in this process. ``serve_mirror(catalog, token)``
+    starts the server and answers (url, stop): the caller (cli) brings it, since nothing below
+    cli imports the server."""
     import secrets
 
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    from loradex.registry.catalog import Catalog
-    from loradex.registry.hub_server.serving import serve_app_in_thread
+    from loradex.registry.catalog.store import Catalog
     from loradex.registry.remotes import add_remote, pull, push
-    from loradex.registry.server_app import build_server_app
 
     token = secrets.token_urlsafe(24)
     mirror = Catalog(home / "team-mirror")
-    url, stop = serve_app_in_thread(build_server_app(mirror, token))
+    url, stop = serve_mirror(mirror, token)
     bars_were_off = are_progress_bars_disabled()
     disable_progress_bars()
     try:

@@ -245,7 +245,7 @@ def known_base(catalog, ref: str) -> tuple[str, str] | None:
     """The base REF's version was used with before, and where that was found: the newest prompt
     record that rendered it (the exact base ref), else the base loradex trained it on (its training
     facts, then its ``trained_from`` lineage). None when nothing is known."""
-    from loradex.registry.records import list_records
+    from loradex.registry.catalog.records import list_records
 
     version = catalog.resolve(ref)
     for record in list_records(catalog, version.ref, limit=1):
@@ -284,7 +284,7 @@ def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator
              progress: Callable[[int, int, str], None] | None = None):
     """Render, measure, judge, store. Returns the stored ``EvalCard``."""
     from loradex.registry.paths import current_user
-    from loradex.registry.records import CARD_SCHEMA, now_iso, store_card
+    from loradex.registry.catalog.records import CARD_SCHEMA, now_iso, store_card
     from loradex.trainer.eval_metrics import get_embedder
     from loradex.trainer.generate import GenerateSettings, Generator
 

@@ -37,7 +37,7 @@ class GallerySheet:
     def save(self, dest) -> Path:
         from PIL.PngImagePlugin import PngInfo
 
-        from loradex.registry.atomic_files import atomic_output
+        from loradex.registry.files.atomic_files import atomic_output
 
         info = PngInfo()
         info.add_itxt("loradex-gallery", json.dumps(self.layout(), sort_keys=True))
@@ -161,7 +161,7 @@ def records_gallery(catalog, records, *, cell_size: int | None = None) -> Galler
     from PIL import Image
 
     from loradex.registry.errors import NotFound
-    from loradex.registry.records import record_png_bytes
+    from loradex.registry.catalog.records import record_png_bytes
 
     records = [r for r in records if r.image_blob]
     if not records:

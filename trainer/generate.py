@@ -153,7 +153,7 @@ class Generator:
     # -- resolving ---------------------------------------------------------------------------
     def resolve_prompt(self, prompt: str) -> tuple[str, list[ResolvedAdapter]]:
         """Parse tags, resolve each against the catalog (exact versions), find embeddings."""
-        from loradex.merge.prompt_syntax import check_refs, parse_prompt
+        from loradex.merge.conventions.prompt_syntax import check_refs, parse_prompt
 
         tokens = self._embedding_tokens()
         parsed = parse_prompt(prompt, known_tokens=tokens)
@@ -230,7 +230,7 @@ class Generator:
                      loaded=()) -> dict:
         """``loaded``: the stack's LoadedAdapters for this render (their conversions are recorded)."""
         from loradex.registry.paths import current_user
-        from loradex.registry.records import RECORD_SCHEMA, new_record_id, now_iso
+        from loradex.registry.catalog.records import RECORD_SCHEMA, new_record_id, now_iso
         from loradex.trainer.render import image_sha256
 
         unet = self.pipe.unet
@@ -260,7 +260,7 @@ class Generator:
                  progress=None) -> GenerateResult:
         """Render ``prompt`` and (``store``) save the image + its record in the catalog (with the
         ``references`` images as blobs the record names)."""
-        from loradex.registry.records import PromptRecord, png_with_record, store_record
+        from loradex.registry.catalog.records import PromptRecord, png_with_record, store_record
 
         clean, adapters = self.resolve_prompt(prompt)
         compat = self.check_compat(adapters) if adapters else None  # before any render
@@ -295,7 +295,7 @@ def generate(catalog, prompt: str, *, base: str, settings: GenerateSettings | No
 
 
 def write_png(dest, data: bytes) -> Path:
-    from loradex.registry.atomic_files import atomic_output
+    from loradex.registry.files.atomic_files import atomic_output
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +356,7 @@ def render_record(catalog, record_id: str, *, out: str | os.PathLike | None = No
     from PIL import Image
     import io
 
-    from loradex.registry.records import get_record, png_with_record, record_png_bytes
+    from loradex.registry.catalog.records import get_record, png_with_record, record_png_bytes
     from loradex.trainer.render import image_sha256
 
     stored = get_record(catalog, record_id)

@@ -69,7 +69,7 @@ def _common_facts(run, step: int) -> dict[str, str]:
 
 
 def _architecture(run, suffix: str) -> dict[str, str]:
-    from loradex.merge.convert import MODELSPEC_ARCH
+    from loradex.merge.conventions.convert import MODELSPEC_ARCH
 
     arch = MODELSPEC_ARCH.get(run.family)
     return {"modelspec.architecture": f"{arch}/{suffix}" if suffix else arch} if arch else {}
@@ -111,7 +111,7 @@ def checkpoint_training_metadata(run, step: int) -> dict[str, str]:
 
 def target_version(catalog, name: str, bump: str | None) -> str:
     """The release the final file will get: bump the highest release (pre-releases ignored)."""
-    from loradex.registry.refs import parse_version
+    from loradex.registry.catalog.refs import parse_version
 
     try:
         versions = catalog.versions(name)
@@ -157,7 +157,7 @@ def _training_extra(result, step: int, weights: str) -> dict[str, Any]:
 def register_run(catalog, result, *, progress=None) -> list:
     """Add the checkpoints (if asked) and the final file; store the samples as prompt records.
     Returns the ``AddResult``s, final version last."""
-    from loradex.registry.adding import add_file
+    from loradex.registry.catalog.adding import add_file
 
     c = result.config
     version = c.version or target_version(catalog, c.name, c.bump)
@@ -204,7 +204,7 @@ def train_and_register(config, *, catalog=None, progress=None, log=None):
 
 
 def _set_sample_ids(catalog, version, ids: list[str]) -> None:
-    from loradex.registry.db_schema import VersionRow
+    from loradex.registry.catalog.db_schema import VersionRow
 
     def write(s):
         row = s.get(VersionRow, version.id)
@@ -226,7 +226,7 @@ def store_sample_records(catalog, version, result, step_versions: dict | None = 
     from PIL import Image
 
     from loradex.registry.paths import current_user
-    from loradex.registry.records import (RECORD_SCHEMA, new_record_id, now_iso, pixel_sha256,
+    from loradex.registry.catalog.records import (RECORD_SCHEMA, new_record_id, now_iso, pixel_sha256,
                                           png_with_record, store_record)
     from loradex.trainer.generate import LIBRARIES as RENDER_LIBRARIES
 

@@ -88,7 +88,7 @@ def render(pipe, prompt: str, *, negative: str | None = None, seed: int, steps: 
 
 def image_sha256(img) -> str:
     """sha256 of the pixels (see module docstring), independent of file format and metadata:
-    a record's ``image_sha256``, defined once in ``loradex.registry.records.pixel_sha256``."""
-    from loradex.registry.records import pixel_sha256
+    a record's ``image_sha256``, defined once in ``loradex.registry.catalog.records.pixel_sha256``."""
+    from loradex.registry.catalog.records import pixel_sha256
 
     return pixel_sha256(img)

@@ -148,7 +148,7 @@ class ReviewSample:
 
 def review_samples(catalog, card: dict, reviewer: str) -> list[ReviewSample]:
     """The card's samples rendered WITH the adapter, in suite order."""
-    from loradex.registry.records import get_record
+    from loradex.registry.catalog.records import get_record
 
     mine = {v["record_id"]: v["verdict"] for v in card.get("human_verdicts", []) if v["by"] == reviewer}
     out = []
@@ -194,7 +194,7 @@ def _card_record_ids(card: dict) -> set[str]:
 def _resolve_record(catalog, card: dict, record_id: str) -> str:
     """A full record id that belongs to this version: one of the card's samples, or a stored record
     whose stack used the version (a `generate` candidate)."""
-    from loradex.registry.records import get_record
+    from loradex.registry.catalog.records import get_record
 
     known = _card_record_ids(card)
     matches = sorted(r for r in known if r.startswith(record_id))
@@ -233,7 +233,7 @@ def apply_review(catalog, ref: str, review: Review, *, reviewer: str | None = No
     """Copy REF's newest card, apply ``review``, recompute the verdict, store the revision.
     Returns the stored ``EvalCard``; the card without any change raises."""
     from loradex.registry.paths import current_user
-    from loradex.registry.records import latest_card, now_iso, store_card
+    from loradex.registry.catalog.records import latest_card, now_iso, store_card
     from loradex.trainer.evaluate import verdict
 
     if review.empty():

@@ -15,9 +15,9 @@ for every down-projection of the file inside the model (peft ``lora_A[adapter]``
 matched by direction, so alpha folding or renaming does not matter); file keys whose module was
 not found, and keys that are neither LoRA factors nor alphas, raise ``CoverageError`` unless
 ``allow_partial``. Files diffusers does not read as they are go through ``convert_for_diffusers``
-first: other LoRA conventions are renamed (``loradex.merge.convert``, exact); LyCORIS files
+first: other LoRA conventions are renamed (``loradex.merge.conventions.convert``, exact); LyCORIS files
 (LoHa, LoKr, LoCon-Tucker, full) are expanded to ΔW per module and written as a LoRA of the rank
-that keeps each module within ``LYCORIS_STACK_TOLERANCE`` (``loradex.merge.lycoris_to_lora``), so
+that keeps each module within ``LYCORIS_STACK_TOLERANCE`` (``loradex.merge.conventions.lycoris_to_lora``), so
 ``set_adapters`` weights apply to them like to any LoRA; the error reached is in ``conversion``.
 """
 
@@ -42,7 +42,7 @@ FACTOR_SUFFIXES = (
     ("_lora.down.weight", "_lora.up.weight"),                       # attention processors
 )
 ALPHA_SUFFIXES = (".alpha",)
-# conventions (loradex.merge.convert names) that diffusers' load_lora_weights reads as they are
+# conventions (loradex.merge.conventions.convert names) that diffusers' load_lora_weights reads as they are
 DIFFUSERS_READS = frozenset({"kohya", "diffusers"})
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
 DIRECTION_MATCH = 1 - 1e-4  # cosine of a file's down factor and an injected lora_A
@@ -140,7 +140,7 @@ class DiffusersSource:
 
 
 def _lycoris_as_lora(path: Path, dest: Path, base: str | None) -> dict:
-    from loradex.merge.lycoris_to_lora import lycoris_to_lora
+    from loradex.merge.conventions.lycoris_to_lora import lycoris_to_lora
 
     report = lycoris_to_lora(path, dest, _NO_RANK_CAP, dtype="fp32", base=base, dynamic=_LYCORIS_STACK_RULE)
     converted = report.converted()
@@ -152,7 +152,7 @@ def _lycoris_as_lora(path: Path, dest: Path, base: str | None) -> dict:
 def _lora_in_diffusers_convention(path: Path, dest: Path, base: str | None) -> dict | None:
     from safetensors import safe_open
 
-    from loradex.merge.convert import convert_file, detect_convention
+    from loradex.merge.conventions.convert import convert_file, detect_convention
 
     with safe_open(str(path), framework="pt") as fh:
         convention = detect_convention(list(fh.keys()), dict(fh.metadata() or {}))
@@ -175,7 +175,7 @@ def convert_for_diffusers(path: str | os.PathLike, cache_dir: str | os.PathLike)
     import hashlib
     import json
 
-    from loradex.registry.atomic_files import atomic_output
+    from loradex.registry.files.atomic_files import atomic_output
     from loradex.registry.probe import probe_path
 
     path = Path(path)

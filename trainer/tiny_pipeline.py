@@ -194,7 +194,7 @@ def save_tiny_pipeline(kind: str, dest: str | os.PathLike, seed: int = 0) -> Pat
     """Write a diffusers folder (``model_index.json`` + components) at ``dest``, atomically:
     the folder is written beside ``dest`` under a temporary name and renamed into place.
     An existing ``dest`` is replaced."""
-    from loradex.registry.atomic_files import TMP_PREFIX, fsync_dir
+    from loradex.registry.files.atomic_files import TMP_PREFIX, fsync_dir
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

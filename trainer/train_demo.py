@@ -36,7 +36,7 @@ def write_demo_dataset(folder: Path, n: int = 8, size: int = 32, seed: int = 0, 
 
 def train_demo_adapters(catalog, workdir, log: Callable[[str], None] = print) -> list:
     """Train and register ``demo-shapes-lora`` and ``demo-shapes-ti``; returns their AddResults."""
-    from loradex.merge.torch_threads import single_torch_thread
+    from loradex.merge.math.torch_threads import single_torch_thread
 
     from .registration import train_and_register
     from .train_config import resolve_config

@@ -118,7 +118,7 @@ class DreamBoothMethod(DreamBoothObjective, TrainingMethod):
         """(tensors, layout): the whole model in the original single-file layout A1111, ComfyUI and
         ``from_single_file`` read, for the families it is written for (sd1, sdxl); otherwise the
         trained components only, diffusers-keyed (UNet bare, text encoders under their names)."""
-        from loradex.merge.checkpoint_layout import LDM_FAMILIES, pipeline_to_ldm
+        from loradex.merge.conventions.checkpoint_layout import LDM_FAMILIES, pipeline_to_ldm
 
         if run.family in LDM_FAMILIES:
             return pipeline_to_ldm(run.pipe, run.family), "ldm"
@@ -132,7 +132,7 @@ class DreamBoothMethod(DreamBoothObjective, TrainingMethod):
     def export(self, run, dest_dir: Path, step: int) -> Exported:
         from safetensors.torch import save_file
 
-        from loradex.registry.atomic_files import atomic_path
+        from loradex.registry.files.atomic_files import atomic_path
 
         from .registration import checkpoint_training_metadata
 

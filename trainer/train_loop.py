@@ -297,7 +297,7 @@ def save_checkpoint(run: Run, optimizer, lr_scheduler, gen, *, step: int, losses
     import torch
     from safetensors.torch import save_file
 
-    from loradex.registry.atomic_files import TMP_PREFIX
+    from loradex.registry.files.atomic_files import TMP_PREFIX
 
     dest = checkpoint_dir(run.config, step)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ The UNet adapter is attached with ``unet.add_adapter(LoraConfig(...))`` (diffuse
 integration); text encoders get theirs from peft directly (``inject_adapter_in_model``), not
 through transformers' ``add_adapter``, whose peft minimum (>= 0.22 in transformers 5.24) may be
 newer than the installed peft. The output is written in
-kohya form by default (what A1111 / ComfyUI load) via ``loradex.merge.convert`` — which checks
+kohya form by default (what A1111 / ComfyUI load) via ``loradex.merge.conventions.convert`` — which checks
 that every module survives the renaming — or in diffusers form with ``format = "diffusers"``.
 """
 
@@ -68,7 +68,7 @@ class LoraAdapterMixin:
         giving every module's exact rank and alpha (peft's own config, prefixed per component)."""
         from peft.utils import get_peft_model_state_dict
 
-        from loradex.merge.lora_conventions import LORA_ADAPTER_METADATA_KEY
+        from loradex.merge.conventions.lora_conventions import LORA_ADAPTER_METADATA_KEY
 
         parts = [("unet", run.unet)]
         if run.config.train_text_encoder:
@@ -98,8 +98,8 @@ class LoraAdapterMixin:
     def export(self, run, dest_dir: Path, step: int) -> Exported:
         from safetensors.torch import save_file
 
-        from loradex.merge.convert import convert_state_dict
-        from loradex.registry.atomic_files import atomic_path
+        from loradex.merge.conventions.convert import convert_state_dict
+        from loradex.registry.files.atomic_files import atomic_path
 
         from .registration import lora_training_metadata
 

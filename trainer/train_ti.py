@@ -102,8 +102,8 @@ class TextualInversionMethod(TrainingMethod):
     def export(self, run, dest_dir: Path, step: int) -> Exported:
         from safetensors.torch import save_file
 
-        from loradex.merge.embedding_convert import Embedding, from_embedding
-        from loradex.registry.atomic_files import atomic_path
+        from loradex.merge.conventions.embedding_convert import Embedding, from_embedding
+        from loradex.registry.files.atomic_files import atomic_path
 
         from .registration import embedding_training_metadata
 

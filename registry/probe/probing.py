@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UnsafePickle, UnsupportedFormat
-from ..file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
-from ..safetensors_header import read_header, read_scalars
+from ..files.file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
+from ..files.safetensors_header import read_header, read_scalars
 from .base_family import base_from_metadata, decide, evidence_from_modules
 from .tensor_rules import check_view
 from .facts import PROBERS, HeaderView, ProbeFacts, TensorMeta, Verdict
@@ -177,7 +177,7 @@ def view_for_path(path, *, allow_pickle: bool = False, extra_allowed=()) -> Head
         if not allow_pickle:
             raise UnsafePickle(path, f"is {s.detail}: unpickling can run code, so loradex does not open "
                                      "pickles by default", hint=PICKLE_HINT)
-        from ..pickle_scan import safe_load_pickle, scan_pickle
+        from ..files.pickle_scan import safe_load_pickle, scan_pickle
 
         container = scan_pickle(path).container
         return state_dict_view(safe_load_pickle(path, extra_allowed=extra_allowed), container=container, path=path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from ..hashing import is_bogus_model_hash
+from ..files.hashing import is_bogus_model_hash
 
 # friendly name → metadata keys, first present wins
 TRAINING_KEYS: dict[str, tuple[str, ...]] = {

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from ..errors import AlreadyExists, NotFound, UsageError
-from ..hub_manifest import check_push_formats
-from ..refs import check_name
+from .hub_manifest import check_push_formats
+from ..catalog.refs import check_name
 from ..untrusted import inside
 
 # Modules that register remote kinds when imported (the Hub helper appends its module here).
@@ -169,7 +169,7 @@ def guess_kind(url: str) -> str | None:
 
 def add_remote(catalog, name: str, url: str, kind: str | None = None,
                settings: dict | None = None) -> RemoteRecord:
-    from ..db_schema import RemoteRow
+    from ..catalog.db_schema import RemoteRow
 
     check_name(name)
     parts = urlsplit(url)
@@ -201,13 +201,13 @@ def add_remote(catalog, name: str, url: str, kind: str | None = None,
 
 
 def list_remotes(catalog) -> list[RemoteRecord]:
-    from ..db_schema import RemoteRow
+    from ..catalog.db_schema import RemoteRow
 
     return catalog.read(lambda s: [_record(r) for r in s.scalars(select(RemoteRow).order_by(RemoteRow.name))])
 
 
 def _find_remote(catalog, name: str) -> RemoteRecord | None:
-    from ..db_schema import RemoteRow
+    from ..catalog.db_schema import RemoteRow
 
     def run(s):
         row = s.scalar(select(RemoteRow).where(RemoteRow.name == name))
@@ -224,7 +224,7 @@ def get_remote(catalog, name: str) -> RemoteRecord:
 
 
 def remove_remote(catalog, name: str) -> RemoteRecord:
-    from ..db_schema import RemoteRow, SyncStateRow
+    from ..catalog.db_schema import RemoteRow, SyncStateRow
 
     def run(s):
         row = s.scalar(select(RemoteRow).where(RemoteRow.name == name))

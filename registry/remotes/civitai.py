@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import select
 
 from ..errors import InvalidRef, LoradexError, NotFound, TransferError, UsageError
-from ..hashing import EMPTY_SHA256
+from ..files.hashing import EMPTY_SHA256
 from ..untrusted import UntrustedData, check_schema, hex_digest, positive_int, safe_relative_name
 from . import discard_download, register_remote
 from .civitai_client import (DEFAULT_ENDPOINT, PULL_VERSION_SCHEMA, CivitaiClient, Progress, _describe_text,
@@ -218,7 +218,7 @@ def _find_info(client: CivitaiClient, target: CivitaiTarget) -> dict:
 
 
 def _live_version_by_sha(catalog, sha256: str):
-    from ..db_schema import AdapterRow, VersionRow
+    from ..catalog.db_schema import AdapterRow, VersionRow
 
     def run(s):
         row = s.scalar(select(VersionRow).where(VersionRow.sha256 == sha256, VersionRow.deleted_at.is_(None))
@@ -248,7 +248,7 @@ def _work_dir(catalog, endpoint: str, version_id: int, file_id: int, sha: str | 
 
 
 def _verify(path: Path, file: dict, what: str) -> None:
-    from ..hashing import hash_file
+    from ..files.hashing import hash_file
 
     expected = _file_hashes(file)
     size = path.stat().st_size
@@ -274,7 +274,7 @@ def _verify(path: Path, file: dict, what: str) -> None:
 
 def _records_module():
     try:
-        from .. import records  # optional: the prompt-record store
+        from ..catalog import records  # optional: the prompt-record store
     except ImportError:
         return None
     return records if hasattr(records, "store_record") else None
@@ -296,7 +296,7 @@ def record_from_civitai_image(version, image: dict, info: dict) -> dict:
     Civitai's meta is A1111's generation parameters parsed into JSON, so the record is an A1111
     import; the image itself is not downloaded (image_sha256 stays null, the URL is kept)."""
     from ..paths import current_user
-    from ..records import RECORD_SCHEMA, new_record_id, now_iso
+    from ..catalog.records import RECORD_SCHEMA, new_record_id, now_iso
 
     meta = image.get("meta") or {}
     prompt = str(meta.get("prompt") or "")
@@ -373,7 +373,7 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
                  file_type: str | None = None, progress: Progress | None = None, remote=None,
                  token: str | None = None, transport=None, sleep=None, name: str | None = None,
                  alias: str | None = None, **_ignored) -> PullResult:
-    from ..adding import add_file
+    from ..catalog.adding import add_file
 
     target = parse_civitai_ref(ref)
     endpoint = (endpoint or target.origin or DEFAULT_ENDPOINT).rstrip("/")
@@ -435,7 +435,7 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
 
 
 def _version_taken(catalog, name: str, version: str) -> bool:
-    from ..db_schema import AdapterRow, VersionRow
+    from ..catalog.db_schema import AdapterRow, VersionRow
 
     def run(s):
         return s.scalar(select(VersionRow.id).join(AdapterRow, AdapterRow.id == VersionRow.adapter_id)
@@ -445,7 +445,7 @@ def _version_taken(catalog, name: str, version: str) -> bool:
 
 
 def _merge_extra(catalog, version_id: int, civitai_fields: dict) -> None:
-    from ..db_schema import VersionRow
+    from ..catalog.db_schema import VersionRow
 
     def run(s):
         row = s.get(VersionRow, version_id)
@@ -468,7 +468,7 @@ class IdentifyReport:
 
 
 def _has_provenance(s, row) -> bool:
-    from ..db_schema import LineageRow
+    from ..catalog.db_schema import LineageRow
 
     if (row.extra or {}).get("civitai"):
         return True
@@ -480,10 +480,10 @@ def identify(catalog, refs: list[str] | None = None, *, all_versions: bool = Fal
              endpoint: str | None = None, token: str | None = None, transport=None,
              sleep=None, progress: Progress | None = None) -> IdentifyReport:
     """Look up versions without provenance by SHA256 on a Civitai-style API and attach it."""
-    from ..catalog import resolve_in
-    from ..db_schema import AdapterRow, LineageRow, VersionRow
-    from ..operations import now
-    from ..refs import parse_ref
+    from ..catalog.store import resolve_in
+    from ..catalog.db_schema import AdapterRow, LineageRow, VersionRow
+    from ..catalog.operations import now
+    from ..catalog.refs import parse_ref
 
     if not refs and not all_versions:
         raise UsageError("give REF(s) or --all")

@@ -20,7 +20,7 @@ import httpx
 
 from ..errors import AuthError, NotFound, RemoteError, TransferError
 from ..untrusted import check_schema, parse_json
-from ..http_limits import MAX_JSON_BYTES, Deadline, StallGuard, max_download_bytes, over_cap_error, read_limited, watchdog
+from .http_limits import MAX_JSON_BYTES, Deadline, StallGuard, max_download_bytes, over_cap_error, read_limited, watchdog
 
 DEFAULT_ENDPOINT = "https://civitai.com"
 TOKEN_ENV = "CIVITAI_TOKEN"

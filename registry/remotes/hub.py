@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from .. import hub_manifest as M
+from . import hub_manifest as M
 from ..errors import Conflict, InvalidRef, LoradexError, NotFound, RemoteError, TransferError
-from ..refs import is_semver, sort_key
+from ..catalog.refs import is_semver, sort_key
 from ..untrusted import UntrustedData, read_json_file
 from . import RemoteRecord, discard_download, get_remote, register_remote
 
@@ -66,7 +66,7 @@ def _default_endpoint(endpoint: str | None) -> str:
 
 
 def token_for(remote: RemoteRecord | None, endpoint: str) -> str | None:
-    from ..hub_client import resolve_token, uses_xet
+    from .hub_client import resolve_token, uses_xet
 
     if remote is not None:
         return resolve_token(remote.name, hf_fallback=remote.kind == "hf")
@@ -83,7 +83,7 @@ def _namespace(endpoint: str, remote: RemoteRecord | None, token: str | None) ->
             return ns
     from huggingface_hub import HfApi
 
-    from ..hub_client import _remote_errors, _retrying
+    from .hub_client import _remote_errors, _retrying
 
     what = f"namespace: whoami on {endpoint}"
     with _remote_errors(endpoint, "(whoami)", bool(token), "namespace"):
@@ -125,7 +125,7 @@ def parse_hub_ref(catalog, ref: str, *, endpoint: str | None = None, remote: Rem
 
 
 def _hub_external(target: HubTarget, commit: str) -> str:
-    from ..hub_client import uses_xet
+    from .hub_client import uses_xet
 
     if uses_xet(target.endpoint):
         return f"hf://{target.repo_id}@{commit}"
@@ -137,7 +137,7 @@ def record_sync(catalog, remote: RemoteRecord | None, version_id: int, direction
                 oid: str) -> None:
     if remote is None:
         return
-    from ..db_schema import SyncStateRow
+    from ..catalog.db_schema import SyncStateRow
 
     def run(s):
         row = s.scalar(select(SyncStateRow).where(SyncStateRow.remote_id == remote.id,
@@ -154,7 +154,7 @@ def record_sync(catalog, remote: RemoteRecord | None, version_id: int, direction
 
 def sync_state(catalog, remote_name: str) -> list[dict]:
     """What was pushed to / pulled from a remote: [{ref, direction, remote_ref, remote_oid, at}]."""
-    from ..db_schema import AdapterRow, RemoteRow, SyncStateRow, VersionRow
+    from ..catalog.db_schema import AdapterRow, RemoteRow, SyncStateRow, VersionRow
 
     def run(s):
         rows = s.execute(select(SyncStateRow, VersionRow.version, AdapterRow.name)
@@ -199,7 +199,7 @@ def _remote_refs(api, repo_id: str) -> tuple[dict, dict] | None:
     """(tags, branches) of the repo, or None when it does not exist yet."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    from ..hub_client import repo_refs
+    from .hub_client import repo_refs
 
     try:
         return repo_refs(api.endpoint, repo_id, api.token or None)
@@ -211,7 +211,7 @@ def _remote_adapter_mismatch(api, repo_id: str, commit: str, staged: M.StagedVer
     """Weight files of ``staged`` that the remote commit lacks or holds with other bytes."""
     from huggingface_hub.hf_api import RepoFile
 
-    from ..hub_client import LocalFile, _retrying
+    from .hub_client import LocalFile, _retrying
 
     remote = {f.path: f for f in _retrying(lambda: list(api.list_repo_tree(repo_id, recursive=True,
                                                                          revision=commit)))
@@ -252,7 +252,7 @@ def push_hub(catalog, ref: str, remote: RemoteRecord, *, progress: Progress | No
     added since do not change a published version); other weights under that tag: Conflict."""
     from huggingface_hub import HfApi
 
-    from ..hub_client import _lfs_only_unless_hub, _remote_errors, _set_branches, push_files
+    from .hub_client import _lfs_only_unless_hub, _remote_errors, _set_branches, push_files
 
     version = catalog.resolve(ref)
     endpoint, _ = split_remote_url(remote.url)
@@ -337,14 +337,14 @@ def _download_dir(catalog, target: HubTarget) -> Path:
 
 
 def _partial_bytes(dest: Path) -> int:
-    from ..hub_client import PARTIAL_DIR
+    from .hub_client import PARTIAL_DIR
 
     part_dir = dest / PARTIAL_DIR
     return sum(p.stat().st_size for p in part_dir.glob("*.part")) if part_dir.is_dir() else 0
 
 
 def _live_version(catalog, sha256: str):
-    from ..db_schema import AdapterRow, VersionRow
+    from ..catalog.db_schema import AdapterRow, VersionRow
 
     def run(s):
         row = s.scalar(select(VersionRow).where(VersionRow.sha256 == sha256, VersionRow.deleted_at.is_(None))
@@ -363,8 +363,8 @@ def _version_free(catalog, name: str, version: str) -> bool:
 
 
 def _adapter_name(name: str | None, manifest: dict | None, repo_id: str) -> str:
-    from ..adding import default_name
-    from ..refs import check_name
+    from ..catalog.adding import default_name
+    from ..catalog.refs import check_name
 
     if name:
         check_name(name)
@@ -389,7 +389,7 @@ def pull_hub(catalog, ref: str, *, endpoint: str | None = None, progress: Progre
 def _pull_all(catalog, target: HubTarget, token, **opts) -> HubPullResult:
     from huggingface_hub import HfApi
 
-    from ..hub_client import _remote_errors
+    from .hub_client import _remote_errors
 
     api = HfApi(endpoint=target.endpoint, token=token or False)
     with _remote_errors(target.endpoint, target.repo_id, bool(token), "pull"):
@@ -427,9 +427,9 @@ def _pull_one(catalog, target: HubTarget, token, *, progress=None, name=None, al
 
 def _pull_one_into(catalog, target: HubTarget, token, dest: Path, *, progress, name, alias, file,
                    aliases) -> HubPullResult:
-    from ..adding import add_file
-    from ..hashing import hash_file
-    from ..hub_client import pull_revision
+    from ..catalog.adding import add_file
+    from ..files.hashing import hash_file
+    from .hub_client import pull_revision
 
     # The manifest first: a version already in the catalog costs no weight download.
     commit, got = pull_revision(target.endpoint, target.repo_id, target.revision, dest, token,
@@ -535,8 +535,8 @@ def _checked(path: Path, schema_name: str, where: str) -> dict:
 def _load_evidence(catalog, target, commit, manifest, dest, token, got, sha256: str) -> _Evidence:
     """The records the catalog lacks and the card, downloaded if not yet and checked. A card for
     other bytes than ``sha256`` (the pulled file) is not this version's and is left out."""
-    from .. import records as R
-    from ..hub_client import pull_revision
+    from ..catalog import records as R
+    from .hub_client import pull_revision
 
     def have_record(record_id: str) -> bool:
         try:
@@ -577,7 +577,7 @@ def _load_evidence(catalog, target, commit, manifest, dest, token, got, sha256: 
 def _store_evidence(catalog, evidence: _Evidence, manifest, version, result) -> None:
     """Store checked records and card under the pulled version's ref (which may differ from the
     pushed one when renamed or bumped)."""
-    from .. import records as R
+    from ..catalog import records as R
 
     pushed_ref = f"{manifest['name']}@{manifest['version']}" if manifest else None
     sha = manifest["file"]["hashes"]["sha256"] if manifest else None
@@ -605,7 +605,7 @@ def _branch_heads(target, token) -> dict[str, str]:
     """The repo's branches {name: commit} (fetched before registering: see ``_apply_aliases``)."""
     from huggingface_hub import HfApi
 
-    from ..hub_client import _remote_errors
+    from .hub_client import _remote_errors
 
     api = HfApi(endpoint=target.endpoint, token=token or False)
     with _remote_errors(target.endpoint, target.repo_id, bool(token), "pull"):
@@ -617,7 +617,7 @@ def _apply_aliases(catalog, target, heads: dict[str, str], commit, version, resu
     """Branches (other than main) whose head is the pulled commit become aliases of the version.
     An alias the promotion gate refuses (or a branch name that is no alias name) is reported,
     not forced."""
-    from ..operations import MoveAlias
+    from ..catalog.operations import MoveAlias
 
     current = {a.name: a.version for a in catalog.aliases(version.adapter)}
     for branch, head in sorted(heads.items()):

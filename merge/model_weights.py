@@ -1,0 +1,368 @@
+"""Full models read lazily by kohya module name: the plumbing that extract and bake share.
+
+Models are read lazily with ``safe_open`` (one tensor at a time) from either
+
+- a diffusers folder (``unet/diffusion_pytorch_model.safetensors``, ``text_encoder/model.safetensors``,
+  ``text_encoder_2/model.safetensors``), e.g. one written by ``trainer.tiny_pipeline.save_tiny_pipeline``;
+- an original-layout single-file ``.safetensors`` checkpoint (``model.diffusion_model.*`` in SGM
+  numbering, ``cond_stage_model.transformer.*`` / ``conditioner.embedders.0.transformer.*``);
+- a catalog ref of kind ``checkpoint`` (its stored single file).
+
+Every weight is named by its kohya module name, so adapters and models meet on one naming. LoRA
+target modules follow kohya's defaults: UNet transformer blocks (attention, feed-forward,
+proj_in/out) and, with a conv rank, resnets / down- and upsamplers; text encoder attention and MLP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loradex.registry.files.safetensors_writer import deterministic_safetensors
+
+from .catalog_merge import component_weight
+from .conventions.adapter_io import kohya_name_for_path
+from .conventions.modelspec import HASH_KEY
+from .math.lora_module import delta_weight
+
+Progress = Callable[[int, int, str], None]
+
+DIFFUSERS_COMPONENT_FILES = {
+    "unet": "unet/diffusion_pytorch_model.safetensors",
+    "text_encoder": "text_encoder/model.safetensors",
+    "text_encoder_2": "text_encoder_2/model.safetensors",
+}
+SINGLE_FILE_PREFIXES = {  # prefix → component; SDXL's OpenCLIP-G (embedders.1) uses other names
+    "model.diffusion_model.": "unet",
+    "cond_stage_model.transformer.": "text_encoder",
+    "conditioner.embedders.0.transformer.": "text_encoder",
+}
+_UNET_ATTENTION = (".attentions.",)
+_UNET_CONV_BLOCKS = (".resnets.", ".downsamplers.", ".upsamplers.")
+_TEXT_TARGETS = (".self_attn.", ".mlp.")
+
+
+@dataclass
+class WeightEntry:
+    file: str  # path of the safetensors file holding it
+    key: str  # tensor key in that file
+    component: str
+    conv_block: bool  # in a resnet / sampler (a LoRA target only with a conv rank)
+
+
+@dataclass
+class ModelWeights:
+    """A model's LoRA-target weights by kohya module name, read lazily."""
+
+    source: str
+    layout: str  # "diffusers" | "single-file"
+    family: str | None
+    entries: dict[str, WeightEntry] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)  # weight keys with no kohya name
+    _handles: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def tensor(self, name: str):
+        entry = self.entries[name]
+        handle = self._handles.get(entry.file)
+        if handle is None:
+            from safetensors import safe_open
+
+            handle = self._handles[entry.file] = safe_open(entry.file, framework="pt")
+        return handle.get_tensor(entry.key)
+
+    def names(self, *, conv: bool) -> list[str]:
+        return sorted(n for n, e in self.entries.items() if conv or not e.conv_block)
+
+    def content_hash(self) -> str:
+        """sha256 of the single file, or of ``<relative path>\\0<sha256>\\n`` lines of the weight files."""
+        from .recipes import sha256_of
+
+        if self.layout == "single-file":
+            return sha256_of(self.files[0])
+        root = Path(self.source)
+        lines = "".join(f"{p.relative_to(root).as_posix()}\0{sha256_of(p)}\n" for p in sorted(self.files))
+        return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+class _View:
+    """A Mapping-like view (what ``extract_lora`` reads) over ModelWeights."""
+
+    def __init__(self, weights: ModelWeights):
+        self.weights = weights
+
+    def __getitem__(self, name):
+        return self.weights.tensor(name)
+
+    def get(self, name, default=None):
+        return self.weights.tensor(name) if name in self.weights.entries else default
+
+    def __iter__(self):
+        return iter(self.weights.entries)
+
+
+def _is_target(component: str, path: str) -> tuple[bool, bool]:
+    """(is a LoRA target, only with a conv rank)."""
+    if component == "unet":
+        if any(t in path for t in _UNET_ATTENTION):
+            return True, False
+        return any(t in path for t in _UNET_CONV_BLOCKS), True
+    return any(t in path for t in _TEXT_TARGETS), False
+
+
+def _family_from_folder(folder: Path) -> str | None:
+    index = json.loads((folder / "model_index.json").read_text())
+    cls = index.get("_class_name", "")
+    if "XL" in cls:
+        return "sdxl"
+    config = folder / "text_encoder" / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("hidden_size") == 1024:
+        return "sd2"
+    return "sd1" if "StableDiffusion" in cls else None
+
+
+def target_name(component: str, path: str, ndim: int, family: str | None) -> tuple[str, bool] | None:
+    """(kohya name, in a conv block) of a LoRA-target weight of ``ndim`` dims at module ``path``; else None."""
+    target, conv_block = _is_target(component, path)
+    if not target or ndim not in (2, 4):
+        return None
+    return kohya_name_for_path(component, path, family), conv_block
+
+
+def _add_weights(weights: ModelWeights, file: Path, mapper: Callable[[str], tuple[str, str] | None]) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as fh:
+        for key in fh.keys():
+            if not key.endswith(".weight"):
+                continue
+            mapped = mapper(key[: -len(".weight")])
+            if mapped is None:
+                weights.unmapped.append(key)
+                continue
+            component, path = mapped
+            named = target_name(component, path, len(fh.get_slice(key).get_shape()), weights.family)
+            if named is not None:
+                weights.entries[named[0]] = WeightEntry(str(file), key, component, named[1])
+    weights.files.append(file)
+
+
+def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
+    """Open a diffusers folder, a single-file checkpoint or a catalog checkpoint ref."""
+    from loradex.registry.errors import InvalidFile, UnsupportedFormat
+
+    from .conventions.lora_canonical import canonical_text_encoder_path
+
+    path = Path(spec)
+    if not path.exists() and catalog is not None:
+        version = catalog.resolve(str(spec))
+        if (version.probe or {}).get("kind") != "checkpoint":
+            raise UnsupportedFormat(str(spec), f"{version.ref} is not a checkpoint")
+        path = Path(catalog.blobs.path_for(version.sha256))
+        return open_catalog_checkpoint(version, path, str(spec))  # DreamBooth outputs
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise InvalidFile(path, "not a diffusers folder (no model_index.json)")
+        weights = ModelWeights(str(path), "diffusers", _family_from_folder(path))
+        for component, rel in DIFFUSERS_COMPONENT_FILES.items():
+            if (path / rel).is_file():
+                weights_file = path / rel
+                # transformers 5 saves CLIP without the ``text_model.`` level; kohya names keep it
+                _add_weights(weights, weights_file, lambda p, c=component: (
+                    c, canonical_text_encoder_path(p) if c.startswith("text_encoder") else p))
+        if not weights.files:
+            raise InvalidFile(path, "no safetensors component weights found",
+                              hint="expected unet/diffusion_pytorch_model.safetensors")
+        return weights
+    if path.is_file():
+        return _open_single_file(path, str(spec))
+    raise InvalidFile(path, "no such file or folder",
+                      hint="give a diffusers folder, a .safetensors checkpoint or a checkpoint ref")
+
+
+def _single_file_family(keys: list[str], fh) -> str | None:
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    for key in keys:
+        if key.startswith("model.diffusion_model.") and key.endswith("attn2.to_k.weight"):
+            width = fh.get_slice(key).get_shape()[1]
+            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(width)
+    return None
+
+
+def _open_single_file(path: Path, source: str) -> ModelWeights:
+    from safetensors import safe_open
+
+    from loradex.registry.errors import UnsupportedFormat
+
+    from .conventions.checkpoint_layout import LDM_FAMILIES, UNET_PREFIX, ldm_family, unet_layout_from_ldm_keys
+    from .conventions.lora_canonical import canonical_text_encoder_path
+    from .conventions.module_layouts import UNET_LAYOUTS, sgm_to_diffusers
+
+    with safe_open(str(path), framework="pt") as fh:
+        keys = list(fh.keys())
+        family = _single_file_family(keys, fh)
+        layout = UNET_LAYOUTS.get(family)
+        if layout is None and (ldm := ldm_family(keys)) in LDM_FAMILIES:
+            # widths of no real model (e.g. a tiny test model baked to this layout): the UNet's
+            # block structure is read from its own keys, the family from its text-encoder prefixes
+            family = ldm
+            layout = unet_layout_from_ldm_keys({k[len(UNET_PREFIX):]: tuple(fh.get_slice(k).get_shape())
+                                                for k in keys if k.startswith(UNET_PREFIX)})
+    if layout is None:
+        raise UnsupportedFormat(path, "not an SD1/SD2/SDXL single-file checkpoint (family unknown)")
+    unet_map = sgm_to_diffusers(layout)
+
+    def mapper(module: str) -> tuple[str, str] | None:
+        for prefix, component in SINGLE_FILE_PREFIXES.items():
+            if module.startswith(prefix):
+                rest = module[len(prefix):]
+                if component == "unet":
+                    return (component, unet_map[rest]) if rest in unet_map else None
+                return component, canonical_text_encoder_path(rest)
+        return None
+
+    weights = ModelWeights(source, "single-file", family)
+    _add_weights(weights, path, mapper)
+    return weights
+
+
+def _model_input(spec: str, role: str, catalog) -> tuple[dict, ModelWeights]:
+    weights = open_model(spec, catalog)
+    ref = spec if not Path(spec).exists() else str(Path(spec).resolve())
+    return {"ref": ref, "role": role, "sha256": weights.content_hash()}, weights
+
+
+def _check_model_hash(entry: dict, weights: ModelWeights) -> None:
+    from loradex.registry.errors import IncompatibleAdapters
+
+    if entry.get("sha256") and weights.content_hash() != entry["sha256"]:
+        raise IncompatibleAdapters(f"{entry['ref']}: its weights changed since the recipe was made",
+                                   hint="the recipe cannot be replayed on other bytes")
+
+
+def _lineage_parent(ref: str, catalog) -> dict | str:
+    if Path(ref).exists():
+        return {"external_parent": f"file:{ref}"}
+    return catalog.resolve(ref).ref
+
+
+def fused_tensor(tensor, module_name: str, adapters, entries) -> tuple[Any, int]:
+    """``tensor`` + Σ w·ΔW over the adapters holding ``module_name`` (summed in fp32, returned in
+    ``tensor``'s dtype, ``tensor`` itself untouched) and how many adapters did."""
+    import torch
+
+    total, count = tensor.to(torch.float32, copy=True), 0
+    for source, entry in zip(adapters, entries):
+        module = source.load(module_name)
+        if module is not None:
+            total += delta_weight(module, component_weight(module_name, entry)).reshape(tensor.shape)
+            count += 1
+    return total.to(tensor.dtype), count
+
+
+def _fused_file(file: Path, targets: dict[str, str], adapters, entries, progress) -> tuple[bytes, int]:
+    """The bytes of ``file`` with every target weight (key → kohya name) fused; its metadata kept."""
+    tensors, metadata, count = fused_state(file, targets, adapters, entries, progress)
+    blob, _ = deterministic_safetensors(tensors, metadata, hash_key=HASH_KEY)
+    return blob, count
+
+
+def fused_state(file: Path, targets: dict[str, str], adapters, entries,
+                progress: Progress | None = None) -> tuple[dict, dict[str, str], int]:
+    """(every tensor of ``file``, target weights (key → kohya name) fused; its metadata; module updates)."""
+    from safetensors import safe_open
+
+    tensors, count = {}, 0
+    with safe_open(str(file), framework="pt") as fh:
+        metadata = dict(fh.metadata() or {})
+        keys = sorted(fh.keys())
+        for done, key in enumerate(keys):
+            tensor = fh.get_tensor(key)
+            module_name = targets.get(key)
+            if module_name is not None:
+                tensor, n = fused_tensor(tensor, module_name, adapters, entries)
+                count += n
+            tensors[key] = tensor.contiguous()
+            if progress is not None:
+                progress(done + 1, len(keys), key)
+    return tensors, metadata, count
+
+
+def replace_folder(dest: Path, fill: Callable[[Path], None]) -> None:
+    """Build a folder with ``fill(staged)`` beside ``dest``, then move it to ``dest`` (replacing it)."""
+    from loradex.registry.files.atomic_files import TMP_PREFIX
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
+    try:
+        staged = tmp / "model"
+        fill(staged)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staged, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- catalog checkpoints: loradex DreamBooth outputs ----------------------------------------------
+
+def open_catalog_checkpoint(version, path, source: str):
+    """The LoRA-target weights (``ModelWeights``) of a catalog checkpoint, read lazily.
+
+    A loradex DreamBooth output names its family in its training record, and its UNet numbering
+    is read from its own keys (``checkpoint_layout.unet_layout_from_ldm_keys``), so fine-tunes of
+    any block structure (tiny models too) map; older DreamBooth files are diffusers-keyed (UNet
+    keys bare, text encoders under ``text_encoder.``). Any other checkpoint is an ordinary single
+    file (``_open_single_file``).
+    """
+    from safetensors import safe_open
+
+    from .conventions.checkpoint_layout import (
+        TEXT_ENCODER_PREFIXES,
+        UNET_PREFIX,
+        is_ldm_checkpoint,
+        rename_by_prefix,
+        unet_layout_from_ldm_keys,
+        unet_prefix_pairs,
+    )
+    from .conventions.lora_canonical import canonical_text_encoder_path
+
+    trained = (version.extra or {}).get("training") or {}
+    if trained.get("weights") != "state_dict":
+        return _open_single_file(path, source)
+    family = (trained.get("base") or {}).get("family") or (version.probe or {}).get("base")
+    with safe_open(str(path), framework="pt") as fh:
+        shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    if is_ldm_checkpoint(shapes):
+        layout = unet_layout_from_ldm_keys({k[len(UNET_PREFIX):]: s for k, s in shapes.items()
+                                            if k.startswith(UNET_PREFIX)})
+        unet_table = {ldm: diff for diff, ldm in unet_prefix_pairs(layout)}
+        # open_clip's fused q/k/v (SDXL's second encoder) has no per-module weights to diff
+        text_prefixes = {p: c for c, p in TEXT_ENCODER_PREFIXES.get(family, {}).items() if c == "text_encoder"}
+
+        def mapper(module: str) -> tuple[str, str] | None:
+            if module.startswith(UNET_PREFIX):
+                renamed = rename_by_prefix(module[len(UNET_PREFIX):] + ".weight", unet_table)
+                return ("unet", renamed.removesuffix(".weight")) if renamed else None
+            for prefix, component in text_prefixes.items():
+                if module.startswith(prefix):
+                    return component, canonical_text_encoder_path(module[len(prefix):])
+            return None
+    else:
+        def mapper(module: str) -> tuple[str, str] | None:
+            head, _, rest = module.partition(".")
+            if head in ("text_encoder", "text_encoder_2"):
+                return head, canonical_text_encoder_path(rest)
+            return "unet", module
+
+    weights = ModelWeights(source, "single-file", family)
+    _add_weights(weights, Path(path), mapper)
+    return weights

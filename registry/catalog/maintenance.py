@@ -1,0 +1,149 @@
+"""``gc`` and ``verify``: keep the blob store and the catalog in step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..files.atomic_files import remove_abandoned_temp_files, remove_abandoned_work_dirs
+from ..files.blob_store import store_lock
+from ..crashpoints import crashpoint
+from .db_schema import AdapterRow, PromptRecordRow, VersionRow
+
+# Each function returns the sha256 of every blob some live row needs. Later features (records,
+# previews, cards) register theirs here; gc keeps anything any of them names.
+BlobReferencer = Callable[[Session], set]
+BLOB_REFERENCERS: dict[str, BlobReferencer] = {}
+
+
+def register_blob_referencer(name: str):
+    def deco(fn: BlobReferencer) -> BlobReferencer:
+        BLOB_REFERENCERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_blob_referencer("versions")
+def _live_versions(s: Session) -> set:
+    return set(s.scalars(select(VersionRow.sha256).where(VersionRow.deleted_at.is_(None))))
+
+
+@register_blob_referencer("previews")
+def _previews(s: Session) -> set:
+    rows = s.scalars(select(VersionRow.extra).where(VersionRow.deleted_at.is_(None)))
+    return {extra["preview_sha256"] for extra in rows if extra and extra.get("preview_sha256")}
+
+
+@register_blob_referencer("prompt_record_images")
+def _record_images(s: Session) -> set:
+    return set(s.scalars(select(PromptRecordRow.image_sha256).where(PromptRecordRow.image_sha256.is_not(None))))
+
+
+@register_blob_referencer("prompt_record_references")
+def _record_references(s: Session) -> set:
+    """Reference images named by records (``generate --reference``)."""
+    return {ref["sha256"] for record in s.scalars(select(PromptRecordRow.record))
+            for ref in (record or {}).get("references", []) if ref.get("sha256")}
+
+
+def referenced_blobs(s: Session) -> set:
+    out: set = set()
+    for fn in BLOB_REFERENCERS.values():
+        out |= fn(s)
+    return out
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    temp_files_removed: int = 0
+    temp_bytes_freed: int = 0
+    work_dirs_removed: int = 0
+
+    def to_dict(self) -> dict:
+        return {"removed": self.removed, "blobs_removed": len(self.removed),
+                "bytes_freed": self.bytes_freed, "temp_files_removed": self.temp_files_removed,
+                "temp_bytes_freed": self.temp_bytes_freed, "work_dirs_removed": self.work_dirs_removed}
+
+
+def gc(catalog, *, dry_run: bool = False) -> GcReport:
+    """Remove blobs no live row references, the work folders of killed merges/resizes/extracts
+    under ``<home>/tmp`` (their lock free), and temp files left by killed writers anywhere in the
+    home (``.tmp-loradex-*`` files no live writer holds locked: blob copies and ``atomic_output``
+    files alike). Each step is idempotent, so a gc killed half-way is finished by the next one."""
+    report = GcReport()
+    with store_lock(catalog.home, exclusive=True):
+        keep = catalog.read(referenced_blobs)
+        for sha, path in list(catalog.blobs.iter_blobs()):
+            if sha in keep:
+                continue
+            report.removed.append(sha)
+            report.bytes_freed += path.stat().st_size if dry_run else catalog.blobs.remove(sha)
+            crashpoint("gc-blob-removed")
+        if not dry_run:
+            crashpoint("gc-before-temp-sweep")
+            report.work_dirs_removed, work_bytes = remove_abandoned_work_dirs(catalog.home / "tmp")
+            report.temp_files_removed, report.temp_bytes_freed = remove_abandoned_temp_files(
+                catalog.home, recursive=True)
+            report.temp_bytes_freed += work_bytes
+            catalog.blobs.remove_orphan_link_records()
+    return report
+
+
+@dataclass
+class VerifyReport:
+    checked_blobs: int = 0
+    problems: list[dict] = field(default_factory=list)
+    unreferenced: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "checked_blobs": self.checked_blobs, "problems": self.problems,
+                "unreferenced_blobs": self.unreferenced}
+
+
+def verify(catalog, progress=None) -> VerifyReport:
+    """Re-hash every blob; check every live row has its blob and every blob is named right.
+
+    Unreferenced blobs are listed but are not problems (a killed ``add`` leaves one; gc frees it).
+    """
+    report = VerifyReport()
+
+    def rows(s: Session):
+        return s.execute(
+            select(AdapterRow.name, VersionRow.version, VersionRow.sha256)
+            .join(AdapterRow, AdapterRow.id == VersionRow.adapter_id)
+            .where(VersionRow.deleted_at.is_(None))
+        ).all()
+
+    live = catalog.read(rows)
+    needed = catalog.read(referenced_blobs)
+    present = dict(catalog.blobs.iter_blobs())
+    total = len(present)
+    for i, (sha, path) in enumerate(sorted(present.items())):
+        problem = catalog.blobs.verify_blob(sha)
+        report.checked_blobs += 1
+        if problem:
+            entry = {"blob": sha, "path": str(path), "problem": problem}
+            shared = catalog.blobs.shared_with(sha)
+            if shared:  # stored with --link: the outside file that shares it is named
+                entry["shared_with"] = shared
+            report.problems.append(entry)
+        elif sha not in needed:
+            report.unreferenced.append(sha)
+        if progress:
+            progress(i + 1, total, "verify")
+    for name, version, sha in live:
+        if sha not in present:
+            report.problems.append({"ref": f"{name}@{version}", "blob": sha, "problem": "blob missing"})
+    for sha in sorted(needed - set(present) - {sha for _, _, sha in live}):
+        report.problems.append({"blob": sha, "problem": "blob missing (referenced by a record or preview)"})
+    return report

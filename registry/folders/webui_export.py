@@ -1,0 +1,305 @@
+"""``loradex export REF DEST --layout a1111|comfyui``: put a catalog version where a webui finds it.
+
+The model file goes to the layout's folder for its kind, named after the adapter, next to the
+sidecars A1111 (and ComfyUI managers such as LoRA Manager) read:
+
+- ``<name>.json`` — A1111 user metadata: ``description``, ``sd version``, ``activation text``,
+  ``preferred weight``, ``notes``;
+- ``<name>.civitai.info`` — the Civitai version JSON, when the catalog knows the Civitai ids;
+- ``<name>.preview.<png|jpeg|webp>`` — the version's preview image, when it has one.
+
+Every file is written atomically, and only over a file an earlier export wrote and nobody has
+changed since (``DEST/.loradex-export.json``, read and checked like ``sync-folder``'s manifest:
+see ``folder_state``); any other file in the way is left alone and reported (``--force``
+overwrites it). ``--format`` converts through a converter the caller passes
+(``loradex.merge.conventions.file_conversion.convert_path``: LoRA conventions, LyCORIS, embedding layouts;
+registry/ does not import merge/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..files.atomic_files import atomic_output
+from ..errors import UsageError
+
+# --- layouts ---------------------------------------------------------------------------------------
+LAYOUTS: dict[str, "WebuiLayout"] = {}
+
+
+@dataclass(frozen=True)
+class WebuiLayout:
+    name: str
+    folders: dict  # adapter kind → folder relative to the webui root
+
+    def folder_for(self, kind: str) -> str:
+        try:
+            return self.folders[kind]
+        except KeyError:
+            raise UsageError(f"the {self.name} layout has no folder for {kind} files",
+                             hint=f"it holds: {', '.join(sorted(self.folders))}") from None
+
+
+def register_layout(layout: WebuiLayout) -> WebuiLayout:
+    LAYOUTS[layout.name] = layout
+    return layout
+
+
+def get_layout(name: str) -> WebuiLayout:
+    if name not in LAYOUTS:
+        raise UsageError(f"unknown layout {name!r}", hint=f"use one of {', '.join(sorted(LAYOUTS))}")
+    return LAYOUTS[name]
+
+
+# A1111 ≥ 1.5 loads LyCORIS files from models/Lora too.
+register_layout(WebuiLayout("a1111", {"lora": "models/Lora", "lycoris": "models/Lora",
+                                      "embedding": "embeddings", "checkpoint": "models/Stable-diffusion"}))
+register_layout(WebuiLayout("comfyui", {"lora": "models/loras", "lycoris": "models/loras",
+                                        "embedding": "models/embeddings", "checkpoint": "models/checkpoints"}))
+
+# loradex base family → A1111's ``sd version`` values.
+_SD_VERSION = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
+
+
+# --- what gets written ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file of an export: its path under the webui root and where its bytes come from."""
+
+    rel: str
+    sha256: str
+    blob: str | None = None  # copy this blob …
+    data: bytes | None = None  # … or write these bytes
+    role: str = "model"  # model | a1111-json | civitai-info | preview
+
+    def write(self, catalog, root: Path) -> Path:
+        dest = root / self.rel
+        with atomic_output(dest) as out:
+            if self.data is not None:
+                out.write(self.data)
+            else:
+                with catalog.blobs.open(self.blob) as src:
+                    shutil.copyfileobj(src, out, 4 << 20)
+        return dest
+
+
+def _bytes_file(rel: str, data: bytes, role: str) -> PlannedFile:
+    return PlannedFile(rel, hashlib.sha256(data).hexdigest(), data=data, role=role)
+
+
+def a1111_metadata(version, adapter) -> dict:
+    """The ``<name>.json`` A1111 shows in its "edit metadata" dialog."""
+    webui = version.extra.get("webui") if isinstance(version.extra.get("webui"), dict) else {}
+    base = version.probe.get("base") or adapter.base
+    if base in (None, "unknown"):
+        base = adapter.base
+    activation = webui.get("activation text") or ", ".join(version.trigger_words)
+    notes = webui.get("notes") or ""
+    stamp = f"loradex {version.ref} sha256:{version.sha256[:12]}"
+    return {
+        "description": webui.get("description") or adapter.description or "",
+        "sd version": _SD_VERSION.get(base, "Unknown"),
+        "activation text": activation,
+        "preferred weight": webui.get("preferred weight", 0),
+        "notes": f"{notes}\n{stamp}".strip() if stamp not in notes else notes,
+    }
+
+
+def civitai_info(version, adapter) -> dict | None:
+    """The Civitai version JSON when it is known: as imported from a sidecar, or rebuilt from
+    what ``pull civitai:…`` keeps (``extra["civitai"]``: versionId, modelId, modelName, …)."""
+    civ = version.extra.get("civitai")
+    if not isinstance(civ, dict):
+        return None
+    if isinstance(civ.get("info"), dict):
+        return civ["info"]
+    if civ.get("versionId") is None:
+        return None
+    hashes = {"SHA256": version.sha256.upper(), "AutoV2": version.autov2.upper()}
+    if version.autov1:
+        hashes["AutoV1"] = version.autov1.upper()
+    if version.autov3:
+        hashes["AutoV3"] = version.autov3[:12].upper()
+    return {
+        "id": civ["versionId"], "modelId": civ.get("modelId"), "name": civ.get("versionName") or version.version,
+        "description": civ.get("description") or adapter.description, "baseModel": civ.get("baseModel"),
+        "baseModelType": civ.get("baseModelType"),
+        "trainedWords": list(civ.get("trainedWords") or version.trigger_words),
+        "model": {"name": civ.get("modelName") or adapter.name, "type": civ.get("modelType") or "LORA",
+                  "nsfw": bool(civ.get("nsfw"))},
+        "images": list(civ.get("images") or []),
+        "files": [{"id": civ.get("fileId"), "name": version.file_name, "sizeKB": version.size / 1024,
+                   "type": "Model", "primary": True, "hashes": hashes}],
+        "downloadUrl": civ.get("downloadUrl"),
+    }
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=4, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None = None,
+                model_sha256: str | None = None, model_suffix: str | None = None) -> list[PlannedFile]:
+    """The files exporting ``version`` writes (model first), without writing anything."""
+    layout = get_layout(layout) if isinstance(layout, str) else layout
+    adapter = catalog.get_adapter(version.adapter)
+    kind = version.probe.get("kind") or adapter.kind
+    folder = layout.folder_for(kind)
+    stem = stem or version.adapter
+    suffix = model_suffix or Path(version.file_name).suffix or ".safetensors"
+    sha = model_sha256 or version.sha256
+    files = [PlannedFile(f"{folder}/{stem}{suffix}", sha, blob=sha, role="model")]
+    files.append(_bytes_file(f"{folder}/{stem}.json", _json_bytes(a1111_metadata(version, adapter)), "a1111-json"))
+    info = civitai_info(version, adapter)
+    if info is not None:
+        files.append(_bytes_file(f"{folder}/{stem}.civitai.info", _json_bytes(info), "civitai-info"))
+    preview = version.extra.get("preview_sha256")
+    if preview and catalog.blobs.exists(preview):
+        ext = {"jpeg": "jpg"}.get(version.extra.get("preview_type"), version.extra.get("preview_type") or "png")
+        files.append(PlannedFile(f"{folder}/{stem}.preview.{ext}", preview, blob=preview, role="preview"))
+    return files
+
+
+# --- export ------------------------------------------------------------------------------------------
+Converter = Callable[..., object]  # convert_path(src, dest, to, *, base=None, allow_partial=False) → dict
+EXPORT_STATE = ".loradex-export.json"
+
+
+@dataclass
+class ExportResult:
+    ref: str
+    layout: str
+    root: str
+    files: list[str] = field(default_factory=list)
+    converted_to: str | None = None
+    conversion: dict | None = None
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: files left alone
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format: str | None = None,
+                   converter: Converter | None = None, allow_partial: bool = False,
+                   force: bool = False) -> ExportResult:
+    """Write ``ref`` and its sidecars under the webui root ``dest``; see the module docstring.
+
+    A file already there is overwritten only when it is what an earlier export wrote (its sha256,
+    re-hashed now, as recorded in ``dest/.loradex-export.json``) or, with ``force``, any regular
+    file inside ``dest``; anything else is left alone and listed in ``skipped``."""
+    from .folder_state import folder_errors
+
+    layout_obj = get_layout(layout)
+    version = catalog.resolve(ref)
+    root = Path(dest).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} is not a folder")
+    result = ExportResult(version.ref, layout_obj.name, str(root))
+    plan = plan_export(catalog, version, layout_obj)
+    with folder_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
+        _export_locked(catalog, version, root, plan, result, to_format, converter, allow_partial, force)
+    return result
+
+
+def _export_locked(catalog, version, root: Path, plan: list[PlannedFile], result: ExportResult,
+                   to_format: str | None, converter: Converter | None, allow_partial: bool,
+                   force: bool) -> None:
+    from .folder_state import folder_lock, read_state, write_state
+
+    model, sidecars = plan[0], plan[1:]
+    with folder_lock(root):
+        state = read_state(root, EXPORT_STATE, result.warnings)
+        if to_format and to_format != version.file_format:
+            if converter is None:
+                raise UsageError("--format needs a converter", hint="call through `loradex export`")
+            rel = str(Path(model.rel).with_suffix("")) + ".safetensors"
+            if _may_write(root, rel, None, state, result, force):
+                dest_model = root / rel
+                result.conversion = _convert_blob(catalog, version, dest_model, to_format, converter, allow_partial)
+                result.converted_to = to_format
+                written = list((result.conversion or {}).get("files") or [str(dest_model)])
+                result.files += written
+                _record(root, written, state, version.ref)
+        else:
+            _write_planned(catalog, root, model, state, result, force)
+        for side in sidecars:
+            _write_planned(catalog, root, side, state, result, force)
+        write_state(root, EXPORT_STATE, state)
+
+
+def _may_write(root: Path, rel: str, sha256: str | None, state: dict, result: ExportResult,
+               force: bool) -> bool:
+    """May ``root/rel`` be (over)written? False (and the file listed as skipped) when it leads
+    outside ``root``, is not a regular file, or holds bytes loradex did not write there."""
+    from .folder_state import checked_path, content_sha, file_state, owned
+
+    path = checked_path(root, rel)
+    reason = None
+    if path is None:
+        reason = "the path leads outside the folder"
+    elif file_state(path) == "missing":
+        return True
+    elif file_state(path) != "regular":
+        reason = "a symlink or special file is in the way"
+    elif sha256 is not None and content_sha(path) == sha256:
+        return True  # the same bytes: rewriting them changes nothing
+    elif not (force or owned(path, state.get(rel))):
+        reason = "a file loradex did not write (or one changed by hand) is in the way; move it or pass --force"
+    if reason is None:
+        return True
+    result.skipped.append({"path": rel, "reason": reason})
+    result.warnings.append(f"{rel}: left alone: {reason}")
+    return False
+
+
+def _write_planned(catalog, root: Path, planned: PlannedFile, state: dict, result: ExportResult,
+                   force: bool) -> None:
+    from .folder_state import entry_for
+
+    if not _may_write(root, planned.rel, planned.sha256, state, result, force):
+        return
+    dest = planned.write(catalog, root)
+    state[planned.rel] = entry_for(dest, planned.sha256, result.ref)
+    result.files.append(str(dest))
+
+
+def _record(root: Path, files: list, state: dict, ref: str) -> None:
+    """Record what a converter wrote (paths it reports), each only if inside ``root``."""
+    from .folder_state import content_sha, entry_for
+    from ..untrusted import inside
+
+    for name in files:
+        try:
+            rel = Path(name).resolve().relative_to(root).as_posix()
+            inside(root / rel, root)
+        except (ValueError, OSError):
+            continue
+        sha = content_sha(root / rel)
+        if sha:
+            state[rel] = entry_for(root / rel, sha, ref)
+
+
+def _convert_blob(catalog, version, dest: Path, to_format: str, converter: Converter,
+                  allow_partial: bool) -> dict | None:
+    """Run the converter on the stored blob (seen through a ``.safetensors``-named symlink: blob
+    names carry no suffix)."""
+    if Path(version.file_name).suffix.lower() != ".safetensors":
+        raise UsageError(f"{version.ref} is a {Path(version.file_name).suffix or 'suffix-less'} file; "
+                         "only .safetensors files are converted on export")
+    base = version.probe.get("base")
+    with tempfile.TemporaryDirectory(prefix=".tmp-loradex-export-") as tmp:
+        # named like the stored file: converters default names (an embedding's token) to its stem
+        src = Path(tmp) / (Path(version.file_name).stem + ".safetensors")
+        os.symlink(catalog.blobs.path_for(version.sha256), src)
+        report = converter(src, dest, to_format, base=None if base in (None, "unknown") else base,
+                           allow_partial=allow_partial)
+    return report if isinstance(report, dict) else report.to_dict() if hasattr(report, "to_dict") else None

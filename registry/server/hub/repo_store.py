@@ -1,0 +1,445 @@
+"""Repositories of the Hub server: commits as JSON documents, refs in one JSON file per repo.
+
+Layout under ``<root>/hub/``::
+
+    objects/sha256/ab/cdef…             file contents (see object_store.py)
+    repos/models/<ns>/<name>/repo.json  {"id", "private", "createdAt"}
+    repos/models/<ns>/<name>/refs.json  {"branches": {name: oid}, "tags": {name: {"target", "message"}}}
+    repos/models/<ns>/<name>/commits/<oid>.json
+
+A commit document holds its whole tree, ``{path: {sha256, size, lfs, blob_id}}``; ``blob_id`` is
+what git (and the Hub's tree API) calls the file's oid: the git blob sha1 of the content for a
+regular file, of the LFS pointer text for an LFS file. The commit oid is the sha1 of the
+canonical JSON of the document, so it is 40 hex digits like a git commit id (the client checks
+that pattern). Commit files are immutable; ``refs.json`` is replaced atomically under a per-repo
+lock (a thread lock plus ``flock``, so two server processes on one root also serialise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from ...files.atomic_files import atomic_output
+from .object_store import ObjectStore
+from .protocol_errors import (BadRequest, EntryNotFound, RefExists, RepoNotFound, RevisionNotFound,
+                              StaleParent, UnprocessableUpload)
+
+REPO_PART_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
+REF_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}")
+COMMIT_OID_RE = re.compile(r"[0-9a-f]{40}")
+MAX_PATH_LEN = 1024
+LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub refuses regular (non-LFS) files above 10 MB
+
+# What the Hub puts in a new repo's first commit, trimmed to the kinds of files adapters come
+# with. Preupload answers "lfs" for paths matching a `filter=lfs` rule of the repo's own file.
+DEFAULT_GITATTRIBUTES = "".join(
+    f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
+    for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle",
+                    "*.npy", "*.npz", "*.h5", "*.onnx", "*.gguf", "*.msgpack", "*.model",
+                    "*.zip", "*.tar", "*.gz", "*.tgz", "*.zst", "*.7z",
+                    "*.png", "*.jpg", "*.jpeg", "*.webp", "*.gif")
+)
+
+
+def validate_repo_path(path: object) -> str:
+    """A file path inside a repo, or ``BadRequest``: no traversal, no absolute or drive paths."""
+    if not isinstance(path, str) or not path:
+        raise BadRequest("file path must be a non-empty string")
+    problems = []
+    if "\x00" in path:
+        problems.append("contains NUL")
+    if "\\" in path:
+        problems.append("contains a backslash")
+    if path.startswith("/"):
+        problems.append("is absolute")
+    if re.match(r"[A-Za-z]:", path):
+        problems.append("starts with a drive letter")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        problems.append("has an empty, '.' or '..' segment")
+    if parts[0] == ".git":
+        problems.append("is under .git/")
+    if len(path) > MAX_PATH_LEN:
+        problems.append(f"is longer than {MAX_PATH_LEN} characters")
+    if any(ord(ch) < 32 for ch in path):
+        problems.append("contains control characters")
+    if problems:
+        raise BadRequest(f"invalid file path {path!r}: " + ", ".join(problems))
+    return path
+
+
+def validate_repo_id(repo_id: str) -> tuple[str, str]:
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(REPO_PART_RE.fullmatch(p) for p in parts) or ".." in repo_id:
+        raise BadRequest(f"invalid repo id {repo_id!r}: expected namespace/name "
+                         "(letters, digits, '.', '_', '-'; no '..')")
+    return parts[0], parts[1]
+
+
+def validate_ref_name(name: str) -> str:
+    if (not REF_NAME_RE.fullmatch(name) or ".." in name or "//" in name or name.endswith(("/", ".lock"))
+            or COMMIT_OID_RE.fullmatch(name) or name.startswith("refs/")):
+        raise BadRequest(f"invalid branch or tag name {name!r}")
+    return name
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    sha256: str
+    size: int
+    lfs: bool
+    blob_id: str
+
+    @classmethod
+    def regular(cls, data: bytes, sha256: str) -> "TreeEntry":
+        return cls(sha256=sha256, size=len(data), lfs=False, blob_id=git_blob_sha1(data))
+
+    @classmethod
+    def lfs_file(cls, sha256: str, size: int) -> "TreeEntry":
+        return cls(sha256=sha256, size=size, lfs=True, blob_id=git_blob_sha1(lfs_pointer(sha256, size)))
+
+    @property
+    def pointer_size(self) -> int:
+        return len(lfs_pointer(self.sha256, self.size))
+
+
+@dataclass(frozen=True)
+class Commit:
+    oid: str
+    parents: list[str]
+    title: str
+    message: str
+    author: str
+    date: str
+    tree: dict[str, TreeEntry] = field(repr=False)
+
+    def document(self) -> dict:
+        return {"parents": self.parents, "title": self.title, "message": self.message,
+                "author": self.author, "date": self.date,
+                "tree": {path: asdict(entry) for path, entry in sorted(self.tree.items())}}
+
+    @classmethod
+    def create(cls, parents, title, message, author, tree) -> "Commit":
+        draft = cls("", list(parents), title, message, author, utc_now(), dict(tree))
+        oid = hashlib.sha1(json.dumps(draft.document(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return cls(oid, draft.parents, title, message, author, draft.date, draft.tree)
+
+    @classmethod
+    def from_document(cls, oid: str, doc: dict) -> "Commit":
+        tree = {path: TreeEntry(**entry) for path, entry in doc["tree"].items()}
+        return cls(oid, doc["parents"], doc["title"], doc["message"], doc["author"], doc["date"], tree)
+
+    def folders(self) -> set[str]:
+        out = set()
+        for path in self.tree:
+            parts = path.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                out.add("/".join(parts[:i]))
+        return out
+
+    def folder_oid(self, folder: str) -> str:
+        prefix = folder + "/"
+        listing = sorted((p, e.blob_id) for p, e in self.tree.items() if p.startswith(prefix))
+        return hashlib.sha1(json.dumps(listing).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FileOp:
+    """One line of a commit: add ``entry`` at ``path``, or delete a file / folder."""
+
+    kind: str  # "add" | "delete_file" | "delete_folder"
+    path: str
+    entry: TreeEntry | None = None
+
+
+@dataclass
+class Refs:
+    branches: dict[str, str]
+    tags: dict[str, dict]  # name -> {"target": oid, "message": str}
+
+
+class RefHook(Protocol):
+    """Told about a tag or branch about to be written, inside the repo's lock and before
+    ``refs.json`` changes: raising refuses the ref (the repo stays as it was). ``by`` is the user
+    the server's auth check named. ``loradex serve`` registers ``catalog_bridge.CatalogBridge``."""
+
+    def tag_created(self, store: "RepoStore", repo_id: str, tag: str, commit: Commit, by: str) -> None: ...
+
+    def branch_set(self, store: "RepoStore", repo_id: str, branch: str, commit: Commit, by: str) -> None: ...
+
+
+class RepoStore:
+    def __init__(self, hub_root: Path, objects: ObjectStore, ref_hooks: list[RefHook] | None = None):
+        self.root = Path(hub_root) / "repos" / "models"
+        self.objects = objects
+        self.ref_hooks: list[RefHook] = list(ref_hooks or [])
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # --- layout & locking -----------------------------------------------------------------
+    def repo_dir(self, repo_id: str) -> Path:
+        ns, name = validate_repo_id(repo_id)
+        return self.root / ns / name
+
+    def exists(self, repo_id: str) -> bool:
+        return (self.repo_dir(repo_id) / "repo.json").is_file()
+
+    def require(self, repo_id: str) -> Path:
+        directory = self.repo_dir(repo_id)
+        if not (directory / "repo.json").is_file():
+            raise RepoNotFound(f"Repository not found: {repo_id}")
+        return directory
+
+    @contextlib.contextmanager
+    def locked(self, repo_id: str) -> Iterator[Path]:
+        directory = self.repo_dir(repo_id)
+        with self._locks_guard:
+            lock = self._locks.setdefault(repo_id, threading.Lock())
+        with lock:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield directory
+            finally:
+                os.close(fd)
+
+    # --- repos ------------------------------------------------------------------------------
+    def create_repo(self, repo_id: str, *, private: bool, author: str) -> Commit:
+        with self.locked(repo_id) as directory:
+            if (directory / "repo.json").is_file():
+                raise RefExists(f"You already created this model repo: {repo_id}")
+            data = DEFAULT_GITATTRIBUTES.encode()
+            sha = self.objects.put_bytes(data)
+            first = Commit.create([], "initial commit", "", author, {".gitattributes": TreeEntry.regular(data, sha)})
+            self._write_commit(directory, first)
+            self._write_refs(directory, Refs(branches={"main": first.oid}, tags={}))
+            # repo.json last: a repo "exists" only once it is complete
+            with atomic_output(directory / "repo.json", "w") as fh:
+                json.dump({"id": repo_id, "private": private, "createdAt": first.date}, fh)
+            return first
+
+    def repo_meta(self, repo_id: str) -> dict:
+        return _stored_document(self.require(repo_id) / "repo.json", f"{repo_id} repo.json", REPO_DOC)
+
+    def delete_repo(self, repo_id: str) -> None:
+        import shutil
+
+        with self.locked(repo_id) as directory:
+            if not (directory / "repo.json").is_file():
+                raise RepoNotFound(f"Repository not found: {repo_id}")
+            (directory / "repo.json").unlink()  # gone for readers first, then the rest
+            for child in directory.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    # --- refs & commits ---------------------------------------------------------------------
+    def refs(self, repo_id: str) -> Refs:
+        data = _stored_document(self.require(repo_id) / "refs.json", f"{repo_id} refs.json", REFS_DOC)
+        return Refs(branches=data["branches"], tags=data["tags"])
+
+    def _write_refs(self, directory: Path, refs: Refs) -> None:
+        with atomic_output(directory / "refs.json", "w") as fh:
+            json.dump({"branches": refs.branches, "tags": refs.tags}, fh, indent=1, sort_keys=True)
+
+    def _write_commit(self, directory: Path, commit: Commit) -> None:
+        path = directory / "commits" / f"{commit.oid}.json"
+        if not path.exists():
+            with atomic_output(path, "w") as fh:
+                json.dump(commit.document(), fh, sort_keys=True)
+
+    def load_commit(self, repo_id: str, oid: str) -> Commit:
+        path = self.require(repo_id) / "commits" / f"{oid}.json"
+        try:
+            doc = _stored_document(path, f"{repo_id} commit {oid[:12]}", COMMIT_DOC)
+        except FileNotFoundError:
+            raise RevisionNotFound(f"Invalid rev id: {oid}") from None
+        return Commit.from_document(oid, doc)
+
+    def resolve(self, repo_id: str, revision: str) -> Commit:
+        """A branch, a tag (also as ``refs/heads/…``/``refs/tags/…``) or a full commit oid."""
+        refs = self.refs(repo_id)
+        name = revision
+        if name.startswith("refs/heads/") and name[11:] in refs.branches:
+            return self.load_commit(repo_id, refs.branches[name[11:]])
+        if name.startswith("refs/tags/") and name[10:] in refs.tags:
+            return self.load_commit(repo_id, refs.tags[name[10:]]["target"])
+        if name in refs.branches:
+            return self.load_commit(repo_id, refs.branches[name])
+        if name in refs.tags:
+            return self.load_commit(repo_id, refs.tags[name]["target"])
+        if COMMIT_OID_RE.fullmatch(name):
+            return self.load_commit(repo_id, name)
+        raise RevisionNotFound(f"Invalid rev id: {revision}")
+
+    def history(self, repo_id: str, revision: str) -> list[Commit]:
+        """First-parent history, newest first."""
+        out = [self.resolve(repo_id, revision)]
+        while out[-1].parents:
+            out.append(self.load_commit(repo_id, out[-1].parents[0]))
+        return out
+
+    def lfs_patterns(self, repo_id: str, revision: str) -> list[str]:
+        """``filter=lfs`` patterns of ``.gitattributes`` at ``revision`` (default set if absent)."""
+        try:
+            commit = self.resolve(repo_id, revision)
+        except RevisionNotFound:
+            text = DEFAULT_GITATTRIBUTES
+        else:
+            entry = commit.tree.get(".gitattributes")
+            if entry is None:
+                return []
+            with self.objects.open(entry.sha256) as fh:
+                text = fh.read().decode("utf-8", "replace")
+        patterns = []
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and not line.lstrip().startswith("#") and "filter=lfs" in fields[1:]:
+                patterns.append(fields[0])
+        return patterns
+
+    def commit(self, repo_id: str, branch: str, ops: list[FileOp], *, title: str, message: str,
+               author: str, parent_commit: str | None = None) -> Commit:
+        with self.locked(repo_id) as directory:
+            refs = self.refs(repo_id)
+            if branch not in refs.branches:
+                raise RevisionNotFound(f"Invalid rev id: {branch} (commits go to an existing branch)")
+            head = self.load_commit(repo_id, refs.branches[branch])
+            if parent_commit and not head.oid.startswith(parent_commit.lower()):
+                raise StaleParent(f"parentCommit {parent_commit} is not the head of {branch} ({head.oid})")
+            tree = dict(head.tree)
+            for op in ops:
+                if op.kind == "add":
+                    if not self.objects.has(op.entry.sha256, op.entry.size):
+                        raise UnprocessableUpload(
+                            f"{op.path}: object sha256:{op.entry.sha256[:12]}… ({op.entry.size} bytes) was never "
+                            "uploaded; upload it through the LFS batch API first")
+                    tree[op.path] = op.entry
+                elif op.kind == "delete_file":
+                    if tree.pop(op.path, None) is None:
+                        raise EntryNotFound(f"A file with this name doesn't exist: {op.path}")
+                elif op.kind == "delete_folder":
+                    prefix = op.path.rstrip("/") + "/"
+                    doomed = [p for p in tree if p.startswith(prefix)]
+                    if not doomed:
+                        raise EntryNotFound(f"A folder with this name doesn't exist: {op.path}")
+                    for p in doomed:
+                        del tree[p]
+                else:
+                    raise BadRequest(f"unknown commit operation {op.kind!r}")
+            new = Commit.create([head.oid], title, message, author, tree)
+            self._write_commit(directory, new)
+            refs.branches[branch] = new.oid
+            self._write_refs(directory, refs)
+            return new
+
+    def create_tag(self, repo_id: str, tag: str, revision: str, message: str = "", *, by: str = "") -> str:
+        validate_ref_name(tag)
+        with self.locked(repo_id) as directory:
+            commit = self.resolve(repo_id, revision)
+            target = commit.oid
+            refs = self.refs(repo_id)
+            if tag in refs.tags:
+                raise RefExists(f"Tag already exists: {tag}")
+            for hook in self.ref_hooks:
+                hook.tag_created(self, repo_id, tag, commit, by)
+            refs.tags[tag] = {"target": target, "message": message}
+            self._write_refs(directory, refs)
+            return target
+
+    def delete_tag(self, repo_id: str, tag: str) -> None:
+        with self.locked(repo_id) as directory:
+            refs = self.refs(repo_id)
+            if refs.tags.pop(tag, None) is None:
+                raise RevisionNotFound(f"Tag not found: {tag}")
+            self._write_refs(directory, refs)
+
+    def create_branch(self, repo_id: str, branch: str, starting_point: str | None, *, by: str = "") -> str:
+        validate_ref_name(branch)
+        with self.locked(repo_id) as directory:
+            refs = self.refs(repo_id)
+            if branch in refs.branches:
+                raise RefExists(f"Reference already exists: refs/heads/{branch}")
+            commit = self.resolve(repo_id, starting_point or "main")
+            target = commit.oid
+            for hook in self.ref_hooks:
+                hook.branch_set(self, repo_id, branch, commit, by)
+            refs.branches[branch] = target
+            self._write_refs(directory, refs)
+            return target
+
+    def delete_branch(self, repo_id: str, branch: str) -> None:
+        with self.locked(repo_id) as directory:
+            refs = self.refs(repo_id)
+            if branch == "main":
+                raise BadRequest("the main branch cannot be deleted")
+            if refs.branches.pop(branch, None) is None:
+                raise RevisionNotFound(f"Branch not found: {branch}")
+            self._write_refs(directory, refs)
+
+
+# --- the server's own documents, read back through the same caps as anything from outside -----------
+_ENTRY_DOC = {"type": "object", "required": ["sha256", "size", "lfs", "blob_id"], "additionalProperties": False,
+              "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                             "size": {"type": "integer", "minimum": 0}, "lfs": {"type": "boolean"},
+                             "blob_id": {"type": "string"}}}
+REPO_DOC = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}
+REFS_DOC = {"type": "object", "required": ["branches", "tags"],
+            "properties": {"branches": {"type": "object", "additionalProperties": {"type": "string"}},
+                           "tags": {"type": "object", "additionalProperties": {
+                               "type": "object", "required": ["target"],
+                               "properties": {"target": {"type": "string"}}}}}}
+COMMIT_DOC = {"type": "object", "required": ["parents", "title", "message", "author", "date", "tree"],
+              "properties": {"tree": {"type": "object", "additionalProperties": _ENTRY_DOC},
+                             "parents": {"type": "array", "items": {"type": "string"}},
+                             "title": {"type": "string"}, "message": {"type": "string"},
+                             "author": {"type": "string"}, "date": {"type": "string"}}}
+STORED_DOC_MAX_BYTES = 256 << 20  # a commit lists its whole tree
+
+
+def _stored_document(path: Path, source: str, schema: dict):
+    """A JSON document of the repo store, parsed with caps and checked against ``schema``
+    (``untrusted.UntrustedData`` when a hand-edited or damaged file does not fit; the answer is
+    then a generic 500 that names nothing). ``FileNotFoundError`` passes through."""
+    from ... import untrusted
+
+    with open(path, "rb") as fh:
+        data = fh.read(STORED_DOC_MAX_BYTES + 1)
+    value = untrusted.parse_json(data, source, max_bytes=STORED_DOC_MAX_BYTES, max_nodes=10_000_000)
+    return untrusted.check_schema(value, schema, source)
+
+
+def matches_lfs_pattern(path: str, patterns: list[str]) -> bool:
+    """gitattributes matching, simplified: a pattern without '/' matches the base name anywhere,
+    one with '/' matches the whole path from the root (``**`` behaves like ``*``)."""
+    base = path.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        if "/" in pattern.strip("/"):
+            if fnmatch.fnmatchcase(path, pattern.lstrip("/").replace("**/", "*").replace("**", "*")):
+                return True
+        elif fnmatch.fnmatchcase(base, pattern.strip("/")):
+            return True
+    return False

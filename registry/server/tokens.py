@@ -1,0 +1,220 @@
+"""API tokens of ``loradex serve`` and the check every request goes through.
+
+Tokens are created with ``loradex serve token create --scope read|write [--namespace N]``; the
+secret is printed once and only its sha256 is stored (``serve_tokens`` table of the catalog), so
+neither the catalog nor a backup of it can be replayed against the server. A presented token is
+hashed and looked up by digest; the digests are then compared with ``hmac.compare_digest``.
+
+Scopes: ``read`` may read; ``write`` may read and write. A token with a namespace may write only
+repos under ``NAMESPACE/`` (reads are not restricted), and the Hub's ``whoami`` answers with that
+namespace, so ``loradex push`` puts repos there by default. ``$LORADEX_SERVE_TOKEN`` still works:
+it is one write-scoped admin token without a namespace (backwards compatibility).
+
+Tokens are taken from ``Authorization: Bearer`` only. ``?token=`` in the URL is refused (URLs end
+up in proxy and access logs), except where a route asks for it (the Civitai-style read API: the
+Civitai API documents ``?token=`` and webui downloaders send it that way) and only for reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+
+from ..errors import AlreadyExists, NotFound, UsageError
+
+SCOPES = ("read", "write")
+TOKEN_PREFIX = "ldx_"
+ADMIN_TOKEN_NAME = "$LORADEX_SERVE_TOKEN"
+TOKEN_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # huggingface_hub keys on this text
+WRITE_STATE_KEY = "loradex.write"  # request.state entry the audit log reads (who attempted a write)
+
+
+@dataclass(frozen=True)
+class ServeToken:
+    """A stored token, without its secret."""
+
+    id: int
+    name: str
+    scope: str
+    namespace: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "scope": self.scope, "namespace": self.namespace,
+                "created_at": self.created_at.isoformat(),
+                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    """What ``token create`` returns: the record and the secret (shown this once, never stored)."""
+
+    token: ServeToken
+    secret: str
+
+    def to_dict(self) -> dict:
+        return {**self.token.to_dict(), "token": self.secret}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is: a stored token, the admin token, or anonymous (``--public-read``)."""
+
+    name: str
+    scope: str
+    namespace: str | None = None
+    token_id: int | None = None
+
+
+ANONYMOUS = Principal("anonymous", "none")
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _entity(row) -> ServeToken:
+    return ServeToken(row.id, row.name, row.scope, row.namespace, row.created_at, row.revoked_at)
+
+
+def create_token(catalog, scope: str, *, namespace: str | None = None, name: str | None = None) -> CreatedToken:
+    from ..catalog.db_schema import ServeTokenRow
+    from .hub.repo_store import REPO_PART_RE
+
+    if scope not in SCOPES:
+        raise UsageError(f"unknown scope {scope!r}: use read or write")
+    if namespace is not None:
+        if scope != "write":
+            raise UsageError("--namespace limits what a token may write: use it with --scope write")
+        if not REPO_PART_RE.fullmatch(namespace):
+            raise UsageError(f"invalid namespace {namespace!r}: letters, digits, '.', '_', '-'")
+    if name is not None and not TOKEN_NAME_RE.fullmatch(name):
+        raise UsageError(f"invalid token name {name!r}: letters, digits, '.', '_', '-' (at most 100)")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+    def run(s):
+        if name is not None and s.scalar(select(ServeTokenRow.id).where(ServeTokenRow.name == name)):
+            raise AlreadyExists(f"a token named {name!r} already exists; pick another --name "
+                                "(or `loradex serve token revoke` the old one)")
+        row = ServeTokenRow(name=name or f"pending-{secrets.token_hex(8)}", token_sha256=token_digest(secret),
+                            scope=scope, namespace=namespace, created_at=datetime.now(timezone.utc))
+        s.add(row)
+        s.flush()
+        if name is None:
+            row.name = f"token-{row.id}"
+        return _entity(row)
+
+    return CreatedToken(catalog.transact(run), secret)
+
+
+def list_tokens(catalog) -> list[ServeToken]:
+    from ..catalog.db_schema import ServeTokenRow
+
+    return catalog.read(lambda s: [_entity(r) for r in s.scalars(select(ServeTokenRow).order_by(ServeTokenRow.id))])
+
+
+def revoke_token(catalog, name_or_id: str) -> ServeToken:
+    """Revoke by name or id; the row stays (the audit log refers to it), the token stops working."""
+    from ..catalog.db_schema import ServeTokenRow
+
+    def run(s):
+        cond = ServeTokenRow.name == name_or_id
+        if name_or_id.isdigit():
+            cond = cond | (ServeTokenRow.id == int(name_or_id))
+        row = s.scalar(select(ServeTokenRow).where(cond).limit(1))
+        if row is None:
+            raise NotFound(f"no serve token named {name_or_id!r}; see `loradex serve token list`")
+        if row.revoked_at is None:
+            row.revoked_at = datetime.now(timezone.utc)
+        return _entity(row)
+
+    return catalog.transact(run)
+
+
+def has_active_tokens(catalog) -> bool:
+    from ..catalog.db_schema import ServeTokenRow
+
+    return catalog.read(lambda s: s.scalar(select(ServeTokenRow.id).where(ServeTokenRow.revoked_at.is_(None))
+                                           .limit(1)) is not None)
+
+
+def _bearer(request) -> str | None:
+    header = request.headers.get("authorization") or ""
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return None
+
+
+class ServeAuthorizer:
+    """The server's auth check. ``check`` returns the :class:`Principal` or raises the Hub's
+    ``Unauthorized`` (no or unknown token, 401) or ``Forbidden`` (valid token, not allowed, 403);
+    calling the object answers the same as a bool (``state.authorize(request, scope)``).
+
+    ``namespace``: the namespace of the repo a write goes to; None means the caller's own
+    namespace (a Hub ``repos/create`` without an organization)."""
+
+    def __init__(self, catalog=None, admin_token: str | None = None, *, public_read: bool = False):
+        self.catalog = catalog
+        self.public_read = public_read
+        self._admin_digest = token_digest(admin_token) if admin_token else None
+
+    def lookup(self, secret: str) -> Principal | None:
+        digest = token_digest(secret)
+        if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
+            return Principal(ADMIN_TOKEN_NAME, "write")
+        if self.catalog is None:
+            return None
+        from ..catalog.db_schema import ServeTokenRow
+
+        row = self.catalog.read(lambda s: s.scalar(select(ServeTokenRow).where(
+            ServeTokenRow.token_sha256 == digest, ServeTokenRow.revoked_at.is_(None))))
+        if row is None or not hmac.compare_digest(row.token_sha256, digest):
+            return None
+        return Principal(row.name, row.scope, row.namespace, row.id)
+
+    def check(self, request, scope: str = "read", namespace: str | None = None, *,
+              query_token: bool = False) -> Principal:
+        from .hub.protocol_errors import Forbidden, Unauthorized
+
+        secret = _bearer(request)
+        in_query = request.query_params.get("token")
+        if secret is None and in_query and query_token and scope == "read":
+            secret = in_query
+        state = request.scope.setdefault("state", {})
+        if secret is None:
+            if scope == "read" and self.public_read:
+                return ANONYMOUS
+            if scope == "write":
+                state[WRITE_STATE_KEY] = ANONYMOUS
+            if in_query:
+                raise Unauthorized("tokens in the URL (?token=) are refused here: send 'Authorization: Bearer <token>'")
+            raise Unauthorized(f"Authorization required ({scope} access): send 'Authorization: Bearer <token>'")
+        principal = self.lookup(secret)
+        if scope == "write":
+            state[WRITE_STATE_KEY] = principal or Principal("invalid-token", "none")
+        if principal is None:
+            raise Unauthorized(INVALID_CREDENTIALS)
+        if scope == "write" and principal.scope != "write":
+            raise Forbidden(f"token {principal.name!r} is read-only: writes need a token created with --scope write")
+        if scope == "write" and principal.namespace is not None and namespace not in (None, principal.namespace):
+            raise Forbidden(f"token {principal.name!r} may only write repos under {principal.namespace}/, "
+                            f"not {namespace}/")
+        return principal
+
+    def __call__(self, request, scope: str = "read", namespace: str | None = None, *,
+                 query_token: bool = False) -> bool:
+        from ..errors import AuthError
+
+        try:
+            self.check(request, scope, namespace, query_token=query_token)
+        except AuthError:
+            return False
+        return True
