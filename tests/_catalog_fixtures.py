@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 FIXTURES = ROOT / "fixtures"
-MIGRATIONS = ROOT.parent / "registry" / "migrations"
+MIGRATIONS = ROOT.parent / "registry" / "catalog" / "migrations"
 
 
 def fixture_path(revision: str) -> Path:

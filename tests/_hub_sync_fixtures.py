@@ -17,7 +17,7 @@ import pytest
 
 from _served_app import ServedApp
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
-from loradex.registry import records as R
+from loradex.registry.catalog import records as R
 from loradex.registry.catalog.adding import add_file
 from loradex.registry.catalog.store import Catalog
 from loradex.registry.catalog.operations import MoveAlias

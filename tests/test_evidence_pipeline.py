@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import TINY_SD1_MODULES, random_kohya_state_dict
-from loradex.registry import records as R
+from loradex.registry.catalog import records as R
 from loradex.registry.catalog.adding import add_file
 from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import SchemaError

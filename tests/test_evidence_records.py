@@ -14,7 +14,7 @@ from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry.catalog.adding import add_file
 from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import SchemaError, UnsupportedFormat
-from loradex.registry import records as R
+from loradex.registry.catalog import records as R
 from loradex.schemas import load_schema, validate
 
 

@@ -226,7 +226,7 @@ def test_catalog_disk_full_is_one_line_and_registers_nothing(filled_home, tmp_pa
     """SQLite's own "database or disk is full" (a page limit at the current size)."""
     from sqlalchemy import event
 
-    from loradex.registry import catalog as catalog_mod
+    from loradex.registry.catalog import store as catalog_mod
 
     real_engine_for = catalog_mod._engine_for
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loradex.registry import hub_client
+from loradex.registry.remotes import hub_client
 from loradex.registry.errors import AuthError, Conflict, NotFound
 from loradex.registry.server.hub import serve_in_thread
 

@@ -114,7 +114,7 @@ def test_different_file_under_a_version_the_server_has_is_refused_and_nothing_ch
 
 
 def test_plain_repo_tag_is_probed_and_retagging_the_same_commit_adds_nothing(server, tmp_path):
-    from loradex.registry import hub_client
+    from loradex.registry.remotes import hub_client
 
     src = write_random_kohya_lora(tmp_path / "w.safetensors", rank=4, seed=3)
     readme = tmp_path / "README.md"
@@ -148,7 +148,7 @@ def test_plain_repo_tag_is_probed_and_retagging_the_same_commit_adds_nothing(ser
 def test_tag_on_a_commit_without_an_identifiable_adapter_is_refused(server, tmp_path):
     from huggingface_hub.errors import HfHubHTTPError
 
-    from loradex.registry import hub_client
+    from loradex.registry.remotes import hub_client
 
     files = {"a.safetensors": write_random_kohya_lora(tmp_path / "a.safetensors", seed=1),
              "b.safetensors": write_random_kohya_lora(tmp_path / "b.safetensors", seed=2)}

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from _hub_sync_fixtures import _quiet_hub, server  # noqa: F401 (fixtures)
 from _hub_sync_fixtures import (TOKEN, ThreadServer, files_containing, move_alias, publishing_home, stats)
 from loradex.cli.app import app
-from loradex.registry import hub_client
-from loradex.registry import records as R
+from loradex.registry.remotes import hub_client
+from loradex.registry.catalog import records as R
 from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import AuthError, Conflict, NotFound
 from loradex.registry.probe import probe_path

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loradex.registry import atomic_files
+from loradex.registry.files import atomic_files
 from loradex.registry.files.atomic_files import TMP_PREFIX, atomic_output, atomic_path, locked_temp_file
 from loradex.registry.catalog.store import Catalog
 from loradex.registry.catalog.maintenance import gc

@@ -87,7 +87,8 @@ def test_second_run_reads_nothing_and_adds_nothing(tree, monkeypatch):
     versions_before = {a.name: a.latest for a in catalog.list_adapters()}
 
     counter = OpenCounter(monkeypatch, tree.root)
-    from loradex.registry import blob_store, probe
+    from loradex.registry import probe
+    from loradex.registry.files import blob_store
 
     def must_not_run(*a, **k):
         raise AssertionError("an unchanged file was read again")
