@@ -80,3 +80,15 @@ def write_raw(path, tensors, metadata=None, *, pad: str = "") -> Path:
     path = Path(path)
     path.write_bytes(raw_safetensors(tensors, metadata, pad=pad))
     return path
+
+
+def write_tiny_kohya_lora(path, metadata: dict | None = None) -> Path:
+    """A two-module kohya LoRA (one UNet, one text-encoder module, rank 4, F16 zeros): the
+    smallest file every command takes for a real adapter."""
+    tensors = {}
+    for module, width in (("lora_unet_down_blocks_0_attentions_0_proj_in", 320),
+                          ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", 768)):
+        tensors[f"{module}.lora_down.weight"] = ("F16", (4, width))
+        tensors[f"{module}.lora_up.weight"] = ("F16", (width, 4))
+        tensors[f"{module}.alpha"] = ("F16", ())
+    return write_raw(path, tensors, metadata or {"ss_output_name": "style"})

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from _formats_fixtures import write_raw
+from _formats_fixtures import write_tiny_kohya_lora
 from loradex.cli.main import main
 from loradex.cli.output import terminal_safe
 
@@ -55,13 +55,7 @@ def one_line_error(code: int, err: str, *needles: str) -> None:
 
 
 def lora_file(path: Path, metadata: dict | None = None) -> Path:
-    tensors = {}
-    for module, width in (("lora_unet_down_blocks_0_attentions_0_proj_in", 320),
-                          ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", 768)):
-        tensors[f"{module}.lora_down.weight"] = ("F16", (4, width))
-        tensors[f"{module}.lora_up.weight"] = ("F16", (width, 4))
-        tensors[f"{module}.alpha"] = ("F16", ())
-    return write_raw(path, tensors, metadata or {"ss_output_name": "style"})
+    return write_tiny_kohya_lora(path, metadata)
 
 
 @pytest.fixture
