@@ -1,4 +1,5 @@
-"""``serve``: run the server; ``serve token create|list|revoke``; ``serve audit``."""
+"""``serve``: run the server; ``serve token create|list|revoke``; ``serve namespace set|list``;
+``serve audit``."""
 
 from __future__ import annotations
 
@@ -33,7 +34,14 @@ def register(app: typer.Typer) -> None:
         public_url: Annotated[Optional[str], typer.Option(
             "--public-url", help="The address clients reach this server at (e.g. https://loras.example.com); "
             "download redirects and upload URLs start with it, never with the request's Host header "
-            "(default http://HOST:PORT/ from --host/--port).")] = None,
+            "(default http://HOST:PORT/ from --host/--port, https with TLS).")] = None,
+        tls_cert: Annotated[Optional[str], typer.Option(
+            "--tls-cert", help="Serve https with this PEM certificate chain (with --tls-key).")] = None,
+        tls_key: Annotated[Optional[str], typer.Option(
+            "--tls-key", help="The PEM private key of --tls-cert.")] = None,
+        trusted_proxy: Annotated[Optional[list[str]], typer.Option(
+            "--trusted-proxy", help="A reverse proxy (IP or network, repeatable) whose X-Forwarded-Proto "
+            "and X-Forwarded-For are honoured; without --public-url, links then take the proxy's scheme.")] = None,
         home: HomeOpt = None,
     ) -> None:
         """Serve this catalog over HTTP: the Civitai-style API and the Hugging Face Hub protocol.
@@ -43,15 +51,23 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         from loradex.registry.errors import UsageError
-        from loradex.registry.server.app import build_server_app, check_public_url, default_public_url
+        from loradex.registry.server.app import (build_server_app, check_public_url, check_tls,
+                                                 check_trusted_proxies, default_public_url, uvicorn_options)
         from loradex.registry.server.guard import parse_rate
-        from loradex.registry.server.tokens import has_active_tokens
+        from loradex.registry.server.tokens import has_active_tokens, namespace_settings
 
         catalog = open_catalog(home)
         token = os.environ.get(SERVE_TOKEN_ENV) or None
         rate = parse_rate(rate_limit)
-        public = check_public_url(public_url) if public_url is not None else default_public_url(host, port)
-        if token is None and not public_read and not has_active_tokens(catalog):
+        tls = check_tls(tls_cert, tls_key)
+        proxies = check_trusted_proxies(trusted_proxy)
+        scheme = "https" if tls else "http"
+        if public_url is not None:
+            public = check_public_url(public_url)
+        else:  # behind a trusted proxy, links follow the scheme it forwards
+            public = None if proxies else default_public_url(host, port, scheme)
+        opened = namespace_settings(catalog)
+        if token is None and not public_read and not opened and not has_active_tokens(catalog):
             raise UsageError("no token can use this server: create one with `loradex serve token create "
                              f"--scope write`, set {SERVE_TOKEN_ENV}, or pass --public-read")
         import uvicorn
@@ -59,10 +75,11 @@ def register(app: typer.Typer) -> None:
         app_ = build_server_app(catalog, token, public_read=public_read, rate_limit=rate,
                                 max_upload_bytes=max_upload_bytes, public_url=public)
         limit = f"{rate_limit} per token" if rate else "no rate limit"
-        typer.echo(f"serving on http://{host}:{port} (reads {'open' if public_read else 'need a token'}, "
-                   f"writes need a write token, {limit}; links start with "
-                   f"{public or 'the address each connection arrived on'})", err=True)
-        uvicorn.run(app_, host=host, port=port, log_level="warning")
+        reads = "open" if public_read else ("need a token outside public namespaces " + ", ".join(sorted(opened))
+                                            if opened else "need a token")
+        typer.echo(f"serving on {scheme}://{host}:{port} (reads {reads}, writes need a write token, {limit}; "
+                   f"links start with {public or 'the address each connection arrived on'})", err=True)
+        uvicorn.run(app_, **uvicorn_options(host, port, tls=tls, trusted_proxies=proxies))
 
     token_app = typer.Typer(help="API tokens of this server (stored hashed; shown once).", no_args_is_help=True)
     serve.add_typer(token_app, name="token")
@@ -110,6 +127,41 @@ def register(app: typer.Typer) -> None:
 
         t = revoke_token(open_catalog(home), name)
         Output(json_mode=json).result(t, lambda c: c.print(f"revoked token {t.name} (id {t.id})"))
+
+    ns_app = typer.Typer(help="Which namespaces anyone may read without a token.", no_args_is_help=True)
+    serve.add_typer(ns_app, name="namespace")
+
+    @ns_app.command("set")
+    def namespace_set(
+        namespace: Annotated[str, typer.Argument(help="The namespace (the first part of its repos' ids; "
+                                                 "'loradex' for the adapters the home made itself).")],
+        public: Annotated[bool, typer.Option("--public/--private", help="Public: its models, versions, "
+                                             "hash look-ups, search and images answer without a token.")],
+        downloads: Annotated[str, typer.Option("--downloads", help="With --public: who may download its "
+                                               "files: anyone | token.")] = "anyone",
+        json: JsonOpt = False, home: HomeOpt = None,
+    ) -> None:
+        """Make a namespace public (readable without a token) or private (the default)."""
+        from loradex.registry.errors import UsageError
+        from loradex.registry.server.tokens import set_namespace_visibility
+
+        if downloads not in ("anyone", "token"):
+            raise UsageError(f"unknown --downloads {downloads!r}: use anyone or token")
+        visibility = ("public" if downloads == "anyone" else "listed") if public else "private"
+        setting = set_namespace_visibility(open_catalog(home), namespace, visibility)
+        d = setting.to_dict()
+        Output(json_mode=json).result(setting, lambda c: c.print(
+            f"namespace {setting.namespace}: metadata {d['metadata']}, downloads {d['downloads']}", soft_wrap=True))
+
+    @ns_app.command("list")
+    def namespace_list(json: JsonOpt = False, home: HomeOpt = None) -> None:
+        """Namespaces that are not private, and who may download their files."""
+        from loradex.registry.server.tokens import NamespaceSetting, namespace_settings
+
+        rows = [NamespaceSetting(n, v).to_dict() for n, v in sorted(namespace_settings(open_catalog(home)).items())]
+        out = Output(json_mode=json)
+        out.result(rows, lambda c: out.table(["namespace", "metadata", "downloads"],
+                                             [[r["namespace"], r["metadata"], r["downloads"]] for r in rows]))
 
     @serve.command("audit")
     def audit_cmd(limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N entries.")] = 100,

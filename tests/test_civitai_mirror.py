@@ -59,7 +59,8 @@ def test_third_party_get_by_autov2_has_civitai_fields(source):
     assert f["metadata"] == {"format": "SafeTensor", "size": None, "fp": "fp32"}
     assert f["primary"] is True and f["sizeKB"] == v.size / 1024
     assert data["baseModel"] == "SD 1.5" and data["trainedWords"] == ["wtrclr", "watercolor style"]
-    assert data["model"] == {"name": "watercolor-style-lora", "type": "LORA", "nsfw": False, "poi": False}
+    assert data["model"] == {"name": "watercolor-style-lora", "type": "LORA", "nsfw": False, "poi": False,
+                             "mode": None}
     assert data["images"][0]["meta"]["cfgScale"] == 7
     assert data["downloadUrl"] == f"{source['url']}/api/download/models/{v.id}"
     # the same value types as the real answer (a third-party client parses them)

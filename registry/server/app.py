@@ -83,9 +83,59 @@ def check_public_url(url: str | None) -> str | None:
     return text if text.endswith("/") else text + "/"
 
 
-def default_public_url(host: str, port: int) -> str | None:
-    """The public URL ``serve`` derives from ``--host``/``--port``: ``http://HOST:PORT/``; None for a
-    wildcard address (0.0.0.0, ::), where links use the address each connection arrived on."""
+def default_public_url(host: str, port: int, scheme: str = "http") -> str | None:
+    """The public URL ``serve`` derives from ``--host``/``--port``: ``http://HOST:PORT/`` (https
+    with TLS); None for a wildcard address (0.0.0.0, ::), where links use the address each
+    connection arrived on."""
     if host in ("", "0.0.0.0", "::", "[::]"):
         return None
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
+
+
+def check_trusted_proxies(values: list[str] | None) -> list[str]:
+    """``--trusted-proxy`` values: IP addresses or networks (``10.0.0.0/8``), else ``UsageError``."""
+    import ipaddress
+
+    from ..errors import UsageError
+
+    out = []
+    for value in values or []:
+        try:
+            out.append(str(ipaddress.ip_network(value.strip(), strict=False)) if "/" in value
+                       else str(ipaddress.ip_address(value.strip())))
+        except ValueError:
+            raise UsageError(f"invalid --trusted-proxy {value[:100]!r}: write an IP address or network "
+                             "(127.0.0.1, 10.0.0.0/8)") from None
+    return out
+
+
+def check_tls(cert: str | None, key: str | None) -> tuple[str, str] | None:
+    """``--tls-cert``/``--tls-key``: both or neither, and a certificate chain and key that load
+    together; else ``UsageError`` (one line, before the server starts)."""
+    import ssl
+
+    from ..errors import UsageError
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together: give both (PEM files)")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+        raise UsageError(f"--tls-cert/--tls-key: cannot load the certificate and key ({reason})",
+                         hint="give a PEM certificate chain and its private key (unencrypted)") from None
+    return cert, key
+
+
+def uvicorn_options(host: str, port: int, *, tls: tuple[str, str] | None = None,
+                    trusted_proxies: list[str] | None = None) -> dict:
+    """What ``serve`` passes to uvicorn: TLS through uvicorn's own ``ssl_certfile``/``ssl_keyfile``;
+    ``X-Forwarded-Proto``/``-For`` honoured (uvicorn's proxy-headers middleware) only from the
+    trusted proxies, and from nobody without one (uvicorn alone would trust 127.0.0.1)."""
+    options = {"host": host, "port": port, "log_level": "warning",
+               "proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies or [])}
+    if tls is not None:
+        options.update(ssl_certfile=tls[0], ssl_keyfile=tls[1])
+    return options

@@ -10,6 +10,16 @@ repos under ``NAMESPACE/`` (reads are not restricted), and the Hub's ``whoami`` 
 namespace, so ``loradex push`` puts repos there by default. ``$LORADEX_SERVE_TOKEN`` still works:
 it is one write-scoped admin token without a namespace (backwards compatibility).
 
+Public namespaces (``loradex serve namespace set NAME --public``): the metadata of a public
+namespace's adapters is readable without a token (the Civitai-style API's models, versions,
+by-hash, search, images), and so are its files unless ``--downloads token`` keeps them for token
+holders. The setting is one row of the same ``serve_tokens`` table, so it needs no schema of its
+own: name ``ns:NAME`` (``:`` is not allowed in token names), scope ``ns-public`` or ``ns-listed``
+(metadata only), and a digest derived from the name (``NAMESPACE_DIGEST_SALT``), not from any
+secret. Such rows are never tokens: every token query filters on ``scope IN SCOPES``. Making a
+namespace private deletes its row. Adapters the server's home made itself (``add``, ``pull``)
+belong to ``HOME_NAMESPACE``, the name ``whoami`` gives tokens without a namespace.
+
 Tokens are taken from ``Authorization: Bearer`` only. ``?token=`` in the URL is refused (URLs end
 up in proxy and access logs), except where a route asks for it (the Civitai-style read API: the
 Civitai API documents ``?token=`` and webui downloaders send it that way) and only for reads.
@@ -34,6 +44,10 @@ ADMIN_TOKEN_NAME = "$LORADEX_SERVE_TOKEN"
 TOKEN_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # huggingface_hub keys on this text
 WRITE_STATE_KEY = "loradex.write"  # request.state entry the audit log reads (who attempted a write)
+HOME_NAMESPACE = "loradex"  # the home's own adapters; whoami's name for a token without a namespace
+VISIBILITY_SCOPE = {"public": "ns-public", "listed": "ns-listed"}  # serve_tokens.scope of a setting row
+NAMESPACE_ROW_PREFIX = "ns:"
+NAMESPACE_DIGEST_SALT = "loradex serve namespace setting\0"
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,8 @@ def create_token(catalog, scope: str, *, namespace: str | None = None, name: str
 def list_tokens(catalog) -> list[ServeToken]:
     from ..catalog.db_schema import ServeTokenRow
 
-    return catalog.read(lambda s: [_entity(r) for r in s.scalars(select(ServeTokenRow).order_by(ServeTokenRow.id))])
+    return catalog.read(lambda s: [_entity(r) for r in s.scalars(
+        select(ServeTokenRow).where(ServeTokenRow.scope.in_(SCOPES)).order_by(ServeTokenRow.id))])
 
 
 def revoke_token(catalog, name_or_id: str) -> ServeToken:
@@ -129,7 +144,7 @@ def revoke_token(catalog, name_or_id: str) -> ServeToken:
         cond = ServeTokenRow.name == name_or_id
         if name_or_id.isdigit():
             cond = cond | (ServeTokenRow.id == int(name_or_id))
-        row = s.scalar(select(ServeTokenRow).where(cond).limit(1))
+        row = s.scalar(select(ServeTokenRow).where(cond, ServeTokenRow.scope.in_(SCOPES)).limit(1))
         if row is None:
             raise NotFound(f"no serve token named {name_or_id!r}; see `loradex serve token list`")
         if row.revoked_at is None:
@@ -142,8 +157,61 @@ def revoke_token(catalog, name_or_id: str) -> ServeToken:
 def has_active_tokens(catalog) -> bool:
     from ..catalog.db_schema import ServeTokenRow
 
-    return catalog.read(lambda s: s.scalar(select(ServeTokenRow.id).where(ServeTokenRow.revoked_at.is_(None))
-                                           .limit(1)) is not None)
+    return catalog.read(lambda s: s.scalar(select(ServeTokenRow.id).where(
+        ServeTokenRow.revoked_at.is_(None), ServeTokenRow.scope.in_(SCOPES)).limit(1)) is not None)
+
+
+# --- namespace visibility ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NamespaceSetting:
+    """A namespace's visibility: ``public`` (metadata and files without a token), ``listed``
+    (metadata without a token, files with one) or ``private`` (a token for everything)."""
+
+    namespace: str
+    visibility: str
+
+    def to_dict(self) -> dict:
+        return {"namespace": self.namespace, "visibility": self.visibility,
+                "metadata": "anyone" if self.visibility != "private" else "token",
+                "downloads": "anyone" if self.visibility == "public" else "token"}
+
+
+def set_namespace_visibility(catalog, namespace: str, visibility: str) -> NamespaceSetting:
+    from ..catalog.db_schema import ServeTokenRow
+    from .hub.repo_store import REPO_PART_RE
+
+    if not isinstance(namespace, str) or not REPO_PART_RE.fullmatch(namespace):
+        raise UsageError(f"invalid namespace {str(namespace)[:100]!r}: letters, digits, '.', '_', '-'")
+    if visibility not in (*VISIBILITY_SCOPE, "private"):
+        raise UsageError(f"unknown visibility {visibility!r}: use public, listed or private")
+    name = NAMESPACE_ROW_PREFIX + namespace
+
+    def run(s):
+        row = s.scalar(select(ServeTokenRow).where(ServeTokenRow.name == name))
+        if visibility == "private":
+            if row is not None:
+                s.delete(row)
+            return
+        if row is None:
+            row = ServeTokenRow(name=name, token_sha256=token_digest(NAMESPACE_DIGEST_SALT + namespace),
+                                scope=VISIBILITY_SCOPE[visibility], namespace=namespace,
+                                created_at=datetime.now(timezone.utc))
+            s.add(row)
+        row.scope = VISIBILITY_SCOPE[visibility]
+
+    catalog.transact(run)
+    return NamespaceSetting(namespace, visibility)
+
+
+def namespace_settings(catalog) -> dict[str, str]:
+    """Namespace → ``public`` | ``listed`` for every namespace that is not private."""
+    from ..catalog.db_schema import ServeTokenRow
+
+    by_scope = {v: k for k, v in VISIBILITY_SCOPE.items()}
+    return catalog.read(lambda s: {
+        r.namespace: by_scope[r.scope] for r in s.scalars(select(ServeTokenRow).where(
+            ServeTokenRow.scope.in_(list(by_scope)), ServeTokenRow.namespace.is_not(None)))})
 
 
 def _bearer(request) -> str | None:
@@ -175,10 +243,21 @@ class ServeAuthorizer:
         from ..catalog.db_schema import ServeTokenRow
 
         row = self.catalog.read(lambda s: s.scalar(select(ServeTokenRow).where(
-            ServeTokenRow.token_sha256 == digest, ServeTokenRow.revoked_at.is_(None))))
+            ServeTokenRow.token_sha256 == digest, ServeTokenRow.revoked_at.is_(None),
+            ServeTokenRow.scope.in_(SCOPES))))
         if row is None or not hmac.compare_digest(row.token_sha256, digest):
             return None
         return Principal(row.name, row.scope, row.namespace, row.id)
+
+    def public_namespaces(self) -> dict[str, str]:
+        """Namespace → ``public`` | ``listed`` (see :func:`namespace_settings`); read per request,
+        so ``serve namespace set`` takes effect at once."""
+        return namespace_settings(self.catalog) if self.catalog is not None else {}
+
+    @staticmethod
+    def presents_token(request) -> bool:
+        """The request carries a token (header or ``?token=``), valid or not."""
+        return _bearer(request) is not None or bool(request.query_params.get("token"))
 
     def check(self, request, scope: str = "read", namespace: str | None = None, *,
               query_token: bool = False) -> Principal:
