@@ -126,7 +126,7 @@ def check_shape(value: Any, source: str, *, max_depth: int = MAX_DEPTH, max_node
 
 
 def parse_json(data: str | bytes, source: str, *, max_bytes: int = MAX_JSON_BYTES,
-               max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> Any:
+               max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES, max_string: int = MAX_STRING) -> Any:
     """Parse JSON from outside with caps. Raises :class:`UntrustedData`."""
     if len(data) > max_bytes:
         raise UntrustedData(source, f"{len(data)} bytes of JSON, over the {max_bytes}-byte cap")
@@ -142,7 +142,7 @@ def parse_json(data: str | bytes, source: str, *, max_bytes: int = MAX_JSON_BYTE
         raise UntrustedData(source, "not UTF-8 text") from None
     except (ValueError, RecursionError) as exc:
         raise UntrustedData(source, f"not valid JSON ({str(exc).splitlines()[0][:120]})") from None
-    return check_shape(value, source, max_depth=max_depth, max_nodes=max_nodes)
+    return check_shape(value, source, max_depth=max_depth, max_nodes=max_nodes, max_string=max_string)
 
 
 def read_json_file(path: str | os.PathLike, *, max_bytes: int = MAX_JSON_BYTES,

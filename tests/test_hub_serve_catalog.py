@@ -145,20 +145,15 @@ def test_plain_repo_tag_is_probed_and_retagging_the_same_commit_adds_nothing(ser
     assert [(a.name, a.version) for a in served.aliases("dog_lora")] == [("production", "0.3.0")]
 
 
-def test_tag_on_a_commit_without_an_identifiable_adapter_is_refused(server, tmp_path):
-    from huggingface_hub.errors import HfHubHTTPError
-
+def test_tag_on_a_commit_without_an_identifiable_adapter_stays_a_plain_tag(server, tmp_path):
     from loradex.registry.remotes import hub_client
 
     files = {"a.safetensors": write_random_kohya_lora(tmp_path / "a.safetensors", seed=1),
              "b.safetensors": write_random_kohya_lora(tmp_path / "b.safetensors", seed=2)}
     pushed = hub_client.push_files(server.url, "team/two", files, "two files", TOKEN)
     before = stats(server.url)["commits"]
-    with pytest.raises(HfHubHTTPError) as err:
-        hub_api(server.url).create_tag("team/two", tag="v1.0.0", revision=pushed.commit)
-    assert err.value.response.status_code == 422
-    assert "cannot tell which file" in err.value.response.json()["error"]
-    assert repo_refs(server.url, "team/two") == ({}, {"main": pushed.commit})
+    hub_api(server.url).create_tag("team/two", tag="v1.0.0", revision=pushed.commit)  # release tagging (issue 17)
+    assert repo_refs(server.url, "team/two") == ({"v1.0.0": pushed.commit}, {"main": pushed.commit})
     assert stats(server.url)["commits"] == before
     with pytest.raises(NotFound):
         Catalog(server.home).get_adapter("two")

@@ -295,6 +295,8 @@ def push_hub(catalog, ref: str, remote: RemoteRecord, *, progress: Progress | No
                                        list(pushed.uploaded), pushed.sent_nothing, list(pushed.branches_set),
                                        f"{endpoint}/{repo_id}/tree/{tag}",
                                        "main already held these files; tagged it" if pushed.sent_nothing else "")
+    if staged.notes:  # e.g. no diffusers copy for an embedding: the formats that did not apply
+        result.note = "; ".join(filter(None, [result.note, *staged.notes]))
     record_sync(catalog, remote, version.id, "push", f"{repo_id}@{tag}", result.commit)
     return result
 

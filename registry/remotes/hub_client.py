@@ -57,6 +57,7 @@ MAX_RETRY_AFTER_S = 30.0
 XET_HOSTS = ("huggingface.co", "hf.co")
 READ_CHUNK = 1 << 20
 HUB_HOUSEKEEPING = (".gitattributes",)
+LORADEX_VERSION = "0.1"  # sent in the User-Agent (``loradex/<version>``)
 
 Progress = Callable[[int, int, str], None]
 _xet_lock = threading.RLock()
@@ -260,7 +261,10 @@ def _lfs_only_unless_hub(endpoint: str) -> Iterator[None]:
 def _api(endpoint: str, token: str | None):
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=endpoint.rstrip("/"), token=token or False)
+    # "loradex/…" first in the User-Agent: a loradex server then keeps this client on the
+    # resumable LFS path (Xet is off for it, _lfs_only_unless_hub) instead of inline uploads
+    return HfApi(endpoint=endpoint.rstrip("/"), token=token or False, library_name="loradex",
+                 library_version=LORADEX_VERSION)
 
 
 # --- push ---------------------------------------------------------------------------------------

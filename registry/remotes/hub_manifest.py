@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import NotFound, UsageError
+from ..errors import NotFound, UnsupportedFormat, UsageError
 from ..untrusted import UntrustedData, check_schema, parse_yaml, read_json_file
 
 MANIFEST_NAME = "loradex.json"
@@ -99,6 +99,21 @@ MAX_README_BYTES = 4 << 20  # of a pulled README.md: the front matter and the fi
 
 def kohya_file_name(adapter: str) -> str:
     return f"{adapter}.safetensors"
+
+
+DIFFUSERS_KINDS = ("lora", "lycoris")  # what diffusers' load_lora_weights reads
+
+
+def diffusers_not_applicable(kind: str, file_name: str) -> str | None:
+    """Why a version gets no ``pytorch_lora_weights.safetensors`` copy (None: it gets one).
+    An embedding is loaded by diffusers as it is (``load_textual_inversion``); a checkpoint is no
+    LoRA; only .safetensors files are converted."""
+    if kind not in DIFFUSERS_KINDS:
+        article = "an" if kind[:1] in "aeiou" else "a"
+        return f"no diffusers LoRA copy for {article} {kind} (diffusers loads it as it is)"
+    if Path(file_name).suffix.lower() != ".safetensors":
+        return f"no diffusers copy of {Path(file_name).suffix or 'a suffix-less'} file (only .safetensors are converted)"
+    return None
 
 
 def version_tag(version: str) -> str:
@@ -192,13 +207,22 @@ def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: t
     file_facts: dict[str, dict] = {}
     adapter_paths: list[str] = []
     notes: list[str] = []
-    if "kohya" in formats:
+    converted = None
+    if "diffusers" in formats:
+        skip = diffusers_not_applicable(adapter.kind, version.file_name)
+        if skip is None:
+            try:
+                converted = _diffusers_copy(version, blob, stage / "_diffusers" / DIFFUSERS_FILE, converter)
+            except UnsupportedFormat as exc:  # e.g. a LyCORIS algorithm with no LoRA equivalent
+                skip = f"no diffusers copy: {exc.message.split(': ', 1)[-1]}"
+        if skip is not None:
+            notes.append(f"{skip}; pushed the file as stored")
+    if "kohya" in formats or converted is None:  # the file as stored: always there when no copy is
         path = kohya_file_name(version.adapter)
         files[path] = blob
         file_facts[path] = {"role": "adapter", "sha256": version.sha256, "size": version.size}
         adapter_paths.append(path)
-    if "diffusers" in formats:
-        converted = _diffusers_copy(version, blob, stage / "_diffusers" / DIFFUSERS_FILE, converter)
+    if converted is not None:
         from ..files.hashing import hash_file
 
         files[DIFFUSERS_FILE] = converted
@@ -256,7 +280,7 @@ def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: t
     files[MANIFEST_NAME] = _write(stage / MANIFEST_NAME, _dump_json(manifest))
     card_md = R.card_markdown(card.card) if card is not None else None
     files[README_NAME] = _write(stage / README_NAME, model_card(manifest, widgets, card_md,
-                                                                diffusers="diffusers" in formats))
+                                                                diffusers=converted is not None))
     return StagedVersion(files, manifest, adapter_paths, notes)
 
 
@@ -373,8 +397,11 @@ def read_manifest(path: str | os.PathLike | None) -> dict | None:
 
 def plain_repo_adapter(paths: list[str]) -> str | None:
     """The weight file of a repo without a manifest: diffusers' name first, then the only
-    top-level .safetensors file."""
+    top-level .safetensors file, then the only .safetensors file in any folder."""
     if DIFFUSERS_FILE in paths:
         return DIFFUSERS_FILE
     top = [p for p in paths if "/" not in p and p.endswith(".safetensors")]
-    return top[0] if len(top) == 1 else None
+    if len(top) == 1:
+        return top[0]
+    anywhere = [p for p in paths if p.endswith(".safetensors")]
+    return anywhere[0] if not top and len(anywhere) == 1 else None

@@ -49,13 +49,21 @@ def parse_rate(text: str | None) -> float | None:
     return n if m.group(2).startswith("s") else n / 60.0
 
 
+BURST_SECONDS = 20  # default bucket size: this many seconds of the rate, at once
+
+
 class RateLimiter:
     """Token buckets keyed by caller. ``acquire(key)`` takes one request from the key's bucket and
-    returns 0.0, or the seconds until one is available (nothing taken)."""
+    returns 0.0, or the seconds until one is available (nothing taken).
+
+    ``burst`` (default ``BURST_SECONDS`` × rate, 2000 requests at ``serve``'s 100/s): a client's
+    bulk download comes in bursts (``snapshot_download`` of a 300-file repo sends two requests
+    per file, eight at a time, and huggingface_hub 0.36 does not retry a 429), while a sustained
+    flood is still held to ``rate``."""
 
     def __init__(self, rate: float, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic):
         self.rate = rate
-        self.burst = max(1.0, burst if burst is not None else rate)
+        self.burst = max(1.0, burst if burst is not None else rate * BURST_SECONDS)
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, at)
         self._lock = threading.Lock()

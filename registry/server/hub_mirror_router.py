@@ -24,7 +24,7 @@ MIRROR_DIR = "mirror"
 # The Hub protocol's paths (registry.hub_server), listed rather than caught all, so routers that
 # other features register after this one are not shadowed.
 HUB_PATHS = (
-    "/api/whoami-v2", "/api/validate-yaml", "/api/repos/{action}", "/api/models/{rest:path}",
+    "/api/whoami-v2", "/api/validate-yaml", "/api/repos/{action}", "/api/models", "/api/models/{rest:path}",
     "/api/_loradex/stats", "/api/_loradex/lfs-upload/{oid}",
     "/{ns}/{name}.git/info/lfs/objects/{action}", "/{ns}/{name}/resolve/{rest:path}",
 )
@@ -48,7 +48,7 @@ class ServeAuth:
         from .hub.catalog_bridge import HubUser
 
         principal = self._authorizer.check(request, scope, namespace)
-        return HubUser(principal.namespace or self.user, principal.namespace)
+        return HubUser(principal.namespace or self.user, principal.namespace, principal.scope)
 
 
 class _HubMount:

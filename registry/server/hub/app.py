@@ -4,10 +4,15 @@ and download. The protocol as seen from the client is summarised in FORMATS.md (
 protocol"); the request/response shapes follow ``huggingface_hub`` 2.x (hf_api.py,
 _commit_api.py, lfs.py, file_download.py).
 
-Xet is never advertised: no ``X-Xet-*`` headers, no ``xetHash`` in listings, no xet token
-routes. Uploads still go through Xet on the client side when ``hf_xet`` is installed unless
-``HF_HUB_DISABLE_XET=1`` (the client decides that alone; ``hub_client`` switches it off for
-endpoints that are not huggingface.co).
+Xet is never advertised: no ``X-Xet-*`` headers, no ``xetHash`` in listings, and the xet token
+routes answer 404 with the reason. How each client decides (see ``upload_mode``): 0.x clients offer
+``transfers: [basic, multipart, xet]`` to the LFS batch API and use what the server picks
+(``basic`` here); clients from 1.0 on send every ``lfs``-mode file through Xet whenever
+``hf_xet`` is importable, without asking. So preupload answers ``regular`` to those clients (the
+bytes then come base64 inside the commit, which is all a Hub without Xet can offer them), within
+a budget that keeps the commit under ``max_commit_bytes``, and the server stores such files as
+LFS objects anyway (listings and downloads are the same either way). loradex's own client
+(``User-Agent: loradex/…``) switches Xet off and keeps the resumable LFS path.
 
 Revisions may contain ``/`` sent as ``%2F``; Starlette decodes the path before routing, so the
 routes that take a revision re-split the *raw* path.
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,19 +38,25 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from . import request_schemas as S
+from .discovery import list_models
 from .object_store import SHA256_RE, ObjectStore
 from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, RefExists, RouteNotFound, Unauthorized,
                               UnprocessableUpload, install_error_handlers, public_base_url)
 from .protocol_errors import read_body_capped as _read_body
 from .repo_store import (LFS_SIZE_THRESHOLD, FileOp, RepoStore, TreeEntry, matches_lfs_pattern, validate_repo_id,
                          validate_repo_path)
-from .wire_format import (commit_json, model_info_json, parse_front_matter, paths_info_json, refs_json,
-                          tree_json)
+from .wire_format import (commit_json, last_commit_json, model_info_json, parse_front_matter, paths_info_json,
+                          refs_json, tree_json)
 
 DEFAULT_MAX_UPLOAD_BYTES = 50 << 30
 DEFAULT_MAX_COMMIT_BYTES = 512 << 20
 UPLOAD_URL_TTL_S = 3600
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # the client keys on this text
+UNSUPPORTED = "not supported by this server (loradex serve)"
+NO_PULL_REQUESTS = f"pull requests are {UNSUPPORTED}: commit to a branch instead (create_branch, then revision=)"
+NO_XET = (f"Xet storage is {UNSUPPORTED}: files go through the LFS batch API or inline; set HF_HUB_DISABLE_XET=1 "
+          "for files over the server's inline budget")
+_UA_HF_HUB = re.compile(r"(?:^|[;\s])hf_hub/(\d+)\.")
 
 
 # --- auth -------------------------------------------------------------------------------------
@@ -103,6 +116,7 @@ class HubContext:
     max_upload_bytes: int
     max_commit_bytes: int
     public_url: str | None = None  # what redirect and upload URLs start with (None: the listening address)
+    models_page_size: int = 1000  # entries per page of /api/models
 
     def base_url(self, request: Request) -> str:
         return public_base_url(request, self.public_url)
@@ -136,6 +150,29 @@ def _json_body(call: ApiCall, schema: dict) -> dict:
     return S.parse_body(call.body, schema, "request body", empty={})
 
 
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true")
+
+
+def xet_without_asking(request: Request) -> bool:
+    """Whether the client uploads ``lfs``-mode files through Xet without negotiating: a
+    ``huggingface_hub`` from 1.0 on (``hf_hub/N.…`` in its User-Agent). 0.x clients negotiate in
+    the LFS batch call; loradex's own client (``loradex/…``) turns Xet off for this server."""
+    agent = request.headers.get("user-agent", "")
+    if agent.startswith("loradex/"):
+        return False
+    found = _UA_HF_HUB.search(agent)
+    return found is not None and int(found.group(1)) >= 1
+
+
+def _with_last_commits(ctx: HubContext, call: ApiCall, commit, entries: list[dict]) -> list[dict]:
+    """``expand=True`` listings: each entry's ``lastCommit`` (``RepoStore.last_commits``)."""
+    lasts = ctx.repos.last_commits(call.repo_id, commit, [e["path"] for e in entries])
+    for entry in entries:
+        entry["lastCommit"] = last_commit_json(lasts[entry["path"]])
+    return entries
+
+
 @api_action("GET", None, "read")
 @api_action("GET", "revision", "read")
 def _model_info(ctx: HubContext, call: ApiCall) -> Response:
@@ -155,6 +192,8 @@ def _tree(ctx: HubContext, call: ApiCall) -> Response:
     entries = tree_json(commit, prefix, recursive)
     if entries is None:
         raise EntryNotFound(f"{prefix} does not exist on {call.rev}", commit=commit.oid)
+    if _flag(call.request.query_params.get("expand")):
+        entries = _with_last_commits(ctx, call, commit, entries)
     return JSONResponse(entries)
 
 
@@ -162,24 +201,32 @@ def _tree(ctx: HubContext, call: ApiCall) -> Response:
 def _paths_info(ctx: HubContext, call: ApiCall) -> Response:
     commit = ctx.repos.resolve(call.repo_id, call.rev)
     if call.request.headers.get("content-type", "").startswith("application/json"):
-        paths = _json_body(call, S.PATHS_INFO).get("paths", [])
+        body = _json_body(call, S.PATHS_INFO)
+        paths, expand = body.get("paths", []), body.get("expand") in (True, "true", "True", "1")
     else:  # the client posts a form: paths=a&paths=b&expand=False
-        paths = parse_qs(call.body.decode("utf-8", "replace")).get("paths", [])
+        form = parse_qs(call.body.decode("utf-8", "replace"))
+        paths, expand = form.get("paths", []), _flag((form.get("expand") or [""])[0])
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise BadRequest("paths must be a list of strings")
     for p in paths:
         validate_repo_path(p.strip("/"))
-    return JSONResponse(paths_info_json(commit, paths))
+    entries = paths_info_json(commit, paths)
+    return JSONResponse(_with_last_commits(ctx, call, commit, entries) if expand else entries)
 
 
 @api_action("POST", "preupload", "write")
 def _preupload(ctx: HubContext, call: ApiCall) -> Response:
     """Per file: 'lfs' when the repo's .gitattributes says so, the file is binary (NUL in the
     sample) or too large for a regular file; plus the current oid so the client skips unchanged
-    files (sha256 for LFS files, git blob sha1 for regular ones: what the client compares)."""
+    files (sha256 for LFS files, git blob sha1 for regular ones: what the client compares).
+    A client that would send 'lfs' files through Xet (``xet_without_asking``) is told 'regular'
+    for them while they fit the inline budget (see the module docstring)."""
+    if _flag(call.request.query_params.get("create_pr")):
+        raise BadRequest(NO_PULL_REQUESTS)
     commit = ctx.repos.resolve(call.repo_id, call.rev)
     patterns = ctx.repos.lfs_patterns(call.repo_id, commit.oid)
     files = _json_body(call, S.PREUPLOAD)["files"]
+    inline_left = _inline_budget(ctx) if xet_without_asking(call.request) else 0
     answer = []
     for item in files:
         path = validate_repo_path(item["path"])
@@ -189,24 +236,43 @@ def _preupload(ctx: HubContext, call: ApiCall) -> Response:
         except (binascii.Error, ValueError):
             raise BadRequest(f"{path}: sample is not base64") from None
         lfs = size >= LFS_SIZE_THRESHOLD or b"\x00" in sample or matches_lfs_pattern(path, patterns)
+        if lfs and size <= min(inline_left, ctx.max_upload_bytes):
+            lfs, inline_left = False, inline_left - size
         out = {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False}
         existing = commit.tree.get(path)
         if existing is not None:
-            out["oid"] = existing.sha256 if existing.lfs else existing.blob_id
+            if lfs:
+                out["oid"] = existing.sha256 if existing.lfs else None
+            else:  # what the client compares for a regular file: the git blob sha1 of the content
+                out["oid"] = _content_blob_id(ctx, existing) if existing.lfs else existing.blob_id
         answer.append(out)
     return JSONResponse({"files": answer, "commitOid": commit.oid})
 
 
+def _inline_budget(ctx: HubContext) -> int:
+    """Bytes of files one commit may carry inline (base64 grows them by 4/3)."""
+    return max(ctx.max_commit_bytes * 3 // 4 - (1 << 20), 0)
+
+
+def _content_blob_id(ctx: HubContext, entry: TreeEntry) -> str:
+    digest = hashlib.sha1(b"blob %d\x00" % entry.size)
+    with ctx.objects.open(entry.sha256) as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @api_action("POST", "commit", "write")
 def _commit(ctx: HubContext, call: ApiCall) -> Response:
-    if call.request.query_params.get("create_pr") in ("1", "true"):
-        raise BadRequest("pull requests are not supported by this server")
+    if _flag(call.request.query_params.get("create_pr")):
+        raise BadRequest(NO_PULL_REQUESTS)
     branch = call.rev[11:] if call.rev.startswith("refs/heads/") else call.rev
-    header, ops, regular_bytes = None, [], 0
+    header, ops, regular_bytes, inline_lfs_bytes = None, [], 0, 0
+    patterns = None
     for number, line in enumerate(call.body.splitlines(), 1):
         if not line.strip():
             continue
-        item = S.parse_body(line, S.COMMIT_LINE, f"commit line {number}")
+        item = S.parse_body(line, S.COMMIT_LINE, f"commit line {number}", max_string=len(line))  # body capped
         key, value = item["key"], item["value"]
         if key == "header":
             header = value
@@ -218,8 +284,15 @@ def _commit(ctx: HubContext, call: ApiCall) -> Response:
                 data = base64.b64decode(value.get("content", ""), validate=True)
             except (binascii.Error, ValueError):
                 raise BadRequest(f"{path}: content is not base64") from None
-            regular_bytes += len(data)
-            ops.append(FileOp("add", path, TreeEntry.regular(data, ctx.objects.put_bytes(data))))
+            sha256 = ctx.objects.put_bytes(data)
+            if patterns is None:
+                patterns = ctx.repos.lfs_patterns(call.repo_id, branch)
+            if len(data) >= LFS_SIZE_THRESHOLD or b"\x00" in data[:512] or matches_lfs_pattern(path, patterns):
+                inline_lfs_bytes += len(data)  # sent inline (a Xet-only client), kept as an LFS object
+                ops.append(FileOp("add", path, TreeEntry.lfs_file(sha256, len(data))))
+            else:
+                regular_bytes += len(data)
+                ops.append(FileOp("add", path, TreeEntry.regular(data, sha256)))
         elif key == "lfsFile":
             path = validate_repo_path(value.get("path"))
             oid = value["oid"]  # 64 hex digits, algo sha256: checked by the schema
@@ -235,7 +308,7 @@ def _commit(ctx: HubContext, call: ApiCall) -> Response:
             ops.append(FileOp("delete_folder", validate_repo_path(value["path"].rstrip("/"))))
     if header is None or not header["summary"].strip():
         raise BadRequest("commit needs a header line with a non-empty summary")
-    ctx.stats.add(regular_bytes_received=regular_bytes)
+    ctx.stats.add(regular_bytes_received=regular_bytes, lfs_bytes_received=inline_lfs_bytes)
     commit = ctx.repos.commit(call.repo_id, branch, ops, title=str(header["summary"]),
                               message=str(header.get("description") or ""), author=call.user,
                               parent_commit=header.get("parentCommit"))
@@ -259,8 +332,11 @@ def _commits(ctx: HubContext, call: ApiCall) -> Response:
 def _create_tag(ctx: HubContext, call: ApiCall) -> Response:
     body = _json_body(call, S.CREATE_TAG)
     tag = body["tag"]
-    target = ctx.repos.create_tag(call.repo_id, tag, call.rev, str(body.get("message") or ""), by=call.user)
-    return JSONResponse({"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": target})
+    target, notes = ctx.repos.create_tag(call.repo_id, tag, call.rev, str(body.get("message") or ""), by=call.user)
+    out = {"name": tag, "ref": f"refs/tags/{tag}", "targetCommit": target}
+    if notes:
+        out["note"] = " ".join(notes)  # e.g. kept as a plain git tag, and why (clients ignore extra keys)
+    return JSONResponse(out)
 
 
 @api_action("DELETE", "tag", "write")
@@ -274,6 +350,40 @@ def _create_branch(ctx: HubContext, call: ApiCall) -> Response:
     start = _json_body(call, S.CREATE_BRANCH).get("startingPoint")
     target = ctx.repos.create_branch(call.repo_id, call.rev, start, by=call.user)
     return JSONResponse({"name": call.rev, "ref": f"refs/heads/{call.rev}", "targetCommit": target})
+
+
+@api_action("PUT", "settings", "write")
+def _settings(ctx: HubContext, call: ApiCall) -> Response:
+    """``update_repo_settings``: who may read a repo follows the server's tokens (and
+    ``--public-read``), not per-repo flags, so only 'public' and 'not gated' are accepted."""
+    body = _json_body(call, S.REPO_SETTINGS)
+    refused = sorted(k for k in body if k not in ("private", "visibility", "gated"))
+    if body.get("private") is True or body.get("visibility") not in (None, "public"):
+        refused.append("private visibility")
+    if body.get("gated") not in (None, False):
+        refused.append("gated access")
+    if refused:
+        raise BadRequest(f"repo settings {', '.join(refused)}: {UNSUPPORTED}; who may read a repo follows the "
+                         "server's tokens and --public-read")
+    ctx.repos.set_meta(call.repo_id, private=False)
+    return JSONResponse({})
+
+
+@api_action("POST", "super-squash", "write")
+def _super_squash(ctx: HubContext, call: ApiCall) -> Response:
+    message = str(_json_body(call, S.SUPER_SQUASH).get("message") or f"Super-squash branch '{call.rev}'")
+    branch = call.rev[11:] if call.rev.startswith("refs/heads/") else call.rev
+    commit = ctx.repos.squash(call.repo_id, branch, message, author=call.user)
+    ctx.stats.add(commits=1)
+    return JSONResponse({"commitOid": commit.oid})
+
+
+def _no_xet(ctx: HubContext, call: ApiCall) -> Response:
+    raise RouteNotFound(NO_XET)  # a 404, as from a Hub without Xet
+
+
+api_action("GET", "xet-write-token", "write")(_no_xet)
+api_action("GET", "xet-read-token", "read")(_no_xet)
 
 
 @api_action("DELETE", "branch", "write")
@@ -321,7 +431,8 @@ class _RangeNotSatisfiable(Exception):
 def create_app(root: str | os.PathLike, token: str | None = None, *, public_read: bool = False,
                user: str = "loradex", auth: TokenAuth | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_commit_bytes: int = DEFAULT_MAX_COMMIT_BYTES, public_url: str | None = None) -> FastAPI:
+               max_commit_bytes: int = DEFAULT_MAX_COMMIT_BYTES, public_url: str | None = None,
+               models_page_size: int = 1000) -> FastAPI:
     """The Hub-compatible app storing everything under ``<root>/hub/``. ``token``: the Bearer
     token every request must carry (None = no auth); ``public_read`` lets reads through without.
     ``public_url``: the server's address as clients reach it (``serve --public-url``); the URLs
@@ -337,7 +448,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
                      auth=auth or TokenAuth(token, public_read=public_read, user=user),
                      stats=TransferStats(), secret=os.urandom(32),
                      max_upload_bytes=max_upload_bytes, max_commit_bytes=max_commit_bytes,
-                     public_url=public_url)
+                     public_url=public_url, models_page_size=models_page_size)
     app = FastAPI(title="loradex hub server", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = ctx
 
@@ -352,12 +463,30 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
             name = ctx.auth.check(request, "read")
         else:
             raise Unauthorized(INVALID_CREDENTIALS)
+        scope = getattr(name, "scope", "read" if name == "anonymous" else "write")  # one shared token: write
+        if scope not in ("read", "write") or name == "anonymous":  # --public-read: reads, but no identity
+            raise Unauthorized(INVALID_CREDENTIALS)
+        role = scope
         return {"type": "user", "id": name, "name": name, "fullname": name, "isPro": False, "orgs": [],
-                "auth": {"type": "access_token", "accessToken": {"displayName": "loradex", "role": "write"}}}
+                "auth": {"type": "access_token", "accessToken": {"displayName": "loradex", "role": role}}}
+
+    @app.get("/api/models")
+    async def models_list(request: Request):
+        ctx.auth.check(request, "read")
+        page, next_url = await run(list_models, ctx.repos, request.query_params, ctx.base_url(request),
+                                   ctx.models_page_size)
+        return JSONResponse(page, headers={"Link": f'<{next_url}>; rel="next"'} if next_url else None)
+
+    @app.post("/api/repos/move")
+    async def move_repo(request: Request):
+        ctx.auth.check(request, "write")
+        raise BadRequest(f"moving or renaming repos is {UNSUPPORTED}: a repo's name is its adapter's name in the "
+                         "server's catalog; create the new repo and push to it")
 
     @app.post("/api/validate-yaml")
     async def validate_yaml(request: Request):
-        ctx.auth.check(request, "read")
+        if request.headers.get("authorization"):  # the Hub validates for anyone; a token sent must be valid
+            ctx.auth.check(request, "read")
         body = S.parse_body(await _read_body(request, 4 << 20), S.VALIDATE_YAML, "request body", empty={})
         try:
             data = parse_front_matter(body.get("content", ""))
@@ -402,7 +531,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
         ctx.auth.check(request, "read")
         return ctx.stats.as_dict()
 
-    @app.api_route("/api/models/{rest:path}", methods=["GET", "POST", "DELETE"])
+    @app.api_route("/api/models/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
     async def models_api(request: Request, rest: str):
         seg = _raw_segments(request, 2)
         if len(seg) < 2:
@@ -416,9 +545,9 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
         user_name = ctx.auth.check(request, scope, seg[0])
         validate_repo_id(repo_id)
         rev = seg[3] if len(seg) > 3 else None
-        if action not in (None, "refs") and not rev:
+        if action not in (None, "refs", "settings") and not rev:
             raise BadRequest(f"{action} needs a revision in the URL")
-        body = await _read_body(request, ctx.max_commit_bytes) if request.method != "GET" else b""
+        body = await _read_body(request, ctx.max_commit_bytes) if request.method not in ("GET", "HEAD") else b""
         call = ApiCall(request, repo_id, rev, "/".join(seg[4:]), body, user_name)
         return await run(_checked, handler, ctx, call)
 

@@ -18,9 +18,12 @@ server's home see what was pushed:
 
 The repo commit is the source of truth, and the refs are written only after the catalog agreed:
 the hook runs under the repo lock before ``refs.json`` changes, and a refusal (a different file
-under a version number the catalog already has, a commit without an identifiable adapter, an alias
-move the promotion gate refuses) fails the tag or branch request with a Hub error (422; 503 when
-the home itself failed, e.g. disk full) and leaves the repo as it was. A server killed between the
+under a version number the catalog already has, a loradex manifest naming a file the commit does
+not hold, an alias move the promotion gate refuses) fails the tag or branch request with a Hub
+error (422; 503 when the home itself failed, e.g. disk full) and leaves the repo as it was. A
+version tag on a commit whose adapter cannot be told (several ``.safetensors``, or none, and no
+``loradex.json`` naming one) is ordinary release tagging: it stays a plain git tag, and the tag
+answer's ``note`` says no catalog version was registered and why. A server killed between the
 catalog commit and the refs write leaves a registered version whose tag is missing; the client's
 retry re-creates the tag and the registration is then a no-op (idempotent: the same file under the
 same number, or a tag on a commit whose file is already a version of the adapter, adds nothing).
@@ -54,7 +57,7 @@ from pathlib import Path
 from ...remotes import hub_manifest as M
 from ...errors import InvalidFile, LoradexError, NotFound
 from ...catalog.refs import ALIAS_RE, LATEST, check_name, is_semver
-from ...untrusted import UntrustedData
+from ...untrusted import UntrustedData, read_json_file
 from .protocol_errors import Forbidden, HubProtocolError
 from .repo_store import Commit, RepoStore
 
@@ -77,10 +80,12 @@ class HubUser(str):
     the namespace its token is limited to (None: a token that may write any namespace)."""
 
     namespace: str | None
+    scope: str  # "read" or "write": what the token may do (whoami's role)
 
-    def __new__(cls, name: str, namespace: str | None = None):
+    def __new__(cls, name: str, namespace: str | None = None, scope: str = "write"):
         obj = super().__new__(cls, name)
         obj.namespace = namespace
+        obj.scope = scope
         return obj
 
 
@@ -138,13 +143,22 @@ class CatalogBridge:
                 os.close(fd)
 
     # --- RefHook ------------------------------------------------------------------------------
-    def tag_created(self, store: RepoStore, repo_id: str, tag: str, commit: Commit, by: str) -> None:
+    def tag_created(self, store: RepoStore, repo_id: str, tag: str, commit: Commit, by: str) -> str | None:
+        """Register the version a ``vX.Y.Z`` tag names; returns the note for the tag answer."""
         version = version_of_tag(tag)
         if version is None:
-            return  # not a version tag: a plain git name
+            return None  # not a version tag: a plain git name
         with _refusals(repo_id, tag), self._serialised():
-            self.check_owner(repo_id, adapter_name_for(repo_id), by, tag)
-            self.register(store, repo_id, version, tag, commit, by or FALLBACK_USER)
+            manifest = self._manifest(store, repo_id, commit, tag)
+            if manifest is None and self._adapter_file(store, repo_id, commit, tag, None, required=False) is None:
+                return (f"{tag} is kept as a plain git tag; no catalog version was registered: the commit has "
+                        f"{_count_safetensors(commit)} .safetensors files and no {M.MANIFEST_NAME} naming the "
+                        f"adapter (commit a {M.MANIFEST_NAME} with {{\"file\": \"<path>\"}}, a {M.DIFFUSERS_FILE} "
+                        "or a single .safetensors, then tag that commit)")
+            name = adapter_name_for(repo_id)
+            self.check_owner(repo_id, name, by, tag)
+            registered = self.register(store, repo_id, version, tag, commit, by or FALLBACK_USER)
+            return f"registered {name}@{getattr(registered, 'version', version)} in the server's catalog"
 
     def branch_set(self, store: RepoStore, repo_id: str, branch: str, commit: Commit, by: str) -> None:
         if branch == "main" or branch == LATEST or not ALIAS_RE.match(branch) or is_semver(branch):
@@ -249,8 +263,12 @@ class CatalogBridge:
         return next((v for v in versions if v.sha256 == sha256), None)
 
     def _manifest(self, store: RepoStore, repo_id: str, commit: Commit, ref: str) -> dict | None:
+        """The commit's loradex manifest; None when it has no ``loradex.json`` or one that is not a
+        loradex manifest (a repo's own file, perhaps naming its adapter: ``_named_adapter``); a
+        loradex manifest that does not check out is refused."""
         entry = commit.tree.get(M.MANIFEST_NAME)
-        if entry is None:
+        if entry is None or not isinstance(data := _json_or_none(store, entry), dict) \
+                or data.get("schema") != M.MANIFEST_SCHEMA:
             return None
         try:
             return M.read_manifest(store.objects.path_for(entry.sha256))
@@ -282,7 +300,7 @@ class CatalogBridge:
                     f"{repo_id}@{ref}: {M.MANIFEST_NAME} names {path!r} with sha256 {str(want)[:12]}…, "
                     "which the commit does not hold", hint="commit the adapter file with its manifest")
             return path, entry.sha256
-        path = M.plain_repo_adapter(sorted(commit.tree))
+        path = _named_adapter(store, commit) or M.plain_repo_adapter(sorted(commit.tree))
         if path is None:
             if not required:
                 return None
@@ -291,6 +309,28 @@ class CatalogBridge:
                 "the version tag cannot become a catalog version",
                 hint=f"commit a {M.MANIFEST_NAME}, a {M.DIFFUSERS_FILE} or a single top-level .safetensors")
         return path, commit.tree[path].sha256
+
+
+def _json_or_none(store: RepoStore, entry):
+    try:
+        return read_json_file(store.objects.path_for(entry.sha256))
+    except (InvalidFile, UntrustedData):
+        return None
+
+
+def _named_adapter(store: RepoStore, commit: Commit) -> str | None:
+    """The file a repo's own ``loradex.json`` names (``{"file": "x.safetensors"}`` or
+    ``{"file": {"path": …}}``) when the commit holds it."""
+    entry = commit.tree.get(M.MANIFEST_NAME)
+    data = _json_or_none(store, entry) if entry is not None else None
+    named = data.get("file") if isinstance(data, dict) else None
+    if isinstance(named, dict):
+        named = named.get("path")
+    return named if isinstance(named, str) and named in commit.tree else None
+
+
+def _count_safetensors(commit: Commit) -> int:
+    return sum(1 for p in commit.tree if p.endswith(".safetensors"))
 
 
 class _refusals:

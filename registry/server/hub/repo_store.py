@@ -186,7 +186,8 @@ class RefHook(Protocol):
     ``refs.json`` changes: raising refuses the ref (the repo stays as it was). ``by`` is the user
     the server's auth check named. ``loradex serve`` registers ``catalog_bridge.CatalogBridge``."""
 
-    def tag_created(self, store: "RepoStore", repo_id: str, tag: str, commit: Commit, by: str) -> None: ...
+    def tag_created(self, store: "RepoStore", repo_id: str, tag: str, commit: Commit, by: str) -> str | None:
+        """May return a note for the client (what the tag became)."""
 
     def branch_set(self, store: "RepoStore", repo_id: str, branch: str, commit: Commit, by: str) -> None: ...
 
@@ -356,7 +357,9 @@ class RepoStore:
             self._write_refs(directory, refs)
             return new
 
-    def create_tag(self, repo_id: str, tag: str, revision: str, message: str = "", *, by: str = "") -> str:
+    def create_tag(self, repo_id: str, tag: str, revision: str, message: str = "", *,
+                   by: str = "") -> tuple[str, list[str]]:
+        """Tag ``revision``; returns (target commit, the hooks' notes: what the tag became)."""
         validate_ref_name(tag)
         with self.locked(repo_id) as directory:
             commit = self.resolve(repo_id, revision)
@@ -364,11 +367,70 @@ class RepoStore:
             refs = self.refs(repo_id)
             if tag in refs.tags:
                 raise RefExists(f"Tag already exists: {tag}")
-            for hook in self.ref_hooks:
-                hook.tag_created(self, repo_id, tag, commit, by)
+            notes = [note for hook in self.ref_hooks if (note := hook.tag_created(self, repo_id, tag, commit, by))]
             refs.tags[tag] = {"target": target, "message": message}
             self._write_refs(directory, refs)
-            return target
+            return target, notes
+
+    def squash(self, repo_id: str, branch: str, title: str, *, author: str) -> Commit:
+        """``super_squash_history``: ``branch`` becomes one root commit holding its current tree
+        (tags and other branches keep their commits, which stay readable by oid)."""
+        with self.locked(repo_id) as directory:
+            refs = self.refs(repo_id)
+            if branch not in refs.branches:
+                raise RevisionNotFound(f"Invalid rev id: {branch} (only a branch can be squashed)")
+            head = self.load_commit(repo_id, refs.branches[branch])
+            new = Commit.create([], title, "", author, head.tree)
+            self._write_commit(directory, new)
+            refs.branches[branch] = new.oid
+            self._write_refs(directory, refs)
+            return new
+
+    def repo_ids(self) -> list[str]:
+        """Every complete repo (``repo.json`` written), sorted; directories whose names are not
+        valid repo ids are skipped."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for ns in sorted(self.root.iterdir()):
+            if not ns.is_dir() or not REPO_PART_RE.fullmatch(ns.name):
+                continue
+            for repo in sorted(ns.iterdir()):
+                if REPO_PART_RE.fullmatch(repo.name) and (repo / "repo.json").is_file():
+                    out.append(f"{ns.name}/{repo.name}")
+        return out
+
+    def last_commits(self, repo_id: str, commit: Commit, paths: list[str], max_depth: int = 1000) -> dict[str, Commit]:
+        """For each path (file or folder) of ``commit``: the newest first-parent ancestor (the
+        commit itself included) since which its content is unchanged (the Hub's ``lastCommit``).
+        The walk stops after ``max_depth`` commits: older changes are reported at the oldest
+        commit looked at."""
+        def states(c: Commit, which) -> dict:
+            folders = c.folders() if any(p not in c.tree for p in which) else set()
+            return {p: c.tree[p].blob_id if p in c.tree else c.folder_oid(p) if p in folders else None
+                    for p in which}
+
+        found: dict[str, Commit] = {}
+        current, wanted = commit, states(commit, paths)
+        for _ in range(max_depth):
+            pending = [p for p in paths if p not in found]
+            if not current.parents or not pending:
+                break
+            parent = self.load_commit(repo_id, current.parents[0])
+            for path, value in states(parent, pending).items():
+                if value != wanted[path]:
+                    found[path] = current
+            current = parent
+        return {p: found.get(p, current) for p in paths}
+
+    def set_meta(self, repo_id: str, **fields) -> dict:
+        """Update fields of ``repo.json`` (atomically, under the repo lock)."""
+        with self.locked(repo_id) as directory:
+            meta = self.repo_meta(repo_id)
+            meta.update(fields)
+            with atomic_output(directory / "repo.json", "w") as fh:
+                json.dump(meta, fh)
+            return meta
 
     def delete_tag(self, repo_id: str, tag: str) -> None:
         with self.locked(repo_id) as directory:

@@ -44,7 +44,8 @@ PREUPLOAD = {
 }
 PATHS_INFO = {
     "type": "object",
-    "properties": {"paths": {"type": "array", "maxItems": 10_000, "items": {"type": "string"}}},
+    "properties": {"paths": {"type": "array", "maxItems": 10_000, "items": {"type": "string"}},
+                   "expand": {"type": ["boolean", "string", "null"]}},
 }
 CREATE_TAG = {
     "type": "object",
@@ -53,6 +54,9 @@ CREATE_TAG = {
 }
 CREATE_BRANCH = {"type": "object", "properties": {"startingPoint": _STR_OR_NULL}}
 VALIDATE_YAML = {"type": "object", "properties": {"content": {"type": "string"}}}
+REPO_SETTINGS = {"type": "object", "properties": {"private": {"type": ["boolean", "null"]}, "visibility": _STR_OR_NULL,
+                                                  "gated": {"type": ["string", "boolean", "null"]}}}
+SUPER_SQUASH = {"type": "object", "properties": {"message": _STR_OR_NULL}}
 
 # one line of a commit's NDJSON body: {"key": …, "value": {…}}, the value typed per key
 _COMMIT_VALUES = {
@@ -91,14 +95,16 @@ LFS_VERIFY = {
 BY_HASHES = {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 200}}
 
 
-def parse_body(body: bytes, schema: dict, what: str, *, empty: Any = None) -> Any:
+def parse_body(body: bytes, schema: dict, what: str, *, empty: Any = None,
+               max_string: int = untrusted.MAX_STRING) -> Any:
     """``body`` parsed and checked against ``schema``; ``BadRequest`` (400) naming ``what`` and
-    the field otherwise. An empty body is ``empty`` when given (some clients send none)."""
+    the field otherwise. An empty body is ``empty`` when given (some clients send none).
+    ``max_string``: the longest string value (a commit line carries a file's base64 content)."""
     if not body.strip() and empty is not None:
         body = b"{}" if isinstance(empty, dict) else b"[]"
     try:
         value = untrusted.parse_json(body, what, max_bytes=max(len(body), 1), max_depth=BODY_MAX_DEPTH,
-                                     max_nodes=BODY_MAX_NODES)
+                                     max_nodes=BODY_MAX_NODES, max_string=max_string)
         return untrusted.check_schema(value, schema, what)
     except untrusted.UntrustedData as exc:
         raise BadRequest(exc.message) from None

@@ -21,6 +21,11 @@ def file_json(path: str, entry: TreeEntry) -> dict:
     return out
 
 
+def last_commit_json(commit: Commit) -> dict:
+    """The Hub's ``lastCommit`` of an expanded tree or paths-info entry."""
+    return {"id": commit.oid, "title": commit.title, "date": commit.date}
+
+
 def folder_json(commit: Commit, path: str) -> dict:
     return {"type": "directory", "oid": commit.folder_oid(path), "size": 0, "path": path}
 
