@@ -245,6 +245,16 @@ def test_civitai_hub_over_tls(served, monkeypatch, tmp_path):
         settings = hub.resolve_settings(cache_dir=tmp_path / "cache")
         with pytest.raises(CivitaiError, match="untrusted host"):  # the client's own allow-list (civitai.com)
             download_file(client, model.id, version, version.files[0], store, settings=settings)
+    with pytest.raises(CivitaiError, match="Unsupported host"):  # its top-level functions: the same list
+        hub.model_info(b2.id, host=served["tls"].host)
+
+
+def test_loradex_pull_without_a_token_from_a_public_namespace(served, monkeypatch, tmp_path):
+    from loradex.registry.remotes import pull
+
+    monkeypatch.delenv("CIVITAI_TOKEN", raising=False)
+    got = pull(Catalog(tmp_path / "b"), f"civitai:{served['b2'].id}", endpoint=served["plain"].url).version
+    assert (got.sha256, got.file_name) == (served["b2"].sha256, "brush_v1.1.0.safetensors")
 
 
 def test_civitapy_downloads_over_tls(served, civitapy, monkeypatch):
