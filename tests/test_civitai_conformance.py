@@ -11,6 +11,7 @@ namespace ``hidden`` (private).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -105,6 +106,11 @@ def test_civitapy_anonymous_lists_only_public_namespaces_and_parses_every_model(
     assert (brush.availability, brush.nsfw_level, brush.mode, brush.creator.username) == ("Public", 1, None, "team-bot")
     names = [v.files[0].name for v in brush.model_versions]
     assert names == ["brush_v1.1.0.safetensors", "brush.safetensors"]  # each version its own file name
+
+    async def walk():  # civitapy's own cursor paginator, one model a page
+        return [m.name async for m in civitapy().models_list_paginated_async(limit=1)]
+
+    assert asyncio.run(walk()) == ["brush", "river-style"]
 
 
 def test_civitapy_model_filters_username_ids_tag_types_bases_sort_period(served, civitapy):
