@@ -12,6 +12,10 @@ from .options import HomeOpt, JsonOpt, QuietOpt, RefArg, open_catalog
 from .output import Output, human_size
 
 LayoutOpt = Annotated[str, typer.Option("--layout", help="Folder layout: a1111 or comfyui.")]
+WebuiFormatOpt = Annotated[Optional[str], typer.Option(
+    "--format", help="The model file's format. Default: as stored when the webui loads it, else converted "
+                     "(kohya for LoRA, a1111 or sdxl for embeddings; what cannot be converted is refused). "
+                     "kohya, diffusers or peft (LoRA); a1111, diffusers or sdxl (embedding); as-is copies the stored file.")]
 AliasOpt = Annotated[str, typer.Option("--alias", help="Which alias the folder mirrors.")]
 
 
@@ -59,19 +63,17 @@ def register(app: typer.Typer) -> None:
         ref: RefArg,
         dest: Annotated[Path, typer.Argument(help="The webui root folder (files go to its models/Lora, embeddings…).")],
         layout: LayoutOpt = "a1111",
-        to_format: Annotated[Optional[str], typer.Option("--format", help="Convert on the way: kohya, diffusers or peft (LoRA); a1111, diffusers or sdxl (embedding).")] = None,
+        to_format: WebuiFormatOpt = None,
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Convert even if some keys cannot be carried over (they are listed).")] = False,
         force: Annotated[bool, typer.Option("--force", help="Also overwrite files in the way that an earlier export did not write (or that were changed by hand).")] = False,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
-        """Write a version into a webui folder with the sidecars A1111 reads (exit 1 if a file in the way was left alone)."""
+        """Write a version into a webui folder, in a format it loads, with the sidecars A1111 reads (exit 1 if a file in the way was left alone)."""
+        from loradex.merge.conventions.file_conversion import convert_path as converter
         from loradex.registry.folders.webui_export import export_version
 
         out = Output(json_mode=json)
         catalog = open_catalog(home)
-        converter = None
-        if to_format:
-            from loradex.merge.conventions.file_conversion import convert_path as converter
         result = export_version(catalog, ref, dest, layout=layout, to_format=to_format,
                                 converter=converter, allow_partial=allow_partial, force=force)
         for warning in result.warnings:
@@ -113,16 +115,19 @@ def register(app: typer.Typer) -> None:
         folder: Annotated[Path, typer.Argument(help="The webui root folder to keep in step.")],
         layout: LayoutOpt = "a1111",
         alias: AliasOpt = "production",
+        to_format: WebuiFormatOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Also replace or remove managed files changed by hand.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
-        """Make a webui folder hold each adapter's ALIAS version (only files loradex manages change)."""
+        """Make a webui folder hold each adapter's ALIAS version, in a format it loads (only files loradex manages change; exit 1 if an adapter was refused)."""
+        from loradex.merge.conventions.file_conversion import convert_path
         from loradex.registry.folders.folder_sync import sync_folder
 
         out = Output(json_mode=json)
         catalog = open_catalog(home)
-        report = sync_folder(catalog, folder, layout=layout, alias=alias, force=force, dry_run=dry_run)
+        report = sync_folder(catalog, folder, layout=layout, alias=alias, force=force, dry_run=dry_run,
+                             to_format=to_format, converter=convert_path)
         for warning in report.warnings:
             out.warn(warning)
 
@@ -136,3 +141,5 @@ def register(app: typer.Typer) -> None:
                     + (" (dry run)" if dry_run else ""))
 
         out.result(report, human)
+        if report.count("refused"):
+            raise typer.Exit(1)

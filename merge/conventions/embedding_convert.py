@@ -114,8 +114,17 @@ register_embedding_format(
 
 
 # --- SDXL -------------------------------------------------------------------------------------
+def _sdxl_keys(sd: dict) -> dict[str, str] | None:
+    """key → "clip_l" | "clip_g": the names themselves, or any two tensors 768 and 1280 wide."""
+    from loradex.registry.probe.embedding_formats import sdxl_pair
+
+    if not all(_is_tensor(v) for v in sd.values()):
+        return None
+    return sdxl_pair(sd)
+
+
 def _sdxl_read(sd: dict) -> Embedding:
-    return Embedding({encoder: sd[key] for key, encoder in SDXL_KEYS.items()})
+    return Embedding({SDXL_KEYS[role]: sd[key] for key, role in _sdxl_keys(sd).items()})
 
 
 def _sdxl_write(emb: Embedding, token: str | None) -> dict:
@@ -127,7 +136,7 @@ def _sdxl_write(emb: Embedding, token: str | None) -> dict:
     return {key: _as_matrix(emb.vectors[encoder]) for key, encoder in SDXL_KEYS.items()}
 
 
-register_embedding_format("sdxl", lambda sd: set(sd) == set(SDXL_KEYS), _sdxl_read, _sdxl_write)
+register_embedding_format("sdxl", lambda sd: _sdxl_keys(sd) is not None, _sdxl_read, _sdxl_write)
 
 
 # --- API --------------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ large layer never needs an m×n SVD:
 
 LyCORIS stores a non-Tucker conv factor flattened ([r, in·k·k]), so its ΔW comes out 2-D; a
 kohya conv LoRA needs the 4-D kernel, which is read from the module's name (UNet ``conv1``,
-``conv2``, ``conv``, ``conv_in``, ``conv_out`` are 3×3 in every SD UNet).
+``conv2``, ``conv``, ``conv_in``, ``conv_out`` are 3×3 in every SD UNet; ``conv_shortcut`` is 1×1
+in every one, ``proj_in`` / ``proj_out`` of the attention blocks in SD 1.x — SD 2.x and SDXL made
+them Linear). A 1×1 conv keeps 4-D factors, down [r, in, 1, 1] and up [out, r, 1, 1]: diffusers and
+sd-scripts build a Conv2d LoRA layer there and refuse the whole file for a 2-D one.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ KIND_SUFFIXES = {
 }
 # Module leaves that are 3×3 convolutions in SD1/SD2/SDXL UNets (diffusers naming).
 CONV3X3_LEAVES = {"conv1": (3, 3), "conv2": (3, 3), "conv": (3, 3), "conv_in": (3, 3), "conv_out": (3, 3)}
+# Module leaves that are 1×1 convolutions: leaf → the base families where they are (None: all).
+CONV1X1_LEAVES = {"conv_shortcut": None, "proj_in": {"sd1"}, "proj_out": {"sd1"}}
 # Source metadata that described the LyCORIS network or the old bytes.
 _STALE_PREFIXES = ("sshs_", "modelspec.hash", "ss_network_", "loradex.recipe")
 
@@ -200,7 +205,7 @@ def _locon_svd(t: dict, alpha: float | None, rank_wanted: int):
 
 
 def _kohya_weight_shape(name: str, shape: tuple[int, ...], base: str | None) -> tuple[int, ...]:
-    """The 4-D kernel shape of a 3×3 conv module whose ΔW came out flattened; else ``shape``."""
+    """The 4-D kernel shape of a 3×3 or 1×1 conv module whose ΔW came out flattened; else ``shape``."""
     from .kohya_names import resolve_kohya_module, split_kohya_name
 
     if len(shape) != 2:
@@ -212,6 +217,8 @@ def _kohya_weight_shape(name: str, shape: tuple[int, ...], base: str | None) -> 
         leaf = resolve_kohya_module(split[0], split[1], base).path.rsplit(".", 1)[-1]
     except (KeyError, ValueError):
         return shape
+    if leaf in CONV1X1_LEAVES and (CONV1X1_LEAVES[leaf] is None or base in CONV1X1_LEAVES[leaf]):
+        return (shape[0], shape[1], 1, 1)
     kernel = CONV3X3_LEAVES.get(leaf)
     if kernel is None or shape[1] % (kernel[0] * kernel[1]):
         return shape
@@ -249,6 +256,18 @@ def lycoris_module_to_lora(name: str, tensors: dict, rank: int, *, base: str | N
 
 
 # --- files ------------------------------------------------------------------------------------------
+class _Shape:
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+
+def _header_base(fh) -> str | None:
+    """The base family from the open file's names and tensor shapes (``convert.detect_base``)."""
+    from .convert import detect_base
+
+    return detect_base({key: _Shape(fh.get_slice(key).get_shape()) for key in fh.keys()})
+
+
 def _carried_metadata(metadata: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in metadata.items() if not k.startswith(_STALE_PREFIXES)}
 
@@ -297,6 +316,7 @@ def lycoris_to_lora(src, dest, rank: int, *, dtype: str = "fp16", base: str | No
                 report.dropped.append(key)
                 continue
             groups.setdefault(module, {})[suffix] = key
+        base = base or _header_base(fh)  # which family decides which modules are 1×1 convs
         out: dict[str, "torch.Tensor"] = {}
         converted: dict[str, LoraModule] = {}
         for done, (name, keys) in enumerate(sorted(groups.items())):

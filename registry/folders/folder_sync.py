@@ -12,6 +12,11 @@ sha256, plus size and mtime to skip re-hashing untouched files). A sync:
   manifest recovers);
 - leaves a managed file changed by hand alone and reports it, unless ``force``.
 
+Model files are written in a format the webui loads, converted on the way when stored in
+another one (``webui_export.webui_format``; ``format`` overrides it, ``as-is`` copies); an
+adapter whose file cannot be converted is refused (one line, ``refused``), nothing of it copied
+and its files from earlier syncs left as they are.
+
 The manifest sits in a folder others can edit, so it is read as data from outside
 (``folder_state``): names must stay inside the folder, and a file is replaced or removed only
 when its content, re-hashed right before, still has the sha256 loradex recorded (size and mtime
@@ -20,10 +25,11 @@ only ever skip work). Entries without a hash are never removed (``kept-unverifie
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import NotFound, UsageError
+from ..errors import LoradexError, NotFound, UsageError
 from .folder_state import (
     checked_path,
     content_sha,
@@ -36,7 +42,7 @@ from .folder_state import (
     write_state,
 )
 from ..untrusted import inside
-from .webui_export import PlannedFile, get_layout, plan_export
+from .webui_export import Converter, PlannedFile, convert_blob, get_layout, plan_export, webui_format
 
 MANIFEST = ".loradex-sync.json"
 
@@ -45,7 +51,7 @@ MANIFEST = ".loradex-sync.json"
 class SyncAction:
     path: str
     action: str  # added | updated | unchanged | removed | adopted | kept-modified | kept-unverified
-    # | blocked-unmanaged | blocked-outside
+    # | blocked-unmanaged | blocked-outside | refused
     ref: str | None = None
     reason: str = ""
 
@@ -88,24 +94,71 @@ def read_manifest(root: Path, warnings: list[str] | None = None) -> dict[str, di
 
 
 # --- the sync -------------------------------------------------------------------------------------------
-def desired_files(catalog, layout: str, alias: str) -> dict[str, tuple[PlannedFile, str]]:
-    """Relative path → (planned file, ref) for every adapter that has ``alias``."""
-    wanted: dict[str, tuple[PlannedFile, str]] = {}
-    for summary in catalog.list_adapters():
+@dataclass
+class _Wanted:
+    files: dict[str, tuple[PlannedFile, str]] = field(default_factory=dict)  # rel → (planned, ref)
+    kept: set[str] = field(default_factory=set)  # files of refused adapters: left as they are
+
+
+def desired_files(catalog, layout: str, alias: str, *, to_format: str | None = None,
+                  converter: Converter | None = None, workdir: Path | None = None,
+                  report: "SyncReport | None" = None) -> dict[str, tuple[PlannedFile, str]]:
+    """Relative path → (planned file, ref) for every adapter that has ``alias``; model files the
+    webui would not load are converted into ``workdir`` (see the module docstring)."""
+    return _desired(catalog, layout, alias, to_format, converter, workdir, report).files
+
+
+def _desired(catalog, layout: str, alias: str, to_format: str | None, converter: Converter | None,
+             workdir: Path | None, report: "SyncReport | None") -> _Wanted:
+    layout_obj = get_layout(layout)
+    wanted = _Wanted()
+    for n, summary in enumerate(catalog.list_adapters()):
         if alias not in summary.aliases:
             continue
         try:
             version = catalog.resolve(f"{summary.name}@{alias}")
         except NotFound:
             continue
-        for planned in plan_export(catalog, version, layout):
-            wanted[planned.rel] = (planned, version.ref)
+        plan = plan_export(catalog, version, layout_obj)
+        try:
+            plan[:1] = _model_files(catalog, version, layout_obj, plan[0], to_format, converter,
+                                    None if workdir is None else workdir / str(n))
+        except LoradexError as exc:  # this adapter is refused; the others still sync
+            wanted.kept.update(p.rel for p in plan)
+            if report is not None:
+                report.add(SyncAction(plan[0].rel, "refused", version.ref, str(exc).splitlines()[0]))
+            continue
+        for planned in plan:
+            wanted.files[planned.rel] = (planned, version.ref)
     return wanted
 
 
+def _model_files(catalog, version, layout, model: PlannedFile, to_format: str | None,
+                 converter: Converter | None, workdir: Path | None) -> list[PlannedFile]:
+    """The model file as planned, or the files its conversion to the webui's format writes."""
+    from .folder_state import content_sha
+
+    target = webui_format(catalog, version, layout, to_format)
+    if target is None:
+        return [model]
+    if converter is None or workdir is None:
+        raise UsageError(f"{version.ref} must be converted to {target} for a webui, and no converter was given",
+                         hint="call through `loradex sync-folder`")
+    folder, _, name = model.rel.rpartition("/")
+    workdir.mkdir(parents=True)
+    dest = workdir / (Path(name).stem + ".safetensors")
+    report = convert_blob(catalog, version, dest, target, converter, allow_partial=False) or {}
+    written = [Path(f) for f in report.get("files") or [dest]]
+    return [PlannedFile(f"{folder}/{path.name}", content_sha(path), source=str(path),
+                        role="model" if path == dest else "converted") for path in written]
+
+
 def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "production",
-                force: bool = False, dry_run: bool = False) -> SyncReport:
-    """Make ``root`` hold the ``alias`` version of every adapter; see the module docstring."""
+                force: bool = False, dry_run: bool = False, to_format: str | None = None,
+                converter: Converter | None = None) -> SyncReport:
+    """Make ``root`` hold the ``alias`` version of every adapter; see the module docstring.
+    ``to_format``: the model files' format (``as-is``: as stored; None: one the layout loads),
+    converted with ``converter`` (``merge.conventions.file_conversion.convert_path``)."""
     get_layout(layout)
     root = Path(root).expanduser().resolve()
     if root.exists() and not root.is_dir():
@@ -113,20 +166,25 @@ def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "productio
     report = SyncReport(str(root), layout, alias)
     with folder_errors(root):
         root.mkdir(parents=True, exist_ok=True)
-        _sync_locked(catalog, root, report, layout, alias, force=force, dry_run=dry_run)
+        with tempfile.TemporaryDirectory(prefix="loradex-sync-") as work:
+            _sync_locked(catalog, root, report, layout, alias, force=force, dry_run=dry_run,
+                         to_format=to_format, converter=converter, workdir=Path(work))
     return report
 
 
 def _sync_locked(catalog, root: Path, report: SyncReport, layout: str, alias: str, *, force: bool,
-                 dry_run: bool) -> None:
+                 dry_run: bool, to_format: str | None, converter: Converter | None, workdir: Path) -> None:
     with folder_lock(root):
         manifest = read_manifest(root, report.warnings)
-        wanted = desired_files(catalog, layout, alias)
+        wanted = _desired(catalog, layout, alias, to_format, converter, workdir, report)
         new_manifest: dict[str, dict] = {}
-        for rel, (planned, ref) in sorted(wanted.items()):
+        for rel, (planned, ref) in sorted(wanted.files.items()):
             _sync_one(catalog, root, rel, planned, ref, manifest.get(rel), new_manifest, report,
                       force=force, dry_run=dry_run)
-        for rel in sorted(set(manifest) - set(wanted)):
+        for rel in sorted(set(manifest) - set(wanted.files)):
+            if rel in wanted.kept:  # a refused adapter's earlier files: neither replaced nor removed
+                new_manifest[rel] = manifest[rel]
+                continue
             _remove_one(root, rel, manifest[rel], new_manifest, report, force=force, dry_run=dry_run)
         if not dry_run:
             write_state(root, MANIFEST, new_manifest, layout=layout, alias=alias)

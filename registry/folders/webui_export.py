@@ -11,9 +11,16 @@ sidecars A1111 (and ComfyUI managers such as LoRA Manager) read:
 Every file is written atomically, and only over a file an earlier export wrote and nobody has
 changed since (``DEST/.loradex-export.json``, read and checked like ``sync-folder``'s manifest:
 see ``folder_state``); any other file in the way is left alone and reported (``--force``
-overwrites it). ``--format`` converts through a converter the caller passes
-(``loradex.merge.conventions.file_conversion.convert_path``: LoRA conventions, LyCORIS, embedding layouts;
-registry/ does not import merge/).
+overwrites it).
+
+The model file is one the webui loads: a LoRA in kohya's naming, a LyCORIS file, an A1111 or SDXL
+(``clip_l``/``clip_g``) embedding are written as stored; any other format (diffusers, diffusers-legacy,
+PEFT, safeloras, a diffusers embedding…) is converted on the way (``webui_format``) — kohya for
+LoRA, A1111 for embeddings (SDXL for two-encoder ones) — and what cannot be converted is refused
+with one line, never copied for the webui to apply in part. ``--format FMT`` picks the target
+instead, ``--format as-is`` copies the stored bytes whatever they are. Conversions go through a
+converter the caller passes (``loradex.merge.conventions.file_conversion.convert_path``: LoRA
+conventions, LyCORIS, embedding layouts; registry/ does not import merge/).
 """
 
 from __future__ import annotations
@@ -28,16 +35,34 @@ from pathlib import Path
 from typing import Callable
 
 from ..files.atomic_files import atomic_output
-from ..errors import UsageError
+from ..errors import UnsupportedFormat, UsageError
 
 # --- layouts ---------------------------------------------------------------------------------------
 LAYOUTS: dict[str, "WebuiLayout"] = {}
+
+
+AS_IS = "as-is"  # ``--format as-is``: the stored bytes, whatever their format
+# What A1111 and ComfyUI load as they are (probed formats), per kind; kinds not listed (checkpoints)
+# are always written as stored.
+_WEBUI_LOADS = {"lora": {"kohya"}, "lycoris": {"lycoris"},
+                "embedding": {"a1111-embedding", "a1111-embedding-pt", "sdxl-embedding"}}
+# ComfyUI also maps diffusers' ``transformer.`` names of DiT models (Flux, SD3) itself.
+_COMFYUI_LOADS = {**_WEBUI_LOADS, "lora": {"kohya", "diffusers:flux", "diffusers:sd3"}}
+# kind → the format everything else of that kind is converted to.
+_WEBUI_TARGETS = {"lora": "kohya", "embedding": "a1111"}
+SDXL_EMBEDDING_KEYS = {"clip_l", "clip_g"}
 
 
 @dataclass(frozen=True)
 class WebuiLayout:
     name: str
     folders: dict  # adapter kind → folder relative to the webui root
+    loads: dict = field(default_factory=lambda: dict(_WEBUI_LOADS))  # kind → formats read as they are
+    targets: dict = field(default_factory=lambda: dict(_WEBUI_TARGETS))  # kind → what the rest becomes
+
+    def loads_as_is(self, kind: str, fmt: str, base: str | None) -> bool:
+        formats = self.loads.get(kind)
+        return formats is None or fmt in formats or f"{fmt}:{base}" in formats
 
     def folder_for(self, kind: str) -> str:
         try:
@@ -62,7 +87,8 @@ def get_layout(name: str) -> WebuiLayout:
 register_layout(WebuiLayout("a1111", {"lora": "models/Lora", "lycoris": "models/Lora",
                                       "embedding": "embeddings", "checkpoint": "models/Stable-diffusion"}))
 register_layout(WebuiLayout("comfyui", {"lora": "models/loras", "lycoris": "models/loras",
-                                        "embedding": "models/embeddings", "checkpoint": "models/checkpoints"}))
+                                        "embedding": "models/embeddings", "checkpoint": "models/checkpoints"},
+                            loads=dict(_COMFYUI_LOADS)))
 
 # loradex base family → A1111's ``sd version`` values.
 _SD_VERSION = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
@@ -76,7 +102,8 @@ class PlannedFile:
     rel: str
     sha256: str
     blob: str | None = None  # copy this blob …
-    data: bytes | None = None  # … or write these bytes
+    data: bytes | None = None  # … or write these bytes …
+    source: str | None = None  # … or copy this (converted) file
     role: str = "model"  # model | a1111-json | civitai-info | preview
 
     def write(self, catalog, root: Path) -> Path:
@@ -85,7 +112,7 @@ class PlannedFile:
             if self.data is not None:
                 out.write(self.data)
             else:
-                with catalog.blobs.open(self.blob) as src:
+                with (open(self.source, "rb") if self.source else catalog.blobs.open(self.blob)) as src:
                     shutil.copyfileobj(src, out, 4 << 20)
         return dest
 
@@ -167,6 +194,44 @@ def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None
     return files
 
 
+# --- the format a webui reads ----------------------------------------------------------------------
+def _stored_keys(catalog, version) -> set[str] | None:
+    """Tensor names in the stored file's header (None when it is not a readable safetensors file)."""
+    from ..files.safetensors_header import read_header
+
+    try:
+        return set(read_header(catalog.blobs.path_for(version.sha256)).tensors)
+    except (OSError, ValueError):
+        return None
+
+
+def webui_format(catalog, version, layout: "WebuiLayout", requested: str | None = None) -> str | None:
+    """The format ``version`` is written in for ``layout``: None for its stored bytes as they are,
+    else the ``convert`` target. ``requested``: what the user asked for (``--format``; ``as-is``
+    copies whatever is stored). Raises UnsupportedFormat (one line) for a file the webui would not
+    load and loradex cannot convert to one it does."""
+    if requested == AS_IS:
+        return None
+    if requested:
+        return None if requested == version.file_format else requested
+    adapter = catalog.get_adapter(version.adapter)
+    kind = version.probe.get("kind") or adapter.kind
+    fmt = version.file_format
+    base = version.probe.get("base") or adapter.base
+    if layout.loads_as_is(kind, fmt, base):
+        if fmt != "sdxl-embedding" or _stored_keys(catalog, version) == SDXL_EMBEDDING_KEYS:
+            return None
+        return "sdxl"  # two encoders' vectors under other names: the webuis look for clip_l / clip_g
+    target = layout.targets.get(kind)
+    if target is None:
+        raise UnsupportedFormat(version.ref, f"a {fmt} {kind} file, which {layout.name} does not load and "
+                                             "loradex cannot convert",
+                                hint=f"`--format {AS_IS}` copies it anyway")
+    if kind == "embedding" and len(version.probe.get("components") or []) == 2:
+        return "sdxl"  # one vector set per SDXL text encoder
+    return target
+
+
 # --- export ------------------------------------------------------------------------------------------
 Converter = Callable[..., object]  # convert_path(src, dest, to, *, base=None, allow_partial=False) → dict
 EXPORT_STATE = ".loradex-export.json"
@@ -191,6 +256,7 @@ def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format:
                    converter: Converter | None = None, allow_partial: bool = False,
                    force: bool = False) -> ExportResult:
     """Write ``ref`` and its sidecars under the webui root ``dest``; see the module docstring.
+    ``to_format``: the format to write (``as-is``: the stored bytes); None: one the layout loads.
 
     A file already there is overwritten only when it is what an earlier export wrote (its sha256,
     re-hashed now, as recorded in ``dest/.loradex-export.json``) or, with ``force``, any regular
@@ -203,6 +269,7 @@ def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format:
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} is not a folder")
     result = ExportResult(version.ref, layout_obj.name, str(root))
+    to_format = webui_format(catalog, version, layout_obj, to_format)  # refused here: nothing written
     plan = plan_export(catalog, version, layout_obj)
     with folder_errors(root):
         root.mkdir(parents=True, exist_ok=True)
@@ -218,13 +285,14 @@ def _export_locked(catalog, version, root: Path, plan: list[PlannedFile], result
     model, sidecars = plan[0], plan[1:]
     with folder_lock(root):
         state = read_state(root, EXPORT_STATE, result.warnings)
-        if to_format and to_format != version.file_format:
+        if to_format:
             if converter is None:
-                raise UsageError("--format needs a converter", hint="call through `loradex export`")
+                raise UsageError(f"writing {version.ref} as {to_format} needs a converter",
+                                 hint="call through `loradex export`")
             rel = str(Path(model.rel).with_suffix("")) + ".safetensors"
             if _may_write(root, rel, None, state, result, force):
                 dest_model = root / rel
-                result.conversion = _convert_blob(catalog, version, dest_model, to_format, converter, allow_partial)
+                result.conversion = convert_blob(catalog, version, dest_model, to_format, converter, allow_partial)
                 result.converted_to = to_format
                 written = list((result.conversion or {}).get("files") or [str(dest_model)])
                 result.files += written
@@ -288,8 +356,8 @@ def _record(root: Path, files: list, state: dict, ref: str) -> None:
             state[rel] = entry_for(root / rel, sha, ref)
 
 
-def _convert_blob(catalog, version, dest: Path, to_format: str, converter: Converter,
-                  allow_partial: bool) -> dict | None:
+def convert_blob(catalog, version, dest: Path, to_format: str, converter: Converter,
+                 allow_partial: bool) -> dict | None:
     """Run the converter on the stored blob (seen through a ``.safetensors``-named symlink: blob
     names carry no suffix)."""
     if Path(version.file_name).suffix.lower() != ".safetensors":

@@ -64,21 +64,46 @@ def probe_a1111_pt(view: HeaderView) -> Verdict:
     return Verdict(name, True, f"string_to_param with {n} vector(s)", facts)
 
 
+SDXL_WIDTHS = {768: "clip_l", 1280: "clip_g"}  # CLIP-L (text_encoder) and OpenCLIP-G (text_encoder_2)
+
+
+def sdxl_pair(tensors: dict) -> dict[str, str] | None:
+    """``{key: "clip_l" | "clip_g"}`` when ``tensors`` (name → anything with ``.shape``) are exactly
+    one 768-wide and one 1280-wide embedding, whatever their names: an SDXL embedding; else None."""
+    if len(tensors) != 2 or any(k in RESERVED - {"clip_l", "clip_g"} or k.startswith("string_to_param.")
+                                for k in tensors):
+        return None
+    if any(len(t.shape) not in (1, 2) for t in tensors.values()):
+        return None
+    by_width = {SDXL_WIDTHS.get(int(t.shape[-1])): k for k, t in tensors.items()}
+    if set(by_width) != {"clip_l", "clip_g"}:
+        return None
+    pair = {k: role for role, k in by_width.items()}
+    if any(k in ("clip_l", "clip_g") and pair[k] != k for k in pair):
+        return None  # clip_l / clip_g named the other way round: not a layout anyone writes
+    return pair
+
+
 @register_prober("sdxl-embedding")
 def probe_sdxl(view: HeaderView) -> Verdict:
+    """``clip_l`` [n, 768] + ``clip_g`` [n, 1280] — or any two tensors of those widths, whatever
+    their names (one vector set per SDXL text encoder, never two SD1 tokens)."""
     name = "sdxl-embedding"
-    l, g = view.tensors.get("clip_l"), view.tensors.get("clip_g")
-    if l is None or g is None:
-        return no(name, "needs both clip_l and clip_g tensors")
-    if set(view.tensors) != {"clip_l", "clip_g"}:
-        return no(name, "other tensors besides clip_l/clip_g")
+    pair = sdxl_pair(view.tensors)
+    if pair is None:
+        return no(name, "needs exactly one 768-wide (clip_l) and one 1280-wide (clip_g) tensor")
+    keys = {role: k for k, role in pair.items()}
+    l, g = view.tensors[keys["clip_l"]], view.tensors[keys["clip_g"]]
     facts = _embedding(view, "sdxl-embedding", _stem_token(view), _rows(g.shape),
-                       {"clip_l": l.shape[-1], "clip_g": g.shape[-1]}, ["clip_l", "clip_g"])
+                       {keys["clip_l"]: l.shape[-1], keys["clip_g"]: g.shape[-1]}, list(pair))
     facts.base_evidence = [("sdxl", f"clip_l width {l.shape[-1]} + clip_g width {g.shape[-1]}", STRONG)]
     facts.components = ["text_encoder", "text_encoder_2"]
     if _rows(l.shape) != _rows(g.shape):
         facts.notes.append(f"clip_l has {_rows(l.shape)} vectors but clip_g {_rows(g.shape)}")
-    return Verdict(name, True, f"clip_l {list(l.shape)} + clip_g {list(g.shape)}", facts)
+    if set(pair) != {"clip_l", "clip_g"}:
+        facts.notes.append(f"{keys['clip_l']!r} read as clip_l and {keys['clip_g']!r} as clip_g by their widths; "
+                           "A1111 and ComfyUI look for the names clip_l / clip_g (`loradex convert --to sdxl` renames them)")
+    return Verdict(name, True, f"{keys['clip_l']} {list(l.shape)} + {keys['clip_g']} {list(g.shape)}", facts)
 
 
 @register_prober("t5-embedding")
