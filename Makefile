@@ -9,7 +9,15 @@ TORCH_VERSION ?= 2.13.0
 # no venv behind, and the tests of that client skip, saying so.
 HUB_CLIENTS ?= 0.36:huggingface_hub~=0.36.0 1:huggingface_hub~=1.0
 
-.PHONY: setup demo test bench clean hub-clients
+# The oldest diffusers pyproject.toml declares (its `diffusers>=` floor), for
+# tests/test_loader_conformance.py: a venv inside $(VENV) with only that diffusers and the
+# transformers / huggingface_hub / tokenizers it works with; torch, peft and loradex come from
+# $(VENV) through a .pth file. Rebuilt when pyproject.toml changes; a failed install leaves no
+# venv behind and those tests skip, saying so.
+OLDEST_DIFFUSERS := $(VENV)/oldest-diffusers
+OLDEST_DIFFUSERS_PINS ?= transformers==4.57.6 huggingface_hub==0.36.2 tokenizers==0.22.2
+
+.PHONY: setup demo test bench clean hub-clients oldest-diffusers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +40,21 @@ hub-clients:
 	    || { rm -rf $$dir; echo "warning: could not build $$dir; its client tests will skip"; }; \
 	done
 
-test: setup hub-clients
+oldest-diffusers: $(OLDEST_DIFFUSERS)/.built
+
+$(OLDEST_DIFFUSERS)/.built: pyproject.toml | setup
+	@rm -rf $(OLDEST_DIFFUSERS); \
+	floor=$$(sed -n 's/.*"diffusers>=\([0-9.]*\)".*/\1/p' pyproject.toml); \
+	echo "== $(OLDEST_DIFFUSERS) (diffusers==$$floor)"; \
+	( $(BIN)/python -m venv --without-pip $(OLDEST_DIFFUSERS) \
+	  && main=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+	  && own=$$($(OLDEST_DIFFUSERS)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+	  && echo "import site; site.addsitedir('$$main')" > $$own/zz-loradex-main.pth \
+	  && $(BIN)/python -m pip install -q --no-deps --target $$own "diffusers==$$floor" $(OLDEST_DIFFUSERS_PINS) \
+	  && touch $@ ) \
+	  || { rm -rf $(OLDEST_DIFFUSERS); echo "warning: could not build $(OLDEST_DIFFUSERS); its tests will skip"; }
+
+test: setup hub-clients oldest-diffusers
 	$(BIN)/pytest -q
 
 bench: setup
