@@ -293,6 +293,32 @@ def test_exported_diffusers_version_loads_exactly_in_comfyui(kohya, targets, tmp
     assert (tmp_path / "raw" / "models" / "loras" / "style.safetensors").read_bytes() == kohya["diffusers"].read_bytes()
 
 
+def test_exported_peft_version_keeps_the_alpha_of_its_adapter_config(kohya, targets, tmp_path):
+    """A PEFT file as peft saves it: no alphas in the file, lora_alpha ≠ r in adapter_config.json."""
+    from loradex.merge.conventions.convert import convert_state_dict
+
+    sd = load_file(str(kohya["kohya"]))
+    unet = {k: v for k, v in sd.items() if k.startswith("lora_unet_")}
+    for key in [k for k in unet if k.endswith(".alpha")]:
+        unet[key] = torch.tensor(2.0)  # r = 4: scale 1/2
+    peft, meta, _ = convert_state_dict(unet, to="peft", base="sd1")
+    path = tmp_path / "adapter_model.safetensors"
+    save_file(peft, str(path))  # no loradex metadata: the alphas are only in the sidecar
+    (tmp_path / "adapter_config.json").write_text(meta["loradex.peft_adapter_config"])
+    catalog = Catalog()
+    version = add_file(catalog, path, name="peftstyle").version
+    assert version.file_format == "peft"
+    _export(catalog, version.ref, tmp_path / "comfy", layout="comfyui")
+    written = load_file(str(tmp_path / "comfy" / "models" / "loras" / "peftstyle.safetensors"))
+    patches, not_loaded, _ = comfyui_patches(written, comfyui_map_for(targets), targets)
+    names = {k.split(".")[0]: "unet." + k.split(".")[0][len("lora_unet_"):] for k in unet}
+    names = {n: next(t for t in targets if t.startswith("unet.") and "lora_unet_" + t[5:].replace(".", "_") == n)
+             for n in names}
+    expected = kohya_deltas(unet, names, targets)
+    assert not_loaded == [] and set(patches) == set(expected)
+    assert all(torch.equal(patches[t], d) for t, d in expected.items())
+
+
 def _unconvertible(tmp_path, kohya) -> Path:
     """A diffusers-format file with a key no convention reads: converting it would drop it."""
     sd = load_file(str(kohya["diffusers"]))

@@ -368,6 +368,9 @@ def convert_blob(catalog, version, dest: Path, to_format: str, converter: Conver
         # named like the stored file: converters default names (an embedding's token) to its stem
         src = Path(tmp) / (Path(version.file_name).stem + ".safetensors")
         os.symlink(catalog.blobs.path_for(version.sha256), src)
+        config = (version.probe.get("training") or {}).get("adapter_config")
+        if isinstance(config, dict):  # a PEFT file's alphas live in the adapter_config.json it came with
+            src.with_name(src.stem + ".adapter_config.json").write_text(json.dumps(config))
         report = converter(src, dest, to_format, base=None if base in (None, "unknown") else base,
                            allow_partial=allow_partial)
     return report if isinstance(report, dict) else report.to_dict() if hasattr(report, "to_dict") else None
