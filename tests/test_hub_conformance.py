@@ -246,3 +246,19 @@ def test_push_an_embedding_to_a_remote_that_also_sends_diffusers(tmp_path, monke
     assert "sks-token.safetensors" in result.uploaded and "pytorch_lora_weights.safetensors" not in result.uploaded
     assert "no diffusers LoRA copy for an embedding" in result.note
     assert served.sha256 == catalog.resolve("sks-token@1.0.0").sha256
+
+
+@pytest.mark.parametrize("agent, inline", [
+    ("unknown/None; hf_hub/0.36.2; python/3.11.7", False),  # asks in the LFS batch call
+    ("unknown/None; hf_hub/1.19.0; python/3.11.7", False),  # the last 1.x that asks
+    ("unknown/None; hf_hub/1.20.0; python/3.11.7", True),
+    ("diffusers/0.35.1; hf_hub/2.4.0; python/3.11.7; torch/2.13.0", True),
+    ("loradex/0.1; hf_hub/2.4.0; python/3.11.7", False),   # loradex's own client: Xet off, LFS
+    ("curl/8.5.0", False)])
+def test_which_clients_are_kept_off_xet_by_regular_uploads(agent, inline):
+    from starlette.requests import Request
+
+    from loradex.registry.server.hub.app import xet_without_asking
+
+    request = Request({"type": "http", "headers": [(b"user-agent", agent.encode())]})
+    assert xet_without_asking(request) is inline

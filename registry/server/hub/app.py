@@ -5,10 +5,10 @@ protocol"); the request/response shapes follow ``huggingface_hub`` 2.x (hf_api.p
 _commit_api.py, lfs.py, file_download.py).
 
 Xet is never advertised: no ``X-Xet-*`` headers, no ``xetHash`` in listings, and the xet token
-routes answer 404 with the reason. How each client decides (see ``upload_mode``): 0.x clients offer
-``transfers: [basic, multipart, xet]`` to the LFS batch API and use what the server picks
-(``basic`` here); clients from 1.0 on send every ``lfs``-mode file through Xet whenever
-``hf_xet`` is importable, without asking. So preupload answers ``regular`` to those clients (the
+routes answer 404 with the reason. How each client decides (see ``xet_without_asking``): up to
+1.19 clients offer ``transfers: [basic, multipart, xet]`` to the LFS batch API and use what the
+server picks (``basic`` here); clients from 1.20 on send every ``lfs``-mode file through Xet
+whenever ``hf_xet`` is importable, without asking. So preupload answers ``regular`` to those clients (the
 bytes then come base64 inside the commit, which is all a Hub without Xet can offer them), within
 a budget that keeps the commit under ``max_commit_bytes``, and the server stores such files as
 LFS objects anyway (listings and downloads are the same either way). loradex's own client
@@ -56,7 +56,8 @@ UNSUPPORTED = "not supported by this server (loradex serve)"
 NO_PULL_REQUESTS = f"pull requests are {UNSUPPORTED}: commit to a branch instead (create_branch, then revision=)"
 NO_XET = (f"Xet storage is {UNSUPPORTED}: files go through the LFS batch API or inline; set HF_HUB_DISABLE_XET=1 "
           "for files over the server's inline budget")
-_UA_HF_HUB = re.compile(r"(?:^|[;\s])hf_hub/(\d+)\.")
+_UA_HF_HUB = re.compile(r"(?:^|[;\s])hf_hub/(\d+)\.(\d+)")
+XET_WITHOUT_ASKING_SINCE = (1, 20)  # huggingface_hub 1.20 dropped the LFS batch negotiation
 
 
 # --- auth -------------------------------------------------------------------------------------
@@ -156,13 +157,13 @@ def _flag(value: str | None) -> bool:
 
 def xet_without_asking(request: Request) -> bool:
     """Whether the client uploads ``lfs``-mode files through Xet without negotiating: a
-    ``huggingface_hub`` from 1.0 on (``hf_hub/N.…`` in its User-Agent). 0.x clients negotiate in
+    ``huggingface_hub`` from 1.20 on (``hf_hub/N.M…`` in its User-Agent). Older ones negotiate in
     the LFS batch call; loradex's own client (``loradex/…``) turns Xet off for this server."""
     agent = request.headers.get("user-agent", "")
     if agent.startswith("loradex/"):
         return False
     found = _UA_HF_HUB.search(agent)
-    return found is not None and int(found.group(1)) >= 1
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= XET_WITHOUT_ASKING_SINCE
 
 
 def _with_last_commits(ctx: HubContext, call: ApiCall, commit, entries: list[dict]) -> list[dict]:
