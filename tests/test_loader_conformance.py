@@ -293,6 +293,27 @@ def test_exported_diffusers_version_loads_exactly_in_comfyui(kohya, targets, tmp
     assert (tmp_path / "raw" / "models" / "loras" / "style.safetensors").read_bytes() == kohya["diffusers"].read_bytes()
 
 
+def test_token_riding_in_a_safeloras_file_lands_in_the_embedding_folder(tmp_path, sd1_targets):
+    from safetensors import safe_open
+
+    src = corpus_file("cloneofsimo_analog_svd_rank4.safetensors")
+    with safe_open(str(src), framework="pt") as fh:
+        sd, meta = {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata())
+    token = torch.randn(768, generator=torch.Generator().manual_seed(3))
+    path = tmp_path / "analog.safetensors"
+    save_file({**sd, "<krk>": token}, str(path), {**meta, "<krk>": "<embed>"})
+    catalog = Catalog()
+    add_file(catalog, path, name="analog")
+    result = _export(catalog, "analog", tmp_path / "comfy", layout="comfyui")
+    lora, emb = tmp_path / "comfy" / "models" / "loras", tmp_path / "comfy" / "models" / "embeddings"
+    assert sorted(p.name for p in lora.glob("*.safetensors")) == ["analog.safetensors"]
+    _assert_comfyui_loads_all(lora / "analog.safetensors", sd1_targets)
+    assert [p.name for p in emb.iterdir()] == ["analog.krk.safetensors"]
+    assert probe_path(emb / "analog.krk.safetensors").kind == "embedding"
+    assert torch.equal(load_file(str(emb / "analog.krk.safetensors"))["<krk>"], token)
+    assert str(emb / "analog.krk.safetensors") in result.files
+
+
 def test_exported_peft_version_keeps_the_alpha_of_its_adapter_config(kohya, targets, tmp_path):
     """A PEFT file as peft saves it: no alphas in the file, lora_alpha ≠ r in adapter_config.json."""
     from loradex.merge.conventions.convert import convert_state_dict

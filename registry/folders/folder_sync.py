@@ -42,7 +42,7 @@ from .folder_state import (
     write_state,
 )
 from ..untrusted import inside
-from .webui_export import Converter, PlannedFile, convert_blob, get_layout, plan_export, webui_format
+from .webui_export import Converter, PlannedFile, converted_files, get_layout, plan_export, webui_format
 
 MANIFEST = ".loradex-sync.json"
 
@@ -136,21 +136,12 @@ def _desired(catalog, layout: str, alias: str, to_format: str | None, converter:
 def _model_files(catalog, version, layout, model: PlannedFile, to_format: str | None,
                  converter: Converter | None, workdir: Path | None) -> list[PlannedFile]:
     """The model file as planned, or the files its conversion to the webui's format writes."""
-    from .folder_state import content_sha
-
     target = webui_format(catalog, version, layout, to_format)
     if target is None:
         return [model]
-    if converter is None or workdir is None:
-        raise UsageError(f"{version.ref} must be converted to {target} for a webui, and no converter was given",
-                         hint="call through `loradex sync-folder`")
-    folder, _, name = model.rel.rpartition("/")
-    workdir.mkdir(parents=True)
-    dest = workdir / (Path(name).stem + ".safetensors")
-    report = convert_blob(catalog, version, dest, target, converter, allow_partial=False) or {}
-    written = [Path(f) for f in report.get("files") or [dest]]
-    return [PlannedFile(f"{folder}/{path.name}", content_sha(path), source=str(path),
-                        role="model" if path == dest else "converted") for path in written]
+    if workdir is None:
+        raise UsageError(f"{version.ref} must be converted to {target} for a webui; no folder to convert in")
+    return converted_files(catalog, version, layout, model, target, converter, workdir)[0]
 
 
 def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "production",

@@ -273,35 +273,53 @@ def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format:
     plan = plan_export(catalog, version, layout_obj)
     with folder_errors(root):
         root.mkdir(parents=True, exist_ok=True)
-        _export_locked(catalog, version, root, plan, result, to_format, converter, allow_partial, force)
+        _export_locked(catalog, version, layout_obj, root, plan, result, to_format, converter, allow_partial, force)
     return result
 
 
-def _export_locked(catalog, version, root: Path, plan: list[PlannedFile], result: ExportResult,
-                   to_format: str | None, converter: Converter | None, allow_partial: bool,
-                   force: bool) -> None:
+def _export_locked(catalog, version, layout: WebuiLayout, root: Path, plan: list[PlannedFile],
+                   result: ExportResult, to_format: str | None, converter: Converter | None,
+                   allow_partial: bool, force: bool) -> None:
     from .folder_state import folder_lock, read_state, write_state
 
     model, sidecars = plan[0], plan[1:]
-    with folder_lock(root):
+    with folder_lock(root), tempfile.TemporaryDirectory(prefix=".tmp-loradex-export-") as work:
         state = read_state(root, EXPORT_STATE, result.warnings)
+        models = [model]
         if to_format:
-            if converter is None:
-                raise UsageError(f"writing {version.ref} as {to_format} needs a converter",
-                                 hint="call through `loradex export`")
-            rel = str(Path(model.rel).with_suffix("")) + ".safetensors"
-            if _may_write(root, rel, None, state, result, force):
-                dest_model = root / rel
-                result.conversion = convert_blob(catalog, version, dest_model, to_format, converter, allow_partial)
-                result.converted_to = to_format
-                written = list((result.conversion or {}).get("files") or [str(dest_model)])
-                result.files += written
-                _record(root, written, state, version.ref)
-        else:
-            _write_planned(catalog, root, model, state, result, force)
-        for side in sidecars:
-            _write_planned(catalog, root, side, state, result, force)
+            models, result.conversion = converted_files(catalog, version, layout, model, to_format, converter,
+                                                        Path(work), allow_partial=allow_partial)
+            result.converted_to = to_format
+            result.conversion["files"] = [str(root / planned.rel) for planned in models]
+        for planned in [*models, *sidecars]:
+            _write_planned(catalog, root, planned, state, result, force)
         write_state(root, EXPORT_STATE, state)
+
+
+def converted_files(catalog, version, layout: WebuiLayout, model: PlannedFile, to_format: str,
+                    converter: Converter | None, workdir: Path, *,
+                    allow_partial: bool = False) -> tuple[list[PlannedFile], dict]:
+    """Convert the stored model to ``to_format`` in ``workdir``: the files written, planned for the
+    webui (the model where ``model`` was, as ``.safetensors``; a PEFT sidecar next to it; tokens
+    split out of a safeloras LoRA in the layout's embedding folder), and the converter's report.
+    Raises what the converter raises (nothing is planned then)."""
+    from .folder_state import content_sha
+
+    if converter is None:
+        raise UsageError(f"writing {version.ref} as {to_format} needs a converter",
+                         hint="call through `loradex export` or `loradex sync-folder`")
+    folder, _, name = model.rel.rpartition("/")
+    workdir.mkdir(parents=True, exist_ok=True)
+    dest = workdir / (Path(name).stem + ".safetensors")
+    report = dict(convert_blob(catalog, version, dest, to_format, converter, allow_partial) or {})
+    planned = []
+    for path in [Path(f) for f in report.get("files") or [dest]]:
+        where = folder
+        if path != dest and path.suffix == ".safetensors" and version.probe.get("kind") != "embedding":
+            where = layout.folder_for("embedding")  # an embedding that rode along in the LoRA file
+        planned.append(PlannedFile(f"{where}/{path.name}", content_sha(path), source=str(path),
+                                   role="model" if path == dest else "converted"))
+    return planned, report
 
 
 def _may_write(root: Path, rel: str, sha256: str | None, state: dict, result: ExportResult,
@@ -338,22 +356,6 @@ def _write_planned(catalog, root: Path, planned: PlannedFile, state: dict, resul
     dest = planned.write(catalog, root)
     state[planned.rel] = entry_for(dest, planned.sha256, result.ref)
     result.files.append(str(dest))
-
-
-def _record(root: Path, files: list, state: dict, ref: str) -> None:
-    """Record what a converter wrote (paths it reports), each only if inside ``root``."""
-    from .folder_state import content_sha, entry_for
-    from ..untrusted import inside
-
-    for name in files:
-        try:
-            rel = Path(name).resolve().relative_to(root).as_posix()
-            inside(root / rel, root)
-        except (ValueError, OSError):
-            continue
-        sha = content_sha(root / rel)
-        if sha:
-            state[rel] = entry_for(root / rel, sha, ref)
 
 
 def convert_blob(catalog, version, dest: Path, to_format: str, converter: Converter,
