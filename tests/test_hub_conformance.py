@@ -147,11 +147,14 @@ def test_default_client_sends_a_large_lfs_file_inline_and_it_is_stored_as_lfs(se
 
 
 def test_release_tag_registers_the_file_a_loose_loradex_json_names_and_notes_plain_tags(served, tmp_path):
+    import hashlib
+
     import httpx
     from huggingface_hub import CommitOperationAdd
 
     from loradex.merge.synthetic_adapters import write_random_kohya_lora
     from loradex.registry.catalog.store import Catalog
+    from loradex.registry.errors import NotFound
 
     api = hub_api(served)
     api.create_repo("team/named")
@@ -163,8 +166,6 @@ def test_release_tag_registers_the_file_a_loose_loradex_json_names_and_notes_pla
                       commit_message="two files, one named")
     api.create_tag("team/named", tag="v2.0.0")
     version = Catalog(served["home"]).resolve("named@2.0.0")
-    import hashlib
-
     assert version.sha256 == hashlib.sha256(b.read_bytes()).hexdigest()
 
     # several adapters and nothing naming one: a plain git tag, and the answer says why
@@ -175,7 +176,7 @@ def test_release_tag_registers_the_file_a_loose_loradex_json_names_and_notes_pla
                    headers={"authorization": f"Bearer {served['tokens']['2'][0]}"})
     assert r.status_code == 200 and "plain git tag" in r.json()["note"] and "2 .safetensors" in r.json()["note"]
     assert [t.name for t in api.list_repo_refs("team/several").tags] == ["v1.0.0"]
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         Catalog(served["home"]).get_adapter("several")
 
 
