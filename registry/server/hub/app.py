@@ -90,7 +90,7 @@ class TokenAuth:
 class TransferStats:
     """Bytes the server received, so tests and operators can see what a push really sent."""
 
-    lfs_bytes_received: int = 0
+    lfs_bytes_received: int = 0  # bytes of files stored as LFS objects (LFS PUTs, and inline uploads of them)
     regular_bytes_received: int = 0
     bytes_served: int = 0  # file bytes sent by /resolve GETs (a resumed download sends only the rest)
     lfs_uploads: int = 0
