@@ -420,3 +420,45 @@ def test_diffusers_embedding_is_exported_as_a1111(tmp_path):
     assert result.converted_to == "a1111"
     written = load_file(str(tmp_path / "comfy" / "models" / "embeddings" / "tok.safetensors"))
     assert list(written) == ["emb_params"] and torch.equal(written["emb_params"], vectors)
+
+
+# --- hostile header JSON on the conversion path (convert, and now every webui export) --------------
+@pytest.mark.parametrize("key,value,says", [
+    ("lora_adapter_metadata", "{bad", "not valid JSON"),
+    ("lora_adapter_metadata", "[1, 2]", "not of type 'object'"),
+    ("lora_adapter_metadata", '{"unet.lora_alpha": "x"}', "unet.lora_alpha"),
+    ("lora_adapter_metadata", '{"unet.alpha_pattern": {"(": 1.0}}', "not a regular expression"),
+    ("loradex.alpha_dtypes", '{"unet": {"x": "int8"}}', "unet/x"),
+])
+def test_malformed_alpha_json_is_a_one_line_refusal(kohya, tmp_path, capsys, key, value, says):
+    from safetensors import safe_open
+
+    from loradex.cli.main import main
+
+    with safe_open(str(kohya["diffusers"]), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    path = tmp_path / "bad.safetensors"
+    save_file(load_file(str(kohya["diffusers"])), str(path), {**meta, key: value})
+    for argv in (["convert", str(path), "--to", "kohya", "-o", str(tmp_path / "o.safetensors")],
+                 ["export", "bad", str(tmp_path / "comfy"), "--layout", "comfyui"]):
+        if argv[0] == "export":
+            add_file(Catalog(), path, name="bad")
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 1 and err.startswith("error:") and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "o.safetensors").exists() and not (tmp_path / "comfy" / "models" / "loras").exists()
+
+
+def test_malformed_adapter_config_sidecar_is_a_one_line_refusal(kohya, tmp_path, capsys):
+    from loradex.cli.main import main
+    from loradex.merge.conventions.convert import convert_state_dict
+
+    sd = load_file(str(kohya["kohya"]))
+    peft, _, _ = convert_state_dict({k: v for k, v in sd.items() if k.startswith("lora_unet_")}, to="peft")
+    save_file(peft, str(tmp_path / "adapter_model.safetensors"))
+    (tmp_path / "adapter_config.json").write_text('{"r": 4, "lora_alpha": [8]}')
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(tmp_path / "adapter_model.safetensors"), "--to", "kohya", "-o", str(tmp_path / "o.safetensors")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and err.count("\n") == 1 and "lora_alpha" in err, err

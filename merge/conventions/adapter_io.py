@@ -20,7 +20,6 @@ fails here in one line instead of inside the math. F8 factors are up-cast by the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,10 +238,9 @@ def open_adapter(path: str | Path, *, base: str | None = None, check_suffix: boo
 
 
 def _adapter_config(path: Path) -> dict | None:
-    for candidate in (path.with_name(path.stem + ".adapter_config.json"), path.with_name("adapter_config.json")):
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    return None
+    from .convert import _read_adapter_config
+
+    return _read_adapter_config(path)
 
 
 def open_version(catalog, ref: str) -> tuple[Any, AdapterSource]:

@@ -205,9 +205,14 @@ def convert_state_dict(state_dict: dict[str, "torch.Tensor"], *, to: str, metada
 
 
 def _read_adapter_config(src: Path) -> dict[str, Any] | None:
+    """The PEFT ``adapter_config.json`` next to ``src``, parsed with caps and checked
+    (``lora_conventions.PEFT_CONFIG_SCHEMA``)."""
+    from loradex.merge.conventions.lora_conventions import PEFT_CONFIG_SCHEMA, header_json
+    from loradex.registry.untrusted import read_json_file
+
     for candidate in (src.with_name(src.stem + ".adapter_config.json"), src.with_name("adapter_config.json")):
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            return header_json(read_json_file(candidate), str(candidate), PEFT_CONFIG_SCHEMA)
     return None
 
 

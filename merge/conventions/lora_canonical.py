@@ -139,7 +139,7 @@ class PeftPatterns:
 
     def __init__(self, patterns: dict[str, Any]):
         self.patterns = dict(patterns)
-        self.compiled = [(re.compile(rf"(.*\.)?({p})$"), v) for p, v in self.patterns.items()]
+        self.compiled = [(_pattern(p), v) for p, v in self.patterns.items()]
 
     def value(self, candidates: list[str]) -> Any:
         for name in candidates:
@@ -150,6 +150,16 @@ class PeftPatterns:
             if any(regex.match(name) for name in candidates):
                 return value
         return None
+
+
+def _pattern(pattern: str) -> "re.Pattern":
+    from loradex.registry.errors import UnsupportedFormat
+
+    try:
+        return re.compile(rf"(.*\.)?({pattern})$")
+    except re.error as exc:
+        raise UnsupportedFormat("<state dict>", f"alpha/rank pattern {pattern[:80]!r} is not a regular "
+                                                f"expression ({exc})") from None
 
 
 def text_encoder_model_names(path: str) -> list[str]:

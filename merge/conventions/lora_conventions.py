@@ -48,6 +48,28 @@ PEFT_CONFIG_KEY = "loradex.peft_adapter_config"
 
 _SRC = "<state dict>"
 
+# --- the JSON a LoRA file (or its adapter_config.json) brings: declared shapes ----------------
+# Only the fields the readers use are constrained; anything else may be there.
+_NUMBERS = {"type": "object", "additionalProperties": {"type": "number"}}
+_RANKS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}
+_PEFT_FIELDS = {"r": {"type": "integer", "minimum": 1}, "lora_alpha": {"type": "number"},
+                "alpha_pattern": _NUMBERS, "rank_pattern": _RANKS,
+                "use_rslora": {"type": "boolean"}, "use_dora": {"type": "boolean"}}
+PEFT_CONFIG_SCHEMA = {"type": "object", "properties": _PEFT_FIELDS}
+# diffusers' lora_adapter_metadata: the same fields, each under "<component>.".
+LORA_ADAPTER_METADATA_SCHEMA = {"type": "object", "patternProperties": {
+    rf"\.{name}$": schema for name, schema in _PEFT_FIELDS.items()}}
+ALPHA_DTYPES_SCHEMA = {"type": "object", "additionalProperties": {
+    "type": "object", "additionalProperties": {"enum": ["float16", "bfloat16", "float32", "float64"]}}}
+
+
+def header_json(raw, source: str, schema: dict) -> Any:
+    """JSON from a file's header or sidecar, parsed with caps and checked against ``schema``:
+    one-line ``UntrustedData`` (exit 1) for anything malformed."""
+    from loradex.registry.untrusted import check_schema, parse_json
+
+    return check_schema(parse_json(raw, source) if isinstance(raw, (str, bytes)) else raw, schema, source)
+
 
 def _alpha_tensor(value: float, dtype):
     import torch
@@ -120,6 +142,10 @@ class KohyaConvention(LoraConvention):
 
 # --- diffusers / PEFT current -----------------------------------------------------------------
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up"}
+
+
+def _alpha_dtypes(metadata: dict[str, str]) -> dict[str, dict[str, str]]:
+    return header_json(metadata.get(ALPHA_DTYPES_KEY, "{}"), f"metadata {ALPHA_DTYPES_KEY}", ALPHA_DTYPES_SCHEMA)
 
 
 def _peft_alpha_config(config: dict[str, Any]) -> tuple[float, dict]:
@@ -214,8 +240,8 @@ class DiffusersConvention(LoraConvention):
         pair_modules(found, lora, consumed)
         raw = ctx.metadata.get(LORA_ADAPTER_METADATA_KEY)
         if raw:
-            config = json.loads(raw)
-            alpha_dtypes = json.loads(ctx.metadata.get(ALPHA_DTYPES_KEY, "{}"))
+            config = header_json(raw, f"metadata {LORA_ADAPTER_METADATA_KEY}", LORA_ADAPTER_METADATA_SCHEMA)
+            alpha_dtypes = _alpha_dtypes(ctx.metadata)
             for component in lora.components:
                 comp_cfg = {k[len(component) + 1:]: v for k, v in config.items() if k.startswith(component + ".")}
                 if comp_cfg:
@@ -272,11 +298,12 @@ class PeftConvention(LoraConvention):
         pair_modules(found, lora, consumed)
         config = ctx.adapter_config
         if config is None and PEFT_CONFIG_KEY in ctx.metadata:
-            config = json.loads(ctx.metadata[PEFT_CONFIG_KEY])
+            config = ctx.metadata[PEFT_CONFIG_KEY]
         if config is None:
             lora.notes.append("no adapter_config.json: alpha taken as rank (scale 1)")
         else:
-            alpha_dtypes = json.loads(ctx.metadata.get(ALPHA_DTYPES_KEY, "{}"))
+            config = header_json(config, "adapter_config.json", PEFT_CONFIG_SCHEMA)
+            alpha_dtypes = _alpha_dtypes(ctx.metadata)
             for component in lora.components:
                 _apply_config_alphas(lora, component, config, alpha_dtypes)
         return ReadResult(lora, consumed)

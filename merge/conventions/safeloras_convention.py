@@ -36,6 +36,14 @@ _SRC = "<state dict>"
 _GEGLU = "ff.net.0.proj"
 _ORDERS = {"ff-before-attn2": ("attn1", "ff", "attn2"), "attn2-before-ff": ("attn1", "attn2", "ff")}
 _DEFAULT_TARGETS = {"unet": ["CrossAttention", "Attention", "GEGLU"], "text_encoder": ["CLIPAttention"]}
+_TARGETS_SCHEMA = {"type": ["array", "null"], "items": {"type": "string", "maxLength": 200}}
+
+
+def _targets(metadata: dict[str, str], component: str) -> list[str] | None:
+    """The module classes a safeloras file says it wrapped for ``component`` (header JSON, checked)."""
+    from .lora_conventions import header_json
+
+    return header_json(metadata.get(component, "null"), f"metadata {component}", _TARGETS_SCHEMA)
 
 
 def _transformer_blocks(layout: UNetLayout) -> list[str]:
@@ -126,7 +134,7 @@ class SafelorasConvention(LoraConvention):
             complete = {i: p for i, p in pairs.items() if "up" in p and "down" in p}
             if sorted(complete) != list(range(len(complete))):
                 continue  # gaps: the walk cannot be aligned; leave unconsumed
-            targets = json.loads(ctx.metadata.get(component, "null")) or _DEFAULT_TARGETS.get(component, [])
+            targets = _targets(ctx.metadata, component) or _DEFAULT_TARGETS.get(component, [])
             paths = self._walk(component, targets, complete, ctx.base)
             if paths is None:
                 continue
