@@ -102,14 +102,10 @@ class _Wanted:
 
 def desired_files(catalog, layout: str, alias: str, *, to_format: str | None = None,
                   converter: Converter | None = None, workdir: Path | None = None,
-                  report: "SyncReport | None" = None) -> dict[str, tuple[PlannedFile, str]]:
-    """Relative path → (planned file, ref) for every adapter that has ``alias``; model files the
-    webui would not load are converted into ``workdir`` (see the module docstring)."""
-    return _desired(catalog, layout, alias, to_format, converter, workdir, report).files
-
-
-def _desired(catalog, layout: str, alias: str, to_format: str | None, converter: Converter | None,
-             workdir: Path | None, report: "SyncReport | None") -> _Wanted:
+                  report: "SyncReport | None" = None) -> _Wanted:
+    """What the folder should hold: relative path → (planned file, ref) for every adapter that has
+    ``alias``, model files the webui would not load converted into ``workdir``; the files of an
+    adapter refused (and reported in ``report``) are ``kept`` as they are."""
     layout_obj = get_layout(layout)
     wanted = _Wanted()
     for n, summary in enumerate(catalog.list_adapters()):
@@ -167,7 +163,8 @@ def _sync_locked(catalog, root: Path, report: SyncReport, layout: str, alias: st
                  dry_run: bool, to_format: str | None, converter: Converter | None, workdir: Path) -> None:
     with folder_lock(root):
         manifest = read_manifest(root, report.warnings)
-        wanted = _desired(catalog, layout, alias, to_format, converter, workdir, report)
+        wanted = desired_files(catalog, layout, alias, to_format=to_format, converter=converter,
+                               workdir=workdir, report=report)
         new_manifest: dict[str, dict] = {}
         for rel, (planned, ref) in sorted(wanted.files.items()):
             _sync_one(catalog, root, rel, planned, ref, manifest.get(rel), new_manifest, report,
