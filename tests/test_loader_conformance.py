@@ -340,6 +340,28 @@ def test_exported_peft_version_keeps_the_alpha_of_its_adapter_config(kohya, targ
     assert all(torch.equal(patches[t], d) for t, d in expected.items())
 
 
+def test_peft_version_without_its_config_is_refused_not_guessed(kohya, tmp_path, capsys):
+    """Without adapter_config.json a PEFT file's alpha is unknown (peft's default is 8, not r):
+    a kohya file claiming one would load at a guessed strength."""
+    from loradex.cli.main import main
+    from loradex.merge.conventions.convert import convert_state_dict
+
+    sd = load_file(str(kohya["kohya"]))
+    peft, _, _ = convert_state_dict({k: v for k, v in sd.items() if k.startswith("lora_unet_")}, to="peft")
+    path = tmp_path / "bare" / "adapter_model.safetensors"
+    path.parent.mkdir()
+    save_file(peft, str(path))
+    version = add_file(Catalog(), path, name="bare").version
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "bare", str(tmp_path / "comfy"), "--layout", "comfyui"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and err.count("\n") == 1 and "adapter_config.json" in err, err
+    assert not (tmp_path / "comfy" / "models").exists()
+    _export(Catalog(), "bare", tmp_path / "raw", layout="comfyui", to_format="as-is")
+    copied = tmp_path / "raw" / "models" / "loras" / "bare.safetensors"
+    assert hashlib.sha256(copied.read_bytes()).hexdigest() == version.sha256
+
+
 def _unconvertible(tmp_path, kohya) -> Path:
     """A diffusers-format file with a key no convention reads: converting it would drop it."""
     sd = load_file(str(kohya["diffusers"]))

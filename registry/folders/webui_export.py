@@ -51,6 +51,7 @@ _COMFYUI_LOADS = {**_WEBUI_LOADS, "lora": {"kohya", "diffusers:flux", "diffusers
 # kind → the format everything else of that kind is converted to.
 _WEBUI_TARGETS = {"lora": "kohya", "embedding": "a1111"}
 SDXL_EMBEDDING_KEYS = {"clip_l", "clip_g"}
+PEFT_CONFIG_METADATA = "loradex.peft_adapter_config"  # merge.conventions.lora_conventions.PEFT_CONFIG_KEY
 
 
 @dataclass(frozen=True)
@@ -195,14 +196,23 @@ def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None
 
 
 # --- the format a webui reads ----------------------------------------------------------------------
-def _stored_keys(catalog, version) -> set[str] | None:
-    """Tensor names in the stored file's header (None when it is not a readable safetensors file)."""
+def _stored_header(catalog, version):
+    """The stored file's safetensors header (None when it is not a readable safetensors file)."""
     from ..files.safetensors_header import read_header
 
     try:
-        return set(read_header(catalog.blobs.path_for(version.sha256)).tensors)
+        return read_header(catalog.blobs.path_for(version.sha256))
     except (OSError, ValueError):
         return None
+
+
+def _peft_alpha_known(catalog, version) -> bool:
+    """A PEFT file's alphas live in its adapter_config.json (kept by the probe) or, written by
+    loradex, in its header; without either nobody can say its scale."""
+    if isinstance((version.probe.get("training") or {}).get("adapter_config"), dict):
+        return True
+    header = _stored_header(catalog, version)
+    return header is not None and PEFT_CONFIG_METADATA in header.metadata
 
 
 def webui_format(catalog, version, layout: "WebuiLayout", requested: str | None = None) -> str | None:
@@ -219,10 +229,15 @@ def webui_format(catalog, version, layout: "WebuiLayout", requested: str | None 
     fmt = version.file_format
     base = version.probe.get("base") or adapter.base
     if layout.loads_as_is(kind, fmt, base):
-        if fmt != "sdxl-embedding" or _stored_keys(catalog, version) == SDXL_EMBEDDING_KEYS:
+        header = _stored_header(catalog, version) if fmt == "sdxl-embedding" else None
+        if header is None or set(header.tensors) == SDXL_EMBEDDING_KEYS:
             return None
         return "sdxl"  # two encoders' vectors under other names: the webuis look for clip_l / clip_g
     target = layout.targets.get(kind)
+    if fmt == "peft" and not _peft_alpha_known(catalog, version):
+        raise UnsupportedFormat(version.ref, "a PEFT LoRA stored without its adapter_config.json: its alpha, "
+                                             "so its strength, is unknown and no webui file can state it",
+                                hint=f"add it again with adapter_config.json beside it, or `--format {AS_IS}`")
     if target is None:
         raise UnsupportedFormat(version.ref, f"a {fmt} {kind} file, which {layout.name} does not load and "
                                              "loradex cannot convert",
