@@ -44,11 +44,17 @@ class ServeAuth:
         self._authorizer = authorizer
         self.user = user
 
-    def check(self, request, scope: str, namespace: str | None = None) -> str:
+    def check(self, request, scope: str, namespace: str | None = None, *, download: bool = False) -> str:
         from .hub.catalog_bridge import HubUser
 
-        principal = self._authorizer.check(request, scope, namespace)
+        principal = self._authorizer.check(request, scope, namespace, download=download)
         return HubUser(principal.namespace or self.user, principal.namespace, principal.scope)
+
+    def anonymous_namespaces(self) -> set[str] | None:
+        """The namespaces a request without a token may list (public and listed ones), or None
+        when the request needs a token to list anything."""
+        seen = self._authorizer.public_namespaces()
+        return set(seen) or None
 
 
 class _HubMount:

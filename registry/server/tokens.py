@@ -254,13 +254,21 @@ class ServeAuthorizer:
         so ``serve namespace set`` takes effect at once."""
         return namespace_settings(self.catalog) if self.catalog is not None else {}
 
+    def _open_to_anonymous(self, namespace: str | None, download: bool) -> bool:
+        """A read of ``namespace`` without a token: metadata of a public or listed namespace,
+        files of a public one (``serve namespace set``)."""
+        if namespace is None:
+            return False
+        seen = self.public_namespaces().get(namespace)
+        return seen == "public" or (seen == "listed" and not download)
+
     @staticmethod
     def presents_token(request) -> bool:
         """The request carries a token (header or ``?token=``), valid or not."""
         return _bearer(request) is not None or bool(request.query_params.get("token"))
 
     def check(self, request, scope: str = "read", namespace: str | None = None, *,
-              query_token: bool = False) -> Principal:
+              query_token: bool = False, download: bool = False) -> Principal:
         from .hub.protocol_errors import Forbidden, Unauthorized
 
         secret = _bearer(request)
@@ -269,7 +277,7 @@ class ServeAuthorizer:
             secret = in_query
         state = request.scope.setdefault("state", {})
         if secret is None:
-            if scope == "read" and self.public_read:
+            if scope == "read" and (self.public_read or self._open_to_anonymous(namespace, download)):
                 return ANONYMOUS
             if scope == "write":
                 state[WRITE_STATE_KEY] = ANONYMOUS

@@ -71,8 +71,9 @@ class TokenAuth:
     public_read: bool = False
     user: str = "loradex"
 
-    def check(self, request: Request, scope: str, namespace: str | None = None) -> str:
-        """``namespace``: the repo namespace of a write (one shared token has no namespaces)."""
+    def check(self, request: Request, scope: str, namespace: str | None = None, *, download: bool = False) -> str:
+        """``namespace``: the repo namespace of a write (one shared token has no namespaces);
+        ``download``: the read is a file (no difference here: no namespace settings)."""
         header = request.headers.get("authorization", "")
         presented = header[7:].strip() if header.lower().startswith("bearer ") else None
         if self.token is None:
@@ -84,6 +85,11 @@ class TokenAuth:
         if not hmac.compare_digest(presented.encode(), self.token.encode()):
             raise Unauthorized(INVALID_CREDENTIALS)
         return self.user
+
+
+def _presents_token(request: Request) -> bool:
+    """The request carries a token (valid or not): a refused token is never treated as anonymous."""
+    return bool(request.headers.get("authorization") or request.query_params.get("token"))
 
 
 @dataclass
@@ -473,9 +479,16 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
 
     @app.get("/api/models")
     async def models_list(request: Request):
-        ctx.auth.check(request, "read")
+        namespaces = None  # all
+        try:
+            ctx.auth.check(request, "read")
+        except Unauthorized:
+            # no token at all: the public and listed namespaces (``serve namespace set``), if any
+            anonymous = getattr(ctx.auth, "anonymous_namespaces", lambda: None)
+            if _presents_token(request) or not (namespaces := anonymous()):
+                raise
         page, next_url = await run(list_models, ctx.repos, request.query_params, ctx.base_url(request),
-                                   ctx.models_page_size)
+                                   ctx.models_page_size, namespaces)
         return JSONResponse(page, headers={"Link": f'<{next_url}>; rel="next"'} if next_url else None)
 
     @app.post("/api/repos/move")
@@ -612,7 +625,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
 
     @app.api_route("/{ns}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])
     async def resolve(request: Request, ns: str, name: str, rest: str):
-        ctx.auth.check(request, "read")
+        ctx.auth.check(request, "read", ns, download=True)
         seg = _raw_segments(request, 3)
         if len(seg) < 2:
             raise RouteNotFound("resolve needs /{revision}/{path}")

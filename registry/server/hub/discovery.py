@@ -49,9 +49,11 @@ def _repo_tags(item: dict) -> set[str]:
     return tags
 
 
-def list_models(repos: RepoStore, query, base_url: str, page_size: int = DEFAULT_PAGE_SIZE) -> tuple[list, str | None]:
+def list_models(repos: RepoStore, query, base_url: str, page_size: int = DEFAULT_PAGE_SIZE,
+                namespaces: set[str] | None = None) -> tuple[list, str | None]:
     """(this page of model summaries, the next page's URL or None). ``query``: the request's
-    query parameters (a Starlette ``QueryParams``)."""
+    query parameters (a Starlette ``QueryParams``); ``namespaces``: only repos of these (an
+    anonymous caller's view), None for all."""
     for key, value in query.multi_items():
         if len(value) > MAX_PARAM_CHARS:
             raise BadRequest(f"query parameter {key} is longer than {MAX_PARAM_CHARS} characters")
@@ -71,7 +73,8 @@ def list_models(repos: RepoStore, query, base_url: str, page_size: int = DEFAULT
     items = []
     for repo_id in repos.repo_ids():
         namespace = repo_id.split("/")[0]
-        if (author and namespace != author) or (search and search not in repo_id.lower()):
+        if ((author and namespace != author) or (search and search not in repo_id.lower())
+                or (namespaces is not None and namespace not in namespaces)):
             continue
         try:
             commit = repos.resolve(repo_id, "main")
