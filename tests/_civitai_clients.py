@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from _served_app import ServedApp
 
 CLIENTS = {"civitapy": "civitapy", "civitai-hub": "civitai_hub"}  # PyPI name → import name
 
@@ -67,37 +66,13 @@ def _with_cryptography(cert: Path, key: Path) -> None:
     cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
 
 
-class Served:
+class Served(ServedApp):
     """``app`` under uvicorn on 127.0.0.1 with ``serve``'s options (``tls``: (cert, key);
     ``trusted_proxies``); ``url`` is http(s)://127.0.0.1:PORT."""
 
     def __init__(self, app, *, tls=None, trusted_proxies=None):
-        import uvicorn
-
         from loradex.registry.server.app import uvicorn_options
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        options = uvicorn_options("127.0.0.1", self.port, tls=tls and (str(tls[0]), str(tls[1])),
-                                  trusted_proxies=trusted_proxies)
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self.host = f"127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, lifespan="off", access_log=False, **options)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+        super().__init__(app, options=lambda port: uvicorn_options(
+            "127.0.0.1", port, tls=tls and (str(tls[0]), str(tls[1])), trusted_proxies=trusted_proxies),
+            scheme="https" if tls else "http")

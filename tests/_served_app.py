@@ -10,7 +10,8 @@ class ServedApp:
     """An ASGI app under uvicorn in a thread, listening on ``ports`` sockets of 127.0.0.1 (each
     its own origin); ``urls`` lists them."""
 
-    def __init__(self, app, ports: int = 1):
+    def __init__(self, app, ports: int = 1, *, options=None, scheme: str = "http"):
+        """``options(port)``: extra uvicorn settings for the first socket's port (TLS, proxies)."""
         import socket
 
         import uvicorn
@@ -21,9 +22,12 @@ class ServedApp:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
             self.sockets.append(sock)
-        self.urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in self.sockets]
+        self.urls = [f"{scheme}://127.0.0.1:{s.getsockname()[1]}" for s in self.sockets]
         self.url = self.urls[0]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self.port = self.sockets[0].getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        settings = {"log_level": "warning", **(options(self.port) if options else {})}
+        config = uvicorn.Config(app, lifespan="off", access_log=False, **settings)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": self.sockets}, daemon=True)
 
