@@ -143,6 +143,20 @@ def test_hostile_files_through_add_and_inspect(home, tmp_path, capsys):
     assert [v.sha256 for v in catalog.versions("hostile")] == [surrogate]
 
 
+def test_json_in_header_metadata_nested_past_the_caps(home, tmp_path, capsys):
+    """ss_network_args, ss_tag_frequency, training info and lora_adapter_metadata are JSON inside
+    the header: 100k levels of it (RecursionError in json.loads) are read as not-JSON, and the
+    file is still probed and added; a tiny JSON file nested 2,000 deep is named as JSON text."""
+    deep = "[" * 100_000 + "]" * 100_000
+    path = lora(tmp_path / "deep.safetensors", {"ss_network_args": deep, "ss_tag_frequency": deep,
+                                                "ss_training_info": deep, "lora_adapter_metadata": deep,
+                                                "ss_output_name": "deep"})
+    assert problems(capsys, [["inspect", path], ["inspect", path, "--json"], ["add", path, "--name", "deep"]]) == []
+    (tmp_path / "deep.json").write_text("[" * 2000)
+    code, _, err = run_cli(capsys, ["inspect", tmp_path / "deep.json"])
+    assert code == 1 and "JSON text" in err
+
+
 # --- refs --------------------------------------------------------------------------------------
 def test_malformed_refs_for_every_command_taking_one(home, tmp_path, capsys):
     out = tmp_path / "out"

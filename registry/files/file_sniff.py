@@ -11,7 +11,6 @@ Kinds (``Sniffed.kind``): ``missing``, ``directory``, ``empty``, ``safetensors``
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 import zipfile
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidFile, UnsupportedFormat
+from ..untrusted import parse_json
 
 SNIFF_BYTES = 4096
 MODEL_KINDS = frozenset({"safetensors", "torch-zip", "pickle"})
@@ -111,7 +111,7 @@ def _json_detail(head: bytes, size: int) -> str:
         return "a shape-only JSON dump (\"fakeTensor\" entries; no weights in it)"
     if size <= SNIFF_BYTES:
         try:
-            obj = json.loads(head.decode("utf-8"))
+            obj = parse_json(head, "file head")
             if isinstance(obj, dict) and ("error" in obj or "message" in obj):
                 msg = str(obj.get("error") or obj.get("message"))[:80]
                 return f"a JSON error response ({msg!r})"

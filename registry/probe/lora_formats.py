@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 
+from ..untrusted import parse_json
 from .facts import HeaderView, Module, ProbeFacts, Verdict, module_type, no, register_prober
 from .tensor_rules import modules_problems, pair_problems
 
@@ -153,7 +153,7 @@ def probe_diffusers(view: HeaderView) -> Verdict:
         if raw:
             try:
                 alphas: set = set()
-                _collect_alpha_values(json.loads(raw), alphas)
+                _collect_alpha_values(parse_json(raw, "metadata lora_adapter_metadata"), alphas)
                 facts.alphas = sorted(set(facts.alphas) | alphas)
             except ValueError:
                 facts.notes.append("lora_adapter_metadata is not valid JSON")
@@ -307,7 +307,7 @@ def probe_safeloras(view: HeaderView) -> Verdict:
         targets: set = set()
         for target in {m.name.split(":")[0] for m in facts.modules}:
             try:
-                targets.update(json.loads(md.get(target, "[]")))
+                targets.update(parse_json(md.get(target, "[]"), f"metadata {target}"))
             except ValueError:
                 pass
         facts.target_modules = sorted(str(t) for t in targets)

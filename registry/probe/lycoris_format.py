@@ -8,11 +8,11 @@ norm ``w_norm``; OFT ``oft_blocks``; (IA)³ ``weight`` + ``on_input``; any may a
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
 
+from ..untrusted import parse_json
 from .facts import HeaderView, Module, ProbeFacts, Verdict, module_type, no, register_prober
 from .lora_formats import _DIT_PREFIX, KOHYA_PREFIXES
 
@@ -163,7 +163,7 @@ def probe_lycoris(view: HeaderView) -> Verdict:
                  for (_, name), p in sorted(parts.items()) if "alpha" in p and math.prod(p["alpha"]) != 1]
     algo_from_md = None
     try:
-        args = json.loads(md.get("ss_network_args", "{}"))
+        args = parse_json(md.get("ss_network_args", "{}"), "metadata ss_network_args")
         algo_from_md = args.get("algo") if isinstance(args, dict) else None
     except ValueError:
         pass

@@ -41,13 +41,13 @@ unexplained_keys    up to 20 tensor names the winning prober did not account for
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UnsafePickle, UnsupportedFormat
 from ..files.file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
 from ..files.safetensors_header import read_header, read_scalars
+from ..untrusted import UntrustedData, read_json_file
 from .base_family import base_from_metadata, decide, evidence_from_modules
 from .tensor_rules import check_view
 from .facts import PROBERS, HeaderView, ProbeFacts, TensorMeta, Verdict
@@ -108,8 +108,8 @@ def _sidecars(path: Path) -> dict[str, dict]:
     for candidate in (path.with_name(f"{stem}.adapter_config.json"), path.with_name("adapter_config.json")):
         if candidate.is_file():
             try:
-                cfg = json.loads(candidate.read_text(encoding="utf-8"))
-            except (ValueError, OSError):
+                cfg = read_json_file(candidate, max_bytes=1 << 20)
+            except UntrustedData:  # unreadable, too big, too deep or not JSON: no sidecar
                 continue
             if isinstance(cfg, dict):
                 return {"adapter_config": cfg}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 from ..files.hashing import is_bogus_model_hash
+from ..untrusted import parse_json
 
 # friendly name → metadata keys, first present wins
 TRAINING_KEYS: dict[str, tuple[str, ...]] = {
@@ -75,7 +75,7 @@ def training_facts(md: dict[str, str]) -> dict:
                 raw = md[key]
                 if name in _JSON_VALUED:
                     try:
-                        out[name] = json.loads(raw)
+                        out[name] = parse_json(raw, f"metadata {key}")
                     except ValueError:
                         out[name] = raw
                 elif name in ("base_model_name", "base_model_version", "base_model_hash", "output_name",
@@ -93,7 +93,7 @@ def tag_frequency_triggers(md: dict[str, str], limit: int = 3) -> list[str]:
     if not raw:
         return []
     try:
-        freq = json.loads(raw)
+        freq = parse_json(raw, "metadata ss_tag_frequency")
     except ValueError:
         return []
     counts: Counter = Counter()
