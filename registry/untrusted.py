@@ -42,7 +42,8 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _no_duplicate_keys(pairs):
+def no_duplicate_keys(pairs):
+    """``object_pairs_hook`` refusing a key given twice (which one would count?)."""
     out = {}
     for key, value in pairs:
         if key in out:
@@ -137,7 +138,7 @@ def parse_json(data: str | bytes, source: str, *, max_bytes: int = MAX_JSON_BYTE
             data = data.decode("utf-8-sig")
         elif data.startswith("\ufeff"):
             data = data[1:]
-        value = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+        value = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=no_duplicate_keys)
     except UnicodeDecodeError:
         raise UntrustedData(source, "not UTF-8 text") from None
     except (ValueError, RecursionError) as exc:

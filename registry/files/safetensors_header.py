@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidFile
+from ..untrusted import no_duplicate_keys
 
 MAX_HEADER_LENGTH = 100_000_000
 MAX_U64 = 2**64 - 1  # shapes and offsets are usize in the reference reader
@@ -115,15 +116,6 @@ def _check_length(path, n: int, size: int) -> None:
                           hint="check what the file really is")
 
 
-def _no_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r} in header JSON")
-        out[k] = v
-    return out
-
-
 def parse_header(head: bytes, file_size: int, *, path="<bytes>") -> SafetensorsHeader:
     """Validate header bytes ``head`` (without the 8-byte length) of a file of ``file_size`` bytes."""
     n = len(head)
@@ -136,7 +128,7 @@ def parse_header(head: bytes, file_size: int, *, path="<bytes>") -> SafetensorsH
     except UnicodeDecodeError as exc:
         raise InvalidFile(path, f"bad header: not valid UTF-8 at byte {exc.start}", hint=REDOWNLOAD) from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+        obj = json.loads(text, object_pairs_hook=no_duplicate_keys)
     except RecursionError:
         raise InvalidFile(path, "bad header: JSON nested too deeply", hint="the file is damaged or hostile; "
                           + REDOWNLOAD) from None
