@@ -69,7 +69,7 @@ def _common_facts(run, step: int) -> dict[str, str]:
 
 
 def _architecture(run, suffix: str) -> dict[str, str]:
-    from loradex.merge.conventions.convert import MODELSPEC_ARCH
+    from loradex.merge.conventions.modelspec import MODELSPEC_ARCH
 
     arch = MODELSPEC_ARCH.get(run.family)
     return {"modelspec.architecture": f"{arch}/{suffix}" if suffix else arch} if arch else {}

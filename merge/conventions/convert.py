@@ -21,7 +21,6 @@ from loradex.merge.conventions import lora_conventions as _kohya_diffusers_peft 
 from loradex.merge.conventions import safeloras_convention as _safeloras  # noqa: F401
 from loradex.merge.conventions.lora_canonical import CONVENTIONS, CanonicalLora, ReadContext, WriteContext
 from loradex.merge.conventions.lora_conventions import ALPHA_DTYPES_KEY, LORA_ADAPTER_METADATA_KEY, PEFT_CONFIG_KEY
-from loradex.merge.conventions.modelspec import MODELSPEC_ARCH  # noqa: F401  (re-exported: trainer.registration)
 from loradex.merge.conventions.modelspec import HASH_KEY, modelspec_metadata, source_title, source_triggers
 from loradex.registry.errors import CoverageError, UnsupportedFormat, UsageError
 
