@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from ..errors import AlreadyExists, NotFound, UsageError
+from ..untrusted import UntrustedData, positive_int
 
 SCOPES = ("read", "write")
 TOKEN_PREFIX = "ldx_"
@@ -140,10 +141,15 @@ def revoke_token(catalog, name_or_id: str) -> ServeToken:
     """Revoke by name or id; the row stays (the audit log refers to it), the token stops working."""
     from ..catalog.db_schema import ServeTokenRow
 
+    try:  # an id only when it is one a row can have (a 30-digit number is a name, found by no row)
+        token_id = positive_int(name_or_id, "serve token revoke")
+    except UntrustedData:
+        token_id = None
+
     def run(s):
         cond = ServeTokenRow.name == name_or_id
-        if name_or_id.isdigit():
-            cond = cond | (ServeTokenRow.id == int(name_or_id))
+        if token_id is not None:
+            cond = cond | (ServeTokenRow.id == token_id)
         row = s.scalar(select(ServeTokenRow).where(cond, ServeTokenRow.scope.in_(SCOPES)).limit(1))
         if row is None:
             raise NotFound(f"no serve token named {name_or_id!r}; see `loradex serve token list`")
