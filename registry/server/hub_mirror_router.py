@@ -50,11 +50,13 @@ class ServeAuth:
         principal = self._authorizer.check(request, scope, namespace, download=download)
         return HubUser(principal.namespace or self.user, principal.namespace, principal.scope)
 
-    def anonymous_namespaces(self) -> set[str] | None:
-        """The namespaces a request without a token may list (public and listed ones), or None
-        when the request needs a token to list anything."""
-        seen = self._authorizer.public_namespaces()
-        return set(seen) or None
+    def anonymous_namespaces(self, request) -> set[str] | None:
+        """The namespaces ``request`` may list without a token (public and listed ones), or None
+        when it needs one: it carries a token (a refused token is never anonymous) or no
+        namespace is open."""
+        if self._authorizer.presents_token(request):
+            return None
+        return set(self._authorizer.public_namespaces()) or None
 
 
 class _HubMount:

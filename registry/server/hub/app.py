@@ -87,11 +87,6 @@ class TokenAuth:
         return self.user
 
 
-def _presents_token(request: Request) -> bool:
-    """The request carries a token (valid or not): a refused token is never treated as anonymous."""
-    return bool(request.headers.get("authorization") or request.query_params.get("token"))
-
-
 @dataclass
 class TransferStats:
     """Bytes the server received, so tests and operators can see what a push really sent."""
@@ -484,8 +479,8 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
             ctx.auth.check(request, "read")
         except Unauthorized:
             # no token at all: the public and listed namespaces (``serve namespace set``), if any
-            anonymous = getattr(ctx.auth, "anonymous_namespaces", lambda: None)
-            if _presents_token(request) or not (namespaces := anonymous()):
+            anonymous = getattr(ctx.auth, "anonymous_namespaces", lambda request: None)
+            if not (namespaces := anonymous(request)):
                 raise
         page, next_url = await run(list_models, ctx.repos, request.query_params, ctx.base_url(request),
                                    ctx.models_page_size, namespaces)
