@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loradex.registry.errors import LoradexError
+from loradex.registry.errors import NonFiniteValues
 from loradex.registry.files.safetensors_writer import save_safetensors
 
 from .conventions.adapter_io import (
@@ -49,10 +49,6 @@ Progress = Callable[[int, int, str], None]
 ADAPTER_KINDS = ("lora", "lycoris", "locon", "loha", "lokr", "dora")
 STRONG_WEIGHT = 0.5  # |weight| at or above which a stacked adapter counts as "strong"
 MAX_STRONG = 3  # users report that more than ~3 strong adapters fight each other
-
-
-class NonFiniteValues(LoradexError, ValueError):
-    """NaN or ±Inf in a merge / resize input or result, not allowed by ``--allow-nonfinite``."""
 
 
 # --- inputs -------------------------------------------------------------------------------------

@@ -66,6 +66,14 @@ class IncompatibleAdapters(LoradexError, ValueError):
     """Adapters that cannot be combined (base family, shapes)."""
 
 
+class NonFiniteValues(LoradexError, ValueError):
+    """NaN or ±Inf in a merge / resize input or result, not allowed by ``--allow-nonfinite``."""
+
+
+class DecompositionFailed(LoradexError, ArithmeticError):
+    """A module's SVD / eigendecomposition did not converge (typically NaN/Inf kept by --allow-nonfinite)."""
+
+
 # --- catalog -------------------------------------------------------------------------------
 class CatalogError(LoradexError):
     """Catalog-level problems."""
@@ -93,6 +101,14 @@ class DatabaseError(CatalogError, RuntimeError):
 
 class IntegrityError(CatalogError):
     """verify found a blob or row that is broken."""
+
+
+class HomeError(CatalogError, OSError):
+    """The loradex home itself is unusable (not a folder, cannot be created or read)."""
+
+
+class FolderError(LoradexError):
+    """A webui folder loradex cannot write into (permissions, read-only, full): exit 1."""
 
 
 # --- input ----------------------------------------------------------------------------------
@@ -126,3 +142,11 @@ class AuthError(RemoteError, PermissionError):
 
 class TransferError(RemoteError, IOError):
     """A download or upload that failed or delivered the wrong bytes."""
+
+
+class UntrustedData(RemoteError, ValueError):
+    """Data from outside that does not have the declared shape (exit 1)."""
+
+    def __init__(self, source: str, message: str, *, hint: str | None = None):
+        super().__init__(f"{source}: {message}", hint=hint)
+        self.source = source

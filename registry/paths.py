@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import CatalogError
-
-
-class HomeError(CatalogError, OSError):
-    """The loradex home itself is unusable (not a folder, cannot be created or read)."""
+from .errors import HomeError
 
 
 def loradex_home(explicit: str | os.PathLike | None = None) -> Path:

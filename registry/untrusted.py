@@ -20,21 +20,13 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from .errors import RemoteError
+from .errors import UntrustedData
 
 MAX_JSON_BYTES = 16 << 20   # a remote answer, a manifest, a sidecar
 MAX_DEPTH = 64              # nesting of objects/arrays (real answers use < 10)
 MAX_NODES = 1_000_000       # values in one document
 MAX_STRING = 1 << 20        # one string value
 MAX_YAML_BYTES = 1 << 20    # a README front matter
-
-
-class UntrustedData(RemoteError, ValueError):
-    """Data from outside that does not have the declared shape (exit 1)."""
-
-    def __init__(self, source: str, message: str, *, hint: str | None = None):
-        super().__init__(f"{source}: {message}", hint=hint)
-        self.source = source
 
 
 # --- parsing --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from _fuzz_fixtures import (DTYPES, HeaderInput, Stats, header_file, load_seeds,
                             mutation_input, run_input)
-from loradex.registry.errors import InvalidFile, InvalidRef, LoradexError
+from loradex.registry.errors import InvalidFile, InvalidRef, LoradexError, UntrustedData
 from loradex.registry.files.pickle_scan import scan_pickle
 from loradex.registry.catalog.refs import parse_ref
 from loradex.registry.files.safetensors_header import parse_header, read_header
@@ -309,7 +309,7 @@ def test_multi_disk_zip_marker_is_a_typed_error(tmp_path):
 # --- what remotes and folders send (issue 15; targets in tests/_fuzz_untrusted.py) ---------------
 import _fuzz_untrusted as untrusted_fuzz  # noqa: E402 - adds its targets to TARGETS
 
-from loradex.registry.untrusted import UntrustedData, check_schema, parse_json, parse_yaml  # noqa: E402
+from loradex.registry.untrusted import check_schema, parse_json, parse_yaml  # noqa: E402
 
 
 @pytest.mark.parametrize("target", sorted(untrusted_fuzz.NEW_TARGETS))

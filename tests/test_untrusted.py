@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from loradex.registry.errors import LoradexError
+from loradex.registry.errors import LoradexError, UntrustedData
 from loradex.registry.untrusted import (
-    UntrustedData, check_schema, hex_digest, inside, parse_json, parse_yaml, positive_int,
+    check_schema, hex_digest, inside, parse_json, parse_yaml, positive_int,
     read_json_file, safe_relative_name,
 )
 

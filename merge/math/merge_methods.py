@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from loradex.registry.errors import LoradexError
+from loradex.registry.errors import DecompositionFailed
 
 from .lora_module import DenseDelta, LoraModule, ModuleLike
 from .merge_report import AdapterReport, ModuleReport
@@ -118,10 +118,6 @@ def _check_options(method: MergeMethod, opts: Mapping[str, object]) -> None:
 
 
 MODULES_PER_TASK = 8
-
-
-class DecompositionFailed(LoradexError, ArithmeticError):
-    """A module's SVD / eigendecomposition did not converge (typically NaN/Inf kept by --allow-nonfinite)."""
 
 
 @contextmanager

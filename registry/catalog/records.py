@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session
 
 from .store import resolve_in
 from .db_schema import AdapterRow, AliasPolicyRow, EvalCardRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
-from ..errors import AmbiguousRef, Conflict, InvalidFile, NotFound, UnsupportedFormat
+from ..errors import AmbiguousRef, Conflict, InvalidFile, NotFound, UnsupportedFormat, UntrustedData
 from ..paths import current_user
 from .refs import parse_ref
-from ..untrusted import UntrustedData, parse_json
+from ..untrusted import parse_json
 
 RECORD_SCHEMA = "loradex.prompt-record/1"
 CARD_SCHEMA = "loradex.eval-card/1"

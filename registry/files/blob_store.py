@@ -225,7 +225,8 @@ class BlobStore:
     def link_records(self, sha256: str) -> list[dict]:
         """The recorded outside paths of a linked blob ([] when none, or the record is damaged:
         it lives in the home but is read like any file from outside)."""
-        from ..untrusted import UntrustedData, check_schema, read_json_file
+        from ..errors import UntrustedData
+        from ..untrusted import check_schema, read_json_file
 
         path = self._links_file(sha256)
         if not path.is_file():

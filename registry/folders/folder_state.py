@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Iterator
 
 from ..files.atomic_files import atomic_output
-from ..errors import InvalidFile, LoradexError
+from ..errors import FolderError, InvalidFile, LoradexError, UntrustedData
 from ..files.hashing import hash_file
-from ..untrusted import UntrustedData, check_schema, inside, read_json_file, safe_relative_name
+from ..untrusted import check_schema, inside, read_json_file, safe_relative_name
 
 STATE_FORMAT = 1
 MAX_STATE_BYTES = 16 << 20
@@ -59,10 +59,6 @@ ENTRY_SCHEMA = {
         "ref": {"type": ["string", "null"], "maxLength": 400},
     },
 }
-
-
-class FolderError(LoradexError):
-    """A webui folder loradex cannot write into (permissions, read-only, full): exit 1."""
 
 
 @contextlib.contextmanager

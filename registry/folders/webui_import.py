@@ -39,10 +39,10 @@ from sqlalchemy import select
 from ..catalog.adding import default_name
 from ..files.blob_store import store_lock
 from ..catalog.db_schema import AdapterRow, FileCacheRow, VersionRow
-from ..errors import AlreadyExists, LoradexError, UnsafePickle, UsageError
+from ..errors import AlreadyExists, LoradexError, UnsafePickle, UntrustedData, UsageError
 from ..catalog.operations import AddVersion, LinkLineage
 from ..catalog.refs import NAME_RE
-from ..untrusted import UntrustedData, check_schema, parse_json
+from ..untrusted import check_schema, parse_json
 
 MODEL_SUFFIXES = frozenset({".safetensors", ".pt", ".bin", ".ckpt", ".pth"})
 # Folder names (lower-case) that hold adapters in the webuis' trees, and what they usually hold.

@@ -44,10 +44,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UnsafePickle, UnsupportedFormat
+from ..errors import UnsafePickle, UnsupportedFormat, UntrustedData
 from ..files.file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
 from ..files.safetensors_header import read_header, read_scalars
-from ..untrusted import UntrustedData, read_json_file
+from ..untrusted import read_json_file
 from .base_family import base_from_metadata, decide, evidence_from_modules
 from .tensor_rules import check_view
 from .facts import PROBERS, HeaderView, ProbeFacts, TensorMeta, Verdict

@@ -28,9 +28,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select
 
-from ..errors import InvalidRef, LoradexError, NotFound, TransferError, UsageError
+from ..errors import InvalidRef, LoradexError, NotFound, TransferError, UntrustedData, UsageError
 from ..files.hashing import EMPTY_SHA256
-from ..untrusted import UntrustedData, check_schema, hex_digest, positive_int, safe_relative_name
+from ..untrusted import check_schema, hex_digest, positive_int, safe_relative_name
 from . import discard_download, register_remote
 from .civitai_client import (DEFAULT_ENDPOINT, PULL_VERSION_SCHEMA, CivitaiClient, Progress, _describe_text,
                              _looks_like_text, _origin)

@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from . import hub_manifest as M
-from ..errors import Conflict, InvalidRef, LoradexError, NotFound, RemoteError, TransferError
+from ..errors import Conflict, InvalidRef, LoradexError, NotFound, RemoteError, TransferError, UntrustedData
 from ..catalog.refs import is_semver, sort_key
-from ..untrusted import UntrustedData, read_json_file
+from ..untrusted import read_json_file
 from . import RemoteRecord, discard_download, get_remote, register_remote
 
 HF_ENDPOINT = "https://huggingface.co"

@@ -46,10 +46,11 @@ from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 from ..files.atomic_files import fsync_dir
-from ..errors import AuthError, Conflict, InvalidFile, LoradexError, NotFound, RemoteError, TransferError, UsageError
+from ..errors import (AuthError, Conflict, InvalidFile, LoradexError, NotFound, RemoteError, TransferError,
+                      UntrustedData, UsageError)
 from .http_limits import (Deadline, StallGuard, deadline_seconds, max_download_bytes, over_cap_error, read_limited,
                           watchdog)
-from ..untrusted import UntrustedData, check_schema, hex_digest, inside, parse_json, safe_relative_name
+from ..untrusted import check_schema, hex_digest, inside, parse_json, safe_relative_name
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)

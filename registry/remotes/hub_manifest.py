@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import NotFound, UnsupportedFormat, UsageError
-from ..untrusted import UntrustedData, check_schema, parse_yaml, read_json_file
+from ..errors import NotFound, UnsupportedFormat, UntrustedData, UsageError
+from ..untrusted import check_schema, parse_yaml, read_json_file
 
 MANIFEST_NAME = "loradex.json"
 MANIFEST_SCHEMA = "loradex.hub-manifest/1"

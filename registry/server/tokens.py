@@ -36,8 +36,8 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from ..errors import AlreadyExists, NotFound, UsageError
-from ..untrusted import UntrustedData, positive_int
+from ..errors import AlreadyExists, NotFound, UntrustedData, UsageError
+from ..untrusted import positive_int
 
 SCOPES = ("read", "write")
 TOKEN_PREFIX = "ldx_"

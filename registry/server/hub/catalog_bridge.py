@@ -55,9 +55,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ...remotes import hub_manifest as M
-from ...errors import InvalidFile, LoradexError, NotFound
+from ...errors import InvalidFile, LoradexError, NotFound, UntrustedData
 from ...catalog.refs import ALIAS_RE, LATEST, check_name, is_semver
-from ...untrusted import UntrustedData, read_json_file
+from ...untrusted import read_json_file
 from .protocol_errors import Forbidden, HubProtocolError
 from .repo_store import Commit, RepoStore
 

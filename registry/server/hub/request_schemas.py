@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import untrusted
+from ...errors import UntrustedData
 from .protocol_errors import BadRequest
 
 BODY_MAX_DEPTH = 16      # real bodies nest at most 4 levels
@@ -106,5 +107,5 @@ def parse_body(body: bytes, schema: dict, what: str, *, empty: Any = None,
         value = untrusted.parse_json(body, what, max_bytes=max(len(body), 1), max_depth=BODY_MAX_DEPTH,
                                      max_nodes=BODY_MAX_NODES, max_string=max_string)
         return untrusted.check_schema(value, schema, what)
-    except untrusted.UntrustedData as exc:
+    except UntrustedData as exc:
         raise BadRequest(exc.message) from None
