@@ -165,8 +165,8 @@ def register(app: typer.Typer) -> None:
 
         from loradex.registry.paths import current_user
         from loradex.registry.catalog.records import latest_card
-        from loradex.trainer.review import (apply_review, build_review, interactive_review, review_mode,
-                                            review_samples)
+        from loradex.registry.catalog.review import apply_review, build_review
+        from loradex.trainer.review import interactive_review, review_mode, review_samples
 
         flags = bool(record or verdict or choose or over or check or note or reason)
         catalog = open_catalog(home)
@@ -308,6 +308,6 @@ def _card_summary(card) -> str:
         by = f" (set by {chk.get('by', '?')})" if chk.get("source") == "human" else ""
         lines.append(f"  check {name:22s} {chk['status']}{by}: {chk['note']}")
     lines += [f"  reason: {r}" for r in c["reasons"]]
-    from loradex.trainer.review import review_lines
+    from loradex.registry.catalog.review import review_lines
 
     return "\n".join(lines + review_lines(c))

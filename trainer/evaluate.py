@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from loradex.registry.catalog.review import card_verdict as verdict  # the rule review re-applies
 from loradex.registry.errors import UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -216,18 +217,6 @@ def failure_checks(metrics: dict, with_images, record_ids: list[str], verdicts: 
                     + (": " + "; ".join(f"{v['record_id']}: {v['reason']}" for v in rejected) if rejected else "")))
     return {"prompt_drift": drift, "style_mismatch": style, "artifacts": artifacts,
             "copyright_portrait": copies, "review_failure": review}
-
-
-def verdict(metrics: dict, checks: dict, thresholds: dict) -> tuple[bool, list[str]]:
-    reasons = [f"failure check {name}: {c['note']}" for name, c in checks.items() if c["status"] == "fail"]
-    for name, limits in sorted(thresholds.items()):
-        value = (metrics.get(name) or {}).get("value")
-        for bound, limit in limits.items():
-            if value is None:
-                reasons.append(f"{name} not computed (threshold {bound} {limit})")
-            elif (bound == "min" and value < limit) or (bound == "max" and value > limit):
-                reasons.append(f"{name} = {value:.4f} {'<' if bound == 'min' else '>'} {bound} {limit}")
-    return not reasons, reasons
 
 
 def technical_note(version) -> dict:
