@@ -17,7 +17,7 @@ HUB_CLIENTS ?= 0.36:huggingface_hub~=0.36.0 1:huggingface_hub~=1.0
 OLDEST_DIFFUSERS := $(VENV)/oldest-diffusers
 OLDEST_DIFFUSERS_PINS ?= transformers==4.57.6 huggingface_hub==0.36.2 tokenizers==0.22.2
 
-.PHONY: setup demo test bench clean hub-clients oldest-diffusers
+.PHONY: setup demo test bench clean hub-clients oldest-diffusers browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,18 @@ $(OLDEST_DIFFUSERS)/.built: pyproject.toml | setup
 	  && touch $@ ) \
 	  || { rm -rf $(OLDEST_DIFFUSERS); echo "warning: could not build $(OLDEST_DIFFUSERS); its tests will skip"; }
 
-test: setup hub-clients oldest-diffusers
+# The web app's end-to-end tests drive the distribution's Chromium through its chromedriver
+# (Debian packages chromium + chromium-driver; no browser download). Installed with apt-get where
+# missing and possible (root); otherwise those tests skip, saying what to install.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "== chromium + chromium-driver (apt-get)"; \
+	  ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null ) \
+	    || echo "warning: could not install chromium; the browser tests will skip"; \
+	else echo "warning: no chromium/chromedriver and no root apt-get; the browser tests will skip"; fi
+
+test: setup hub-clients oldest-diffusers browser
 	$(BIN)/pytest -q
 
 bench: setup
