@@ -20,7 +20,8 @@ from typing import Callable
 from .hub.protocol_errors import install_error_handlers
 from .tokens import ServeAuthorizer
 
-ROUTER_MODULES = ["loradex.registry.server.civitai_api", "loradex.registry.server.hub_mirror_router"]
+ROUTER_MODULES = ["loradex.registry.server.civitai_api", "loradex.registry.server.hub_mirror_router",
+                  "loradex.registry.server.web.login_pages"]
 SERVER_ROUTERS: dict[str, Callable] = {}  # name → factory() returning an APIRouter
 
 
