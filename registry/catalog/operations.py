@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import entities as E
+from . import search_index
 from .store import RetryTransaction, adapter_row, latest_row, resolve_in
 from .db_schema import AdapterRow, AliasEventRow, AliasRow, LineageRow, VersionRow
 from ..errors import AlreadyExists, Conflict, NotFound, UsageError
@@ -71,6 +72,7 @@ class AddVersion:
         # FOR UPDATE serialises version allocation per adapter on PostgreSQL (SQLite's
         # BEGIN IMMEDIATE already serialises writers).
         adapter = s.scalar(select(AdapterRow).where(AdapterRow.name == self.name).with_for_update())
+        adapter_text_changed = False  # its description or tags: every version's document holds them
         if adapter is None:
             adapter = AdapterRow(name=self.name, kind=self.kind, base=self.base,
                                  description=self.description, tags=dict(self.tags), created_at=now())
@@ -80,10 +82,12 @@ class AddVersion:
             if adapter.kind != self.kind and {adapter.kind, self.kind} != {"lora", "lycoris"}:
                 raise Conflict(f"{self.name} holds {adapter.kind} versions; this file is a {self.kind}",
                                hint="add it under another --name, or pass --kind to override the probe")
-            if self.tags:
+            if self.tags and {**(adapter.tags or {}), **self.tags} != (adapter.tags or {}):
                 adapter.tags = {**(adapter.tags or {}), **self.tags}
+                adapter_text_changed = True
             if self.description and not adapter.description:
                 adapter.description = self.description
+                adapter_text_changed = True
             if adapter.base == "unknown" and self.base != "unknown":
                 adapter.base = self.base
         same_blob = s.scalar(select(VersionRow).where(VersionRow.adapter_id == adapter.id,
@@ -107,6 +111,10 @@ class AddVersion:
         )
         s.add(row)
         s.flush()
+        if adapter_text_changed:
+            search_index.refresh_adapter(s, adapter.id)
+        else:
+            search_index.refresh_versions(s, [row.id])
         return row.to_entity(adapter.name)
 
     def _next_version(self, s: Session, adapter: AdapterRow) -> str:
@@ -201,17 +209,20 @@ class RecordRefusedMove:
                             self.user, self.reason)
 
 
-def move_alias(catalog, ref: str, alias: str, reason: str = "", *, force: bool = False) -> E.Alias:
+def move_alias(catalog, ref: str, alias: str, reason: str = "", *, force: bool = False,
+               user: str | None = None) -> E.Alias:
     """``alias set``: move ALIAS to REF through its promotion gate. A refused move is recorded in
-    the alias history (in its own transaction, since the refused one rolls back) and re-raised."""
+    the alias history (in its own transaction, since the refused one rolls back) and re-raised.
+    ``user``: who moves it (default: the current user; the web app passes the signed-in token's name)."""
     from .records import PromotionRefused
 
+    by = user or current_user()
     try:
-        (result,) = catalog.apply([MoveAlias(ref, alias, reason, force=force)])
+        (result,) = catalog.apply([MoveAlias(ref, alias, reason, force=force, user=by)])
         return result
     except PromotionRefused as exc:
         why = "[gate refused: " + "; ".join(exc.problems) + "]"
-        catalog.apply([RecordRefusedMove(ref, alias, " ".join(p for p in (reason, why) if p))])
+        catalog.apply([RecordRefusedMove(ref, alias, " ".join(p for p in (reason, why) if p), user=by)])
         raise
 
 
@@ -327,6 +338,7 @@ class SoftDeleteVersion:
         row.deleted_by = self.user
         row.live_sha256 = None
         s.flush()
+        search_index.refresh_versions(s, [row.id])  # leaves the index
         return row.to_entity(adapter.name)
 
 

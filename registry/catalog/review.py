@@ -105,17 +105,28 @@ def build_review(*, record: str | None = None, verdicts: list[str] = (), reason:
                  choose: str | None = None, over: list[str] = (), checks: list[str] = (),
                  note: str = "") -> Review:
     """The CLI's options → a ``Review`` (all the consistency rules live here, not in cli/)."""
-    review = Review(note=note.strip())
+    items: list[Verdict] = []
     if record is not None:
         if len(verdicts) != 1 or "=" in verdicts[0]:
             raise UsageError("--record ID takes exactly one --verdict good|bad|neutral")
-        verdict_word(verdicts[0])
-        review.verdicts.append(Verdict(record, verdicts[0], reason.strip()))
+        items.append(Verdict(record, verdicts[0], reason.strip()))
     else:
         for item in verdicts:
             if "=" not in item:
                 raise UsageError(f"--verdict {item}: say which sample with --record ID (or write ID={item}:REASON)")
-            review.verdicts.append(parse_verdict_item(item))
+            items.append(parse_verdict_item(item))
+    return make_review(verdicts=items, choose=choose, over=over, reason=reason, checks=checks, note=note)
+
+
+def make_review(*, verdicts: list[Verdict] = (), choose: str | None = None, over: list[str] = (),
+                reason: str = "", checks: list[str] = (), note: str = "") -> Review:
+    """Verdicts, one choice (``choose`` over ``over`` because ``reason``) and ``NAME=STATUS``
+    checks with their ``note`` → a checked ``Review``: what ``build_review`` makes of the CLI's
+    options and the web review form makes of its fields."""
+    review = Review(note=note.strip())
+    for v in verdicts:
+        verdict_word(v.verdict)
+        review.verdicts.append(Verdict(v.record_id.strip(), v.verdict.strip(), v.reason.strip()))
     if choose is not None:
         if not over:
             raise UsageError("--choose ID needs at least one --over ID (the candidates it was chosen over)")
@@ -127,7 +138,7 @@ def build_review(*, record: str | None = None, verdicts: list[str] = (), reason:
     for item in checks:
         name, status = parse_check_item(item)
         review.checks[name] = status
-    if note and not checks:
+    if note.strip() and not checks:
         raise UsageError("--note goes with --check NAME=STATUS")
     if review.empty():
         raise UsageError("nothing to review: give --record ID --verdict V, --choose ID --over ID, or --check NAME=STATUS")
