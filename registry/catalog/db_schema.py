@@ -247,3 +247,22 @@ class ServeAuditRow(Base):
     path: Mapped[str] = mapped_column(String(2000), nullable=False)
     status: Mapped[int] = mapped_column(Integer, nullable=False)
     client: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class WebSessionRow(Base):
+    """A signed-in browser (``registry.server.web.sessions``): only the sha256 of the session id
+    is stored; ``credential_check`` binds it to the token it was opened with (revoking the token
+    ends the session)."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_expires", "expires_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    credential_check: Mapped[str] = mapped_column(String(64), nullable=False)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    token_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    namespace: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    csrf_secret: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
