@@ -9,9 +9,13 @@ routes answer 404 with the reason. How each client decides (see ``xet_without_as
 1.19 clients offer ``transfers: [basic, multipart, xet]`` to the LFS batch API and use what the
 server picks (``basic`` here); clients from 1.20 on send every ``lfs``-mode file through Xet
 whenever ``hf_xet`` is importable, without asking. So preupload answers ``regular`` to those clients (the
-bytes then come base64 inside the commit, which is all a Hub without Xet can offer them), within
-a budget that keeps the commit under ``max_commit_bytes``, and the server stores such files as
-LFS objects anyway (listings and downloads are the same either way). loradex's own client
+bytes then come base64 inside the commit, which is all a Hub without Xet can offer them) for
+every file up to ``max_upload_bytes`` (the LFS limit) while the commit stays under
+``max_commit_bytes`` (default: one file of ``max_upload_bytes`` in base64 plus 64 MiB), and the
+server stores such files as LFS objects anyway (listings and downloads are the same either way).
+The commit body is read as a stream (``commit_stream``): a long ``file`` line's base64 content is
+decoded chunk by chunk into a staged file, so memory stays bounded whatever the file's size, and
+nothing is published before the whole body has been read and checked. loradex's own client
 (``User-Agent: loradex/…``) switches Xet off and keeps the resumable LFS path.
 
 Revisions may contain ``/`` sent as ``%2F``; Starlette decodes the path before routing, so the
@@ -38,6 +42,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from . import request_schemas as S
+from .commit_stream import DEFAULT_LINE_IN_MEMORY_BYTES, CommitLimits, CommitLine, received_commit, sweep_incoming
 from .discovery import list_models
 from .object_store import SHA256_RE, ObjectStore
 from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, RefExists, RouteNotFound, Unauthorized,
@@ -49,13 +54,14 @@ from .wire_format import (commit_json, last_commit_json, model_info_json, parse_
                           refs_json, tree_json)
 
 DEFAULT_MAX_UPLOAD_BYTES = 50 << 30
-DEFAULT_MAX_COMMIT_BYTES = 512 << 20
+COMMIT_OVERHEAD_BYTES = 64 << 20  # a commit's JSON around its inline files, and small files beside a big one
+MAX_REQUEST_BYTES = 64 << 20  # any other API body (preupload, paths-info…), read whole
 UPLOAD_URL_TTL_S = 3600
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # the client keys on this text
 UNSUPPORTED = "not supported by this server (loradex serve)"
 NO_PULL_REQUESTS = f"pull requests are {UNSUPPORTED}: commit to a branch instead (create_branch, then revision=)"
-NO_XET = (f"Xet storage is {UNSUPPORTED}: files go through the LFS batch API or inline; set HF_HUB_DISABLE_XET=1 "
-          "for files over the server's inline budget")
+NO_XET = (f"Xet storage is {UNSUPPORTED}: files go through the LFS batch API or inline; a file over the "
+          "server's inline budget (its upload limit) cannot be sent by this client: set HF_HUB_DISABLE_XET=1")
 _UA_HF_HUB = re.compile(r"(?:^|[;\s])hf_hub/(\d+)\.(\d+)")
 XET_WITHOUT_ASKING_SINCE = (1, 20)  # huggingface_hub 1.20 dropped the LFS batch negotiation
 
@@ -117,11 +123,17 @@ class HubContext:
     secret: bytes
     max_upload_bytes: int
     max_commit_bytes: int
+    line_in_memory_bytes: int = DEFAULT_LINE_IN_MEMORY_BYTES  # longer commit lines are parsed as a stream
     public_url: str | None = None  # what redirect and upload URLs start with (None: the listening address)
     models_page_size: int = 1000  # entries per page of /api/models
 
     def base_url(self, request: Request) -> str:
         return public_base_url(request, self.public_url)
+
+    @property
+    def commit_limits(self) -> CommitLimits:
+        return CommitLimits(max_body_bytes=self.max_commit_bytes, max_file_bytes=self.max_upload_bytes,
+                            line_in_memory_bytes=self.line_in_memory_bytes)
 
 
 @dataclass
@@ -132,7 +144,7 @@ class ApiCall:
     repo_id: str
     rev: str | None
     path: str
-    body: bytes
+    body: bytes | list[CommitLine]  # the commit action gets its body as checked lines (``commit_stream``)
     user: str
 
 
@@ -252,8 +264,10 @@ def _preupload(ctx: HubContext, call: ApiCall) -> Response:
 
 
 def _inline_budget(ctx: HubContext) -> int:
-    """Bytes of files one commit may carry inline (base64 grows them by 4/3)."""
-    return max(ctx.max_commit_bytes * 3 // 4 - (1 << 20), 0)
+    """Bytes of files one commit may carry inline (base64 grows them by 4/3); with the default
+    ``max_commit_bytes`` at least ``max_upload_bytes``, so every file the server accepts."""
+    overhead = min(COMMIT_OVERHEAD_BYTES, ctx.max_commit_bytes // 16)
+    return max((ctx.max_commit_bytes - overhead) * 3 // 4, 0)
 
 
 def _content_blob_id(ctx: HubContext, entry: TreeEntry) -> str:
@@ -266,35 +280,28 @@ def _content_blob_id(ctx: HubContext, entry: TreeEntry) -> str:
 
 @api_action("POST", "commit", "write")
 def _commit(ctx: HubContext, call: ApiCall) -> Response:
-    if _flag(call.request.query_params.get("create_pr")):
-        raise BadRequest(NO_PULL_REQUESTS)
+    """The body arrives as checked lines (``commit_stream.received_commit``), each inline file
+    staged; the staged files are published into the object store just before the repo store's
+    atomic commit, so a refused commit changes no repo."""
     branch = call.rev[11:] if call.rev.startswith("refs/heads/") else call.rev
     header, ops, regular_bytes, inline_lfs_bytes = None, [], 0, 0
-    patterns = None
-    for number, line in enumerate(call.body.splitlines(), 1):
-        if not line.strip():
-            continue
-        item = S.parse_body(line, S.COMMIT_LINE, f"commit line {number}", max_string=len(line))  # body capped
-        key, value = item["key"], item["value"]
+    staged, patterns = [], None
+    for line in call.body:
+        key, value = line.item["key"], line.item["value"]
         if key == "header":
             header = value
         elif key == "file":
             path = validate_repo_path(value.get("path"))
-            if value.get("encoding", "base64") != "base64":
-                raise BadRequest(f"{path}: only base64 file content is supported")
-            try:
-                data = base64.b64decode(value.get("content", ""), validate=True)
-            except (binascii.Error, ValueError):
-                raise BadRequest(f"{path}: content is not base64") from None
-            sha256 = ctx.objects.put_bytes(data)
+            found = line.staged
             if patterns is None:
                 patterns = ctx.repos.lfs_patterns(call.repo_id, branch)
-            if len(data) >= LFS_SIZE_THRESHOLD or b"\x00" in data[:512] or matches_lfs_pattern(path, patterns):
-                inline_lfs_bytes += len(data)  # sent inline (a Xet-only client), kept as an LFS object
-                ops.append(FileOp("add", path, TreeEntry.lfs_file(sha256, len(data))))
+            staged.append(found)
+            if found.size >= LFS_SIZE_THRESHOLD or b"\x00" in found.head or matches_lfs_pattern(path, patterns):
+                inline_lfs_bytes += found.size  # sent inline (a Xet-only client), kept as an LFS object
+                ops.append(FileOp("add", path, TreeEntry.lfs_file(found.sha256, found.size)))
             else:
-                regular_bytes += len(data)
-                ops.append(FileOp("add", path, TreeEntry.regular(data, sha256)))
+                regular_bytes += found.size
+                ops.append(FileOp("add", path, TreeEntry(found.sha256, found.size, False, found.git_blob_id())))
         elif key == "lfsFile":
             path = validate_repo_path(value.get("path"))
             oid = value["oid"]  # 64 hex digits, algo sha256: checked by the schema
@@ -311,6 +318,8 @@ def _commit(ctx: HubContext, call: ApiCall) -> Response:
     if header is None or not header["summary"].strip():
         raise BadRequest("commit needs a header line with a non-empty summary")
     ctx.stats.add(regular_bytes_received=regular_bytes, lfs_bytes_received=inline_lfs_bytes)
+    for found in staged:
+        found.publish(ctx.objects)
     commit = ctx.repos.commit(call.repo_id, branch, ops, title=str(header["summary"]),
                               message=str(header.get("description") or ""), author=call.user,
                               parent_commit=header.get("parentCommit"))
@@ -433,24 +442,34 @@ class _RangeNotSatisfiable(Exception):
 def create_app(root: str | os.PathLike, token: str | None = None, *, public_read: bool = False,
                user: str = "loradex", auth: TokenAuth | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_commit_bytes: int = DEFAULT_MAX_COMMIT_BYTES, public_url: str | None = None,
-               models_page_size: int = 1000) -> FastAPI:
+               max_commit_bytes: int | None = None, public_url: str | None = None,
+               models_page_size: int = 1000,
+               line_in_memory_bytes: int = DEFAULT_LINE_IN_MEMORY_BYTES) -> FastAPI:
     """The Hub-compatible app storing everything under ``<root>/hub/``. ``token``: the Bearer
     token every request must carry (None = no auth); ``public_read`` lets reads through without.
     ``public_url``: the server's address as clients reach it (``serve --public-url``); the URLs
     the app hands out (repo URLs, LFS upload and verify actions) start with it, never with the
     request's ``Host`` header. None: the address the connection came in on.
 
+    ``max_upload_bytes``: the largest file (LFS upload or inline). ``max_commit_bytes``: the
+    largest commit body (default: one ``max_upload_bytes`` file in base64 plus
+    ``COMMIT_OVERHEAD_BYTES``). ``line_in_memory_bytes``: commit lines up to this long are parsed
+    whole, longer ones as a stream (``commit_stream``).
+
     Every route authenticates before it reads a body, then parses the body through its declared
     schema (``request_schemas``): a malformed request without a valid token is a 401, with one
     a 400, never a 500."""
     hub_root = Path(root) / "hub"
+    if max_commit_bytes is None:
+        max_commit_bytes = 4 * -(-max_upload_bytes // 3) + COMMIT_OVERHEAD_BYTES  # its base64, and the rest
+    sweep_incoming(hub_root)  # commit bodies a killed server was receiving
     objects = ObjectStore(hub_root)
     ctx = HubContext(repos=RepoStore(hub_root, objects), objects=objects,
                      auth=auth or TokenAuth(token, public_read=public_read, user=user),
                      stats=TransferStats(), secret=os.urandom(32),
                      max_upload_bytes=max_upload_bytes, max_commit_bytes=max_commit_bytes,
-                     public_url=public_url, models_page_size=models_page_size)
+                     public_url=public_url, models_page_size=models_page_size,
+                     line_in_memory_bytes=line_in_memory_bytes)
     app = FastAPI(title="loradex hub server", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = ctx
 
@@ -556,8 +575,15 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
         rev = seg[3] if len(seg) > 3 else None
         if action not in (None, "refs", "settings") and not rev:
             raise BadRequest(f"{action} needs a revision in the URL")
-        body = await _read_body(request, ctx.max_commit_bytes) if request.method not in ("GET", "HEAD") else b""
-        call = ApiCall(request, repo_id, rev, "/".join(seg[4:]), body, user_name)
+        path = "/".join(seg[4:])
+        if (request.method, action) == ("POST", "commit"):  # the one body that may hold whole files
+            if _flag(request.query_params.get("create_pr")):
+                raise BadRequest(NO_PULL_REQUESTS)
+            await run(ctx.repos.require, repo_id)  # before reading what may be gigabytes
+            async with received_commit(request, hub_root, ctx.commit_limits) as lines:
+                return await run(_checked, handler, ctx, ApiCall(request, repo_id, rev, path, lines, user_name))
+        body = await _read_body(request, MAX_REQUEST_BYTES) if request.method not in ("GET", "HEAD") else b""
+        call = ApiCall(request, repo_id, rev, path, body, user_name)
         return await run(_checked, handler, ctx, call)
 
     @app.post("/{ns}/{name}.git/info/lfs/objects/batch")
