@@ -21,7 +21,8 @@ from .hub.protocol_errors import install_error_handlers
 from .tokens import ServeAuthorizer
 
 ROUTER_MODULES = ["loradex.registry.server.civitai_api", "loradex.registry.server.hub_mirror_router",
-                  "loradex.registry.server.web.login_pages"]
+                  "loradex.registry.server.web.login_pages", "loradex.registry.server.web.catalog_pages",
+                  "loradex.registry.server.web.images", "loradex.registry.server.web.audit_pages"]
 SERVER_ROUTERS: dict[str, Callable] = {}  # name → factory() returning an APIRouter
 
 

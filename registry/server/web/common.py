@@ -107,11 +107,36 @@ def url_part(value) -> str:
     return quote(str(value), safe="")
 
 
+# Bidirectional controls reorder what is shown (U+202E makes "gpj.exe" read "exe.jpg"): every
+# value a template prints shows them as a visible "[U+202E]" instead.
+BIDI_CONTROLS = {c: f"[U+{c:04X}]" for c in (0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def visible_controls(value: str) -> str:
+    """``value`` with bidirectional controls and other invisible control characters (C0 except
+    tab/newline, C1) written out as ``[U+XXXX]``."""
+    if value.isprintable():
+        return value.translate(BIDI_CONTROLS)
+    return "".join(f"[U+{ord(ch):04X}]" if (ord(ch) < 32 and ch not in "\t\n\r") or 0x7F <= ord(ch) < 0xA0
+                   else BIDI_CONTROLS.get(ord(ch), ch) for ch in value)
+
+
+def _finalize(value):
+    """Every ``{{ value }}``: strings (not already-escaped ``Markup``) with controls made visible;
+    autoescape then escapes them."""
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible_controls(value)
+    return value
+
+
 def _environment():
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=_finalize)
     env.filters.update(humansize=humansize, isotime=isotime, ago=ago, shorthash=shorthash, url_part=url_part)
     return env
 

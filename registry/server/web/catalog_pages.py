@@ -1,0 +1,73 @@
+"""The catalog page (``/``: search box, facets, one card per adapter, pagination, sort; a GET
+form, so it works without JavaScript) and the adapter page (``/ui/adapters/{name}``:
+description, versions with their card verdicts, aliases with their full move history, the
+lineage graph as server-drawn SVG, the model card)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from markupsafe import Markup
+
+from ..app import register_router
+from .catalog_queries import CatalogQuery, adapter_cards, adapter_page, find_adapters
+from .common import current_principal, page, pages, render, visible_namespaces
+from .lineage_svg import lineage_svg
+
+FACET_TITLES = {"kind": "Kind", "base": "Base family", "tag": "Tags", "alias": "Aliases"}
+
+
+def catalog_view(request):
+    principal = current_principal(request)
+    namespaces = visible_namespaces(request, principal)
+    query = CatalogQuery.from_params(request.query_params)
+    catalog = request.app.state.catalog
+    found = find_adapters(catalog, query, namespaces)
+    paging = pages(found.total, query.page, query.per_page)
+    facets = []
+    for key, counts in found.facets.items():
+        active = getattr(query, key)
+        facets.append({"key": key, "title": FACET_TITLES[key], "values": [
+            {"value": value, "count": count, "active": value == active,
+             "href": "/?" + urlencode(query.params(**{key: "" if value == active else value, "page": ""}))}
+            for value, count in counts]})
+    return render(request, "catalog.html", title="Catalog", query=query, cards=adapter_cards(catalog, found.names),
+                  facets=facets, paging=paging,
+                  prev_href="/?" + urlencode(query.params(page=paging["page"] - 1)),
+                  next_href="/?" + urlencode(query.params(page=paging["page"] + 1)),
+                  sorts=("relevance", "updated", "name"))
+
+
+def adapter_view(request, name: str):
+    from ...catalog.records import card_markdown
+
+    principal = current_principal(request)
+    data = adapter_page(request.app.state.catalog, name, visible_namespaces(request, principal))
+    card_text = ""
+    if data["card"]:
+        try:
+            card_text = card_markdown(data["card"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            card_text = ""
+    # lineage_svg escapes every text and attribute it writes (see its module docstring)
+    svg = Markup(lineage_svg(data["lineage"]))  # noqa: S704
+    return render(request, "adapter.html", title=data["name"], a=data, lineage_svg=svg, card_text=card_text)
+
+
+@register_router("web_catalog")
+def catalog_router():
+    from fastapi import APIRouter, Request
+
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
+    @page
+    def catalog_index(request: Request):
+        return catalog_view(request)
+
+    @router.get("/ui/adapters/{name}", include_in_schema=False)
+    @page
+    def adapter(request: Request, name: str):
+        return adapter_view(request, name)
+
+    return router
