@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
             [[a["name"], a["kind"], a["base"], a["latest"], a["versions"],
               ", ".join(f"{k}→{v}" for k, v in a["aliases"].items()), human_size(a["size"])]
              for a in result["adapters"]], title="catalog"))
+        import shlex
+
+        out.info(f"open this catalog in the browser: loradex ui --home {shlex.quote(str(result['home']))}")
 
 
 def _serve_mirror(catalog, token: str):

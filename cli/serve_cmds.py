@@ -1,5 +1,5 @@
 """``serve``: run the server; ``serve token create|list|revoke``; ``serve namespace set|list``;
-``serve audit``."""
+``serve audit``; ``ui``: the web app over the local home, with a one-time sign-in link."""
 
 from __future__ import annotations
 
@@ -80,6 +80,34 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"serving on {scheme}://{host}:{port} (reads {reads}, writes need a write token, {limit}; "
                    f"links start with {public or 'the address each connection arrived on'})", err=True)
         uvicorn.run(app_, **uvicorn_options(host, port, tls=tls, trusted_proxies=proxies))
+
+    @app.command("ui")
+    def ui_cmd(
+        port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (default: a free one).")] = 0,
+        no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the sign-in link; do not open a browser.")] = False,
+        home: HomeOpt = None,
+    ) -> None:
+        """Open the web app on this home: serves it on 127.0.0.1 and opens the browser with a
+        one-time sign-in link (valid once, for 2 minutes). Ctrl-C stops it."""
+        from loradex.registry.server.web.local_ui import LocalUI
+
+        catalog = open_catalog(home)
+        ui = LocalUI(catalog, port)
+        link = ui.login_link()
+
+        def started():
+            typer.echo(f"loradex ui: serving {catalog.home} at {ui.url}/ (127.0.0.1 only); Ctrl-C to stop", err=True)
+            typer.echo(f"open this one-time sign-in link (valid once, 2 minutes): {link}")
+            if not no_browser:
+                import webbrowser
+
+                if not webbrowser.open(link):
+                    typer.echo("(no browser could be opened: paste the link into one)", err=True)
+
+        try:
+            ui.run(on_started=started)
+        except KeyboardInterrupt:
+            pass
 
     token_app = typer.Typer(help="API tokens of this server (stored hashed; shown once).", no_args_is_help=True)
     serve.add_typer(token_app, name="token")

@@ -38,7 +38,7 @@ from _catalog_fixtures import tiny_safetensors
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry.catalog import records as R
 from loradex.registry.catalog.adding import add_file
-from loradex.registry.catalog.operations import LinkLineage, RollbackAlias, move_alias
+from loradex.registry.catalog.operations import RollbackAlias, move_alias
 from loradex.registry.catalog.store import Catalog
 
 ADMIN_TOKEN = "ldx_web-fixture-admin-token-0123456789"

@@ -37,7 +37,7 @@ def _signed_in_redirect(request, session_id: str, target: str):
 
     response = secure_headers(RedirectResponse(safe_next(target), status_code=303))
     set_session_cookie(response, request, session_id)
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/ui/login")
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/ui/login", httponly=True, samesite="strict")
     return response
 
 
@@ -110,7 +110,7 @@ def login_router():
         await require_form(request, scope="read")
         await run_in_threadpool(end_session, request.app.state.catalog, request.cookies.get(SESSION_COOKIE))
         response = secure_headers(RedirectResponse("/ui/login", status_code=303))
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
     @router.get("/ui/static/{name}", include_in_schema=False)
