@@ -22,7 +22,9 @@ from .tokens import ServeAuthorizer
 
 ROUTER_MODULES = ["loradex.registry.server.civitai_api", "loradex.registry.server.hub_mirror_router",
                   "loradex.registry.server.web.login_pages", "loradex.registry.server.web.catalog_pages",
-                  "loradex.registry.server.web.images", "loradex.registry.server.web.audit_pages"]
+                  "loradex.registry.server.web.images", "loradex.registry.server.web.audit_pages",
+                  "loradex.registry.server.web.version_pages", "loradex.registry.server.web.compare_pages",
+                  "loradex.registry.server.web.review_forms", "loradex.registry.server.web.alias_forms"]
 SERVER_ROUTERS: dict[str, Callable] = {}  # name → factory() returning an APIRouter
 
 
