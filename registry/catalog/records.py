@@ -23,6 +23,7 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import search_index
 from .store import resolve_in
 from .db_schema import AdapterRow, AliasPolicyRow, EvalCardRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
 from ..errors import AmbiguousRef, Conflict, InvalidFile, NotFound, UnsupportedFormat, UntrustedData
@@ -106,9 +107,11 @@ def store_record(catalog, record: dict, png: bytes | None = None, *, attachments
                                   created_by=record["created_by"]))
             s.flush()
             refs = []
-            for vid, ref in _stack_versions(s, record).items():
+            stack = _stack_versions(s, record)
+            for vid, ref in stack.items():
                 s.add(PromptRecordVersionRow(record_id=record["id"], version_id=vid))
                 refs.append(ref)
+            search_index.refresh_versions(s, stack)  # the record's prompt is in their documents
             return PromptRecord(record["id"], record, blob, created, record["created_by"], tuple(refs))
 
         return catalog.transact(write)

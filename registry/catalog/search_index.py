@@ -54,7 +54,7 @@ def words(value: str) -> list[str]:
     """Lower-case, accent-folded runs of letters and digits: how documents and queries split."""
     if not value:
         return []
-    folded = unicodedata.normalize("NFKD", value.replace("\x00", " ").lower())
+    folded = unicodedata.normalize("NFKD", value.replace("\x00", "").lower())
     folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
     return _WORD.findall(folded)
 

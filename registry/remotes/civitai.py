@@ -482,6 +482,7 @@ def identify(catalog, refs: list[str] | None = None, *, all_versions: bool = Fal
     """Look up versions without provenance by SHA256 on a Civitai-style API and attach it."""
     from ..catalog.store import resolve_in
     from ..catalog.db_schema import AdapterRow, LineageRow, VersionRow
+    from ..catalog import search_index
     from ..catalog.operations import now
     from ..catalog.refs import parse_ref
 
@@ -536,6 +537,7 @@ def identify(catalog, refs: list[str] | None = None, *, all_versions: bool = Fal
             row.extra = {**(row.extra or {}), "civitai": civ}
             if not row.trigger_words and civ["trainedWords"]:
                 row.trigger_words = list(civ["trainedWords"])
+                search_index.refresh_versions(s, [vid])
             s.add(LineageRow(child_version_id=vid, parent_version_id=None,
                              parent_ref=f"civitai:{info.get('id')}", relation="pulled_from",
                              recipe={"endpoint": endpoint, "modelId": info.get("modelId"),
