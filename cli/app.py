@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "loradex.cli.train_cmds",
     "loradex.cli.merge_cmds",
     "loradex.cli.evidence_cmds",
+    "loradex.cli.search_cmds",
 ]
 
 for _module in COMMAND_MODULES:
