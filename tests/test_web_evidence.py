@@ -359,7 +359,10 @@ def test_rollback_from_the_web(home):
     ana, admin = client_as(home, "ana"), client_as(home, "admin")
     assert move(ana, "1.0.0", "first release").status_code == 303  # passes the gate
     assert move(admin, "1.1.0", "forced", force=True).status_code == 303
-    csrf = csrf_of(ana, "/ui/versions/style/1.1.0")
+    version_page = ana.get("/ui/versions/style/1.1.0").text  # production points here: a rollback form
+    assert 'id="rollback-production"' in version_page and 'id="rollback-production"' not in \
+        ana.get("/ui/versions/style/1.0.0").text
+    csrf = CSRF_RE.search(version_page).group(1)
     no_reason = ana.post("/ui/aliases/style/production/rollback", data={"csrf": csrf, "reason": ""},
                          follow_redirects=False)
     assert no_reason.status_code == 400
