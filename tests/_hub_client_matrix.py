@@ -11,6 +11,7 @@ client), HF_ENDPOINT set so module-level helpers (ModelCard, the `hf` CLI) find 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -69,6 +70,19 @@ def main() -> None:
         entry = next(f for f in api.list_repo_tree(repo) if f.path == "style.safetensors")
         return {"same_bytes": Path(got).read_bytes() == lora.read_bytes(), "commit": str(info.oid),
                 "listed_as_lfs": entry.lfs is not None}
+
+    def upload_big():
+        """12 MiB: over the Hub's 10 MB regular-file limit and over the server's 8 MiB in-memory
+        commit line, so a Xet-without-asking client's inline body goes through the streamed parser."""
+        big, big_repo = work / "big.safetensors", f"team/big-{label}"
+        big.write_bytes(os.urandom(12 << 20))
+        api.create_repo(big_repo, exist_ok=True)
+        api.upload_file(path_or_fileobj=str(big), path_in_repo="big.safetensors", repo_id=big_repo)
+        got = api.hf_hub_download(big_repo, "big.safetensors", cache_dir=str(work / "cache-big"))
+        digest = hashlib.sha256(big.read_bytes()).hexdigest()
+        entry = next(iter(api.get_paths_info(big_repo, ["big.safetensors"])))
+        return {"same_sha256": hashlib.sha256(Path(got).read_bytes()).hexdigest() == digest,
+                "listed_sha256": entry.lfs is not None and entry.lfs.sha256 == digest}
 
     def cli_upload():
         folder = work / "cli-folder"
@@ -175,6 +189,7 @@ def main() -> None:
         return {"files": sum(1 for p in Path(where).rglob("*.txt"))}
 
     step("upload_file", upload_file)
+    step("upload_big", upload_big)
     step("cli_upload", cli_upload)
     step("list_models", list_models)
     step("cli_models_ls", cli_models_ls)

@@ -84,6 +84,7 @@ def test_stock_client_does_every_hub_operation(served, label, tmp_path):
 
     # 1. default install uploads (no HF_HUB_DISABLE_XET): upload_file and `hf upload`
     assert r["upload_file"]["same_bytes"] and r["upload_file"]["listed_as_lfs"]
+    assert r["upload_big"] == {"ok": True, "same_sha256": True, "listed_sha256": True}  # 12 MiB, no variable
     assert r["cli_upload"]["files"] == [".gitattributes", "README.md", "cli.safetensors"]
     # 2. discovery, with pagination (page size 2) and the filters
     assert r["list_models"]["by_author"] == [f"team/find-{label}-{i}" for i in range(3)]
