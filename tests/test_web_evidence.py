@@ -30,7 +30,7 @@ from loradex.registry.server.tokens import ADMIN_TOKEN_NAME, create_token
 from loradex.registry.server.web import alias_forms, compare_pages, review_forms, version_pages
 
 ADMIN = "ldx_admin-secret-for-tests"
-HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)> javascript:alert(3)'
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)> javascript:alert(3) \u202egpj.exe'
 PROMPTS = ["a red fox", "an old house"]
 SEEDS = [0, 1]
 METRICS = ("clip_t", "clip_t_base", "style_consistency", "style_reference_similarity", "subject_consistency",
@@ -442,5 +442,6 @@ def test_hostile_strings_render_inert(tmp_path):
         assert answer.status_code in (200, 409)
         assert "<script>alert" not in answer.text and "<img src=x" not in answer.text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in answer.text
+        assert "\u202e" not in answer.text and "[U+202E]gpj.exe" in answer.text  # bidi control shown, inert
         assert 'href="javascript' not in answer.text.lower() and "<script>" not in answer.text.replace(
             '<script src="/ui/static/evidence.js" defer></script>', "")
