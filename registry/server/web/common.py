@@ -227,7 +227,7 @@ def require_admin(request) -> Principal:
 async def require_form(request, *, scope: str = "write", namespace: str | None = None) -> tuple[Principal, dict]:
     """A POST's form (``application/x-www-form-urlencoded``, at most ``MAX_FORM_BYTES``) from a
     signed-in user whose session's CSRF token it carries and whose token may ``scope`` in
-    ``namespace``; else ``WebError(403)`` (413 when too large, 400 when not a form). The request is
+    ``namespace``; else ``WebError(403)`` (also for a body that is no form; 413 when too large). The request is
     marked for the audit log as a write by that user. Repeated fields come back as lists."""
     from starlette.concurrency import run_in_threadpool
 
@@ -239,8 +239,9 @@ async def require_form(request, *, scope: str = "write", namespace: str | None =
     if principal is None:
         raise WebError(403, "sign in to change anything (anonymous visitors may only look)")
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise WebError(400, "send the form as application/x-www-form-urlencoded")
+    if ctype != "application/x-www-form-urlencoded":  # no form, so no CSRF token either
+        raise WebError(403, "the form's CSRF token is missing (send the page's form, "
+                            "application/x-www-form-urlencoded)")
     try:
         body = await read_body_capped(request, MAX_FORM_BYTES)
     except TooLarge:
