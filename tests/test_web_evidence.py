@@ -373,6 +373,10 @@ def test_rollback_from_the_web(home):
     last = catalog.alias_history("style", "production")[-1]
     assert (last.action, last.from_version, last.to_version, last.by, last.reason) == \
         ("rollback", "1.1.0", "1.0.0", "ana", "colours broke")
+    # the adapter page's alias timeline carries the same form (templates/alias_forms.html)
+    adapter_page = ana.get("/ui/adapters/style").text
+    assert 'id="rollback-production"' in adapter_page and 'action="/ui/aliases/style/production/rollback"' in adapter_page
+    assert 'id="rollback-production"' not in client_as(home, "reader").get("/ui/adapters/style").text
     # nothing earlier to roll back to: a one-line refusal, not a 500
     again = ana.post("/ui/aliases/style/production/rollback", data={"csrf": csrf, "reason": "again"},
                      follow_redirects=False)
