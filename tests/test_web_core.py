@@ -204,6 +204,8 @@ def test_pagination_and_sort(admin):
     assert 'href="/?sort=name&amp;page=2&amp;per_page=2"' in first
     assert cards(admin.get("/", params={"sort": "name", "per_page": 2, "page": 99}).text) == []
     assert admin.get("/", params={"page": "x", "per_page": "-4", "sort": "bogus"}).status_code == 200
+    refused = admin.get("/", params={"kind": "bogus"})
+    assert refused.status_code == 200 and 'id="search-problem"' in refused.text and cards(refused.text) == []
 
 
 # --- adapter page ----------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 from markupsafe import Markup
 
 from ..app import register_router
-from .catalog_queries import CatalogQuery, adapter_cards, adapter_page, find_adapters
+from ...errors import UsageError
+from .catalog_queries import CatalogQuery, Found, adapter_cards, adapter_page, find_adapters
 from .common import current_principal, page, pages, render, visible_namespaces
 from .lineage_svg import lineage_svg
 
@@ -22,7 +23,11 @@ def catalog_view(request):
     namespaces = visible_namespaces(request, principal)
     query = CatalogQuery.from_params(request.query_params)
     catalog = request.app.state.catalog
-    found = find_adapters(catalog, query, namespaces)
+    try:
+        found = find_adapters(catalog, query, namespaces)
+        problem = ""
+    except UsageError as exc:  # a filter the search refuses (an unknown kind, a tag without KEY=)
+        found, problem = Found([], 0, {}), str(exc).splitlines()[0][:300]
     paging = pages(found.total, query.page, query.per_page)
     facets = []
     for key, counts in found.facets.items():
@@ -31,7 +36,7 @@ def catalog_view(request):
             {"value": value, "count": count, "active": value == active,
              "href": "/?" + urlencode(query.params(**{key: "" if value == active else value, "page": ""}))}
             for value, count in counts]})
-    return render(request, "catalog.html", title="Catalog", query=query, cards=adapter_cards(catalog, found.names),
+    return render(request, "catalog.html", title="Catalog", query=query, problem=problem, cards=adapter_cards(catalog, found.names),
                   facets=facets, paging=paging,
                   prev_href="/?" + urlencode(query.params(page=paging["page"] - 1)),
                   next_href="/?" + urlencode(query.params(page=paging["page"] + 1)),

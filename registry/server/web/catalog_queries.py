@@ -75,7 +75,27 @@ def _visible(stmt, namespaces):
 
 def find_adapters(catalog, query: CatalogQuery, namespaces: frozenset | None) -> Found:
     """The adapters matching ``query`` (this page of them), their total and the facet counts
-    (kind, base, tag, alias) over all matches."""
+    (kind, base, tag, alias) over all matches: ``search_catalog`` (what ``loradex search``
+    runs) for visitors who may see every adapter; for anonymous visitors limited to public
+    namespaces, which ``search_catalog`` cannot filter on, the same filters matched here."""
+    if namespaces is not None:
+        return match_visible(catalog, query, namespaces)
+    from ...catalog.search import MAX_OFFSET, search_catalog
+
+    tags = None
+    if query.tag:
+        key, sep, value = query.tag.partition("=")
+        tags = {key: value} if sep else {key: ""}
+    result = search_catalog(catalog, query.q, kind=query.kind or None, base=query.base or None, tags=tags,
+                            trigger=query.trigger or None, alias=query.alias or None, sort=query.sort,
+                            limit=query.per_page, offset=min(MAX_OFFSET, (query.page - 1) * query.per_page))
+    return Found([h.name for h in result.hits], result.total,
+                 {key: list(counts.items()) for key, counts in result.facets.items()})
+
+
+def match_visible(catalog, query: CatalogQuery, namespaces: frozenset) -> Found:
+    """``find_adapters`` over the adapters of ``namespaces``: every query word must occur in the
+    adapter's name, triggers, tags, description or version messages (case ignored)."""
     def run(s):
         adapters = {r.id: r for r in s.scalars(_visible(select(AdapterRow), namespaces))}
         versions: dict[int, list] = {}
@@ -107,7 +127,7 @@ def find_adapters(catalog, query: CatalogQuery, namespaces: frozenset | None) ->
             continue
         if query.tag:
             key, _, value = query.tag.lower().partition("=")
-            if key not in tags or (value and tags[key] != value):
+            if key not in tags or tags[key] != value:
                 continue
         fields = [(a.name.lower(), 4), (" ".join(sorted(triggers)), 3),
                   (" ".join(f"{k} {v}" for k, v in tags.items()), 2), ((a.description or "").lower(), 2),
@@ -133,7 +153,7 @@ def find_adapters(catalog, query: CatalogQuery, namespaces: frozenset | None) ->
         facets["kind"][a.kind] += 1
         facets["base"][a.base] += 1
         for k, v in (a.tags or {}).items():
-            facets["tag"][f"{k}={v}" if v not in (None, "", True) else str(k)] += 1
+            facets["tag"][f"{k}={v}"] += 1
         for alias in aliases.get(a.id, ()):
             facets["alias"][alias] += 1
     start = (query.page - 1) * query.per_page
