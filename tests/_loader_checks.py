@@ -6,6 +6,10 @@
   warns "lora key not loaded" for every other key, ``calculate_weight`` adds
   (alpha / rank or 1) · up.flatten(1) @ down.flatten(1), reshaped to the weight). Written from
   reading that code, not copied; only the plain-LoRA branches loradex writes are modelled.
+- ``sd_scripts_modules`` / ``sd_scripts_load``: our own statement of how kohya sd-scripts'
+  ``networks/lora.py`` loads a LoRA (``create_network_from_weights`` → ``LoRANetwork`` →
+  ``LoRAModule``, then ``load_state_dict(weights, strict=False)`` and ``merge_to``), from reading it
+  (kohya-ss/sd-scripts 48d368fa), not copied. See the section below for the rule.
 - ``fused_weights``: diffusers' ``load_lora_weights`` + ``fuse_lora`` on the tiny SD1 pipeline;
   runs in-process (the installed, newest diffusers) or, through ``main``, in another interpreter
   (the oldest declared diffusers, see the Makefile's ``oldest-diffusers`` step).
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 
 import torch
 
@@ -82,6 +87,118 @@ def kohya_deltas(sd: dict, names: dict[str, str], weight_shapes: dict[str, tuple
         alpha = float(sd[f"{name}.alpha"]) if f"{name}.alpha" in sd else down.shape[0]
         out[target] = (alpha / down.shape[0]) * (up.flatten(1) @ down.flatten(1)).reshape(weight_shapes[target])
     return out
+
+
+# --- kohya sd-scripts (networks/lora.py) -----------------------------------------------------------
+# create_network_from_weights reads, per key, the module name (the text before the first '.'), its
+# dim (``lora_down``'s first size) and its alpha (a key containing "alpha"; absent → alpha = dim).
+# LoRANetwork then walks the model: inside every module whose *class name* is one of the target
+# classes, each descendant whose class name is exactly ``Linear`` or ``Conv2d`` becomes a LoRAModule
+# named  prefix + "." + <path of the target module> + "." + <path inside it>  with every "." → "_",
+# when that name has a dim in the file. Prefixes: ``lora_unet`` for the UNet, ``lora_te`` for the one
+# SD1 text encoder (``lora_te1``/``lora_te2`` for SDXL's two). Target classes: Transformer2DModel in
+# the UNet — plus ResnetBlock2D, Downsample2D, Upsample2D when loading from weights, as here —
+# and CLIPAttention/CLIPSdpaAttention/CLIPMLP in a text encoder. sd-scripts' own SD 1.x UNet
+# (library/original_unet.py) has diffusers' module names and classes, so the rule is applied to the
+# diffusers model; its text encoder is transformers' CLIPTextModel, whose paths start "text_model.".
+# A LoRAModule's parameters: Linear → lora_down [dim, in], lora_up [out, dim]; Conv2d → lora_down
+# [dim, in, kh, kw] (the layer's own kernel), lora_up [out, dim, 1, 1]; buffer alpha (a scalar;
+# 0 means dim). The weights are loaded with ``load_state_dict(strict=False)``: a key that names no
+# parameter is silently not loaded, a shape mismatch is an error. merge_to adds
+# (alpha / dim) · up @ down — for a k×k conv, the conv of down by the 1×1 up.
+SD_SCRIPTS_UNET_CLASSES = ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D")
+SD_SCRIPTS_TE_CLASSES = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
+
+
+@dataclass(frozen=True)
+class SdScriptsModule:
+    target: str                 # the weight it patches: unet.<path> / text_encoder[_2].text_model.<path>
+    in_dim: int
+    out_dim: int
+    kernel: tuple[int, ...]     # () for a Linear, (kh, kw) for a Conv2d
+
+
+@dataclass
+class SdScriptsLoad:
+    deltas: dict                # target → ΔW sd-scripts' merge_to adds (float64)
+    not_loaded: list            # keys of the file no LoRAModule parameter takes
+    mismatched: list            # keys whose shape load_state_dict refuses
+    dims: dict = field(default_factory=dict)
+    alphas: dict = field(default_factory=dict)
+
+
+def sd_scripts_modules(pipe) -> dict[str, SdScriptsModule]:
+    """Every LoRAModule name sd-scripts' LoRANetwork can create for ``pipe`` (an SD 1.x or SDXL
+    diffusers pipeline), with the layer it wraps."""
+    encoders = [e for e in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if e]
+    roots = [("lora_unet", "unet", pipe.unet, SD_SCRIPTS_UNET_CLASSES)]
+    for i, encoder in enumerate(encoders):
+        prefix = "lora_te" if len(encoders) == 1 else f"lora_te{i + 1}"
+        roots.append((prefix, "text_encoder" if i == 0 else "text_encoder_2", encoder, SD_SCRIPTS_TE_CLASSES))
+    modules: dict[str, SdScriptsModule] = {}
+    for prefix, component, root, classes in roots:
+        for name, module in root.named_modules():
+            if type(module).__name__ not in classes:
+                continue
+            if component.startswith("text_encoder") and not name.startswith("text_model."):
+                name = "text_model." + name  # transformers 5 dropped the text_model level sd-scripts sees
+            for child_name, child in module.named_modules():
+                kind = type(child).__name__
+                if kind not in ("Linear", "Conv2d"):
+                    continue
+                path = f"{name}.{child_name}"
+                lora_name = f"{prefix}.{path}".replace(".", "_")
+                assert lora_name not in modules, f"duplicated lora name: {lora_name}"  # sd-scripts asserts too
+                if kind == "Linear":
+                    modules[lora_name] = SdScriptsModule(f"{component}.{path}", child.in_features, child.out_features, ())
+                else:
+                    modules[lora_name] = SdScriptsModule(f"{component}.{path}", child.in_channels, child.out_channels,
+                                                         tuple(child.kernel_size))
+    return modules
+
+
+def sd_scripts_load(sd: dict, modules: dict[str, SdScriptsModule]) -> SdScriptsLoad:
+    """What create_network_from_weights + load_state_dict(strict=False) + merge_to make of ``sd``."""
+    dims, alphas = {}, {}
+    for key, value in sd.items():
+        if "." not in key:
+            continue
+        name = key.split(".")[0]
+        if "alpha" in key:
+            alphas[name] = value
+        elif "lora_down" in key:
+            dims[name] = int(value.shape[0])
+    params: dict[str, tuple] = {}  # the network's state dict: key → shape
+    for name, module in modules.items():
+        if name not in dims:
+            continue
+        dim = dims[name]
+        conv = bool(module.kernel)
+        params[f"{name}.lora_down.weight"] = (dim, module.in_dim, *module.kernel)
+        params[f"{name}.lora_up.weight"] = (module.out_dim, dim, *((1, 1) if conv else ()))
+        params[f"{name}.alpha"] = ()
+    not_loaded = sorted(k for k in sd if k not in params)
+    mismatched = sorted(k for k, shape in params.items() if k in sd and not _loads_into(tuple(sd[k].shape), shape))
+    deltas = {}
+    for name, dim in dims.items():
+        module = modules.get(name)
+        if module is None or any(k.startswith(name + ".") for k in mismatched):
+            continue
+        alpha = float(alphas[name]) if name in alphas else float(dim)
+        scale = (alpha if alpha != 0 else dim) / dim
+        down = sd[f"{name}.lora_down.weight"].double()
+        up = sd[f"{name}.lora_up.weight"].double()
+        if not module.kernel:
+            delta = up @ down
+        else:  # Σ_r up[o, r] · down[r, i, h, w]: 1×1 and k×k alike
+            delta = torch.einsum("or,rihw->oihw", up[:, :, 0, 0], down)
+        deltas[module.target] = scale * delta
+    return SdScriptsLoad(deltas, not_loaded, mismatched, dims, alphas)
+
+
+def _loads_into(got: tuple, want: tuple) -> bool:
+    # torch's load_state_dict also takes a 1-element 1-D tensor for a 0-dim buffer (old checkpoints)
+    return got == want or (want == () and got == (1,))
 
 
 # --- models --------------------------------------------------------------------------------------

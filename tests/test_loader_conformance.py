@@ -1,6 +1,7 @@
 """Issue 17, "files other tools load": every format loradex writes is checked with the loaders
 that read it — ComfyUI's key mapping and patching (``_loader_checks.comfyui_patches``, our own
-statement of ``comfy/lora.py``'s rule) and diffusers' ``load_lora_weights`` + ``fuse_lora`` at the
+statement of ``comfy/lora.py``'s rule), kohya sd-scripts' ``create_network_from_weights``
+(``_loader_checks.sd_scripts_load``, our own statement of ``networks/lora.py``) and diffusers' ``load_lora_weights`` + ``fuse_lora`` at the
 newest (installed, in-process) and oldest declared versions (``make test`` builds the latter in
 ``.venv/oldest-diffusers``). Weights are checked against the closed form W + α/r · up @ down;
 factors are small dyadic numbers, so every product and sum is exact and "equal" means equal."""
@@ -26,6 +27,8 @@ from _loader_checks import (
     fused_weights,
     kohya_deltas,
     sd1_meta_targets,
+    sd_scripts_load,
+    sd_scripts_modules,
     tiny_sd1_targets,
 )
 from loradex.cli.app import app
@@ -139,6 +142,110 @@ def test_comfyui_would_apply_only_part_of_a_diffusers_file(kohya, targets):
     sd = load_file(str(kohya["diffusers"]))
     patches, not_loaded, _ = comfyui_patches(sd, comfyui_map_for(targets), targets)
     assert not_loaded and len(patches) < len(kohya["expected"])
+
+
+# --- kohya sd-scripts (create_network_from_weights) ---------------------------------------------------
+@pytest.fixture(scope="module")
+def sd_scripts_sd1():
+    from loradex.trainer.tiny_pipeline import build_tiny_sd1_pipeline
+
+    return sd_scripts_modules(build_tiny_sd1_pipeline(seed=0))
+
+
+def test_sd_scripts_module_names_are_those_its_network_creates(sd_scripts_sd1, targets):
+    """Known answers of the rule: which layers get a LoRAModule, under which name and kernel."""
+    m = sd_scripts_sd1
+    assert m["lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_out_0"].kernel == ()
+    assert m["lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_ff_net_0_proj"].kernel == ()
+    assert m["lora_unet_down_blocks_1_attentions_0_proj_in"].kernel == (1, 1)        # SD1: a 1×1 conv
+    assert m["lora_unet_up_blocks_0_resnets_0_conv_shortcut"].kernel == (1, 1)
+    assert m["lora_unet_down_blocks_0_resnets_0_conv1"].kernel == (3, 3)
+    assert m["lora_unet_down_blocks_0_downsamplers_0_conv"].kernel == (3, 3)
+    assert m["lora_unet_down_blocks_0_resnets_0_time_emb_proj"].kernel == ()
+    assert m["lora_te_text_model_encoder_layers_1_self_attn_out_proj"].target == \
+        "text_encoder.text_model.encoder.layers.1.self_attn.out_proj"
+    # layers outside its target classes get none: conv_in/out, the time embedding
+    wrapped = {mod.target for mod in m.values()}
+    for outside in ("unet.conv_in", "unet.conv_out", "unet.time_embedding.linear_1"):
+        assert outside in targets and outside not in wrapped
+    assert not any(n.startswith(("lora_te1_", "lora_te2_")) for n in m)  # one encoder: plain lora_te_
+    for name, mod in m.items():  # every module wraps a real layer of the model, with its shape
+        assert targets[mod.target] == (mod.out_dim, mod.in_dim, *mod.kernel), name
+
+
+def assert_sd_scripts_loads(path: Path, modules, expected: dict, *, exact: bool = True) -> None:
+    """Every key of ``path`` is taken by a LoRAModule sd-scripts creates, with its shape, and the ΔW
+    its merge_to adds is ``expected`` and the one loradex computes (``delta_weight``)."""
+    from loradex.merge.math.lora_module import LoraModule, delta_weight
+
+    sd = load_file(str(path))
+    got = sd_scripts_load(sd, modules)
+    assert got.not_loaded == [] and got.mismatched == [], (path.name, got.not_loaded[:3], got.mismatched[:3])
+    assert set(got.deltas) == set(expected)
+
+    def same(a, b):
+        return torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+    for target, delta in expected.items():
+        assert same(got.deltas[target], delta), target
+    for name in got.dims:
+        alpha = sd.get(f"{name}.alpha")
+        ours = delta_weight(LoraModule(sd[f"{name}.lora_down.weight"], sd[f"{name}.lora_up.weight"],
+                                       None if alpha is None else float(alpha)))
+        assert same(ours.double(), got.deltas[modules[name].target]), name
+
+
+def test_sd_scripts_loads_a_kohya_file_written_by_convert_exactly(kohya, sd_scripts_sd1):
+    assert_sd_scripts_loads(kohya["kohya"], sd_scripts_sd1, kohya["expected"])
+
+
+def test_sd_scripts_loads_export_format_kohya_exactly(kohya, sd_scripts_sd1, tmp_path):
+    add_file(Catalog(), kohya["diffusers"], name="exported")
+    result = runner.invoke(app, ["export", "exported", str(tmp_path / "webui"), "--format", "kohya"])
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "webui" / "models" / "Lora" / "exported.safetensors"
+    assert probe_path(written).format == "kohya"
+    assert_sd_scripts_loads(written, sd_scripts_sd1, kohya["expected"])
+
+
+def test_sd_scripts_loads_a_merge_exactly(targets, sd_scripts_sd1, tmp_path):
+    """concat of two kohya versions: the merge's ΔW is the sum of both."""
+    expected = {}
+    for seed, label in ((0, "first"), (1, "second")):
+        sd, names = dyadic_kohya(targets, seed=seed)
+        path = tmp_path / f"{label}.safetensors"
+        save_file(sd, str(path))
+        add_file(Catalog(), path, name=label)
+        for target, delta in kohya_deltas(sd, names, targets).items():
+            expected[target] = expected.get(target, 0) + delta
+    result = runner.invoke(app, ["merge", "first", "second", "--name", "merged", "--dtype", "fp32"])
+    assert result.exit_code == 0, result.output
+    catalog = Catalog()
+    merged = catalog.resolve("merged")
+    assert merged.file_format == "kohya"
+    assert_sd_scripts_loads(Path(catalog.blobs.path_for(merged.sha256)), sd_scripts_sd1, expected, exact=False)
+
+
+def test_sd_scripts_loads_lycoris_to_lora_output(lycoris_lora, targets, sd_scripts_sd1):
+    from loradex.merge.math.lycoris_math import lycoris_delta
+
+    dest, groups = lycoris_lora
+    expected = {sd_scripts_sd1[name].target: lycoris_delta(group, name=name).double().reshape(
+        targets[sd_scripts_sd1[name].target]) for name, group in groups.items()}
+    assert_sd_scripts_loads(dest, sd_scripts_sd1, expected, exact=False)
+
+
+def test_sd_scripts_check_catches_what_sd_scripts_would_not_load(kohya, sd_scripts_sd1):
+    """The check can fail: a diffusers-format file names no LoRAModule (nothing loaded), and 2-D
+    factors on a 1×1 conv (what LyCORIS→LoRA wrote before) are a size mismatch, for which
+    load_state_dict refuses the whole file."""
+    diffusers_sd = load_file(str(kohya["diffusers"]))
+    assert sd_scripts_load(diffusers_sd, sd_scripts_sd1).not_loaded == sorted(diffusers_sd)
+    name = "lora_unet_down_blocks_1_attentions_0_proj_in"
+    flat = {f"{name}.lora_down.weight": torch.ones(2, 64), f"{name}.lora_up.weight": torch.ones(64, 2),
+            f"{name}.alpha": torch.tensor(2.0)}
+    got = sd_scripts_load(flat, sd_scripts_sd1)
+    assert got.mismatched == [f"{name}.lora_down.weight", f"{name}.lora_up.weight"] and got.deltas == {}
 
 
 # --- diffusers, newest (installed) and oldest declared ----------------------------------------------
