@@ -186,7 +186,10 @@ def test_trigger_filter_matches_a_whole_trigger_of_the_matching_version(known):
     (hit,) = search_catalog(known, trigger="Glow Lights").hits
     assert hit.matched_versions == ("1.1.0",)
     assert names(search_catalog(known, trigger="glow")) == []  # part of a trigger is not the trigger
-    assert names(search_catalog(known, "sharper", trigger="ncstyle")) == []  # both on one version
+    (hit,) = search_catalog(known, "sharper", trigger="ncstyle").hits  # the adapter has both …
+    assert (hit.name, hit.matched_versions, hit.matched) == ("neon-city", (), 0)  # … no one version has
+    (hit,) = search_catalog(known, "neon", trigger="ncstyle").hits
+    assert hit.matched_versions == ("1.0.0",)  # 1.1.0 has the word but not the trigger
 
 
 def test_facets_count_the_whole_matching_set(known):
@@ -246,7 +249,10 @@ def test_hostile_query_text_never_errors(known):
 
 def _docs(catalog) -> list:
     return catalog.read(lambda s: s.execute(text(
-        "SELECT version_id, adapter_id, trigger_key FROM search_docs ORDER BY version_id")).all())
+        "SELECT version_id, adapter_id, trigger_key, triggers, metadata, message, prompts FROM search_versions "
+        "ORDER BY version_id")).all() + s.execute(text(
+        "SELECT adapter_id, name, kind, base, latest_version_id, live_versions FROM search_adapters "
+        "ORDER BY adapter_id")).all() + s.execute(text("SELECT adapter_id, tag FROM search_tags ORDER BY 1, 2")).all())
 
 
 def test_add_indexes_in_the_same_transaction(fresh):

@@ -72,7 +72,6 @@ class AddVersion:
         # FOR UPDATE serialises version allocation per adapter on PostgreSQL (SQLite's
         # BEGIN IMMEDIATE already serialises writers).
         adapter = s.scalar(select(AdapterRow).where(AdapterRow.name == self.name).with_for_update())
-        adapter_text_changed = False  # its description or tags: every version's document holds them
         if adapter is None:
             adapter = AdapterRow(name=self.name, kind=self.kind, base=self.base,
                                  description=self.description, tags=dict(self.tags), created_at=now())
@@ -82,12 +81,10 @@ class AddVersion:
             if adapter.kind != self.kind and {adapter.kind, self.kind} != {"lora", "lycoris"}:
                 raise Conflict(f"{self.name} holds {adapter.kind} versions; this file is a {self.kind}",
                                hint="add it under another --name, or pass --kind to override the probe")
-            if self.tags and {**(adapter.tags or {}), **self.tags} != (adapter.tags or {}):
+            if self.tags:
                 adapter.tags = {**(adapter.tags or {}), **self.tags}
-                adapter_text_changed = True
             if self.description and not adapter.description:
                 adapter.description = self.description
-                adapter_text_changed = True
             if adapter.base == "unknown" and self.base != "unknown":
                 adapter.base = self.base
         same_blob = s.scalar(select(VersionRow).where(VersionRow.adapter_id == adapter.id,
@@ -111,10 +108,7 @@ class AddVersion:
         )
         s.add(row)
         s.flush()
-        if adapter_text_changed:
-            search_index.refresh_adapter(s, adapter.id)
-        else:
-            search_index.refresh_versions(s, [row.id])
+        search_index.refresh_versions(s, [row.id])  # and its adapter's document (name, description, tags)
         return row.to_entity(adapter.name)
 
     def _next_version(self, s: Session, adapter: AdapterRow) -> str:

@@ -2,8 +2,7 @@
 
 One function, ``search_catalog``, serves the CLI, the server API and the web app. It reads the
 index that ``search_index`` keeps (FTS5 on SQLite, a weighted ``tsvector`` on PostgreSQL) and
-answers at adapter level: one hit per adapter whose live versions match, scored by its best
-matching version, with the versions that matched.
+answers at adapter level: one hit per adapter with live versions whose document matches.
 
 The query is never handed to the database's query language: it is split into words exactly as
 documents are (``search_index.words``), every word must match (AND), and the last one matches as
@@ -12,12 +11,21 @@ a prefix unless the query ends in a space (search as you type). Filters:
 * ``kind``, ``base``: the adapter's kind and base family;
 * ``tags``: ``{key: value}``, all must be among the adapter's tags;
 * ``alias``: the adapter has an alias of that name;
-* ``trigger``: a matching version has that trigger word (whole trigger, case and accents ignored);
-* ``created_by``: a matching version was added by that user.
+* ``trigger``: one of its live versions has that trigger word (a whole trigger; case and accents
+  ignored);
+* ``created_by``: one of its live versions was added by that user.
 
-Sorts: ``relevance`` (best score, then name; without words, the newest change first),
-``updated`` (newest live version first), ``name``. Facets count the whole matching set (not just
-the page): ``kind``, ``base``, ``tag`` (``key=value``, the 50 most common) and ``alias``.
+The words are matched against the adapter's whole document (its own text and every live
+version's), so they may come from different versions. ``matched_versions`` names the versions
+that hold every word themselves (the adapter's name, description and tags count for each) and
+pass the version filters: those whose own text holds more of the words first, then the newest;
+it can be empty when the words are spread over several versions.
+
+Sorts: ``relevance`` (score, then name; without words, the newest change first), ``updated``
+(newest live version first), ``name`` (byte order). Facets count the whole matching set (not
+just the page): ``kind``, ``base``, ``tag`` (``key=value``, the 50 most common) and ``alias``.
+All of it is one SQL statement over the index (see ``_statement``) plus three small reads for
+the page.
 """
 
 from __future__ import annotations
@@ -26,11 +34,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import DateTime, Float, Integer, String, bindparam, column, text
+from sqlalchemy import DateTime, Integer, String, bindparam, column, text
 from sqlalchemy.orm import Session
 
 from ..errors import UsageError
-from .search_index import FIELDS, _json, words
+from .search_index import FIELDS, VERSION_FIELDS, _json, adapter_words, words
 
 SORTS = ("relevance", "updated", "name")
 MAX_LIMIT = 200
@@ -174,128 +182,92 @@ def search_catalog(catalog, query: str | None = "", *, kind: str | None = None, 
     return catalog.read(lambda s: _search(s, q, query or ""))
 
 
-# --- the dialect-specific part: which versions match, and their scores ----------------------------
+# --- one statement: the matching adapters, the page, the total and the facets -----------------------
 
-def _sqlite_match(q: _Query) -> tuple[str, str, dict]:
-    """(FROM … WHERE fragment over search_docs ``d``, score expression, params) for FTS5."""
+@dataclass(frozen=True)
+class _Dialect:
+    """What differs between the databases: where the words are matched and how scored."""
+
+    match: Callable[[_Query], tuple[str, str, str, dict]]  # → (FROM, WHERE, score, params)
+    name_order: str  # byte order of names, as Python sorts them
+
+
+def _sqlite_match(q: _Query) -> tuple[str, str, str, dict]:
     phrases = [f'"{t}"' for t in q.terms]  # words are letters and digits: nothing to escape
     if q.prefix:
         phrases[-1] += "*"
     weights = ", ".join(str(w) for w, _c in FIELDS.values())
-    return ("search_fts JOIN search_docs d ON d.version_id = search_fts.rowid WHERE search_fts MATCH :match",
+    return ("search_fts JOIN search_adapters sa ON sa.adapter_id = search_fts.rowid", "search_fts MATCH :match",
             f"-bm25(search_fts, {weights})", {"match": " ".join(phrases)})
 
 
-def _postgresql_match(q: _Query) -> tuple[str, str, dict]:
+def _postgresql_match(q: _Query) -> tuple[str, str, str, dict]:
     parts = [f"'{t}'" for t in q.terms]  # letters and digits only, quoted as lexemes
     if q.prefix:
         parts[-1] += ":*"
-    return ("search_docs d CROSS JOIN to_tsquery('simple', :tsquery) tsq WHERE d.document @@ tsq",
-            "ts_rank(d.document, tsq)", {"tsquery": " & ".join(parts)})
+    return ("search_docs d JOIN search_adapters sa ON sa.adapter_id = d.adapter_id "
+            "CROSS JOIN to_tsquery('simple', :tsquery) tsq", "d.document @@ tsq", "ts_rank(d.document, tsq)",
+            {"tsquery": " & ".join(parts)})
 
 
-MATCHERS: dict[str, Callable[[_Query], tuple[str, str, dict]]] = {
-    "sqlite": _sqlite_match,
-    "postgresql": _postgresql_match,
+DIALECTS: dict[str, _Dialect] = {
+    "sqlite": _Dialect(_sqlite_match, "name"),
+    "postgresql": _Dialect(_postgresql_match, 'name COLLATE "C"'),
 }
 
 
-def _matching_versions(s: Session, q: _Query) -> tuple[str, dict] | None:
-    """SQL selecting (version_id, adapter_id, score) of the matching live versions, or None when
-    every live version matches (no words, no version filter)."""
-    if not q.terms and q.trigger is None and q.created_by is None:
-        return None
-    dialect = s.get_bind().dialect.name
+def _dialect(s: Session) -> _Dialect:
+    name = s.get_bind().dialect.name
+    if name not in DIALECTS:
+        raise UsageError(f"search is not available on the {name} database")
+    return DIALECTS[name]
+
+
+def _statement(q: _Query, dialect: _Dialect) -> tuple[str, dict]:
     if q.terms:
-        if dialect not in MATCHERS:
-            raise UsageError(f"search is not available on the {dialect} database")
-        where, score, params = MATCHERS[dialect](q)
+        source, where, score, params = dialect.match(q)
+        where = [where]
     else:
-        where, score, params = "search_docs d WHERE 1 = 1", "0.0", {}
-    if q.trigger is not None:
-        where += " AND d.trigger_key LIKE :trigger_like"
-        params["trigger_like"] = "%\n" + " ".join(words(q.trigger)) + "\n%"
-    if q.created_by is not None:
-        where += " AND d.version_id IN (SELECT id FROM versions WHERE created_by = :created_by)"
-        params["created_by"] = q.created_by
-    return f"SELECT d.version_id AS vid, d.adapter_id AS aid, {score} AS score FROM {where}", params
-
-
-def _with_matches(s: Session, versions: tuple[str, dict] | None) -> str:
-    """``WITH m AS (…)`` naming the matching versions. SQLite must materialise it: FTS5's bm25()
-    cannot be evaluated once the planner folds the query into an aggregate."""
-    if versions is None:
-        return ""
-    hint = "MATERIALIZED " if s.get_bind().dialect.name == "sqlite" else ""
-    return f"WITH m AS {hint}({versions[0]}) "
-
-
-_ADAPTER_COLUMNS = (column("id", Integer), column("name", String), column("kind", String),
-                    column("base", String), column("tags", String), column("updated_at", DateTime(timezone=True)),
-                    column("score", Float), column("matched", Integer))
-
-
-def _candidates(s: Session, q: _Query):
-    """One row per matching adapter (before the tag filter): id, name, kind, base, tags, updated,
-    score, versions matched."""
-    versions = _matching_versions(s, q)
-    params: dict = {}
-    if versions is None:
-        source = "SELECT adapter_id AS aid, 0.0 AS score, live_versions AS matched FROM search_adapters"
-    else:
-        sql, params = versions
-        source = "SELECT m.aid, max(m.score) AS score, count(*) AS matched FROM m GROUP BY m.aid"
-    where = []
+        source, where, score, params = "search_adapters sa", [], "0.0", {}
     if q.kind is not None:
-        where.append("a.kind = :kind")
+        where.append("sa.kind = :kind")
         params["kind"] = q.kind
     if q.base is not None:
-        where.append("a.base = :base")
+        where.append("sa.base = :base")
         params["base"] = q.base
+    for i, (key, value) in enumerate(q.tags):
+        where.append(f"EXISTS (SELECT 1 FROM search_tags t WHERE t.adapter_id = sa.adapter_id AND t.tag = :tag{i})")
+        params[f"tag{i}"] = f"{key}={value}"
     if q.alias is not None:
-        where.append("EXISTS (SELECT 1 FROM aliases al WHERE al.adapter_id = a.id AND al.name = :alias)")
+        where.append("EXISTS (SELECT 1 FROM aliases al WHERE al.adapter_id = sa.adapter_id AND al.name = :alias)")
         params["alias"] = q.alias
-    sql = (_with_matches(s, versions)
-           + f"SELECT a.id, a.name, a.kind, a.base, a.tags, sa.updated_at, c.score, c.matched FROM ({source}) c "
-           "JOIN adapters a ON a.id = c.aid JOIN search_adapters sa ON sa.adapter_id = c.aid"
-           + (" WHERE " + " AND ".join(where) if where else ""))
-    return s.execute(text(sql).columns(*_ADAPTER_COLUMNS), params).all()
-
-
-# --- putting it together ----------------------------------------------------------------------------
-
-_SORT_KEYS = {
-    "relevance": lambda row: (-row.score, row.name),
-    "updated": lambda row: (-_utc(row.updated_at).timestamp(), row.name),
-    "name": lambda row: row.name,
-}
-
-
-def _in(sql: str, **names) -> text:
-    return text(sql).bindparams(*(bindparam(n, expanding=True) for n in names))
-
-
-def _search(s: Session, q: _Query, raw_query: str) -> SearchResult:
-    rows = _candidates(s, q)
-    tags_of: dict[int, dict] = {}
-    matching = []
-    for row in rows:
-        tags = _json(row.tags, {}) if row.tags not in (None, "{}", {}) else {}
-        tags = tags if isinstance(tags, dict) else {}
-        if all(str(tags.get(k)) == v and k in tags for k, v in q.tags):
-            matching.append(row)
-            tags_of[row.id] = tags
+    if q.trigger is not None:
+        where.append("EXISTS (SELECT 1 FROM search_versions sv WHERE sv.adapter_id = sa.adapter_id "
+                     "AND sv.trigger_key LIKE :trigger_like)")
+        params["trigger_like"] = "%\n" + " ".join(words(q.trigger)) + "\n%"  # one whole trigger
+    if q.created_by is not None:
+        where.append("EXISTS (SELECT 1 FROM versions v WHERE v.adapter_id = sa.adapter_id "
+                     "AND v.deleted_at IS NULL AND v.created_by = :created_by)")
+        params["created_by"] = q.created_by
     sort = "updated" if q.sort == "relevance" and not q.terms else q.sort
-    matching.sort(key=_SORT_KEYS[sort])
-    page = matching[q.offset:q.offset + q.limit]
-    facets = _facets(s, matching, tags_of)
-    hits = _hits(s, q, page, tags_of) if page else ()
-    return SearchResult(raw_query[:MAX_QUERY_CHARS], q.terms, q.prefix, q.sort, q.limit, q.offset,
-                        len(matching), tuple(hits), facets)
-
-
-def _count_into(counts: dict, value) -> None:
-    counts[value] = counts.get(value, 0) + 1
+    order = {"relevance": f"score DESC, {dialect.name_order}", "updated": f"updated_at DESC, {dialect.name_order}",
+             "name": dialect.name_order}[sort]
+    params.update(limit=q.limit, offset=q.offset)
+    sql = (
+        f"WITH m AS MATERIALIZED (SELECT sa.adapter_id AS aid, sa.name AS name, sa.kind AS kind, sa.base AS base, "
+        f"sa.updated_at AS updated_at, {score} AS score FROM {source}"
+        + (" WHERE " + " AND ".join(where) if where else "") + ") "
+        "SELECT 'hit' AS part, CAST(p.aid AS VARCHAR(20)) AS label, p.score AS n, p.ord AS ord FROM "
+        f"(SELECT aid, score, row_number() OVER (ORDER BY {order}) AS ord FROM m ORDER BY {order} "
+        "LIMIT :limit OFFSET :offset) p "
+        "UNION ALL SELECT 'total', NULL, count(*), NULL FROM m "
+        "UNION ALL SELECT 'kind', kind, count(*), NULL FROM m GROUP BY kind "
+        "UNION ALL SELECT 'base', base, count(*), NULL FROM m GROUP BY base "
+        "UNION ALL SELECT 'tag', t.tag, count(*), NULL FROM m JOIN search_tags t ON t.adapter_id = m.aid GROUP BY t.tag "
+        "UNION ALL SELECT 'alias', al.name, count(*), NULL FROM m JOIN aliases al ON al.adapter_id = m.aid "
+        "GROUP BY al.name"
+    )
+    return sql, params
 
 
 def _ordered(counts: dict, keep: int | None = None) -> dict:
@@ -303,52 +275,64 @@ def _ordered(counts: dict, keep: int | None = None) -> dict:
     return dict(items[:keep] if keep else items)
 
 
-def _facets(s: Session, matching: list, tags_of: dict) -> dict:
-    kinds: dict = {}
-    bases: dict = {}
-    tag_counts: dict = {}
-    for row in matching:
-        _count_into(kinds, row.kind)
-        _count_into(bases, row.base)
-        for k, v in tags_of[row.id].items():
-            _count_into(tag_counts, f"{k}={v}")
-    aliases: dict = {}
-    if matching:
-        ids = {row.id for row in matching}
-        if len(ids) <= 500:
-            alias_rows = s.execute(_in("SELECT adapter_id, name FROM aliases WHERE adapter_id IN :ids", ids=1),
-                                   {"ids": sorted(ids)})
+def _search(s: Session, q: _Query, raw_query: str) -> SearchResult:
+    sql, params = _statement(q, _dialect(s))
+    page: list[tuple[int, int, float]] = []
+    facets: dict[str, dict] = {"kind": {}, "base": {}, "tag": {}, "alias": {}}
+    total = 0
+    for part, label, n, ord_ in s.execute(text(sql), params):
+        if part == "hit":
+            page.append((ord_, int(label), float(n or 0.0)))
+        elif part == "total":
+            total = int(n)
         else:
-            alias_rows = s.execute(text("SELECT adapter_id, name FROM aliases"))
-        for aid, name in alias_rows:
-            if aid in ids:
-                _count_into(aliases, name)
-    return {"kind": _ordered(kinds), "base": _ordered(bases), "tag": _ordered(tag_counts, MAX_TAG_FACETS),
-            "alias": _ordered(aliases)}
+            facets[part][label] = int(n)
+    facets = {name: _ordered(counts, MAX_TAG_FACETS if name == "tag" else None) for name, counts in facets.items()}
+    page.sort()
+    hits = _hits(s, q, [(aid, score) for _o, aid, score in page]) if page else []
+    return SearchResult(raw_query[:MAX_QUERY_CHARS], q.terms, q.prefix, q.sort, q.limit, q.offset, total,
+                        tuple(hits), facets)
 
 
-def _hits(s: Session, q: _Query, page: list, tags_of: dict) -> list[SearchHit]:
-    ids = [row.id for row in page]
-    latest = {aid: rest for aid, *rest in s.execute(_in(
-        "SELECT sa.adapter_id, v.version, v.size, v.trigger_words, a.description, sa.live_versions "
-        "FROM search_adapters sa JOIN versions v ON v.id = sa.latest_version_id "
-        "JOIN adapters a ON a.id = sa.adapter_id WHERE sa.adapter_id IN :ids", ids=1), {"ids": ids})}
+def _in(sql: str):
+    return text(sql).bindparams(bindparam("ids", expanding=True))
+
+
+_PAGE_ROWS = _in(
+    "SELECT sa.adapter_id, sa.name, sa.kind, sa.base, sa.updated_at, sa.live_versions, a.description, a.tags, "
+    "v.version, v.size, v.trigger_words FROM search_adapters sa JOIN adapters a ON a.id = sa.adapter_id "
+    "JOIN versions v ON v.id = sa.latest_version_id WHERE sa.adapter_id IN :ids"
+).columns(column("adapter_id", Integer), column("name", String), column("kind", String), column("base", String),
+          column("updated_at", DateTime(timezone=True)), column("live_versions", Integer),
+          column("description", String), column("tags", String), column("version", String),
+          column("size", Integer), column("trigger_words", String))
+_PAGE_ALIASES = _in("SELECT al.adapter_id, al.name, v.version FROM aliases al JOIN versions v ON v.id = al.version_id "
+                    "WHERE al.adapter_id IN :ids ORDER BY al.name")
+_PAGE_VERSIONS = _in(
+    "SELECT sv.adapter_id, v.version, v.sort_key, v.created_by, sv.trigger_key, "
+    + ", ".join(f"sv.{f}" for f in VERSION_FIELDS)
+    + " FROM search_versions sv JOIN versions v ON v.id = sv.version_id WHERE sv.adapter_id IN :ids "
+    "ORDER BY sv.adapter_id, v.sort_key DESC")
+
+
+def _hits(s: Session, q: _Query, page: list[tuple[int, float]]) -> list[SearchHit]:
+    ids = [aid for aid, _score in page]
+    rows = {row.adapter_id: row for row in s.execute(_PAGE_ROWS, {"ids": ids})}
     aliases: dict[int, dict] = {}
-    for aid, name, version in s.execute(_in(
-            "SELECT al.adapter_id, al.name, v.version FROM aliases al JOIN versions v ON v.id = al.version_id "
-            "WHERE al.adapter_id IN :ids ORDER BY al.name", ids=1), {"ids": ids}):
+    for aid, name, version in s.execute(_PAGE_ALIASES, {"ids": ids}):
         aliases.setdefault(aid, {})[name] = version
-    matched = _matched_versions(s, q, ids)
+    matched = _matched_versions(s, q, rows)
     hits = []
-    for row in page:
-        version, size, triggers, description, live = latest[row.id]
-        triggers = _json(triggers, [])
+    for aid, score in page:
+        row = rows[aid]
+        tags, triggers = _json(row.tags, {}), _json(row.trigger_words, [])
+        found = matched.get(aid, [])
         hits.append(SearchHit(
-            name=row.name, kind=row.kind, base=row.base, description=description or "", tags=tags_of[row.id],
-            latest_version=version, versions=live, aliases=aliases.get(row.id, {}),
-            triggers=tuple(str(t) for t in triggers) if isinstance(triggers, list) else (),
-            size=size, updated_at=_utc(row.updated_at), score=float(row.score or 0.0),
-            matched_versions=tuple(matched.get(row.id, ())), matched=row.matched))
+            name=row.name, kind=row.kind, base=row.base, description=row.description or "",
+            tags=tags if isinstance(tags, dict) else {}, latest_version=row.version, versions=row.live_versions,
+            aliases=aliases.get(aid, {}), triggers=tuple(str(t) for t in triggers) if isinstance(triggers, list) else (),
+            size=row.size, updated_at=_utc(row.updated_at), score=score,
+            matched_versions=tuple(found[:MAX_MATCHED_SHOWN]), matched=len(found)))
     return hits
 
 
@@ -357,20 +341,28 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
 
 
-def _matched_versions(s: Session, q: _Query, ids: list[int]) -> dict[int, list[str]]:
-    """The page's matching versions, best first (newest first when there are no words)."""
-    versions = _matching_versions(s, q)
-    if versions is None:
-        versions = ("SELECT d.version_id AS vid, d.adapter_id AS aid, 0.0 AS score FROM search_docs d "
-                    "WHERE d.adapter_id IN :page_ids", {})
-    sql, params = versions
-    rows = s.execute(
-        text(_with_matches(s, versions) + "SELECT m.aid, v.version FROM m JOIN versions v ON v.id = m.vid "
-             "WHERE m.aid IN :page_ids ORDER BY m.aid, m.score DESC, v.sort_key DESC")
-        .bindparams(bindparam("page_ids", expanding=True)), {**params, "page_ids": ids})
-    out: dict[int, list[str]] = {}
-    for aid, version in rows:
-        shown = out.setdefault(aid, [])
-        if len(shown) < MAX_MATCHED_SHOWN:
-            shown.append(version)
-    return out
+def _has_term(vocabulary: set[str], term: str, prefix: bool) -> bool:
+    return term in vocabulary or (prefix and any(w.startswith(term) for w in vocabulary))
+
+
+def _matched_versions(s: Session, q: _Query, adapters: dict) -> dict[int, list[str]]:
+    """Per adapter of the page: its live versions that pass the version filters and hold every
+    query word (the adapter's own name, description and tags count for each version), the ones
+    whose own text holds more of the words first, then the newest."""
+    shared = {aid: set(" ".join(adapter_words(name=row.name, description=row.description, tags=row.tags)
+                                .values()).split()) for aid, row in adapters.items()}
+    trigger = "\n" + " ".join(words(q.trigger)) + "\n" if q.trigger is not None else None
+    found: dict[int, list[tuple[int, str]]] = {}
+    for aid, version, _sort_key, created_by, trigger_key, *fields in s.execute(_PAGE_VERSIONS, {"ids": list(adapters)}):
+        if trigger is not None and trigger not in trigger_key:
+            continue
+        if q.created_by is not None and created_by != q.created_by:
+            continue
+        own = set(" ".join(fields).split())
+        vocabulary = own | shared[aid]
+        last = len(q.terms) - 1
+        if not all(_has_term(vocabulary, t, q.prefix and i == last) for i, t in enumerate(q.terms)):
+            continue
+        own_hits = sum(_has_term(own, t, q.prefix and i == last) for i, t in enumerate(q.terms))
+        found.setdefault(aid, []).append((own_hits, version))  # rows come newest first
+    return {aid: [v for _h, v in sorted(versions, key=lambda hv: -hv[0])] for aid, versions in found.items()}

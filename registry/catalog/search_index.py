@@ -1,24 +1,27 @@
 """The search index: what ``search.search_catalog`` reads, kept current by the operations that
-change indexed text, in their own transaction.
+change indexed text, inside their own transaction.
 
-Three structures (created by migration ``0004_search_index``, which fills them with ``rebuild``):
+Search answers per adapter, so the full-text document is per adapter: its name, description and
+tags plus the words of its live versions (trigger words, kohya ``ss_tag_frequency`` tags,
+ModelSpec title/description, version messages, prompts of their prompt records). Created by
+migration ``0004_search_index``, which fills it with ``rebuild``:
 
-* ``search_docs``: one row per *live* version (``version_id``, ``adapter_id``, ``trigger_key``
-  for the exact ``--trigger`` filter); on PostgreSQL it also holds ``document``, a weighted
-  ``tsvector`` with a GIN index.
-* ``search_fts`` (SQLite only): an FTS5 table whose rowid is the version id, one column per field.
-* ``search_adapters``: one row per adapter with at least one live version: its newest live
-  version, when that was added (``updated_at``) and how many live versions it has. A search
-  without words reads this instead of aggregating every version.
+* ``search_versions``: one row per *live* version: its own words per field (what the adapter's
+  document is assembled from, and what tells which versions matched) and ``trigger_key`` for the
+  exact ``--trigger`` filter;
+* ``search_adapters``: one row per adapter with a live version: name, kind, base, newest live
+  version, when it was added (``updated_at``), how many live versions;
+* ``search_tags``: the adapter's tags as ``key=value`` rows (filter and facet in SQL);
+* the document: an FTS5 table ``search_fts`` (rowid = adapter id, one column per field) on
+  SQLite; ``search_docs.document``, a weighted ``tsvector`` with a GIN index, on PostgreSQL.
 
-Documents are built here, in Python, from the same words on both databases: text is lower-cased,
-accents folded, and split into runs of letters and digits (``words``). The search side splits the
-user's query the same way, so a query can never carry FTS5 or tsquery syntax.
+Text is lower-cased, accents folded and split into runs of letters and digits (``words``) here,
+in Python, the same way for both databases and for queries, so a query never carries FTS5 or
+tsquery syntax and both databases find the same adapters.
 
 Callers: ``refresh_versions(s, ids)`` after a version's indexed text changed (added, removed,
-new prompt records, trigger words attached), ``refresh_adapter(s, adapter_id)`` after an
-adapter's name, description or tags changed. ``rebuild(conn)`` refills everything (the
-migration, and ``loradex verify``-style repairs).
+new prompt records, trigger words attached); ``refresh_adapter(s, adapter_id)`` after an
+adapter's description or tags changed; ``rebuild(conn)`` refills everything.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from sqlalchemy import bindparam, text
 from ..errors import UntrustedData
 from ..untrusted import parse_json
 
-# Field → (SQLite FTS5 bm25 weight, PostgreSQL tsvector weight class).
+# Field → (SQLite FTS5 bm25 weight, PostgreSQL tsvector weight class). The first three come from
+# the adapter row, the rest from its versions (VERSION_FIELDS).
 FIELDS: dict[str, tuple[float, str]] = {
     "name": (10.0, "A"),
     "triggers": (8.0, "A"),
@@ -43,9 +47,12 @@ FIELDS: dict[str, tuple[float, str]] = {
     "message": (2.0, "C"),
     "prompts": (1.0, "D"),
 }
-MAX_FIELD_CHARS = 20_000  # of normalised words per field (a prompt list, a tag-frequency table)
-MAX_PROMPT_RECORDS = 200  # newest records whose prompts a version's document holds
+VERSION_FIELDS = ("triggers", "metadata", "message", "prompts")
+MAX_VERSION_FIELD_CHARS = 4_000  # of normalised words, per field of one version
+MAX_FIELD_CHARS = 20_000  # per field of an adapter's document (newest versions first)
+MAX_PROMPT_RECORDS = 50  # newest records whose prompts a version's words hold
 MAX_TAG_FREQUENCY_BYTES = 1 << 20
+MAX_TAG_CHARS = 200
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -59,9 +66,12 @@ def words(value: str) -> list[str]:
     return _WORD.findall(folded)
 
 
-def _field(*parts: str) -> str:
-    out = " ".join(w for part in parts for w in words(part))
-    return out[:MAX_FIELD_CHARS].rsplit(" ", 1)[0] if len(out) > MAX_FIELD_CHARS else out
+def _cap(joined: str, limit: int) -> str:
+    return joined[:limit].rsplit(" ", 1)[0] if len(joined) > limit else joined
+
+
+def _field(*parts: str, limit: int = MAX_VERSION_FIELD_CHARS) -> str:
+    return _cap(" ".join(w for part in parts for w in words(part)), limit)
 
 
 def trigger_key(triggers: Iterable[str]) -> str:
@@ -70,6 +80,14 @@ def trigger_key(triggers: Iterable[str]) -> str:
     keys = [" ".join(words(str(t))) for t in triggers]
     keys = [k for k in keys if k]
     return "\n" + "\n".join(keys) + "\n" if keys else ""
+
+
+def tag_rows(tags) -> list[str]:
+    """An adapter's tags as ``key=value`` strings (as given, not split into words)."""
+    tags = _json(tags, {})
+    if not isinstance(tags, dict):
+        return []
+    return sorted({f"{k}={v}"[:MAX_TAG_CHARS] for k, v in tags.items()})
 
 
 def _tag_frequency_words(raw) -> str:
@@ -102,42 +120,41 @@ def _json(value, default):
     return default if value is None else value
 
 
-def document(*, name: str, description: str, tags, message: str, trigger_words, file_metadata,
-             prompts: Iterable[str]) -> dict[str, str]:
-    """The indexed words of one version, per field of ``FIELDS``."""
-    tags = _json(tags, {})
+def version_words(*, message: str, trigger_words, file_metadata, prompts: Iterable[str]) -> dict[str, str]:
+    """The indexed words of one version, per field of ``VERSION_FIELDS``."""
     meta = _json(file_metadata, {})
     meta = meta if isinstance(meta, dict) else {}
     triggers = _json(trigger_words, [])
     triggers = [str(t) for t in triggers] if isinstance(triggers, list) else []
-    tag_text = " ".join(f"{k} {v}" for k, v in tags.items()) if isinstance(tags, dict) else ""
     meta_parts = [_tag_frequency_words(meta.get("ss_tag_frequency"))]
     for key in ("modelspec.title", "modelspec.description"):
         if isinstance(meta.get(key), str):
             meta_parts.append(meta[key])
-    return {
-        "name": _field(name),
-        "triggers": _field(*triggers),
-        "description": _field(description or ""),
-        "tags": _field(tag_text),
-        "metadata": _field(*meta_parts),
-        "message": _field(message or ""),
-        "prompts": _field(*prompts),
-    }
+    return {"triggers": _field(*triggers), "metadata": _field(*meta_parts), "message": _field(message or ""),
+            "prompts": _field(*prompts)}
 
 
-# --- reading what the documents are made of (plain SQL: the migration uses it too) -------------
+def adapter_words(*, name: str, description: str, tags) -> dict[str, str]:
+    """The indexed words an adapter's every version shares: name, description, tags."""
+    tags = _json(tags, {})
+    tag_text = " ".join(f"{k} {v}" for k, v in tags.items()) if isinstance(tags, dict) else ""
+    return {"name": _field(name), "description": _field(description or "", limit=MAX_FIELD_CHARS),
+            "tags": _field(tag_text)}
 
-_VERSION_FACTS = text(
-    "SELECT v.id, v.adapter_id, a.name, a.description, a.tags, v.message, v.trigger_words, "
-    "v.file_metadata FROM versions v JOIN adapters a ON a.id = v.adapter_id "
-    "WHERE v.deleted_at IS NULL AND v.id IN :ids"
-).bindparams(bindparam("ids", expanding=True))
-_VERSION_PROMPTS = text(
+
+def _in(sql: str):
+    return text(sql).bindparams(bindparam("ids", expanding=True))
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+_VERSION_FACTS = _in(
+    "SELECT id, adapter_id, message, trigger_words, file_metadata FROM versions "
+    "WHERE deleted_at IS NULL AND id IN :ids")
+_VERSION_PROMPTS = _in(
     "SELECT l.version_id, r.record FROM prompt_record_versions l "
     "JOIN prompt_records r ON r.id = l.record_id WHERE l.version_id IN :ids "
-    "ORDER BY l.version_id, r.created_at DESC, r.id"
-).bindparams(bindparam("ids", expanding=True))
+    "ORDER BY l.version_id, r.created_at DESC, r.id")
 
 
 def _prompts_by_version(conn, ids: list[int]) -> dict[int, list[str]]:
@@ -153,50 +170,96 @@ def _prompts_by_version(conn, ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-# --- writing: one implementation per database ---------------------------------------------------
-
-def _fts_write(conn, rows: list[tuple[int, int, str, dict]]) -> None:
+def _write_versions(conn, ids: list[int]) -> None:
+    """(Re)write ``search_versions`` rows of these versions (none for a removed one)."""
+    conn.execute(_in("DELETE FROM search_versions WHERE version_id IN :ids"), {"ids": ids})
+    prompts = _prompts_by_version(conn, ids)
+    rows = []
+    for vid, aid, message, triggers, meta in conn.execute(_VERSION_FACTS, {"ids": ids}):
+        trig = _json(triggers, [])
+        trig = trig if isinstance(trig, list) else []
+        rows.append({"version_id": vid, "adapter_id": aid, "trigger_key": trigger_key(trig),
+                     **version_words(message=message, trigger_words=trig, file_metadata=meta,
+                                     prompts=prompts.get(vid, []))})
     if rows:
+        conn.execute(text("INSERT INTO search_versions (version_id, adapter_id, trigger_key, "
+                          + ", ".join(VERSION_FIELDS) + ") VALUES (:version_id, :adapter_id, :trigger_key, "
+                          + ", ".join(f":{f}" for f in VERSION_FIELDS) + ")"), rows)
+
+
+# --- adapters: summary, tags, document -----------------------------------------------------------
+
+def _sqlite_write_docs(conn, docs: list[dict]) -> None:
+    conn.execute(_in("DELETE FROM search_fts WHERE rowid IN :ids"), {"ids": [d["id"] for d in docs]})
+    live = [d for d in docs if d["live"]]
+    if live:
         conn.execute(text("INSERT INTO search_fts (rowid, " + ", ".join(FIELDS) + ") VALUES (:id, "
-                          + ", ".join(f":{f}" for f in FIELDS) + ")"),
-                     [{"id": vid, **doc} for vid, _aid, _key, doc in rows])
-
-
-def _fts_delete(conn, ids: list[int]) -> None:
-    conn.execute(text("DELETE FROM search_fts WHERE rowid IN :ids").bindparams(bindparam("ids", expanding=True)),
-                 {"ids": ids})
+                          + ", ".join(f":{f}" for f in FIELDS) + ")"), live)
 
 
 _PG_VECTOR = " || ".join(f"setweight(to_tsvector('simple', :{f}), '{w}')" for f, (_b, w) in FIELDS.items())
 
 
-def _pg_write_docs(conn, rows: list[tuple[int, int, str, dict]]) -> None:
-    if rows:
-        conn.execute(text("INSERT INTO search_docs (version_id, adapter_id, trigger_key, document) "
-                          f"VALUES (:id, :adapter_id, :trigger_key, {_PG_VECTOR})"),
-                     [{"id": vid, "adapter_id": aid, "trigger_key": key, **doc} for vid, aid, key, doc in rows])
+def _postgresql_write_docs(conn, docs: list[dict]) -> None:
+    conn.execute(_in("DELETE FROM search_docs WHERE adapter_id IN :ids"), {"ids": [d["id"] for d in docs]})
+    live = [d for d in docs if d["live"]]
+    if live:
+        conn.execute(text(f"INSERT INTO search_docs (adapter_id, document) VALUES (:id, {_PG_VECTOR})"), live)
 
 
-def _plain_write_docs(conn, rows: list[tuple[int, int, str, dict]]) -> None:
-    if rows:
-        conn.execute(text("INSERT INTO search_docs (version_id, adapter_id, trigger_key) "
-                          "VALUES (:id, :adapter_id, :trigger_key)"),
-                     [{"id": vid, "adapter_id": aid, "trigger_key": key} for vid, aid, key, _doc in rows])
-        _fts_write(conn, rows)
-
-
-# dialect → (write rows, delete what the dialect keeps outside search_docs by version id)
-WRITERS: dict[str, tuple[Callable, Callable | None]] = {
-    "sqlite": (_plain_write_docs, _fts_delete),
-    "postgresql": (_pg_write_docs, None),  # the document is a column of search_docs
+# database → (the table holding adapters' documents, how documents are written to it)
+DOCUMENT_WRITERS: dict[str, tuple[str, Callable[[object, list[dict]], None]]] = {
+    "sqlite": ("search_fts", _sqlite_write_docs),
+    "postgresql": ("search_docs", _postgresql_write_docs),
 }
 
+_ADAPTER_ROWS = _in("SELECT id, name, description, tags FROM adapters WHERE id IN :ids")
+_ADAPTER_VERSION_WORDS = _in(
+    "SELECT sv.adapter_id, " + ", ".join(f"sv.{f}" for f in VERSION_FIELDS) + " FROM search_versions sv "
+    "JOIN versions v ON v.id = sv.version_id WHERE sv.adapter_id IN :ids ORDER BY sv.adapter_id, v.sort_key DESC")
+_SUMMARY = (
+    "INSERT INTO search_adapters (adapter_id, name, kind, base, latest_version_id, updated_at, live_versions) "
+    "SELECT a.id, a.name, a.kind, a.base, "
+    "(SELECT v2.id FROM versions v2 WHERE v2.adapter_id = a.id AND v2.deleted_at IS NULL "
+    "ORDER BY v2.sort_key DESC LIMIT 1), max(v.created_at), count(*) "
+    "FROM adapters a JOIN versions v ON v.adapter_id = a.id WHERE v.deleted_at IS NULL"
+)
 
-def _writers(conn) -> tuple[Callable, Callable | None]:
+
+def _write_adapters(conn, adapter_ids: list[int]) -> None:
+    """(Re)write the summary, tag rows and document of these adapters from ``search_versions``."""
+    _table, writer = _document_writer(conn)
+    for start in range(0, len(adapter_ids), 500):
+        ids = adapter_ids[start:start + 500]
+        for table in ("search_adapters", "search_tags"):
+            conn.execute(_in(f"DELETE FROM {table} WHERE adapter_id IN :ids"), {"ids": ids})
+        conn.execute(_in(_SUMMARY + " AND a.id IN :ids GROUP BY a.id, a.name, a.kind, a.base"), {"ids": ids})
+        per_version: dict[int, dict[str, list[str]]] = {}
+        for aid, *fields in conn.execute(_ADAPTER_VERSION_WORDS, {"ids": ids}):
+            parts = per_version.setdefault(aid, {f: [] for f in VERSION_FIELDS})
+            for name, value in zip(VERSION_FIELDS, fields):
+                if value:
+                    parts[name].append(value)
+        docs, tags = [], []
+        for aid, name, description, adapter_tags in conn.execute(_ADAPTER_ROWS, {"ids": ids}):
+            doc = {"id": aid, "live": aid in per_version, **adapter_words(name=name, description=description,
+                                                                          tags=adapter_tags)}
+            for field, values in per_version.get(aid, {f: [] for f in VERSION_FIELDS}).items():
+                doc[field] = _cap(" ".join(values), MAX_FIELD_CHARS)
+            docs.append(doc)
+            if aid in per_version:
+                tags += [{"adapter_id": aid, "tag": tag} for tag in tag_rows(adapter_tags)]
+        if tags:
+            conn.execute(text("INSERT INTO search_tags (adapter_id, tag) VALUES (:adapter_id, :tag)"), tags)
+        if docs:
+            writer(conn, docs)
+
+
+def _document_writer(conn) -> tuple[str, Callable]:
     name = conn.dialect.name
-    if name not in WRITERS:
+    if name not in DOCUMENT_WRITERS:
         raise NotImplementedError(f"no search index for the {name} database")
-    return WRITERS[name]
+    return DOCUMENT_WRITERS[name]
 
 
 def _connection(s_or_conn):
@@ -208,73 +271,32 @@ def _connection(s_or_conn):
 
 
 def refresh_versions(s_or_conn, version_ids: Iterable[int]) -> None:
-    """Re-index these versions (a removed one leaves the index) and their adapters' summaries."""
+    """Re-index these versions (a removed one leaves the index) and their adapters."""
     conn = _connection(s_or_conn)
     ids = sorted({int(i) for i in version_ids})
     if not ids:
         return
-    write, delete = _writers(conn)
-    adapters = {aid for (aid,) in conn.execute(
-        text("SELECT adapter_id FROM versions WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
-        {"ids": ids})}
     for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        conn.execute(text("DELETE FROM search_docs WHERE version_id IN :ids")
-                     .bindparams(bindparam("ids", expanding=True)), {"ids": chunk})
-        if delete is not None:
-            delete(conn, chunk)
-        write(conn, _documents(conn, chunk))
-    _refresh_summaries(conn, adapters)
+        _write_versions(conn, ids[start:start + 500])
+    adapters = sorted({aid for (aid,) in conn.execute(_in("SELECT DISTINCT adapter_id FROM versions WHERE id IN :ids"),
+                                                      {"ids": ids})})
+    _write_adapters(conn, adapters)
 
 
 def refresh_adapter(s_or_conn, adapter_id: int) -> None:
-    """Re-index every version of an adapter (its name, description or tags changed)."""
-    conn = _connection(s_or_conn)
-    ids = [vid for (vid,) in conn.execute(text("SELECT id FROM versions WHERE adapter_id = :a"),
-                                          {"a": adapter_id})]
-    refresh_versions(conn, ids)
-
-
-def _documents(conn, ids: list[int]) -> list[tuple[int, int, str, dict]]:
-    prompts = _prompts_by_version(conn, ids)
-    rows = []
-    for vid, aid, name, description, tags, message, triggers, meta in conn.execute(_VERSION_FACTS, {"ids": ids}):
-        trig = _json(triggers, [])
-        rows.append((vid, aid, trigger_key(trig if isinstance(trig, list) else []),
-                     document(name=name, description=description, tags=tags, message=message,
-                              trigger_words=trig, file_metadata=meta, prompts=prompts.get(vid, []))))
-    return rows
-
-
-_SUMMARY_SELECT = (
-    "SELECT v.adapter_id, "
-    "(SELECT v2.id FROM versions v2 WHERE v2.adapter_id = v.adapter_id AND v2.deleted_at IS NULL "
-    "ORDER BY v2.sort_key DESC LIMIT 1), max(v.created_at), count(*) "
-    "FROM versions v WHERE v.deleted_at IS NULL"
-)
-
-
-def _refresh_summaries(conn, adapter_ids: set[int]) -> None:
-    if not adapter_ids:
-        return
-    ids = sorted(adapter_ids)
-    expanding = bindparam("ids", expanding=True)
-    conn.execute(text("DELETE FROM search_adapters WHERE adapter_id IN :ids").bindparams(expanding), {"ids": ids})
-    conn.execute(text("INSERT INTO search_adapters (adapter_id, latest_version_id, updated_at, live_versions) "
-                      + _SUMMARY_SELECT + " AND v.adapter_id IN :ids GROUP BY v.adapter_id")
-                 .bindparams(bindparam("ids", expanding=True)), {"ids": ids})
+    """Re-index an adapter whose name, description or tags changed (its versions' words stand)."""
+    _write_adapters(_connection(s_or_conn), [int(adapter_id)])
 
 
 def rebuild(conn, *, batch: int = 2000) -> int:
     """Empty and refill the whole index from the catalog's rows; returns the versions indexed."""
-    write, _delete = _writers(conn)
-    conn.execute(text("DELETE FROM search_docs"))
-    if conn.dialect.name == "sqlite":
-        conn.execute(text("DELETE FROM search_fts"))
-    conn.execute(text("DELETE FROM search_adapters"))
+    documents, _writer = _document_writer(conn)
+    for table in ("search_versions", "search_adapters", "search_tags", documents):
+        conn.execute(text(f"DELETE FROM {table}"))
     ids = [vid for (vid,) in conn.execute(text("SELECT id FROM versions WHERE deleted_at IS NULL ORDER BY id"))]
     for start in range(0, len(ids), batch):
-        write(conn, _documents(conn, ids[start:start + batch]))
-    conn.execute(text("INSERT INTO search_adapters (adapter_id, latest_version_id, updated_at, live_versions) "
-                      + _SUMMARY_SELECT + " GROUP BY v.adapter_id"))
+        _write_versions(conn, ids[start:start + batch])
+    adapters = [aid for (aid,) in conn.execute(text("SELECT DISTINCT adapter_id FROM search_versions ORDER BY 1"))]
+    for start in range(0, len(adapters), batch):
+        _write_adapters(conn, adapters[start:start + batch])
     return len(ids)

@@ -1,7 +1,8 @@
-"""The search index (``loradex search``): ``search_docs`` (one row per live version),
-``search_adapters`` (one per adapter with live versions), and the full-text part per database:
-an FTS5 table ``search_fts`` on SQLite, a weighted ``tsvector`` column with a GIN index on
-PostgreSQL. Filled here for the catalog's existing rows.
+"""The search index (``loradex search``, see ``registry/catalog/search_index.py``): per live
+version its words (``search_versions``), per adapter a summary (``search_adapters``), its tags
+(``search_tags``) and its full-text document: an FTS5 table ``search_fts`` (rowid = adapter id)
+on SQLite, ``search_docs`` with a weighted ``tsvector`` and a GIN index on PostgreSQL. Filled
+here for the catalog's existing rows.
 
 Revision ID: 0004_search_index
 Revises: 0003_serve_tokens
@@ -19,24 +20,35 @@ FIELDS = ("name", "triggers", "description", "tags", "metadata", "message", "pro
 
 
 def upgrade() -> None:
+    TS = sa.DateTime(timezone=True)
     op.create_table(
-        "search_docs",
+        "search_versions",
         sa.Column("version_id", sa.Integer, sa.ForeignKey("versions.id"), primary_key=True, autoincrement=False),
         sa.Column("adapter_id", sa.Integer, sa.ForeignKey("adapters.id"), nullable=False),
         sa.Column("trigger_key", sa.Text, nullable=False),
+        *(sa.Column(name, sa.Text, nullable=False) for name in ("triggers", "metadata", "message", "prompts")),
     )
-    op.create_index("ix_search_docs_adapter", "search_docs", ["adapter_id"])
+    op.create_index("ix_search_versions_adapter", "search_versions", ["adapter_id"])
     op.create_table(
         "search_adapters",
         sa.Column("adapter_id", sa.Integer, sa.ForeignKey("adapters.id"), primary_key=True, autoincrement=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("base", sa.String(32), nullable=False),
         sa.Column("latest_version_id", sa.Integer, sa.ForeignKey("versions.id"), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", TS, nullable=False),
         sa.Column("live_versions", sa.Integer, nullable=False),
     )
-    op.create_index("ix_search_adapters_updated", "search_adapters", ["updated_at"])
+    op.create_table(
+        "search_tags",
+        sa.Column("adapter_id", sa.Integer, sa.ForeignKey("adapters.id"), primary_key=True, autoincrement=False),
+        sa.Column("tag", sa.String(200), primary_key=True),
+    )
+    op.create_index("ix_search_tags_tag", "search_tags", ["tag"])
     conn = op.get_bind()
     if conn.dialect.name == "postgresql":
-        op.execute("ALTER TABLE search_docs ADD COLUMN document tsvector NOT NULL")
+        op.execute("CREATE TABLE search_docs (adapter_id integer PRIMARY KEY REFERENCES adapters(id), "
+                   "document tsvector NOT NULL)")
         op.execute("CREATE INDEX ix_search_docs_document ON search_docs USING GIN (document)")
     else:
         op.execute("CREATE VIRTUAL TABLE search_fts USING fts5(" + ", ".join(FIELDS)
@@ -47,9 +59,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        op.execute("DROP TABLE IF EXISTS search_fts")
-    op.drop_index("ix_search_adapters_updated", "search_adapters")
+    op.execute("DROP TABLE IF EXISTS search_docs" if op.get_bind().dialect.name == "postgresql"
+               else "DROP TABLE IF EXISTS search_fts")
+    op.drop_index("ix_search_tags_tag", "search_tags")
+    op.drop_table("search_tags")
     op.drop_table("search_adapters")
-    op.drop_index("ix_search_docs_adapter", "search_docs")
-    op.drop_table("search_docs")
+    op.drop_index("ix_search_versions_adapter", "search_versions")
+    op.drop_table("search_versions")
