@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .options import HomeOpt, JsonOpt, NameArg, QuietOpt, RefArg, open_catalog
+from .options import HomeOpt, JsonOpt, NameArg, QuietOpt, RefArg, open_catalog, open_reader
 from .output import Output, human_size
 
 
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_(home: HomeOpt = None, json: JsonOpt = False) -> None:
         """List adapters: kind, base, latest version, aliases, size."""
-        catalog = open_catalog(home)
+        catalog = open_reader(home)
         rows = catalog.list_adapters()
         out = Output(json_mode=json)
         out.result([r.to_dict() for r in rows], lambda c: out.table(
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def show(ref: RefArg, home: HomeOpt = None, json: JsonOpt = False) -> None:
         """Show one version: hashes, probe facts, triggers, aliases, lineage."""
-        catalog = open_catalog(home)
+        catalog = open_reader(home)
         version = catalog.resolve(ref)
         data = version.to_dict(full=True)
         data["aliases"] = {a.name: a.version for a in catalog.aliases(version.adapter)}
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
     def versions(name: NameArg, all_: Annotated[bool, typer.Option("--all", help="Include removed versions.")] = False,
                  home: HomeOpt = None, json: JsonOpt = False) -> None:
         """List the versions of an adapter (oldest first)."""
-        catalog = open_catalog(home)
+        catalog = open_reader(home)
         rows = catalog.versions(name, include_deleted=all_)
         aliases: dict[str, list[str]] = {}
         for a in catalog.aliases(name):
@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def lineage(ref: RefArg, home: HomeOpt = None, json: JsonOpt = False) -> None:
         """Show where a version came from (parents, recursively, with recipes)."""
-        catalog = open_catalog(home)
+        catalog = open_reader(home)
         edges = catalog.lineage(ref)
         out = Output(json_mode=json)
         out.result([e.to_dict() for e in edges], lambda c: out.table(

@@ -9,7 +9,7 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     """``argv`` None: the process's own command line (the console script); the process then
     ends without the interpreter's teardown once the command is done (see ``_leave``)."""
-    from loradex.cli.app import app
+    from loradex.cli.app import app_for
 
     debug = os.environ.get("LORADEX_DEBUG") == "1"
     if not debug:
@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.setdefault(var, "error")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:
+        app = app_for(sys.argv[1:] if argv is None else argv)
         rv = app(args=argv, prog_name="loradex", standalone_mode=False)
     except SystemExit:
         raise

@@ -21,3 +21,12 @@ def open_catalog(home: Path | None):
     from loradex.registry.catalog.store import Catalog
 
     return Catalog(home)
+
+
+def open_reader(home: Path | None):
+    """For commands that only read: a ``LightReader`` (sqlite3, no SQLAlchemy import) when the
+    catalog is the home's SQLite one at the newest schema, else the ``Catalog``. Both answer
+    ``list_adapters``, ``resolve``, ``versions``, ``aliases`` and ``lineage`` alike."""
+    from loradex.registry.catalog.light_reads import open_light_reader
+
+    return open_light_reader(home) or open_catalog(home)

@@ -11,7 +11,6 @@ output is ``json.dumps`` (ASCII: every control and non-ASCII character is alread
 from __future__ import annotations
 
 import functools
-import json
 import re
 import sys
 from contextlib import contextmanager
@@ -75,6 +74,88 @@ def _default(obj: Any):
     return str(obj)
 
 
+def dumps_indented(data: Any, default=_default) -> str:
+    """``json.dumps(data, default=default, indent=2)``, the same text, about three times faster:
+    the standard library writes indented JSON with its pure-Python encoder (its C encoder has no
+    indent), one generator step per value; here each container is one join, and strings are
+    escaped by the C ``encode_basestring_ascii``. (``loradex list --json`` with 10,000 adapters
+    spent more time here than reading the catalog.)"""
+    from json.encoder import encode_basestring_ascii as encode_str
+
+    int_repr, float_repr = int.__repr__, float.__repr__
+    inf = float("inf")
+    markers: dict[int, Any] = {}
+
+    def floatstr(o: float) -> str:
+        if o != o:
+            return "NaN"
+        if o == inf:
+            return "Infinity"
+        if o == -inf:
+            return "-Infinity"
+        return float_repr(o)
+
+    def key_text(key: Any) -> str:
+        if isinstance(key, str):
+            return encode_str(key)
+        if isinstance(key, float):
+            return encode_str(floatstr(key))
+        if key is True:
+            return '"true"'
+        if key is False:
+            return '"false"'
+        if key is None:
+            return '"null"'
+        if isinstance(key, int):
+            return encode_str(int_repr(key))
+        raise TypeError(f"keys must be str, int, float, bool or None, not {key.__class__.__name__}")
+
+    def enter(o: Any) -> None:
+        if id(o) in markers:
+            raise ValueError("Circular reference detected")
+        markers[id(o)] = o
+
+    def encode(o: Any, indent: str) -> str:
+        if isinstance(o, str):
+            return encode_str(o)
+        if o is None:
+            return "null"
+        if o is True:
+            return "true"
+        if o is False:
+            return "false"
+        if isinstance(o, int):
+            return int_repr(o)
+        if isinstance(o, float):
+            return floatstr(o)
+        if isinstance(o, (list, tuple)):
+            if not o:
+                return "[]"
+            enter(o)
+            inner = indent + "  "
+            text = ("[\n" + inner + (",\n" + inner).join(
+                [encode_str(v) if v.__class__ is str else encode(v, inner) for v in o]) + "\n" + indent + "]")
+            del markers[id(o)]
+            return text
+        if isinstance(o, dict):
+            if not o:
+                return "{}"
+            enter(o)
+            inner = indent + "  "
+            text = ("{\n" + inner + (",\n" + inner).join(
+                [(encode_str(k) if k.__class__ is str else key_text(k)) + ": "
+                 + (encode_str(v) if v.__class__ is str else int_repr(v) if v.__class__ is int else encode(v, inner))
+                 for k, v in o.items()]) + "\n" + indent + "}")
+            del markers[id(o)]
+            return text
+        enter(o)
+        text = encode(default(o), indent)
+        del markers[id(o)]
+        return text
+
+    return encode(data, "")
+
+
 class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False):
         self.json_mode = json_mode
@@ -90,7 +171,7 @@ class Output:
         return self._console
 
     def json(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(data, default=_default, indent=2, sort_keys=False) + "\n")
+        sys.stdout.write(dumps_indented(data) + "\n")
 
     def result(self, data: Any, human=None) -> None:
         """Print ``data`` as JSON in --json mode, else call ``human(console)`` or print it."""
@@ -110,15 +191,66 @@ class Output:
         sys.stderr.write(f"warning: {terminal_safe(message, one_line=True)}\n")
 
     def table(self, columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+        cells = [["" if v is None else terminal_safe(str(v)) for v in row] for row in rows]
+        if len(cells) > 1 and self._print_long_table(columns, cells, title):
+            return
+        self.console.print(self._rich_table(columns, cells, title))
+
+    @staticmethod
+    def _rich_table(columns: list[str], cells: list[list[str]], title: str | None, widths=None):
         from rich.table import Table
         from rich.text import Text
 
         table = Table(title=None if title is None else Text(title))
-        for col in columns:
-            table.add_column(col, overflow="fold")
-        for row in rows:  # cells are data: Text, never parsed as markup
-            table.add_row(*[Text("" if v is None else terminal_safe(str(v))) for v in row])
-        self.console.print(table)
+        for i, col in enumerate(columns):
+            table.add_column(col, overflow="fold", width=None if widths is None else widths[i])
+        for row in cells:  # cells are data: Text, never parsed as markup
+            table.add_row(*[Text(v) for v in row])
+        return table
+
+    def _print_long_table(self, columns: list[str], cells: list[list[str]], title: str | None) -> bool:
+        """Print the table rich would print, without rich laying out every row (10,000 rows took
+        rich ~5 s), when every cell fits on one line and the table fits the console. Rich renders
+        the title, the header, the frame and the first row, with the columns at the widths rich
+        itself would give them (the widest cell of each); the other rows are the first row's line
+        with their own text, which is checked against rich's line for the first row. False (print
+        nothing) when that cannot be done: then rich lays out the whole table."""
+        import re
+
+        from rich.cells import cell_len
+
+        console = self.console
+        if console.legacy_windows or not (console.encoding or "").lower().startswith("utf"):
+            return False  # rich draws ASCII boxes there
+        flat = "\x00".join(["\x00".join(columns), *("\x00".join(row) for row in cells)])
+        # a line break or tab, or a cell that starts or ends in white space: rich wraps or trims
+        if re.search(r"[\n\t\u2028\u2029]|(?:^|\x00)\s|\s(?:\x00|$)", flat):
+            return False
+        measure = len if flat.isascii() else cell_len
+        widths = [max(measure(col), *(measure(row[i]) for row in cells)) for i, col in enumerate(columns)]
+        if sum(widths) + 3 * len(widths) + 1 > console.width:
+            return False  # rich would shrink and fold columns
+        with console.capture() as capture:
+            console.print(self._rich_table(columns, cells[:1], title, widths))
+        lines = capture.get().split("\n")  # …, the first row, the bottom edge, ""
+        if len(lines) < 4 or lines[-1] != "":
+            return False
+
+        def line(row: list[str]) -> str:
+            return "│ " + " │ ".join(text + " " * (width - measure(text))
+                                     for text, width in zip(row, widths)) + " │"
+
+        if line(cells[0]) != lines[-3]:
+            return False
+        if measure is len:  # one format call per row
+            template = "│ " + " │ ".join(f"{{:<{w}}}" for w in widths) + " │"
+            body = [template.format(*row) for row in cells[1:]]
+        else:
+            body = [line(row) for row in cells[1:]]
+        out = console.file
+        out.write("\n".join([*lines[:-2], *body, lines[-2]]) + "\n")
+        out.flush()
+        return True
 
     @contextmanager
     def progress(self, description: str, *, transfer: bool = False) -> Iterator:

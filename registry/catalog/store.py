@@ -22,6 +22,7 @@ from . import entities as E
 from ..files.blob_store import BlobStore
 from ..crashpoints import crashpoint
 from .db_schema import AdapterRow, AliasEventRow, AliasRow, LineageRow, VersionRow
+from .light_reads import head_from_files, revision_files
 from ..errors import AmbiguousRef, CatalogError, DatabaseError, NotFound
 from ..paths import database_url, loradex_home, prepare_home, read_only_sqlite_uri
 from .refs import LATEST, Ref, check_name, parse_ref
@@ -348,7 +349,6 @@ class Catalog:
 
 
 _HEAD_CACHE: dict[str, str] = {}
-_REVISIONS: dict[str, tuple[set, set]] = {}
 # What two first-use processes racing to create the schema see; anything else is not retried
 # (a table that "already exists" once the other process is done means a revision edited by hand).
 _RACE_TEXT = _RETRYABLE_TEXT + ("UNIQUE constraint", "duplicate key")
@@ -395,37 +395,16 @@ def _serialise_migrations(conn) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
 
 
-def _revision_files() -> tuple[set, set]:
-    """(revisions, their parents), read from the revision files' ``revision``/``down_revision``
-    lines (importing alembic costs ~100 ms on every command; this costs a directory listing)."""
-    key = str(MIGRATIONS)
-    if key not in _REVISIONS:
-        import re
-
-        revisions, parents = set(), set()
-        for path in (MIGRATIONS / "versions").glob("*.py"):
-            text = path.read_text()
-            rev = re.search(r"^revision\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
-            down = re.search(r"^down_revision\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
-            if rev:
-                revisions.add(rev.group(1))
-            if down:
-                parents.add(down.group(1))
-        _REVISIONS[key] = (revisions, parents)
-    return _REVISIONS[key]
-
-
-def _known_revisions() -> set:
-    return _revision_files()[0]
+def _known_revisions() -> frozenset:
+    return revision_files(MIGRATIONS)[0]
 
 
 def _cached_head(catalog: Catalog) -> str:
-    """The newest migration (see ``_revision_files``)."""
+    """The newest migration: from the revision files (see ``light_reads.revision_files``), from
+    alembic when they name several heads."""
     key = str(MIGRATIONS)
     if key not in _HEAD_CACHE:
-        revisions, parents = _revision_files()
-        heads = revisions - parents
-        _HEAD_CACHE[key] = heads.pop() if len(heads) == 1 else catalog.head_revision()
+        _HEAD_CACHE[key] = head_from_files(MIGRATIONS) or catalog.head_revision()
     return _HEAD_CACHE[key]
 
 
