@@ -42,8 +42,10 @@ def browser_missing() -> str | None:
     return None
 
 
-def start_chromium(width: int = 1280, height: int = 900):
-    """A headless Chromium WebDriver (caller quits it)."""
+def start_chromium(width: int = 1280, height: int = 900, *, javascript: bool = True):
+    """A headless Chromium WebDriver (caller quits it); ``javascript=False``: a browser with
+    JavaScript switched off (the pages must work read-only without it). The console is kept
+    (``driver.get_log("browser")``: CSP violations show there)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -55,6 +57,9 @@ def start_chromium(width: int = 1280, height: int = 900):
                 "--disable-background-networking", "--disable-sync", "--metrics-recording-only",
                 "--hide-scrollbars", "--force-device-scale-factor=1", f"--window-size={width},{height}"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     service = Service(executable_path=_first_on_path(DRIVER_NAMES, "LORADEX_TEST_CHROMEDRIVER"))
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(30)
