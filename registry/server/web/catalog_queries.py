@@ -167,30 +167,45 @@ def _aware(at: datetime) -> datetime:
 
 def adapter_cards(catalog, names: list[str]) -> list[dict]:
     """One card per adapter of ``names`` (in that order): kind, base, latest version, aliases,
-    triggers, size, last change and the thumbnail's blob (newest sample image, else preview)."""
+    triggers, size, last change and the thumbnail's blob (newest sample image, else preview).
+    Reads only the columns shown (a version's metadata and probe facts are large)."""
     if not names:
         return []
 
     def run(s):
-        rows = {r.name: r for r in s.scalars(select(AdapterRow).where(AdapterRow.name.in_(names)))}
+        rows = {r.name: r for r in s.execute(select(AdapterRow.id, AdapterRow.name, AdapterRow.kind, AdapterRow.base,
+                                                    AdapterRow.created_at).where(AdapterRow.name.in_(names)))}
         ids = {r.id: r.name for r in rows.values()}
-        live: dict[int, list[VersionRow]] = {}
-        for v in s.scalars(select(VersionRow).where(VersionRow.adapter_id.in_(ids), VersionRow.deleted_at.is_(None))):
+        live: dict[int, list] = {}
+        adapter_of: dict[int, int] = {}
+        for v in s.execute(select(VersionRow.id, VersionRow.adapter_id, VersionRow.version, VersionRow.sort_key,
+                                  VersionRow.size, VersionRow.trigger_words, VersionRow.created_at,
+                                  VersionRow.extra["preview_sha256"].as_string().label("preview"))
+                           .where(VersionRow.adapter_id.in_(ids), VersionRow.deleted_at.is_(None))):
             live.setdefault(v.adapter_id, []).append(v)
+            adapter_of[v.id] = v.adapter_id
         alias_rows = s.execute(select(AliasRow.adapter_id, AliasRow.name, VersionRow.version)
                                .join(VersionRow, VersionRow.id == AliasRow.version_id)
                                .where(AliasRow.adapter_id.in_(ids)).order_by(AliasRow.name)).all()
         moved = dict(s.execute(select(AliasEventRow.adapter_id, AliasEventRow.at).where(
             AliasEventRow.adapter_id.in_(ids)).order_by(AliasEventRow.id)).all())
-        images = s.execute(select(VersionRow.adapter_id, PromptRecordRow.image_sha256)
-                           .join(PromptRecordVersionRow, PromptRecordVersionRow.version_id == VersionRow.id)
-                           .join(PromptRecordRow, PromptRecordRow.id == PromptRecordVersionRow.record_id)
-                           .where(VersionRow.adapter_id.in_(ids), VersionRow.deleted_at.is_(None),
-                                  PromptRecordRow.image_sha256.is_not(None))
-                           .order_by(PromptRecordRow.created_at.desc())).all()
-        newest_image: dict[int, str] = {}
-        for adapter_id, sha in images:
-            newest_image.setdefault(adapter_id, sha)
+        newest_image: dict[int, tuple] = {}
+        # From the page's versions to their records, in two steps: joined, SQLite's planner
+        # scans every record (large JSON rows) instead of looking up these few.
+        links = s.execute(select(PromptRecordVersionRow.record_id, PromptRecordVersionRow.version_id).where(
+            PromptRecordVersionRow.version_id.in_(adapter_of))).all() if adapter_of else []
+        versions_of: dict[str, list[int]] = {}
+        for record_id, vid in links:
+            versions_of.setdefault(record_id, []).append(vid)
+        for chunk in range(0, len(versions_of), 500):
+            wanted = list(versions_of)[chunk:chunk + 500]
+            for record_id, sha, at in s.execute(select(PromptRecordRow.id, PromptRecordRow.image_sha256,
+                                                       PromptRecordRow.created_at).where(
+                    PromptRecordRow.id.in_(wanted), PromptRecordRow.image_sha256.is_not(None))):
+                for vid in versions_of[record_id]:
+                    aid = adapter_of[vid]
+                    if aid not in newest_image or _aware(at) > newest_image[aid][1]:
+                        newest_image[aid] = (sha, _aware(at))
         out = []
         for name in names:
             a = rows.get(name)
@@ -198,17 +213,16 @@ def adapter_cards(catalog, names: list[str]) -> list[dict]:
                 continue
             vs = sorted(live.get(a.id, []), key=lambda v: v.sort_key)
             latest = vs[-1] if vs else None
-            preview = next((v.extra.get("preview_sha256") for v in reversed(vs)
-                            if isinstance(v.extra, dict) and isinstance(v.extra.get("preview_sha256"), str)), None)
+            preview = next((v.preview for v in reversed(vs) if v.preview), None)
             changes = [_aware(v.created_at) for v in vs] + ([_aware(moved[a.id])] if a.id in moved else [])
             out.append({
-                "name": a.name, "kind": a.kind, "base": a.base, "description": a.description or "",
+                "name": a.name, "kind": a.kind, "base": a.base,
                 "latest": latest.version if latest else None, "versions": len(vs),
                 "size": latest.size if latest else 0,
                 "triggers": [t for t in (latest.trigger_words if latest else []) or [] if isinstance(t, str)][:8],
                 "aliases": [(alias, version) for adapter_id, alias, version in alias_rows if adapter_id == a.id],
                 "changed": max(changes) if changes else _aware(a.created_at),
-                "thumb": newest_image.get(a.id) or preview,
+                "thumb": newest_image[a.id][0] if a.id in newest_image else preview,
             })
         return out
 
