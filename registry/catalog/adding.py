@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import entities as E
-from ..files.blob_store import store_lock
 from ..errors import InvalidFile
 from .operations import AddVersion, LinkLineage, MoveAlias
 
@@ -65,7 +64,7 @@ def add_file(catalog, path, *, name: str | None = None, version: str | None = No
     if user:
         op.user = user
     op.validate()  # fail on bad names/versions before copying any bytes
-    with store_lock(catalog.home, exclusive=False):
+    with catalog.blobs.writing():
         stored = catalog.blobs.add_file(path, link=link, move=move, progress=progress)
         h = stored.hashes
         op.sha256, op.autov1, op.autov2, op.autov3, op.size = h.sha256, h.autov1, h.autov2, h.autov3, h.size

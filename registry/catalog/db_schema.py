@@ -146,6 +146,7 @@ class LineageRow(Base):
 
 class PromptRecordRow(Base):
     __tablename__ = "prompt_records"
+    __table_args__ = (Index("ix_prompt_records_image_sha256", "image_sha256"),)  # the web app's image look-up
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     record: Mapped[dict] = mapped_column(JSON, nullable=False)
     image_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -266,3 +267,16 @@ class WebSessionRow(Base):
     csrf_secret: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class BlobUploadRow(Base):
+    """An upload to a shared blob store (S3) in progress: its staging key from the start, the
+    sha256 once known. ``gc`` on any replica keeps what these name; the writer deletes its row
+    after committing the row that names the blob (``registry.catalog.blob_uploads``)."""
+
+    __tablename__ = "blob_uploads"
+    __table_args__ = (Index("ix_blob_uploads_sha256", "sha256"), Index("ix_blob_uploads_started", "started_at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    staging_key: Mapped[str | None] = mapped_column(String(1100), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

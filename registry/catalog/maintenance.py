@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..files.atomic_files import remove_abandoned_temp_files, remove_abandoned_work_dirs
-from ..files.blob_store import store_lock
 from ..crashpoints import crashpoint
 from .db_schema import AdapterRow, PromptRecordRow, VersionRow
 
@@ -71,19 +71,31 @@ class GcReport:
                 "temp_bytes_freed": self.temp_bytes_freed, "work_dirs_removed": self.work_dirs_removed}
 
 
-def gc(catalog, *, dry_run: bool = False) -> GcReport:
+def gc(catalog, *, dry_run: bool = False, grace_seconds: int | None = None) -> GcReport:
     """Remove blobs no live row references, the work folders of killed merges/resizes/extracts
     under ``<home>/tmp`` (their lock free), and temp files left by killed writers anywhere in the
     home (``.tmp-loradex-*`` files no live writer holds locked: blob copies and ``atomic_output``
-    files alike). Each step is idempotent, so a gc killed half-way is finished by the next one."""
+    files alike). Each step is idempotent, so a gc killed half-way is finished by the next one.
+
+    Mark and sweep: the store is listed first, then (one database snapshot) every row's blobs and
+    every upload in progress are marked; a listed blob neither marked nor written within the
+    grace period (``grace_seconds``; the backend's default: 0 for the local store, whose writers
+    hold the store lock gc takes exclusive; ``LORADEX_GC_GRACE_SECONDS``, 1 h by default, for a
+    shared store) is deleted — and the delete itself re-checks its age."""
     report = GcReport()
-    with store_lock(catalog.home, exclusive=True):
-        keep = catalog.read(referenced_blobs)
-        for sha, path in list(catalog.blobs.iter_blobs()):
-            if sha in keep:
+    grace = catalog.blobs.default_grace_seconds if grace_seconds is None else grace_seconds
+    with catalog.blobs.collecting():
+        listed = list(catalog.blobs.iter_entries())
+        keep = catalog.read(_marked_blobs)
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace)
+        for entry in listed:
+            if entry.sha256 in keep or (grace and entry.modified >= cutoff):
                 continue
-            report.removed.append(sha)
-            report.bytes_freed += path.stat().st_size if dry_run else catalog.blobs.remove(sha)
+            freed = entry.size if dry_run else catalog.blobs.remove(
+                entry.sha256, older_than=cutoff if grace else None)
+            if dry_run or freed:
+                report.removed.append(entry.sha256)
+                report.bytes_freed += freed
             crashpoint("gc-blob-removed")
         if not dry_run:
             crashpoint("gc-before-temp-sweep")
@@ -91,8 +103,17 @@ def gc(catalog, *, dry_run: bool = False) -> GcReport:
             report.temp_files_removed, report.temp_bytes_freed = remove_abandoned_temp_files(
                 catalog.home, recursive=True)
             report.temp_bytes_freed += work_bytes
-            catalog.blobs.remove_orphan_link_records()
+        swept, swept_bytes = catalog.blobs.sweep_abandoned(cutoff, dry_run=dry_run)
+        report.temp_files_removed += swept
+        report.temp_bytes_freed += swept_bytes
     return report
+
+
+def _marked_blobs(s: Session) -> set:
+    """Every blob a row names plus every blob an upload in progress names (one snapshot)."""
+    from .blob_uploads import active_uploads
+
+    return referenced_blobs(s) | {rec.sha256 for rec in active_uploads(s) if rec.sha256}
 
 
 @dataclass
@@ -126,13 +147,13 @@ def verify(catalog, progress=None) -> VerifyReport:
 
     live = catalog.read(rows)
     needed = catalog.read(referenced_blobs)
-    present = dict(catalog.blobs.iter_blobs())
+    present = {entry.sha256: entry for entry in catalog.blobs.iter_entries()}
     total = len(present)
-    for i, (sha, path) in enumerate(sorted(present.items())):
+    for i, sha in enumerate(sorted(present)):
         problem = catalog.blobs.verify_blob(sha)
         report.checked_blobs += 1
         if problem:
-            entry = {"blob": sha, "path": str(path), "problem": problem}
+            entry = {"blob": sha, "path": catalog.blobs.where(sha), "problem": problem}
             shared = catalog.blobs.shared_with(sha)
             if shared:  # stored with --link: the outside file that shares it is named
                 entry["shared_with"] = shared
@@ -147,3 +168,4 @@ def verify(catalog, progress=None) -> VerifyReport:
     for sha in sorted(needed - set(present) - {sha for _, _, sha in live}):
         report.problems.append({"blob": sha, "problem": "blob missing (referenced by a record or preview)"})
     return report
+

@@ -89,11 +89,10 @@ def store_record(catalog, record: dict, png: bytes | None = None, *, attachments
     and insert the row plus one link per catalog version named in its stack. ``attachments``: the
     bytes of the record's ``references`` images, stored as blobs under the same lock (gc keeps them
     through ``maintenance``'s prompt-record-references referencer)."""
-    from ..files.blob_store import store_lock
 
     _validate("prompt-record", record)
     named = {r["sha256"] for r in record.get("references", [])}
-    with store_lock(catalog.home, exclusive=False):
+    with catalog.blobs.writing():
         for data in attachments:
             if catalog.blobs.add_bytes(data).hashes.sha256 not in named:
                 raise ValueError("an attachment is not among the record's references")

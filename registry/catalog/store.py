@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session
 
 from . import entities as E
-from ..files.blob_store import BlobStore
+from ..files.blob_backends import open_blob_store
 from ..crashpoints import crashpoint
 from .db_schema import AdapterRow, AliasEventRow, AliasRow, LineageRow, VersionRow
 from .light_reads import head_from_files, revision_files
@@ -96,7 +96,9 @@ class Catalog:
                                f"{' '.join(str(exc).split())[:160]})",
                                hint="use e.g. postgresql+psycopg://USER@HOST/DB, or unset it for the "
                                     "SQLite catalog in the home") from None
-        self.blobs = BlobStore(self.home)
+        from .blob_uploads import CatalogUploadLedger
+
+        self.blobs = open_blob_store(self.home, ledger=CatalogUploadLedger(self))
         if migrate:
             self.migrate()
 

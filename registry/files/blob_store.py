@@ -44,15 +44,44 @@ class StoredBlob:
 
 
 class BlobStore:
-    def __init__(self, home: Path):
-        self.root = Path(home) / "blobs" / "sha256"
-        self.links_root = Path(home) / "blobs" / "links"
+    """The local backend (``BlobBackend`` in ``blob_backends``): one machine's file system.
+    ``blobs_dir``: a folder outside the home (``LORADEX_BLOBS=/path``); default ``<home>/blobs``."""
+
+    shared = False  # one machine: writers and gc are serialised by ``store_lock``
+    default_grace_seconds = 0  # the lock already keeps gc away from blobs about to be named
+
+    def __init__(self, home: Path, blobs_dir: Path | None = None):
+        base = Path(blobs_dir) if blobs_dir else Path(home) / "blobs"
+        self.root = base / "sha256"
+        self.links_root = base / "links"
+        self.lock_home = Path(blobs_dir) if blobs_dir else Path(home)
+        self.location = str(blobs_dir) if blobs_dir else ""
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:]
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
+
+    def where(self, sha256: str) -> str:
+        return str(self.path_for(sha256))
+
+    def size_of(self, sha256: str) -> int | None:
+        try:
+            return self.path_for(sha256).stat().st_size
+        except OSError:
+            return None
+
+    def writing(self):
+        """Writers hold the store lock shared from "blob written" to "row committed"."""
+        return store_lock(self.lock_home, exclusive=False)
+
+    def collecting(self):
+        """gc holds it exclusive: no blob about to be named can be deleted."""
+        return store_lock(self.lock_home, exclusive=True)
+
+    def in_flight(self) -> set[str]:
+        return set()  # writers in flight hold the lock: gc cannot run meanwhile
 
     def open(self, sha256: str):
         path = self.path_for(sha256)
@@ -265,10 +294,34 @@ class BlobStore:
                     continue
                 yield sub.name + path.name, path
 
-    def remove(self, sha256: str) -> int:
+    def iter_entries(self):
+        from datetime import datetime, timezone
+
+        from .blob_backends import BlobEntry
+
+        for sha, path in self.iter_blobs():
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            yield BlobEntry(sha, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def sweep_abandoned(self, cutoff, *, dry_run: bool = False) -> tuple[int, int]:
+        """Link records of blobs that never got published (temp files are swept home-wide by gc)."""
+        if dry_run:
+            return 0, 0
+        return self.remove_orphan_link_records(), 0
+
+    def remove(self, sha256: str, *, older_than=None) -> int:
         """Delete a blob (and its link record). A blob still shared with an outside file by
         ``--link`` gets that file's original mode back first: the store no longer holds it."""
         path = self.path_for(sha256)
+        if older_than is not None:
+            try:
+                if path.stat().st_mtime >= older_than.timestamp():
+                    return 0  # written (again) during the grace period
+            except FileNotFoundError:
+                return 0
         try:
             st = path.stat()
             modes = [entry["mode"] for entry in self.link_records(sha256)

@@ -37,7 +37,6 @@ from typing import Callable
 from sqlalchemy import select
 
 from ..catalog.adding import default_name
-from ..files.blob_store import store_lock
 from ..catalog.db_schema import AdapterRow, FileCacheRow, VersionRow
 from ..errors import AlreadyExists, LoradexError, UnsafePickle, UntrustedData, UsageError
 from ..catalog.operations import AddVersion, LinkLineage
@@ -627,7 +626,7 @@ def _store_one(catalog, f: _Found, source: Path, stats: ImportStats, *, link: bo
     def count(done: int, total: int, desc: str = "") -> None:
         read_so_far[0] = done
 
-    with store_lock(catalog.home, exclusive=False):
+    with catalog.blobs.writing():
         stored = catalog.blobs.add_file(source, link=link and source == f.path, progress=count)
         stats.files_read += 1
         stats.bytes_hashed += read_so_far[0]
