@@ -84,12 +84,13 @@ def add_lora(catalog: Catalog, tmp: Path, name: str, version: str, seed: int, **
     return add_file(catalog, src, name=name, version=version, **options).version
 
 
-def web_catalog(home: Path, tmp: Path) -> WebCatalog:
-    """The catalog described in this module's docstring, at ``home`` (``tmp``: scratch files)."""
+def web_catalog(home: Path, tmp: Path, *, db_url: str | None = None) -> WebCatalog:
+    """The catalog described in this module's docstring, at ``home`` (``tmp``: scratch files;
+    ``db_url``: its database elsewhere, e.g. the ``pg_url`` fixture's PostgreSQL)."""
     from loradex.registry.server.tokens import create_token
 
     tmp.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(home)
+    catalog = Catalog(home, db_url=db_url)
     wc = WebCatalog(catalog, Path(home))
     messages = {"1.0.0": "first cut", "1.1.0": "sharper lines", "2.0.0": "new dataset"}
     for i, (version, message) in enumerate(messages.items()):

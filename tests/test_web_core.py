@@ -336,6 +336,23 @@ def test_anonymous_visitors_see_only_public_namespaces(wc):
         set_namespace_visibility(wc.catalog, "team", "private")
 
 
+@pytest.mark.postgres
+def test_pages_sessions_and_images_on_postgresql(pg_url, tmp_path):
+    pg = web_catalog(tmp_path / "home", tmp_path / "tmp", db_url=pg_url)
+    try:
+        client = signed_in_client(web_app(pg.catalog), ADMIN_TOKEN)
+        assert cards(client.get("/", params={"q": "inkzk"}).text) == ["ink-style"]
+        assert facet(client.get("/").text, "kind") == {"lora": 4, "embedding": 1}
+        page = client.get("/ui/adapters/ink-style").text
+        assert re.findall(r'data-action="([a-z]+)"', page)[:5] == ["set", "rollback", "refused", "set", "set"]
+        assert client.get(f"/ui/blobs/{pg.preview}").status_code == 200  # found through the expression index
+        assert client.get(f"/ui/thumbs/{pg.images['ink-style@1.0.0']}.png").status_code == 200
+        assert client.get(f"/ui/blobs/{pg.refs['ink-style@1.0.0']}").status_code == 404
+        assert client.get("/ui/audit").status_code == 200
+    finally:
+        pg.catalog.engine.dispose()
+
+
 # --- escaping ---------------------------------------------------------------------------------------
 
 SCRIPT = "<script>alert(1)</script>"

@@ -55,6 +55,22 @@ def image_type(head: bytes) -> str | None:
     return None
 
 
+# What migration 0005 indexes (the expression must be the same text to use the index).
+PREVIEW_EXPRESSIONS = {"sqlite": "json_extract(extra, '$.preview_sha256')",
+                       "postgresql": "extra ->> 'preview_sha256'"}
+
+
+def previews_query(dialect: str):
+    """SELECT adapter_id of the live versions whose preview is ``:sha``."""
+    from sqlalchemy import bindparam, text
+
+    expression = PREVIEW_EXPRESSIONS.get(dialect)
+    if expression is None:
+        return select(VersionRow.adapter_id).where(VersionRow.extra["preview_sha256"].as_string() == bindparam("sha"),
+                                                   VersionRow.deleted_at.is_(None))
+    return text(f"SELECT adapter_id FROM versions WHERE ({expression}) = :sha AND deleted_at IS NULL")
+
+
 def image_access(catalog, sha256: str, namespaces: frozenset | None) -> str | None:
     """"public" (anonymous visitors may see it), "private" (this visitor may) or None (not an
     image this visitor may see)."""
@@ -64,8 +80,7 @@ def image_access(catalog, sha256: str, namespaces: frozenset | None) -> str | No
             .join(PromptRecordVersionRow, PromptRecordVersionRow.version_id == VersionRow.id)
             .join(PromptRecordRow, PromptRecordRow.id == PromptRecordVersionRow.record_id)
             .where(PromptRecordRow.image_sha256 == sha256, VersionRow.deleted_at.is_(None))))
-        adapter_ids |= set(s.scalars(select(VersionRow.adapter_id).where(
-            VersionRow.extra["preview_sha256"].as_string() == sha256, VersionRow.deleted_at.is_(None))))
+        adapter_ids |= set(s.scalars(previews_query(s.get_bind().dialect.name), {"sha": sha256}))
         is_record = s.scalar(select(PromptRecordRow.id).where(PromptRecordRow.image_sha256 == sha256).limit(1))
         owners = {adapter_namespace(s, i) for i in adapter_ids if s.get(AdapterRow, i) is not None}
         return owners, is_record is not None
