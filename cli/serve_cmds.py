@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
         reads = "open" if public_read else ("need a token outside public namespaces " + ", ".join(sorted(opened))
                                             if opened else "need a token")
         typer.echo(f"serving on {scheme}://{host}:{port} (reads {reads}, writes need a write token, {limit}; "
-                   f"links start with {public or 'the address each connection arrived on'})", err=True)
+                   f"links start with {public or 'the address each connection arrived on'}); "
+                   f"the web app is at {public or f'{scheme}://{host}:{port}/'}", err=True)
         uvicorn.run(app_, **uvicorn_options(host, port, tls=tls, trusted_proxies=proxies))
 
     @app.command("ui")
