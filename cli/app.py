@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "loradex.cli.merge_cmds",
     "loradex.cli.evidence_cmds",
     "loradex.cli.search_cmds",
+    "loradex.cli.blobs_cmds",
 ]
 
 # The commands and groups each module registers, so that a run imports only the module it needs.
@@ -46,6 +47,7 @@ COMMAND_NAMES = {
     "loradex.cli.merge_cmds": ("merge", "resize", "extract", "bake", "compat", "recipe"),
     "loradex.cli.evidence_cmds": ("generate", "render", "eval", "card", "review", "gallery", "records"),
     "loradex.cli.search_cmds": ("search",),
+    "loradex.cli.blobs_cmds": ("blobs",),
 }
 
 

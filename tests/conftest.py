@@ -16,6 +16,7 @@ def loradex_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("loradex-home")
     monkeypatch.setenv("LORADEX_HOME", str(home))
     monkeypatch.delenv("LORADEX_DB", raising=False)
+    monkeypatch.delenv("LORADEX_BLOBS", raising=False)  # the home's own blobs/ unless a test opts in (tests/_s3.py)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     return home
 
