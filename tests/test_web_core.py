@@ -419,24 +419,24 @@ def test_hostile_strings_from_add_import_and_pull_render_inert(tmp_path, loradex
 # --- loradex ui --------------------------------------------------------------------------------------
 
 def test_loradex_ui_serves_on_loopback_with_a_one_time_link(wc, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "loradex.cli.main", "ui", "--home", str(wc.home), "--no-browser"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        found = re.search(r"(http://127\.0\.0\.1:(\d+))/ui/login/once/\S+", line)
-        assert found, (line, proc.stderr.read() if proc.poll() is not None else "")
-        link, base = found.group(0), found.group(1)
-        with httpx.Client(base_url=base) as client:
-            answer = client.get(link, follow_redirects=False)
-            assert answer.status_code == 303 and "loradex_session" in client.cookies
-            assert client.get("/ui/audit").status_code == 200  # the session is the admin's
-        with httpx.Client() as other:
-            assert other.get(link, follow_redirects=False).status_code == 403  # used up
-            assert other.get(base + "/ui/adapters/ink-style", follow_redirects=False).status_code == 303
-    finally:
-        proc.terminate()
+    with subprocess.Popen([sys.executable, "-m", "loradex.cli.main", "ui", "--home", str(wc.home), "--no-browser"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            line = proc.stdout.readline()
+            found = re.search(r"(http://127\.0\.0\.1:(\d+))/ui/login/once/\S+", line)
+            assert found, (line, proc.stderr.read() if proc.poll() is not None else "")
+            link, base = found.group(0), found.group(1)
+            with httpx.Client(base_url=base) as client:
+                answer = client.get(link, follow_redirects=False)
+                assert answer.status_code == 303 and "loradex_session" in client.cookies
+                assert client.get("/ui/audit").status_code == 200  # the session is the admin's
+            with httpx.Client() as other:
+                assert other.get(link, follow_redirects=False).status_code == 403  # used up
+                assert other.get(base + "/ui/adapters/ink-style", follow_redirects=False).status_code == 303
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
