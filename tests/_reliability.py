@@ -33,15 +33,21 @@ class Outcome:
     inconsistencies: list[str] = field(default_factory=list)
 
 
-def make_home(root: Path, files: Path, *, mirror_url: str | None = None) -> Path:
+def make_home(root: Path, files: Path, *, mirror_url: str | None = None,
+              blobs_location: str | None = None) -> Path:
     """A home with style@1.0.0, style@1.1.0 and production → 1.1.0 (previously 1.0.0), the
     remote ``team`` when a mirror is running, and what earlier killed commands leave behind (see
-    ``plant_leftovers``)."""
+    ``plant_leftovers``). ``blobs_location``: keep its blobs there (e.g. ``s3://bucket/home-…``,
+    recorded in the home as ``blobs migrate`` does; the S3 settings come from the environment)."""
     from loradex.registry.catalog.adding import add_file
     from loradex.registry.catalog.operations import MoveAlias
+    from loradex.registry.files.blob_backends import record_location
     from loradex.registry.remotes import add_remote
 
     home = root / f"home-{random.getrandbits(32):08x}"
+    if blobs_location:
+        home.mkdir(parents=True)
+        record_location(home, f"{blobs_location.rstrip('/')}/{home.name}")
     catalog = Catalog(home)
     add_file(catalog, files / "a.safetensors", name="style")
     add_file(catalog, files / "b.safetensors", name="style")
@@ -59,7 +65,12 @@ def plant_leftovers(catalog) -> None:
     (an ``atomic_output`` file); nobody holds them locked, as after a kill -9."""
     for i in range(2):
         catalog.blobs.add_bytes(f"unreferenced blob {i} {random.getrandbits(64)}".encode())
-    (catalog.blobs.root / f"{TMP_PREFIX}killed-add").write_bytes(b"half a blob")
+    if catalog.blobs.shared:  # object storage: a killed writer's staged object and multipart upload
+        client, bucket, prefix = catalog.blobs.client, catalog.blobs.bucket, catalog.blobs.key_prefix
+        client.put_object(Bucket=bucket, Key=f"{prefix}uploads/killed-add", Body=b"half a blob")
+        client.create_multipart_upload(Bucket=bucket, Key=f"{prefix}uploads/killed-multipart")
+    else:
+        (catalog.blobs.root / f"{TMP_PREFIX}killed-add").write_bytes(b"half a blob")
     elsewhere = catalog.home / "exports"
     elsewhere.mkdir(exist_ok=True)
     (elsewhere / f"{TMP_PREFIX}killed-export.safetensors").write_bytes(b"half an export")
@@ -67,6 +78,21 @@ def plant_leftovers(catalog) -> None:
 
 def leftover_temp_files(home: Path) -> list[Path]:
     return sorted(p for p in home.rglob(f"{TMP_PREFIX}*") if p.is_file())
+
+
+def leftover_uploads(home: Path) -> list[str]:
+    """On object storage: staged objects, multipart uploads and upload records that outlive gc."""
+    from sqlalchemy import text
+
+    blobs = Catalog(home).blobs
+    if not blobs.shared:
+        return []
+    prefix = f"{blobs.key_prefix}uploads/"
+    left = [o["Key"] for o in blobs.client.list_objects_v2(Bucket=blobs.bucket, Prefix=prefix).get("Contents", [])]
+    left += [f"multipart {u['Key']}" for u in
+             blobs.client.list_multipart_uploads(Bucket=blobs.bucket, Prefix=prefix).get("Uploads", [])]
+    rows = Catalog(home).read(lambda s: s.execute(text("SELECT count(*) FROM blob_uploads")).scalar())
+    return left + ([f"{rows} blob_uploads row(s)"] if rows else [])
 
 
 MIRROR_TOKEN = "reliability-token"
@@ -194,8 +220,9 @@ ALREADY_DONE = ("already", "no earlier version", "was removed", "has no version"
 
 
 def trial(op: str, args: list[str], root: Path, files: Path, *, crash_at: str | None,
-          delay: float | None, outcome: Outcome, mirror_url: str | None = None) -> None:
-    home = make_home(root, files, mirror_url=mirror_url)
+          delay: float | None, outcome: Outcome, mirror_url: str | None = None,
+          blobs_location: str | None = None) -> None:
+    home = make_home(root, files, mirror_url=mirror_url, blobs_location=blobs_location)
     try:
         outcome.trials += 1
         outcome.killed += run_killed(args, home, crash_at=crash_at, delay=delay)
@@ -211,6 +238,9 @@ def trial(op: str, args: list[str], root: Path, files: Path, *, crash_at: str | 
         leftovers = leftover_temp_files(home)
         if leftovers:
             problems.append(f"temp files survive gc: {[str(p.relative_to(home)) for p in leftovers]}")
+        uploads = leftover_uploads(home)
+        if uploads:
+            problems.append(f"uploads survive gc: {uploads}")
         unreferenced = verify(Catalog(home)).unreferenced
         if unreferenced:
             problems.append(f"unreferenced blobs survive gc: {unreferenced}")
@@ -220,9 +250,11 @@ def trial(op: str, args: list[str], root: Path, files: Path, *, crash_at: str | 
 
 
 def run_campaign(root: Path, per_op: int, *, seed: int = 0, ops: list[str] | None = None,
-                 delay_max: float = 1.2, crash_points_first: bool = True) -> list[Outcome]:
+                 delay_max: float = 1.2, crash_points_first: bool = True,
+                 blobs_location: str | None = None) -> list[Outcome]:
     """``per_op`` trials of each operation: first one per named crash point it passes (unless
-    ``crash_points_first`` is off), then kills after a random delay in [0.05, ``delay_max``] s."""
+    ``crash_points_first`` is off), then kills after a random delay in [0.05, ``delay_max``] s.
+    ``blobs_location``: the trial homes keep their blobs under it (one prefix per home)."""
     rng = random.Random(seed)
     files = make_files(root)
     selected = {op: args for op, args in operations(files).items() if not ops or op in ops}
@@ -235,10 +267,11 @@ def run_campaign(root: Path, per_op: int, *, seed: int = 0, ops: list[str] | Non
             points = crash_points(op) if crash_points_first else ()
             for i in range(per_op):
                 if i < len(points):
-                    trial(op, args, root, files, crash_at=points[i], delay=None, outcome=outcome, mirror_url=url)
+                    trial(op, args, root, files, crash_at=points[i], delay=None, outcome=outcome, mirror_url=url,
+                          blobs_location=blobs_location)
                 else:
                     trial(op, args, root, files, crash_at=None, delay=rng.uniform(0.05, delay_max),
-                          outcome=outcome, mirror_url=url)
+                          outcome=outcome, mirror_url=url, blobs_location=blobs_location)
             outcomes.append(outcome)
     finally:
         if mirror:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from _s3 import SMALL_THRESHOLD, bucket_and_prefix, make_bucket, raw_client, s3_blobs, s3_environment, s3_server  # noqa: F401
+import _s3
+from _s3 import SMALL_THRESHOLD, bucket_and_prefix, make_bucket, raw_client, s3_environment
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_kohya_lora
 from loradex.registry.catalog.maintenance import gc, verify
@@ -24,6 +25,7 @@ from loradex.registry.files.blob_backends import BlobBackend, open_blob_store
 from loradex.registry.files.hashing import hash_file
 
 runner = CliRunner()
+s3_server, s3_blobs = _s3.s3_server, _s3.s3_blobs  # the fixtures
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -28,14 +28,15 @@ class CatalogUploadLedger:
             s.flush()
             return row.id
 
-        return self.catalog.transact(add)
+        return self.catalog.transact(add, crash_points=False)
 
     def name(self, upload_id: int, sha256: str) -> None:
         self.catalog.transact(lambda s: s.execute(
-            update(BlobUploadRow).where(BlobUploadRow.id == upload_id).values(sha256=sha256)))
+            update(BlobUploadRow).where(BlobUploadRow.id == upload_id).values(sha256=sha256)), crash_points=False)
 
     def finish(self, upload_id: int) -> None:
-        self.catalog.transact(lambda s: s.execute(delete(BlobUploadRow).where(BlobUploadRow.id == upload_id)))
+        self.catalog.transact(lambda s: s.execute(delete(BlobUploadRow).where(BlobUploadRow.id == upload_id)),
+                              crash_points=False)
 
     def active(self) -> list[UploadRecord]:
         return self.catalog.read(active_uploads)
@@ -45,7 +46,7 @@ class CatalogUploadLedger:
         if self.catalog.url.startswith("sqlite"):
             naive = naive.replace(tzinfo=None)
         return self.catalog.transact(lambda s: s.execute(
-            delete(BlobUploadRow).where(BlobUploadRow.started_at < naive)).rowcount)
+            delete(BlobUploadRow).where(BlobUploadRow.started_at < naive)).rowcount, crash_points=False)
 
 
 def active_uploads(s) -> list[UploadRecord]:

@@ -185,8 +185,11 @@ class Catalog:
                 raise database_failure(exc, self._where()) from None
 
     # --- transactions -------------------------------------------------------------------
-    def transact(self, fn: Callable[[Session], T], *, write: bool = True, attempts: int = 30) -> T:
-        """Run ``fn(session)`` in one transaction, retrying transient conflicts with backoff."""
+    def transact(self, fn: Callable[[Session], T], *, write: bool = True, attempts: int = 30,
+                 crash_points: bool = True) -> T:
+        """Run ``fn(session)`` in one transaction, retrying transient conflicts with backoff.
+        ``crash_points=False``: bookkeeping (upload records) that the kill -9 campaign's
+        "before-commit"/"after-commit" points must not stop at (they mark the row's commit)."""
         if write and self.read_only:
             raise CatalogError(f"the loradex home {self.home} is read-only; this command changes the catalog",
                                hint="make the home writable, or work on a writable copy")
@@ -195,11 +198,11 @@ class Catalog:
                 with self.engine.connect().execution_options(loradex_write=write) as conn:
                     with Session(bind=conn, expire_on_commit=False) as session:
                         result = fn(session)
-                        if write:
+                        if write and crash_points:
                             crashpoint("before-commit")
                         session.commit()
                         conn.commit()
-                        if write:
+                        if write and crash_points:
                             crashpoint("after-commit")
                         return result
             except RetryTransaction as exc:
