@@ -285,14 +285,15 @@ def _printed(columns, rows, title, *, width=120, terminal=False, long_path=True)
     return out.console.file.getvalue()
 
 
-_cell = st.text(alphabet=st.sampled_from(list("ab Z09-→é漢字\u0301\n\t ")), max_size=12) | st.none() | st.integers()
+_cell = (st.text(alphabet=st.sampled_from(list("ab Z09-,→é漢字\u0301\n\t\u2028 ")), max_size=30)
+         | st.text(alphabet="abc-", max_size=6) | st.none() | st.integers())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.integers(1, 5).flatmap(lambda n: st.tuples(
     st.lists(st.text(alphabet="abcxyz漢", min_size=1, max_size=8), min_size=n, max_size=n),
     st.lists(st.lists(_cell, min_size=n, max_size=n), min_size=2, max_size=8))),
-    st.none() | st.text(alphabet="ab 漢", max_size=30), st.sampled_from([40, 80, 120]), st.booleans())
+    st.none() | st.text(alphabet="ab 漢", max_size=30), st.sampled_from([12, 24, 40, 80, 120]), st.booleans())
 def test_long_table_prints_what_rich_prints(shape, title, width, terminal):
     columns, rows = shape
     assert _printed(columns, rows, title, width=width, terminal=terminal) == \
