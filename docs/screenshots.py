@@ -9,10 +9,12 @@ browser tests do: ``make browser``):
 It runs ``loradex demo --home HOME`` (synthetic, trained, merged and rendered adapters, prompt
 records, aliases), then ``loradex eval`` on both watercolor versions with one small prompt suite
 (the demo makes no evaluation cards, and compare needs two versions rendered on the same prompts
-and seeds; on 2 CPU cores about a minute each), serves HOME with the web app on 127.0.0.1 (the same ``build_server_app`` as
-``loradex serve``/``loradex ui``), signs in with a throwaway admin token through the sign-in form,
-and saves one PNG per page under docs/img/ (1280 px wide, the page's full height up to
-``--max-height``), each squeezed under ~300 KB.
+and seeds; on 2 CPU cores about a minute each). It serves HOME with the web app on 127.0.0.1 (the
+same ``build_server_app`` as ``loradex serve``/``loradex ui``), signs in with a throwaway admin
+token through the sign-in form, moves watercolor's ``production`` alias to 1.1.0 with the version
+page's form (before the audit page's shot, so the log shows a write), and saves one PNG per page
+under docs/img/ (1280 px wide, the page's full height up to ``--max-height``), each squeezed under
+~300 KB.
 """
 
 from __future__ import annotations
@@ -112,6 +114,21 @@ def sign_in(driver, url: str, token: str) -> None:
         raise SystemExit("sign-in failed: " + driver.find_element(By.TAG_NAME, "main").text[:200])
 
 
+def promote_on_the_web(driver, url: str) -> None:
+    """One write through the pages (so the audit log shows more than sign-ins): move watercolor's
+    production alias to 1.1.0 with the version page's form."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/ui/versions/watercolor/1.1.0")
+    form = driver.find_element(By.ID, "promote-production")
+    form.find_element(By.NAME, "reason").send_keys("reviewed on the web: 1.1.0 keeps the prompt")
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, "promote-button-production").click()
+    WebDriverWait(driver, 20).until(EC.staleness_of(page))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="demo home (default: a new temp dir)")
@@ -143,6 +160,8 @@ def main(argv=None) -> int:
                     if wants_session and not signed_in:
                         sign_in(driver, served.url, admin)
                         signed_in = True
+                    if name == "audit":
+                        promote_on_the_web(driver, served.url)
                     driver.get(served.url + path)
                     png = squeeze(full_page(driver, args.max_height))
                     target = args.out / f"{name}.png"
