@@ -463,7 +463,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
     if max_commit_bytes is None:
         max_commit_bytes = 4 * -(-max_upload_bytes // 3) + COMMIT_OVERHEAD_BYTES  # its base64, and the rest
     sweep_incoming(hub_root)  # commit bodies a killed server was receiving
-    objects = ObjectStore(hub_root)
+    objects = ObjectStore.for_hub(hub_root)  # local <hub>/objects, or LORADEX_BLOBS's bucket under hub/
     ctx = HubContext(repos=RepoStore(hub_root, objects), objects=objects,
                      auth=auth or TokenAuth(token, public_read=public_read, user=user),
                      stats=TransferStats(), secret=os.urandom(32),

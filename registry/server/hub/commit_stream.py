@@ -44,7 +44,7 @@ from typing import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 
-from ...files.atomic_files import fsync_dir, held_work_dir, remove_abandoned_work_dirs
+from ...files.atomic_files import held_work_dir, remove_abandoned_work_dirs
 from . import request_schemas as S
 from .protocol_errors import BadRequest, TooLarge
 
@@ -88,12 +88,7 @@ class StagedFile:
     def publish(self, objects) -> None:
         """Move the bytes into ``objects`` (an ``ObjectStore``) under their sha256, unless an
         object of that size is there already."""
-        if objects.has(self.sha256, self.size):
-            return
-        dest = objects.path_for(self.sha256)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path, dest)
-        fsync_dir(dest.parent)
+        objects.publish_file(self.path, self.sha256, self.size)
 
 
 @dataclass
