@@ -106,6 +106,15 @@ def kohya_deltas(sd: dict, names: dict[str, str], weight_shapes: dict[str, tuple
 # 0 means dim). The weights are loaded with ``load_state_dict(strict=False)``: a key that names no
 # parameter is silently not loaded, a shape mismatch is an error. merge_to adds
 # (alpha / dim) · up @ down — for a k×k conv, the conv of down by the 1×1 up.
+#
+# SDXL: sd-scripts' SDXL UNet (library/sdxl_original_unet.py, SdxlUNet2DConditionModel) is the SAI
+# layout: input_blocks / middle_block / output_blocks, resnets with in_layers.2 / emb_layers.1 /
+# out_layers.3 / skip_connection, downsamplers' conv called ``op``. Its layers are diffusers' layers
+# under other paths (``sdxl_sai_path``), so the SDXL rule walks a full-size diffusers SDXL UNet and
+# names each layer by its SAI path. Before building the network, create_network_from_weights
+# renames diffusers-named UNet keys to SAI names when any key contains "down_blocks" or
+# "up_blocks" (convert_diffusers_to_sai_if_needed: the first block prefix of its table found as a
+# substring of the module name is replaced; ``sd_scripts_sai_renamed``).
 SD_SCRIPTS_UNET_CLASSES = ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D")
 SD_SCRIPTS_TE_CLASSES = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
 
@@ -120,21 +129,129 @@ class SdScriptsModule:
 
 @dataclass
 class SdScriptsLoad:
-    deltas: dict                # target → ΔW sd-scripts' merge_to adds (float64)
+    merged: dict                # target → (scale, up, down) as merge_to reads them (float64)
     not_loaded: list            # keys of the file no LoRAModule parameter takes
     mismatched: list            # keys whose shape load_state_dict refuses
     dims: dict = field(default_factory=dict)
     alphas: dict = field(default_factory=dict)
 
+    def delta(self, target: str) -> torch.Tensor:
+        """ΔW merge_to adds: scale · up @ down (Linear); for a conv, Σ_r up[o, r] · down[r, i, h, w]."""
+        scale, up, down = self.merged[target]
+        if down.dim() == 2:
+            return scale * (up @ down)
+        return scale * torch.einsum("or,rihw->oihw", up[:, :, 0, 0], down)
+
+    @property
+    def deltas(self) -> dict:
+        return {t: self.delta(t) for t in self.merged}
+
+    def probe(self, target: str, x: torch.Tensor) -> torch.Tensor:
+        """ΔW (flattened to [out, in·kh·kw]) applied to ``x``, without forming ΔW (full-size SDXL)."""
+        scale, up, down = self.merged[target]
+        return scale * (up.flatten(1) @ (down.flatten(1) @ x))
+
+
+_SAI_RESNET = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+               "conv_shortcut": "skip_connection", "norm1": "in_layers.0", "norm2": "out_layers.0"}
+
+
+def sdxl_sai_path(path: str) -> str:
+    """The path in sd-scripts' SdxlUNet2DConditionModel of the diffusers SDXL UNet layer ``path``."""
+    parts = path.split(".")
+    if parts[0] in ("down_blocks", "up_blocks") and len(parts) > 4:
+        i, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
+        down = parts[0] == "down_blocks"
+        if kind == "resnets":
+            block = f"input_blocks.{3 * i + j + 1}.0" if down else f"output_blocks.{3 * i + j}.0"
+            return f"{block}.{_SAI_RESNET[rest[0]]}"
+        if kind == "attentions":
+            block = f"input_blocks.{3 * i + j + 1}.1" if down else f"output_blocks.{3 * i + j}.1"
+            return ".".join([block, *rest])
+        if kind == "downsamplers":
+            return f"input_blocks.{3 * (i + 1)}.0.op"
+        if kind == "upsamplers":  # after the resnet and the attention of output block 3i+2
+            return f"output_blocks.{3 * i + 2}.2.conv"
+    if parts[0] == "mid_block":
+        if parts[1] == "resnets":
+            return f"middle_block.{2 * int(parts[2])}.{_SAI_RESNET[parts[3]]}"
+        if parts[1] == "attentions":
+            return ".".join(["middle_block.1", *parts[3:]])
+    raise ValueError(f"{path}: not a layer sd-scripts' SDXL UNet wraps")
+
+
+def _sai_rename_table() -> list[tuple[str, str]]:
+    """(diffusers prefix, SAI prefix) with "_" for ".", in the order sd-scripts searches: block
+    level for attentions and samplers, layer level inside resnets."""
+    blocks = []
+    for i in range(3):
+        blocks += [f"down_blocks.{i}.{kind}.{j}" for j in range(2) for kind in ("resnets", "attentions")]
+        blocks += [f"up_blocks.{i}.{kind}.{j}" for j in range(3) for kind in ("resnets", "attentions")]
+        blocks += [f"down_blocks.{i}.downsamplers.0.conv", f"up_blocks.{i}.upsamplers.0"]
+    blocks += ["mid_block.attentions.0", "mid_block.resnets.0", "mid_block.resnets.1"]
+    table = []
+    for hf in blocks:
+        if ".resnets." in hf:
+            table += [(f"{hf}.{layer}", sdxl_sai_path(f"{hf}.{layer}")) for layer in _SAI_RESNET]
+        elif hf.endswith(".upsamplers.0"):
+            table.append((hf, sdxl_sai_path(f"{hf}.conv").removesuffix(".conv")))
+        elif ".attentions." in hf:
+            table.append((hf, sdxl_sai_path(f"{hf}.proj_in").removesuffix(".proj_in")))
+        else:
+            table.append((hf, sdxl_sai_path(hf)))
+    return [(hf.replace(".", "_"), sai.replace(".", "_")) for hf, sai in table]
+
+
+def sd_scripts_sai_renamed(sd: dict) -> dict:
+    """``sd`` as create_network_from_weights sees it for an SDXL UNet: diffusers-named UNet keys
+    renamed to SAI names when any key contains "down_blocks" or "up_blocks"."""
+    if not any("down_blocks" in k or "up_blocks" in k for k in sd):
+        return dict(sd)
+    table = _sai_rename_table()
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("lora_unet_"):
+            module = key[len("lora_unet_"):].split(".")[0]
+            for hf, sai in table:
+                if hf in module:
+                    key = "lora_unet_" + module.replace(hf, sai) + key[len("lora_unet_") + len(module):]
+                    break
+        out[key] = value
+    return out
+
+
+def sdxl_meta_parts():
+    """A full-size SDXL UNet and its two text encoders on the meta device (names and shapes only)."""
+    from types import SimpleNamespace
+
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(
+            block_out_channels=(320, 640, 1280), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                                                   "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048, addition_embed_type="text_time",
+            addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, attention_head_dim=(5, 10, 20),
+            use_linear_projection=True)
+        te1 = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                           num_hidden_layers=12))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=1280, intermediate_size=5120,
+                                                         num_attention_heads=20, num_hidden_layers=32,
+                                                         projection_dim=1280))
+    return SimpleNamespace(unet=unet, text_encoder=te1, text_encoder_2=te2)
+
 
 def sd_scripts_modules(pipe) -> dict[str, SdScriptsModule]:
     """Every LoRAModule name sd-scripts' LoRANetwork can create for ``pipe`` (an SD 1.x or SDXL
     diffusers pipeline), with the layer it wraps."""
-    encoders = [e for e in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if e]
+    encoders = [e for e in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if e is not None]
     roots = [("lora_unet", "unet", pipe.unet, SD_SCRIPTS_UNET_CLASSES)]
     for i, encoder in enumerate(encoders):
         prefix = "lora_te" if len(encoders) == 1 else f"lora_te{i + 1}"
         roots.append((prefix, "text_encoder" if i == 0 else "text_encoder_2", encoder, SD_SCRIPTS_TE_CLASSES))
+    sdxl = len(encoders) == 2
     modules: dict[str, SdScriptsModule] = {}
     for prefix, component, root, classes in roots:
         for name, module in root.named_modules():
@@ -147,7 +264,8 @@ def sd_scripts_modules(pipe) -> dict[str, SdScriptsModule]:
                 if kind not in ("Linear", "Conv2d"):
                     continue
                 path = f"{name}.{child_name}"
-                lora_name = f"{prefix}.{path}".replace(".", "_")
+                named = sdxl_sai_path(path) if sdxl and component == "unet" else path
+                lora_name = f"{prefix}.{named}".replace(".", "_")
                 assert lora_name not in modules, f"duplicated lora name: {lora_name}"  # sd-scripts asserts too
                 if kind == "Linear":
                     modules[lora_name] = SdScriptsModule(f"{component}.{path}", child.in_features, child.out_features, ())
@@ -157,8 +275,11 @@ def sd_scripts_modules(pipe) -> dict[str, SdScriptsModule]:
     return modules
 
 
-def sd_scripts_load(sd: dict, modules: dict[str, SdScriptsModule]) -> SdScriptsLoad:
-    """What create_network_from_weights + load_state_dict(strict=False) + merge_to make of ``sd``."""
+def sd_scripts_load(sd: dict, modules: dict[str, SdScriptsModule], *, sdxl: bool = False) -> SdScriptsLoad:
+    """What create_network_from_weights + load_state_dict(strict=False) + merge_to make of ``sd``
+    (``sdxl``: for sd-scripts' SDXL UNet, whose loader renames diffusers-named keys first)."""
+    if sdxl:
+        sd = sd_scripts_sai_renamed(sd)
     dims, alphas = {}, {}
     for key, value in sd.items():
         if "." not in key:
@@ -179,21 +300,15 @@ def sd_scripts_load(sd: dict, modules: dict[str, SdScriptsModule]) -> SdScriptsL
         params[f"{name}.alpha"] = ()
     not_loaded = sorted(k for k in sd if k not in params)
     mismatched = sorted(k for k, shape in params.items() if k in sd and not _loads_into(tuple(sd[k].shape), shape))
-    deltas = {}
+    merged = {}
     for name, dim in dims.items():
         module = modules.get(name)
         if module is None or any(k.startswith(name + ".") for k in mismatched):
             continue
         alpha = float(alphas[name]) if name in alphas else float(dim)
         scale = (alpha if alpha != 0 else dim) / dim
-        down = sd[f"{name}.lora_down.weight"].double()
-        up = sd[f"{name}.lora_up.weight"].double()
-        if not module.kernel:
-            delta = up @ down
-        else:  # Σ_r up[o, r] · down[r, i, h, w]: 1×1 and k×k alike
-            delta = torch.einsum("or,rihw->oihw", up[:, :, 0, 0], down)
-        deltas[module.target] = scale * delta
-    return SdScriptsLoad(deltas, not_loaded, mismatched, dims, alphas)
+        merged[module.target] = (scale, sd[f"{name}.lora_up.weight"].double(), sd[f"{name}.lora_down.weight"].double())
+    return SdScriptsLoad(merged, not_loaded, mismatched, dims, alphas)
 
 
 def _loads_into(got: tuple, want: tuple) -> bool:

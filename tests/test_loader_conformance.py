@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from _convert_fixtures import corpus_file
+from _convert_fixtures import SDXL_LAYOUT, corpus_file, kohya_from_layout, layout
 from _loader_checks import (
     comfyui_map_for,
     comfyui_patches,
@@ -29,6 +29,8 @@ from _loader_checks import (
     sd1_meta_targets,
     sd_scripts_load,
     sd_scripts_modules,
+    sd_scripts_sai_renamed,
+    sdxl_meta_parts,
     tiny_sd1_targets,
 )
 from loradex.cli.app import app
@@ -173,26 +175,37 @@ def test_sd_scripts_module_names_are_those_its_network_creates(sd_scripts_sd1, t
         assert targets[mod.target] == (mod.out_dim, mod.in_dim, *mod.kernel), name
 
 
-def assert_sd_scripts_loads(path: Path, modules, expected: dict, *, exact: bool = True) -> None:
+def assert_sd_scripts_loads(path: Path, modules, expected, *, exact: bool = True, sdxl: bool = False) -> None:
     """Every key of ``path`` is taken by a LoRAModule sd-scripts creates, with its shape, and the ΔW
-    its merge_to adds is ``expected`` and the one loradex computes (``delta_weight``)."""
+    its merge_to adds is ``expected`` (target → ΔW, or the ``SdScriptsLoad`` of a reference file)
+    and the one loradex computes (``delta_weight``). ``sdxl``: full-size SDXL, where ΔW is compared
+    through random probes (ΔW·x, factors never multiplied out: 2.6 G weights in float64 would not fit)."""
     from loradex.merge.math.lora_module import LoraModule, delta_weight
 
     sd = load_file(str(path))
+    if sdxl:
+        sd = sd_scripts_sai_renamed(sd)
     got = sd_scripts_load(sd, modules)
     assert got.not_loaded == [] and got.mismatched == [], (path.name, got.not_loaded[:3], got.mismatched[:3])
-    assert set(got.deltas) == set(expected)
+    assert set(got.merged) == set(expected.merged if sdxl else expected)
 
     def same(a, b):
-        return torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+        return torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
-    for target, delta in expected.items():
-        assert same(got.deltas[target], delta), target
+    gen = torch.Generator().manual_seed(0)
     for name in got.dims:
+        target = modules[name].target
         alpha = sd.get(f"{name}.alpha")
-        ours = delta_weight(LoraModule(sd[f"{name}.lora_down.weight"], sd[f"{name}.lora_up.weight"],
-                                       None if alpha is None else float(alpha)))
-        assert same(ours.double(), got.deltas[modules[name].target]), name
+        ours = LoraModule(sd[f"{name}.lora_down.weight"], sd[f"{name}.lora_up.weight"],
+                          None if alpha is None else float(alpha))
+        if sdxl:
+            x = torch.randn(ours.down_matrix().shape[1], 3, generator=gen, dtype=torch.float64)
+            ours_x = ours.scale * (ours.up_matrix().double() @ (ours.down_matrix().double() @ x))
+            assert same(got.probe(target, x), expected.probe(target, x)), target
+            assert same(ours_x, got.probe(target, x)), name
+        else:
+            assert same(got.delta(target), expected[target]), target
+            assert same(delta_weight(ours).double(), got.delta(target)), name
 
 
 def test_sd_scripts_loads_a_kohya_file_written_by_convert_exactly(kohya, sd_scripts_sd1):
@@ -245,7 +258,83 @@ def test_sd_scripts_check_catches_what_sd_scripts_would_not_load(kohya, sd_scrip
     flat = {f"{name}.lora_down.weight": torch.ones(2, 64), f"{name}.lora_up.weight": torch.ones(64, 2),
             f"{name}.alpha": torch.tensor(2.0)}
     got = sd_scripts_load(flat, sd_scripts_sd1)
-    assert got.mismatched == [f"{name}.lora_down.weight", f"{name}.lora_up.weight"] and got.deltas == {}
+    assert got.mismatched == [f"{name}.lora_down.weight", f"{name}.lora_up.weight"] and got.merged == {}
+
+
+@pytest.fixture(scope="module")
+def sd_scripts_sdxl():
+    return sd_scripts_modules(sdxl_meta_parts())
+
+
+@pytest.mark.slow  # a full-size SDXL UNet and two text encoders (meta device)
+def test_sd_scripts_sdxl_module_names_are_those_of_its_sai_unet(sd_scripts_sdxl):
+    m = sd_scripts_sdxl
+    assert m["lora_unet_input_blocks_4_1_proj_in"].kernel == ()          # SDXL: linear projections
+    assert m["lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k"].in_dim == 2048
+    assert m["lora_unet_middle_block_1_transformer_blocks_9_ff_net_2"].target == \
+        "unet.mid_block.attentions.0.transformer_blocks.9.ff.net.2"
+    assert m["lora_unet_input_blocks_1_0_in_layers_2"].target == "unet.down_blocks.0.resnets.0.conv1"
+    assert m["lora_unet_input_blocks_3_0_op"].target == "unet.down_blocks.0.downsamplers.0.conv"
+    assert m["lora_unet_output_blocks_2_2_conv"].target == "unet.up_blocks.0.upsamplers.0.conv"
+    assert m["lora_unet_output_blocks_2_0_skip_connection"].kernel == (1, 1)
+    assert m["lora_te2_text_model_encoder_layers_31_mlp_fc2"].in_dim == 5120
+    assert "lora_te1_text_model_encoder_layers_11_self_attn_q_proj" in m
+    assert not any(n.startswith("lora_te_") or "down_blocks" in n for n in m)
+
+
+@pytest.mark.slow  # a full-size SDXL UNet and two text encoders (meta device)
+def test_sd_scripts_sdxl_modules_take_every_key_of_a_file_sd_scripts_trained(sd_scripts_sdxl):
+    """A real SDXL LoRA trained with sd-scripts (the corpus layout, 986 modules): every module of
+    it is one our statement of the rule creates, with the same shapes — the rule checked against
+    sd-scripts' own output."""
+    spec = layout(SDXL_LAYOUT)
+    sd = {k: torch.zeros(v["shape"]) for k, v in spec.items()}
+    got = sd_scripts_load(sd, sd_scripts_sdxl)
+    assert got.not_loaded == [] and got.mismatched == [] and len(got.merged) == 986
+
+
+@pytest.fixture(scope="module")
+def sdxl_kohya(tmp_path_factory, sd_scripts_sdxl):
+    """The corpus SDXL layout with random rank-2 factors, converted by loradex to diffusers and
+    back to kohya; the ΔW sd-scripts gets from the source is the known answer."""
+    folder = tmp_path_factory.mktemp("sdxl")
+    sd = kohya_from_layout(SDXL_LAYOUT)
+    source = folder / "source.safetensors"
+    save_file(sd, str(source))
+    diffusers_file = folder / "diffusers.safetensors"
+    convert_file(source, diffusers_file, "diffusers", base="sdxl")
+    kohya_file = folder / "kohya.safetensors"
+    convert_file(diffusers_file, kohya_file, "kohya", base="sdxl")
+    expected = sd_scripts_load(sd, sd_scripts_sdxl)
+    assert expected.not_loaded == [] and expected.mismatched == []
+    return {"kohya": kohya_file, "diffusers": diffusers_file, "expected": expected}
+
+
+@pytest.mark.slow  # a full-size SDXL UNet and two text encoders (meta device)
+def test_sd_scripts_loads_an_sdxl_kohya_file_written_by_convert(sdxl_kohya, sd_scripts_sdxl):
+    assert_sd_scripts_loads(sdxl_kohya["kohya"], sd_scripts_sdxl, sdxl_kohya["expected"], exact=False, sdxl=True)
+
+
+@pytest.mark.slow  # a full-size SDXL UNet and two text encoders (meta device)
+def test_sd_scripts_loads_sdxl_export_format_kohya(sdxl_kohya, sd_scripts_sdxl, tmp_path):
+    add_file(Catalog(), sdxl_kohya["diffusers"], name="xlexport")
+    result = runner.invoke(app, ["export", "xlexport", str(tmp_path / "webui"), "--format", "kohya"])
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "webui" / "models" / "Lora" / "xlexport.safetensors"
+    assert_sd_scripts_loads(written, sd_scripts_sdxl, sdxl_kohya["expected"], exact=False, sdxl=True)
+
+
+@pytest.mark.slow  # a full-size SDXL UNet and two text encoders (meta device)
+def test_sd_scripts_renames_diffusers_named_sdxl_keys_as_its_loader_does(sd_scripts_sdxl):
+    """convert_diffusers_to_sai_if_needed: a diffusers-named SDXL kohya key lands on the SAI module."""
+    name = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_1_attn1_to_q"
+    renamed = sd_scripts_sai_renamed({f"{name}.alpha": torch.tensor(1.0),
+                                      "lora_unet_up_blocks_0_resnets_2_conv_shortcut.alpha": torch.tensor(1.0),
+                                      "lora_unet_up_blocks_1_upsamplers_0_conv.alpha": torch.tensor(1.0)})
+    assert sorted(renamed) == ["lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q.alpha",
+                               "lora_unet_output_blocks_2_0_skip_connection.alpha",
+                               "lora_unet_output_blocks_5_2_conv.alpha"]
+    assert all(k.split(".")[0] in sd_scripts_sdxl for k in renamed)
 
 
 # --- diffusers, newest (installed) and oldest declared ----------------------------------------------
