@@ -430,6 +430,16 @@ def test_loradex_ui_serves_on_loopback_with_a_one_time_link(wc, tmp_path):
                 answer = client.get(link, follow_redirects=False)
                 assert answer.status_code == 303 and "loradex_session" in client.cookies
                 assert client.get("/ui/audit").status_code == 200  # the session is the admin's
+                # … and the admin is the local user: a move from the browser is recorded under that name
+                page = client.get("/ui/versions/ink-style/1.1.0").text
+                csrf = re.search(r'name="csrf" value="([^"]*)"', page).group(1)
+                moved = client.post("/ui/aliases/ink-style/staging/move", follow_redirects=False,
+                                    data={"csrf": csrf, "version": "1.1.0", "reason": "from loradex ui"})
+                assert moved.status_code in (303, 200), moved.text[:300]
+            from loradex.registry.paths import current_user
+
+            last = wc.catalog.alias_history("ink-style", "staging")[-1]
+            assert (last.reason, last.by) == ("from loradex ui", current_user())
             with httpx.Client() as other:
                 assert other.get(link, follow_redirects=False).status_code == 403  # used up
                 assert other.get(base + "/ui/adapters/ink-style", follow_redirects=False).status_code == 303

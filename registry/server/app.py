@@ -38,14 +38,15 @@ def register_router(name: str):
 
 def build_server_app(catalog, token: str | None = None, *, public_read: bool = False,
                      routers: list[str] | None = None, rate_limit=None, max_upload_bytes: int | None = None,
-                     audit: bool = True, public_url: str | None = None):
+                     audit: bool = True, public_url: str | None = None, admin_name: str | None = None):
     """``token``: the admin token ($LORADEX_SERVE_TOKEN), next to the catalog's serve tokens.
     ``rate_limit``: requests/s per token (a float, or a ``server_guard.RateLimiter``); None = no
     limit. ``max_upload_bytes``: the largest LFS object the Hub paths accept. ``audit``: record
     write requests in the catalog's audit log. ``public_url``: the server's address as clients
     reach it (``serve --public-url``); every URL the server hands out (Civitai download
     redirects, ``downloadUrl``, ``nextPage``, Hub repo and LFS upload URLs) starts with it, never
-    with the request's ``Host`` header (None: the address the connection arrived on). No CORS middleware: browsers on other origins get
+    with the request's ``Host`` header (None: the address the connection arrived on). ``admin_name``: who the
+    admin token is in the audit log, alias moves and reviews (default ``$LORADEX_SERVE_TOKEN``). No CORS middleware: browsers on other origins get
     no ``Access-Control-Allow-Origin`` and cannot read answers."""
     from fastapi import FastAPI
 
@@ -56,7 +57,7 @@ def build_server_app(catalog, token: str | None = None, *, public_read: bool = F
     app = FastAPI(title="loradex", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.catalog = catalog
     app.state.public_url = check_public_url(public_url)
-    app.state.authorize = ServeAuthorizer(catalog, token, public_read=public_read)
+    app.state.authorize = ServeAuthorizer(catalog, token, public_read=public_read, admin_name=admin_name)
     app.state.hub_options = {} if max_upload_bytes is None else {"max_upload_bytes": max_upload_bytes}
     install_error_handlers(app)
     for name, factory in SERVER_ROUTERS.items():

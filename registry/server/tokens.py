@@ -87,6 +87,7 @@ class Principal:
     scope: str
     namespace: str | None = None
     token_id: int | None = None
+    admin: bool = False  # the server's admin token ($LORADEX_SERVE_TOKEN, or the one `loradex ui` makes)
 
 
 ANONYMOUS = Principal("anonymous", "none")
@@ -235,15 +236,19 @@ class ServeAuthorizer:
     ``namespace``: the namespace of the repo a write goes to; None means the caller's own
     namespace (a Hub ``repos/create`` without an organization)."""
 
-    def __init__(self, catalog=None, admin_token: str | None = None, *, public_read: bool = False):
+    def __init__(self, catalog=None, admin_token: str | None = None, *, public_read: bool = False,
+                 admin_name: str | None = None):
+        """``admin_name``: who the admin token is in audit rows, alias moves and reviews
+        (default ``$LORADEX_SERVE_TOKEN``; ``loradex ui`` passes the local user)."""
         self.catalog = catalog
         self.public_read = public_read
+        self.admin_name = admin_name or ADMIN_TOKEN_NAME
         self._admin_digest = token_digest(admin_token) if admin_token else None
 
     def lookup(self, secret: str) -> Principal | None:
         digest = token_digest(secret)
         if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
-            return Principal(ADMIN_TOKEN_NAME, "write")
+            return Principal(self.admin_name, "write", admin=True)
         if self.catalog is None:
             return None
         from ..catalog.db_schema import ServeTokenRow

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
-from ..tokens import ADMIN_TOKEN_NAME, ANONYMOUS, WRITE_STATE_KEY, Principal
+from ..tokens import ANONYMOUS, WRITE_STATE_KEY, Principal
 
 WEB_DIR = Path(__file__).parent
 TEMPLATE_DIR = WEB_DIR / "templates"
@@ -160,7 +160,7 @@ templates = _LazyTemplates()
 def is_admin(principal: Principal) -> bool:
     """The admin token ($LORADEX_SERVE_TOKEN, or the one ``loradex ui`` makes): the audit page and
     forced alias moves."""
-    return principal.name == ADMIN_TOKEN_NAME and principal.token_id is None and principal.scope == "write"
+    return principal.admin and principal.token_id is None and principal.scope == "write"
 
 
 def can_write(principal: Principal, namespace: str | None = None) -> bool:

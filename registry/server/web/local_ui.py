@@ -29,7 +29,10 @@ class LocalUI:
         from ..app import build_server_app, uvicorn_options
 
         self._token = "ldx_ui_" + secrets.token_urlsafe(32)
-        self.app = build_server_app(catalog, self._token, rate_limit=None)
+        from ...paths import current_user
+
+        # the local user is who reviews and moves aliases in their own home
+        self.app = build_server_app(catalog, self._token, rate_limit=None, admin_name=current_user())
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

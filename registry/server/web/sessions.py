@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select
 
-from ..tokens import ADMIN_TOKEN_NAME, Principal, token_digest
+from ..tokens import Principal, token_digest
 
 SESSION_HOURS = 12
 TICKET_SECONDS = 120
@@ -42,7 +42,7 @@ def _credential_digest(authorizer, principal: Principal) -> str | None:
     """The digest of the token ``principal`` stands for, as the server knows it now (None: the
     token is gone — revoked, or the admin token unset)."""
     if principal.token_id is None:
-        return authorizer._admin_digest if principal.name == ADMIN_TOKEN_NAME else None
+        return authorizer._admin_digest if principal.admin else None
     from ...catalog.db_schema import ServeTokenRow
     from ..tokens import SCOPES
 
@@ -91,7 +91,8 @@ def lookup_session(catalog, authorizer, session_id: str) -> tuple[Principal, str
     row = catalog.read(lambda s: s.scalar(select(WebSessionRow).where(WebSessionRow.session_sha256 == digest)))
     if row is None or _aware(row.expires_at) <= now:
         return None
-    principal = Principal(row.token_name, row.scope, row.namespace, row.token_id)
+    principal = Principal(row.token_name, row.scope, row.namespace, row.token_id,
+                          admin=row.token_id is None and row.scope == "write")
     credential = _credential_digest(authorizer, principal)
     if credential is None or not hmac.compare_digest(_credential_check(session_id, credential), row.credential_check):
         return None
