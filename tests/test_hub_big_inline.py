@@ -268,3 +268,20 @@ def test_reader_gives_what_json_loads_gives_whatever_the_pieces(tmp_path, piece)
             assert line.staged.path.read_bytes() == data
             assert (line.staged.sha256, line.staged.size, line.staged.head) == (
                 hashlib.sha256(data).hexdigest(), len(data), data[:512])
+
+
+def test_a_killed_servers_staged_commit_is_swept_at_the_next_start_and_a_live_one_is_not(tmp_path):
+    """A server killed mid-body leaves its work folder with an unlocked lock file; the next app on
+    the same home removes it, while a folder a live request holds stays."""
+    from loradex.registry.files.atomic_files import held_work_dir
+    from loradex.registry.server.hub import create_app
+
+    incoming = tmp_path / "hub" / "incoming"
+    dead = incoming / "commit-dead"
+    dead.mkdir(parents=True)
+    (dead / ".tmp-loradex-abc.work-lock").write_bytes(b"")  # nobody holds its lock: a dead server's
+    (dead / "000001.part").write_bytes(b"half a file")
+    with held_work_dir(incoming, "commit-") as live:
+        (live / "000001.part").write_bytes(b"being received")
+        create_app(tmp_path, token=TOKEN)
+        assert not dead.exists() and (live / "000001.part").exists()
