@@ -4,6 +4,7 @@ for ≥ 60 s on SQLite and on PostgreSQL. Uses the same harnesses as the reduced
 
     python bench/reliability_full.py [--per-op 100] [--seconds 60] [--writers 16]
         [--parts crash,sqlite,postgres] [--ops add,alias-set,...] [--out bench/_work/reliability_full.md]
+        [--blobs s3]   # the crash homes keep their blobs in S3 (moto on 127.0.0.1)
 
 Progress is appended to <out>.jsonl as each part finishes, so a run cut short still leaves
 exactly what ran.
@@ -36,7 +37,8 @@ def record(progress: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def crash_part(per_op: int, ops: list[str], seed: int, progress: Path, delay_max: float | None = None) -> list[dict]:
+def crash_part(per_op: int, ops: list[str], seed: int, progress: Path, delay_max: float | None = None,
+               blobs_location: str | None = None) -> list[dict]:
     rows = []
     for op in ops:
         with tempfile.TemporaryDirectory(prefix=f"loradex-crash-{op}-") as tmp:
@@ -44,8 +46,9 @@ def crash_part(per_op: int, ops: list[str], seed: int, progress: Path, delay_max
             # --delay-max: random kills only, spread over [0.05, delay_max] s (the harness's own
             # 0.05-1.2 s lands mostly in interpreter start-up on a loaded machine)
             (outcome,) = run_campaign(Path(tmp), per_op, seed=seed + sum(map(ord, op)), ops=[op],
-                                      delay_max=delay_max or 1.2, crash_points_first=not delay_max)
-            row = {"part": "crash", "op": op, "delays": f"0.05-{delay_max} s" if delay_max else "points + 0.05-1.2 s", "trials": outcome.trials, "killed": outcome.killed,
+                                      delay_max=delay_max or 1.2, crash_points_first=not delay_max,
+                                      blobs_location=blobs_location)
+            row = {"part": "crash", "op": op + (" (S3 blobs)" if blobs_location else ""), "delays": f"0.05-{delay_max} s" if delay_max else "points + 0.05-1.2 s", "trials": outcome.trials, "killed": outcome.killed,
                    "inconsistencies": len(outcome.inconsistencies),
                    "examples": outcome.inconsistencies[:5], "seconds": round(time.perf_counter() - t, 1)}
         record(progress, row)
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--delay-max", type=float, default=None,
                     help="random kills only, uniform in [0.05, DELAY_MAX] s (default: the harness's crash points + 0.05-1.2 s)")
+    ap.add_argument("--blobs", choices=["local", "s3"], default="local",
+                    help="s3: the crash homes keep their blobs in a bucket of moto's server (a subprocess on 127.0.0.1)")
     ap.add_argument("--out", type=Path, default=Path("bench/_work/reliability_full.md"))
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,9 +156,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(concurrency_part(db, args.writers, args.seconds, progress))
             args.out.write_text(markdown(rows, argv))
     if "crash" in parts:
-        for op in args.ops.split(","):
-            rows += crash_part(args.per_op, [op], args.seed, progress, args.delay_max)
-            args.out.write_text(markdown(rows, argv))
+        import contextlib
+
+        from _s3 import MotoProcess, make_bucket, s3_environment
+
+        with MotoProcess() if args.blobs == "s3" else contextlib.nullcontext() as endpoint:
+            location = None
+            if endpoint:
+                env = s3_environment(endpoint, make_bucket(endpoint))
+                location = env.pop("LORADEX_BLOBS")
+                os.environ.update(env, LORADEX_GC_GRACE_SECONDS="0")
+            for op in args.ops.split(","):
+                rows += crash_part(args.per_op, [op], args.seed, progress, args.delay_max, location)
+                args.out.write_text(markdown(rows, argv))
     print(args.out.read_text())
     bad = sum(r.get("inconsistencies", 0) + r.get("problems", 0) + r.get("fatal_errors", 0) for r in rows)
     return 1 if bad else 0

@@ -80,3 +80,32 @@ def raw_client(env: dict):
 def bucket_and_prefix(env: dict) -> tuple[str, str]:
     bucket, _, prefix = env["LORADEX_BLOBS"][len("s3://"):].partition("/")
     return bucket, (prefix + "/" if prefix else "")
+
+
+class MotoProcess:
+    """moto's server in a subprocess on 127.0.0.1 (for bench scripts: a long campaign keeps it
+    apart from the harness's own process). ``with MotoProcess() as endpoint: …``."""
+
+    def __enter__(self) -> str:
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                httpx.get(url, timeout=0.5)
+                return url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.proc.kill()
+        raise RuntimeError("moto server did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
