@@ -226,7 +226,7 @@ def test_adapter_page_shows_versions_aliases_and_their_history(admin):
     assert ">customer report<" in timeline and ">bob<" in timeline
     assert 'class="alias-target">1.1.0<' in page
     assert "Black ink line art" in page
-    assert "## Evaluation of ink-style@2.0.0" in page  # the latest version's card, as text
+    assert "<h2>Evaluation of ink-style@2.0.0</h2>" in page  # the latest version's card, as Markdown
 
 
 def test_adapter_page_draws_lineage_parents_and_children(admin):
@@ -450,3 +450,15 @@ def test_loradex_ui_serves_on_loopback_with_a_one_time_link(wc, tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def test_cards_render_as_markdown_with_raw_html_and_script_links_inert():
+    from loradex.registry.server.web.common import markdown_html
+
+    html = str(markdown_html("## metrics\n\n| metric | value |\n|---|---|\n| clip_t | 0.31 |\n\n"
+                             "<script>alert(1)</script> [x](javascript:alert(2)) gpj.\u202eexe"))
+    assert "<table>" in html and "<td>clip_t</td>" in html and "<h2>metrics</h2>" in html
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'href="javascript:' not in html and "[x](javascript:alert(2))" in html
+    assert "gpj.[U+202E]exe" in html
+    assert markdown_html("") == "" and markdown_html(None) == ""

@@ -137,8 +137,23 @@ def _environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              finalize=_finalize)
-    env.filters.update(humansize=humansize, isotime=isotime, ago=ago, shorthash=shorthash, url_part=url_part)
+    env.filters.update(humansize=humansize, isotime=isotime, ago=ago, shorthash=shorthash, url_part=url_part,
+                       markdown=markdown_html)
     return env
+
+
+def markdown_html(text):
+    """Markdown (a model or evaluation card) as HTML through markdown-it-py with raw HTML off: every
+    tag in the text comes out escaped, links with a ``javascript:``/``vbscript:``/``file:``/``data:``
+    target stay text (markdown-it's link validation), images from elsewhere are blocked by the CSP;
+    bidirectional controls are made visible first, as in every other value a page prints."""
+    from markdown_it import MarkdownIt
+    from markupsafe import Markup
+
+    if not isinstance(text, str) or not text:
+        return ""
+    parser = MarkdownIt("js-default", {"html": False, "linkify": False, "typographer": False})
+    return Markup(parser.render(visible_controls(text)))  # noqa: S704 — markdown-it escapes the text
 
 
 class _LazyTemplates:
