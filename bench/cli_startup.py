@@ -9,15 +9,19 @@ machine under load the wall time also counts the waits for a CPU, the CPU time d
 commands are single-threaded, and their files are in the page cache after the first run).
 
     python bench/cli_startup.py [--rounds 11] [--home DIR] [--adapters 10000] [--per 10]
+                                [--before PYTHONPATH] [--other-home DIR]
 
 ``--home`` reuses (or creates once) a catalog there; without it a temporary one is built.
 ``--pythonpath DIR`` runs the commands with ``PYTHONPATH=DIR``: a folder holding ``loradex`` as
-another checkout's package (how the "before" numbers of bench/RESULTS.md were taken).
+another checkout's package. ``--before DIR`` times such a checkout's commands too, in the same
+rounds (how bench/RESULTS.md compares before and after), and ``--other-home DIR`` this
+checkout's commands on another copy of the catalog (e.g. one with an extra index).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -58,6 +62,10 @@ def main() -> None:
     ap.add_argument("--adapters", type=int, default=10_000)
     ap.add_argument("--per", type=int, default=10)
     ap.add_argument("--pythonpath", help="PYTHONPATH for the timed commands (another checkout)")
+    ap.add_argument("--before", metavar="PYTHONPATH",
+                    help="also time the commands of another checkout, in the same rounds")
+    ap.add_argument("--other-home", type=Path, metavar="HOME",
+                    help="also time the commands on a copy of the catalog in HOME (e.g. with an index)")
     args = ap.parse_args()
 
     temp = None
@@ -77,34 +85,41 @@ def main() -> None:
         env["PYTHONPATH"] = args.pythonpath
     exe = str(Path(sys.executable).with_name("loradex"))
     probe = subprocess.run([exe, "list", "--json"], env=env, capture_output=True, text=True, check=True)
-    names = [row["name"] for row in __import__("json").loads(probe.stdout)]
+    names = [row["name"] for row in json.loads(probe.stdout)]
     some = names[len(names) // 2]
-    commands = {
-        "bare `python -c pass`": [sys.executable, "-c", "pass"],
-        "list": [exe, "list"],
-        "list --json": [exe, "list", "--json"],
-        f"show {some}": [exe, "show", some],
-        f"show {some} --json": [exe, "show", some, "--json"],
-        f"versions {some}": [exe, "versions", some],
-        f"versions {some} --json": [exe, "versions", some, "--json"],
+    reads = {
+        "list": ["list"],
+        "list --json": ["list", "--json"],
+        f"show {some}": ["show", some],
+        f"show {some} --json": ["show", some, "--json"],
+        f"versions {some}": ["versions", some],
+        f"versions {some} --json": ["versions", some, "--json"],
     }
-    if _has_search(exe, env):  # the middle adapter's trigger word (see _big_catalog)
-        trigger = f"trg{some.rsplit('-', 1)[1]}"
-        commands[f"search {trigger}"] = [exe, "search", trigger]
-        commands[f"search {trigger} --json"] = [exe, "search", trigger, "--json"]
+    variants = {"": env}
+    if args.before:
+        variants["before: "] = {**env, "PYTHONPATH": args.before}
+    if args.other_home:
+        variants[f"{args.other_home.name}: "] = {**env, "LORADEX_HOME": str(args.other_home)}
+    commands: dict[str, tuple[list[str], dict]] = {"bare `python -c pass`": ([sys.executable, "-c", "pass"], env)}
+    for prefix, variant_env in variants.items():
+        for label, argv in reads.items():
+            commands[f"{prefix}`loradex {label}`"] = ([exe, *argv], variant_env)
+        if _has_search(exe, variant_env):  # the middle adapter's trigger word (see _big_catalog)
+            trigger = f"trg{some.rsplit('-', 1)[1]}"
+            commands[f"{prefix}`loradex search {trigger}`"] = ([exe, "search", trigger], variant_env)
+            commands[f"{prefix}`loradex search {trigger} --json`"] = ([exe, "search", trigger, "--json"], variant_env)
     samples: dict[str, list[float]] = {label: [] for label in commands}
     cpu: dict[str, list[float]] = {label: [] for label in commands}
-    for label, cmd in commands.items():  # one untimed run each: page cache and .pyc warm
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    for label, (cmd, cmd_env) in commands.items():  # one untimed run each: page cache and .pyc warm
+        subprocess.run(cmd, env=cmd_env, check=True, stdout=subprocess.DEVNULL)
     for _ in range(args.rounds):
-        for label, cmd in commands.items():
+        for label, (cmd, cmd_env) in commands.items():
             t = time.perf_counter()
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, env=cmd_env, stdout=subprocess.DEVNULL)
             _, status, usage = os.wait4(proc.pid, 0)
             samples[label].append(time.perf_counter() - t)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            if proc.returncode != 0:
-                raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}")
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"{' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}")
             cpu[label].append(usage.ru_utime + usage.ru_stime)
 
     bare = statistics.median(samples["bare `python -c pass`"])
@@ -113,17 +128,18 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; python {platform.python_version()}")
     print("| command | wall median | wall min | ÷ bare | CPU median | ÷ bare CPU | ≤ 300 ms |")
     print("|---|---:|---:|---:|---:|---:|:-:|")
-    worst = worst_cpu = 0.0
     for label, values in samples.items():
         med, med_cpu = statistics.median(values), statistics.median(cpu[label])
-        is_bare = label.startswith("bare")
-        if not is_bare:
-            worst, worst_cpu = max(worst, med), max(worst_cpu, med_cpu)
-        print(f"| {'' if is_bare else '`loradex '}{label}{'' if is_bare else '`'} | {med * 1000:.0f} ms | "
-              f"{min(values) * 1000:.0f} ms | {med / bare:.1f}× | {med_cpu * 1000:.0f} ms | "
-              f"{med_cpu / bare_cpu:.1f}× | {'' if is_bare else ('✔' if med <= TARGET_S else '✘')} |")
-    print(f"slowest read command: {worst * 1000:.0f} ms wall, {worst_cpu * 1000:.0f} ms CPU "
-          f"(target ≤ {TARGET_S * 1000:.0f} ms)")
+        verdict = "" if label.startswith("bare") else ("✔" if med <= TARGET_S else "✘")
+        print(f"| {label} | {med * 1000:.0f} ms | {min(values) * 1000:.0f} ms | {med / bare:.1f}× | "
+              f"{med_cpu * 1000:.0f} ms | {med_cpu / bare_cpu:.1f}× | {verdict} |")
+    for prefix in variants:
+        mine = [label for label in samples if label.startswith(f"{prefix}`")]
+        worst = max(mine, key=lambda label: statistics.median(samples[label]))
+        worst_cpu = max(statistics.median(cpu[label]) for label in mine)
+        print(f"{prefix or 'this checkout: '}slowest read command {worst}: "
+              f"{statistics.median(samples[worst]) * 1000:.0f} ms wall; slowest CPU {worst_cpu * 1000:.0f} ms "
+              f"(target ≤ {TARGET_S * 1000:.0f} ms)")
     if temp is not None:
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -80,7 +80,8 @@ def dumps_indented(data: Any, default=_default) -> str:
     indent), one generator step per value; here each container is one join, and strings are
     escaped by the C ``encode_basestring_ascii``. (``loradex list --json`` with 10,000 adapters
     spent more time here than reading the catalog.)"""
-    from json.encoder import encode_basestring_ascii as encode_str
+    import json
+    from json.encoder import c_make_encoder, encode_basestring_ascii as encode_str
 
     int_repr, float_repr = int.__repr__, float.__repr__
     inf = float("inf")
@@ -133,15 +134,20 @@ def dumps_indented(data: Any, default=_default) -> str:
                 return "[]"
             enter(o)
             inner = indent + "  "
-            text = ("[\n" + inner + (",\n" + inner).join(
-                [encode_str(v) if v.__class__ is str else encode(v, inner) for v in o]) + "\n" + indent + "]")
+            if o[0].__class__ is dict and o[0] and all(v.__class__ is dict for v in o):
+                items = rows(o, inner)
+            else:
+                items = [encode_str(v) if v.__class__ is str else encode(v, inner) for v in o]
+            text = "[\n" + inner + (",\n" + inner).join(items) + "\n" + indent + "]"
             del markers[id(o)]
             return text
         if isinstance(o, dict):
             if not o:
                 return "{}"
-            enter(o)
             inner = indent + "  "
+            if all(v.__class__ in scalars for v in o.values()):  # C encoder, no container inside
+                return "{\n" + inner + "".join(flat(inner)(o, 0))[1:-1] + "\n" + indent + "}"
+            enter(o)
             text = ("{\n" + inner + (",\n" + inner).join(
                 [(encode_str(k) if k.__class__ is str else key_text(k)) + ": "
                  + (encode_str(v) if v.__class__ is str else int_repr(v) if v.__class__ is int else encode(v, inner))
@@ -153,6 +159,53 @@ def dumps_indented(data: Any, default=_default) -> str:
         del markers[id(o)]
         return text
 
+    scalars = {str, int, float, bool, type(None)}
+    flat_encoders: dict[str, Any] = {}
+
+    def flat(inner: str):
+        """The C encoder writing a container's items separated as at ``inner``'s depth."""
+        if inner not in flat_encoders:
+            flat_encoders[inner] = c_make_encoder(None, default, encode_str, None, ": ", ",\n" + inner,
+                                                  False, False, True)
+        return flat_encoders[inner]
+
+    def rows(dicts: list, indent: str) -> list[str]:
+        """A list of dicts (a table): each key's text made once for dicts with the same keys,
+        values written inline, a nested dict of scalars by the C encoder."""
+        inner = indent + "  "
+        nested_indent = inner + "  "
+        nested = flat(nested_indent)
+        keys, prefixes, out = None, [], []
+        for row in dicts:
+            if tuple(row) != keys:
+                keys = tuple(row)
+                if not keys:
+                    out.append("{}")
+                    keys = None
+                    continue
+                prefixes = [",\n" + inner + (encode_str(k) if k.__class__ is str else key_text(k)) + ": "
+                            for k in keys]
+                prefixes[0] = "{" + prefixes[0][1:]
+            enter(row)
+            parts = []
+            for prefix, v in zip(prefixes, row.values()):
+                kind = v.__class__
+                if kind is str:
+                    parts.append(prefix + encode_str(v))
+                elif kind is int:
+                    parts.append(prefix + int_repr(v))
+                elif v is None:
+                    parts.append(prefix + "null")
+                elif kind is dict and v and all(x.__class__ in scalars for x in v.values()):
+                    parts.append(prefix + "{\n" + nested_indent + "".join(nested(v, 0))[1:-1] + "\n" + inner + "}")
+                else:
+                    parts.append(prefix + encode(v, inner))
+            out.append("".join(parts) + "\n" + indent + "}")
+            del markers[id(row)]
+        return out
+
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return json.dumps(data, default=default, indent=2)
     return encode(data, "")
 
 

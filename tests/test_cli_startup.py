@@ -253,8 +253,13 @@ _json_like = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | 
                           | st.dictionaries(_keys, inner, max_size=4), max_leaves=30)
 
 
+_row = st.fixed_dictionaries({"name": st.text(), "n": st.integers() | st.none(),
+                              "aliases": st.dictionaries(_keys, _scalars, max_size=3), "x": _json_like})
+_tables = st.lists(_row | st.dictionaries(st.text(max_size=2), _json_like, max_size=3), min_size=1, max_size=6)
+
+
 @settings(max_examples=400, deadline=None)
-@given(_json_like)
+@given(_json_like | _tables | st.dictionaries(st.text(max_size=3), _tables, max_size=2))
 def test_dumps_indented_is_json_dumps(data):
     assert dumps_indented(data) == json.dumps(data, default=_default, indent=2)
 
@@ -265,9 +270,14 @@ def test_dumps_indented_objects_and_cycles():
     assert dumps_indented(data) == json.dumps(data, default=_default, indent=2)
     loop: list = []
     loop.append(loop)
+    row: dict = {"a": 1}
+    row["self"] = [row]  # a table whose row holds itself
     for fn in (dumps_indented, lambda d: json.dumps(d, default=_default, indent=2)):
-        with pytest.raises(ValueError, match="Circular reference"):
-            fn(loop)
+        for bad in (loop, [row], {"t": [row, row]}):
+            with pytest.raises(ValueError, match="Circular reference"):
+                fn(bad)
+    same = {"k": "v"}
+    assert dumps_indented([same, same]) == json.dumps([same, same], indent=2)  # repeated, not circular
     with pytest.raises(TypeError, match="keys must be str"):
         dumps_indented({(1, 2): 3})
 
