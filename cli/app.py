@@ -51,15 +51,20 @@ COMMAND_NAMES = {
 }
 
 
-def _root(
-    version: bool = typer.Option(False, "--version", help="Show the loradex version and exit.",
-                                 is_eager=True),
-) -> None:
-    if version:
+def _show_version(value: bool) -> None:
+    if value:
         from loradex import __version__
 
         typer.echo(f"loradex {__version__}")
         raise typer.Exit(0)
+
+
+def _root(
+    version: bool = typer.Option(False, "--version", help="Show the loradex version and exit.",
+                                 is_eager=True, callback=_show_version),
+) -> None:
+    """(``--version`` is answered while the arguments are parsed: the group's own callback only
+    runs once a command is given.)"""
 
 
 def _new_app() -> typer.Typer:

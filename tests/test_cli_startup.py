@@ -93,6 +93,14 @@ def test_each_command_reads_the_same_alone_as_in_the_whole_app():
     assert (a.exit_code, a.output) == (b.exit_code, b.output) and "No such command" in a.output
 
 
+def test_version_option_prints_the_version():
+    from loradex import __version__
+
+    for app in (build_app(), app_for(["--version"])):
+        result = runner.invoke(app, ["--version"])
+        assert (result.exit_code, result.output) == (0, f"loradex {__version__}\n")
+
+
 def test_app_attribute_is_the_whole_app():
     import loradex.cli.app as module
 
