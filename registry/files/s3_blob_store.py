@@ -216,6 +216,7 @@ class S3BlobStore:
     def path_for(self, sha256: str) -> Path:
         """A verified local copy (the read-through cache), filled on first use. When the
         object is missing: the cache path, which is then not a file (as for the local store)."""
+        self.key_for(sha256)  # a sha256 hex digest or ValueError: never a path from anything else
         hit = self.cache.lookup(sha256)
         if hit is not None:
             return hit

@@ -592,8 +592,8 @@ def civitai_router():
             return s.scalar(stmt.limit(1))
 
         known = catalog(request).read(run)
-        path = catalog(request).blobs.path_for(sha.lower())
-        if known is None or not path.is_file():
+        path = catalog(request).blobs.path_for(sha.lower()) if known is not None else None
+        if path is None or not path.is_file():
             return error(404, "No image")
         return FileResponse(path, media_type="image/png")
 
