@@ -295,8 +295,8 @@ def test_s3_remove_respects_a_rewrite_during_the_grace_period(s3_blobs, loradex_
     store = _store(loradex_home)
     sha = store.add_bytes(b"listed old, then written again").hashes.sha256
     listed_cutoff = datetime.now(timezone.utc) - timedelta(seconds=30)
-    assert store.remove(sha, older_than=listed_cutoff) == 0 and store.exists(sha)
-    assert store.remove(sha, older_than=datetime.now(timezone.utc) + timedelta(seconds=5)) > 0
+    assert store.remove(sha, older_than=listed_cutoff) is None and store.exists(sha)
+    assert store.remove(sha, older_than=datetime.now(timezone.utc) + timedelta(seconds=5)) == 30
     assert not store.exists(sha)
 
 

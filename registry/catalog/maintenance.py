@@ -93,7 +93,7 @@ def gc(catalog, *, dry_run: bool = False, grace_seconds: int | None = None) -> G
                 continue
             freed = entry.size if dry_run else catalog.blobs.remove(
                 entry.sha256, older_than=cutoff if grace else None)
-            if dry_run or freed:
+            if freed is not None:
                 report.removed.append(entry.sha256)
                 report.bytes_freed += freed
             crashpoint("gc-blob-removed")

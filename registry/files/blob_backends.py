@@ -98,9 +98,9 @@ class BlobBackend(Protocol):
     def in_flight(self) -> set[str]:
         """sha256 of blobs named by uploads in progress (gc keeps them)."""
 
-    def remove(self, sha256: str, *, older_than: datetime | None = None) -> int:
+    def remove(self, sha256: str, *, older_than: datetime | None = None) -> int | None:
         """Delete a blob; with ``older_than``, only if it was last written before then.
-        Returns the bytes freed (0: nothing deleted)."""
+        Returns the bytes freed, None when it kept the blob (or found none)."""
 
     def sweep_abandoned(self, cutoff: datetime, *, dry_run: bool = False) -> tuple[int, int]:
         """Remove what killed writers left (older than ``cutoff``): (count, bytes)."""

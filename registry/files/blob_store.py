@@ -312,16 +312,16 @@ class BlobStore:
             return 0, 0
         return self.remove_orphan_link_records(), 0
 
-    def remove(self, sha256: str, *, older_than=None) -> int:
+    def remove(self, sha256: str, *, older_than=None) -> int | None:
         """Delete a blob (and its link record). A blob still shared with an outside file by
         ``--link`` gets that file's original mode back first: the store no longer holds it."""
         path = self.path_for(sha256)
         if older_than is not None:
             try:
                 if path.stat().st_mtime >= older_than.timestamp():
-                    return 0  # written (again) during the grace period
+                    return None  # written (again) during the grace period: kept
             except FileNotFoundError:
-                return 0
+                return None
         try:
             st = path.stat()
             modes = [entry["mode"] for entry in self.link_records(sha256)

@@ -461,13 +461,13 @@ class S3BlobStore:
             return set()
         return {rec.sha256 for rec in self.ledger.active() if rec.sha256}
 
-    def remove(self, sha256: str, *, older_than: datetime | None = None) -> int:
+    def remove(self, sha256: str, *, older_than: datetime | None = None) -> int | None:
         key = self.key_for(sha256)
         head = self._head(key)
         if head is None:
-            return 0
+            return None
         if older_than is not None and head["LastModified"] >= older_than:
-            return 0  # written (again) during the grace period: a writer may be about to name it
+            return None  # written (again) during the grace period: a writer may be about to name it
         self.client.delete_object(Bucket=self.bucket, Key=key)
         self.cache.drop(sha256)
         return int(head["ContentLength"])
