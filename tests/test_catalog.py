@@ -193,6 +193,14 @@ def test_demo_runs(tmp_path):
     assert result["merged"]["parents"] == ["watercolor@1.0.0", "kiriko@1.0.0"]
     assert result["render"]["identical"] is True
     assert Path(result["render"]["image"]).is_file()
+    # both watercolor versions carry an evaluation card on the same prompts and seeds (the web
+    # app's compare and review pages have something to show)
+    assert [e["ref"] for e in result["evaluated"]] == ["watercolor@1.0.0", "watercolor@1.1.0"]
+    from loradex.registry.catalog.records import latest_card
+
+    cards = [latest_card(Catalog(tmp_path / "demo"), e["ref"]).card for e in result["evaluated"]]
+    keys = [sorted((s["prompt_index"], s["seed"]) for s in card["samples"]) for card in cards]
+    assert keys[0] == keys[1] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     kinds = {t["ref"].split("@")[0]: t for t in result["trained"]}
     assert kinds["demo-shapes-lora"]["kind"] == "lora" and kinds["demo-shapes-ti"]["kind"] == "embedding"
     assert all("trained_from" in t["lineage"] for t in result["trained"])

@@ -54,6 +54,7 @@ def run_demo(home: Path | None = None, *, serve_mirror: Callable, log: Callable[
 
     merged = _demo_merge(catalog, log)
     rendered = _demo_render(catalog, work, log)
+    evaluated = _demo_evaluate(catalog, work, log)
     trained = _demo_train(catalog, work, log)
     synced = _demo_sync(catalog, home, log, serve_mirror)
     summary = catalog.list_adapters()
@@ -64,6 +65,7 @@ def run_demo(home: Path | None = None, *, serve_mirror: Callable, log: Callable[
         "history": [e.to_dict() for e in history],
         "merged": merged,
         "render": rendered,
+        "evaluated": evaluated,
         "trained": trained,
         "sync": synced,
     }
@@ -103,6 +105,29 @@ def _demo_render(catalog, work: Path, log) -> dict:
     check = render_record(catalog, record.id)
     log(f"re-rendered record {record.id}: {'bit-identical' if check.identical else f'differs by {check.max_abs_diff}'}")
     return {"record": record.id, "image": str(work / "lighthouse.png"), "identical": check.identical}
+
+
+DEMO_SUITE = ("a lighthouse at dusk, wtrclr", "a fox in tall grass, wtrclr")
+
+
+def _demo_evaluate(catalog, work: Path, log) -> list[dict]:
+    """Evaluation cards for both watercolor versions on one small suite and the same seeds, so the
+    web app's compare page has two columns on the same prompts and its review page has samples."""
+    from loradex.trainer.evaluate import EvalOptions, evaluate
+    from loradex.trainer.generate import Generator
+
+    suite = work / "demo-suite.txt"
+    suite.write_text("\n".join(DEMO_SUITE) + "\n", encoding="utf-8")
+    options = EvalOptions(base="tiny-sd1", seeds=[0, 1], steps=4, cfg=5.0, width=64, height=64,
+                          embedder="tiny-clip")
+    generator = Generator(catalog, options.base)  # one pipeline for both versions
+    out = []
+    for ref in ("watercolor@1.0.0", "watercolor@1.1.0"):
+        card = evaluate(catalog, ref, suite, options, generator=generator)
+        log(f"evaluated {ref}: {len(card.card.get('samples', []))} samples, "
+            f"{'pass' if card.passed else 'fail'} (card {card.id})")
+        out.append({"ref": ref, "card": card.id, "passed": card.passed})
+    return out
 
 
 def _demo_sync(catalog, home: Path, log, serve_mirror: Callable) -> dict:
