@@ -197,14 +197,22 @@ def _sqlite_write_docs(conn, docs: list[dict]) -> None:
                           + ", ".join(f":{f}" for f in FIELDS) + ")"), live)
 
 
-_PG_VECTOR = " || ".join(f"setweight(to_tsvector('simple', :{f}), '{w}')" for f, (_b, w) in FIELDS.items())
+def _pg_vector(fields) -> str:
+    return " || ".join(f"setweight(to_tsvector('simple', :{f}), '{FIELDS[f][1]}')" for f in fields)
+
+
+# PostgreSQL: ``document`` (every field) is what the GIN index matches; ``head`` (the adapter's
+# name, trigger words, description and tags) is what ts_rank scores. A whole document is
+# TOASTed, and ranking thousands of them costs more than the rest of a search together.
+HEAD_FIELDS = ("name", "triggers", "description", "tags")
 
 
 def _postgresql_write_docs(conn, docs: list[dict]) -> None:
     conn.execute(_in("DELETE FROM search_docs WHERE adapter_id IN :ids"), {"ids": [d["id"] for d in docs]})
     live = [d for d in docs if d["live"]]
     if live:
-        conn.execute(text(f"INSERT INTO search_docs (adapter_id, document) VALUES (:id, {_PG_VECTOR})"), live)
+        conn.execute(text(f"INSERT INTO search_docs (adapter_id, document, head) VALUES (:id, "
+                          f"{_pg_vector(FIELDS)}, {_pg_vector(HEAD_FIELDS)})"), live)
 
 
 # database → (the table holding adapters' documents, how documents are written to it)

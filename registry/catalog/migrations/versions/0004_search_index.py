@@ -1,7 +1,8 @@
 """The search index (``loradex search``, see ``registry/catalog/search_index.py``): per live
 version its words (``search_versions``), per adapter a summary (``search_adapters``), its tags
 (``search_tags``) and its full-text document: an FTS5 table ``search_fts`` (rowid = adapter id)
-on SQLite, ``search_docs`` with a weighted ``tsvector`` and a GIN index on PostgreSQL. Filled
+on SQLite, ``search_docs`` with a weighted ``tsvector`` and a GIN index (plus ``head``, the
+part that is ranked) on PostgreSQL. Filled
 here for the catalog's existing rows.
 
 Revision ID: 0004_search_index
@@ -39,6 +40,8 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, nullable=False),
         sa.Column("live_versions", sa.Integer, nullable=False),
     )
+    op.create_index("ix_search_adapters_kind_base", "search_adapters", ["kind", "base"])
+    op.create_index("ix_search_adapters_updated", "search_adapters", ["updated_at"])
     op.create_table(
         "search_tags",
         sa.Column("adapter_id", sa.Integer, sa.ForeignKey("adapters.id"), primary_key=True, autoincrement=False),
@@ -48,7 +51,7 @@ def upgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name == "postgresql":
         op.execute("CREATE TABLE search_docs (adapter_id integer PRIMARY KEY REFERENCES adapters(id), "
-                   "document tsvector NOT NULL)")
+                   "document tsvector NOT NULL, head tsvector NOT NULL)")
         op.execute("CREATE INDEX ix_search_docs_document ON search_docs USING GIN (document)")
     else:
         op.execute("CREATE VIRTUAL TABLE search_fts USING fts5(" + ", ".join(FIELDS)
@@ -63,6 +66,8 @@ def downgrade() -> None:
                else "DROP TABLE IF EXISTS search_fts")
     op.drop_index("ix_search_tags_tag", "search_tags")
     op.drop_table("search_tags")
+    op.drop_index("ix_search_adapters_updated", "search_adapters")
+    op.drop_index("ix_search_adapters_kind_base", "search_adapters")
     op.drop_table("search_adapters")
     op.drop_index("ix_search_versions_adapter", "search_versions")
     op.drop_table("search_versions")
