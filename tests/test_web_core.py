@@ -462,3 +462,19 @@ def test_cards_render_as_markdown_with_raw_html_and_script_links_inert():
     assert 'href="javascript:' not in html and "[x](javascript:alert(2))" in html
     assert "gpj.[U+202E]exe" in html
     assert markdown_html("") == "" and markdown_html(None) == ""
+
+
+def test_a_failing_page_is_an_html_500_without_details(wc, monkeypatch, caplog):
+    from loradex.registry.server.web import catalog_pages
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail /srv/loradex/catalog.db")
+
+    monkeypatch.setattr(catalog_pages, "adapter_page", broken)
+    client = signed_in_client(web_app(wc.catalog))
+    with caplog.at_level("ERROR", logger="loradex.server"):
+        answer = client.get("/ui/adapters/ink-style")
+    assert answer.status_code == 500 and answer.headers["content-type"].startswith("text/html")
+    assert "secret detail" not in answer.text and "Traceback" not in answer.text
+    assert "Content-Security-Policy" in answer.headers
+    assert any("secret detail" in (r.exc_text or "") or r.exc_info for r in caplog.records)  # logged for the operator

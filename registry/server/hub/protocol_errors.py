@@ -113,8 +113,18 @@ def install_error_handlers(app) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):
+        log_unexpected(request, exc)
         return JSONResponse({"error": INTERNAL_ERROR_MESSAGE}, status_code=500,
                             headers={"X-Error-Message": INTERNAL_ERROR_MESSAGE})
+
+
+def log_unexpected(request, exc: BaseException) -> None:
+    """An unexpected exception while answering ``request``: its traceback goes to the server's log
+    (stderr under ``loradex serve``), never into the answer."""
+    import logging
+
+    where = f"{request.method} {request.url.path}" if request is not None else "?"
+    logging.getLogger("loradex.server").error("internal error answering %s", where, exc_info=exc)
 
 
 async def read_body_capped(request, limit: int) -> bytes:

@@ -358,6 +358,11 @@ def page(fn):
             from ..hub.protocol_errors import scrub_paths
 
             return await run_in_threadpool(error_page, request, 400, scrub_paths(str(exc).splitlines()[0][:300]))
+        except Exception as exc:  # noqa: BLE001 — a bug: the traceback goes to the server's log only
+            from ..hub.protocol_errors import INTERNAL_ERROR_MESSAGE, log_unexpected
+
+            log_unexpected(request, exc)
+            return await run_in_threadpool(error_page, request, 500, INTERNAL_ERROR_MESSAGE)
 
     wrapper.__signature__ = _resolved_signature(fn)
     return wrapper
