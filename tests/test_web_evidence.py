@@ -373,6 +373,8 @@ def test_rollback_from_the_web(home):
     last = catalog.alias_history("style", "production")[-1]
     assert (last.action, last.from_version, last.to_version, last.by, last.reason) == \
         ("rollback", "1.1.0", "1.0.0", "ana", "colours broke")
+    landed = ana.get(answer.headers["location"]).text  # where the form leads: the rollback is said
+    assert 'id="flash">production rolled back: it now points at 1.0.0<' in landed
     # the adapter page's alias timeline carries the same form (templates/alias_forms.html)
     adapter_page = ana.get("/ui/adapters/style").text
     assert 'id="rollback-production"' in adapter_page and 'action="/ui/aliases/style/production/rollback"' in adapter_page

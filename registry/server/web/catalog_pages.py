@@ -56,7 +56,13 @@ def adapter_view(request, name: str):
             card_text = ""
     # lineage_svg escapes every text and attribute it writes (see its module docstring)
     svg = Markup(lineage_svg(data["lineage"]))  # noqa: S704
-    return render(request, "adapter.html", title=data["name"], a=data, lineage_svg=svg, card_text=card_text)
+    flash = ""
+    rolled_back = request.query_params.get("rolled_back") or ""  # after a rollback form (alias_forms)
+    target = next((al["version"] for al in data["aliases"] if al["alias"] == rolled_back), None)
+    if target:
+        flash = f"{rolled_back} rolled back: it now points at {target}"
+    return render(request, "adapter.html", title=data["name"], a=data, lineage_svg=svg, card_text=card_text,
+                  flash=flash)
 
 
 @register_router("web_catalog")
