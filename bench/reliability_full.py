@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             if endpoint:
                 env = s3_environment(endpoint, make_bucket(endpoint))
                 location = env.pop("LORADEX_BLOBS")
-                os.environ.update(env, LORADEX_GC_GRACE_SECONDS="0")
+                os.environ.update(env, LORADEX_GC_GRACE_SECONDS="0", LORADEX_BLOB_UPLOAD_STALE_SECONDS="0")
             for op in args.ops.split(","):
                 rows += crash_part(args.per_op, [op], args.seed, progress, args.delay_max, location)
                 args.out.write_text(markdown(rows, argv))

@@ -69,6 +69,14 @@ def damage(catalog: Catalog, sha256: str, data: bytes | None) -> None:
     path.write_bytes(data)
 
 
+def next_second() -> None:
+    """S3's Last-Modified has whole seconds and gc keeps what was written in its cutoff's second
+    (it cannot tell it from later): let a second boundary pass before a gc expected to delete."""
+    import time
+
+    time.sleep(1.05 - time.time() % 1)
+
+
 def s3_env() -> dict:
     return {"LORADEX_S3_ENDPOINT_URL": os.environ["LORADEX_S3_ENDPOINT_URL"],
             "LORADEX_BLOBS": os.environ["LORADEX_BLOBS"]}
@@ -129,6 +137,7 @@ def test_catalog_end_to_end(backend, tmp_path, loradex_home):
     catalog = Catalog(loradex_home)
     assert catalog.read(lambda s: s.execute(__import__("sqlalchemy").text("SELECT count(*) FROM blob_uploads")).scalar()) == 0
     cli("rm", "style@1.0.0")
+    next_second()
     report = json.loads(cli("gc", "--json").stdout)
     assert report["removed"] == [added["sha256"]] and report["bytes_freed"] == a.stat().st_size
     assert not Catalog(loradex_home).blobs.exists(added["sha256"])
@@ -268,11 +277,21 @@ def test_s3_gc_keeps_young_objects_and_uploads_in_progress(s3_blobs, monkeypatch
         in_flight = store.add_bytes(b"about to be named by a row").hashes.sha256
     upload = store.ledger.begin(None)
     store.ledger.name(upload, in_flight)
+    next_second()
     report = gc(catalog, grace_seconds=0)
     assert report.removed == [young]
     assert store.exists(in_flight) and not store.exists(young)
     store.ledger.finish(upload)
     assert gc(catalog, grace_seconds=0).removed == [in_flight]
+    # an upload record is retired by age alone (LORADEX_BLOB_UPLOAD_STALE_SECONDS), never by the grace
+    kept = store.ledger.begin("some/staging/key")
+    gc(catalog, grace_seconds=0)
+    assert [rec.id for rec in store.ledger.active()] == [kept]
+    store.settings.stale_upload_seconds = 0
+    next_second()
+    gc(catalog, grace_seconds=0)
+    assert store.ledger.active() == []
+    store.settings.stale_upload_seconds = 3600
     # what killed writers left: a staged object and a multipart upload; one still live is kept
     client = raw_client(s3_blobs)
     live_key, dead_key = f"{store.key_prefix}uploads/live", f"{store.key_prefix}uploads/dead"
@@ -282,6 +301,7 @@ def test_s3_gc_keeps_young_objects_and_uploads_in_progress(s3_blobs, monkeypatch
     assert gc(catalog, grace_seconds=3600).temp_files_removed == 0  # all young
     # (made after that gc: moto reports every multipart upload as initiated in 2010)
     dead_mpu = client.create_multipart_upload(Bucket=store.bucket, Key=f"{store.key_prefix}uploads/dead-mpu")
+    next_second()
     report = gc(catalog, grace_seconds=0)
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=store.bucket).get("Contents", [])}
     assert live_key in keys and dead_key not in keys
@@ -343,3 +363,53 @@ def test_s3_location_settings_are_validated(monkeypatch, loradex_home):
     monkeypatch.setenv("LORADEX_S3_ADDRESSING", "sideways")
     with pytest.raises(CatalogError, match="LORADEX_S3_ADDRESSING"):
         open_blob_store(loradex_home)
+
+
+def test_s3_gc_with_no_grace_beside_concurrent_writers_loses_nothing(s3_blobs, tmp_path, loradex_home):
+    """Writers add versions (new bytes, and bytes already stored but unreferenced — the "publish
+    rewrites the object" path) while gc runs again and again with a grace period of 0: only the
+    upload records and the re-check before each delete protect them. Every committed version's
+    blob must survive."""
+    import threading
+    import time
+
+    from loradex.registry.catalog.adding import add_file
+
+    catalog = Catalog(loradex_home)
+    files = [write_random_kohya_lora(tmp_path / f"f{i}.safetensors", seed=100 + i, rank=2) for i in range(18)]
+    with catalog.blobs.writing():
+        for f in files[::2]:  # stored long ago, no row names them: gc's prey until a writer names them
+            catalog.blobs.add_file(f)
+    time.sleep(1.1)
+    stop, errors, added = threading.Event(), [], []
+
+    def writer(chunk):
+        try:
+            mine = Catalog(loradex_home)
+            for f in chunk:
+                added.append(add_file(mine, f, name=f"w-{f.stem}").version)
+        except Exception as exc:  # noqa: BLE001 — reported below
+            errors.append(exc)
+
+    def collector():
+        mine = Catalog(loradex_home)
+        while not stop.is_set():
+            try:
+                gc(mine, grace_seconds=0)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(files[i::3],)) for i in range(3)]
+    sweeper = threading.Thread(target=collector)
+    sweeper.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    sweeper.join()
+    assert errors == []
+    assert len(added) == len(files)
+    report = verify(Catalog(loradex_home))
+    assert report.ok, report.problems
+    assert {v.sha256 for v in added} == {e.sha256 for e in catalog.blobs.iter_entries()}

@@ -24,6 +24,7 @@ def test_kill_minus_nine_leaves_an_s3_home_consistent(op, tmp_path, s3_server, m
         if key != "LORADEX_BLOBS":  # each home records its own prefix under the bucket
             monkeypatch.setenv(key, value)
     monkeypatch.setenv("LORADEX_GC_GRACE_SECONDS", "0")  # one process at a time: no grace needed
+    monkeypatch.setenv("LORADEX_BLOB_UPLOAD_STALE_SECONDS", "0")  # a killed writer's record goes at the next gc
     (outcome,) = run_campaign(tmp_path, PER_OP, seed=sum(map(ord, op)), ops=[op],
                               blobs_location=env["LORADEX_BLOBS"])
     assert outcome.trials == PER_OP

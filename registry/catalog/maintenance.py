@@ -81,7 +81,9 @@ def gc(catalog, *, dry_run: bool = False, grace_seconds: int | None = None) -> G
     every upload in progress are marked; a listed blob neither marked nor written within the
     grace period (``grace_seconds``; the backend's default: 0 for the local store, whose writers
     hold the store lock gc takes exclusive; ``LORADEX_GC_GRACE_SECONDS``, 1 h by default, for a
-    shared store) is deleted — and the delete itself re-checks its age."""
+    shared store) is deleted — and on a shared store the delete itself re-checks its age (even
+    with no grace period: an object rewritten after gc's snapshot, by a writer about to name
+    bytes already stored, stays)."""
     report = GcReport()
     grace = catalog.blobs.default_grace_seconds if grace_seconds is None else grace_seconds
     with catalog.blobs.collecting():
@@ -92,7 +94,7 @@ def gc(catalog, *, dry_run: bool = False, grace_seconds: int | None = None) -> G
             if entry.sha256 in keep or (grace and entry.modified >= cutoff):
                 continue
             freed = entry.size if dry_run else catalog.blobs.remove(
-                entry.sha256, older_than=cutoff if grace else None)
+                entry.sha256, older_than=cutoff if catalog.blobs.shared else None)
             if freed is not None:
                 report.removed.append(entry.sha256)
                 report.bytes_freed += freed
@@ -110,10 +112,13 @@ def gc(catalog, *, dry_run: bool = False, grace_seconds: int | None = None) -> G
 
 
 def _marked_blobs(s: Session) -> set:
-    """Every blob a row names plus every blob an upload in progress names (one snapshot)."""
+    """Every blob an upload in progress names plus every blob a row names. The uploads are read
+    first: where each statement sees its own snapshot (PostgreSQL's read committed), a writer
+    that drops its upload record after committing its row is then seen in one or the other."""
     from .blob_uploads import active_uploads
 
-    return referenced_blobs(s) | {rec.sha256 for rec in active_uploads(s) if rec.sha256}
+    in_flight = {rec.sha256 for rec in active_uploads(s) if rec.sha256}
+    return in_flight | referenced_blobs(s)
 
 
 @dataclass

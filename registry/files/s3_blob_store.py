@@ -48,6 +48,7 @@ DEFAULT_PART_SIZE = 16 * MIB
 MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
 PARALLEL_PARTS = 4
 DEFAULT_GRACE_SECONDS = 3600
+DEFAULT_STALE_UPLOAD_SECONDS = 24 * 3600
 READ_CHUNK = 8 * MIB
 
 
@@ -92,6 +93,7 @@ class S3Settings:
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
     part_size: int = DEFAULT_PART_SIZE
     grace_seconds: int = DEFAULT_GRACE_SECONDS
+    stale_upload_seconds: int = DEFAULT_STALE_UPLOAD_SECONDS
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -116,7 +118,8 @@ class S3Settings:
                    region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
                    addressing_style=addressing, multipart_threshold=threshold,
                    part_size=_env_int("LORADEX_S3_PART_SIZE", min(DEFAULT_PART_SIZE, threshold), MIN_PART_SIZE),
-                   grace_seconds=_env_int("LORADEX_GC_GRACE_SECONDS", DEFAULT_GRACE_SECONDS))
+                   grace_seconds=_env_int("LORADEX_GC_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
+                   stale_upload_seconds=_env_int("LORADEX_BLOB_UPLOAD_STALE_SECONDS", DEFAULT_STALE_UPLOAD_SECONDS))
 
     @property
     def url(self) -> str:
@@ -466,7 +469,9 @@ class S3BlobStore:
         head = self._head(key)
         if head is None:
             return None
-        if older_than is not None and head["LastModified"] >= older_than:
+        # Last-Modified has whole seconds: compare with the cutoff's second, so an object written
+        # a moment after the cutoff never looks older than it
+        if older_than is not None and head["LastModified"] >= older_than.replace(microsecond=0):
             return None  # written (again) during the grace period: a writer may be about to name it
         self.client.delete_object(Bucket=self.bucket, Key=key)
         self.cache.drop(sha256)
@@ -474,7 +479,9 @@ class S3BlobStore:
 
     def sweep_abandoned(self, cutoff: datetime, *, dry_run: bool = False) -> tuple[int, int]:
         """Staged objects and multipart uploads older than ``cutoff`` that no upload in progress
-        names (their writer was killed), and upload records older than ``cutoff``."""
+        names (their writer was killed), and upload records older than the stale age
+        (``LORADEX_BLOB_UPLOAD_STALE_SECONDS``, 24 h: a record cannot tell a killed writer from a
+        slow one, so only age retires it — never the grace period, which may be 0)."""
         live = {rec.staging_key for rec in self.ledger.active()} if self.ledger is not None else set()
         count = freed = 0
         for obj in self._list(f"{self.key_prefix}uploads/"):
@@ -492,7 +499,9 @@ class S3BlobStore:
                                                        UploadId=upload["UploadId"])
             count += 1
         if not dry_run and self.ledger is not None:
-            self.ledger.drop_older_than(cutoff)
+            from datetime import timedelta
+
+            self.ledger.drop_older_than(datetime.now(timezone.utc) - timedelta(seconds=self.settings.stale_upload_seconds))
         return count, freed
 
     def _multipart_uploads(self) -> Iterator[dict]:
