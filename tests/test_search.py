@@ -210,6 +210,9 @@ def test_sorts_and_pages(known):
     added = ["neon-city", "watercolor-portrait", "pixel-hero", "bad-hands", "city-lights", "harbor-scene", *FILLERS]
     assert names(search_catalog(known, sort="updated", limit=50)) == added[::-1]
     assert names(search_catalog(known, limit=50)) == added[::-1]  # relevance without words: newest first
+    by_name_neon = search_catalog(known, "neon", sort="name")
+    assert names(by_name_neon) == ["city-lights", "harbor-scene", "neon-city"] and by_name_neon.total == 3
+    assert {h.score for h in by_name_neon.hits} == {0.0}  # not scored when not sorted by relevance
     pages = [names(search_catalog(known, sort="name", limit=5, offset=o)) for o in range(0, 20, 5)]
     assert sum(pages, []) == by_name and [len(p) for p in pages] == [5, 5, 5, 3]
 

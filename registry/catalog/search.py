@@ -24,8 +24,9 @@ it can be empty when the words are spread over several versions.
 Sorts: ``relevance`` (score, then name; without words, the newest change first), ``updated``
 (newest live version first), ``name`` (byte order). Facets count the whole matching set (not
 just the page): ``kind``, ``base``, ``tag`` (``key=value``, the 50 most common) and ``alias``.
-All of it is one SQL statement over the index (see ``_statement``) plus three small reads for
-the page.
+The matching set, the page, the total and the facets are one SQL statement over the index (see
+``_statement``; on PostgreSQL the words are matched by a statement of their own first, see
+``_postgresql_match``), then three small reads fill in the page.
 """
 
 from __future__ import annotations
@@ -214,14 +215,17 @@ def _postgresql_match(s: Session, q: _Query) -> tuple[str, str, str, dict]:
         parts[-1] += ":*"
     s.execute(text("SET LOCAL enable_seqscan = off"))
     s.execute(text("SET LOCAL enable_indexscan = off"))
-    rows = s.execute(text("SELECT adapter_id, ts_rank(head, to_tsquery('simple', :tsquery)) + 0.000001 "
-                          "FROM search_docs WHERE document @@ to_tsquery('simple', :tsquery)"),
-                     {"tsquery": " & ".join(parts)}).all()
+    # Both lists come back, and go in again, as array literals (one aggregate pass, so their
+    # positions agree): a row or a Python list per match costs more than the search.
+    ids, scores = s.execute(text(
+        "SELECT coalesce(string_agg(CAST(adapter_id AS text), ','), ''), "
+        "coalesce(string_agg(CAST(ts_rank(head, to_tsquery('simple', :tsquery)) + 0.000001 AS text), ','), '') "
+        "FROM search_docs WHERE document @@ to_tsquery('simple', :tsquery)"), {"tsquery": " & ".join(parts)}).one()
     s.execute(text("SET LOCAL enable_seqscan = on"))
     s.execute(text("SET LOCAL enable_indexscan = on"))
     return ("unnest(CAST(:match_ids AS integer[]), CAST(:match_scores AS double precision[])) AS x(aid, score) "
             "JOIN search_adapters sa ON sa.adapter_id = x.aid", "TRUE", "x.score",
-            {"match_ids": [r[0] for r in rows], "match_scores": [float(r[1]) for r in rows]})
+            {"match_ids": "{" + ids + "}", "match_scores": "{" + scores + "}"})
 
 
 DIALECTS: dict[str, _Dialect] = {
@@ -381,6 +385,9 @@ def _matched_versions(s: Session, q: _Query, adapters: dict) -> dict[int, list[s
         if trigger is not None and trigger not in trigger_key:
             continue
         if q.created_by is not None and created_by != q.created_by:
+            continue
+        if not q.terms:
+            found.setdefault(aid, []).append((0, version))
             continue
         own = set(" ".join(fields).split())
         vocabulary = own | shared[aid]

@@ -13,7 +13,8 @@ migration ``0004_search_index``, which fills it with ``rebuild``:
   version, when it was added (``updated_at``), how many live versions;
 * ``search_tags``: the adapter's tags as ``key=value`` rows (filter and facet in SQL);
 * the document: an FTS5 table ``search_fts`` (rowid = adapter id, one column per field) on
-  SQLite; ``search_docs.document``, a weighted ``tsvector`` with a GIN index, on PostgreSQL.
+  SQLite; ``search_docs.document``, a weighted ``tsvector`` with a GIN index, on PostgreSQL
+  (with ``search_docs.head``, the name/triggers/description/tags part, which is what is ranked).
 
 Text is lower-cased, accents folded and split into runs of letters and digits (``words``) here,
 in Python, the same way for both databases and for queries, so a query never carries FTS5 or
