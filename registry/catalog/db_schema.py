@@ -280,3 +280,34 @@ class BlobUploadRow(Base):
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     staging_key: Mapped[str | None] = mapped_column(String(1100), nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class HubRepoRow(Base):
+    """A repository of the Hub server when its repos live in the database (stateless replicas,
+    ``registry.server.hub.repo_backends``): ``meta`` is the repo's JSON metadata."""
+
+    __tablename__ = "hub_repos"
+    repo_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(100), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    meta: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class HubCommitRow(Base):
+    """An immutable commit document of a Hub repo (its whole tree), keyed by its oid."""
+
+    __tablename__ = "hub_commits"
+    repo_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    oid: Mapped[str] = mapped_column(String(40), primary_key=True)
+    document: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class HubRefRow(Base):
+    """A branch or tag of a Hub repo; moved only by compare-and-swap on ``target``."""
+
+    __tablename__ = "hub_refs"
+    repo_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # "branch" | "tag"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    target: Mapped[str] = mapped_column(String(40), nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="")

@@ -72,9 +72,12 @@ class _HubMount:
             app = self._apps.get(key)
             if app is None:
                 from .hub import catalog_bridge, create_app
+                from .hub.repo_backends import choose_repo_backend
 
                 catalog = parent.state.catalog
+                hub_root = catalog.home / MIRROR_DIR / "hub"
                 app = create_app(catalog.home / MIRROR_DIR, auth=ServeAuth(parent.state.authorize),
+                                 repo_backend=choose_repo_backend(hub_root, catalog),
                                  public_url=getattr(parent.state, "public_url", None),
                                  **getattr(parent.state, "hub_options", {}))
                 catalog_bridge.install(app, catalog)  # version tags / alias branches → this catalog

@@ -444,7 +444,8 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_commit_bytes: int | None = None, public_url: str | None = None,
                models_page_size: int = 1000,
-               line_in_memory_bytes: int = DEFAULT_LINE_IN_MEMORY_BYTES) -> FastAPI:
+               line_in_memory_bytes: int = DEFAULT_LINE_IN_MEMORY_BYTES, repo_backend=None,
+               presigned_downloads: bool = False) -> FastAPI:
     """The Hub-compatible app storing everything under ``<root>/hub/``. ``token``: the Bearer
     token every request must carry (None = no auth); ``public_read`` lets reads through without.
     ``public_url``: the server's address as clients reach it (``serve --public-url``); the URLs
@@ -454,7 +455,8 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
     ``max_upload_bytes``: the largest file (LFS upload or inline). ``max_commit_bytes``: the
     largest commit body (default: one ``max_upload_bytes`` file in base64 plus
     ``COMMIT_OVERHEAD_BYTES``). ``line_in_memory_bytes``: commit lines up to this long are parsed
-    whole, longer ones as a stream (``commit_stream``).
+    whole, longer ones as a stream (``commit_stream``). ``repo_backend``: where repos are kept
+    (``repo_backends``; default: files under ``<root>/hub/repos``).
 
     Every route authenticates before it reads a body, then parses the body through its declared
     schema (``request_schemas``): a malformed request without a valid token is a 401, with one
@@ -464,7 +466,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
         max_commit_bytes = 4 * -(-max_upload_bytes // 3) + COMMIT_OVERHEAD_BYTES  # its base64, and the rest
     sweep_incoming(hub_root)  # commit bodies a killed server was receiving
     objects = ObjectStore.for_hub(hub_root)  # local <hub>/objects, or LORADEX_BLOBS's bucket under hub/
-    ctx = HubContext(repos=RepoStore(hub_root, objects), objects=objects,
+    ctx = HubContext(repos=RepoStore(hub_root, objects, backend=repo_backend), objects=objects,
                      auth=auth or TokenAuth(token, public_read=public_read, user=user),
                      stats=TransferStats(), secret=os.urandom(32),
                      max_upload_bytes=max_upload_bytes, max_commit_bytes=max_commit_bytes,

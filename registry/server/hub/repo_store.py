@@ -17,23 +17,19 @@ lock (a thread lock plus ``flock``, so two server processes on one root also ser
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import fnmatch
 import hashlib
 import json
-import os
 import re
-import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
-from ...files.atomic_files import atomic_output
 from .object_store import ObjectStore
 from .protocol_errors import (BadRequest, EntryNotFound, RefExists, RepoNotFound, RevisionNotFound,
                               StaleParent, UnprocessableUpload)
+from .repo_backends import FileRepoBackend, RepoBackend
 
 REPO_PART_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 REF_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}")
@@ -193,108 +189,80 @@ class RefHook(Protocol):
 
 
 class RepoStore:
-    def __init__(self, hub_root: Path, objects: ObjectStore, ref_hooks: list[RefHook] | None = None):
-        self.root = Path(hub_root) / "repos" / "models"
+    """The Hub semantics of repositories (commits, branches, tags) over a ``RepoBackend``
+    (``repo_backends``): files under ``<hub>/repos`` by default, or the catalog database."""
+
+    def __init__(self, hub_root: Path, objects: ObjectStore, ref_hooks: list[RefHook] | None = None,
+                 backend: RepoBackend | None = None):
+        self.backend: RepoBackend = backend or FileRepoBackend(hub_root)
         self.objects = objects
         self.ref_hooks: list[RefHook] = list(ref_hooks or [])
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    # --- layout & locking -----------------------------------------------------------------
-    def repo_dir(self, repo_id: str) -> Path:
-        ns, name = validate_repo_id(repo_id)
-        return self.root / ns / name
-
-    def exists(self, repo_id: str) -> bool:
-        return (self.repo_dir(repo_id) / "repo.json").is_file()
-
-    def require(self, repo_id: str) -> Path:
-        directory = self.repo_dir(repo_id)
-        if not (directory / "repo.json").is_file():
-            raise RepoNotFound(f"Repository not found: {repo_id}")
-        return directory
-
-    @contextlib.contextmanager
-    def locked(self, repo_id: str) -> Iterator[Path]:
-        directory = self.repo_dir(repo_id)
-        with self._locks_guard:
-            lock = self._locks.setdefault(repo_id, threading.Lock())
-        with lock:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield directory
-            finally:
-                os.close(fd)
 
     # --- repos ------------------------------------------------------------------------------
+    def exists(self, repo_id: str) -> bool:
+        return self.backend.exists(repo_id)
+
+    def require(self, repo_id: str) -> None:
+        if not self.backend.exists(repo_id):
+            raise RepoNotFound(f"Repository not found: {repo_id}")
+
     def create_repo(self, repo_id: str, *, private: bool, author: str) -> Commit:
-        with self.locked(repo_id) as directory:
-            if (directory / "repo.json").is_file():
+        validate_repo_id(repo_id)
+        with self.backend.transaction(repo_id) as txn:
+            if txn.exists():
                 raise RefExists(f"You already created this model repo: {repo_id}")
             data = DEFAULT_GITATTRIBUTES.encode()
             sha = self.objects.put_bytes(data)
             first = Commit.create([], "initial commit", "", author, {".gitattributes": TreeEntry.regular(data, sha)})
-            self._write_commit(directory, first)
-            self._write_refs(directory, Refs(branches={"main": first.oid}, tags={}))
-            # repo.json last: a repo "exists" only once it is complete
-            with atomic_output(directory / "repo.json", "w") as fh:
-                json.dump({"id": repo_id, "private": private, "createdAt": first.date}, fh)
+            txn.put_commit(first.oid, first.document())
+            txn.put_refs({"branches": {"main": first.oid}, "tags": {}})
+            txn.put_meta({"id": repo_id, "private": private, "createdAt": first.date})  # last: complete repo
             return first
 
     def repo_meta(self, repo_id: str) -> dict:
-        return _stored_document(self.require(repo_id) / "repo.json", f"{repo_id} repo.json", REPO_DOC)
+        return self.backend.meta(repo_id)
 
     def delete_repo(self, repo_id: str) -> None:
-        import shutil
-
-        with self.locked(repo_id) as directory:
-            if not (directory / "repo.json").is_file():
+        with self.backend.transaction(repo_id) as txn:
+            if not txn.exists():
                 raise RepoNotFound(f"Repository not found: {repo_id}")
-            (directory / "repo.json").unlink()  # gone for readers first, then the rest
-            for child in directory.iterdir():
-                if child.name != ".lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            txn.delete()
 
     # --- refs & commits ---------------------------------------------------------------------
     def refs(self, repo_id: str) -> Refs:
-        data = _stored_document(self.require(repo_id) / "refs.json", f"{repo_id} refs.json", REFS_DOC)
+        data = self.backend.refs(repo_id)
         return Refs(branches=data["branches"], tags=data["tags"])
 
-    def _write_refs(self, directory: Path, refs: Refs) -> None:
-        with atomic_output(directory / "refs.json", "w") as fh:
-            json.dump({"branches": refs.branches, "tags": refs.tags}, fh, indent=1, sort_keys=True)
+    @staticmethod
+    def _txn_refs(txn) -> Refs:
+        data = txn.refs()
+        return Refs(branches=data["branches"], tags=data["tags"])
 
-    def _write_commit(self, directory: Path, commit: Commit) -> None:
-        path = directory / "commits" / f"{commit.oid}.json"
-        if not path.exists():
-            with atomic_output(path, "w") as fh:
-                json.dump(commit.document(), fh, sort_keys=True)
+    @staticmethod
+    def _put_refs(txn, refs: Refs) -> None:
+        txn.put_refs({"branches": refs.branches, "tags": refs.tags})
 
     def load_commit(self, repo_id: str, oid: str) -> Commit:
-        path = self.require(repo_id) / "commits" / f"{oid}.json"
-        try:
-            doc = _stored_document(path, f"{repo_id} commit {oid[:12]}", COMMIT_DOC)
-        except FileNotFoundError:
-            raise RevisionNotFound(f"Invalid rev id: {oid}") from None
-        return Commit.from_document(oid, doc)
+        return Commit.from_document(oid, self.backend.load_commit(repo_id, oid))
+
+    @staticmethod
+    def _resolve_in(refs: Refs, revision: str) -> str:
+        name = revision
+        if name.startswith("refs/heads/") and name[11:] in refs.branches:
+            return refs.branches[name[11:]]
+        if name.startswith("refs/tags/") and name[10:] in refs.tags:
+            return refs.tags[name[10:]]["target"]
+        if name in refs.branches:
+            return refs.branches[name]
+        if name in refs.tags:
+            return refs.tags[name]["target"]
+        if COMMIT_OID_RE.fullmatch(name):
+            return name
+        raise RevisionNotFound(f"Invalid rev id: {revision}")
 
     def resolve(self, repo_id: str, revision: str) -> Commit:
         """A branch, a tag (also as ``refs/heads/…``/``refs/tags/…``) or a full commit oid."""
-        refs = self.refs(repo_id)
-        name = revision
-        if name.startswith("refs/heads/") and name[11:] in refs.branches:
-            return self.load_commit(repo_id, refs.branches[name[11:]])
-        if name.startswith("refs/tags/") and name[10:] in refs.tags:
-            return self.load_commit(repo_id, refs.tags[name[10:]]["target"])
-        if name in refs.branches:
-            return self.load_commit(repo_id, refs.branches[name])
-        if name in refs.tags:
-            return self.load_commit(repo_id, refs.tags[name]["target"])
-        if COMMIT_OID_RE.fullmatch(name):
-            return self.load_commit(repo_id, name)
-        raise RevisionNotFound(f"Invalid rev id: {revision}")
+        return self.load_commit(repo_id, self._resolve_in(self.refs(repo_id), revision))
 
     def history(self, repo_id: str, revision: str) -> list[Commit]:
         """First-parent history, newest first."""
@@ -324,11 +292,11 @@ class RepoStore:
 
     def commit(self, repo_id: str, branch: str, ops: list[FileOp], *, title: str, message: str,
                author: str, parent_commit: str | None = None) -> Commit:
-        with self.locked(repo_id) as directory:
-            refs = self.refs(repo_id)
+        with self.backend.transaction(repo_id) as txn:
+            refs = self._txn_refs(txn)
             if branch not in refs.branches:
                 raise RevisionNotFound(f"Invalid rev id: {branch} (commits go to an existing branch)")
-            head = self.load_commit(repo_id, refs.branches[branch])
+            head = Commit.from_document(refs.branches[branch], txn.load_commit(refs.branches[branch]))
             if parent_commit and not head.oid.startswith(parent_commit.lower()):
                 raise StaleParent(f"parentCommit {parent_commit} is not the head of {branch} ({head.oid})")
             tree = dict(head.tree)
@@ -352,53 +320,43 @@ class RepoStore:
                 else:
                     raise BadRequest(f"unknown commit operation {op.kind!r}")
             new = Commit.create([head.oid], title, message, author, tree)
-            self._write_commit(directory, new)
+            txn.put_commit(new.oid, new.document())
             refs.branches[branch] = new.oid
-            self._write_refs(directory, refs)
+            self._put_refs(txn, refs)
             return new
 
     def create_tag(self, repo_id: str, tag: str, revision: str, message: str = "", *,
                    by: str = "") -> tuple[str, list[str]]:
         """Tag ``revision``; returns (target commit, the hooks' notes: what the tag became)."""
         validate_ref_name(tag)
-        with self.locked(repo_id) as directory:
-            commit = self.resolve(repo_id, revision)
-            target = commit.oid
-            refs = self.refs(repo_id)
+        with self.backend.transaction(repo_id) as txn:
+            refs = self._txn_refs(txn)
+            target = self._resolve_in(refs, revision)
+            commit = Commit.from_document(target, txn.load_commit(target))
             if tag in refs.tags:
                 raise RefExists(f"Tag already exists: {tag}")
             notes = [note for hook in self.ref_hooks if (note := hook.tag_created(self, repo_id, tag, commit, by))]
             refs.tags[tag] = {"target": target, "message": message}
-            self._write_refs(directory, refs)
+            self._put_refs(txn, refs)
             return target, notes
 
     def squash(self, repo_id: str, branch: str, title: str, *, author: str) -> Commit:
         """``super_squash_history``: ``branch`` becomes one root commit holding its current tree
         (tags and other branches keep their commits, which stay readable by oid)."""
-        with self.locked(repo_id) as directory:
-            refs = self.refs(repo_id)
+        with self.backend.transaction(repo_id) as txn:
+            refs = self._txn_refs(txn)
             if branch not in refs.branches:
                 raise RevisionNotFound(f"Invalid rev id: {branch} (only a branch can be squashed)")
-            head = self.load_commit(repo_id, refs.branches[branch])
+            head = Commit.from_document(refs.branches[branch], txn.load_commit(refs.branches[branch]))
             new = Commit.create([], title, "", author, head.tree)
-            self._write_commit(directory, new)
+            txn.put_commit(new.oid, new.document())
             refs.branches[branch] = new.oid
-            self._write_refs(directory, refs)
+            self._put_refs(txn, refs)
             return new
 
     def repo_ids(self) -> list[str]:
-        """Every complete repo (``repo.json`` written), sorted; directories whose names are not
-        valid repo ids are skipped."""
-        out = []
-        if not self.root.is_dir():
-            return out
-        for ns in sorted(self.root.iterdir()):
-            if not ns.is_dir() or not REPO_PART_RE.fullmatch(ns.name):
-                continue
-            for repo in sorted(ns.iterdir()):
-                if REPO_PART_RE.fullmatch(repo.name) and (repo / "repo.json").is_file():
-                    out.append(f"{ns.name}/{repo.name}")
-        return out
+        """Every complete repo, sorted by namespace then name."""
+        return self.backend.repo_ids()
 
     def last_commits(self, repo_id: str, commit: Commit, paths: list[str], max_depth: int = 1000) -> dict[str, Commit]:
         """For each path (file or folder) of ``commit``: the newest first-parent ancestor (the
@@ -424,43 +382,44 @@ class RepoStore:
         return {p: found.get(p, current) for p in paths}
 
     def set_meta(self, repo_id: str, **fields) -> dict:
-        """Update fields of ``repo.json`` (atomically, under the repo lock)."""
-        with self.locked(repo_id) as directory:
-            meta = self.repo_meta(repo_id)
+        """Update fields of the repo's metadata (atomically, in the repo's transaction)."""
+        with self.backend.transaction(repo_id) as txn:
+            if not txn.exists():
+                raise RepoNotFound(f"Repository not found: {repo_id}")
+            meta = txn.meta()
             meta.update(fields)
-            with atomic_output(directory / "repo.json", "w") as fh:
-                json.dump(meta, fh)
+            txn.put_meta(meta)
             return meta
 
     def delete_tag(self, repo_id: str, tag: str) -> None:
-        with self.locked(repo_id) as directory:
-            refs = self.refs(repo_id)
+        with self.backend.transaction(repo_id) as txn:
+            refs = self._txn_refs(txn)
             if refs.tags.pop(tag, None) is None:
                 raise RevisionNotFound(f"Tag not found: {tag}")
-            self._write_refs(directory, refs)
+            self._put_refs(txn, refs)
 
     def create_branch(self, repo_id: str, branch: str, starting_point: str | None, *, by: str = "") -> str:
         validate_ref_name(branch)
-        with self.locked(repo_id) as directory:
-            refs = self.refs(repo_id)
+        with self.backend.transaction(repo_id) as txn:
+            refs = self._txn_refs(txn)
             if branch in refs.branches:
                 raise RefExists(f"Reference already exists: refs/heads/{branch}")
-            commit = self.resolve(repo_id, starting_point or "main")
-            target = commit.oid
+            target = self._resolve_in(refs, starting_point or "main")
+            commit = Commit.from_document(target, txn.load_commit(target))
             for hook in self.ref_hooks:
                 hook.branch_set(self, repo_id, branch, commit, by)
             refs.branches[branch] = target
-            self._write_refs(directory, refs)
+            self._put_refs(txn, refs)
             return target
 
     def delete_branch(self, repo_id: str, branch: str) -> None:
-        with self.locked(repo_id) as directory:
-            refs = self.refs(repo_id)
+        with self.backend.transaction(repo_id) as txn:
+            refs = self._txn_refs(txn)
             if branch == "main":
                 raise BadRequest("the main branch cannot be deleted")
             if refs.branches.pop(branch, None) is None:
                 raise RevisionNotFound(f"Branch not found: {branch}")
-            self._write_refs(directory, refs)
+            self._put_refs(txn, refs)
 
 
 # --- the server's own documents, read back through the same caps as anything from outside -----------
@@ -482,7 +441,7 @@ COMMIT_DOC = {"type": "object", "required": ["parents", "title", "message", "aut
 STORED_DOC_MAX_BYTES = 256 << 20  # a commit lists its whole tree
 
 
-def _stored_document(path: Path, source: str, schema: dict):
+def stored_document(path: Path, source: str, schema: dict):
     """A JSON document of the repo store, parsed with caps and checked against ``schema``
     (``untrusted.UntrustedData`` when a hand-edited or damaged file does not fit; the answer is
     then a generic 500 that names nothing). ``FileNotFoundError`` passes through."""
