@@ -42,6 +42,10 @@ def register(app: typer.Typer) -> None:
         trusted_proxy: Annotated[Optional[list[str]], typer.Option(
             "--trusted-proxy", help="A reverse proxy (IP or network, repeatable) whose X-Forwarded-Proto "
             "and X-Forwarded-For are honoured; without --public-url, links then take the proxy's scheme.")] = None,
+        presigned_downloads: Annotated[bool, typer.Option(
+            "--presigned-downloads", help="Hub resolve (LFS files) and Civitai downloads redirect to a "
+            "short-lived pre-signed URL of the object store instead of streaming through this server "
+            "(needs LORADEX_BLOBS=s3://…).")] = False,
         home: HomeOpt = None,
     ) -> None:
         """Serve this catalog over HTTP: the Civitai-style API and the Hugging Face Hub protocol.
@@ -73,7 +77,8 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         app_ = build_server_app(catalog, token, public_read=public_read, rate_limit=rate,
-                                max_upload_bytes=max_upload_bytes, public_url=public)
+                                max_upload_bytes=max_upload_bytes, public_url=public,
+                                presigned_downloads=presigned_downloads)
         limit = f"{rate_limit} per token" if rate else "no rate limit"
         reads = "open" if public_read else ("need a token outside public namespaces " + ", ".join(sorted(opened))
                                             if opened else "need a token")

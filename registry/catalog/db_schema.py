@@ -311,3 +311,12 @@ class HubRefRow(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     target: Mapped[str] = mapped_column(String(40), nullable=False)
     message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class ServerSecretRow(Base):
+    """A signing key every ``loradex serve`` replica on this database shares (the Civitai
+    download URLs, the Hub's LFS upload URLs), so a URL one replica signs is honoured by all."""
+
+    __tablename__ = "server_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128), nullable=False)

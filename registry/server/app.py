@@ -38,7 +38,8 @@ def register_router(name: str):
 
 def build_server_app(catalog, token: str | None = None, *, public_read: bool = False,
                      routers: list[str] | None = None, rate_limit=None, max_upload_bytes: int | None = None,
-                     audit: bool = True, public_url: str | None = None, admin_name: str | None = None):
+                     audit: bool = True, public_url: str | None = None, admin_name: str | None = None,
+                     presigned_downloads: bool = False):
     """``token``: the admin token ($LORADEX_SERVE_TOKEN), next to the catalog's serve tokens.
     ``rate_limit``: requests/s per token (a float, or a ``server_guard.RateLimiter``); None = no
     limit. ``max_upload_bytes``: the largest LFS object the Hub paths accept. ``audit``: record
@@ -47,7 +48,9 @@ def build_server_app(catalog, token: str | None = None, *, public_read: bool = F
     redirects, ``downloadUrl``, ``nextPage``, Hub repo and LFS upload URLs) starts with it, never
     with the request's ``Host`` header (None: the address the connection arrived on). ``admin_name``: who the
     admin token is in the audit log, alias moves and reviews (default ``$LORADEX_SERVE_TOKEN``). No CORS middleware: browsers on other origins get
-    no ``Access-Control-Allow-Origin`` and cannot read answers."""
+    no ``Access-Control-Allow-Origin`` and cannot read answers. ``presigned_downloads``: Hub
+    ``resolve`` and Civitai ``download`` redirect to pre-signed object store URLs
+    (``hub.presigned``; ``UsageError`` unless the blobs are on S3)."""
     from fastapi import FastAPI
 
     from .guard import RateLimiter, ServerGuard
@@ -59,6 +62,12 @@ def build_server_app(catalog, token: str | None = None, *, public_read: bool = F
     app.state.public_url = check_public_url(public_url)
     app.state.authorize = ServeAuthorizer(catalog, token, public_read=public_read, admin_name=admin_name)
     app.state.hub_options = {} if max_upload_bytes is None else {"max_upload_bytes": max_upload_bytes}
+    app.state.presign = None
+    if presigned_downloads:
+        from .hub.presigned import require_presigner
+
+        app.state.presign = require_presigner(catalog.blobs)
+        app.state.hub_options["presigned_downloads"] = True
     install_error_handlers(app)
     for name, factory in SERVER_ROUTERS.items():
         if routers is None or name in routers:

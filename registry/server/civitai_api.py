@@ -27,7 +27,6 @@ an unknown id; with no public namespace it gets 401, as before namespaces could 
 import hashlib
 import hmac
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
@@ -305,8 +304,10 @@ def _sign(secret: bytes, version_id: int, expires: int) -> str:
 
 
 def _secret(app) -> bytes:
-    if not hasattr(app.state, "civitai_url_secret"):
-        app.state.civitai_url_secret = secrets.token_bytes(32)
+    if not hasattr(app.state, "civitai_url_secret"):  # shared by every replica on a server database
+        from .shared_secrets import server_secret
+
+        app.state.civitai_url_secret = server_secret(getattr(app.state, "catalog", None), "civitai-download")
     return app.state.civitai_url_secret
 
 
@@ -606,15 +607,17 @@ def civitai_router():
             row = visible_version(s, seen, s.get(VersionRow, version_id))
             if row is None:
                 return None
-            return served_names(s, [row])[row.id], seen.fetches(adapter_namespace(s, row.adapter_id))
+            return served_names(s, [row])[row.id], seen.fetches(adapter_namespace(s, row.adapter_id)), row.sha256
 
         found = catalog(request).read(run)
         if found is None:
             return error(404, f"No model version with id {version_id}")
-        name, allowed = found
+        name, allowed, sha = found
         if not allowed:
             return error(401, "Unauthorized: downloads of this model need an API token "
                               "(Authorization: Bearer or ?token=)")
+        if (presign := getattr(request.app.state, "presign", None)) is not None:  # serve --presigned-downloads
+            return RedirectResponse(presign(sha, name), status_code=307)
         # Like Civitai: redirect to a short-lived signed URL that needs no token.
         expires = int(time.time()) + SIGNED_URL_SECONDS
         sig = _sign(_secret(request.app), version_id, expires)
@@ -636,6 +639,8 @@ def civitai_router():
         if found is None:
             return error(404, f"No model version with id {version_id}")
         sha, served = found
+        if (presign := getattr(request.app.state, "presign", None)) is not None:
+            return RedirectResponse(presign(sha, served), status_code=307)
         path = catalog(request).blobs.path_for(sha)
         if not path.is_file():
             return error(404, "file missing from the store")

@@ -73,11 +73,13 @@ class _HubMount:
             if app is None:
                 from .hub import catalog_bridge, create_app
                 from .hub.repo_backends import choose_repo_backend
+                from .shared_secrets import server_secret
 
                 catalog = parent.state.catalog
                 hub_root = catalog.home / MIRROR_DIR / "hub"
                 app = create_app(catalog.home / MIRROR_DIR, auth=ServeAuth(parent.state.authorize),
                                  repo_backend=choose_repo_backend(hub_root, catalog),
+                                 secret=server_secret(catalog, "hub-lfs-upload"),
                                  public_url=getattr(parent.state, "public_url", None),
                                  **getattr(parent.state, "hub_options", {}))
                 catalog_bridge.install(app, catalog)  # version tags / alias branches → this catalog

@@ -126,6 +126,7 @@ class HubContext:
     line_in_memory_bytes: int = DEFAULT_LINE_IN_MEMORY_BYTES  # longer commit lines are parsed as a stream
     public_url: str | None = None  # what redirect and upload URLs start with (None: the listening address)
     models_page_size: int = 1000  # entries per page of /api/models
+    presign: Callable | None = None  # url(sha256, filename) when resolve redirects LFS files to the store
 
     def base_url(self, request: Request) -> str:
         return public_base_url(request, self.public_url)
@@ -445,7 +446,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
                max_commit_bytes: int | None = None, public_url: str | None = None,
                models_page_size: int = 1000,
                line_in_memory_bytes: int = DEFAULT_LINE_IN_MEMORY_BYTES, repo_backend=None,
-               presigned_downloads: bool = False) -> FastAPI:
+               secret: bytes | None = None, presigned_downloads: bool = False) -> FastAPI:
     """The Hub-compatible app storing everything under ``<root>/hub/``. ``token``: the Bearer
     token every request must carry (None = no auth); ``public_read`` lets reads through without.
     ``public_url``: the server's address as clients reach it (``serve --public-url``); the URLs
@@ -456,7 +457,10 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
     largest commit body (default: one ``max_upload_bytes`` file in base64 plus
     ``COMMIT_OVERHEAD_BYTES``). ``line_in_memory_bytes``: commit lines up to this long are parsed
     whole, longer ones as a stream (``commit_stream``). ``repo_backend``: where repos are kept
-    (``repo_backends``; default: files under ``<root>/hub/repos``).
+    (``repo_backends``; default: files under ``<root>/hub/repos``). ``secret``: the key signing
+    LFS upload URLs (replicas share one, ``shared_secrets``; default: random, this process's).
+    ``presigned_downloads``: ``resolve`` answers LFS files with a 302 to a pre-signed URL of the
+    object store (``presigned``; S3 only).
 
     Every route authenticates before it reads a body, then parses the body through its declared
     schema (``request_schemas``): a malformed request without a valid token is a 401, with one
@@ -468,10 +472,14 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
     objects = ObjectStore.for_hub(hub_root)  # local <hub>/objects, or LORADEX_BLOBS's bucket under hub/
     ctx = HubContext(repos=RepoStore(hub_root, objects, backend=repo_backend), objects=objects,
                      auth=auth or TokenAuth(token, public_read=public_read, user=user),
-                     stats=TransferStats(), secret=os.urandom(32),
+                     stats=TransferStats(), secret=secret or os.urandom(32),
                      max_upload_bytes=max_upload_bytes, max_commit_bytes=max_commit_bytes,
                      public_url=public_url, models_page_size=models_page_size,
                      line_in_memory_bytes=line_in_memory_bytes)
+    if presigned_downloads:
+        from .presigned import require_presigner
+
+        ctx.presign = require_presigner(objects.backend)
     app = FastAPI(title="loradex hub server", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = ctx
 
@@ -663,6 +671,11 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
                    "ETag": f'"{entry.sha256 if entry.lfs else entry.blob_id}"'}
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
+        if entry.lfs and entry.size and ctx.presign is not None:
+            # like the Hub's CDN redirect: the client reads X-Linked-* here and fetches the bytes from
+            # the store without its token (another origin)
+            url = await run(ctx.presign, entry.sha256, path)
+            return Response(status_code=302, headers={**headers, "Location": url})
         if request.method == "HEAD":
             headers["Content-Length"] = str(entry.size)
             return Response(status_code=200, headers=headers, media_type="application/octet-stream")

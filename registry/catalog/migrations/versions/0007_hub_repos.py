@@ -1,4 +1,5 @@
-"""The Hub server's repositories in the database (stateless ``loradex serve`` replicas).
+"""The Hub server's repositories in the database, and the signing secrets every replica shares
+(stateless ``loradex serve`` replicas).
 
 Revision ID: 0007_hub_repos
 Revises: 0006_blob_uploads
@@ -35,9 +36,15 @@ def upgrade() -> None:
         sa.Column("target", sa.String(40), nullable=False),
         sa.Column("message", sa.Text, nullable=False, server_default=""),
     )
+    op.create_table(
+        "server_secrets",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.String(128), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("server_secrets")
     op.drop_table("hub_refs")
     op.drop_table("hub_commits")
     op.drop_table("hub_repos")
