@@ -365,15 +365,20 @@ def test_s3_location_settings_are_validated(monkeypatch, loradex_home):
         open_blob_store(loradex_home)
 
 
-def test_s3_gc_with_no_grace_beside_concurrent_writers_loses_nothing(s3_blobs, tmp_path, loradex_home):
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_s3_gc_with_no_grace_beside_concurrent_writers_loses_nothing(db, s3_blobs, tmp_path, loradex_home,
+                                                                     request, monkeypatch):
     """Writers add versions (new bytes, and bytes already stored but unreferenced — the "publish
     rewrites the object" path) while gc runs again and again with a grace period of 0: only the
     upload records and the re-check before each delete protect them. Every committed version's
-    blob must survive."""
+    blob must survive — on SQLite and on PostgreSQL (whose statements see their own snapshots)."""
     import threading
     import time
 
     from loradex.registry.catalog.adding import add_file
+
+    if db == "postgres":
+        monkeypatch.setenv("LORADEX_DB", request.getfixturevalue("pg_url"))
 
     catalog = Catalog(loradex_home)
     files = [write_random_kohya_lora(tmp_path / f"f{i}.safetensors", seed=100 + i, rank=2) for i in range(18)]

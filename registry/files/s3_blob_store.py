@@ -50,6 +50,7 @@ PARALLEL_PARTS = 4
 DEFAULT_GRACE_SECONDS = 3600
 DEFAULT_STALE_UPLOAD_SECONDS = 24 * 3600
 READ_CHUNK = 8 * MIB
+PUBLISH_ATTEMPTS = 5
 
 
 def _b64(digest: bytes) -> str:
@@ -400,20 +401,35 @@ class S3BlobStore:
         return hashes
 
     def _put_final(self, key: str, data: bytes, digest: bytes) -> None:
+        """PUT, then HEAD. A gc that checked the old object's age just before this PUT may delete
+        the key just after it (once: one delete per listed key per run; later runs see the upload
+        record): the PUT is then made again."""
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumSHA256=_b64(digest))
-        except ClientError as exc:
-            raise _s3_failure(exc, f"storing sha256:{digest.hex()[:12]}") from None
-        head = self._head(key)
-        if head is None or int(head["ContentLength"]) != len(data):
-            raise CatalogError(f"{self.location}: sha256:{digest.hex()[:12]} was stored but the store "
-                               "does not show it with its size; nothing was added", hint="try again")
+        for _attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ChecksumSHA256=_b64(digest))
+            except ClientError as exc:
+                raise _s3_failure(exc, f"storing sha256:{digest.hex()[:12]}") from None
+            head = self._head(key)
+            if head is not None and int(head["ContentLength"]) == len(data):
+                return
+        raise CatalogError(f"{self.location}: sha256:{digest.hex()[:12]} was stored but the store "
+                           "does not show it with its size; nothing was added", hint="try again")
 
     def _copy_to_final(self, staging: str, final: str, size: int, sha256: str | None) -> None:
         """Publish the staged object under its final key (one atomic server-side copy) and check
-        the copy: its size, and its full SHA-256 where the store computes it."""
+        the copy: its size, and its full SHA-256 where the store computes it. Made again if a
+        racing gc deleted the key right after it (see ``_put_final``)."""
+        for _attempt in range(PUBLISH_ATTEMPTS):
+            self._copy_once(staging, final, size, sha256)
+            head = self._head(final)
+            if head is not None and int(head["ContentLength"]) == size:
+                return
+        raise CatalogError(f"{self.location}: the published object {final} does not have its "
+                           f"{size} bytes; nothing was added", hint="try again")
+
+    def _copy_once(self, staging: str, final: str, size: int, sha256: str | None) -> None:
         from botocore.exceptions import ClientError
 
         try:
@@ -430,10 +446,6 @@ class S3BlobStore:
             self._delete_key(final)
             raise CatalogError(f"{self.location}: the published copy of sha256:{sha256[:12]} hashes to "
                                f"{base64.b64decode(checksum).hex()[:12]}…; nothing was added", hint="try again")
-        head = self._head(final)
-        if head is None or int(head["ContentLength"]) != size:
-            raise CatalogError(f"{self.location}: the published object {final} does not have its "
-                               f"{size} bytes; nothing was added", hint="try again")
 
     def _delete_key(self, key: str) -> None:
         with contextlib.suppress(Exception):
