@@ -161,11 +161,10 @@ def _populate(catalog, params: dict, log) -> None:
         log("building the search index")
         search_index.rebuild(conn)
         conn.commit()
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("ANALYZE"))
-        else:
-            conn.exec_driver_sql("ANALYZE")
-        conn.commit()
+    # Planner statistics, and on PostgreSQL the visibility map a bulk load leaves unset (without
+    # it every count and index-only scan reads the heap): what a catalog in use has.
+    with catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE" if conn.dialect.name == "postgresql" else "ANALYZE"))
 
 
 def _record(schema, rid, prompt, name, version, sha, base, at) -> dict:

@@ -9,7 +9,7 @@ over adapter names, descriptions and version messages only: a fraction of what t
 and of a plain ``SELECT count(*) FROM versions``.
 
     .venv/bin/python bench/search.py [--adapters 10000] [--versions-per-adapter 10] [--repeat 30]
-        [--home DIR] [--no-postgres]
+        [--home DIR] [--no-postgres | --no-sqlite]
 """
 
 from __future__ import annotations
@@ -121,14 +121,16 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--home", type=Path, help="build (or reuse) the SQLite catalog here")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="loradex-search-bench-"))
 
-    t0 = time.perf_counter()
-    catalog = build_big_catalog(home, adapters=args.adapters, versions_per_adapter=args.versions_per_adapter,
-                                log=lambda line: print(f"sqlite: {line}", flush=True))
-    print(f"sqlite catalog ready in {time.perf_counter() - t0:.1f} s ({home})")
-    run(catalog, "SQLite", args)
+    if not args.no_sqlite:
+        t0 = time.perf_counter()
+        catalog = build_big_catalog(home, adapters=args.adapters, versions_per_adapter=args.versions_per_adapter,
+                                    log=lambda line: print(f"sqlite: {line}", flush=True))
+        print(f"sqlite catalog ready in {time.perf_counter() - t0:.1f} s ({home})")
+        run(catalog, "SQLite", args)
 
     if args.no_postgres:
         print("\nPostgreSQL: skipped (--no-postgres)")
