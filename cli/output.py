@@ -244,7 +244,9 @@ class Output:
         sys.stderr.write(f"warning: {terminal_safe(message, one_line=True)}\n")
 
     def table(self, columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
-        cells = [["" if v is None else terminal_safe(str(v)) for v in row] for row in rows]
+        cells = [["" if v is None else str(v) for v in row] for row in rows]
+        if _UNSAFE.search("\n".join(["\n".join(row) for row in cells])):  # else nothing to escape
+            cells = [[terminal_safe(text) for text in row] for row in cells]
         if len(cells) > 1 and self._print_long_table(columns, cells, title):
             return
         self.console.print(self._rich_table(columns, cells, title))
@@ -348,10 +350,10 @@ class Output:
         lines = capture.get().split("\n")  # …, the first row's lines, the bottom edge, ""
         if len(lines) < len(first) + 4 or lines[-1] != "" or lines[-2 - len(first):-2] != first:
             return False
-        if wrapped:
-            body = [line for r in range(1, len(cells)) for line in row_lines(r)]
-        else:  # one join a row
-            body = ["│ " + " │ ".join(parts) + " │" for parts in zip(*(col[1:] for col in padded_cells))]
+        body = ["│ " + " │ ".join(parts) + " │" for parts in zip(*(col[1:] for col in padded_cells))]
+        if wrapped:  # those rows take more than their one line
+            body = [line for r, one in enumerate(body, start=1)
+                    for line in (wrapped_lines(r) if r in wrapped else (one,))]
         out = console.file
         out.write("\n".join([*lines[:-2], *body, lines[-2]]) + "\n")
         out.flush()

@@ -303,7 +303,7 @@ def _printed(columns, rows, title, *, width=120, terminal=False, long_path=True)
     return out.console.file.getvalue()
 
 
-_cell = (st.text(alphabet=st.sampled_from(list("ab Z09-,→é漢字\u0301\n\t\u2028 ")), max_size=30)
+_cell = (st.text(alphabet=st.sampled_from(list("ab Z09-,→é漢字\u0301\n\t\u2028 \x1b\u202e[")), max_size=30)
          | st.text(alphabet="abc-", max_size=6) | st.none() | st.integers())
 
 
