@@ -407,3 +407,20 @@ def test_cli_search_json_and_table(loradex_home, capsys):
     assert (code, out) == (2, "") and err.startswith("error: unknown kind 'nope'")
     code, out, err = _cli(capsys, "search", '"*) OR (', "--trigger", "<script>")
     assert (code, err) == (0, "") and "0 of 0 adapters" in out
+
+
+def test_identify_indexes_the_trigger_words_it_attaches(tmp_path, loradex_home):
+    """``civitai identify`` fills in the trigger words of a version that had none."""
+    from _civitai_fixtures import FakeCivitai, version_for
+    from loradex.merge.synthetic_adapters import write_random_kohya_lora
+    from loradex.registry.catalog.adding import add_file
+    from loradex.registry.remotes.civitai import identify
+
+    path = write_random_kohya_lora(tmp_path / "plain.safetensors", rank=96, seed=5)  # over 1 MiB: AutoV1 names it
+    catalog = Catalog(loradex_home)
+    assert add_file(catalog, path, name="plain").version.trigger_words == ()
+    assert names(search_catalog(catalog, "wtrclr")) == [] and search_catalog(catalog, trigger="watercolor style").total == 0
+    answer = {**version_for(path), "images": []}  # no sample images: no prompt record refreshes it either
+    identify(catalog, all_versions=True, transport=FakeCivitai(path, answer).transport(), sleep=lambda s: None)
+    assert names(search_catalog(catalog, "wtrclr")) == ["plain"]
+    assert search_catalog(catalog, trigger="Watercolor Style").hits[0].matched_versions == ("1.0.0",)
