@@ -52,6 +52,7 @@ REPOS = 8
 WEIGHTS = {"push": 30, "pull": 30, "list": 20, "alias": 10, "review": 10}
 PUSH_BYTES = 64 << 10
 RETRYABLE = (502, 503, 504, 500)
+STATS_FLUSH_S = 11  # an idle PostgreSQL backend flushes its statistics (pg_stat_database) within 10 s
 
 
 def free_port() -> int:
@@ -342,6 +343,33 @@ class Client(threading.Thread):
             self.results.reviews += 1
 
 
+def profile_ops(dep: Deployment, results: Results, work: Path, rounds: int) -> dict:
+    """Each operation ``rounds`` times by one client, one after the other, before the load: replica
+    CPU and PostgreSQL work per operation, without contention (the per-request costs)."""
+    import httpx
+    from huggingface_hub import HfApi
+
+    client = Client(10_000, dep.lb_url, results, 0, work)
+    client.api = HfApi(endpoint=dep.lb_url, token=TOKEN)
+    client.web = httpx.Client(base_url=dep.lb_url, timeout=60, follow_redirects=False)
+    client.csrf = None
+    client.sign_in()
+    out = {}
+    for op in WEIGHTS:
+        fn = getattr(client, f"do_{op}")
+        fn()  # warm
+        time.sleep(STATS_FLUSH_S)
+        cpu0, db0, t0 = sum(dep.cpu_seconds(i) for i in range(dep.n)), dep.db_counters(), time.perf_counter()
+        for _ in range(rounds):
+            fn()
+        wall = time.perf_counter() - t0
+        time.sleep(STATS_FLUSH_S)
+        cpu1, db1 = sum(dep.cpu_seconds(i) for i in range(dep.n)), dep.db_counters()
+        out[op] = {"wall_ms": round(wall * 1000 / rounds, 1), "replica_cpu_ms": round((cpu1 - cpu0) * 1000 / rounds, 1),
+                   **{k: round((db1[k] - db0[k]) / rounds, 1) for k in db1}}
+    return out  # its pushes, moves and reviews are acknowledged ones too: the audit counts them
+
+
 # --- the audit ------------------------------------------------------------------------------------
 def audit(dep: Deployment, results: Results) -> dict:
     import boto3
@@ -404,6 +432,8 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--kill-at", type=float, default=0.5, help="fraction of the duration (negative: no kill)")
     parser.add_argument("--restart-after", type=float, default=3.0, help="seconds the killed replica stays down")
+    parser.add_argument("--profile-rounds", type=int, default=20,
+                        help="each operation this many times by one client before the load (0: skip)")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
     import importlib.util
@@ -419,6 +449,7 @@ def main() -> None:
     try:
         dep.start()
         results = Results()
+        profile = profile_ops(dep, results, work, args.profile_rounds) if args.profile_rounds else {}
         cpu_before = sum(dep.cpu_seconds(i) for i in range(args.replicas))
         db_before = dep.db_counters()
         started = time.time()
@@ -436,11 +467,12 @@ def main() -> None:
         for c in clients:
             c.join(args.duration + 300)
         elapsed = time.time() - started
-        time.sleep(1)  # the statistics collector's flush
+        time.sleep(1.5)  # the statistics flush
         db_after = dep.db_counters()
         cpu = sum(dep.cpu_seconds(i) for i in range(args.replicas)) + getattr(dep, "killed_cpu", 0.0) - cpu_before
         report = {"clients": args.clients, "replicas": args.replicas, "duration_s": round(elapsed, 1),
-                  "killed_replica_at_s": killed and round(killed, 1), "ops": {}}
+                  "killed_replica_at_s": killed and round(killed, 1), "ops": {},
+                  "profile": profile}
         total = 0
         for op in WEIGHTS:
             lat = sorted(results.latency[op])
@@ -468,6 +500,13 @@ def main() -> None:
           f"PostgreSQL per op: {report['db_per_op']}\n")
     for kind, n in report["error_kinds"].items():
         print(f"- {n}× {kind}")
+    if report["profile"]:
+        print(f"\nper operation, one client alone ({args.profile_rounds} rounds each):\n")
+        print("| operation | wall ms | replica CPU ms | PG transactions | rows fetched | rows inserted | rows updated |")
+        print("|---|---|---|---|---|---|---|")
+        for op, row in report["profile"].items():
+            print(f"| {op} | {row['wall_ms']} | {row['replica_cpu_ms']} | {row['transactions']} | "
+                  f"{row['rows_fetched']} | {row['rows_inserted']} | {row['rows_updated']} |")
     print("\naudit: " + json.dumps(report["audit"], indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

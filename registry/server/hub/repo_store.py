@@ -292,6 +292,13 @@ class RepoStore:
 
     def commit(self, repo_id: str, branch: str, ops: list[FileOp], *, title: str, message: str,
                author: str, parent_commit: str | None = None) -> Commit:
+        # objects are checked before the repo is locked (a store round trip each; the Hub's objects
+        # are never deleted), so concurrent writers of one repo wait only for the ref update
+        for op in ops:
+            if op.kind == "add" and not self.objects.has(op.entry.sha256, op.entry.size):
+                raise UnprocessableUpload(
+                    f"{op.path}: object sha256:{op.entry.sha256[:12]}… ({op.entry.size} bytes) was never "
+                    "uploaded; upload it through the LFS batch API first")
         with self.backend.transaction(repo_id) as txn:
             refs = self._txn_refs(txn)
             if branch not in refs.branches:
@@ -302,10 +309,6 @@ class RepoStore:
             tree = dict(head.tree)
             for op in ops:
                 if op.kind == "add":
-                    if not self.objects.has(op.entry.sha256, op.entry.size):
-                        raise UnprocessableUpload(
-                            f"{op.path}: object sha256:{op.entry.sha256[:12]}… ({op.entry.size} bytes) was never "
-                            "uploaded; upload it through the LFS batch API first")
                     tree[op.path] = op.entry
                 elif op.kind == "delete_file":
                     if tree.pop(op.path, None) is None:
