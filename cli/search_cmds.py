@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from .catalog_cmds import _parse_tags
-from .options import HomeOpt, JsonOpt, open_catalog
+from .options import HomeOpt, JsonOpt, open_reader
 from .output import Output, human_size
 
 
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         """Search adapters by name, description, triggers, tags, metadata and sample prompts."""
         from loradex.registry.catalog.search import search_catalog
 
-        result = search_catalog(open_catalog(home), query, kind=kind, base=base, tags=_parse_tags(tag),
+        result = search_catalog(open_reader(home), query, kind=kind, base=base, tags=_parse_tags(tag),
                                 trigger=trigger, alias=alias, created_by=created_by, sort=sort,
                                 limit=limit, offset=offset)
         out = Output(json_mode=json)

@@ -18,7 +18,8 @@ from _evidence_fixtures import minimal_record
 from loradex.registry.catalog import records as records_module
 from loradex.registry.catalog.operations import AddVersion, MoveAlias, SoftDeleteVersion, move_alias
 from loradex.registry.catalog.records import store_record
-from loradex.registry.catalog.search import _search, parse_query, search_catalog
+from loradex.registry.catalog.light_reads import LightReader, open_light_reader
+from loradex.registry.catalog.search import SessionSQL, _search, parse_query, search_catalog
 from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import AlreadyExists, Conflict, UsageError
 
@@ -265,7 +266,7 @@ def test_add_indexes_in_the_same_transaction(fresh):
 
     def inside(s):
         op.apply(s, fresh)
-        return names(_search(s, parse_query("striped"), "striped"))
+        return names(_search(SessionSQL(s), parse_query("striped"), "striped"))
 
     assert fresh.transact(inside) == ["okapi"]  # visible inside the writing transaction
     before = _docs(fresh)
@@ -390,6 +391,52 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
         main(list(argv))
     out, err = capsys.readouterr()
     return exit_.value.code, out, err
+
+
+# Searches through both drivers: (query, filters). Every filter, every sort, pages, prefixes,
+# words spread over versions, and queries that find nothing.
+PARITY_SEARCHES = [
+    ("", {}), ("neon", {}), ("neon ", {}), ("ne", {}), ("neon", {"sort": "updated"}), ("neon", {"sort": "name"}),
+    ("neon", {"limit": 1}), ("neon", {"limit": 2, "offset": 1}), ("ncstyle sharper", {}), ("glow lights", {}),
+    ("harbor", {}), ("buoys", {}), ("freckles", {}), ("arcade", {"kind": "lycoris"}), ("", {"base": "sdxl"}),
+    ("", {"tags": {"team": "art"}}), ("", {"alias": "production", "sort": "name"}), ("", {"trigger": "Glow Lights"}),
+    ("neon", {"trigger": "ncstyle"}), ("", {"created_by": "alice"}), ("filler", {"limit": 5, "offset": 3}),
+    ("nothing-like-this", {}), ('"*) OR (', {"trigger": "<script>"}), ("filler", {"sort": "name", "offset": 50}),
+]
+
+
+def test_light_reader_searches_as_catalog(tmp_path):
+    """``loradex search`` on the default SQLite catalog runs the same statements through sqlite3
+    (``LightReader.read_sql``): every answer is the one the SQLAlchemy session gives."""
+    catalog = Catalog(tmp_path)
+    build_known(catalog)
+    reader = open_light_reader(tmp_path)
+    assert isinstance(reader, LightReader)
+    for query, filters in PARITY_SEARCHES:
+        light = search_catalog(reader, query, **filters)
+        assert light.to_dict() == search_catalog(catalog, query, **filters).to_dict(), (query, filters)
+    assert reader._catalog is None  # every answer came from sqlite3, none handed over
+    neon = search_catalog(reader, "neon")
+    assert (names(neon), neon.total) == (["neon-city", "city-lights", "harbor-scene"], 3)
+    assert neon.hits[0].updated_at.tzinfo is not None and neon.hits[0].aliases == {"production": "1.0.0"}
+    assert neon.facets["alias"] == {"production": 1}
+    with pytest.raises(UsageError):
+        search_catalog(reader, "x", kind="nope")
+
+
+def test_light_reader_hands_a_search_over_when_sqlite3_cannot(tmp_path):
+    """Text sqlite3 cannot bind (a lone surrogate) goes to Catalog, which raises its error."""
+    from loradex.registry.errors import DatabaseError
+
+    catalog = Catalog(tmp_path)
+    build_known(catalog)
+    reader = open_light_reader(tmp_path)
+    with pytest.raises(DatabaseError) as light:
+        search_catalog(reader, "neon", created_by="a\udcff")
+    assert reader._catalog is not None
+    with pytest.raises(DatabaseError) as direct:
+        search_catalog(catalog, "neon", created_by="a\udcff")
+    assert str(light.value) == str(direct.value) and "not valid UTF-8" in str(light.value)
 
 
 def test_cli_search_json_and_table(loradex_home, capsys):

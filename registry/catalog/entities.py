@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+KINDS = ("lora", "lycoris", "embedding", "checkpoint")
+BASES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
+
 
 def _iso(value: datetime | None) -> str | None:
     if value is None:

@@ -2,8 +2,8 @@
 standard library's ``sqlite3``, no SQLAlchemy.
 
 Importing SQLAlchemy (and mapping ``db_schema``) takes longer than ``loradex list`` takes to read
-100,000 versions, so ``list``, ``show``, ``versions`` and ``lineage`` open the catalog through
-``open_light_reader``. It gives a ``LightReader`` only when nothing but reading is needed: the
+100,000 versions, so ``list``, ``show``, ``versions``, ``lineage`` and ``search`` open the catalog
+through ``open_light_reader`` (``search`` runs its own statements through ``read_sql``). It gives a ``LightReader`` only when nothing but reading is needed: the
 default SQLite catalog (no ``LORADEX_DB``) exists and records exactly the newest schema
 revision (the head, read from the migration files without importing alembic). Anything else — no
 catalog yet, an older schema to upgrade, another database, a damaged file — gives ``None`` and
@@ -110,6 +110,18 @@ def _json(value):
     return json.loads(value)
 
 
+class SQLiteSQL:
+    """``search.SQL`` on a sqlite3 connection: SQL text with ``:name`` parameters, rows as tuples."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def rows(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return self._conn.execute(sql, params or {}).fetchall()
+
+
 class LightReader:
     """Reads of one SQLite catalog through ``sqlite3`` (see the module's docstring)."""
 
@@ -121,11 +133,12 @@ class LightReader:
     def close(self) -> None:
         self._conn.close()
 
-    def _read(self, fn, method: str, *args, **kwargs):
+    def _read(self, fn, method, *args, **kwargs):
         """``fn(connection)`` in one read transaction (one snapshot, as ``Catalog.read``). A
         failure that is not an answer (a locked or damaged database, text or a number sqlite3
-        cannot bind) is handed to ``Catalog``: its ``method(*args, **kwargs)`` retries, or
-        raises the error the catalog's other commands raise."""
+        cannot bind) is handed to ``Catalog``: its ``method(*args, **kwargs)`` (or
+        ``method(catalog)`` when ``method`` is a function) retries, or raises the error the
+        catalog's other commands raise."""
         conn = self._conn
         try:
             conn.execute("BEGIN DEFERRED")
@@ -139,7 +152,15 @@ class LightReader:
                 from .store import Catalog
 
                 self._catalog = Catalog(self.home)
+            if callable(method):
+                return method(self._catalog)
             return getattr(self._catalog, method)(*args, **kwargs)
+
+    def read_sql(self, fn, handover):
+        """``fn(SQLiteSQL)``: SQL text with ``:name`` parameters run in one read transaction
+        (``search.search_catalog`` runs its statements so); ``handover(catalog)`` answers
+        instead when sqlite3 cannot (see ``_read``)."""
+        return self._read(lambda c: fn(SQLiteSQL(c)), handover)
 
     # --- the reads Catalog has ---------------------------------------------------------------
     def list_adapters(self) -> list[E.AdapterSummary]:

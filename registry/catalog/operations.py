@@ -21,8 +21,7 @@ from ..errors import AlreadyExists, Conflict, NotFound, UsageError
 from ..paths import current_user
 from .refs import check_alias, check_name, parse_ref, parse_version, sort_key
 
-KINDS = ("lora", "lycoris", "embedding", "checkpoint")
-BASES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
+KINDS, BASES = E.KINDS, E.BASES  # the adapter kinds and base families (entities: light to import)
 BUMPS = ("major", "minor", "patch")
 RELATIONS = ("trained_from", "merged_from", "converted_from", "extracted_from", "pulled_from",
              "resized_from")

@@ -5,7 +5,7 @@ index that ``search_index`` keeps (FTS5 on SQLite, a weighted ``tsvector`` on Po
 answers at adapter level: one hit per adapter with live versions whose document matches.
 
 The query is never handed to the database's query language: it is split into words exactly as
-documents are (``search_index.words``), every word must match (AND), and the last one matches as
+documents are (``search_words.words``), every word must match (AND), and the last one matches as
 a prefix unless the query ends in a space (search as you type). Filters:
 
 * ``kind``, ``base``: the adapter's kind and base family;
@@ -27,19 +27,23 @@ just the page): ``kind``, ``base``, ``tag`` (``key=value``, the 50 most common) 
 The matching set, the page, the total and the facets are one SQL statement over the index (see
 ``_statement``; on PostgreSQL the words are matched by a statement of their own first, see
 ``_postgresql_match``), then three small reads fill in the page.
+
+The statements are SQL text with ``:name`` parameters, which both SQLAlchemy's ``text()`` and
+the standard library's ``sqlite3`` take, run through ``SQL.rows``: on a ``Catalog`` through its
+session (``SessionSQL``), on a ``light_reads.LightReader`` (the ``loradex search`` command on
+the default SQLite catalog at the newest schema) straight through ``sqlite3``, so that a search
+from the command line does not import SQLAlchemy. One search, whichever runs it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
-
-from sqlalchemy import DateTime, Integer, String, bindparam, column, text
-from sqlalchemy.orm import Session
+from typing import Callable, Protocol
 
 from ..errors import UsageError
-from .search_index import FIELDS, VERSION_FIELDS, _json, adapter_words, words
+from .entities import BASES, KINDS
+from .search_words import FIELDS, VERSION_FIELDS, _json, adapter_words, words
 
 SORTS = ("relevance", "updated", "name")
 MAX_LIMIT = 200
@@ -141,8 +145,6 @@ def _count(value, what: str, lo: int, hi: int) -> int:
 def parse_query(query: str | None, *, kind=None, base=None, tags=None, trigger=None, alias=None,
                 created_by=None, sort="relevance", limit=20, offset=0) -> _Query:
     """Check every argument (they may come from an HTTP request) and split the query into words."""
-    from .operations import BASES, KINDS
-
     query = query or ""
     if not isinstance(query, str):
         raise UsageError("the search query must be text")
@@ -180,7 +182,43 @@ def search_catalog(catalog, query: str | None = "", *, kind: str | None = None, 
     for query text."""
     q = parse_query(query, kind=kind, base=base, tags=tags, trigger=trigger, alias=alias,
                     created_by=created_by, sort=sort, limit=limit, offset=offset)
-    return catalog.read(lambda s: _search(s, q, query or ""))
+    raw_query = query or ""
+    if hasattr(catalog, "read_sql"):  # a LightReader: sqlite3; a Catalog if it must hand over
+        return catalog.read_sql(lambda db: _search(db, q, raw_query),
+                                lambda opened: opened.read(lambda s: _search(SessionSQL(s), q, raw_query)))
+    return catalog.read(lambda s: _search(SessionSQL(s), q, raw_query))
+
+
+# --- running SQL text, whichever driver -------------------------------------------------------------
+
+class SQL(Protocol):
+    """Where the search's statements run: ``dialect`` is the database's name (``sqlite``,
+    ``postgresql``); ``rows(sql, params)`` runs SQL text with ``:name`` parameters in the
+    reader's transaction and returns its rows as tuples (none for a statement without)."""
+
+    dialect: str
+
+    def rows(self, sql: str, params: dict | None = None) -> list[tuple]: ...
+
+
+class SessionSQL:
+    """``SQL`` on a SQLAlchemy session."""
+
+    def __init__(self, session):
+        self.session = session
+        self.dialect = session.get_bind().dialect.name
+
+    def rows(self, sql: str, params: dict | None = None) -> list[tuple]:
+        from sqlalchemy import text
+
+        result = self.session.execute(text(sql), params or {})
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+
+def _in(sql: str, ids: list[int]) -> tuple[str, dict]:
+    """``sql`` with ``:ids`` spelled out as one parameter per id (both drivers take that)."""
+    names = [f"id{i}" for i in range(len(ids))]
+    return sql.replace(":ids", "(" + ", ".join(f":{n}" for n in names) + ")"), dict(zip(names, ids))
 
 
 # --- one statement: the matching adapters, the page, the total and the facets -----------------------
@@ -189,12 +227,12 @@ def search_catalog(catalog, query: str | None = "", *, kind: str | None = None, 
 class _Dialect:
     """What differs between the databases: where the words are matched and how scored."""
 
-    match: Callable[[Session, _Query], tuple[str, str, str, dict]]  # → (FROM, WHERE, score, params)
+    match: Callable[[SQL, _Query], tuple[str, str, str, dict]]  # → (FROM, WHERE, score, params)
     name_order: str  # byte order of names, as Python sorts them
     cte: str  # how the matching set is named once and read by each part of the statement
 
 
-def _sqlite_match(s: Session, q: _Query) -> tuple[str, str, str, dict]:
+def _sqlite_match(db: SQL, q: _Query) -> tuple[str, str, str, dict]:
     phrases = [f'"{t}"' for t in q.terms]  # words are letters and digits: nothing to escape
     if q.prefix:
         phrases[-1] += "*"
@@ -203,7 +241,7 @@ def _sqlite_match(s: Session, q: _Query) -> tuple[str, str, str, dict]:
             f"-bm25(search_fts, {weights})", {"match": " ".join(phrases)})
 
 
-def _postgresql_match(s: Session, q: _Query) -> tuple[str, str, str, dict]:
+def _postgresql_match(db: SQL, q: _Query) -> tuple[str, str, str, dict]:
     """Two steps. The planner prices a ``@@`` test on a TOASTed tsvector like any cheap filter and
     would read every document rather than use the GIN index, so the words are matched first on
     their own, with only bitmap scans allowed (the GIN index), and ranked on the small ``head``
@@ -213,16 +251,16 @@ def _postgresql_match(s: Session, q: _Query) -> tuple[str, str, str, dict]:
     parts = [f"'{t}'" for t in q.terms]  # letters and digits only, quoted as lexemes
     if q.prefix:
         parts[-1] += ":*"
-    s.execute(text("SET LOCAL enable_seqscan = off"))
-    s.execute(text("SET LOCAL enable_indexscan = off"))
+    db.rows("SET LOCAL enable_seqscan = off")
+    db.rows("SET LOCAL enable_indexscan = off")
     # Both lists come back, and go in again, as array literals (one aggregate pass, so their
     # positions agree): a row or a Python list per match costs more than the search.
-    ids, scores = s.execute(text(
+    [(ids, scores)] = db.rows(
         "SELECT coalesce(string_agg(CAST(adapter_id AS text), ','), ''), "
         "coalesce(string_agg(CAST(ts_rank(head, to_tsquery('simple', :tsquery)) + 0.000001 AS text), ','), '') "
-        "FROM search_docs WHERE document @@ to_tsquery('simple', :tsquery)"), {"tsquery": " & ".join(parts)}).one()
-    s.execute(text("SET LOCAL enable_seqscan = on"))
-    s.execute(text("SET LOCAL enable_indexscan = on"))
+        "FROM search_docs WHERE document @@ to_tsquery('simple', :tsquery)", {"tsquery": " & ".join(parts)})
+    db.rows("SET LOCAL enable_seqscan = on")
+    db.rows("SET LOCAL enable_indexscan = on")
     return ("unnest(CAST(:match_ids AS integer[]), CAST(:match_scores AS double precision[])) AS x(aid, score) "
             "JOIN search_adapters sa ON sa.adapter_id = x.aid", "TRUE", "x.score",
             {"match_ids": "{" + ids + "}", "match_scores": "{" + scores + "}"})
@@ -236,16 +274,16 @@ DIALECTS: dict[str, _Dialect] = {
 }
 
 
-def _dialect(s: Session) -> _Dialect:
-    name = s.get_bind().dialect.name
+def _dialect(db: SQL) -> _Dialect:
+    name = db.dialect
     if name not in DIALECTS:
         raise UsageError(f"search is not available on the {name} database")
     return DIALECTS[name]
 
 
-def _statement(s: Session, q: _Query, dialect: _Dialect) -> tuple[str, dict]:
+def _statement(db: SQL, q: _Query, dialect: _Dialect) -> tuple[str, dict]:
     if q.terms:
-        source, where, score, params = dialect.match(s, q)
+        source, where, score, params = dialect.match(db, q)
         where = [where]
         if q.sort != "relevance":
             score = "0.0"  # scoring every match costs more than the rest of a search; not needed
@@ -301,12 +339,12 @@ _PAGE_ORDER = {
 }
 
 
-def _search(s: Session, q: _Query, raw_query: str) -> SearchResult:
-    sql, params = _statement(s, q, _dialect(s))
+def _search(db: SQL, q: _Query, raw_query: str) -> SearchResult:
+    sql, params = _statement(db, q, _dialect(db))
     page: list[tuple[int, float]] = []
     facets: dict[str, dict] = {"kind": {}, "base": {}, "tag": {}, "alias": {}}
     total = 0
-    for part, label, label2, n in s.execute(text(sql), params):
+    for part, label, label2, n in db.rows(sql, params):
         if part == "hit":
             page.append((int(label), float(n or 0.0)))
         elif part == "kind/base":
@@ -316,40 +354,47 @@ def _search(s: Session, q: _Query, raw_query: str) -> SearchResult:
         else:
             facets[part][label] = int(n)
     facets = {name: _ordered(counts, MAX_TAG_FACETS if name == "tag" else None) for name, counts in facets.items()}
-    hits = sorted(_hits(s, q, page), key=_PAGE_ORDER["updated" if q.sort == "relevance" and not q.terms
+    hits = sorted(_hits(db, q, page), key=_PAGE_ORDER["updated" if q.sort == "relevance" and not q.terms
                                                       else q.sort]) if page else []
     return SearchResult(raw_query[:MAX_QUERY_CHARS], q.terms, q.prefix, q.sort, q.limit, q.offset, total,
                         tuple(hits), facets)
 
 
-def _in(sql: str):
-    return text(sql).bindparams(bindparam("ids", expanding=True))
-
-
-_PAGE_ROWS = _in(
+_PAGE_ROWS = (
     "SELECT sa.adapter_id, sa.name, sa.kind, sa.base, sa.updated_at, sa.live_versions, a.description, a.tags, "
     "v.version, v.size, v.trigger_words FROM search_adapters sa JOIN adapters a ON a.id = sa.adapter_id "
-    "JOIN versions v ON v.id = sa.latest_version_id WHERE sa.adapter_id IN :ids"
-).columns(column("adapter_id", Integer), column("name", String), column("kind", String), column("base", String),
-          column("updated_at", DateTime(timezone=True)), column("live_versions", Integer),
-          column("description", String), column("tags", String), column("version", String),
-          column("size", Integer), column("trigger_words", String))
-_PAGE_ALIASES = _in("SELECT al.adapter_id, al.name, v.version FROM aliases al JOIN versions v ON v.id = al.version_id "
-                    "WHERE al.adapter_id IN :ids ORDER BY al.name")
-_PAGE_VERSIONS = _in(
+    "JOIN versions v ON v.id = sa.latest_version_id WHERE sa.adapter_id IN :ids")
+_PAGE_ALIASES = ("SELECT al.adapter_id, al.name, v.version FROM aliases al JOIN versions v ON v.id = al.version_id "
+                 "WHERE al.adapter_id IN :ids ORDER BY al.name")
+_PAGE_VERSIONS = (
     "SELECT sv.adapter_id, v.version, v.sort_key, v.created_by, sv.trigger_key, "
     + ", ".join(f"sv.{f}" for f in VERSION_FIELDS)
     + " FROM search_versions sv JOIN versions v ON v.id = sv.version_id WHERE sv.adapter_id IN :ids "
     "ORDER BY sv.adapter_id, v.sort_key DESC")
 
 
-def _hits(s: Session, q: _Query, page: list[tuple[int, float]]) -> list[SearchHit]:
+@dataclass(frozen=True)
+class _PageRow:
+    adapter_id: int
+    name: str
+    kind: str
+    base: str
+    updated_at: object  # a datetime, or its text from sqlite3 (see _utc)
+    live_versions: int
+    description: str | None
+    tags: object  # JSON text, or the value on PostgreSQL
+    version: str
+    size: int
+    trigger_words: object
+
+
+def _hits(db: SQL, q: _Query, page: list[tuple[int, float]]) -> list[SearchHit]:
     ids = [aid for aid, _score in page]
-    rows = {row.adapter_id: row for row in s.execute(_PAGE_ROWS, {"ids": ids})}
+    rows = {row.adapter_id: row for row in (_PageRow(*r) for r in db.rows(*_in(_PAGE_ROWS, ids)))}
     aliases: dict[int, dict] = {}
-    for aid, name, version in s.execute(_PAGE_ALIASES, {"ids": ids}):
+    for aid, name, version in db.rows(*_in(_PAGE_ALIASES, ids)):
         aliases.setdefault(aid, {})[name] = version
-    matched = _matched_versions(s, q, rows)
+    matched = _matched_versions(db, q, rows)
     hits = []
     for aid, score in page:
         row = rows[aid]
@@ -364,8 +409,10 @@ def _hits(s: Session, q: _Query, page: list[tuple[int, float]]) -> list[SearchHi
     return hits
 
 
-def _utc(at: datetime) -> datetime:
-    """SQLite hands back the stored UTC time without its zone."""
+def _utc(at) -> datetime:
+    """SQLite hands back the stored UTC time without its zone (as text through sqlite3)."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
 
 
@@ -373,7 +420,7 @@ def _has_term(vocabulary: set[str], term: str, prefix: bool) -> bool:
     return term in vocabulary or (prefix and any(w.startswith(term) for w in vocabulary))
 
 
-def _matched_versions(s: Session, q: _Query, adapters: dict) -> dict[int, list[str]]:
+def _matched_versions(db: SQL, q: _Query, adapters: dict) -> dict[int, list[str]]:
     """Per adapter of the page: its live versions that pass the version filters and hold every
     query word (the adapter's own name, description and tags count for each version), the ones
     whose own text holds more of the words first, then the newest."""
@@ -381,7 +428,7 @@ def _matched_versions(s: Session, q: _Query, adapters: dict) -> dict[int, list[s
                                 .values()).split()) for aid, row in adapters.items()}
     trigger = "\n" + " ".join(words(q.trigger)) + "\n" if q.trigger is not None else None
     found: dict[int, list[tuple[int, str]]] = {}
-    for aid, version, _sort_key, created_by, trigger_key, *fields in s.execute(_PAGE_VERSIONS, {"ids": list(adapters)}):
+    for aid, version, _sort_key, created_by, trigger_key, *fields in db.rows(*_in(_PAGE_VERSIONS, list(adapters))):
         if trigger is not None and trigger not in trigger_key:
             continue
         if q.created_by is not None and created_by != q.created_by:
