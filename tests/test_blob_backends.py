@@ -418,3 +418,16 @@ def test_s3_gc_with_no_grace_beside_concurrent_writers_loses_nothing(db, s3_blob
     report = verify(Catalog(loradex_home))
     assert report.ok, report.problems
     assert {v.sha256 for v in added} == {e.sha256 for e in catalog.blobs.iter_entries()}
+
+
+def test_migrate_to_a_missing_bucket_is_one_line_and_records_nothing(s3_server, monkeypatch, tmp_path, loradex_home):
+    cli("add", str(write_random_kohya_lora(tmp_path / "a.safetensors", seed=3, rank=4)), "--name", "style")
+    env = s3_environment(s3_server, "no-such-bucket-here")
+    for key, value in env.items():
+        if key != "LORADEX_BLOBS":
+            monkeypatch.setenv(key, value)
+    failed = cli("blobs", "migrate", "--to", env["LORADEX_BLOBS"], ok=False)
+    assert failed.exit_code == 1
+    assert "NoSuchBucket" in str(failed.exception) and "testing" not in str(failed.exception)
+    assert Catalog(loradex_home).blobs.shared is False
+    assert not (loradex_home / "blobs" / "location.json").exists()
