@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -63,6 +64,9 @@ class VersionRow(Base):
         Index("ix_versions_sha256", "sha256"),
         Index("ix_versions_autov2", "autov2"),
         Index("ix_versions_autov3", "autov3"),
+        # The listing's newest live version per adapter from the index alone (migration 0008).
+        Index("ix_versions_live_latest", "adapter_id", "sort_key", "deleted_at", "version", "size",
+              sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), nullable=False)
