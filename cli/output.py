@@ -209,6 +209,37 @@ def dumps_indented(data: Any, default=_default) -> str:
     return encode(data, "")
 
 
+_WORD = re.compile(r"\s*\S+\s*")  # rich._wrap.re_word
+
+
+def _word_wrap(text: str, width: int, cells: int) -> list[str] | None:
+    """The lines, padded to ``width``, that rich's ``Text.wrap(justify="left", overflow="fold")``
+    makes of one line of text whose every character is one cell wide (``cells`` = its length)
+    and whose every word fits the width — rich's ``divide_line`` without its measuring per word
+    (a 10,000-row ``loradex list`` has ~1,000 such cells). None for any other text (rich wraps
+    it); compared with rich by tests/test_cli_startup.py's table property test."""
+    if cells != len(text) or not text.isprintable():  # wide, zero-width or control characters
+        return None
+    if not text.isascii():
+        from rich.cells import get_character_cell_size
+
+        if any(get_character_cell_size(ch) != 1 for ch in set(text) if not ch.isascii()):
+            return None
+    lines, line_start, offset = [], 0, 0
+    for match in _WORD.finditer(text):
+        start, word = match.start(), match.group()
+        length = len(word.rstrip())
+        if length > width:
+            return None  # folded across lines: rich's business
+        if width - offset >= length:
+            offset += len(word)
+        elif offset and start:
+            lines.append(text[line_start:start])
+            line_start, offset = start, len(word)
+    lines.append(text[line_start:])
+    return [line[:width] + " " * (width - len(line)) for line in lines]
+
+
 class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False):
         self.json_mode = json_mode
@@ -333,8 +364,9 @@ class Output:
                 if r not in broken and lengths[i][r] <= w:
                     parts.append([padded_cells[i][r]])
                 else:
-                    parts.append([set_cell_size(line.plain, w) for line in
-                                  Text(text).wrap(console, w, justify="left", overflow="fold", tab_size=8)])
+                    parts.append((None if r in broken else _word_wrap(text, w, lengths[i][r])) or [
+                        set_cell_size(line.plain, w) for line in
+                        Text(text).wrap(console, w, justify="left", overflow="fold", tab_size=8)])
             height = max(len(p) for p in parts)
             parts = [p + [" " * w] * (height - len(p)) for p, w in zip(parts, inner)]
             return ["│ " + " │ ".join(line) + " │" for line in zip(*parts)]

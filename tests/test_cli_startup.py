@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from loradex.cli.app import COMMAND_MODULES, COMMAND_NAMES, app_for, build_app, command_name
-from loradex.cli.output import Output, _default, dumps_indented, safe_console, terminal_safe
+from loradex.cli.output import Output, _default, _word_wrap, dumps_indented, safe_console, terminal_safe
 from loradex.registry.catalog.light_reads import LightReader, head_from_files, open_light_reader, revision_files
 from loradex.registry.catalog.operations import AddVersion, LinkLineage, MoveAlias, SoftDeleteVersion
 from loradex.registry.catalog.store import MIGRATIONS, Catalog
@@ -353,3 +353,31 @@ def test_long_table_takes_the_quick_path_and_escapes(monkeypatch):
     assert "\x1b" not in text and "\\x1b[31mred" in text
     monkeypatch.setattr(Output, "_rich_table", staticmethod(real))
     assert text == _printed(["name", "kind", "x", "aliases", "n"], rows, "t", long_path=False)
+
+
+def _rich_wrap(text: str, width: int) -> list[str]:
+    from rich.cells import set_cell_size
+    from rich.text import Text
+
+    console = safe_console(file=io.StringIO(), width=120)
+    return [set_cell_size(line.plain, width)
+            for line in Text(text).wrap(console, width, justify="left", overflow="fold", tab_size=8)]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab Z09-,→é漢\u0301\x07")), max_size=40), st.integers(1, 25))
+def test_word_wrap_is_richs_or_declines(text, width):
+    from rich.cells import cell_len
+
+    got = _word_wrap(text, width, cell_len(text))
+    if got is not None:
+        assert got == _rich_wrap(text, width)
+    if any(ch in text for ch in "漢\u0301\x07"):
+        assert got is None  # not one cell per character, or a control: rich wraps it
+
+
+def test_word_wrap_known_answers():
+    aliases = "production→1.9.0, staging→1.8.0"
+    assert _word_wrap(aliases, 20, len(aliases)) == ["production→1.9.0,   ", "staging→1.8.0       "]
+    assert _word_wrap("  ab  cd", 4, 8) == ["  ab", "cd  "] == _rich_wrap("  ab  cd", 4)
+    assert _word_wrap("abcdef gh", 4, 9) is None  # a word wider than the column is folded by rich
