@@ -132,7 +132,10 @@ def _lock_alias(s: Session, adapter_id: int, alias: str) -> AliasRow | None:
 
 
 def _lock_live_version(s: Session, row: VersionRow) -> VersionRow:
-    locked = s.scalar(select(VersionRow).where(VersionRow.id == row.id).with_for_update()
+    # FOR NO KEY UPDATE on PostgreSQL: it still excludes a concurrent soft delete (an UPDATE), but not the
+    # FOR KEY SHARE that inserting an alias event naming this version as from_version takes; plain
+    # FOR UPDATE made two moves of one alias deadlock (one holds the target, the other the alias row)
+    locked = s.scalar(select(VersionRow).where(VersionRow.id == row.id).with_for_update(key_share=True)
                       .execution_options(populate_existing=True))
     if locked.deleted_at is not None:
         raise NotFound(f"version {locked.version} was removed")
