@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:
         app = app_for(sys.argv[1:] if argv is None else argv)
+        if argv is None:
+            # The whole process: what is imported by now lives until the end, so the cyclic
+            # collector need not scan it again (a 10,000-row `list` spent ~20 ms doing that).
+            import gc
+
+            gc.freeze()
         rv = app(args=argv, prog_name="loradex", standalone_mode=False)
     except SystemExit:
         raise
