@@ -358,15 +358,23 @@ class Output:
         padded_cells = [[text + " " * (w - length) for text, length in zip(col, lengths[i])]
                         for i, (col, w) in enumerate(zip(by_column, inner))]
 
+        wraps: dict[tuple[str, int], list[str]] = {}  # a column's cells repeat (aliases): each wrapped once
+
+        def wrap(text: str, w: int, length: int, one_line: bool) -> list[str]:
+            key = (text, w)
+            if key not in wraps:
+                wraps[key] = (_word_wrap(text, w, length) if one_line else None) or [
+                    set_cell_size(line.plain, w) for line in
+                    Text(text).wrap(console, w, justify="left", overflow="fold", tab_size=8)]
+            return wraps[key]
+
         def wrapped_lines(r: int) -> list[str]:
             parts = []
             for i, (text, w) in enumerate(zip(cells[r], inner)):
                 if r not in broken and lengths[i][r] <= w:
                     parts.append([padded_cells[i][r]])
                 else:
-                    parts.append((None if r in broken else _word_wrap(text, w, lengths[i][r])) or [
-                        set_cell_size(line.plain, w) for line in
-                        Text(text).wrap(console, w, justify="left", overflow="fold", tab_size=8)])
+                    parts.append(wrap(text, w, lengths[i][r], r not in broken))
             height = max(len(p) for p in parts)
             parts = [p + [" " * w] * (height - len(p)) for p, w in zip(parts, inner)]
             return ["│ " + " │ ".join(line) + " │" for line in zip(*parts)]
