@@ -252,7 +252,7 @@ class Client(threading.Thread):
         self.csrf = None
         ops, weights = zip(*WEIGHTS.items())
         while time.time() < self.stop_at:
-            op = self.rng.choices(ops, weights)[0]
+            op = self.rng.choices(ops, weights)[0]  # a weight of 0 (``--only``): never chosen
             self.timed(op, getattr(self, f"do_{op}"))
 
     def timed(self, op: str, fn) -> None:
@@ -434,6 +434,7 @@ def main() -> None:
     parser.add_argument("--restart-after", type=float, default=3.0, help="seconds the killed replica stays down")
     parser.add_argument("--profile-rounds", type=int, default=20,
                         help="each operation this many times by one client before the load (0: skip)")
+    parser.add_argument("--only", choices=sorted(WEIGHTS), help="run this operation alone (no mix)")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
     import importlib.util
@@ -441,6 +442,9 @@ def main() -> None:
     for module in ("boto3", "moto", "psycopg"):
         if importlib.util.find_spec(module) is None:
             skip(f"{module} is not installed (pip install 'moto[server]' boto3 psycopg)")
+    if args.only:
+        for op in WEIGHTS:
+            WEIGHTS[op] = 1 if op == args.only else 0
     os.environ["HF_HUB_DISABLE_XET"] = "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     os.environ.pop("HF_TOKEN", None)
@@ -489,8 +493,10 @@ def main() -> None:
         report["audit"] = audit(dep, results)
     finally:
         dep.stop()
+    killing = (f"replica 0 SIGKILLed at {report['killed_replica_at_s']} s and restarted {args.restart_after} s later"
+               if report["killed_replica_at_s"] is not None else "no replica killed")
     print(f"## scale_out: {args.clients} clients, {args.replicas} replicas behind haproxy, {report['duration_s']} s, "
-          f"replica 0 SIGKILLed at {report['killed_replica_at_s']} s and restarted {args.restart_after} s later\n")
+          f"{killing}\n")
     print("| operation | ok | ops/s | p50 ms | p99 ms | errors (1st try) | errors (after retry) |")
     print("|---|---|---|---|---|---|---|")
     for op, row in report["ops"].items():
