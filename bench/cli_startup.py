@@ -108,6 +108,7 @@ def main() -> None:
             trigger = f"trg{some.rsplit('-', 1)[1]}"
             commands[f"{prefix}`loradex search {trigger}`"] = ([exe, "search", trigger], variant_env)
             commands[f"{prefix}`loradex search {trigger} --json`"] = ([exe, "search", trigger, "--json"], variant_env)
+    load_before = os.getloadavg()
     samples: dict[str, list[float]] = {label: [] for label in commands}
     cpu: dict[str, list[float]] = {label: [] for label in commands}
     for label, (cmd, cmd_env) in commands.items():  # one untimed run each: page cache and .pyc warm
@@ -124,8 +125,10 @@ def main() -> None:
 
     bare = statistics.median(samples["bare `python -c pass`"])
     bare_cpu = statistics.median(cpu["bare `python -c pass`"])
-    print(f"{len(names):,} adapters; median of {args.rounds} interleaved rounds; "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; python {platform.python_version()}")
+    load_after = os.getloadavg()
+    print(f"{len(names):,} adapters; median of {args.rounds} interleaved rounds; {os.cpu_count()} CPUs, "
+          f"load average (1 min / 5 min) {load_before[0]:.1f} / {load_before[1]:.1f} before the rounds, "
+          f"{load_after[0]:.1f} / {load_after[1]:.1f} after; python {platform.python_version()}")
     print("| command | wall median | wall min | ÷ bare | CPU median | ÷ bare CPU | ≤ 300 ms |")
     print("|---|---:|---:|---:|---:|---:|:-:|")
     for label, values in samples.items():
