@@ -9,7 +9,7 @@ machine under load the wall time also counts the waits for a CPU, the CPU time d
 commands are single-threaded, and their files are in the page cache after the first run).
 
     python bench/cli_startup.py [--rounds 11] [--home DIR] [--adapters 10000] [--per 10]
-                                [--before PYTHONPATH] [--other-home DIR]
+                                [--before PYTHONPATH] [--other-home DIR] [--only COMMAND]…
 
 ``--home`` reuses (or creates once) a catalog there; without it a temporary one is built.
 ``--pythonpath DIR`` runs the commands with ``PYTHONPATH=DIR``: a folder holding ``loradex`` as
@@ -66,6 +66,8 @@ def main() -> None:
                     help="also time the commands of another checkout, in the same rounds")
     ap.add_argument("--other-home", type=Path, metavar="HOME",
                     help="also time the commands on a copy of the catalog in HOME (e.g. with an index)")
+    ap.add_argument("--only", action="append", metavar="COMMAND",
+                    help="time only this read command (e.g. 'list --json'; repeatable; default: all)")
     args = ap.parse_args()
 
     temp = None
@@ -95,6 +97,8 @@ def main() -> None:
         f"versions {some}": ["versions", some],
         f"versions {some} --json": ["versions", some, "--json"],
     }
+    if args.only:
+        reads = {label: argv for label, argv in reads.items() if label in args.only}
     variants = {"": env}
     if args.before:
         variants["before: "] = {**env, "PYTHONPATH": args.before}
@@ -104,7 +108,7 @@ def main() -> None:
     for prefix, variant_env in variants.items():
         for label, argv in reads.items():
             commands[f"{prefix}`loradex {label}`"] = ([exe, *argv], variant_env)
-        if _has_search(exe, variant_env):  # the middle adapter's trigger word (see _big_catalog)
+        if (not args.only or any(o.startswith("search") for o in args.only)) and _has_search(exe, variant_env):  # the middle adapter's trigger word (see _big_catalog)
             trigger = f"trg{some.rsplit('-', 1)[1]}"
             commands[f"{prefix}`loradex search {trigger}`"] = ([exe, "search", trigger], variant_env)
             commands[f"{prefix}`loradex search {trigger} --json`"] = ([exe, "search", trigger, "--json"], variant_env)
