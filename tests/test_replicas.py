@@ -183,3 +183,53 @@ def test_a_replica_keeps_nothing_on_local_disk(replicas, tmp_path):
         assert [t.name for t in replica.api().list_repo_refs(REPO).tags] == ["v1.0.0"]
         assert len(replica.api().list_repo_commits(REPO)) == 2
     assert [v.version for v in b.catalog.versions("style")] == ["1.0.0"]
+
+
+def test_a_ref_moved_behind_a_transaction_s_back_is_a_conflict_not_a_lost_update(pg_url, tmp_path):
+    """The compare-and-swap holds on its own: a ref changed by another writer after this
+    transaction read it (here behind the repo lock's back, straight in the table) fails the
+    update with the Hub's stale-parent answer, and nothing of the transaction is kept."""
+    import psycopg
+
+    from loradex.registry.server.hub.object_store import ObjectStore
+    from loradex.registry.server.hub.protocol_errors import StaleParent
+    from loradex.registry.server.hub.repo_backends import DatabaseRepoBackend
+    from loradex.registry.server.hub.repo_store import Commit, RepoStore
+
+    catalog = Catalog(tmp_path / "home", db_url=pg_url)
+    backend = DatabaseRepoBackend(catalog=catalog)
+    store = RepoStore(tmp_path / "hub", ObjectStore(tmp_path / "hub"), backend=backend)
+    first = store.create_repo(REPO, private=False, author="a")
+    other = Commit.create([first.oid], "elsewhere", "", "b", first.tree)
+    raw = psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True)
+    with pytest.raises(StaleParent):
+        with backend.transaction(REPO) as txn:
+            refs = txn.refs()
+            mine = Commit.create([first.oid], "mine", "", "a", first.tree)
+            txn.put_commit(mine.oid, mine.document())
+            raw.execute("UPDATE hub_refs SET target = %s WHERE repo_id = %s AND name = 'main'", (other.oid, REPO))
+            refs["branches"]["main"] = mine.oid
+            txn.put_refs(refs)
+    assert store.refs(REPO).branches["main"] == other.oid  # the other writer's move stands
+    count = raw.execute("SELECT count(*) FROM hub_commits WHERE repo_id = %s", (REPO,)).fetchone()[0]
+    assert count == 1  # the failed transaction's commit row is gone with it
+    raw.close()
+
+
+def test_repo_backend_choice(pg_url, tmp_path, monkeypatch):
+    from loradex.registry.errors import UsageError
+    from loradex.registry.server.hub.repo_backends import HUB_REPOS_ENV, choose_repo_backend
+
+    monkeypatch.delenv(HUB_REPOS_ENV, raising=False)
+    monkeypatch.delenv("LORADEX_DB", raising=False)
+    sqlite_home = Catalog(tmp_path / "local")
+    assert choose_repo_backend(tmp_path / "hub", sqlite_home).name == "file"
+    assert choose_repo_backend(tmp_path / "hub", Catalog(tmp_path / "pg", db_url=pg_url)).name == "database"
+    monkeypatch.setenv(HUB_REPOS_ENV, "file")
+    assert choose_repo_backend(tmp_path / "hub", Catalog(tmp_path / "pg", db_url=pg_url)).name == "file"
+    monkeypatch.setenv(HUB_REPOS_ENV, "database")
+    with pytest.raises(UsageError, match="needs a server database"):
+        choose_repo_backend(tmp_path / "hub", sqlite_home)
+    monkeypatch.setenv(HUB_REPOS_ENV, "etcd")
+    with pytest.raises(UsageError, match="one of database, file"):
+        choose_repo_backend(tmp_path / "hub", sqlite_home)
