@@ -1,6 +1,8 @@
-"""Repositories of the Hub server: commits as JSON documents, refs in one JSON file per repo.
+"""Repositories of the Hub server: commits, branches and tags, over a ``RepoBackend``
+(``repo_backends``): JSON files under ``<hub>/repos`` (default), or tables of the catalog database
+when ``loradex serve`` runs as stateless replicas on PostgreSQL (docs/SCALING.md).
 
-Layout under ``<root>/hub/``::
+The file backend's layout under ``<root>/hub/``::
 
     objects/sha256/ab/cdef…             file contents (see object_store.py)
     repos/models/<ns>/<name>/repo.json  {"id", "private", "createdAt"}
@@ -11,8 +13,10 @@ A commit document holds its whole tree, ``{path: {sha256, size, lfs, blob_id}}``
 what git (and the Hub's tree API) calls the file's oid: the git blob sha1 of the content for a
 regular file, of the LFS pointer text for an LFS file. The commit oid is the sha1 of the
 canonical JSON of the document, so it is 40 hex digits like a git commit id (the client checks
-that pattern). Commit files are immutable; ``refs.json`` is replaced atomically under a per-repo
-lock (a thread lock plus ``flock``, so two server processes on one root also serialise).
+that pattern). Commits are immutable; every write runs in the backend's per-repo transaction
+(file: a thread lock plus ``flock``, ``refs.json`` replaced atomically; database: the repo row
+locked ``FOR UPDATE`` and each ref moved by compare-and-swap), so two writers — threads, server
+processes, replicas — never both move one ref from the same value.
 """
 
 from __future__ import annotations
