@@ -255,7 +255,7 @@ def test_light_reader_only_for_a_catalog_at_the_head(tmp_path, monkeypatch):
 
 def test_read_commands_through_the_console_script(catalog, monkeypatch):
     """The installed script (light path) prints what the in-process CLI on Catalog prints."""
-    from loradex.cli import catalog_cmds, options
+    from loradex.cli import catalog_cmds, options, search_cmds
 
     exe = Path(sys.executable).with_name("loradex")
     env = {**os.environ, "LORADEX_HOME": str(catalog.home), "COLUMNS": "120"}
@@ -263,13 +263,17 @@ def test_read_commands_through_the_console_script(catalog, monkeypatch):
     whole = build_app()
     for args in (["list"], ["list", "--json"], ["show", "style"], ["show", "style", "--json"],
                  ["versions", "style", "--all"], ["versions", "pre", "--json"], ["lineage", "style", "--json"],
-                 ["show", "nothing"], ["versions", "nothing"]):
+                 ["show", "nothing"], ["versions", "nothing"], ["search", "wtrclr"], ["search", "trig", "--json"],
+                 ["search", "--created-by", "tester", "--sort", "name", "--json"]):
         proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120)
         with monkeypatch.context() as patch:
             patch.setattr(catalog_cmds, "open_reader", options.open_catalog)  # the Catalog path, for reference
+            patch.setattr(search_cmds, "open_reader", options.open_catalog)
             ref = runner.invoke(whole, [*args, "--home", str(catalog.home)])
         if ref.exit_code == 0:
             assert (proc.returncode, proc.stdout) == (0, ref.stdout), args
+            if args[:2] == ["search", "trig"]:  # the prefix finds the two adapters with live versions
+                assert [h["name"] for h in json.loads(proc.stdout)["hits"]] == ["pre", "style"]
         else:
             assert proc.returncode == 1 and proc.stderr.startswith("error: no adapter named 'nothing'"), args
 
