@@ -143,25 +143,43 @@ def test_racing_tags_exactly_one_wins(replicas, tmp_path):
     assert versions[0].sha256 == hashlib.sha256(lora.read_bytes()).hexdigest()
 
 
-def test_concurrent_alias_moves_from_two_catalogs(replicas, tmp_path):
+def test_concurrent_alias_moves_through_the_promotion_gate_from_two_catalogs(replicas, tmp_path):
+    """8 moves of one gated alias at once, 4 through each catalog: the versions with a passing
+    evaluation card move it, the others are refused and recorded; every attempt is one event, and
+    the events form one chain (each starts where the alias was after the one before)."""
+    from _evidence_fixtures import minimal_record
+    from _hub_sync_fixtures import card_for, record_png
+    from loradex.registry.catalog import records as R
+    from loradex.registry.catalog.records import PromotionRefused, set_alias_policy
+
     a, b = replicas
     for i in range(4):
         lora = write_random_kohya_lora(tmp_path / f"v{i}.safetensors", seed=10 + i)
-        add_file(a.catalog, lora, name="style", version=f"1.{i}.0")
+        v = add_file(a.catalog, lora, name="style", version=f"1.{i}.0").version
+        if i % 2 == 0:  # 1.0.0 and 1.2.0 pass the gate; 1.1.0 and 1.3.0 have no card
+            with_rec = minimal_record(stack=[{"requested": "style", "ref": v.ref, "sha256": v.sha256,
+                                              "te_weight": 1.0, "unet_weight": 1.0}])
+            without_rec = minimal_record(prompt="a red fox")
+            R.store_record(a.catalog, with_rec, record_png(with_rec, (200, 30, 30)))
+            R.store_record(a.catalog, without_rec, record_png(without_rec, (30, 30, 200)))
+            R.store_card(a.catalog, card_for(v.ref, v.sha256, with_rec["id"], without_rec["id"]))
+    set_alias_policy(a.catalog, "style", "prod", require_pass=True)
     moves = [(catalog, f"style@1.{i}.0") for i in range(4) for catalog in (a.catalog, b.catalog)]
     results = race(*[lambda c=c, ref=ref: move_alias(c, ref, "prod", reason=f"{ref} via {id(c)}")
                      for c, ref in moves])
-    assert not [r for r in results if isinstance(r, Exception)], results
-    history = a.catalog.alias_history("style", "prod")
-    assert len(history) == len(moves)  # every move recorded, once
-    assert sorted(e.reason for e in history) == sorted(f"{ref} via {id(c)}" for c, ref in moves)
-    # each event starts where the one before it ended: one total order, no lost update
-    ordered = sorted(history, key=lambda e: e.id)
-    assert ordered[0].from_version is None
-    for before, after in zip(ordered, ordered[1:]):
-        assert after.from_version == before.to_version
+    refused = [r for r in results if isinstance(r, PromotionRefused)]
+    assert len(refused) == 4 and len(results) - len(refused) == 4, results  # no other failure
+    history = sorted(a.catalog.alias_history("style", "prod"), key=lambda e: e.id)
+    assert len(history) == len(moves)  # every attempt recorded, once
+    assert sorted(e.reason.split(" [")[0] for e in history) == sorted(f"{ref} via {id(c)}" for c, ref in moves)
+    assert sorted(e.to_version for e in history if e.action == "refused") == ["1.1.0"] * 2 + ["1.3.0"] * 2
+    current = None
+    for event in history:  # one total order, no lost update
+        assert event.from_version == current, history
+        if event.action != "refused":
+            current = event.to_version
     (alias,) = b.catalog.aliases("style")
-    assert alias.version == ordered[-1].to_version
+    assert alias.version == current in ("1.0.0", "1.2.0")
 
 
 def test_a_replica_keeps_nothing_on_local_disk(replicas, tmp_path):
