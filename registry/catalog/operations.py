@@ -127,8 +127,16 @@ class AddVersion:
 # locks the alias row before reading its old target, and both alias moves and removals lock the
 # version row, so "remove v" and "point an alias at v" cannot both succeed concurrently.
 def _lock_alias(s: Session, adapter_id: int, alias: str) -> AliasRow | None:
-    return s.scalar(select(AliasRow).where(AliasRow.adapter_id == adapter_id, AliasRow.name == alias)
-                    .with_for_update())
+    row = s.scalar(select(AliasRow).where(AliasRow.adapter_id == adapter_id, AliasRow.name == alias)
+                   .with_for_update())
+    if row is None:
+        # No row to lock yet: serialise on the adapter row instead (FOR NO KEY UPDATE on PostgreSQL),
+        # then look again, so the move creating the alias and a refused first move recorded at the same
+        # time do not both see "no alias" (the refused event's from_version would then be stale).
+        s.execute(select(AdapterRow.id).where(AdapterRow.id == adapter_id).with_for_update(key_share=True))
+        row = s.scalar(select(AliasRow).where(AliasRow.adapter_id == adapter_id, AliasRow.name == alias)
+                       .with_for_update())
+    return row
 
 
 def _lock_live_version(s: Session, row: VersionRow) -> VersionRow:
