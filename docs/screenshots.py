@@ -151,7 +151,10 @@ def main(argv=None) -> int:
         make_demo(home)
         admin = "ldx_" + secrets.token_urlsafe(24)
         args.out.mkdir(parents=True, exist_ok=True)
-        app = build_server_app(Catalog(home), admin, rate_limit=None)
+        from loradex.registry.paths import current_user
+
+        # as `loradex ui` does: the admin is the local user (the name on the pages and in the audit log)
+        app = build_server_app(Catalog(home), admin, rate_limit=None, admin_name=current_user())
         with ServedApp(app) as served:
             driver = start_chromium(WIDTH, 900)
             try:

@@ -112,13 +112,18 @@ class Mirror:
         os.environ["LORADEX_TOKEN_TEAM"] = MIRROR_TOKEN  # for the harness's own in-process calls
         self.proc = subprocess.Popen([LORADEX, "serve", "--port", str(self.port), "--home", str(root / "mirror-home")],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_ready()
-        publisher = make_home(root, files, mirror_url=self.url)
-        from loradex.registry.catalog.adding import add_file
+        try:
+            self._wait_ready()
+            publisher = make_home(root, files, mirror_url=self.url)
+            from loradex.registry.catalog.adding import add_file
 
-        add_file(Catalog(publisher), files / "d.safetensors", name="style", version="1.2.0")
-        code, err = rerun(["push", "style@1.2.0", "team"], publisher)  # what `pull` fetches
-        assert code == 0, err
+            add_file(Catalog(publisher), files / "d.safetensors", name="style", version="1.2.0")
+            code, err = rerun(["push", "style@1.2.0", "team"], publisher)  # what `pull` fetches
+            assert code == 0, err
+        except BaseException:  # a mirror that failed to set up is stopped, not left serving
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise
 
     def _wait_ready(self) -> None:
         import httpx

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -31,20 +29,13 @@ def corpus_dir() -> Path:
 @pytest.fixture
 def pg_url():
     """A fresh PostgreSQL database at 127.0.0.1:5432 (skips where there is none)."""
-    try:
-        import psycopg
+    from _postgres import fresh_pg_database
 
-        conn = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True,
-                               connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({type(exc).__name__}); team-catalog tests skipped")
-    name = f"loradex_test_{uuid.uuid4().hex[:10]}"
-    conn.execute(f'CREATE DATABASE "{name}"')
+    url, drop = fresh_pg_database()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield url
     finally:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
+        drop()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import uuid
 
 import pytest
 from sqlalchemy import text
@@ -26,29 +25,12 @@ from loradex.registry.errors import AlreadyExists, Conflict, UsageError
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-def _pg_database():
-    """A fresh PostgreSQL database URL and a drop() for it, or a skip (as conftest's pg_url)."""
-    try:
-        import psycopg
-
-        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True,
-                                connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({type(exc).__name__}); team-catalog tests skipped")
-    name = f"loradex_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop():
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", drop
-
-
 def _open(backend: str, home):
     if backend == "sqlite":
         return Catalog(home), lambda: None
-    url, drop = _pg_database()
+    from _postgres import fresh_pg_database
+
+    url, drop = fresh_pg_database()
     catalog = Catalog(home, db_url=url)
     return catalog, lambda: (catalog.engine.dispose(), drop())
 
