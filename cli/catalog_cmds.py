@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         catalog = open_reader(home)
         rows = catalog.list_adapters()
         out = Output(json_mode=json)
-        out.result([r.to_dict() for r in rows], lambda c: out.table(
+        out.result([r.to_dict() for r in rows] if json else None, lambda c: out.table(
             ["name", "kind", "base", "latest", "versions", "aliases", "size"],
             [[r.name, r.kind, r.base, r.latest or "-", r.versions,
               ", ".join(f"{a}→{v}" for a, v in sorted(r.aliases.items())), human_size(r.size)]

@@ -165,14 +165,15 @@ class LightReader:
     # --- the reads Catalog has ---------------------------------------------------------------
     def list_adapters(self) -> list[E.AdapterSummary]:
         def run(c):
+            # One pass over ix_versions_live_latest: with exactly one max() in the query, SQLite
+            # takes the bare columns (version, size) from the row holding the maximum sort_key
+            # (documented; https://sqlite.org/lang_select.html#bareagg), so the newest live version
+            # needs no second join back into versions (Catalog.list_adapters' portable form does).
             rows = c.execute(
-                "SELECT adapters.name, adapters.kind, adapters.base, versions.version, versions.size, anon_1.n "
-                "FROM adapters LEFT OUTER JOIN (SELECT versions.adapter_id AS adapter_id, "
-                "max(versions.sort_key) AS k, count(versions.id) AS n FROM versions "
-                "WHERE versions.deleted_at IS NULL GROUP BY versions.adapter_id) AS anon_1 "
-                "ON anon_1.adapter_id = adapters.id LEFT OUTER JOIN versions "
-                "ON versions.adapter_id = adapters.id AND versions.sort_key = anon_1.k "
-                "AND versions.deleted_at IS NULL ORDER BY adapters.name").fetchall()
+                "SELECT a.name, a.kind, a.base, g.version, g.size, g.n FROM adapters a LEFT JOIN "
+                "(SELECT adapter_id, max(sort_key) AS k, version, size, count(*) AS n FROM versions "
+                "WHERE deleted_at IS NULL GROUP BY adapter_id) g ON g.adapter_id = a.id "
+                "ORDER BY a.name").fetchall()
             alias_rows = c.execute(
                 "SELECT adapters.name, aliases.name AS name_1, versions.version FROM adapters "
                 "JOIN aliases ON aliases.adapter_id = adapters.id "
