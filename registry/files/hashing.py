@@ -13,12 +13,21 @@ AutoV3 is only defined for safetensors files; for anything else it is ``None``.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 
 AUTOV1_START = 0x100000
 AUTOV1_END = 0x110000
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256_hex(text: object) -> bool:
+    """A lower-case 64-digit hex sha256: the only thing a blob's key, path or URL segment is made
+    of (a value from outside is checked with this before it names an object or a file)."""
+    return isinstance(text, str) and _SHA256_HEX.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,8 @@ from .blob_cache import BlobCache
 from .blob_store import Progress, StoredBlob
 from ..crashpoints import crashpoint
 from ..errors import CatalogError, InvalidFile, NotFound
-from .hashing import MultiHasher
+from .hashing import MultiHasher, is_sha256_hex
 
-SHA256_HEX = frozenset("0123456789abcdef")
 MIB = 1 << 20
 DEFAULT_MULTIPART_THRESHOLD = 64 * MIB
 DEFAULT_PART_SIZE = 16 * MIB
@@ -55,10 +54,6 @@ PUBLISH_ATTEMPTS = 5
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
-
-
-def _is_sha256(text: str) -> bool:
-    return len(text) == 64 and set(text) <= SHA256_HEX
 
 
 def _env_int(name: str, default: int, minimum: int = 0) -> int:
@@ -158,7 +153,7 @@ class S3BlobStore:
 
     # --- keys ---------------------------------------------------------------------------
     def key_for(self, sha256: str) -> str:
-        if not _is_sha256(sha256):
+        if not is_sha256_hex(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
         return f"{self.key_prefix}sha256/{sha256[:2]}/{sha256[2:]}"
 
@@ -176,7 +171,7 @@ class S3BlobStore:
         if len(rest) != 65 or rest[2] != "/":
             return None
         sha = rest[:2] + rest[3:]
-        return sha if _is_sha256(sha) else None
+        return sha if is_sha256_hex(sha) else None
 
     # --- reading ------------------------------------------------------------------------
     def _head(self, key: str) -> dict | None:

@@ -41,10 +41,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ...files.hashing import is_sha256_hex
 from . import request_schemas as S
 from .commit_stream import DEFAULT_LINE_IN_MEMORY_BYTES, CommitLimits, CommitLine, received_commit, sweep_incoming
 from .discovery import list_models
-from .object_store import SHA256_RE, ObjectStore
+from .object_store import ObjectStore
 from .protocol_errors import (BadRequest, EntryNotFound, Forbidden, RefExists, RouteNotFound, Unauthorized,
                               UnprocessableUpload, install_error_handlers, public_base_url)
 from .protocol_errors import read_body_capped as _read_body
@@ -608,7 +609,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
         base, out = ctx.base_url(request), []
         for obj in body["objects"]:
             oid, size = obj.get("oid"), obj.get("size")
-            if not isinstance(oid, str) or not SHA256_RE.fullmatch(oid) or not isinstance(size, int) or size < 0:
+            if not is_sha256_hex(oid) or not isinstance(size, int) or size < 0:
                 out.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
                             "error": {"code": 422, "message": "oid must be 64 hex digits and size >= 0"}})
             elif size > ctx.max_upload_bytes:
@@ -636,7 +637,7 @@ def create_app(root: str | os.PathLike, token: str | None = None, *, public_read
             size, expires = int(q.get("size", "")), int(q.get("expires", ""))
         except ValueError:
             raise Forbidden("upload URL is malformed") from None
-        if not SHA256_RE.fullmatch(oid) or expires < time.time() or not hmac.compare_digest(
+        if not is_sha256_hex(oid) or expires < time.time() or not hmac.compare_digest(
                 q.get("sig", ""), _upload_signature(ctx.secret, oid, size, expires)):
             raise Forbidden("upload URL is invalid or expired; ask the LFS batch endpoint for a new one")
         ctx.stats.add(lfs_uploads=1)

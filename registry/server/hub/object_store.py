@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import AsyncIterator, BinaryIO, Iterator
 
 from ...files.atomic_files import atomic_output, fsync_dir, locked_temp_file
 from ...files.blob_backends import BlobBackend, configured_location, open_blob_store, scheme_of
 from ...files.blob_store import BlobStore
+from ...files.hashing import is_sha256_hex
 from .protocol_errors import TooLarge, UnprocessableUpload
 
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 READ_CHUNK = 1 << 20
 HUB_PREFIX = "hub"
 
@@ -54,7 +53,7 @@ class ObjectStore:
 
     @staticmethod
     def _checked(sha256: str) -> str:
-        if not SHA256_RE.fullmatch(sha256):
+        if not is_sha256_hex(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return sha256
 

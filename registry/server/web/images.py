@@ -18,17 +18,16 @@ a read-only home gets them made per request, uncached.
 
 
 import io
-import re
 import threading
 
 from sqlalchemy import select
 
+from ...files.hashing import is_sha256_hex
 from ...catalog.db_schema import AdapterRow, PromptRecordRow, PromptRecordVersionRow, VersionRow
 from ..app import register_router
 from ..civitai_query import adapter_namespace
 from .common import current_principal, visible_namespaces
 
-SHA_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 THUMB_PX = 320
 MAX_PIXELS = 64_000_000
 MAX_IMAGE_BYTES = 64 << 20
@@ -204,7 +203,7 @@ def images_router():
                                                           "Cache-Control": "no-store"})
 
     async def check(request, sha256: str):
-        if not SHA_RE.fullmatch(sha256):
+        if not is_sha256_hex(sha256):
             return None, missing()
         try:
             access = await run_in_threadpool(_allowed, request, sha256)
