@@ -75,7 +75,9 @@ def describe_error(exc: BaseException) -> tuple[int | None, str]:
     """(exit code, one-line message); code None means a bug."""
     from loradex.registry.errors import LoradexError
 
-    if isinstance(exc, LoradexError):
+    from loradex.families import FamilyNotSupported
+
+    if isinstance(exc, (LoradexError, FamilyNotSupported)):
         return exc.exit_code, " ".join(str(exc).split("\n"))
     # typer (>= 0.20) vendors its own click; match its exceptions by shape, whichever click it is.
     if type(exc).__name__ == "Abort":

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["registry", "merge", "trainer", "cli"]  # each may import only those before it
+LAYERS = ["families", "registry", "merge", "trainer", "cli"]  # each may import only those before it
 FORBIDDEN_EVERYWHERE_BUT_CLI = {"typer", "rich"}
 
 
@@ -37,7 +37,7 @@ def test_dependency_direction():
     assert not problems, "\n".join(problems)
 
 
-PACKAGE_FOLDERS = {"registry": "loradex.registry", "merge": "loradex.merge", "trainer": "loradex.trainer",
+PACKAGE_FOLDERS = {"families": "loradex.families", "registry": "loradex.registry", "merge": "loradex.merge", "trainer": "loradex.trainer",
                    "cli": "loradex.cli"}
 # Wings inside a package, lowest first: a module may import its own wing, the wings of a lower rank
 # and the package's root modules that everything uses (errors, paths, crashpoints, untrusted).
