@@ -113,6 +113,31 @@ class VersionRow(Base):
         )
 
 
+class VersionFileRow(Base):
+    """One named file of a multi-file version (migration 0009; ``registry.catalog.version_files``).
+    Position 0 is the primary file, the blob the version row itself names."""
+
+    __tablename__ = "version_files"
+    __table_args__ = (
+        UniqueConstraint("version_id", "name", name="uq_version_files_version_name"),
+        UniqueConstraint("version_id", "position", name="uq_version_files_version_position"),
+        Index("ix_version_files_sha256", "sha256"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    file_name: Mapped[str] = mapped_column(String(500), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    file_format: Mapped[str] = mapped_column(String(64), nullable=False)
+    probe: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+
+    def to_entity(self) -> E.VersionFile:
+        return E.VersionFile(name=self.name, file_name=self.file_name, sha256=self.sha256, size=self.size,
+                             file_format=self.file_format, probe=dict(self.probe or {}))
+
+
 class AliasRow(Base):
     __tablename__ = "aliases"
     __table_args__ = (UniqueConstraint("adapter_id", "name", name="uq_aliases_adapter_name"),)

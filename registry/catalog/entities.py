@@ -42,6 +42,26 @@ class Adapter:
 
 
 @dataclass(frozen=True)
+class VersionFile:
+    """One named file of a multi-file version (e.g. ``high_noise`` and ``low_noise`` of a Wan 2.2
+    A14B LoRA): ``name`` is its role, ``file_name`` the name it is exported and pushed under."""
+
+    name: str
+    file_name: str
+    sha256: str
+    size: int
+    file_format: str
+    probe: dict = field(default_factory=dict)
+
+    def to_dict(self, *, full: bool = False) -> dict:
+        out = {"name": self.name, "file_name": self.file_name, "sha256": self.sha256, "size": self.size,
+               "file_format": self.file_format}
+        if full:
+            out["probe"] = self.probe
+        return out
+
+
+@dataclass(frozen=True)
 class Version:
     id: int
     adapter: str
@@ -61,6 +81,8 @@ class Version:
     created_at: datetime | None = None
     created_by: str = ""
     deleted: bool = False
+    # the named files of a multi-file version, primary first (empty: one file, the fields above)
+    files: tuple[VersionFile, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -87,6 +109,8 @@ class Version:
             "created_by": self.created_by,
             "deleted": self.deleted,
         }
+        if self.files:
+            out["files"] = [f.to_dict(full=full) for f in self.files]
         if full:
             out["probe"] = self.probe
             out["metadata"] = self.file_metadata
