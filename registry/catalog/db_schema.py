@@ -349,3 +349,69 @@ class ServerSecretRow(Base):
     __tablename__ = "server_secrets"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+# --- datasets (registry/catalog/datasets.py; migration 0010) -----------------------------------
+
+class DatasetRow(Base):
+    """A named, versioned set of training images with captions."""
+
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class DatasetVersionRow(Base):
+    """One immutable dataset version: its manifest (image blobs by sha256, captions, per-image
+    facts; ``schemas/dataset_manifest.schema.json``) and the ``dataset check`` report made on add.
+    ``training_sha256`` is the manifest hash a training run over the exported folder records
+    (``dataset_check.DatasetReport.manifest_sha256``)."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),
+        Index("ix_dataset_versions_dataset_sort", "dataset_id", "sort_key"),
+        Index("ix_dataset_versions_manifest", "manifest_sha256"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), nullable=False)
+    version: Mapped[str] = mapped_column(String(64), nullable=False)
+    sort_key: Mapped[str] = mapped_column(String(128), nullable=False)
+    manifest_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    training_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    manifest: Mapped[dict] = mapped_column(JSON, nullable=False)
+    report: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    num_images: Mapped[int] = mapped_column(Integer, nullable=False)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deleted_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class DatasetAliasRow(Base):
+    __tablename__ = "dataset_aliases"
+    __table_args__ = (UniqueConstraint("dataset_id", "name", name="uq_dataset_aliases_dataset_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id"), nullable=False)
+
+
+class DatasetAliasEventRow(Base):
+    """Every move of a dataset alias (set | remove), as ``alias_events`` for adapters."""
+
+    __tablename__ = "dataset_alias_events"
+    __table_args__ = (Index("ix_dataset_alias_events_dataset_alias", "dataset_id", "alias", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), nullable=False)
+    alias: Mapped[str] = mapped_column(String(100), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    from_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"), nullable=True)
+    to_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"), nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
