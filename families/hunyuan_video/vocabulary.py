@@ -1,0 +1,9 @@
+"""HunyuanVideo spellings (musubi-tuner: ``hunyuan-video`` architecture; Civitai group HyV1)."""
+
+from ..vocabulary import Vocabulary
+
+VOCABULARIES = (Vocabulary(
+    family="hunyuan-video", civitai=("Hunyuan Video",), air="hyv1", kohya=("hunyuan_video", "hunyuan-video", "hv"),
+    modelspec=("hunyuan-video",), hub=("hunyuanvideo-community/HunyuanVideo", "tencent/HunyuanVideo"),
+    hints=(r"hunyuan[-_ ]?video",),
+),)
