@@ -23,6 +23,22 @@ def _parse_tags(tags: list[str]) -> dict:
     return out
 
 
+def _named_files(paths: list[Path], named: list[str]) -> tuple[list[Path], list[str | None]]:
+    """``add``'s files: the positional ones (roles from their names) then each ``--file ROLE=PATH``."""
+    from loradex.registry.errors import UsageError
+
+    files, roles = list(paths), [None] * len(paths)
+    for item in named:
+        role, sep, path = item.partition("=")
+        if not sep or not role or not path:
+            raise UsageError(f"--file {item!r}: use ROLE=PATH (e.g. high_noise=style_high.safetensors)")
+        files.append(Path(path))
+        roles.append(role)
+    if not files:
+        raise UsageError("give the adapter file to add", hint="loradex add FILE [FILE…] or --file ROLE=PATH")
+    return files, roles
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def init(home: HomeOpt = None, json: JsonOpt = False) -> None:
@@ -35,7 +51,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def add(
-        path: Annotated[Path, typer.Argument(help="Adapter file (.safetensors; pickles need --allow-pickle).")],
+        paths: Annotated[Optional[List[Path]], typer.Argument(metavar="PATH...", help="Adapter file (.safetensors; pickles need --allow-pickle). Several files make ONE version holding them all (a Wan 2.2 high-noise + low-noise pair), the first the primary.")] = None,
+        file: Annotated[Optional[List[str]], typer.Option("--file", help="ROLE=PATH: a named file of a multi-file version (repeatable; e.g. --file high_noise=A.safetensors --file low_noise=B.safetensors).")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="Adapter name (default: from the file name).")] = None,
         version: Annotated[Optional[str], typer.Option("--version", help="Exact version X.Y.Z.")] = None,
         bump: Annotated[Optional[str], typer.Option("--bump", help="major, minor (default) or patch.")] = None,
@@ -54,19 +71,27 @@ def register(app: typer.Typer) -> None:
         from loradex.merge.conventions.pickle_to_safetensors import add_adapter_file
 
         out = Output(json_mode=json, quiet=quiet)
+        files, roles = _named_files(paths or [], file or [])
         catalog = open_catalog(home)
+        common = dict(name=name, version=version, bump=bump, kind=kind, base=base, triggers=trigger,
+                      message=message, tags=_parse_tags(tag), link=link, allow_pickle=allow_pickle, alias=alias)
         with out.progress("adding", transfer=True) as progress:
-            result = add_adapter_file(catalog, path, name=name, version=version, bump=bump, kind=kind,
-                                      base=base, triggers=trigger, message=message, tags=_parse_tags(tag),
-                                      link=link, allow_pickle=allow_pickle, keep_pickle=not to_safetensors,
-                                      alias=alias, progress=progress)
+            if len(files) > 1 or any(roles):
+                from loradex.registry.catalog.adding import add_files
+
+                result = add_files(catalog, files, roles=roles, progress=progress, **common)
+            else:
+                result = add_adapter_file(catalog, files[0], keep_pickle=not to_safetensors, progress=progress,
+                                          **common)
         if result.note:
             out.warn(result.note)
         v = result.version
         out.result(result, lambda c: c.print(
             f"added {v.ref}  {v.probe.get('kind', '')}/{v.probe.get('format', '')} "
             f"base={v.probe.get('base', '')}  sha256:{v.sha256[:12]}  {human_size(v.size)}"
-            + ("  (already stored)" if result.stored_bytes == 0 else "")))
+            + ("  (already stored)" if result.stored_bytes == 0 else "")
+            + "".join(f"\n  file {f.name:12} {f.file_name}  sha256:{f.sha256[:12]}  {human_size(f.size)}"
+                      for f in v.files)))
 
     @app.command()
     def inspect(
@@ -163,5 +188,8 @@ def _print_version(console, data: dict) -> None:
         console.print("  aliases    " + ", ".join(f"{a}→{v}" for a, v in data["aliases"].items()))
     for edge in data["lineage"]:
         console.print(f"  lineage    {edge['child']} {edge['relation']} {edge['parent']}")
+    for f in data.get("files") or []:
+        console.print(f"  file       {f['name']:12} {f['file_name']}  {f['file_format']}  "
+                      f"sha256:{f['sha256'][:12]}  {human_size(f['size'])}")
     if data["message"]:
         console.print(f"  message    {data['message']}")

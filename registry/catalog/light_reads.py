@@ -201,7 +201,7 @@ class LightReader:
                 f"SELECT {_VERSION_COLUMNS} FROM versions WHERE versions.adapter_id = ?"
                 + ("" if include_deleted else " AND versions.deleted_at IS NULL")
                 + " ORDER BY versions.sort_key", (adapter_id,)).fetchall()
-            return [self._version(r, adapter_name) for r in rows]
+            return [self._with_files(c, self._version(r, adapter_name)) for r in rows]
 
         return self._read(run, "versions", name, include_deleted=include_deleted)
 
@@ -271,7 +271,20 @@ class LightReader:
             name = c.execute("SELECT adapters.name FROM adapters WHERE adapters.id = ?", (row[1],)).fetchone()[0]
         else:
             name = ref.name
-        return self._version(row, name)
+        return self._with_files(c, self._version(row, name))
+
+    @staticmethod
+    def _with_files(c, version: E.Version) -> E.Version:
+        """A multi-file version's named files (``version_files``, primary first)."""
+        import dataclasses
+
+        rows = c.execute("SELECT name, file_name, sha256, size, file_format, probe FROM version_files "
+                         "WHERE version_id = ? ORDER BY position", (version.id,)).fetchall()
+        if not rows:
+            return version
+        files = tuple(E.VersionFile(n, fn, sha, size, fmt, dict(_json(probe) or {}))
+                      for n, fn, sha, size, fmt, probe in rows)
+        return dataclasses.replace(version, files=files)
 
     def _resolve_row(self, c, ref) -> tuple:
         from .refs import LATEST

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..files.atomic_files import remove_abandoned_temp_files, remove_abandoned_work_dirs
 from ..crashpoints import crashpoint
-from .db_schema import AdapterRow, PromptRecordRow, VersionRow
+from .db_schema import AdapterRow, PromptRecordRow, VersionFileRow, VersionRow
 
 # Each function returns the sha256 of every blob some live row needs. Later features (records,
 # previews, cards) register theirs here; gc keeps anything any of them names.
@@ -30,6 +30,13 @@ def register_blob_referencer(name: str):
 @register_blob_referencer("versions")
 def _live_versions(s: Session) -> set:
     return set(s.scalars(select(VersionRow.sha256).where(VersionRow.deleted_at.is_(None))))
+
+
+@register_blob_referencer("version_files")
+def _live_version_files(s: Session) -> set:
+    """Every file of a live multi-file version (the primary is also the version row's blob)."""
+    return set(s.scalars(select(VersionFileRow.sha256).join(VersionRow, VersionRow.id == VersionFileRow.version_id)
+                         .where(VersionRow.deleted_at.is_(None))))
 
 
 @register_blob_referencer("previews")
@@ -144,11 +151,18 @@ def verify(catalog, progress=None) -> VerifyReport:
     report = VerifyReport()
 
     def rows(s: Session):
-        return s.execute(
+        versions = s.execute(
             select(AdapterRow.name, VersionRow.version, VersionRow.sha256)
             .join(AdapterRow, AdapterRow.id == VersionRow.adapter_id)
             .where(VersionRow.deleted_at.is_(None))
         ).all()
+        files = s.execute(  # the other files of multi-file versions
+            select(AdapterRow.name, VersionRow.version, VersionFileRow.sha256)
+            .join(VersionRow, VersionRow.id == VersionFileRow.version_id)
+            .join(AdapterRow, AdapterRow.id == VersionRow.adapter_id)
+            .where(VersionRow.deleted_at.is_(None), VersionFileRow.position > 0)
+        ).all()
+        return [*versions, *files]
 
     live = catalog.read(rows)
     needed = catalog.read(referenced_blobs)

@@ -7,6 +7,7 @@ serialization failures and unique-key races (version allocation).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -241,7 +242,9 @@ class Catalog:
     # --- reads ---------------------------------------------------------------------------
     def resolve(self, ref: str | Ref) -> E.Version:
         ref = parse_ref(ref) if isinstance(ref, str) else ref
-        return self.read(lambda s: resolve_in(s, ref).to_entity(_adapter_name(s, ref)))
+        from .version_files import with_files
+
+        return self.read(lambda s: with_files(s, resolve_in(s, ref).to_entity(_adapter_name(s, ref))))
 
     def get_adapter(self, name: str) -> E.Adapter:
         def run(s: Session):
@@ -253,13 +256,17 @@ class Catalog:
         return self.read(run)
 
     def versions(self, name: str, *, include_deleted: bool = False) -> list[E.Version]:
+        from .version_files import files_by_version
+
         def run(s: Session):
             adapter = adapter_row(s, name)
             q = select(VersionRow).where(VersionRow.adapter_id == adapter.id)
             if not include_deleted:
                 q = q.where(VersionRow.deleted_at.is_(None))
             rows = s.scalars(q.order_by(VersionRow.sort_key)).all()
-            return [r.to_entity(adapter.name) for r in rows]
+            files = files_by_version(s, [r.id for r in rows])  # multi-file versions' named files
+            return [dataclasses.replace(r.to_entity(adapter.name), files=files[r.id]) if r.id in files
+                    else r.to_entity(adapter.name) for r in rows]
 
         return self.read(run)
 

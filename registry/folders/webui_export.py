@@ -184,6 +184,11 @@ def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None
     suffix = model_suffix or Path(version.file_name).suffix or ".safetensors"
     sha = model_sha256 or version.sha256
     files = [PlannedFile(f"{folder}/{stem}{suffix}", sha, blob=sha, role="model")]
+    if version.files and model_sha256 is None:  # every file of a multi-file version, under its own name
+        from ..catalog.version_files import check_file_name
+
+        files = [PlannedFile(f"{folder}/{check_file_name(f.file_name)}", f.sha256, blob=f.sha256, role="model")
+                 for f in version.files]
     files.append(_bytes_file(f"{folder}/{stem}.json", _json_bytes(a1111_metadata(version, adapter)), "a1111-json"))
     info = civitai_info(version, adapter)
     if info is not None:
@@ -216,6 +221,16 @@ def _peft_alpha_known(catalog, version) -> bool:
 
 
 def webui_format(catalog, version, layout: "WebuiLayout", requested: str | None = None) -> str | None:
+    """See ``_webui_format``; a multi-file version (a Wan 2.2 high/low-noise pair) is written as
+    stored or not at all: its files convert as one or not, and no converter pairs them."""
+    target = _webui_format(catalog, version, layout, requested)
+    if target is not None and version.files:
+        raise UnsupportedFormat(version.ref, f"holds {len(version.files)} files; exporting it converts "
+                                             f"none of them (to {target})", hint=f"`--format {AS_IS}` copies them")
+    return target
+
+
+def _webui_format(catalog, version, layout: "WebuiLayout", requested: str | None = None) -> str | None:
     """The format ``version`` is written in for ``layout``: None for its stored bytes as they are,
     else the ``convert`` target. ``requested``: what the user asked for (``--format``; ``as-is``
     copies whatever is stored). Raises UnsupportedFormat (one line) for a file the webui would not

@@ -1,0 +1,143 @@
+"""Multi-file versions (issue 20): a Wan 2.2 A14B LoRA's high-noise + low-noise pair is ONE version
+holding two named files, each its own blob. add/show/export/verify/gc/rm through the CLI; push to
+and pull from ``loradex serve`` (the Hub protocol, driven by the real huggingface_hub client) and a
+plain Hub repo holding the pair; hostile file names refused wherever a name comes from outside."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from loradex.cli.app import app
+from loradex.merge.synthetic_adapters import write_random_kohya_lora
+from loradex.registry.catalog.store import Catalog
+from loradex.registry.errors import InvalidFile, UsageError
+
+runner = CliRunner()
+
+
+def cli(*args: str, code: int = 0):
+    result = runner.invoke(app, list(args), catch_exceptions=True)
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+def cli_json(*args: str):
+    return json.loads(cli(*args, "--json").stdout)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[Path, Path]:
+    """Two different tiny LoRA files named as Wan 2.2 writers name an expert pair."""
+    folder = tmp_path_factory.mktemp("pair")
+    high = write_random_kohya_lora(folder / "wan22_style_HighNoise.safetensors", rank=2, seed=11, trigger="zk")
+    low = write_random_kohya_lora(folder / "wan22_style_LowNoise.safetensors", rank=2, seed=12, trigger="zk")
+    return high, low
+
+
+# --- naming ---------------------------------------------------------------------------------------
+def test_roles_come_from_the_usual_file_name_patterns():
+    from loradex.registry.catalog.version_files import name_files, role_for
+
+    assert role_for("wan2.2_i2v_A14b_high_noise_lora.safetensors") == "high_noise"
+    assert role_for("wan22-style-LowNoise.safetensors") == "low_noise"
+    assert role_for("style_HIGH.safetensors") == "high_noise"
+    assert role_for("style_low-noise_v2.safetensors") == "low_noise"
+    assert role_for("highlights_lora.safetensors") is None  # "high" inside a word is no role
+    assert role_for("style.safetensors") is None
+    assert name_files(["a_low_noise.safetensors", "a_high_noise.safetensors"]) == ["low_noise", "high_noise"]
+    assert name_files(["one.safetensors", "two.safetensors"]) == ["one", "two"]  # the stems
+    assert name_files(["x_high.safetensors", "y.safetensors"], [None, "extra"]) == ["high_noise", "extra"]
+    with pytest.raises(UsageError, match="--file ROLE=PATH"):
+        name_files(["a.safetensors", "b.safetensors"], ["same", "same"])
+
+
+@pytest.mark.parametrize("name", ["../x.safetensors", "a/b.safetensors", ".hidden", "", "a\\b", "-rf",
+                                  "x" * 201, "ok\x00.safetensors", "naïve.safetensors", "a b.safetensors"])
+def test_hostile_file_names_are_refused(name):
+    from loradex.registry.catalog.version_files import check_file_name
+
+    with pytest.raises(InvalidFile):
+        check_file_name(name)
+
+
+def test_a_local_file_name_is_tidied_not_refused():
+    from loradex.registry.catalog.version_files import tidy_file_name
+
+    assert tidy_file_name("My LoRA (high).safetensors") == "My_LoRA_high_.safetensors"
+    assert tidy_file_name("../../etc/passwd") == "etc_passwd"
+
+
+# --- the catalog ----------------------------------------------------------------------------------
+def test_add_show_export_verify_gc_rm(pair, tmp_path, loradex_home):
+    high, low = pair
+    added = cli_json("add", str(high), str(low), "--name", "wan-style")
+    assert added["ref"] == "wan-style@1.0.0" and added["sha256"] == sha(high)  # the primary: the first
+    assert [(f["name"], f["file_name"], f["sha256"], f["size"]) for f in added["files"]] == [
+        ("high_noise", high.name, sha(high), high.stat().st_size),
+        ("low_noise", low.name, sha(low), low.stat().st_size)]
+    assert added["stored_bytes"] == high.stat().st_size + low.stat().st_size
+
+    shown = cli_json("show", "wan-style")
+    assert [f["name"] for f in shown["files"]] == ["high_noise", "low_noise"]
+    assert shown["files"][1]["probe"]["kind"] == "lora" and shown["files"][1]["file_format"] == "kohya"
+    text = cli("show", "wan-style").stdout
+    assert "high_noise" in text and low.name in text
+    # the Catalog (SQLAlchemy) reader answers as the light one did
+    catalog = Catalog(loradex_home)
+    assert [f.sha256 for f in catalog.resolve("wan-style").files] == [sha(high), sha(low)]
+    assert [f.sha256 for f in catalog.versions("wan-style")[0].files] == [sha(high), sha(low)]
+
+    # a second version sharing the low-noise file stores only the new bytes (content-addressed)
+    other = write_random_kohya_lora(tmp_path / "style_v2_high_noise.safetensors", rank=2, seed=13)
+    again = cli_json("add", "--file", f"high_noise={other}", "--file", f"low_noise={low}", "--name", "wan-style")
+    assert again["ref"] == "wan-style@1.1.0" and again["stored_bytes"] == other.stat().st_size
+
+    # export writes every file under its own name, byte-identical
+    webui = tmp_path / "comfy"
+    exported = cli_json("export", "wan-style@1.0.0", str(webui), "--layout", "comfyui")
+    folder = webui / "models" / "loras"
+    assert (folder / high.name).read_bytes() == high.read_bytes()
+    assert (folder / low.name).read_bytes() == low.read_bytes()
+    assert {Path(p).name for p in exported["files"]} >= {high.name, low.name}
+
+    # verify and gc count every file as referenced; a missing second file is a problem
+    report = cli_json("verify")
+    assert report["ok"] and report["unreferenced_blobs"] == [] and report["checked_blobs"] == 3
+    assert cli_json("gc")["removed"] == []
+    # removing 1.0.0 frees its high-noise blob only (the low-noise one is 1.1.0's too)
+    cli("rm", "wan-style@1.0.0")
+    assert cli_json("gc")["removed"] == [sha(high)]
+    catalog.blobs.remove(sha(low))
+    broken = cli("verify", "--json", code=1)
+    assert {"ref": "wan-style@1.1.0", "blob": sha(low), "problem": "blob missing"} in json.loads(broken.stdout)["problems"]
+
+
+def test_files_of_another_kind_are_refused_as_one_version(pair, tmp_path):
+    from loradex.merge.synthetic_adapters import write_random_embedding
+
+    high, _ = pair
+    embedding = write_random_embedding(tmp_path / "x_low_noise.safetensors")
+    result = cli("add", str(high), str(embedding), "--name", "mixed", code=1)
+    assert "one kind" in str(result.exception)
+    assert cli_json("list") == []  # nothing registered, nothing half-added
+
+
+def test_a_multi_file_version_is_not_converted_on_export(pair, tmp_path):
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.folders.webui_export import export_version
+
+    high, low = pair
+    catalog = Catalog()
+    cli("add", str(high), str(low), "--name", "pair")
+    with pytest.raises(InvalidFile, match="holds 2 files"):
+        export_version(catalog, "pair", tmp_path / "w", to_format="diffusers")
+    assert not (tmp_path / "w").exists()
