@@ -81,33 +81,31 @@ def decide(evidence: list[tuple[str, str, int]]) -> tuple[str, str, list[str]]:
 
 
 # --- metadata ------------------------------------------------------------------------------------
+# Spellings are read through the families' one normaliser (loradex.families.vocabulary).
 def _family_from_text(text: str) -> str | None:
-    t = text.lower()
-    if "flux" in t:
-        return "flux"
-    if "xl" in t:
-        return "sdxl"
-    if re.search(r"sd[-_ ]?3|stable-diffusion-3|sd3", t):
-        return "sd3"
-    if re.search(r"(sd|stable-diffusion)[-_ ]?v?2|v2-1|768-v", t):
-        return "sd2"
-    if re.search(r"(sd|stable-diffusion)[-_ ]?v?1|v1-[45]|sd15|1\.5", t):
-        return "sd1"
-    return None
+    from loradex.families.vocabulary import family_from_text
+
+    return family_from_text(text)
 
 
 def base_from_metadata(md: dict[str, str]) -> tuple[str, str] | None:
     """(family, "key=value") from the first metadata key that names a base model."""
-    for key in ("modelspec.architecture", "ss_base_model_version"):
+    from loradex.families.vocabulary import normalise
+
+    for key, source in (("modelspec.architecture", "modelspec"), ("ss_base_model_version", "kohya")):
         value = md.get(key)
-        if value:
-            fam = _family_from_text(value.split("/")[0])
-            if fam:
-                return fam, f"{key}={value}"
+        if isinstance(value, str) and value:
+            found = normalise(value, source)
+            if found:
+                return found[0], f"{key}={value}"
     if md.get("ss_v2") == "True":
         return "sd2", "ss_v2=True"
     return None
 
 
 def base_from_name_or_path(value: str | None) -> str | None:
-    return _family_from_text(value) if value else None
+    """The family a PEFT ``base_model_name_or_path`` (a Hub id or a local path) names."""
+    from loradex.families.vocabulary import normalise
+
+    found = normalise(value, "hub") if value else None
+    return found[0] if found else None
