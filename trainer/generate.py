@@ -332,7 +332,12 @@ def _settings_of(record: dict) -> GenerateSettings:
 def _exact_adapters(catalog, record: dict) -> list[ResolvedAdapter]:
     """The record's stack at the exact versions it names; a changed file is an error."""
     out = []
-    entries = [(e, "lora") for e in record["stack"]] + [(e, "embedding") for e in record["embeddings"]]
+    # a train-sample record of a TI run names its embedding in the stack too (that links the record
+    # to the version); the "embeddings" entry, which carries the token, is the one that loads it
+    embedding_refs = {e.get("ref") for e in record["embeddings"]}
+    entries = [(e, "lora") for e in record["stack"]
+               if not (e.get("kind") == "embedding" and e.get("ref") in embedding_refs)]
+    entries += [(e, "embedding") for e in record["embeddings"]]
     for entry, kind in entries:
         if not entry.get("ref"):
             raise UsageError(f"record {record['id']}: {entry.get('requested') or entry.get('token')} was never "
