@@ -58,6 +58,8 @@ def _record_references(s: Session) -> set:
 
 
 def referenced_blobs(s: Session) -> set:
+    from . import datasets  # noqa: F401 - registers "dataset_images" (datasets imports this module)
+
     out: set = set()
     for fn in BLOB_REFERENCERS.values():
         out |= fn(s)
