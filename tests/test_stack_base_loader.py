@@ -35,7 +35,7 @@ def test_tiny_names_build_in_process_with_recipe_hash():
     assert xl.family == "sdxl" and xl.hash != info.hash
     assert type(xl_pipe).__name__ == "StableDiffusionXLPipeline"
     with pytest.raises(NotFound, match="unknown tiny base"):
-        load_base("tiny-sd3")
+        load_base("tiny-sd2")
 
 
 def test_folder_loads_and_hash_covers_weights(tiny_sd1_folder, tmp_path):

@@ -66,4 +66,4 @@ def test_recipe_string_is_stable_and_kind_specific():
     assert recipe_string("sd1") == recipe_string("sd1")
     assert recipe_string("sd1") != recipe_string("sdxl")
     with pytest.raises(ValueError):
-        recipe_string("sd3")
+        recipe_string("wan-14b")

@@ -2,7 +2,8 @@
 
 ``load_base(ref_or_path)`` accepts, tried in this order:
 
-- ``tiny-sd1`` / ``tiny-sdxl``: built in-process (``loradex.trainer.tiny_pipeline``);
+- ``tiny-sd1`` / ``tiny-sdxl`` / ``tiny-flux`` / ``tiny-sd3``: built in-process
+  (``loradex.trainer.tiny_pipeline``, from each family's pipeline aspect);
 - a local diffusers folder (has ``model_index.json``);
 - a single-file checkpoint (``.safetensors``; ``.ckpt``/``.pt`` only with ``allow_pickle=True``,
   and even then diffusers reads it with ``torch.load(weights_only=True)``);
@@ -25,7 +26,6 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from loradex.registry.errors import NotFound, UnsafePickle, UnsupportedFormat, UsageError
 
@@ -51,68 +51,56 @@ class BaseInfo:
                 "path": self.path}
 
 
-# --- family from a loaded pipeline (registry: pipeline class name -> decider) --------------------
-
-FAMILY_BY_PIPELINE: dict[str, Callable] = {}
-
-
-def _family_for(*class_names: str):
-    def register(fn):
-        for name in class_names:
-            FAMILY_BY_PIPELINE[name] = fn
-        return fn
-    return register
-
-
-@_family_for("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
-             "StableDiffusionInpaintPipeline")
-def _sd1_or_sd2(pipe) -> str:
-    # SD 2.x has the same pipeline class; its OpenCLIP ViT-H text encoder is 1024 wide
-    width = getattr(getattr(pipe.text_encoder, "config", None), "hidden_size", None)
-    return "sd2" if width == 1024 else "sd1"
-
-
-@_family_for("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
-             "StableDiffusionXLInpaintPipeline")
-def _sdxl(pipe) -> str:
-    return "sdxl"
-
-
-@_family_for("StableDiffusion3Pipeline")
-def _sd3(pipe) -> str:
-    return "sd3"
-
-
-@_family_for("FluxPipeline")
-def _flux(pipe) -> str:
-    return "flux"
-
+# --- family from a loaded pipeline (each family's pipeline aspect names its classes) ---------------
 
 def pipeline_family(pipe) -> str:
-    decide = FAMILY_BY_PIPELINE.get(type(pipe).__name__)
-    return decide(pipe) if decide else "unknown"
+    """The family whose pipeline aspect claims ``pipe``'s class (and, where two families share
+    a class, whose ``matches(pipe)`` says yes: SD 1.x vs 2.x by text-encoder width)."""
+    from loradex.families import UNKNOWN, aspects
+
+    name = type(pipe).__name__
+    for family, module in aspects("pipeline"):
+        if name in module.PIPELINE_CLASSES and getattr(module, "matches", lambda _pipe: True)(pipe):
+            return family.name
+    return UNKNOWN
+
+
+def pipeline_aspect(family: str):
+    """The pipeline aspect of ``family``; ``FamilyNotSupported`` (one line) when loradex has no
+    pipeline for it, e.g. a family it only recognises."""
+    from loradex.families import FamilyNotSupported, find_family
+
+    found = find_family(family)
+    module = found.aspect("pipeline") if found is not None else None
+    if module is None:
+        raise FamilyNotSupported(family, "render")
+    return module
 
 
 # --- single-file checkpoints: which pipeline class -------------------------------------------------
 
-SINGLE_FILE_PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline",
-                         "sdxl": "StableDiffusionXLPipeline"}
-# key prefixes of the original (ldm / sgm) checkpoint layouts
-_SINGLE_FILE_MARKERS = (("conditioner.embedders.1.", "sdxl"), ("cond_stage_model.model.", "sd2"),
-                        ("cond_stage_model.transformer.", "sd1"))
-
-
 def _family_from_single_file_keys(path: Path) -> str | None:
+    """The family whose ``SINGLE_FILE_MARKERS`` (key prefixes of its original ldm / sgm layout)
+    occur in the file's header."""
     if path.suffix.lower() != ".safetensors":
         return None
     from safetensors import safe_open
 
+    from loradex.families import aspects
+
     with safe_open(str(path), framework="pt") as fh:  # header only
         keys = list(fh.keys())
-    for prefix, family in _SINGLE_FILE_MARKERS:
-        if any(k.startswith(prefix) for k in keys):
-            return family
+    for family, module in aspects("pipeline"):
+        markers = getattr(module, "SINGLE_FILE_MARKERS", ())
+        if markers and any(k.startswith(markers) for k in keys):
+            return family.name
     return None
+
+
+def _single_file_families() -> list[str]:
+    from loradex.families import aspects
+
+    return [f.name for f, m in aspects("pipeline") if getattr(m, "SINGLE_FILE_MARKERS", ())]
 
 
 # --- hashing ---------------------------------------------------------------------------------------
@@ -176,17 +164,21 @@ def load_base(ref_or_path: str | os.PathLike, *, kind_hint: str | None = None, d
                                  config=config)
     if HUB_ID_RE.match(text) and not text.startswith((".", "/", "~")):
         return _load_hub_cached(text, dtype)
+    from loradex.trainer.tiny_pipeline import tiny_names
+
     raise NotFound(f"base {text!r} is not a file, a folder, a hub id (owner/name) or one of "
-                   f"tiny-sd1, tiny-sdxl")
+                   + ", ".join(tiny_names()))
 
 
 def _load_tiny(name: str, dtype, seed: int):
-    from loradex.trainer.tiny_pipeline import TINY_BUILDERS, build_tiny_pipeline
+    from loradex.families import find_family
+    from loradex.trainer.tiny_pipeline import build_tiny_pipeline, tiny_kinds, tiny_names
 
     kind = name[len(TINY_PREFIX):]
-    if kind not in TINY_BUILDERS:
-        raise NotFound(f"unknown tiny base {name!r}",
-                       hint="use " + " or ".join(TINY_PREFIX + k for k in TINY_BUILDERS))
+    if kind not in tiny_kinds():
+        if find_family(kind) is not None:
+            pipeline_aspect(kind)  # a family loradex only recognises: FamilyNotSupported, one line
+        raise NotFound(f"unknown tiny base {name!r}", hint="use one of " + ", ".join(tiny_names()))
     pipe = build_tiny_pipeline(kind, seed=seed).to(dtype=dtype)
     info = BaseInfo(ref=name if seed == 0 else f"{name}:seed={seed}", family=pipeline_family(pipe),
                     hash=tiny_hash(kind, seed), source="tiny")
@@ -233,10 +225,12 @@ def _load_single_file(path: Path, ref: str, dtype, *, kind_hint, allow_pickle, c
         raise UnsupportedFormat(path, f"unknown checkpoint extension {suffix!r}",
                                 hint="expected .safetensors (or .ckpt with allow_pickle)")
     family = _family_from_single_file_keys(path) or kind_hint
-    if family not in SINGLE_FILE_PIPELINES:
+    loadable = _single_file_families()
+    if family not in loadable:
         raise UsageError(f"{path}: cannot tell which model family this checkpoint is",
-                         hint="pass kind_hint='sd1', 'sd2' or 'sdxl'")
-    cls = getattr(diffusers, SINGLE_FILE_PIPELINES[family])
+                         hint="pass kind_hint as one of " + ", ".join(loadable)
+                              + " (other families load from a diffusers folder)")
+    cls = getattr(diffusers, pipeline_aspect(family).PIPELINE_CLASS)
     kwargs = {"local_files_only": True, **_dtype_kwargs(dtype)}
     if config:
         kwargs["config"] = str(config)
