@@ -405,6 +405,20 @@ def variant_from_metadata(family: str | None, metadata, civitai_info=None) -> tu
     return found.name, "; ".join(evidence)
 
 
+def stored_variant(family: str | None, *, probe=None, metadata=None, extra=None) -> tuple[str, str] | None:
+    """(variant, evidence) of a catalogued version: the probe result's own ``variant`` when the
+    probe stored one, else read from its header metadata and the Civitai info a pull or a
+    folder import kept (``extra["civitai"]``). Nothing is stored: old versions answer too."""
+    probe = probe if isinstance(probe, dict) else {}
+    extra = extra if isinstance(extra, dict) else {}
+    named = probe.get("variant")
+    if isinstance(named, str) and named in variant_names(family):
+        why = probe.get("variant_evidence") or probe.get("variant_reason")
+        return named, why if isinstance(why, str) and why else "probe"
+    md = metadata if isinstance(metadata, dict) and metadata else probe.get("metadata")
+    return variant_from_metadata(family, md, extra.get("civitai"))
+
+
 def clear_cache() -> None:
     """Forget the index (tests that register a family after the first lookup)."""
     _index.cache_clear()

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from loradex.families.vocabulary import a1111_sd_version
+
 from ..files.atomic_files import atomic_output
 from ..errors import UnsupportedFormat, UsageError
 
@@ -91,8 +93,6 @@ register_layout(WebuiLayout("comfyui", {"lora": "models/loras", "lycoris": "mode
                                         "embedding": "models/embeddings", "checkpoint": "models/checkpoints"},
                             loads=dict(_COMFYUI_LOADS)))
 
-# loradex base family → A1111's ``sd version`` values.
-_SD_VERSION = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
 
 
 # --- what gets written ----------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def a1111_metadata(version, adapter) -> dict:
     stamp = f"loradex {version.ref} sha256:{version.sha256[:12]}"
     return {
         "description": webui.get("description") or adapter.description or "",
-        "sd version": _SD_VERSION.get(base, "Unknown"),
+        "sd version": a1111_sd_version(base),
         "activation text": activation,
         "preferred weight": webui.get("preferred weight", 0),
         "notes": f"{notes}\n{stamp}".strip() if stamp not in notes else notes,

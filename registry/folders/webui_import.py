@@ -59,21 +59,15 @@ MAX_JSON_SIDECAR = 1 << 20  # a .civitai.info / .json sidecar over this is not r
 MAX_PREVIEW = 16 << 20  # a preview image over this is not stored
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"RIFF": "webp"}
 
-# Civitai ``baseModel`` (and A1111 ``sd version``) → loradex base family, by lower-case prefix.
-_CIVITAI_BASES = (("sd 1", "sd1"), ("sd1", "sd1"), ("sd 2", "sd2"), ("sd2", "sd2"),
-                  ("sdxl", "sdxl"), ("pony", "sdxl"), ("illustrious", "sdxl"), ("noobai", "sdxl"),
-                  ("sd 3", "sd3"), ("sd3", "sd3"), ("flux", "flux"))
-
-Progress = Callable[[int, int, str], None]
-
-
 def base_from_label(label) -> str:
-    """``"SD 1.5"`` → ``sd1``, ``"SDXL 1.0"``/``"Pony"`` → ``sdxl``, ``"Flux.1 D"`` → ``flux``…"""
-    text = str(label or "").strip().lower()
-    for prefix, base in _CIVITAI_BASES:
-        if text.startswith(prefix):
-            return base
-    return "unknown"
+    """``"SD 1.5"`` → ``sd1``, ``"SDXL 1.0"``/``"Pony"`` → ``sdxl``, ``"Flux.1 D"`` → ``flux``, A1111's
+    ``"SDXL"`` → ``sdxl`` (Civitai ``baseModel`` or A1111 ``sd version``, read by the families'
+    vocabulary); ``unknown`` when no family is named."""
+    from loradex.families.vocabulary import normalise
+
+    text = str(label or "")
+    found = normalise(text, "civitai") or normalise(text, "a1111")
+    return found[0] if found else "unknown"
 
 
 # --- what an import reports -------------------------------------------------------------------

@@ -37,21 +37,17 @@ from .civitai_client import (DEFAULT_ENDPOINT, PULL_VERSION_SCHEMA, CivitaiClien
 
 MAX_FILE_NAME_BYTES = 240  # 255 on common file systems, less the ".part" of the partial download
 
-# Civitai baseModel → loradex base family, first matching prefix wins (order matters: "SDXL"
-# before "SD"). Pony/Illustrious/NoobAI are SDXL fine-tunes.
-BASE_FAMILIES: list[tuple[str, str]] = [
-    ("sdxl", "sdxl"), ("pony", "sdxl"), ("illustrious", "sdxl"), ("noobai", "sdxl"),
-    ("sd 3", "sd3"), ("sd3", "sd3"), ("flux", "flux"),
-    ("sd 2", "sd2"), ("sd2", "sd2"), ("sd 1", "sd1"), ("sd1", "sd1"),
-]
+def base_family_and_variant(base_model: str | None) -> tuple[str, str | None]:
+    """Civitai ``baseModel`` → (loradex family, variant): ``"Pony"`` → ("sdxl", "pony"),
+    ``"Flux.1 S"`` → ("flux", "schnell"); ("unknown", None) for a name no family declares."""
+    from loradex.families.vocabulary import normalise
+
+    found = normalise(base_model, "civitai") if isinstance(base_model, str) else None
+    return found if found else ("unknown", None)
 
 
 def base_family(base_model: str | None) -> str:
-    text = (base_model or "").strip().lower()
-    for prefix, family in BASE_FAMILIES:
-        if text.startswith(prefix):
-            return family
-    return "unknown"
+    return base_family_and_variant(base_model)[0]
 
 
 # --- refs ---------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from loradex.families.vocabulary import default_hub_repo, family_from_hub_id, stored_variant
+
 from ..errors import NotFound, UnsupportedFormat, UntrustedData, UsageError
 from ..untrusted import check_schema, parse_yaml, read_json_file
 
@@ -36,20 +38,6 @@ DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 CARD_PATH = "evaluation/card.json"
 RECORDS_DIR = "records"
 MAX_WIDGETS = 8
-
-# loradex base family → the Hub id a model card's ``base_model`` names (the usual reference
-# checkpoint of that family); a version pulled from the Hub keeps the id its card had instead.
-BASE_MODEL_IDS = {
-    "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sd2": "stabilityai/stable-diffusion-2-1",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-    "sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
-    "flux": "black-forest-labs/FLUX.1-dev",
-}
-# Hub base_model id → family, by substring, first match wins ("xl" before "v1").
-_FAMILY_BY_ID = [("flux", "flux"), ("stable-diffusion-3", "sd3"), ("sd3", "sd3"), ("xl", "sdxl"),
-                 ("stable-diffusion-2", "sd2"), ("sd2", "sd2"), ("v1-5", "sd1"), ("v1-4", "sd1"),
-                 ("stable-diffusion-v1", "sd1"), ("sd1", "sd1"), ("sd-1", "sd1")]
 
 Converter = Callable[..., object]  # loradex.merge.conventions.convert.convert_file(src, dest, to, base=, ...)
 
@@ -83,6 +71,14 @@ MANIFEST_JSON_SCHEMA = {
             "properties": {"id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{7,39}$"}, "json": _REPO_PATH,
                            "image": {"anyOf": [_REPO_PATH, {"type": "null"}]}}}},
         "card": {"type": ["object", "null"], "required": ["path"], "properties": {"path": _REPO_PATH}},
+        # a multi-file version's files, primary first (registry.catalog.version_files): plain
+        # top-level names, never a path into a folder
+        "version_files": {"type": ["array", "null"], "minItems": 2, "maxItems": 16, "items": {
+            "type": "object", "required": ["name", "path", "sha256"],
+            "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
+                           "path": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"},
+                           "sha256": _HEX64, "size": {"type": ["integer", "null"], "minimum": 0},
+                           "format": {"type": ["string", "null"], "maxLength": 64}}}},
     },
 }
 # A model card's front matter: only the keys a pull reads are constrained.
@@ -121,18 +117,18 @@ def version_tag(version: str) -> str:
 
 
 def family_of_base_model(base_model: str | None) -> str | None:
-    text = (base_model or "").lower()
-    for needle, family in _FAMILY_BY_ID:
-        if needle in text:
-            return family
-    return None
+    """The family a model card's ``base_model`` (a Hub id) names, through the families' vocabulary."""
+    return family_from_hub_id(base_model) if isinstance(base_model, str) else None
 
 
 def base_model_id(version, base: str | None) -> str | None:
+    """The Hub id a pushed card names as ``base_model``: the one the version was pulled with, else
+    the usual reference repo of its family (and variant: a Pony LoRA names Pony)."""
     hub = (version.extra or {}).get("hub") or {}
     if hub.get("base_model"):
         return hub["base_model"]
-    return BASE_MODEL_IDS.get(base or "")
+    variant = stored_variant(base, probe=version.probe, metadata=version.file_metadata, extra=version.extra)
+    return default_hub_repo(base, variant[0] if variant else None)
 
 
 # --- staging a version for a push --------------------------------------------------------------
@@ -193,8 +189,6 @@ def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: t
                   converter: Converter | None = None) -> StagedVersion:
     """Write everything one version's commit holds into ``stage_dir`` (the adapter file is not
     copied: the blob store path is used as is)."""
-    from ..catalog import records as R
-
     stage = Path(stage_dir)
     version = catalog.resolve(ref)
     adapter = catalog.get_adapter(version.adapter)
@@ -208,6 +202,8 @@ def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: t
     adapter_paths: list[str] = []
     notes: list[str] = []
     converted = None
+    if version.files:  # a multi-file version: every file as stored, under its own name
+        return _finish_staging(catalog, version, adapter, stage, *_stage_version_files(catalog, version, formats))
     if "diffusers" in formats:
         skip = diffusers_not_applicable(adapter.kind, version.file_name)
         if skip is None:
@@ -229,6 +225,35 @@ def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: t
         file_facts[DIFFUSERS_FILE] = {"role": "adapter-diffusers", "sha256": hash_file(converted).sha256,
                                       "size": converted.stat().st_size, "converted_from": version.sha256}
         adapter_paths.append(DIFFUSERS_FILE)
+    return _finish_staging(catalog, version, adapter, stage, files, file_facts, adapter_paths, notes, converted)
+
+
+def _stage_version_files(catalog, version, formats) -> tuple:
+    """The weight files of a multi-file version: each blob under its file name (checked again:
+    it becomes a repo path), facts naming its role; no diffusers copy (nothing converts a pair)."""
+    from ..catalog.version_files import check_file_name
+
+    files: dict[str, Path] = {}
+    file_facts: dict[str, dict] = {}
+    notes = ["no diffusers copy of a multi-file version; pushed its files as stored"] if "diffusers" in formats else []
+    for position, f in enumerate(version.files):
+        path = check_file_name(f.file_name, where=f"{version.ref} file")
+        if path in files or path in (MANIFEST_NAME, README_NAME):
+            raise UsageError(f"{version.ref}: its file name {path!r} is taken in the repo")
+        blob = catalog.blobs.path_for(f.sha256)
+        if not blob.is_file():
+            raise NotFound(f"{version.ref}: the blob of its file {f.name} ({f.sha256[:12]}…) is missing from the store",
+                           hint="run `loradex verify`")
+        files[path] = blob
+        file_facts[path] = {"role": "adapter" if position == 0 else "adapter-file", "name": f.name,
+                            "sha256": f.sha256, "size": f.size}
+    return files, file_facts, list(files), notes, None
+
+
+def _finish_staging(catalog, version, adapter, stage: Path, files: dict, file_facts: dict, adapter_paths: list,
+                    notes: list, converted) -> StagedVersion:
+    """Records, card, manifest and model card around the staged weight files."""
+    from ..catalog import records as R
 
     try:
         card = R.latest_card(catalog, version.ref)
@@ -277,6 +302,9 @@ def stage_version(catalog, ref: str, stage_dir: str | os.PathLike, *, formats: t
         "lineage": lineage, "recipe": recipe, "aliases": aliases,
         "records": record_entries, "card": card_entry,
     }
+    if version.files:
+        manifest["version_files"] = [{"name": f.name, "path": path, "sha256": f.sha256, "size": f.size,
+                                      "format": f.file_format} for f, path in zip(version.files, adapter_paths)]
     files[MANIFEST_NAME] = _write(stage / MANIFEST_NAME, _dump_json(manifest))
     card_md = R.card_markdown(card.card) if card is not None else None
     files[README_NAME] = _write(stage / README_NAME, model_card(manifest, widgets, card_md,
@@ -393,6 +421,38 @@ def read_manifest(path: str | os.PathLike | None) -> dict | None:
     if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
         raise UntrustedData(MANIFEST_NAME, f"not a {MANIFEST_SCHEMA} manifest")
     return check_schema(data, MANIFEST_JSON_SCHEMA, MANIFEST_NAME)
+
+
+def manifest_version_files(manifest: dict | None) -> list[tuple[str, str, str]] | None:
+    """A pulled manifest's multi-file version as [(role, path, sha256)], primary first (None: one
+    file). The first must be the manifest's ``file``; names and paths are checked again."""
+    from ..catalog.version_files import check_file_name, check_role
+
+    entries = (manifest or {}).get("version_files")
+    if not entries:
+        return None
+    out = [(check_role(e["name"]), check_file_name(e["path"], where=f"{MANIFEST_NAME} file"), e["sha256"])
+           for e in entries]
+    if out[0][1] != manifest["file"]["path"] or out[0][2] != manifest["file"]["hashes"]["sha256"]:
+        raise UntrustedData(MANIFEST_NAME, "its first version file is not its file")
+    if len({p for _, p, _ in out}) != len(out) or len({r for r, _, _ in out}) != len(out):
+        raise UntrustedData(MANIFEST_NAME, "names one version file twice")
+    return out
+
+
+def plain_repo_pair(paths: list[str]) -> list[tuple[str, str]] | None:
+    """The files of a repo without a manifest that form ONE multi-file version: its top-level
+    ``.safetensors`` files when there are several and their names say one role each (a Wan 2.2
+    ``…high_noise…`` + ``…low_noise…`` pair), as [(role, path)] in the roles' order; else None."""
+    from ..catalog.version_files import MAX_FILES, ROLE_ORDER, role_for
+
+    top = [p for p in paths if "/" not in p and p.endswith(".safetensors")]
+    if not 2 <= len(top) <= MAX_FILES:
+        return None
+    roles = [role_for(p) for p in top]
+    if None in roles or len(set(roles)) != len(roles):
+        return None
+    return sorted(zip(roles, top), key=lambda rp: ROLE_ORDER.index(rp[0]))
 
 
 def plain_repo_adapter(paths: list[str]) -> str | None:

@@ -33,11 +33,13 @@ from urllib.parse import quote, urlencode
 
 from sqlalchemy import false, func, or_, select
 
+from loradex.families.vocabulary import air_ecosystem, civitai_base_model, stored_variant
+
 from ..catalog.db_schema import AdapterRow, PromptRecordRow, VersionRow
 from ..files.hashing import EMPTY_SHA256
 from .app import register_router
 from .civitai_images import images_page, used_by, version_images
-from .civitai_query import (CIVITAI_BASE, CIVITAI_TYPE, ENUMS, BadFilter, ModelFilter, adapter_namespace,
+from .civitai_query import (CIVITAI_TYPE, ENUMS, BadFilter, ModelFilter, adapter_namespace,
                             adapter_tags, creators, in_namespaces, model_page, parse_ids, parse_period,
                             parse_sort, served_names, split_list, tags)
 from .hub.protocol_errors import read_body_capped
@@ -52,7 +54,6 @@ BY_HASH_IDS_SCHEMA = {"type": "array", "maxItems": BY_HASH_IDS_MAX, "items": {"t
 SIGNED_URL_SECONDS = 3600
 FILE_FORMAT = {"safetensors": "SafeTensor", "pickle": "PickleTensor", "ckpt": "PickleTensor",
                "pt": "PickleTensor", "bin": "PickleTensor"}
-AIR_ECOSYSTEM = {"sd1": "sd1", "sd2": "sd2", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux1"}
 AIR_TYPE = {"lora": "lora", "lycoris": "lycoris", "embedding": "embedding", "checkpoint": "checkpoint"}
 NEEDS_TOKEN = "Unauthorized: this mirror needs an API token (Authorization: Bearer or ?token=)"
 
@@ -112,19 +113,28 @@ def file_json(row: VersionRow, base_url: str, name: str) -> dict:
     }
 
 
-def base_model_name(row: VersionRow, adapter: AdapterRow) -> str:
-    civ = (row.extra or {}).get("civitai") or {}
-    if civ.get("baseModel") and adapter.base != "unknown":
-        from ..remotes.civitai import base_family
+def _variant(row: VersionRow, adapter: AdapterRow) -> str | None:
+    found = stored_variant(adapter.base, probe=row.probe, metadata=row.file_metadata, extra=row.extra)
+    return found[0] if found else None
 
-        if base_family(civ["baseModel"]) != adapter.base:  # the catalog's (probed) family wins
-            return CIVITAI_BASE.get(adapter.base, "Other")
-    return civ.get("baseModel") if civ.get("baseModel") else CIVITAI_BASE.get(adapter.base, "Other")
+
+def base_model_name(row: VersionRow, adapter: AdapterRow) -> str:
+    """Civitai's ``baseModel`` for a version: the one it was pulled/imported with when it names the
+    catalog's (probed) family, else the family's and variant's name (a Pony LoRA: "Pony")."""
+    from ..remotes.civitai import base_family
+
+    civ = (row.extra or {}).get("civitai") or {}
+    label = civ.get("baseModel") if isinstance(civ.get("baseModel"), str) else None
+    if label and (adapter.base == "unknown" or base_family(label) == adapter.base):
+        return label
+    return civitai_base_model(adapter.base, _variant(row, adapter))
 
 
 def air(row: VersionRow, adapter: AdapterRow) -> str:
-    """The version's AIR (Civitai's resource URN), with this server's ids."""
-    return (f"urn:air:{AIR_ECOSYSTEM.get(adapter.base, 'other')}:{AIR_TYPE.get(adapter.kind, 'other')}"
+    """The version's AIR (Civitai's resource URN), with this server's ids; the ecosystem is the
+    family's, or its variant's where Civitai gives the variant one (Flux.1 Kontext, Wan 2.2 …)."""
+    ecosystem = air_ecosystem(adapter.base, _variant(row, adapter))
+    return (f"urn:air:{ecosystem}:{AIR_TYPE.get(adapter.kind, 'other')}"
             f":civitai:{adapter.id}@{row.id}")
 
 

@@ -17,12 +17,16 @@ from pathlib import PurePosixPath
 
 from sqlalchemy import false, func, or_, select
 
+from loradex.families import all_families
+from loradex.families.vocabulary import civitai_base_model, civitai_base_models, normalise
+
 from ..catalog.db_schema import AdapterRow, VersionRow
 from .tokens import HOME_NAMESPACE
 
 CIVITAI_TYPE = {"lora": "LORA", "lycoris": "LoCon", "embedding": "TextualInversion", "checkpoint": "Checkpoint"}
-CIVITAI_BASE = {"sd1": "SD 1.5", "sd2": "SD 2.1", "sdxl": "SDXL 1.0", "sd3": "SD 3", "flux": "Flux.1 D",
-                "unknown": "Other"}
+# Catalog family → the Civitai baseModel answered for it (from the families' vocabulary; a
+# version's variant may say more: civitai_api.base_model_name).
+CIVITAI_BASE = {**{f.name: civitai_base_model(f.name) for f in all_families()}, "unknown": "Other"}
 # Civitai's sort names (ModelSort); loradex keeps no counts or ratings: Newest and Oldest order by
 # id, every other sort is the id order too.
 SORTS = ("Highest Rated", "Most Downloaded", "Most Liked", "Most Discussed", "Most Collected", "Most Images",
@@ -38,9 +42,7 @@ ENUMS = {
                       "Archive"],
     "ModelFileFormat": ["SafeTensor", "PickleTensor", "GGUF", "Diffusers", "Core ML", "ONNX", "Other"],
     "ActiveBaseModel": sorted(set(CIVITAI_BASE.values()) - {"Other"}) + ["Other"],
-    "BaseModel": ["SD 1.4", "SD 1.5", "SD 1.5 LCM", "SD 1.5 Hyper", "SD 2.0", "SD 2.1", "SDXL 1.0",
-                  "SDXL Lightning", "SDXL Hyper", "Pony", "Illustrious", "NoobAI", "SD 3", "SD 3.5",
-                  "Flux.1 S", "Flux.1 D", "Other"],
+    "BaseModel": civitai_base_models() + ["Other"],
     "BaseModelType": ["Standard", "Inpainting", "Refiner", "Pix2Pix"],
     "ModelSort": list(SORTS),
     "MetricTimeframe": ["Day", "Week", "Month", "Year", "AllTime"],
@@ -90,6 +92,16 @@ def _named_in(column, names: dict[str, str], wanted: set):
     ``names`` are "Other")."""
     cond = column.in_([key for key, name in names.items() if name.lower() in wanted])
     return cond | column.notin_(list(names)) if "other" in wanted else cond
+
+
+def _base_in(column, wanted: set):
+    """The adapter's family is one a ``wanted`` Civitai baseModel names (any of its spellings:
+    "Pony" and "SDXL 1.0" both select SDXL adapters; the variant is per version, answered in
+    ``baseModel``), or "Other" for adapters of no family Civitai names."""
+    families = {found[0] for name in wanted if (found := normalise(name, "civitai"))}
+    cond = column.in_(sorted(families))
+    return cond | column.notin_([f for f, name in CIVITAI_BASE.items() if name != "Other"]) if "other" in wanted \
+        else cond
 
 
 def split_list(values: list[str]) -> list[str]:
@@ -150,7 +162,7 @@ class ModelFilter:
         if self.types:
             conds.append(_named_in(AdapterRow.kind, CIVITAI_TYPE, self.types))
         if self.bases:
-            conds.append(_named_in(AdapterRow.base, CIVITAI_BASE, self.bases))
+            conds.append(_base_in(AdapterRow.base, self.bases))
         if self.username:
             conds.append(func.lower(creator()) == self.username.lower())
         if self.ids:
