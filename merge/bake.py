@@ -35,6 +35,7 @@ def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.Pat
     registered as a version of kind ``checkpoint`` (``merged_from`` each adapter, with the recipe).
     Returns {out, format, sha256, fused, missing, version?}.
     """
+    from loradex.families import require
     from loradex.registry.errors import UsageError
 
     from .bake_layouts import check_layout_change
@@ -52,7 +53,10 @@ def bake(catalog, base: str, refs_with_weights: Sequence[Any], out: str | os.Pat
         options.update(check_layout_change(base, weights, target, config))
     entries = [_input_entry(r) for r in refs_with_weights]
     versions = _resolve_inputs(catalog, entries)
-    family = check_families({v.ref: version_family(catalog, v) for v in versions}, base_family=weights.family)
+    families = {v.ref: version_family(catalog, v) for v in versions}
+    for adapter_family in (*families.values(), weights.family):  # a recognised-only family: one line, first
+        require(adapter_family, "bake")
+    family = check_families(families, base_family=weights.family)
     for entry, v in zip(entries, versions):
         entry.update(ref=v.ref, sha256=v.sha256, role="adapter")
     recipe = {"op": "bake", "inputs": [base_entry, *entries], "options": options, "seed": None, "base": family,

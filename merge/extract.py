@@ -117,14 +117,19 @@ def extract_version(catalog, base: str, tuned: str, rank: int, *, name: str, con
     """A LoRA with the best rank-``rank`` approximation of tuned − base per target module, as a new
     version with ``extracted_from`` lineage. Modules left out (e.g. an untrained text encoder under
     ``min_diff``) are listed in ``version.extra["recipe_report"]["skipped"]``."""
+    from loradex.families import require
+
     base_entry, base_weights = _model_input(base, "base", catalog)
     tuned_entry, tuned_weights = _model_input(tuned, "tuned", catalog)
     family = check_families({base: base_weights.family, tuned: tuned_weights.family})
+    require(family, "extract")
+    # a DiT transformer's LoRA is written as diffusers writes it (``transformer.<path>.lora_A/B``)
+    output_format = "diffusers" if tuned_weights.has_component("transformer") else "kohya"
     recipe = {
         "op": "extract", "inputs": [base_entry, tuned_entry], "rank": int(rank),
         "options": {"conv_rank": conv_rank, "min_diff": DEFAULT_MIN_DIFF if min_diff is None else float(min_diff)},
         "seed": None, "base": family, "loradex_version": loradex_version(),
-        "output": {"format": "kohya", "dtype": dtype, "name": name},
+        "output": {"format": output_format, "dtype": dtype, "name": name},
     }
     return register_result(catalog, recipe, relation="extracted_from",
                            parents=[_lineage_parent(tuned_entry["ref"], catalog)], name=name, version=version,
@@ -148,5 +153,32 @@ def write_extract(catalog, recipe: dict, dest: Path, *, progress: Progress | Non
         raise UsageError("no module differs between base and tuned (above min_diff): nothing to extract",
                          hint="lower --min-diff, or check that the tuned model is the fine-tuned one")
     meta = lora_metadata(recipe, modules, triggers=())
-    write_lora_file(modules, dest, dtype=torch_dtype(recipe["output"]["dtype"]), metadata=meta)
+    dtype = torch_dtype(recipe["output"]["dtype"])
+    if recipe["output"]["format"] == "diffusers":
+        write_diffusers_lora(modules, tuned_weights, dest, dtype=dtype, metadata=meta, base=recipe.get("base"))
+    else:
+        write_lora_file(modules, dest, dtype=dtype, metadata=meta)
     return report
+
+
+def write_diffusers_lora(modules: dict[str, LoraModule], weights, dest: Path, *, dtype, metadata: dict[str, str],
+                         base: str | None) -> str:
+    """Write ``modules`` (kohya names of ``weights``' entries) in the diffusers/PEFT convention:
+    ``<component>.<path>.lora_A/B.weight``, every module's rank and alpha in ``lora_adapter_metadata``
+    (the convention's own writer, which reads its output back to check it). Returns AutoV3."""
+    import torch
+
+    from loradex.registry.files.safetensors_writer import save_safetensors
+
+    from .conventions.convert import from_canonical
+    from .conventions.lora_canonical import CanonicalLora, CanonicalModule
+    from .conventions.modelspec import HASH_KEY
+
+    lora = CanonicalLora(base=base)
+    for module_name, module in sorted(modules.items()):
+        entry = weights.entries[module_name]
+        lora.add(entry.component, entry.path, CanonicalModule(
+            module.down.to(dtype).contiguous(), module.up.to(dtype).contiguous(),
+            torch.tensor(module.effective_alpha, dtype=torch.float32)))
+    state_dict, own = from_canonical(lora, "diffusers", base=base)
+    return save_safetensors(state_dict, dest, {**own, **metadata}, hash_key=HASH_KEY)

@@ -2,8 +2,10 @@
 
 Models are read lazily with ``safe_open`` (one tensor at a time) from either
 
-- a diffusers folder (``unet/diffusion_pytorch_model.safetensors``, ``text_encoder/model.safetensors``,
-  ``text_encoder_2/model.safetensors``), e.g. one written by ``trainer.tiny_pipeline.save_tiny_pipeline``;
+- a diffusers folder (``unet/diffusion_pytorch_model.safetensors`` or, for the DiT families (Flux,
+  SD3), ``transformer/diffusion_pytorch_model.safetensors`` — sharded with its ``.index.json`` as real
+  Flux folders are — ``text_encoder/model.safetensors``, ``text_encoder_2/model.safetensors``), e.g.
+  one written by ``trainer.tiny_pipeline.save_tiny_pipeline``;
 - an original-layout single-file ``.safetensors`` checkpoint (``model.diffusion_model.*`` in SGM
   numbering, ``cond_stage_model.transformer.*`` / ``conditioner.embedders.0.transformer.*``);
 - a catalog ref of kind ``checkpoint`` (its stored single file).
@@ -11,6 +13,9 @@ Models are read lazily with ``safe_open`` (one tensor at a time) from either
 Every weight is named by its kohya module name, so adapters and models meet on one naming. LoRA
 target modules follow kohya's defaults: UNet transformer blocks (attention, feed-forward,
 proj_in/out) and, with a conv rank, resnets / down- and upsamplers; text encoder attention and MLP.
+A DiT transformer's targets are the linears of its blocks (attention, feed-forward, modulation,
+single-block projections); its other linears (embedders, ``norm_out``, ``proj_out``) are weights a
+LoRA may still touch, so bake fuses them, but extract leaves them out (``WeightEntry.block``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from loradex.registry.files.safetensors_writer import deterministic_safetensors
+from loradex.registry.untrusted import read_json_file
 
 from .catalog_merge import component_weight
 from .conventions.adapter_io import kohya_name_for_path
@@ -36,6 +42,7 @@ Progress = Callable[[int, int, str], None]
 
 DIFFUSERS_COMPONENT_FILES = {
     "unet": "unet/diffusion_pytorch_model.safetensors",
+    "transformer": "transformer/diffusion_pytorch_model.safetensors",
     "text_encoder": "text_encoder/model.safetensors",
     "text_encoder_2": "text_encoder_2/model.safetensors",
 }
@@ -47,6 +54,15 @@ SINGLE_FILE_PREFIXES = {  # prefix → component; SDXL's OpenCLIP-G (embedders.1
 _UNET_ATTENTION = (".attentions.",)
 _UNET_CONV_BLOCKS = (".resnets.", ".downsamplers.", ".upsamplers.")
 _TEXT_TARGETS = (".self_attn.", ".mlp.")
+_DIT_BLOCKS = ("transformer_blocks.", "single_transformer_blocks.")  # diffusers' DiT block lists
+SHARD_INDEX_SUFFIX = ".index.json"
+MAX_SHARDS = 1024
+SHARD_INDEX_SCHEMA = {  # diffusers / transformers ``save_pretrained(max_shard_size=…)`` index
+    "type": "object", "required": ["weight_map"],
+    "properties": {"metadata": {"type": "object"},
+                   "weight_map": {"type": "object", "maxProperties": 1_000_000,
+                                  "additionalProperties": {"type": "string", "maxLength": 255}}},
+}
 
 
 @dataclass
@@ -55,6 +71,8 @@ class WeightEntry:
     key: str  # tensor key in that file
     component: str
     conv_block: bool  # in a resnet / sampler (a LoRA target only with a conv rank)
+    block: bool = True  # False: a DiT linear outside the blocks (baked when an adapter has it, never extracted)
+    path: str = ""  # the module's dotted path in its component (diffusers / transformers naming)
 
 
 @dataclass
@@ -79,7 +97,11 @@ class ModelWeights:
         return handle.get_tensor(entry.key)
 
     def names(self, *, conv: bool) -> list[str]:
-        return sorted(n for n, e in self.entries.items() if conv or not e.conv_block)
+        """The modules extract looks at: LoRA targets (k×k convs only with ``conv``)."""
+        return sorted(n for n, e in self.entries.items() if e.block and (conv or not e.conv_block))
+
+    def has_component(self, component: str) -> bool:
+        return any(e.component == component for e in self.entries.values())
 
     def content_hash(self) -> str:
         """sha256 of the single file, or of ``<relative path>\\0<sha256>\\n`` lines of the weight files."""
@@ -110,6 +132,8 @@ class _View:
 
 def _is_target(component: str, path: str) -> tuple[bool, bool]:
     """(is a LoRA target, only with a conv rank)."""
+    if component == "transformer":  # every linear weight: see _in_dit_block for which extract reads
+        return True, False
     if component == "unet":
         if any(t in path for t in _UNET_ATTENTION):
             return True, False
@@ -117,21 +141,39 @@ def _is_target(component: str, path: str) -> tuple[bool, bool]:
     return any(t in path for t in _TEXT_TARGETS), False
 
 
+def _in_dit_block(component: str, path: str) -> bool:
+    return component != "transformer" or path.startswith(_DIT_BLOCKS)
+
+
 def _family_from_folder(folder: Path) -> str | None:
-    index = json.loads((folder / "model_index.json").read_text())
-    cls = index.get("_class_name", "")
+    """The family of a diffusers folder: the one whose pipeline aspect names the folder's pipeline
+    class (SD 1.x and 2.x share one class: told apart by the text encoder's width)."""
+    from loradex.families import aspects
+
+    index = read_json_file(folder / "model_index.json", max_bytes=1 << 20)
+    cls = index.get("_class_name", "") if isinstance(index, dict) else ""
+    declared = [family.name for family, pipeline in aspects("pipeline")
+                if cls and cls in _pipeline_classes(pipeline)]
+    if len(declared) == 1:
+        return declared[0]
     if "XL" in cls:
         return "sdxl"
     config = folder / "text_encoder" / "config.json"
     if config.is_file() and json.loads(config.read_text()).get("hidden_size") == 1024:
         return "sd2"
-    return "sd1" if "StableDiffusion" in cls else None
+    return "sd1" if cls.startswith("StableDiffusion") and cls[len("StableDiffusion"):][:1] != "3" else None
+
+
+def _pipeline_classes(pipeline) -> tuple[str, ...]:
+    """The diffusers pipeline class names a family's pipeline aspect declares."""
+    names = getattr(pipeline, "PIPELINE_CLASSES", None) or getattr(pipeline, "PIPELINE_CLASS", None) or ()
+    return (names,) if isinstance(names, str) else tuple(names)
 
 
 def target_name(component: str, path: str, ndim: int, family: str | None) -> tuple[str, bool] | None:
     """(kohya name, in a conv block) of a LoRA-target weight of ``ndim`` dims at module ``path``; else None."""
     target, conv_block = _is_target(component, path)
-    if not target or ndim not in (2, 4):
+    if not target or ndim not in ((2,) if component == "transformer" else (2, 4)):
         return None
     return kohya_name_for_path(component, path, family), conv_block
 
@@ -150,8 +192,33 @@ def _add_weights(weights: ModelWeights, file: Path, mapper: Callable[[str], tupl
             component, path = mapped
             named = target_name(component, path, len(fh.get_slice(key).get_shape()), weights.family)
             if named is not None:
-                weights.entries[named[0]] = WeightEntry(str(file), key, component, named[1])
+                weights.entries[named[0]] = WeightEntry(str(file), key, component, named[1],
+                                                        block=_in_dit_block(component, path), path=path)
     weights.files.append(file)
+
+
+def component_weight_files(folder: Path, rel: str) -> list[Path]:
+    """The safetensors file(s) holding one component of a diffusers folder: ``rel`` itself, or the
+    shards its ``rel.index.json`` lists (each a plain name beside it, checked before use)."""
+    from loradex.registry.errors import InvalidFile
+    from loradex.registry.untrusted import check_schema, safe_relative_name
+
+    single = folder / rel
+    if single.is_file():
+        return [single]
+    index_path = folder / (rel + SHARD_INDEX_SUFFIX)
+    if not index_path.is_file():
+        return []
+    index = check_schema(read_json_file(index_path), SHARD_INDEX_SCHEMA, str(index_path))
+    names = sorted(set(index["weight_map"].values()))
+    if len(names) > MAX_SHARDS:
+        raise InvalidFile(index_path, f"{len(names)} shards listed, over the {MAX_SHARDS} cap")
+    shards = [single.parent / safe_relative_name(n, str(index_path), field="shard name") for n in names]
+    lacking = [p.name for p in shards if not p.is_file()]
+    if lacking:
+        raise InvalidFile(index_path, f"shard {lacking[0]} is listed but missing",
+                          hint="re-download or re-save the model folder")
+    return shards
 
 
 def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
@@ -172,14 +239,13 @@ def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
             raise InvalidFile(path, "not a diffusers folder (no model_index.json)")
         weights = ModelWeights(str(path), "diffusers", _family_from_folder(path))
         for component, rel in DIFFUSERS_COMPONENT_FILES.items():
-            if (path / rel).is_file():
-                weights_file = path / rel
+            for weights_file in component_weight_files(path, rel):
                 # transformers 5 saves CLIP without the ``text_model.`` level; kohya names keep it
                 _add_weights(weights, weights_file, lambda p, c=component: (
                     c, canonical_text_encoder_path(p) if c.startswith("text_encoder") else p))
         if not weights.files:
             raise InvalidFile(path, "no safetensors component weights found",
-                              hint="expected unet/diffusion_pytorch_model.safetensors")
+                              hint="expected unet/ or transformer/diffusion_pytorch_model.safetensors")
         return weights
     if path.is_file():
         return _open_single_file(path, str(spec))
