@@ -34,6 +34,9 @@ class NativeModule:
     parts: tuple[str, ...]      # diffusers templates, in the fused module's row order
     rows: str = ONE             # ONE | EQUAL | ATTENTION_THEN_REST
     swap: str = NO_SWAP
+    rest_ratio: int | None = None  # ATTENTION_THEN_REST: the last part's rows / input width, fixed
+                                   # by the architecture (Flux: mlp_ratio 4), used only when that
+                                   # part is absent and its width cannot be read from a shape
 
     @property
     def fused(self) -> bool:
@@ -48,6 +51,7 @@ class Resolved:
     parts: tuple[str, ...]
     rows: str
     swap: str
+    rest_ratio: int | None = None
 
     @property
     def fused(self) -> bool:
@@ -71,6 +75,26 @@ def row_sizes(resolved: Resolved, out_rows: int, in_features: int) -> tuple[int,
                              f"after {n - 1} projections of width {in_features}")
         return (in_features,) * (n - 1) + (rest,)
     raise ValueError(f"unknown row rule {resolved.rows!r}")
+
+
+def part_sizes(resolved: Resolved, known: dict[int, int], in_features: int) -> tuple[int, ...]:
+    """Row counts of every part when only some parts are present (``known``: index → rows), for
+    fusing: equal parts share the size of any present one; attention parts are the input width;
+    an absent last part of ATTENTION_THEN_REST is ``rest_ratio`` × the input width."""
+    n = len(resolved.parts)
+    if resolved.rows == EQUAL:
+        size = next(iter(known.values()))
+        if any(v != size for v in known.values()):
+            raise ValueError(f"{resolved.native}: parts of unequal widths {sorted(known.values())}")
+        return (size,) * n
+    if resolved.rows == ATTENTION_THEN_REST:
+        last = known.get(n - 1)
+        if last is None:
+            if resolved.rest_ratio is None:
+                raise ValueError(f"{resolved.native}: the width of the missing {resolved.parts[-1]} is unknown")
+            last = resolved.rest_ratio * in_features
+        return (in_features,) * (n - 1) + (last,)
+    return (known[0],)
 
 
 def swaps_halves(resolved: Resolved, out_rows: int, in_features: int) -> bool:
@@ -103,7 +127,7 @@ class NamingTable:
 
     def _resolved(self, row: NativeModule, index: str | None) -> Resolved:
         return Resolved(self._fill(row.native, index), tuple(self._fill(p, index) for p in row.parts),
-                        row.rows, row.swap)
+                        row.rows, row.swap, row.rest_ratio)
 
     def native(self, path: str) -> Resolved | None:
         """A native module path (``double_blocks.0.img_attn.qkv``) → its parts, or None."""

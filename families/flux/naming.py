@@ -37,7 +37,8 @@ TABLE = NamingTable((
     NativeModule("double_blocks.{i}.txt_mlp.2", (f"{_D}.ff_context.net.2",)),
     NativeModule("double_blocks.{i}.txt_mod.lin", (f"{_D}.norm1_context.linear",)),
     NativeModule("single_blocks.{i}.linear1",
-                 (f"{_S}.attn.to_q", f"{_S}.attn.to_k", f"{_S}.attn.to_v", f"{_S}.proj_mlp"), ATTENTION_THEN_REST),
+                 (f"{_S}.attn.to_q", f"{_S}.attn.to_k", f"{_S}.attn.to_v", f"{_S}.proj_mlp"), ATTENTION_THEN_REST,
+                 rest_ratio=4),
     NativeModule("single_blocks.{i}.linear2", (f"{_S}.proj_out",)),
     NativeModule("single_blocks.{i}.modulation.lin", (f"{_S}.norm.linear",)),
     NativeModule("img_in", ("x_embedder",)),
@@ -63,4 +64,5 @@ COMFY_TEXT_ENCODERS = {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}
 T5_COMPONENTS = frozenset({"text_encoder_2"})
 # native block names only this family's files carry (convention readers use them to tell the family)
 NATIVE_MARKERS = ("double_blocks", "single_blocks")
-DIFFUSERS_MARKERS = ("single_transformer_blocks",)
+# regexes on a top-level diffusers transformer path that only this family has
+DIFFUSERS_MARKERS = (r"single_transformer_blocks\.\d+\.",)

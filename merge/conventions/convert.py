@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 # Importing the convention modules registers them.
 from loradex.merge.conventions import lora_conventions as _kohya_diffusers_peft  # noqa: F401
 from loradex.merge.conventions import safeloras_convention as _safeloras  # noqa: F401
+from loradex.merge.conventions import dit_conventions as _dit  # noqa: F401
 from loradex.merge.conventions.lora_canonical import CONVENTIONS, CanonicalLora, ReadContext, WriteContext
 from loradex.merge.conventions.lora_conventions import ALPHA_DTYPES_KEY, LORA_ADAPTER_METADATA_KEY, PEFT_CONFIG_KEY
 from loradex.merge.conventions.modelspec import HASH_KEY, modelspec_metadata, source_title, source_triggers
@@ -82,6 +83,9 @@ def detect_base(state_dict, metadata: dict[str, str] | None = None) -> str | Non
     cross-attention / text widths 768 → sd1, 1024 → sd2, 2048 or te1/te2/SGM names → sdxl,
     ``transformer.`` / Flux block names → flux. (3072 alone proves nothing: CLIP-L's fc2 is 3072 wide.)"""
     keys = list(state_dict)
+    dit = _dit.dit_base_from_keys(keys)  # native block names first: SD3 files also carry lora_te2_
+    if dit is not None:
+        return dit
     if any(k.startswith(("lora_te2_", "text_encoder_2.", "lora_unet_input_blocks", "lora_unet_output_blocks",
                          "lora_unet_middle_block")) for k in keys):
         return "sdxl"
@@ -161,15 +165,33 @@ def from_canonical(lora: CanonicalLora, convention: str, *, base: str | None = N
         raise UsageError(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
     if base is not None:
         lora.base = base
-    state_dict, own_metadata = CONVENTIONS[convention].write(lora, WriteContext(lora.base, options))
-    _check_written(lora, convention, state_dict, own_metadata)
+    ctx = WriteContext(lora.base, options)
+    state_dict, own_metadata = CONVENTIONS[convention].write(lora, ctx)
+    _check_written(lora, convention, state_dict, own_metadata, ctx.regrouped)
+    lora.notes.extend(n for n in ctx.notes if n not in lora.notes)
     carried, _ = carried_metadata(lora)
     return state_dict, {**carried, **converted_modelspec(lora, title), **own_metadata}
 
 
-def _check_written(lora: CanonicalLora, convention: str, state_dict, metadata) -> None:
+def _same_tensor(a, b) -> bool:
+    import torch
+
+    return a is b or (a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b))
+
+
+def _same_delta(a, b) -> bool:
+    """Same ΔW = (α/r)·up@down within float rounding (for modules a writer had to recompute)."""
+    import torch
+
+    da = a.scale * (a.up.double().flatten(1) @ a.down.double().flatten(1))
+    db = b.scale * (b.up.double().flatten(1) @ b.down.double().flatten(1))
+    return da.shape == db.shape and bool(torch.allclose(da, db, rtol=1e-5, atol=1e-7 * float(da.abs().max() or 1)))
+
+
+def _check_written(lora: CanonicalLora, convention: str, state_dict, metadata, regrouped=frozenset()) -> None:
     """Read the output back with the target's own reader: every module must come back with
-    the very same tensors and scale, and no output key may be left over."""
+    the very same tensors and scale (the same ΔW for the modules in ``regrouped``, whose factors
+    a writer had to recompute), and no output key may be left over."""
     back = CONVENTIONS[convention].read(state_dict, ReadContext(metadata, lora.base))
     leftover = [k for k in state_dict if k not in back.consumed]
     missing = []
@@ -177,7 +199,13 @@ def _check_written(lora: CanonicalLora, convention: str, state_dict, metadata) -
         got = back.lora.components.get(component, {})
         for path, mod in mods.items():
             other = got.get(path)
-            if other is None or other.down is not mod.down or other.up is not mod.up or other.scale != mod.scale:
+            if other is None:
+                missing.append(f"{component}.{path}")
+            elif (component, path) in regrouped:
+                if not _same_delta(mod, other):
+                    missing.append(f"{component}.{path}")
+            elif not (_same_tensor(other.down, mod.down) and _same_tensor(other.up, mod.up)
+                      and abs(other.scale - mod.scale) <= 1e-12 * abs(mod.scale)):
                 missing.append(f"{component}.{path}")
     if leftover or missing:
         raise CoverageError(f"writing {convention} would not preserve every module", missing + leftover)

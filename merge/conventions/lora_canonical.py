@@ -54,7 +54,7 @@ class CanonicalModule:
 @dataclass
 class CanonicalLora:
     components: dict[str, dict[str, CanonicalModule]] = field(default_factory=dict)
-    base: str | None = None                     # "sd1", "sd2", "sdxl", "flux" or None
+    base: str | None = None                     # a family name ("sd1", "sdxl", "flux", "sd3" …) or None
     embeddings: dict[str, "torch.Tensor"] = field(default_factory=dict)  # token → [n, dim]
     metadata: dict[str, str] = field(default_factory=dict)  # source header metadata, as read
     source_convention: str | None = None
@@ -88,6 +88,10 @@ class ReadContext:
 class WriteContext:
     base: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the writer changed (fused, rank grew…)
+    # (component, path) of modules whose factors the writer had to recompute (not just move):
+    # they read back with the same ΔW, not the same tensors
+    regrouped: set[tuple[str, str]] = field(default_factory=set)
 
 
 class LoraConvention:

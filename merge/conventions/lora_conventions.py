@@ -99,6 +99,11 @@ class KohyaConvention(LoraConvention):
         return rest in _KOHYA_PARTS and split_kohya_name(name) is not None
 
     def read(self, state_dict, ctx: ReadContext) -> ReadResult:
+        from loradex.merge.conventions import dit_conventions
+
+        naming = dit_conventions.family_naming(ctx.base)
+        if naming is not None:  # DiT families: native names, fused projections (dit_conventions)
+            return dit_conventions.read_kohya(state_dict, ctx, naming)
         lora = CanonicalLora(base=ctx.base)
         found: dict[tuple[str, str], dict[str, tuple[str, Any]]] = defaultdict(dict)
         owner: dict[tuple[str, str], str] = {}
@@ -125,12 +130,17 @@ class KohyaConvention(LoraConvention):
         return ReadResult(lora, consumed)
 
     def write(self, lora, ctx: WriteContext):
+        from loradex.merge.conventions import dit_conventions
+
+        naming = dit_conventions.family_naming(lora.base)
+        if naming is not None:
+            return dit_conventions.write_kohya(lora, ctx, naming)
         sgm = lora.base == "sdxl" and ctx.options.get("sdxl_unet_names", "sgm") == "sgm"
         out = {}
         for component, mods in lora.components.items():
             if component == "transformer":
-                raise UnsupportedFormat(_SRC, "kohya names for DiT/Flux `transformer.` modules are not supported",
-                                        hint="convert to diffusers or peft instead")
+                raise UnsupportedFormat(_SRC, f"kohya names for `transformer.` modules of {lora.base or 'an unknown'} "
+                                              f"base are not known", hint="pass --base flux|sd3, or convert to diffusers or peft")
             for path, mod in mods.items():
                 name = kohya_module_name(component, path, lora.base, sgm_unet=sgm)
                 out[f"{name}.lora_down.weight"] = mod.down

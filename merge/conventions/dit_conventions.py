@@ -1,0 +1,304 @@
+"""LoRA conventions of the DiT families (Flux.1, SD 3/3.5): kohya native names with fused
+projections, ComfyUI-native ``diffusion_model.`` files, OneTrainer ``lora_transformer_`` names.
+
+The canonical form keeps the transformer under component ``transformer`` with diffusers module
+paths, projections split (``transformer_blocks.0.attn.to_q``). A family's ``naming`` aspect
+(``loradex.families.<family>.naming``: ``TABLE``, prefixes, ComfyUI text-encoder names) says how
+its native modules map onto those paths; the tensor work is ``merge.math.fused_projections``:
+
+- reading a fused native module (``double_blocks.0.img_attn.qkv``) splits it exactly (shared
+  down, rows of up, same alpha);
+- writing fuses the parts back: one rank-r module when their downs are bit-identical and alphas
+  equal (so kohya → diffusers → kohya is bit-exact), else block-diagonal with rank Σr — the
+  conversion notes say "rank grows"; a projection missing from a group gets zero rows (exact:
+  its ΔW is 0) and the notes count them;
+- ``final_layer.adaLN_modulation.1`` ↔ ``norm_out.linear`` (and SD3's pre-only last context
+  modulation) swap the two halves of the up rows, a permutation, exact both ways.
+
+Text encoders keep their transformers paths (CLIP ``text_model.encoder.layers.N…``, T5
+``encoder.block.N.layer.M.SelfAttention.q``); kohya numbers them per family (Flux: CLIP
+``lora_te1_``, T5 ``lora_te3_``), ComfyUI names them ``text_encoders.clip_l.transformer.…``.
+
+ComfyUI files are written with ``lora_down``/``lora_up``/``alpha`` under ``diffusion_model.``:
+ComfyUI loads that spelling and ``lora_A``/``lora_B`` alike, but diffusers' Flux loader
+recognises ``diffusion_model.`` files only in the former. Both are read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from types import ModuleType
+from typing import Any
+
+from loradex.merge.conventions.lora_canonical import (
+    CanonicalLora,
+    CanonicalModule,
+    LoraConvention,
+    ReadContext,
+    ReadResult,
+    WriteContext,
+    pair_modules,
+    register_convention,
+)
+from loradex.registry.errors import UnsupportedFormat
+
+_SRC = "<state dict>"
+_NATIVE = "\0native"  # staging component for native modules before they are split
+
+KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}
+COMFY_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_A.weight": "down",
+               "lora_B.weight": "up", "alpha": "alpha"}
+COMFY_MODEL_PREFIX = "diffusion_model."
+COMFY_TEXT_PREFIX = "text_encoders."
+
+
+# --- which family, which table ------------------------------------------------------------------
+def family_naming(base: str | None) -> ModuleType | None:
+    """The family's naming aspect when it maps a DiT transformer (has ``TABLE``), else None."""
+    from loradex.families import find_family
+
+    family = find_family(base)
+    naming = family.aspect("naming") if family is not None else None
+    return naming if naming is not None and hasattr(naming, "TABLE") else None
+
+
+def dit_base_from_keys(keys) -> str | None:
+    """The DiT family whose native block names (``lora_unet_double_blocks``,
+    ``diffusion_model.joint_blocks``) or diffusers-only paths the keys carry, else None."""
+    from loradex.families import aspects
+
+    keys = list(keys)
+    tables = [(f.name, n) for f, n in aspects("naming") if hasattr(n, "TABLE")]
+    for name, naming in tables:
+        heads = tuple(p + m for m in naming.NATIVE_MARKERS for p in ("lora_unet_", COMFY_MODEL_PREFIX))
+        if any(k.startswith(heads) for k in keys):
+            return name
+    for name, naming in tables:
+        dotted = re.compile(r"^(?:transformer\.|base_model\.model\.)(?:" + "|".join(naming.DIFFUSERS_MARKERS) + ")")
+        under = re.compile(r"^lora_transformer_(?:" + "|".join(
+            m.replace(r"\.", "_") for m in naming.DIFFUSERS_MARKERS) + ")")
+        if any(dotted.match(k) or under.match(k) for k in keys):
+            return name
+    return None
+
+
+def _require_naming(base: str | None, what: str) -> ModuleType:
+    naming = family_naming(base)
+    if naming is None:
+        raise UnsupportedFormat(_SRC, f"{what} needs the base family (flux or sd3), got {base or 'none'}",
+                                hint="pass --base flux|sd3")
+    return naming
+
+
+# --- native ↔ canonical -------------------------------------------------------------------------
+def split_native(naming: ModuleType, native: str, mod: CanonicalModule) -> list[tuple[str, CanonicalModule]] | None:
+    """A native module → its canonical (diffusers-path) modules, exactly; None if not native."""
+    from loradex.families.dit_naming import row_sizes, swaps_halves
+    from loradex.merge.math.fused_projections import Factors, split_rows, swap_halves
+
+    resolved = naming.TABLE.native(native)
+    if resolved is None:
+        return None
+    out_rows, in_features = int(mod.up.shape[0]), int(mod.down.shape[1])
+    up = swap_halves(mod.up) if swaps_halves(resolved, out_rows, in_features) else mod.up
+    if not resolved.fused:
+        return [(resolved.parts[0], CanonicalModule(mod.down, up, mod.alpha))]
+    try:
+        sizes = row_sizes(resolved, out_rows, in_features)
+    except ValueError as exc:
+        raise UnsupportedFormat(_SRC, str(exc)) from None
+    parts = split_rows(Factors(mod.down, up, mod.alpha), sizes)
+    return [(path, CanonicalModule(f.down, f.up, f.alpha)) for path, f in zip(resolved.parts, parts) if f is not None]
+
+
+def _add_split(lora: CanonicalLora, naming: ModuleType, staged: dict[str, CanonicalModule]) -> None:
+    for native, mod in staged.items():
+        parts = split_native(naming, native, mod)
+        for path, part in parts or ():
+            lora.add("transformer", path, part)
+        resolved = naming.TABLE.native(native)
+        if resolved is not None and resolved.fused and len(parts or ()) != len(resolved.parts):
+            lora.notes.append(f"{native}: block-form module, {len(resolved.parts) - len(parts or ())} "
+                              f"projection(s) without rank columns left out")
+
+
+def fuse_to_native(naming: ModuleType, mods: dict[str, CanonicalModule], ctx: WriteContext
+                   ) -> dict[str, CanonicalModule]:
+    """Canonical transformer modules → native modules, fusing split projections (see module doc);
+    notes and the set of modules that will not read back bit-identical go to ``ctx``."""
+    from loradex.families.dit_naming import part_sizes, swaps_halves
+    from loradex.merge.math.fused_projections import Factors, fuse_rows, swap_halves
+
+    groups: dict[str, tuple[Any, dict[int, tuple[str, CanonicalModule]]]] = {}
+    unknown = []
+    for path, mod in mods.items():
+        owner = naming.TABLE.owner(path)
+        if owner is None:
+            unknown.append(path)
+            continue
+        resolved, index = owner
+        groups.setdefault(resolved.native, (resolved, {}))[1][index] = (path, mod)
+    if unknown:
+        raise UnsupportedFormat(_SRC, f"{len(unknown)} transformer module(s) have no native name, e.g. "
+                                      f"{unknown[0]}", hint="convert to diffusers or peft instead")
+    out: dict[str, CanonicalModule] = {}
+    grew: list[tuple[int, int]] = []
+    missing = folded = 0
+    for native, (resolved, got) in groups.items():
+        if not resolved.fused:
+            _, mod = got[0]
+            up = mod.up
+            if swaps_halves(resolved, int(up.shape[0]), int(mod.down.shape[1])):
+                up = swap_halves(up)
+            out[native] = CanonicalModule(mod.down, up, mod.alpha)
+            continue
+        in_features = int(next(iter(got.values()))[1].down.shape[1])
+        try:
+            sizes = part_sizes(resolved, {k: int(m.up.shape[0]) for k, (_, m) in got.items()}, in_features)
+        except ValueError as exc:
+            raise UnsupportedFormat(_SRC, str(exc), hint="convert to diffusers or peft instead") from None
+        parts = [Factors(got[k][1].down, got[k][1].up, got[k][1].alpha) if k in got else None
+                 for k in range(len(resolved.parts))]
+        fused = fuse_rows(parts, sizes)
+        out[native] = CanonicalModule(fused.factors.down, fused.factors.up, fused.factors.alpha)
+        missing += fused.missing
+        if fused.form == "block":  # read back: same ΔW, alphas recomputed (s · r_part)
+            grew.append((max(p.rank for p in parts if p is not None), fused.factors.rank))
+            folded += fused.folded
+            ctx.regrouped.update(("transformer", path) for path, _ in got.values())
+    if grew:
+        low = min(a for a, _ in grew)
+        high = max(b for _, b in grew)
+        ctx.notes.append(f"rank grows {low} → {high} on {len(grew)} fused module(s): their projections have "
+                         f"different downs or alphas, so they are stacked block-diagonally (exact)")
+    if folded:
+        ctx.notes.append(f"{folded} fused module(s) had projections with different alpha/rank: each scale is "
+                         f"folded into its up block (one float rounding per element)")
+    if missing:
+        ctx.notes.append(f"{missing} projection(s) absent from their fused module are written as zero rows "
+                         f"(exact: ΔW 0); read back, they appear as zero LoRA modules")
+    return out
+
+
+def _text_path(naming: ModuleType, component: str, underscored: str) -> str | None:
+    from loradex.families.dit_naming import t5_path_from_underscored
+    from loradex.merge.conventions.kohya_names import resolve_kohya_module
+
+    if component in naming.T5_COMPONENTS:
+        return t5_path_from_underscored(underscored)
+    return resolve_kohya_module(component, underscored, None).path
+
+
+def _alpha_or_rank(mod: CanonicalModule):
+    import torch
+
+    return mod.alpha if mod.alpha is not None else torch.tensor(float(mod.rank), dtype=mod.down.dtype)
+
+
+# --- kohya (sd-scripts lora_flux / lora_sd3; OneTrainer names read too) -------------------------
+def read_kohya(state_dict, ctx: ReadContext, naming: ModuleType) -> ReadResult:
+    lora = CanonicalLora(base=ctx.base)
+    found: dict[tuple[str, str], dict[str, tuple[str, Any]]] = defaultdict(dict)
+    prefixes = sorted(naming.KOHYA_PREFIXES, key=len, reverse=True)
+    for key, tensor in state_dict.items():
+        name, _, rest = key.partition(".")
+        part = KOHYA_PARTS.get(rest)
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        if part is None or prefix is None:
+            continue
+        component, underscored = naming.KOHYA_PREFIXES[prefix], name[len(prefix):]
+        if component == "transformer" and prefix == "lora_unet_":
+            resolved = naming.TABLE.native_from_underscored(underscored)
+            slot = (_NATIVE, resolved.native) if resolved else None
+        elif component == "transformer":
+            path = naming.TABLE.diffusers_from_underscored(underscored)
+            slot = ("transformer", path) if path else None
+        else:
+            path = _text_path(naming, component, underscored)
+            slot = (component, path) if path else None
+        if slot is not None:
+            found[slot][part] = (key, tensor)
+    consumed: set[str] = set()
+    pair_modules(found, lora, consumed)
+    _add_split(lora, naming, lora.components.pop(_NATIVE, {}))
+    return ReadResult(lora, consumed)
+
+
+def write_kohya(lora: CanonicalLora, ctx: WriteContext, naming: ModuleType):
+    out = {}
+    for component, mods in lora.components.items():
+        prefix = naming.KOHYA_WRITE_PREFIXES.get(component)
+        if prefix is None:
+            raise UnsupportedFormat(_SRC, f"kohya has no name for {lora.base} component {component}")
+        named = fuse_to_native(naming, mods, ctx) if component == "transformer" else mods
+        for path, mod in named.items():
+            name = prefix + path.replace(".", "_")
+            out[f"{name}.lora_down.weight"] = mod.down
+            out[f"{name}.lora_up.weight"] = mod.up
+            out[f"{name}.alpha"] = _alpha_or_rank(mod)
+    return out, {}
+
+
+# --- ComfyUI native (diffusion_model.<native>, text_encoders.<clip_l|clip_g|t5xxl>.transformer.) --
+def _comfy_split(key: str) -> tuple[str, str] | None:
+    for suffix, part in COMFY_PARTS.items():
+        if key.endswith("." + suffix):
+            return key[: -len(suffix) - 1], part
+    return None
+
+
+@register_convention("comfyui")
+class ComfyUIConvention(LoraConvention):
+    description = "ComfyUI / ai-toolkit native: diffusion_model.<BFL/SAI name>.lora_down.weight, .alpha (Flux, SD3)"
+
+    def recognizes(self, key, metadata):
+        return key.startswith((COMFY_MODEL_PREFIX, COMFY_TEXT_PREFIX)) and _comfy_split(key) is not None
+
+    def read(self, state_dict, ctx: ReadContext) -> ReadResult:
+        base = ctx.base if family_naming(ctx.base) else dit_base_from_keys(state_dict)
+        naming = _require_naming(base, "reading a ComfyUI-native LoRA")
+        text = {name: comp for comp, name in naming.COMFY_TEXT_ENCODERS.items()}
+        lora = CanonicalLora(base=base)
+        found: dict[tuple[str, str], dict[str, tuple[str, Any]]] = defaultdict(dict)
+        for key, tensor in state_dict.items():
+            split = _comfy_split(key)
+            if split is None:
+                continue
+            stem, part = split
+            if stem.startswith(COMFY_MODEL_PREFIX):
+                native = stem[len(COMFY_MODEL_PREFIX):]
+                if naming.TABLE.native(native) is None:
+                    continue
+                slot = (_NATIVE, native)
+            elif stem.startswith(COMFY_TEXT_PREFIX):
+                encoder, _, rest = stem[len(COMFY_TEXT_PREFIX):].partition(".transformer.")
+                if encoder not in text or not rest:
+                    continue
+                slot = (text[encoder], rest)
+            else:
+                continue
+            if part in found[slot]:  # lora_A and lora_down spellings of one module: leave the second unconsumed
+                continue
+            found[slot][part] = (key, tensor)
+        consumed: set[str] = set()
+        pair_modules(found, lora, consumed)
+        _add_split(lora, naming, lora.components.pop(_NATIVE, {}))
+        return ReadResult(lora, consumed)
+
+    def write(self, lora, ctx: WriteContext):
+        naming = _require_naming(lora.base, "writing a ComfyUI-native LoRA")
+        out = {}
+        for component, mods in lora.components.items():
+            if component == "transformer":
+                named = {COMFY_MODEL_PREFIX + n: m for n, m in fuse_to_native(naming, mods, ctx).items()}
+            elif component in naming.COMFY_TEXT_ENCODERS:
+                head = f"{COMFY_TEXT_PREFIX}{naming.COMFY_TEXT_ENCODERS[component]}.transformer."
+                named = {head + p: m for p, m in mods.items()}
+            else:
+                raise UnsupportedFormat(_SRC, f"ComfyUI has no name for {lora.base} component {component}")
+            for stem, mod in named.items():
+                out[f"{stem}.lora_down.weight"] = mod.down
+                out[f"{stem}.lora_up.weight"] = mod.up
+                out[f"{stem}.alpha"] = _alpha_or_rank(mod)
+        return out, {}
