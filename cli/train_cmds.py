@@ -1,4 +1,4 @@
-"""train lora|ti|dreambooth|dreambooth-lora, dataset check."""
+"""train lora|ti|dreambooth|dreambooth-lora (``dataset check`` is in dataset_cmds)."""
 
 from __future__ import annotations
 
@@ -160,42 +160,3 @@ def register(app: typer.Typer) -> None:
     for method in ALL:
         train_app.command(name=method)(_make_train_command(method))
     app.add_typer(train_app, name="train")
-
-    dataset_app = typer.Typer(help="Check training data.", no_args_is_help=True)
-
-    @dataset_app.command("check")
-    def check(
-        folder: Annotated[Path, typer.Argument(help="Folder of images with sidecar captions.")],
-        resolution: Annotated[int, typer.Option("--resolution", help="Training resolution.")] = 512,
-        caption_ext: Annotated[str, typer.Option("--caption-ext", help="Caption file extension.")] = ".txt",
-        near_bits: Annotated[int, typer.Option("--near-bits", help="dHash distance counted as a near duplicate.")] = 5,
-        json: JsonOpt = False,
-    ) -> None:
-        """Corrupt images, too small, exact/near duplicates, missing captions, buckets; exit 1 on corrupt images."""
-        from loradex.trainer.dataset import check_dataset
-
-        out = Output(json_mode=json)
-        with out.progress("reading images") as progress:
-            report = check_dataset(folder, resolution=resolution, caption_ext=caption_ext, near_bits=near_bits,
-                                   progress=progress)
-
-        def human(c) -> None:
-            c.print(f"{report.folder}: {len(report.images)} image(s), manifest sha256 {report.manifest_sha256()[:16]}…")
-            for item in report.corrupt:
-                c.print(f"[red]corrupt[/red] {item['file']}: {item['error']}")
-            for item in report.too_small:
-                c.print(f"too small: {item['file']} ({item['width']}×{item['height']})")
-            for group in report.exact_duplicates:
-                c.print(f"exact duplicates: {', '.join(group)}")
-            for pair in report.near_duplicates:
-                c.print(f"near duplicates: {pair['a']} ~ {pair['b']} (distance {pair['distance']})")
-            for name in report.missing_captions:
-                c.print(f"no caption: {name}")
-            c.print("buckets: " + ", ".join(f"{k}: {v}" for k, v in report.buckets.items()))
-            for warning in report.warnings:
-                c.print(f"[yellow]warning[/yellow] {warning}")
-
-        out.result(report.to_dict(), human)
-        report.raise_for_errors()
-
-    app.add_typer(dataset_app, name="dataset")

@@ -729,3 +729,21 @@ def manifest_json(version: DatasetVersion) -> str:
 
 def as_items(images: Iterable[DatasetImage]) -> list[dict]:
     return [i.to_dict() for i in images]
+
+
+def trained_versions(catalog, ref: str | DatasetVersion) -> list[str]:
+    """The adapter versions (``NAME@X.Y.Z``, live ones) trained from this dataset version."""
+    from .db_schema import AdapterRow, LineageRow, VersionRow
+
+    found = ref if isinstance(ref, DatasetVersion) else get_dataset_version(catalog, ref)
+
+    def run(s: Session):
+        rows = s.execute(select(AdapterRow.name, VersionRow.version)
+                         .join(VersionRow, VersionRow.adapter_id == AdapterRow.id)
+                         .join(LineageRow, LineageRow.child_version_id == VersionRow.id)
+                         .where(LineageRow.parent_ref == found.ref, LineageRow.relation == "trained_from",
+                                VersionRow.deleted_at.is_(None))
+                         .order_by(AdapterRow.name, VersionRow.sort_key)).all()
+        return [f"{name}@{version}" for name, version in rows]
+
+    return catalog.read(run)
