@@ -8,9 +8,13 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
+from typing import Any, Iterator
+
+from loradex.registry.errors import UsageError
 
 from loradex.registry.catalog.dataset_check import (  # noqa: F401 - the trainer's names for them
     IMAGE_EXTS, MANIFEST_SCHEMA, MIN_IMAGES, NEAR_DUPLICATE_BITS, DatasetReport, ImageEntry, bucket_step,
@@ -76,3 +80,67 @@ class ImageCaptionDataset:
         ids = self._order[k]
         pixels = torch.stack([self.pixels[i] for i in ids]).float() / 127.5 - 1.0
         return pixels, [self.captions[i] for i in ids]
+
+
+# --- data given as a catalog dataset ref ------------------------------------------------------
+
+def data_stem(data: str | None) -> str:
+    """The name a run's outputs take after its data: the folder's name, or the dataset's."""
+    from loradex.registry.catalog.datasets import is_dataset_ref, parse_dataset_ref
+
+    if not data:
+        return "run"
+    if is_dataset_ref(data):
+        return parse_dataset_ref(data).name
+    return Path(data).name
+
+
+@contextlib.contextmanager
+def materialised_dataset(catalog, ref: str) -> Iterator[tuple[Path, Any]]:
+    """(folder, DatasetVersion): the version exported under ``<home>/tmp`` (a held work folder,
+    removed on exit; a killed run's is freed by ``gc``)."""
+    from loradex.registry.catalog.datasets import export_dataset, get_dataset_version
+    from loradex.registry.files.atomic_files import held_work_dir
+
+    version = get_dataset_version(catalog, ref)
+    with held_work_dir(Path(catalog.home) / "tmp", "dataset-") as work:
+        folder = work / "data"
+        export_dataset(catalog, version, folder)
+        yield folder, version
+
+
+def load_training_data(data: str, *, resolution: int, caption_ext: str, batch_size: int,
+                       catalog=None) -> tuple[DatasetReport, "ImageCaptionDataset"]:
+    """Check and load ``data``: a folder, or a dataset ref (``dataset:NAME@X.Y.Z``) exported for
+    the run. A dataset's report names it (``dataset_ref``: the exact version, an alias resolved
+    now), so the trained version's lineage can point at it."""
+    from loradex.registry.catalog.datasets import is_dataset_ref
+    from loradex.registry.errors import Conflict
+
+    if not is_dataset_ref(data):
+        report = check_dataset(data, resolution=resolution, caption_ext=caption_ext)
+        report.raise_for_errors()
+        return report, ImageCaptionDataset(data, report, batch_size=batch_size)
+    if catalog is None:
+        raise UsageError(f"--data {data}: a dataset ref needs the catalog (train through `loradex train`)")
+    with materialised_dataset(catalog, data) as (folder, version):
+        report = check_dataset(folder, resolution=resolution, caption_ext=version.manifest["caption_ext"])
+        report.raise_for_errors()
+        if report.manifest_sha256() != version.training_sha256:
+            raise Conflict(f"{version.ref}: the exported folder does not match the stored manifest "
+                           f"({report.manifest_sha256()[:12]}… vs {version.training_sha256[:12]}…)",
+                           hint="run `loradex verify`")
+        report.folder, report.dataset_ref = version.ref, version.ref
+        report.dataset_manifest_sha256 = version.manifest_sha256
+        return report, ImageCaptionDataset(folder, report, batch_size=batch_size)
+
+
+def dataset_lineage_edges(report: DatasetReport) -> list[dict[str, Any]]:
+    """The ``trained_from`` edge to the dataset version a run read, when it read one."""
+    if not report.dataset_ref:
+        return []
+    return [{"relation": "trained_from", "external_parent": report.dataset_ref,
+             "recipe": {"dataset": {"ref": report.dataset_ref,
+                                    "dataset_manifest_sha256": report.dataset_manifest_sha256,
+                                    "manifest_sha256": report.manifest_sha256(),
+                                    "num_images": len(report.images), "warnings": report.warnings}}}]

@@ -163,6 +163,9 @@ def register_run(catalog, result, *, progress=None) -> list:
     version = c.version or target_version(catalog, c.name, c.bump)
     weights = "state_dict" if result.output.kind == "checkpoint" else "adapter"
     edge = lineage_edge(result)
+    from .dataset import dataset_lineage_edges
+
+    data_edges = dataset_lineage_edges(result.dataset)  # trained_from dataset:NAME@X.Y.Z, when it was one
     added, by_step = [], {}
     if c.register_checkpoints:
         for ckpt in result.checkpoints:
@@ -172,12 +175,14 @@ def register_run(catalog, result, *, progress=None) -> list:
                 kind=export["kind"], base=result.base.family, triggers=export["triggers"] or None,
                 message=f"{c.method} checkpoint at step {ckpt['step']}",
                 extra=_training_extra(result, ckpt["step"], weights),
-                lineage=[{**edge, "recipe": {**edge["recipe"], "steps": ckpt["step"]}}], progress=progress)
+                lineage=[{**edge, "recipe": {**edge["recipe"], "steps": ckpt["step"]}}, *data_edges],
+                progress=progress)
             added.append(by_step[ckpt["step"]])
     final = add_file(catalog, result.output.path, name=c.name, version=version, kind=result.output.kind,
                      base=result.base.family, triggers=result.output.triggers or None,
                      message=c.message or f"trained: {c.method}, {result.steps} steps, seed {c.seed}",
-                     extra=_training_extra(result, result.steps, weights), lineage=[edge], progress=progress)
+                     extra=_training_extra(result, result.steps, weights), lineage=[edge, *data_edges],
+                     progress=progress)
     records = store_sample_records(catalog, final.version, result,
                                    {step: a.version for step, a in by_step.items()})
     for i, a in enumerate(added):  # a pre-release lists the samples made with its weights

@@ -182,7 +182,9 @@ def resolve_config(method: str, *, toml_path: str | os.PathLike | None = None,
 
 def _fill_derived(c: TrainConfig) -> None:
     if c.output_name is None:
-        stem = Path(c.data).name if c.data else "run"
+        from .dataset import data_stem
+
+        stem = data_stem(c.data)  # a folder's name, or a dataset ref's dataset name
         c.output_name = f"{stem}-{c.method}"
     if c.output_dir is None:
         c.output_dir = str(Path("loradex-train") / c.output_name)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 from loradex.registry.errors import NotFound, UsageError
 
 from .base_loader import load_any_base
-from .dataset import DatasetReport, ImageCaptionDataset, check_dataset
+from .dataset import DatasetReport, ImageCaptionDataset, load_training_data
 from .generate import library_versions
 from .train_config import TrainConfig
 from .train_registry import Exported, TrainingMethod, get_method
@@ -424,8 +424,9 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
     from accelerate.utils import set_seed
 
     log = log or (lambda message: None)
-    report = check_dataset(config.data, resolution=config.resolution, caption_ext=config.caption_ext)
-    report.raise_for_errors()
+    # a folder, or a catalog dataset version (dataset:NAME@X.Y.Z) exported for the run
+    report, dataset = load_training_data(config.data, resolution=config.resolution, caption_ext=config.caption_ext,
+                                         batch_size=config.batch_size, catalog=catalog)
     for warning in report.warnings:
         log(f"dataset: {warning}")
     accelerator = new_accelerator(config)
@@ -434,7 +435,6 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
     pipe, base, base_ref = load_any_base(config.base, catalog, dtype=weight_dtype)
     pipe.to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
-    dataset = ImageCaptionDataset(config.data, report, batch_size=config.batch_size)
     method = get_method(config.method)
     run = Run(config, pipe, base, accelerator, dataset, report, method)
     run.extra["base_catalog_ref"] = base_ref
