@@ -242,3 +242,6 @@ def alias_history(name: DatasetNameArg, alias: Annotated[str, typer.Argument(hel
         ["at", "by", "action", "from", "to", "reason"],
         [[f"{e.at:%Y-%m-%d %H:%M:%S}", e.by, e.action, e.from_version or "-", e.to_version or "-", e.reason]
          for e in events], title=f"dataset:{name.removeprefix('dataset:')}@{alias}"))
+
+
+from . import caption_cmds  # noqa: E402,F401 - registers dataset caption / captions on dataset_app
