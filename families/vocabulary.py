@@ -61,7 +61,7 @@ class Vocabulary:
     family: str
     civitai: tuple[str, ...] = ()       # family-level Civitai baseModel values
     air: str | None = None
-    kohya: tuple[str, ...] = ()
+    kohya: tuple[str, ...] = ()         # empty where no trainer's value is known: loradex writes none
     modelspec: tuple[str, ...] = ()
     hub: tuple[str, ...] = ()
     a1111: str | None = None            # A1111's "sd version"
@@ -417,6 +417,52 @@ def stored_variant(family: str | None, *, probe=None, metadata=None, extra=None)
         return named, why if isinstance(why, str) and why else "probe"
     md = metadata if isinstance(metadata, dict) and metadata else probe.get("metadata")
     return variant_from_metadata(family, md, extra.get("civitai"))
+
+
+def stored_traits(family: str | None, *, probe=None, metadata=None, extra=None) -> dict:
+    """What a catalogued version says about its sub-family: ``variant`` (and the variant's
+    ``line``, e.g. noobai for both NoobAI models) and ``prediction`` ("v" | "epsilon"), each
+    with its evidence; missing keys mean nothing tells."""
+    out: dict = {}
+    found = stored_variant(family, probe=probe, metadata=metadata, extra=extra)
+    vocab = vocabulary(family)
+    variant = vocab.variant(found[0]) if found and vocab else None
+    if variant is not None:
+        out.update(variant=variant.name, line=variant.line or variant.name, variant_evidence=found[1])
+        if variant.prediction:
+            out.update(prediction=variant.prediction, prediction_evidence=f"{variant.title} is {variant.prediction}")
+    md = metadata if isinstance(metadata, dict) and metadata else None
+    if md is None and isinstance(probe, dict):
+        md = probe.get("metadata")
+    pred = prediction_from_metadata(md)
+    if pred:  # a stated prediction type beats the variant's usual one
+        out.update(prediction=pred[0], prediction_evidence=pred[1])
+    return out
+
+
+def stack_warnings(family: str | None, traits: dict[str, dict]) -> list[str]:
+    """Warnings for stacking adapters of one family whose sub-families or prediction types
+    differ (``traits``: ref → :func:`stored_traits`). Adapters that say nothing are not compared."""
+    out = []
+    lines: dict[str, list[str]] = {}
+    for ref, t in traits.items():
+        if t.get("line"):
+            lines.setdefault(t["line"], []).append(ref)
+    if len(lines) > 1:
+        named = "; ".join(f"{', '.join(refs)}: {variant_title(family, traits[refs[0]]['variant'])}"
+                          for refs in lines.values())
+        out.append(f"adapters for different {family} sub-families stacked ({named}) — the same key layout, "
+                   f"trained on different models: expect weaker or broken results")
+    preds: dict[str, list[str]] = {}
+    for ref, t in traits.items():
+        if t.get("prediction"):
+            preds.setdefault(t["prediction"], []).append(ref)
+    if len(preds) > 1:
+        named = "; ".join(f"{', '.join(refs)}: {PREDICTION_WORDS[p]} ({traits[refs[0]]['prediction_evidence']})"
+                          for p, refs in sorted(preds.items()))
+        out.append(f"adapters trained for different prediction types stacked ({named}) — "
+                   f"use one prediction type with a base model of that type")
+    return out
 
 
 def clear_cache() -> None:

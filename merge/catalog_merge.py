@@ -495,7 +495,11 @@ def _inner_and_norms(a: ModuleLike, wa: float, b: ModuleLike, wb: float) -> tupl
 def compat(catalog, refs: Sequence[Any], *, base_family: str | None = None) -> dict:
     """Can these adapters be stacked? Base family check (error on mismatch), then, for each pair
     touching the same modules, the cosine similarity of their ΔW per block (BASE/INnn/MID/OUTnn),
-    and a warning past ``MAX_STRONG`` strong adapters (|weight| ≥ ``STRONG_WEIGHT``)."""
+    a warning when they come from different sub-families of the family (Pony + Illustrious) or
+    prediction types (epsilon + v-prediction), and one past ``MAX_STRONG`` strong adapters
+    (|weight| ≥ ``STRONG_WEIGHT``)."""
+    from loradex.families.vocabulary import stack_warnings
+
     from .math.block_weights import block_name
 
     entries = [_input_entry(r) for r in refs]
@@ -521,12 +525,22 @@ def compat(catalog, refs: Sequence[Any], *, base_family: str | None = None) -> d
                 pairs.append({"a": versions[i].ref, "b": versions[j].ref, "block": block, "modules": int(count),
                               "cosine": inner / denom if denom > 0 else 0.0})
     strong = [v.ref for v, e in zip(versions, entries) if abs(e["weight"]) >= STRONG_WEIGHT]
-    warnings = []
+    traits = version_traits(family, versions)
+    warnings = stack_warnings(family, traits)
     if len(strong) > MAX_STRONG:
         warnings.append(f"{len(strong)} strong adapters (|weight| ≥ {STRONG_WEIGHT}) stacked; "
                         f"more than {MAX_STRONG} usually fight each other — lower some weights or merge first")
     return {"family": family, "families": families, "weights": {v.ref: e["weight"] for v, e in zip(versions, entries)},
-            "pairs": pairs, "strong": strong, "warnings": warnings}
+            "variants": traits, "pairs": pairs, "strong": strong, "warnings": warnings}
+
+
+def version_traits(family: str | None, versions: Sequence) -> dict[str, dict]:
+    """ref → the sub-family (variant) and prediction type each version's stored probe result,
+    header metadata and Civitai info tell (``loradex.families.vocabulary.stored_traits``)."""
+    from loradex.families.vocabulary import stored_traits
+
+    return {v.ref: stored_traits(family, probe=v.probe, metadata=v.file_metadata, extra=v.extra)
+            for v in versions}
 
 
 def recipe_json(recipe: dict) -> str:

@@ -5,6 +5,9 @@ inference"):
   families (adapters whose family is unknown are allowed);
 - LoRA/LyCORIS adapters touching the same modules are reported with the cosine similarity of
   their weighted ΔW per block — ``merge.catalog_merge.compat`` computes it from the factors;
+- adapters of different sub-families (Pony + Illustrious on SDXL) or prediction types (epsilon +
+  v-prediction), as their metadata tells (``loradex.families.vocabulary.stored_traits``), are a
+  warning;
 - more than ``MAX_STRONG`` strong adapters (|weight| ≥ ``STRONG_WEIGHT``) is a warning, and so is a
   block where two adapters' ΔW are strongly aligned (they add up) or opposed (they cancel).
 
@@ -61,14 +64,17 @@ def stack_compat(catalog, base_ref: str, base_family: str | None, adapters: Sequ
     if len(entries) >= 2:
         table = compat(catalog, entries, base_family=family)
         pairs, strong, warnings = table["pairs"], table["strong"], list(table["warnings"])
+        variants = {ref: t for ref, t in table["variants"].items() if t}
     else:  # nothing to compare; the strong count cannot pass MAX_STRONG either
-        pairs, warnings = [], []
+        pairs, warnings, variants = [], [], {}
         strong = [e["ref"] for e in entries if abs(e["weight"]) >= STRONG_WEIGHT]
     warnings += _aligned_warnings(pairs)
     skipped = [a.version.ref for a in adapters if a.kind != "embedding" and not any(a is b for b in loras)]
     out = {"base_family": family, "checked": [e["ref"] for e in entries],
            "weights": {e["ref"]: e["weight"] for e in entries}, "strong": strong,
            "max_strong": MAX_STRONG, "pairs": [_pair_entry(p) for p in pairs], "warnings": warnings}
+    if variants:  # sub-family / prediction type each adapter's metadata told (compat warns on a mix)
+        out["variants"] = variants
     if skipped:
         out["not_compared"] = skipped
     return out

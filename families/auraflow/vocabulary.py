@@ -3,7 +3,7 @@
 from ..vocabulary import Variant, Vocabulary
 
 VOCABULARIES = (Vocabulary(
-    family="auraflow", civitai=("AuraFlow",), air="auraflow", kohya=("auraflow",), modelspec=("auraflow",),
+    family="auraflow", civitai=("AuraFlow",), air="auraflow", modelspec=("auraflow",),
     hub=("fal/AuraFlow-v0.3",), hints=(r"aura[-_ ]?flow",),
     variants=(
         Variant("pony-v7", "Pony Diffusion V7", civitai=("Pony V7",), hub=("purplesmartai/pony-v7-base",),

@@ -3,7 +3,7 @@
 from ..vocabulary import Variant, Vocabulary
 
 VOCABULARIES = (Vocabulary(
-    family="hidream", civitai=("HiDream",), air="hidream", kohya=("hidream",), modelspec=("hidream-i1",),
+    family="hidream", civitai=("HiDream",), air="hidream", modelspec=("hidream-i1",),
     hub=("HiDream-ai/HiDream-I1-Full",), hints=(r"hi[-_ ]?dream",),
     variants=(
         Variant("full", "HiDream-I1 Full", hub=("HiDream-ai/HiDream-I1-Full",), hints=(r"hidream[-_ ]?i1[-_ ]?full",)),

@@ -3,7 +3,7 @@
 from ..vocabulary import Vocabulary
 
 VOCABULARIES = (Vocabulary(
-    family="hunyuan-video", civitai=("Hunyuan Video",), air="hyv1", kohya=("hunyuan_video", "hunyuan-video", "hv"),
+    family="hunyuan-video", civitai=("Hunyuan Video",), air="hyv1",
     modelspec=("hunyuan-video",), hub=("hunyuanvideo-community/HunyuanVideo", "tencent/HunyuanVideo"),
     hints=(r"hunyuan[-_ ]?video",),
 ),)

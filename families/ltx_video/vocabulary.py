@@ -3,6 +3,6 @@
 from ..vocabulary import Vocabulary
 
 VOCABULARIES = (Vocabulary(
-    family="ltx-video", civitai=("LTXV",), air="ltxv", kohya=("ltx_video", "ltxv"), modelspec=("ltx-video",),
+    family="ltx-video", civitai=("LTXV",), air="ltxv", modelspec=("ltx-video",),
     hub=("Lightricks/LTX-Video",), hints=(r"ltx[-_ ]?v(ideo)?(?![-_ .]?2)(?![a-z0-9])",),
 ),)

@@ -3,10 +3,10 @@
 from ..vocabulary import Variant, Vocabulary
 
 VOCABULARIES = (Vocabulary(
-    family="qwen-image", civitai=("Qwen",), air="qwen", kohya=("qwen_image", "qwen-image"),
+    family="qwen-image", civitai=("Qwen",), air="qwen",
     modelspec=("qwen-image",), hub=("Qwen/Qwen-Image",), hints=(r"qwen[-_ ]?image",),
     variants=(
-        Variant("edit", "Qwen-Image-Edit", kohya=("qwen_image_edit",), modelspec=("qwen-image-edit",),
+        Variant("edit", "Qwen-Image-Edit", modelspec=("qwen-image-edit",),
                 hub=("Qwen/Qwen-Image-Edit", "Qwen/Qwen-Image-Edit-2509"), hints=(r"qwen[-_ ]?image[-_ ]?edit",)),
     ),
 ),)

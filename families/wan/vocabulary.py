@@ -9,7 +9,7 @@ from ..vocabulary import Variant, Vocabulary
 VOCABULARIES = (
     Vocabulary(
         family="wan-1.3b", civitai=("Wan Video 1.3B t2v",), air="wanvideo1_3b_t2v",
-        kohya=("wan2.1_t2v_1.3b",), modelspec=("wan2.1-t2v-1.3b",),
+        modelspec=("wan2.1-t2v-1.3b",),
         hub=("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-1.3B"),
         hints=(r"wan.{0,30}(?<![0-9.])1[._]3b",),
         variants=(Variant("2.1-t2v", "Wan 2.1 T2V 1.3B", civitai=("Wan Video 1.3B t2v",),
@@ -17,14 +17,14 @@ VOCABULARIES = (
     ),
     Vocabulary(
         family="wan-5b", civitai=("Wan Video 2.2 TI2V-5B",), air="wanvideo-22-ti2v-5b",
-        kohya=("wan2.2_ti2v_5b",), modelspec=("wan2.2-ti2v-5b",),
+        modelspec=("wan2.2-ti2v-5b",),
         hub=("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "Wan-AI/Wan2.2-TI2V-5B"),
         hints=(r"wan.{0,30}(?<![0-9.])5b", r"ti2v[-_ ]?5b"),
         variants=(Variant("2.2-ti2v", "Wan 2.2 TI2V 5B", civitai=("Wan Video 2.2 TI2V-5B",), hints=(r"ti2v",)),),
     ),
     Vocabulary(
         family="wan-14b", civitai=("Wan Video 14B t2v",), air="wanvideo14b_t2v",
-        kohya=("wan2.1_t2v_14b",), modelspec=("wan2.1-t2v-14b",),
+        modelspec=("wan2.1-t2v-14b",),
         hub=("Wan-AI/Wan2.1-T2V-14B-Diffusers", "Wan-AI/Wan2.1-T2V-14B"),
         hints=(r"wan.{0,30}(?<![0-9.])a?14b",),
         variants=(

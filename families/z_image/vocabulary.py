@@ -3,7 +3,7 @@
 from ..vocabulary import Variant, Vocabulary
 
 VOCABULARIES = (Vocabulary(
-    family="z-image", civitai=("ZImageTurbo",), air="zimageturbo", kohya=("z_image", "zimage"),
+    family="z-image", civitai=("ZImageTurbo",), air="zimageturbo",
     modelspec=("z-image",), hub=("Tongyi-MAI/Z-Image-Turbo",), hints=(r"(?<![a-z])z[-_ ]?image",),
     variants=(
         Variant("turbo", "Z-Image Turbo", civitai=("ZImageTurbo",), air="zimageturbo",

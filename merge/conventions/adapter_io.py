@@ -25,10 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loradex.families import all_families
+from loradex.families.vocabulary import kohya_base_model_version
+
 from ..math.lora_module import DOWN_SUFFIX, PLAIN_LORA_SUFFIXES, UP_SUFFIX, DenseDelta, LoraModule, ModuleLike
 
-# kohya's ss_base_model_version values per base family (what sd-scripts writes)
-SS_BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
+# kohya's ss_base_model_version values per base family (what sd-scripts writes), from the
+# families' vocabulary (``loradex.families.vocabulary.kohya_base_model_version``).
+SS_BASE_MODEL_VERSION = {f.name: version for f in all_families()
+                         if (version := kohya_base_model_version(f.name)) is not None}
 
 
 def normalised_kohya_name(name: str, base: str | None) -> str:

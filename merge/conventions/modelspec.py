@@ -11,38 +11,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from loradex.families import all_families
+from loradex.families.vocabulary import modelspec_architecture, normalise
+
 HASH_KEY = "modelspec.hash_sha256"
 SPEC_VERSION = "1.0.0"
-# ModelSpec architecture per base family (kohya sd-scripts' sai_model_spec names).
-MODELSPEC_ARCH = {
-    "sd1": "stable-diffusion-v1",
-    "sd2": "stable-diffusion-v2-512",
-    "sdxl": "stable-diffusion-xl-v1-base",
-    "flux": "flux-1-dev",
-}
 # Adapter type suffixes of ``modelspec.architecture`` (sai_model_spec's ADAPTER_* names).
 LORA = "lora"
 TEXTUAL_INVERSION = "textual-inversion"
 CHECKPOINT = ""  # a whole model: the bare base architecture, as kohya writes for checkpoints
+_KIND_OF_SUFFIX = {LORA: "lora", TEXTUAL_INVERSION: "embedding", CHECKPOINT: "checkpoint"}
+# ModelSpec architecture per base family (kohya sd-scripts' sai_model_spec names), from the
+# families' vocabulary (``loradex.families.vocabulary.modelspec_architecture``).
+MODELSPEC_ARCH = {f.name: arch for f in all_families()
+                  if (arch := modelspec_architecture(f.name, "checkpoint")) is not None}
 
 
 def _same_family(arch: str, base: str) -> bool:
     """Whether an existing architecture string names ``base``'s family: keeps e.g.
-    "stable-diffusion-v2-768-v/lora", more precise than our "stable-diffusion-v2-512"."""
-    family = MODELSPEC_ARCH[base]
-    return arch.startswith(family.rsplit("-", 1)[0] if base == "sd2" else family)
+    "stable-diffusion-v2-768-v/lora" or "flux-1-schnell/lora", more precise than the family's own."""
+    found = normalise(arch, "modelspec")
+    return found is not None and found[0] == base
 
 
 def architecture(base: str | None, adapter: str = LORA, existing: str = "") -> str | None:
     """``modelspec.architecture`` for ``base``; None for an unknown family. An ``existing`` value
     of the same family and adapter type is kept."""
-    if base not in MODELSPEC_ARCH:
+    arch = modelspec_architecture(base, _KIND_OF_SUFFIX.get(adapter, "lora"))
+    if arch is None:
         return None
-    if adapter == CHECKPOINT:
-        return MODELSPEC_ARCH[base]
-    if existing.endswith(f"/{adapter}") and _same_family(existing, base):
+    if adapter != CHECKPOINT and existing.endswith(f"/{adapter}") and _same_family(existing, base):
         return existing
-    return f"{MODELSPEC_ARCH[base]}/{adapter}"
+    return arch
 
 
 def modelspec_metadata(source: dict[str, str], *, base: str | None, title: str,
