@@ -308,6 +308,10 @@ def _card_summary(card) -> str:
         by = f" (set by {chk.get('by', '?')})" if chk.get("source") == "human" else ""
         lines.append(f"  check {name:22s} {chk['status']}{by}: {chk['note']}")
     lines += [f"  reason: {r}" for r in c["reasons"]]
+    from loradex.registry.catalog.records import training_data_lines
     from loradex.registry.catalog.review import review_lines
+
+    data = training_data_lines(c)
+    lines += [f"  {data[0].lower()}", *(f"  data warning: {w}" for w in data[1:])] if data else []
 
     return "\n".join(lines + review_lines(c))

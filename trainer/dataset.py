@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -144,3 +145,59 @@ def dataset_lineage_edges(report: DatasetReport) -> list[dict[str, Any]]:
                                     "dataset_manifest_sha256": report.dataset_manifest_sha256,
                                     "manifest_sha256": report.manifest_sha256(),
                                     "num_images": len(report.images), "warnings": report.warnings}}}]
+
+
+# --- what a trained version was trained on (eval) ---------------------------------------------
+
+@dataclass
+class TrainingData:
+    """The data behind a trained version, as its lineage records it."""
+
+    facts: dict[str, Any]            # the card's inputs.training_data
+    version: Any = None              # the DatasetVersion, when trained from a live one
+
+    def images(self, catalog) -> list[tuple[str, Any, str]]:
+        """(label, RGB image, sha256) of every image of the dataset version (``--train-dir``'s
+        default); empty when the version was trained from a folder."""
+        import io
+
+        from PIL import Image
+
+        out = []
+        for image in (self.version.images if self.version else []):
+            with catalog.blobs.open(image.sha256) as fh, Image.open(io.BytesIO(fh.read())) as img:
+                out.append((f"{self.version.ref}/{image.file}", img.convert("RGB"), image.sha256))
+        return out
+
+
+def training_data_of(catalog, ref: str) -> TrainingData | None:
+    """From ``ref``'s own ``trained_from`` edges: the dataset facts a run recorded (manifest hash,
+    image count, the check's warnings) and, when it read a catalog dataset version, that version
+    (its warnings from ``dataset add`` joined in: e.g. corrupt images left out). None when the
+    version was not trained by loradex."""
+    from loradex.registry.catalog.datasets import get_dataset_version, is_dataset_ref
+    from loradex.registry.errors import NotFound
+
+    version = catalog.resolve(ref)
+    facts: dict[str, Any] = {}
+    dataset_version = None
+    for edge in catalog.lineage(version.ref):
+        if edge.child != version.ref or edge.relation != "trained_from":
+            continue
+        recorded = (edge.recipe or {}).get("dataset") or {}
+        if is_dataset_ref(edge.parent):
+            facts["ref"] = edge.parent
+            facts["dataset_manifest_sha256"] = recorded.get("dataset_manifest_sha256")
+            try:
+                dataset_version = get_dataset_version(catalog, edge.parent)
+            except NotFound as exc:
+                facts["note"] = str(exc)
+        for key in ("manifest_sha256", "num_images"):
+            if recorded.get(key) is not None:
+                facts.setdefault(key, recorded[key])
+        facts["warnings"] = list(dict.fromkeys([*facts.get("warnings", []), *(recorded.get("warnings") or [])]))
+    if not facts:
+        return None
+    if dataset_version is not None:
+        facts["warnings"] = list(dict.fromkeys([*dataset_version.warnings, *facts["warnings"]]))
+    return TrainingData({k: v for k, v in facts.items() if v is not None}, dataset_version)

@@ -243,7 +243,7 @@ def known_base(catalog, ref: str) -> tuple[str, str] | None:
     if trained.get("ref"):
         return trained["ref"], "its training base"
     for edge in catalog.lineage(version.ref):
-        if edge.child == version.ref and edge.relation == "trained_from":
+        if edge.child == version.ref and edge.relation == "trained_from" and not edge.parent.startswith("dataset:"):
             parent = edge.parent
             if parent.startswith("base:"):
                 parent = parent[len("base:"):].rpartition("@")[0] or parent[len("base:"):]
@@ -284,7 +284,10 @@ def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator
     prompts, suite_sha = load_suite(prompts_file)
     seeds = list(dict.fromkeys(int(s) for s in options.seeds))
     references = load_images(options.references) if options.references else []
-    train = load_images(options.train_dir) if options.train_dir else []
+    from .dataset import training_data_of
+
+    data = training_data_of(catalog, version.ref)  # the data it was trained on: --train-dir's default
+    train = load_images(options.train_dir) if options.train_dir else data.images(catalog) if data else []
     generator = generator or Generator(catalog, options.base)
     embedder = embedder or get_embedder(options.embedder)
 
@@ -325,7 +328,8 @@ def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator
                      "negative_prompt": options.negative},
         "embedder": embedder.describe(),
         "inputs": {"references": [{"sha256": sha, "path": p} for p, _, sha in references],
-                   "train_images": [{"sha256": sha, "path": p} for p, _, sha in train]},
+                   "train_images": [{"sha256": sha, "path": p} for p, _, sha in train],
+                   **({"training_data": data.facts} if data else {})},
         "samples": samples,
         "metrics": metrics,
         "failure_checks": checks,

@@ -575,10 +575,23 @@ def card_markdown(card: dict) -> str:
     lines += ["", "| failure check | status | note |", "|---|---|---|"]
     for name, check in card["failure_checks"].items():
         lines.append(f"| {name} | {check['status']} | {check['note']} |")
+    data = training_data_lines(card)
+    if data:
+        lines += ["", data[0], *(f"- warning: {w}" for w in data[1:])]
     note = card.get("technical_note") or {}
     if note:
         lines += ["", "Technical note: " + ", ".join(f"{k}={v}" for k, v in note.items() if v not in (None, [], ""))]
     return "\n".join(lines) + "\n" + review_markdown(card)
+
+
+def training_data_lines(card: dict) -> list[str]:
+    """"Training data: dataset:NAME@X.Y.Z (N images)" then each warning the data check gave
+    (``inputs.training_data``, written by eval from the version's lineage); [] when unknown."""
+    data = (card.get("inputs") or {}).get("training_data")
+    if not data:
+        return []
+    count = f" ({data['num_images']} images)" if data.get("num_images") is not None else ""
+    return [f"Training data: {data.get('ref') or 'a folder'}{count}", *data.get("warnings", [])]
 
 
 def review_markdown(card: dict) -> str:

@@ -1,7 +1,8 @@
 """Images for the web pages: ``/ui/blobs/{sha256}`` (the stored image) and
 ``/ui/thumbs/{sha256}.webp|png`` (a thumbnail, made once and cached under the home).
 
-Only images some catalog row shows are served: a prompt record's image or a version's preview,
+Only images some catalog row shows are served: a prompt record's image, a version's preview or
+an image of a live dataset version (``dataset_pages``),
 and only to visitors who may see one of the adapters that row belongs to (a record whose stack
 names no catalog version is for signed-in users and ``--public-read`` only). Adapter files and
 other blobs are never served here, and bytes that are not PNG, JPEG, WebP or GIF are refused.
@@ -27,6 +28,7 @@ from ...catalog.db_schema import AdapterRow, PromptRecordRow, PromptRecordVersio
 from ..app import register_router
 from ..civitai_query import adapter_namespace
 from .common import current_principal, visible_namespaces
+from .dataset_pages import dataset_image_adapters
 
 THUMB_PX = 320
 MAX_PIXELS = 64_000_000
@@ -80,9 +82,12 @@ def image_access(catalog, sha256: str, namespaces: frozenset | None) -> str | No
             .join(PromptRecordRow, PromptRecordRow.id == PromptRecordVersionRow.record_id)
             .where(PromptRecordRow.image_sha256 == sha256, VersionRow.deleted_at.is_(None))))
         adapter_ids |= set(s.scalars(previews_query(s.get_bind().dialect.name), {"sha": sha256}))
-        is_record = s.scalar(select(PromptRecordRow.id).where(PromptRecordRow.image_sha256 == sha256).limit(1))
+        trained, in_dataset = dataset_image_adapters(s, sha256)  # training images: see dataset_pages
+        adapter_ids |= trained
+        is_record = in_dataset or s.scalar(select(PromptRecordRow.id).where(PromptRecordRow.image_sha256 == sha256)
+                                           .limit(1)) is not None
         owners = {adapter_namespace(s, i) for i in adapter_ids if s.get(AdapterRow, i) is not None}
-        return owners, is_record is not None
+        return owners, is_record
 
     owners, is_record = catalog.read(run)
     if not owners and not is_record:

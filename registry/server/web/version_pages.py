@@ -58,7 +58,10 @@ def version_page(request, name: str, selector: str, *, status: int = 200, refusa
     moved = request.query_params.get("moved") or ""
     if not flash and ALIAS_RE.match(moved) and view["alias_targets"].get(moved) == version.version:
         flash = f"{moved} now points at {version.version}"
+    from .dataset_pages import trained_on_view
+
     return render(request, "version.html", status, title=version.ref, **view, refusal=refusal, flash=flash,
+                  trained_on=trained_on_view(catalog, version),
                   flash_kind=flash_kind, may_move=may_move(principal, namespace), is_admin=is_admin(principal),
                   download_name=version.file_name or f"{version.sha256[:12]}.safetensors")
 
