@@ -67,9 +67,10 @@ def with_prefix(caption: str, prefix: str) -> str:
     """``prefix`` + caption (a trigger such as ``"shp, "``), not doubled when already there."""
     if not prefix:
         return caption
+    alone = prefix.strip().rstrip(",").strip()
     if not caption:  # an image without a caption gets the trigger alone
-        return prefix.strip().rstrip(",").strip()
-    if caption.startswith(prefix) or caption.startswith(prefix.rstrip()):
+        return alone
+    if caption == alone or caption.startswith(prefix) or caption.startswith(prefix.rstrip()):
         return caption
     return normal_caption(prefix + caption) if prefix.endswith(" ") else prefix + caption
 

@@ -1,0 +1,331 @@
+"""Captioners and caption refinement (trainer/captioning, registry/catalog/dataset_captions.py,
+``loradex dataset caption`` / ``dataset captions``): tiny random BLIP / CLIP / ViT-tagger models
+built from config objects (trainer/captioning/tiny.py), no downloads. The words are random; the
+tests check the flow against the models run directly: captions written, kept, prefixed,
+limited, recorded (model sha256 = sha256 of the weights file), versioned, edited, refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from loradex.registry.catalog import dataset_captions as DC
+from loradex.registry.errors import InvalidFile, NotFound, UsageError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from loradex.trainer.captioning.tiny import save_tiny_blip, save_tiny_clip, save_tiny_tagger
+
+    root = tmp_path_factory.mktemp("caption-models")
+    return {"blip": save_tiny_blip(root / "blip"), "clip": save_tiny_clip(root / "clip"),
+            "tags": save_tiny_tagger(root / "tagger")}
+
+
+def shapes(folder: Path, n: int = 4) -> Path:
+    from loradex.trainer.train_demo import write_demo_dataset
+
+    return write_demo_dataset(folder, n=n)
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """The CLI as a user runs it (errors become one line through ``main``), never exit 3."""
+    from loradex.cli.main import main
+
+    def run(*args) -> Run:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        result = Run(exit_info.value.code or 0, captured.out, captured.err)
+        assert result.exit_code != 3 and "Traceback" not in result.output, result.output
+        return result
+
+    return run
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def blip_direct(model_dir: Path, images, *, max_new_tokens=40, num_beams=3) -> list[str]:
+    """The tiny BLIP run straight through transformers (the known answer for the captioner)."""
+    import torch
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    model = BlipForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = BlipProcessor.from_pretrained(model_dir)
+    with torch.no_grad():
+        out = model.generate(**processor(images=images, return_tensors="pt"), max_new_tokens=max_new_tokens,
+                             num_beams=num_beams, do_sample=False)
+    return [t.strip() for t in processor.batch_decode(out, skip_special_tokens=True)]
+
+
+def open_rgb(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+# --- pure caption operations -----------------------------------------------------------------
+
+def test_caption_text_operations():
+    assert DC.limit_words("a red square on grey", 3) == "a red square"
+    assert DC.limit_words("long hair, blue eyes, smile", 4, tags=True) == "long hair, blue eyes"
+    assert DC.limit_words("long hair, blue eyes, smile", 3, tags=True) == "long hair"
+    assert DC.limit_words("one two three four, x", 2, tags=True) == "one two"  # a first tag too long is cut
+    assert DC.with_prefix("red square", "shp, ") == "shp, red square"
+    assert DC.with_prefix("shp, red square", "shp, ") == "shp, red square"  # not doubled
+    assert DC.with_prefix("", "shp, ") == "shp"
+    assert DC.remove_tag("solo, Long Hair ,smile, long hair", "long hair") == "solo, smile"
+    assert DC.replace_text("a  red square", "red", "crimson") == "a crimson square"
+    edits = DC.bulk_edits(replace=["red=crimson"], remove_tags=["smile"], prepend="shp, ")
+    assert DC.apply_bulk({"a.png": "red, smile", "b.png": None}, edits) == {"a.png": "shp, crimson", "b.png": "shp"}
+    with pytest.raises(UsageError):
+        DC.bulk_edits(replace=["no-equals-sign"])
+
+
+def test_caption_table_round_trip_and_hostile_tables():
+    captions = {"b/2.png": "two", "a.png": "one\tsplit", "c.png": None}
+    table = DC.format_caption_table(captions)
+    assert DC.parse_caption_table(table, set(captions), "t") == {"a.png": "one split", "b/2.png": "two", "c.png": None}
+    known = {"a.png", "b.png"}
+    assert DC.parse_caption_table("# comment\n\na.png\tnew one\n", known, "t") == {"a.png": "new one"}
+    hostile = {
+        "a.png\tx\na.png\ty\n": "listed twice",
+        "../etc/passwd\tx\n": "not an image of this dataset",
+        "c.png\tx\n": "not an image of this dataset",
+        "a.png no tab\n": "no TAB",
+        "a.png\tbell\x07\n": "control characters",
+        "a.png\t" + "w" * (DC.MAX_CAPTION_CHARS + 1) + "\n": "longer than",
+    }
+    for text, why in hostile.items():
+        with pytest.raises(InvalidFile, match=why):
+            DC.parse_caption_table(text, known, "t")
+    with pytest.raises(InvalidFile, match="not UTF-8"):
+        DC.parse_caption_table(b"a.png\t\xff\xfe\n", known, "t")
+    with pytest.raises(InvalidFile, match="bytes"):
+        DC.parse_caption_table(b"#" * (DC.MAX_TABLE_BYTES + 1), known, "t")
+
+
+def test_rank_terms_is_cosine_top_k():
+    import torch
+
+    from loradex.trainer.captioning.interrogate import rank_terms, term_list
+
+    image = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    text = torch.tensor([[0.0, 5.0], [1.0, 1.0], [3.0, 0.1], [-1.0, 0.0]])
+    assert rank_terms(image, text, 2) == [[2, 1], [0, 1]]
+    assert len(term_list("mediums")) >= 20 and "a watercolor painting" in term_list("mediums")
+
+
+# --- captioners ------------------------------------------------------------------------------
+
+def test_folder_captions_written_kept_prefixed_and_recorded(models, tmp_path, cli):
+    from loradex.trainer.captioning.run import RECORDS_FILE
+
+    data = shapes(tmp_path / "data")
+    kept = (data / "img01.txt").read_bytes()
+    for name in ("img00", "img02", "img03"):
+        (data / f"{name}.txt").unlink()
+
+    # an existing caption is never replaced unless asked
+    refused = cli("dataset", "caption", data, "--captioner", "blip", "--model", models["blip"])
+    assert refused.exit_code == 2 and "1 of 4 image(s) already have captions" in refused.output
+    assert not (data / "img00.txt").exists()
+
+    res = cli("dataset", "caption", data, "--captioner", "blip", "--model", models["blip"], "--missing-only",
+              "--prefix", "shp, ", "--max-words", "3", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["captioned"] == 3 and out["kept"] == 1
+    assert (data / "img01.txt").read_bytes() == kept
+    images = [open_rgb(data / f"img{i:02d}.png") for i in (0, 2, 3)]
+    expected = [DC.with_prefix(DC.limit_words(t, 3), "shp, ") for t in blip_direct(models["blip"], images)]
+    assert [(data / f"img{i:02d}.txt").read_text() for i in (0, 2, 3)] == expected
+    assert all(e.startswith("shp, ") and len(e.split()) <= 4 for e in expected)
+
+    records = json.loads((data / RECORDS_FILE).read_text())["images"]
+    assert sorted(records) == ["img00.png", "img02.png", "img03.png"]
+    record = records["img00.png"]
+    assert record["captioner"] == "blip" and record["model"] == str(models["blip"])
+    assert record["model_sha256"] == sha256_file(models["blip"] / "model.safetensors")
+    assert record["settings"] == {"prefix": "shp, ", "max_words": 3, "max_new_tokens": 40, "num_beams": 3}
+
+    res = cli("dataset", "caption", data, "--captioner", "blip", "--model", models["blip"], "--overwrite",
+              "--max-words", "2")
+    assert res.exit_code == 0, res.output
+    assert (data / "img01.txt").read_text() == DC.limit_words(blip_direct(models["blip"], [open_rgb(data / "img01.png")])[0], 2)
+
+
+def test_tagger_keeps_tags_over_threshold_most_confident_first(models, tmp_path):
+    import torch
+    from transformers import ViTForImageClassification, ViTImageProcessorPil
+
+    from loradex.trainer.captioning import CaptionSettings, load_captioner
+    from loradex.trainer.captioning.tiny import TINY_TAGS
+
+    images = [open_rgb(p) for p in sorted(shapes(tmp_path / "data", n=2).glob("*.png"))]
+    model = ViTForImageClassification.from_pretrained(models["tags"]).eval()
+    with torch.no_grad():
+        probs = torch.sigmoid(model(**ViTImageProcessorPil.from_pretrained(models["tags"])(images=images,
+                                                                                          return_tensors="pt")).logits)
+    threshold = float(probs.median())
+    tagger = load_captioner("tags", str(models["tags"]), settings=CaptionSettings(threshold=threshold))
+    for row, caption in zip(probs.tolist(), tagger.caption(images)):
+        ranked = sorted((p, i) for i, p in enumerate(row) if p >= threshold and TINY_TAGS[i] not in ("general", "sensitive"))
+        assert caption == ", ".join(TINY_TAGS[i].replace("_", " ") for _, i in sorted(ranked, key=lambda t: (-t[0], t[1])))
+    assert "general" not in " ".join(tagger.caption(images))  # ratings (selected_tags.csv category 9) left out
+    assert tagger.record()["settings"]["threshold"] == threshold
+
+
+def test_interrogate_appends_clip_ranked_terms(models, tmp_path):
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    from loradex.trainer.captioning import CaptionSettings, load_captioner
+    from loradex.trainer.captioning.interrogate import term_list
+
+    images = [open_rgb(p) for p in sorted(shapes(tmp_path / "data", n=2).glob("*.png"))]
+    settings = CaptionSettings(max_new_tokens=4, num_beams=1, top_flavours=2)
+    captioner = load_captioner("interrogate", str(models["blip"]), clip_model=str(models["clip"]), settings=settings)
+    captions = captioner.caption(images)
+    clip = CLIPModel.from_pretrained(models["clip"]).eval()
+    processor = CLIPProcessor.from_pretrained(models["clip"])
+    mediums = term_list("mediums")
+    with torch.no_grad():
+        img = clip.get_image_features(pixel_values=processor.image_processor(images=images, return_tensors="pt")["pixel_values"])
+        txt = clip.get_text_features(**processor.tokenizer(mediums, padding=True, return_tensors="pt"))
+    img, txt = (getattr(t, "pooler_output", t) for t in (img, txt))
+    best = (torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).T).argmax(dim=-1)
+    sentences = blip_direct(models["blip"], images, max_new_tokens=4, num_beams=1)
+    for caption, sentence, medium in zip(captions, sentences, best.tolist()):
+        parts = caption.split(", ")
+        assert parts[0] == sentence and parts[1] == mediums[medium] and len(parts) == 6
+    record = captioner.record()
+    assert record["models"]["clip"]["model_sha256"] == sha256_file(models["clip"] / "model.safetensors")
+
+
+def test_missing_model_is_one_line_naming_it(tmp_path, cli):
+    from loradex.trainer.captioning import load_captioner
+
+    with pytest.raises(NotFound, match="loradex-tests/not-a-cached-model.*downloads nothing"):
+        load_captioner("blip", "loradex-tests/not-a-cached-model")
+    with pytest.raises(InvalidFile, match="no weight files"):
+        load_captioner("blip", str(tmp_path))
+    res = cli("dataset", "caption", tmp_path, "--captioner", "nope", "--model", tmp_path)
+    assert res.exit_code == 2 and "unknown captioner 'nope'" in res.output
+
+
+# --- dataset versions ------------------------------------------------------------------------
+
+@pytest.fixture
+def dataset(tmp_path):
+    from loradex.registry.catalog.datasets import add_dataset_version
+    from loradex.registry.catalog.store import Catalog
+
+    catalog = Catalog()
+    data = shapes(tmp_path / "data")
+    (data / "img02.txt").unlink()
+    version = add_dataset_version(catalog, data, name="shapes", resolution=32)
+    return catalog, version
+
+
+def test_dataset_caption_saves_a_new_version_with_records(models, dataset, cli):
+    from loradex.registry.catalog.datasets import get_dataset_version
+
+    catalog, v1 = dataset
+    res = cli("dataset", "caption", v1.ref, "--captioner", "tags", "--model", models["tags"], "--missing-only",
+              "--prefix", "shp, ", "--threshold", "0.4", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["version"] == "dataset:shapes@1.1.0" and out["captioned"] == 1 and out["kept"] == 3
+    v2 = get_dataset_version(catalog, out["version"])
+    before, after = {i.file: i for i in v1.images}, {i.file: i for i in v2.images}
+    assert after["img02.png"].caption == out["captions"]["img02.png"] and after["img02.png"].caption.startswith("shp")
+    source = after["img02.png"].caption_source
+    assert source["kind"] == "captioner" and source["captioner"] == "tags"
+    assert source["model_sha256"] == sha256_file(models["tags"] / "model.safetensors")
+    assert source["settings"] == {"prefix": "shp, ", "max_words": None, "threshold": 0.4}
+    for file in ("img00.png", "img01.png", "img03.png"):  # kept: same caption, same source, same image
+        assert after[file].caption == before[file].caption and after[file].caption_source == before[file].caption_source
+    assert {i.sha256 for i in v1.images} == {i.sha256 for i in v2.images}
+    assert get_dataset_version(catalog, v1.ref).manifest == v1.manifest  # versions are immutable
+
+
+def test_edit_in_editor_saves_a_new_version(dataset, tmp_path, cli, monkeypatch):
+    from loradex.registry.catalog.datasets import dataset_versions, get_dataset_version
+
+    catalog, v1 = dataset
+    script = tmp_path / "editor.py"
+    script.write_text("import sys, pathlib\n"
+                      "p = pathlib.Path(sys.argv[1])\n"
+                      "lines = p.read_text().splitlines()\n"
+                      "out = [l.split('\\t')[0] + '\\tshp, edited by hand' if l.startswith('img00.png') else l for l in lines]\n"
+                      "out = [l for l in out if not l.startswith('img01.png')]\n"  # left out: kept
+                      "p.write_text('\\n'.join(out) + '\\n')\n")
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {script}")
+    monkeypatch.delenv("VISUAL", raising=False)
+    res = cli("dataset", "captions", "dataset:shapes", "--edit", "--json")
+    assert res.exit_code == 0, res.output
+    saved = get_dataset_version(catalog, json.loads(res.stdout)["saved"])
+    captions = {i.file: i for i in saved.images}
+    assert captions["img00.png"].caption == "shp, edited by hand"
+    assert captions["img00.png"].caption_source["kind"] == "manual"
+    assert captions["img00.png"].caption_source["via"] == "editor"
+    assert captions["img00.png"].caption_source["refined_from"]["kind"] == "sidecar"
+    assert captions["img01.png"].caption == {i.file: i for i in v1.images}["img01.png"].caption
+
+    listed = cli("dataset", "captions", saved.ref, "--json")
+    assert {r["file"]: r["caption"] for r in json.loads(listed.stdout)["captions"]}["img00.png"] == "shp, edited by hand"
+
+    # hostile tables come back refused, nothing saved
+    count = len(dataset_versions(catalog, "shapes"))
+    for body in ("img00.png\\tx\\nimg00.png\\ty\\n", "../../x.png\\tx\\n", "img00.png without a tab\\n"):
+        script.write_text(f"import sys, pathlib\npathlib.Path(sys.argv[1]).write_text('{body}')\n")
+        res = cli("dataset", "captions", "dataset:shapes", "--edit")
+        assert res.exit_code == 1 and "edited caption table" in res.output, res.output
+    assert len(dataset_versions(catalog, "shapes")) == count
+
+    script.write_text("pass\n")  # closed without a change
+    res = cli("dataset", "captions", "dataset:shapes", "--edit")
+    assert res.exit_code == 0 and "nothing saved" in res.output
+    assert len(dataset_versions(catalog, "shapes")) == count
+
+
+def test_bulk_operations_save_a_new_version(dataset, cli):
+    from loradex.registry.catalog.datasets import get_dataset_version
+
+    catalog, v1 = dataset
+    res = cli("dataset", "captions", v1.ref, "--replace", "shp=shape", "--remove-tag", "red square",
+              "--prepend", "trg, ", "--json")
+    assert res.exit_code == 0, res.output
+    saved = get_dataset_version(catalog, json.loads(res.stdout)["saved"])
+    expected = {i.file: DC.with_prefix(DC.remove_tag(DC.replace_text(i.caption or "", "shp", "shape"), "red square"),
+                                       "trg, ") for i in v1.images}
+    assert {i.file: i.caption for i in saved.images} == expected
+    assert expected["img00.png"] == "trg, shape" and expected["img02.png"] == "trg"
+    assert saved.images[0].caption_source["via"] == "replace 'shp' with 'shape'; remove tag 'red square'; prepend 'trg, '"
+    again = cli("dataset", "captions", saved.ref, "--prepend", "trg, ")
+    assert again.exit_code == 0 and "nothing saved" in again.output
+    assert cli("dataset", "captions", saved.ref, "--edit", "--prepend", "x").exit_code == 2
