@@ -141,3 +141,77 @@ def test_a_multi_file_version_is_not_converted_on_export(pair, tmp_path):
     with pytest.raises(InvalidFile, match="holds 2 files"):
         export_version(catalog, "pair", tmp_path / "w", to_format="diffusers")
     assert not (tmp_path / "w").exists()
+
+
+# --- push / pull: loradex serve (the team mirror) and a plain Hub repo -----------------------------
+from _hub_sync_fixtures import TOKEN, ThreadServer, _quiet_hub  # noqa: E402,F401 (autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def hub_server(tmp_path_factory):
+    with ThreadServer(tmp_path_factory.mktemp("served") / "server-home") as srv:
+        yield srv
+
+
+def test_push_to_the_mirror_and_pull_back_bit_identically(pair, hub_server, tmp_path):
+    from loradex.registry.catalog.adding import add_files
+    from loradex.registry.remotes import add_remote, pull, push
+
+    high, low = pair
+    home_a = Catalog(tmp_path / "a")
+    add_files(home_a, [high, low], name="wan-pair", alias="production")
+    add_remote(home_a, "team", f"{hub_server.url}/team", "mirror")
+    pushed = push(home_a, "wan-pair@1.0.0", "team")
+    assert {high.name, low.name, "loradex.json", "README.md"} <= set(pushed.uploaded)  # one commit, both files
+    assert push(home_a, "wan-pair@1.0.0", "team").already_there  # again: sends nothing
+
+    # the server registered ONE version holding both files
+    served = Catalog(hub_server.home).resolve("wan-pair@1.0.0")
+    assert [(f.name, f.sha256) for f in served.files] == [("high_noise", sha(high)), ("low_noise", sha(low))]
+
+    home_b = Catalog(tmp_path / "b")
+    add_remote(home_b, "team", f"{hub_server.url}/team", "mirror")
+    got = pull(home_b, "mirror://team/wan-pair@production")
+    v = got.version
+    assert v.ref == "wan-pair@1.0.0" and got.had_manifest
+    assert [(f.name, f.file_name, f.sha256) for f in v.files] == [
+        ("high_noise", high.name, sha(high)), ("low_noise", low.name, sha(low))]
+    for f, src in zip(v.files, (high, low)):
+        assert home_b.blobs.path_for(f.sha256).read_bytes() == src.read_bytes()
+    assert [a.name for a in home_b.aliases("wan-pair")] == ["production"]
+    assert pull(home_b, "mirror://team/wan-pair@v1.0.0").already_present
+
+
+def test_a_plain_hub_repo_holding_a_pair_pulls_as_one_version(pair, hub_server, tmp_path):
+    from loradex.registry.remotes import hub_client, pull
+
+    high, low = pair
+    pushed = hub_client.push_files(hub_server.url, "someone/wan-i2v", {
+        "Wan2.2-I2V-A14B-style-high_noise.safetensors": high, "Wan2.2-I2V-A14B-style-low_noise.safetensors": low},
+        "upload", TOKEN)
+    catalog = Catalog(tmp_path / "c")
+    got = pull(catalog, "hf://someone/wan-i2v", endpoint=hub_server.url, token=TOKEN)
+    assert not got.had_manifest and got.commit == pushed.commit
+    assert [(f.name, f.file_name, f.sha256) for f in got.version.files] == [
+        ("high_noise", "Wan2.2-I2V-A14B-style-high_noise.safetensors", sha(high)),
+        ("low_noise", "Wan2.2-I2V-A14B-style-low_noise.safetensors", sha(low))]
+    assert got.version.extra["hub"]["paths"] == [f.file_name for f in got.version.files]
+
+
+def test_a_manifest_naming_a_hostile_file_is_refused(pair, tmp_path):
+    from loradex.registry.errors import UntrustedData
+    from loradex.registry.remotes import hub_manifest as M
+
+    high, low = pair
+    manifest = {"schema": M.MANIFEST_SCHEMA, "name": "x", "version": "1.0.0",
+                "file": {"path": "a_high_noise.safetensors", "hashes": {"sha256": sha(high)}},
+                "version_files": [{"name": "high_noise", "path": "a_high_noise.safetensors", "sha256": sha(high)},
+                                  {"name": "low_noise", "path": "../../outside.safetensors", "sha256": sha(low)}]}
+    path = tmp_path / "loradex.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(UntrustedData):
+        M.read_manifest(path)
+    manifest["version_files"][1]["path"] = "a_high_noise.safetensors"  # the same file twice
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(UntrustedData, match="twice"):
+        M.manifest_version_files(M.read_manifest(path))

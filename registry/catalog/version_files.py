@@ -38,6 +38,8 @@ _ROLE_PATTERNS = (
     ("low_noise", re.compile(r"low[_-]?noise|(?:^|[_.\s-])(?:low|ln)(?:$|[_.\s-])", re.IGNORECASE)),
 )
 
+ROLE_ORDER = tuple(role for role, _ in _ROLE_PATTERNS)  # a recognised pair's primary first
+
 
 def check_file_name(name: str, *, where: str = "file name") -> str:
     """``name`` if it is a plain file name (``[A-Za-z0-9][A-Za-z0-9._-]*``, ≤ 200 characters), else

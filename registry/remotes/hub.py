@@ -216,11 +216,11 @@ def _remote_adapter_mismatch(api, repo_id: str, commit: str, staged: M.StagedVer
     remote = {f.path: f for f in _retrying(lambda: list(api.list_repo_tree(repo_id, recursive=True,
                                                                          revision=commit)))
               if isinstance(f, RepoFile)}
-    kohya = staged.adapter_paths[0]
+    required = {staged.adapter_paths[0]} | {f["path"] for f in staged.manifest.get("version_files") or []}
     bad = []
     for path in staged.adapter_paths:
         if path not in remote:
-            if path == kohya:
+            if path in required:  # the file as stored; every file of a multi-file version
                 bad.append(path)
             continue  # a format added to the remote's settings later: the version stays as pushed
         if not LocalFile.read(staged.files[path]).matches(remote[path]):
@@ -460,6 +460,14 @@ def _pull_one_into(catalog, target: HubTarget, token, dest: Path, *, progress, n
     if commit2 != commit:
         raise TransferError(f"pull: {target.repo_id}@{target.revision} moved during the pull", hint="pull again")
     paths = sorted(got)
+    named = None
+    if file is None and manifest is not None:
+        named = M.manifest_version_files(manifest)
+    elif file is None and M.plain_repo_adapter(paths) is None:  # a plain repo's recognised pair
+        named = [(role, path, None) for role, path in M.plain_repo_pair(paths) or []] or None
+    if named is not None:  # a multi-file version (a Wan 2.2 high/low-noise pair)
+        return _pull_files(catalog, target, token, dest, commit, got, manifest, front, body, named,
+                           name=name, alias=alias, aliases=aliases, resumed=resumed)
     if manifest is not None:
         adapter_path = file or manifest["file"]["path"]
     else:
@@ -498,6 +506,59 @@ def _pull_one_into(catalog, target: HubTarget, token, dest: Path, *, progress, n
                                "recipe": recipe}],
                      progress=None)
     # From here on nothing the remote sent can fail: it was all checked above.
+    result = HubPullResult(catalog.resolve(added.version.ref), target.repo_id, target.endpoint,
+                           target.revision, commit, downloaded_bytes=sum(p.stat().st_size for p in got.values()),
+                           resumed_from=resumed, had_manifest=manifest is not None, note=added.note)
+    _store_evidence(catalog, evidence, manifest, result.version, result)
+    _apply_aliases(catalog, target, heads, commit, result.version, result)
+    record_sync(catalog, target.remote, result.version.id, "pull", f"{target.repo_id}@{target.revision}", commit)
+    return result
+
+
+def _pull_files(catalog, target: HubTarget, token, dest: Path, commit: str, got: dict, manifest, front, body,
+                named: list, *, name, alias, aliases, resumed: int) -> HubPullResult:
+    """``_pull_one_into`` for a multi-file version: every named file present and (with a
+    manifest) holding the bytes it promises, then ONE version holding them all."""
+    from ..catalog.adding import add_files
+    from ..catalog.version_files import tidy_file_name
+    from ..files.hashing import hash_file
+
+    locals_, shas = [], []
+    for role, path, want in named:
+        if path not in got:
+            raise NotFound(f"pull: {target.repo_id}@{target.revision} lacks {path}, its {role} file")
+        sha = hash_file(got[path]).sha256
+        if want is not None and sha != want:
+            raise TransferError(f"pull: {path} from {target.repo_id}@{commit[:12]} has sha256 {sha[:16]}…, "
+                                f"its loradex.json says {want[:16]}…")
+        locals_.append(got[path])
+        shas.append(sha)
+    primary = named[0][1]
+    facts = M.version_facts(manifest, front, body, got[primary])
+    adapter_name = _adapter_name(name, manifest, target.repo_id)
+    version = None
+    if manifest is not None and _version_free(catalog, adapter_name, manifest["version"]):
+        version = manifest["version"]
+    elif manifest is None and target.revision.startswith("v") and is_semver(target.revision[1:]) \
+            and _version_free(catalog, adapter_name, target.revision[1:]):
+        version = target.revision[1:]
+    evidence = _load_evidence(catalog, target, commit, manifest, dest, token, got, shas[0]) \
+        if manifest is not None else _Evidence()
+    heads = _branch_heads(target, token) if aliases else {}
+    paths = [path for _, path, _ in named]
+    hub_extra = {"endpoint": target.endpoint, "repo_id": target.repo_id, "revision": target.revision,
+                 "commit": commit, "path": primary, "paths": paths, "base_model": facts["base_model"],
+                 "remote": target.remote.name if target.remote else None}
+    recipe = {"endpoint": target.endpoint, "repo_id": target.repo_id, "revision": target.revision,
+              "commit": commit, "path": primary, "sha256": shas[0], "files": dict(zip(paths, shas))}
+    added = add_files(catalog, locals_, roles=[role for role, _, _ in named],
+                      file_names=[tidy_file_name(p) for p in paths], name=adapter_name, version=version,
+                      kind=facts["kind"], base=facts["base"], triggers=facts["triggers"],
+                      description=facts["description"],
+                      message=f"pulled from {target.repo_id}@{target.revision} ({commit[:12]})",
+                      extra={"hub": hub_extra}, link=True, alias=alias,
+                      lineage=[{"relation": "pulled_from", "external_parent": _hub_external(target, commit),
+                                "recipe": recipe}])
     result = HubPullResult(catalog.resolve(added.version.ref), target.repo_id, target.endpoint,
                            target.revision, commit, downloaded_bytes=sum(p.stat().st_size for p in got.values()),
                            resumed_from=resumed, had_manifest=manifest is not None, note=added.note)

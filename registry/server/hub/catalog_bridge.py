@@ -150,7 +150,8 @@ class CatalogBridge:
             return None  # not a version tag: a plain git name
         with _refusals(repo_id, tag), self._serialised():
             manifest = self._manifest(store, repo_id, commit, tag)
-            if manifest is None and self._adapter_file(store, repo_id, commit, tag, None, required=False) is None:
+            if manifest is None and self._adapter_file(store, repo_id, commit, tag, None, required=False) is None \
+                    and _version_files(commit, None) is None:
                 return (f"{tag} is kept as a plain git tag; no catalog version was registered: the commit has "
                         f"{_count_safetensors(commit)} .safetensors files and no {M.MANIFEST_NAME} naming the "
                         f"adapter (commit a {M.MANIFEST_NAME} with {{\"file\": \"<path>\"}}, a {M.DIFFUSERS_FILE} "
@@ -224,6 +225,9 @@ class CatalogBridge:
 
         name = adapter_name_for(repo_id)
         manifest = self._manifest(store, repo_id, commit, tag)
+        named = _version_files(commit, manifest)
+        if named is not None:
+            return self._register_files(store, repo_id, name, version, tag, commit, by, manifest, named)
         path, sha256 = self._adapter_file(store, repo_id, commit, tag, manifest)
         existing = self._live_version(name, sha256)
         if existing is not None:
@@ -249,10 +253,51 @@ class CatalogBridge:
                              base=facts["base"], triggers=facts["triggers"], description=facts["description"],
                              message=f"pushed to {repo_id}@{tag} ({commit.oid[:12]}) by {by}",
                              extra=extra, link=True, user=by)
-        # branches already at this commit (a branch made before the tag) become aliases now
+        self._branches_at(store, repo_id, commit, by)
+        return added.version
+
+    def _branches_at(self, store: RepoStore, repo_id: str, commit: Commit, by: str) -> None:
+        """Branches already at this commit (a branch made before the tag) become aliases now."""
         for branch, head in sorted(store.refs(repo_id).branches.items()):
             if head == commit.oid:
                 self.branch_set(store, repo_id, branch, commit, by)
+
+    def _register_files(self, store: RepoStore, repo_id: str, name: str, version: str, tag: str, commit: Commit,
+                        by: str, manifest: dict | None, named: list[tuple[str, str, str]]):
+        """``register`` for a multi-file version (a Wan 2.2 high/low-noise pair): every file the
+        manifest names must be in the commit with the bytes it promises; ONE version holds them."""
+        from ...catalog.adding import add_files
+
+        for role, path, want in named:
+            entry = commit.tree.get(path)
+            if entry is None or entry.sha256 != want:
+                raise RegistrationRefused(f"{repo_id}@{tag}: {M.MANIFEST_NAME} names {path!r} ({role}) with sha256 "
+                                          f"{want[:12]}…, which the commit does not hold",
+                                          hint="commit every file of the version with its manifest")
+        existing = self._live_version(name, named[0][2])
+        if existing is not None:
+            return existing
+        try:
+            taken = self.catalog.resolve(f"{name}@{version}")
+        except NotFound:
+            taken = None
+        if taken is not None:
+            raise RegistrationRefused(f"{name}@{version} is already in this server's catalog with other files; "
+                                      "a published version never changes", hint="bump the version and push that")
+        front, body = self._model_card(store, commit)
+        work = self.catalog.home / "tmp"
+        work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="hub-register-", dir=work) as tmp:
+            views = [_named_view(store.objects.path_for(sha), Path(tmp) / path) for _, path, sha in named]
+            facts = M.version_facts(manifest, front, body, views[0])
+            extra = {"hub": {"repo_id": repo_id, "revision": tag, "commit": commit.oid, "path": named[0][1],
+                             "paths": [p for _, p, _ in named], "base_model": facts["base_model"], "pushed_by": by}}
+            added = add_files(self.catalog, views, roles=[r for r, _, _ in named], file_names=[p for _, p, _ in named],
+                              name=name, version=version, kind=facts["kind"], base=facts["base"],
+                              triggers=facts["triggers"], description=facts["description"],
+                              message=f"pushed to {repo_id}@{tag} ({commit.oid[:12]}) by {by}",
+                              extra=extra, link=True, user=by)
+        self._branches_at(store, repo_id, commit, by)
         return added.version
 
     def _live_version(self, name: str, sha256: str):
@@ -309,6 +354,18 @@ class CatalogBridge:
                 "the version tag cannot become a catalog version",
                 hint=f"commit a {M.MANIFEST_NAME}, a {M.DIFFUSERS_FILE} or a single top-level .safetensors")
         return path, commit.tree[path].sha256
+
+
+def _version_files(commit: Commit, manifest: dict | None) -> list[tuple[str, str, str]] | None:
+    """[(role, path, sha256)] of a multi-file version in ``commit`` (the manifest's
+    ``version_files``, or a plain repo's recognised pair: ``hub_manifest.plain_repo_pair``)."""
+    if manifest is not None:
+        return M.manifest_version_files(manifest)
+    paths = sorted(commit.tree)
+    if M.plain_repo_adapter(paths) is not None or M.MANIFEST_NAME in commit.tree:
+        return None
+    pair = M.plain_repo_pair(paths)
+    return [(role, path, commit.tree[path].sha256) for role, path in pair] if pair else None
 
 
 def _json_or_none(store: RepoStore, entry):
