@@ -378,6 +378,103 @@ def fused_weights(lora_path: str, targets: list[str]) -> dict[str, torch.Tensor]
     return out
 
 
+# --- ComfyUI on Flux.1 (comfy/lora.py model_lora_keys_unet + comfy/utils.py flux_to_diffusers) -------
+# Our statement of the rule, from reading ComfyUI (not copied). ComfyUI's Flux model holds BFL-named
+# weights ``diffusion_model.<native>.weight``. model_lora_keys_unet maps, for every such weight,
+# ``lora_unet_<native with _>`` and the bare ``diffusion_model.<native>`` to it; for a Flux model it
+# also maps each diffusers weight of flux_to_diffusers — ``transformer.<diffusers path>``,
+# ``lora_transformer_<diffusers path with _>`` (OneTrainer), ``lycoris_…`` — to its native weight,
+# with a row offset into the fused ones: to_q/to_k/to_v (add_q/k/v_proj) of double block N are rows
+# [0, h), [h, 2h), [2h, 3h) of ``img_attn.qkv`` (``txt_attn.qkv``); single block N's to_q/k/v and
+# proj_mlp are rows [0, h) … [3h, 3h + 4h) of ``linear1`` (h = hidden size), and
+# ``norm_out.linear`` is ``final_layer.adaLN_modulation.1`` with its two halves swapped
+# (swap_scale_shift applied to the ΔW). load_lora takes per mapped key the first of the up/down pairs
+# of COMFY_PAIRS plus ``.alpha``, warns "lora key not loaded" for every other key, and
+# calculate_weight adds (alpha / rank or 1) · up @ down into the (narrowed) weight.
+_FLUX_DOUBLE = {"attn.to_out.0": "img_attn.proj", "norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin",
+                "attn.to_add_out": "txt_attn.proj", "ff.net.0.proj": "img_mlp.0", "ff.net.2": "img_mlp.2",
+                "ff_context.net.0.proj": "txt_mlp.0", "ff_context.net.2": "txt_mlp.2"}
+_FLUX_SINGLE = {"norm.linear": "modulation.lin", "proj_out": "linear2"}
+_FLUX_BASIC = {"proj_out": "final_layer.linear", "x_embedder": "img_in", "context_embedder": "txt_in",
+               "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
+               "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
+               "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+               "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+               "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
+               "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer"}
+
+
+@dataclass(frozen=True)
+class ComfyTarget:
+    weight: str                      # native weight name, without ``diffusion_model.`` / ``.weight``
+    rows: tuple[int, int] | None     # (offset, length) into it, or None for the whole weight
+    swap: bool = False               # swap_scale_shift on the ΔW
+
+
+def comfyui_flux_diffusers_map(double: int, single: int, hidden: int) -> dict[str, ComfyTarget]:
+    """flux_to_diffusers as ComfyUI states it: diffusers module path → native target."""
+    out: dict[str, ComfyTarget] = {}
+    for i in range(double):
+        d, n = f"transformer_blocks.{i}", f"double_blocks.{i}"
+        for j, (img, txt) in enumerate((("to_q", "add_q_proj"), ("to_k", "add_k_proj"), ("to_v", "add_v_proj"))):
+            out[f"{d}.attn.{img}"] = ComfyTarget(f"{n}.img_attn.qkv", (j * hidden, hidden))
+            out[f"{d}.attn.{txt}"] = ComfyTarget(f"{n}.txt_attn.qkv", (j * hidden, hidden))
+        out.update({f"{d}.{k}": ComfyTarget(f"{n}.{v}", None) for k, v in _FLUX_DOUBLE.items()})
+    for i in range(single):
+        s, n = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
+        for j, proj in enumerate(("attn.to_q", "attn.to_k", "attn.to_v")):
+            out[f"{s}.{proj}"] = ComfyTarget(f"{n}.linear1", (j * hidden, hidden))
+        out[f"{s}.proj_mlp"] = ComfyTarget(f"{n}.linear1", (3 * hidden, 4 * hidden))
+        out.update({f"{s}.{k}": ComfyTarget(f"{n}.{v}", None) for k, v in _FLUX_SINGLE.items()})
+    out.update({k: ComfyTarget(v, None) for k, v in _FLUX_BASIC.items()})
+    out["norm_out.linear"] = ComfyTarget("final_layer.adaLN_modulation.1", None, swap=True)
+    return out
+
+
+def comfyui_dit_key_map(native_weights, diffusers_map: dict[str, ComfyTarget] | None = None) -> dict[str, ComfyTarget]:
+    """LoRA key prefix → target for a ComfyUI DiT model whose native weights are ``native_weights``
+    (names without ``diffusion_model.``/``.weight``); ``diffusers_map``: the model's diffusers table
+    (Flux: :func:`comfyui_flux_diffusers_map`)."""
+    key_map = {}
+    for native in native_weights:
+        key_map["lora_unet_" + native.replace(".", "_")] = ComfyTarget(native, None)
+        key_map["diffusion_model." + native] = ComfyTarget(native, None)
+    for path, target in (diffusers_map or {}).items():
+        if target.weight in native_weights:
+            key_map["transformer." + path] = target
+            key_map["lora_transformer_" + path.replace(".", "_")] = target
+    return key_map
+
+
+def comfyui_dit_patches(sd: dict, key_map: dict[str, ComfyTarget], weight_shapes: dict[str, tuple]):
+    """→ (native weight → summed ΔW (float64), keys not loaded, targets whose ΔW does not fit)."""
+    patches: dict[str, torch.Tensor] = {}
+    failed, loaded = [], set()
+    for prefix, target in key_map.items():
+        alpha = sd.get(prefix + ".alpha")
+        for up_sfx, down_sfx in COMFY_PAIRS:
+            if prefix + up_sfx not in sd:
+                continue
+            if alpha is not None:
+                loaded.add(prefix + ".alpha")
+            up, down = sd[prefix + up_sfx].double(), sd[prefix + down_sfx].double()
+            loaded.update((prefix + up_sfx, prefix + down_sfx))
+            scale = float(alpha) / down.shape[0] if alpha is not None else 1.0
+            delta = scale * (up.flatten(1) @ down.flatten(1))
+            full = weight_shapes[target.weight]
+            offset, length = target.rows or (0, full[0])
+            if delta.shape != (length, *full[1:]):
+                failed.append(prefix)
+                break
+            if target.swap:
+                half = delta.shape[0] // 2
+                delta = torch.cat([delta[half:], delta[:half]])
+            acc = patches.setdefault(target.weight, torch.zeros(full, dtype=torch.float64))
+            acc[offset:offset + length] += delta
+            break
+    return patches, sorted(set(sd) - loaded), failed
+
+
 def main(argv: list[str]) -> None:
     """``python _loader_checks.py LORA TARGETS_JSON OUT``: ``fused_weights`` in this interpreter,
     written to OUT (safetensors), with the diffusers version in its metadata."""

@@ -53,7 +53,7 @@ KOHYA_WRITE_PREFIXES = {"transformer": "lora_unet_", "text_encoder": "lora_te1_"
                         "text_encoder_3": "lora_te3_"}
 COMFY_TEXT_ENCODERS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5xxl"}
 T5_COMPONENTS = frozenset({"text_encoder_3"})
-NATIVE_MARKERS = ("joint_blocks",)
+NATIVE_MARKERS = ("joint_blocks", "t_embedder", "y_embedder", "x_embedder")
 # regexes on a top-level diffusers transformer path that only this family has (3.5 medium's attn2,
 # the patch embedding)
 DIFFUSERS_MARKERS = (r"transformer_blocks\.\d+\.attn2\.", r"pos_embed\.proj\.")

@@ -86,6 +86,8 @@ def detect_base(state_dict, metadata: dict[str, str] | None = None) -> str | Non
     dit = _dit.dit_base_from_keys(keys)  # native block names first: SD3 files also carry lora_te2_
     if dit is not None:
         return dit
+    if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
+        return "flux"  # a DiT transformer without another family's markers: Flux.1, the common one
     if any(k.startswith(("lora_te2_", "text_encoder_2.", "lora_unet_input_blocks", "lora_unet_output_blocks",
                          "lora_unet_middle_block")) for k in keys):
         return "sdxl"
