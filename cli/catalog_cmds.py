@@ -165,11 +165,20 @@ def register(app: typer.Typer) -> None:
 
 def _print_facts(console, path, facts: dict) -> None:
     console.print(f"[bold]{path}[/bold]")
-    for key in ("kind", "algorithm", "format", "base", "ranks", "alphas", "components", "module_count",
-                "target_modules", "conv", "n_vectors", "tokens", "trigger_words", "tensor_count", "dtypes"):
+    for key in ("kind", "algorithm", "format", "convention", "base", "variant", "ranks", "alphas", "components",
+                "module_count", "target_modules", "conv", "n_vectors", "tokens", "trigger_words", "tensor_count",
+                "dtypes"):
         value = facts.get(key)
+        if key == "convention" and value == facts.get("format"):
+            continue  # said already
+        if key == "base" and facts.get("base_reason"):
+            value = f"{value}  ({facts['base_reason']})"
+        if key == "variant" and value and facts.get("variant_evidence"):
+            value = f"{value}  ({facts['variant_evidence']})"
         if value not in (None, [], {}, ""):
             console.print(f"  {key:15} {value}")
+    for note in facts.get("notes") or []:
+        console.print(f"  note            {note}")
     for warning in facts.get("warnings") or []:
         console.print(f"  [yellow]warning[/yellow]        {warning}")
 

@@ -310,8 +310,8 @@ def lora_tensors(model: str, convention: str, *, rank: int = 1, te: str | None =
     """{key: (shape, is_alpha)} of a LoRA on every block linear of ``model`` in ``convention``.
     ``te`` adds a CLIP text encoder (kohya ``lora_te1_``); ``limit`` keeps the first N modules."""
     family = _model(model)[0]
-    native = convention in ("kohya", "comfy", "comfy-down-up", "lycoris", "xlabs")
-    layout = native_layout(model) if native else {
+    native = convention in ("kohya", "comfy", "comfy-down-up", "lycoris", "xlabs") and family not in SAME_NAMES
+    layout = native_layout(model) if native else {  # the blocks, as trainers adapt them
         k: v for k, v in real_linear_layout(model).items()
         if re.match(r"(transformer_blocks|single_transformer_blocks|blocks|layers|double_stream_blocks|"
                     r"single_stream_blocks|joint_transformer_blocks|context_embedder\.token_refiner)\.", k)}

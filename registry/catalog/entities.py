@@ -8,8 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from loradex.families import UNKNOWN, family_names
+
 KINDS = ("lora", "lycoris", "embedding", "checkpoint")
-BASES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
+# Every registered base family (loradex.families: declarations only, light to import) + "unknown".
+BASES = (*family_names(), UNKNOWN)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,71 +1,114 @@
 """Base-model family from tensor shapes (trusted) and from metadata (reported, not trusted).
 
-Shape evidence (FORMATS.md): UNet cross-attention width (the in-features of ``attn2`` to_k /
-to_v) 768 → sd1, 1024 → sd2, 2048 → sdxl; text encoder width 768 → sd1 (also SDXL's first
-encoder), 1024 → sd2, a second encoder of width 1280 → sdxl; 3072-wide transformer blocks →
-flux, 1536/2432-wide joint blocks → sd3. Names are weaker evidence (kohya SDXL SGM names
-``input_blocks_4_1``, ``lora_te1_``; Flux ``double_blocks``). Each piece of evidence has a
-strength; the strongest wins.
+Shape evidence is declared by each family's ``identity`` aspect (``loradex/families/<f>/identity.py``:
+``evidence(modules)``, FORMATS.md): UNet cross-attention widths for SD 1.x / 2.x / XL, text
+encoder widths, transformer block names and widths for the DiT families (Flux.1 3072-wide
+double/single blocks, SD3 1536/2432-wide joint blocks, Wan 1536/3072/5120 …). Each piece of
+evidence has a strength (MARKER > STRONG > NAMING > WEAK); the strongest wins and same-strength
+disagreement is reported. Nothing here names a family: this module loops over the aspects.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+from loradex.families import STRONG, aspects, find_family
 
 from .facts import Module
 
-CONTEXT_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
-TEXT_WIDTH = {768: "sd1", 1024: "sd2", 1280: "sdxl"}
-EMBED_WIDTH = {768: "sd1", 1024: "sd2", 4096: "flux"}
-STRONG, NAMING, WEAK = 3, 2, 1
 
-_SGM = re.compile(r"(^|[._])(input_blocks|middle_block|output_blocks)[._]")
-_FLUX_NAMES = re.compile(r"(^|[._])(double_blocks|single_blocks|single_transformer_blocks)[._]")
-_SD3_NAMES = re.compile(r"(^|[._])joint_blocks[._]")
+@lru_cache(maxsize=1)
+def _identity_modules() -> tuple:
+    """(family name, identity module) in registration order, one entry per module (Wan's one module
+    serves three families and answers for them itself)."""
+    seen, out = set(), []
+    for family, module in aspects("identity"):
+        if id(module) not in seen:
+            seen.add(id(module))
+            out.append((family.name, module))
+    return tuple(out)
+
+
+def _declared(attr: str) -> dict:
+    """{key: family} from every identity module's ``attr`` dict or value (first family wins)."""
+    out: dict = {}
+    for name, module in _identity_modules():
+        value = getattr(module, attr, None)
+        keys = value if isinstance(value, dict) else ([value] if value is not None else [])
+        for key in keys:
+            out.setdefault(key, name)
+    return out
+
+
+CONTEXT_WIDTH = _declared("CHECKPOINT_CONTEXT_WIDTH")  # {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+TEXT_WIDTH = _declared("TEXT_ENCODER_WIDTH")  # {768: "sd1", 1024: "sd2", 1280: "sdxl"}
+EMBED_WIDTH = _declared("EMBEDDING_WIDTHS")  # {768: "sd1", 1024: "sd2", 4096: "flux"}
+
+
+def embedding_evidence(width: int) -> list[tuple[str, str, int]]:
+    """A textual-inversion vector's width, as the family that declares it reads it."""
+    for name, module in _identity_modules():
+        why = (getattr(module, "EMBEDDING_WIDTHS", None) or {}).get(width)
+        if why:
+            return [(name, why, STRONG)]
+    return []
+
+
+def embedding_pair_evidence(widths: tuple[int, int]) -> list[tuple[str, str, int]]:
+    """A two-encoder embedding (clip_l + clip_g) whose widths a family declares (``EMBEDDING_PAIR``)."""
+    for name, module in _identity_modules():
+        if tuple(getattr(module, "EMBEDDING_PAIR", ())) == tuple(widths):
+            return [(name, f"clip_l width {widths[0]} + clip_g width {widths[1]}", STRONG)]
+    return []
+
+
+@lru_cache(maxsize=1)
+def _checkpoint_markers() -> tuple:
+    return tuple((name, re.compile(rx), why) for name, module in _identity_modules()
+                 for rx, why in getattr(module, "CHECKPOINT_MARKERS", ()))
+
+
+def checkpoint_evidence(keys) -> list[tuple[str, str, int]]:
+    """Full-weight key names a family declares (``CHECKPOINT_MARKERS``): one piece of evidence each."""
+    out = []
+    for name, rx, why in _checkpoint_markers():
+        if any(rx.search(k) for k in keys):
+            out.append((name, why, STRONG))
+    return out
+
+
+@lru_cache(maxsize=1)
+def transformer_roots() -> frozenset[str]:
+    """Top-level module names of the families' transformers (``TRANSFORMER_ROOTS``): a kohya
+    ``lora_unet_<root>_…`` or PEFT ``<root>.…`` module belongs to the transformer, not a UNet."""
+    return frozenset(r for _, module in _identity_modules() for r in getattr(module, "TRANSFORMER_ROOTS", ()))
 
 
 def evidence_from_modules(modules: list[Module]) -> list[tuple[str, str, int]]:
     ev: list[tuple[str, str, int]] = []
-    unet = [m for m in modules if m.component == "unet"]
-    ctx = {m.in_features for m in unet if m.type in ("to_k", "to_v") and "attn2" in m.name}
-    if not ctx and unet and all(m.type is None for m in unet):
-        # modules named by index only (safeloras): any cross-attention width among in-features
-        ctx = {m.in_features for m in unet if m.in_features in CONTEXT_WIDTH}
-    for w in sorted(ctx & CONTEXT_WIDTH.keys()):
-        ev.append((CONTEXT_WIDTH[w], f"UNet cross-attention width {w}", STRONG))
-    if any(_SGM.search(m.name) for m in unet):
-        ev.append(("sdxl", "kohya SDXL (SGM) UNet module names", NAMING))
-
-    te2 = [m for m in modules if m.component == "text_encoder_2"]
-    te1 = [m for m in modules if m.component == "text_encoder"]
-    if te2:
-        widths = {m.in_features for m in te2 if m.in_features}
-        if 1280 in widths:
-            ev.append(("sdxl", "second text encoder of width 1280", STRONG))
-        else:
-            ev.append(("sdxl", "a second text encoder", NAMING))
-    if te1:
-        w = min((m.in_features for m in te1 if m.in_features), default=None)
-        if w == 1280:
-            ev.append(("sdxl", "text encoder of width 1280 (OpenCLIP bigG)", STRONG))
-        elif w == 1024:
-            ev.append(("sd2", "text encoder width 1024 (OpenCLIP ViT-H)", STRONG))
-        elif w == 768:
-            ev.append(("sd1", "text encoder width 768 (CLIP ViT-L)", WEAK))
-
-    tr = [m for m in modules if m.component == "transformer" or _FLUX_NAMES.search(m.name)
-          or _SD3_NAMES.search(m.name)]
-    if tr:
-        widths = {m.in_features for m in tr} | {m.out_features for m in tr}
-        if any(_SD3_NAMES.search(m.name) for m in tr):
-            ev.append(("sd3", "MMDiT joint_blocks names", NAMING))
-        if any(_FLUX_NAMES.search(m.name) for m in tr):
-            ev.append(("flux", "Flux double/single block names", NAMING))
-        if 3072 in widths:
-            ev.append(("flux", "3072-wide transformer blocks", STRONG))
-        elif widths & {1536, 2432}:
-            ev.append(("sd3", "1536/2432-wide transformer blocks", STRONG))
+    for _, module in _identity_modules():
+        ev.extend(module.evidence(modules))
     return ev
+
+
+def key_identical_child(child: str | None, parent: str, modules: list[Module]) -> bool:
+    """True when ``child`` is declared with ``parent`` as its parent (same architecture: Chroma →
+    flux) and its identity does not rule these modules out (``compatible(modules)``)."""
+    fam = find_family(child)
+    if fam is None or fam.parent != parent:
+        return False
+    module = fam.aspect("identity")
+    compatible = getattr(module, "compatible", None)
+    return bool(compatible(modules)) if compatible else True
+
+
+def family_notes(family: str, modules: list[Module]) -> list[str]:
+    """What the winning family's identity says about these modules (size, what keys cannot tell)."""
+    fam = find_family(family)
+    module = fam.aspect("identity") if fam else None
+    notes = getattr(module, "notes", None)
+    return list(notes(modules)) if notes and modules else []
 
 
 def decide(evidence: list[tuple[str, str, int]]) -> tuple[str, str, list[str]]:

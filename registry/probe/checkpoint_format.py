@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .base_family import CONTEXT_WIDTH, STRONG
-from .facts import HeaderView, ProbeFacts, Verdict, no, register_prober
+from .base_family import CONTEXT_WIDTH, STRONG, checkpoint_evidence, evidence_from_modules, transformer_roots
+from .facts import HeaderView, Module, ProbeFacts, Verdict, module_type, no, register_prober
 
 _LORA_HINT = re.compile(r"lora|hada_|lokr_|\.alpha$")
 _SINGLE_FILE = ("model.diffusion_model.", "double_blocks.", "single_blocks.", "joint_blocks.")
@@ -36,13 +36,15 @@ def probe_checkpoint(view: HeaderView) -> Verdict:
         return no(name, "no model.diffusion_model.* / UNet / transformer weight names")
     facts = ProbeFacts(kind="checkpoint", format=fmt, explained=len(explained))
     comps = []
-    if single or unet:
+    roots = transformer_roots()
+    is_dit = bool(dit) or any(k.removeprefix("model.diffusion_model.").split(".", 1)[0] in roots - {"transformer_blocks"}
+                              for k in single)
+    if (single or unet) and not is_dit:
         comps.append("unet")
     if any(k.startswith(("cond_stage_model.", "conditioner.embedders.0")) for k in keys):
         comps.append("text_encoder")
     if any(k.startswith("conditioner.embedders.1") for k in keys):
         comps.append("text_encoder_2")
-        facts.base_evidence.append(("sdxl", "second text encoder (conditioner.embedders.1)", STRONG))
     if any(k.startswith("first_stage_model.") for k in keys):
         comps.append("vae")
     for k in keys:
@@ -51,14 +53,12 @@ def probe_checkpoint(view: HeaderView) -> Verdict:
             if w in CONTEXT_WIDTH:
                 facts.base_evidence.append((CONTEXT_WIDTH[w], f"UNet cross-attention width {w}", STRONG))
             break
-    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in keys) or \
-            any(k.startswith("single_transformer_blocks.") for k in keys):
+    facts.base_evidence += checkpoint_evidence(keys)  # the families' declared key markers
+    if is_dit:
         comps.append("transformer")
-        facts.base_evidence.append(("flux", "Flux double/single blocks", STRONG))
-    elif any("joint_blocks." in k for k in keys):
-        comps.append("transformer")
-        facts.base_evidence.append(("sd3", "MMDiT joint_blocks", STRONG))
-    elif dit:
-        comps.append("transformer")
+        # every 2-D weight of the denoiser read as a module: the families' LoRA identity rules apply
+        modules = [Module("transformer", k[: -len(".weight")], module_type(k[: -len(".weight")]), shape[1], shape[0], None)
+                   for k in single + dit if k.endswith(".weight") and len(shape := view.tensors[k].shape) == 2]
+        facts.base_evidence += evidence_from_modules(modules)
     facts.components = comps
     return Verdict(name, True, f"{len(keys)} full weight tensors ({fmt})", facts)

@@ -6,7 +6,7 @@ file stem. diffusers files map the token itself to the vectors.
 
 from __future__ import annotations
 
-from .base_family import EMBED_WIDTH, STRONG
+from .base_family import embedding_evidence, embedding_pair_evidence
 from .facts import HeaderView, ProbeFacts, Verdict, no, register_prober
 
 RESERVED = {"emb_params", "clip_l", "clip_g", "t5xxl"}
@@ -22,8 +22,7 @@ def _embedding(view, fmt, tokens, n_vectors, widths: dict[str, int], explained) 
                        explained=len(explained), unexplained=sorted(set(view.tensors) - set(explained)))
     facts.components = ["text_encoder"]
     for width in sorted(set(widths.values())):
-        if width in EMBED_WIDTH:
-            facts.base_evidence.append((EMBED_WIDTH[width], f"embedding width {width}", STRONG))
+        facts.base_evidence += embedding_evidence(width)  # the widths families declare
     return facts
 
 
@@ -96,7 +95,7 @@ def probe_sdxl(view: HeaderView) -> Verdict:
     l, g = view.tensors[keys["clip_l"]], view.tensors[keys["clip_g"]]
     facts = _embedding(view, "sdxl-embedding", _stem_token(view), _rows(g.shape),
                        {keys["clip_l"]: l.shape[-1], keys["clip_g"]: g.shape[-1]}, list(pair))
-    facts.base_evidence = [("sdxl", f"clip_l width {l.shape[-1]} + clip_g width {g.shape[-1]}", STRONG)]
+    facts.base_evidence = embedding_pair_evidence((l.shape[-1], g.shape[-1]))
     facts.components = ["text_encoder", "text_encoder_2"]
     if _rows(l.shape) != _rows(g.shape):
         facts.notes.append(f"clip_l has {_rows(l.shape)} vectors but clip_g {_rows(g.shape)}")
@@ -116,7 +115,7 @@ def probe_t5(view: HeaderView) -> Verdict:
         return no(name, "other tensors besides t5xxl/clip_l")
     widths = {k: view.tensors[k].shape[-1] for k in view.tensors}
     facts = _embedding(view, "t5-embedding", _stem_token(view), _rows(t.shape), widths, list(view.tensors))
-    facts.base_evidence = [("flux", f"T5-XXL embedding width {t.shape[-1]}", STRONG)]
+    facts.base_evidence = embedding_evidence(t.shape[-1])
     facts.components = ["text_encoder", "t5"] if "clip_l" in view.tensors else ["t5"]
     facts.notes.append("T5-XXL embedding (t5): for Flux or SD3's T5 encoder; not usable with SD1/SDXL")
     return Verdict(name, True, f"t5xxl {list(t.shape)}", facts)

@@ -81,6 +81,7 @@ class ProbeFacts:
     training: dict = field(default_factory=dict)  # format-specific facts (peft config, A1111 .pt fields)
     base_from_config: tuple[str, str] | None = None  # (family, source) from a sidecar config
     problems: list[str] = field(default_factory=list)  # malformed modules (tensor_rules): refused
+    convention: str | None = None  # the writers' key spelling when it says more than format (onetrainer …)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import math
 import re
 
 from ..untrusted import parse_json
+from .base_family import transformer_roots
 from .facts import HeaderView, Module, ProbeFacts, Verdict, module_type, no, register_prober
 from .tensor_rules import modules_problems, pair_problems
 
@@ -17,7 +18,18 @@ _KOHYA_ANY = re.compile(r"^(lora_unet|lora_te[123]?|lora_transformer)_[^.]+\.(.+
 _BUNDLE_EMB = re.compile(r"^bundle_emb\.([^.]+)\.(string_to_param\.\*|emb_params|clip_l|clip_g)$")
 LYCORIS_SUFFIX = re.compile(r"^(hada_|lokr_|oft_|lora_mid|dora_scale|diff|diff_b|w_norm|b_norm|on_input|"
                             r"a1\.weight|a2\.weight|b1\.weight|b2\.weight|weight$)")
-_DIT_PREFIX = re.compile(r"^(double_blocks|single_blocks|joint_blocks)_")
+
+_SD_UNET_PART = re.compile(r"^(down_blocks|up_blocks|mid_block|input_blocks|middle_block|output_blocks|conv_in|conv_out|"
+                           r"time_embedding|time_embed|add_embedding|label_emb|conv_norm_out|out_\d)_")
+
+
+def kohya_component(prefix: str, module: str) -> str:
+    """kohya/musubi keep ``lora_unet_`` for DiT models too: a module under one of the families'
+    transformer roots (``double_blocks``, ``joint_blocks``, Wan ``blocks`` …) is the transformer's."""
+    component = KOHYA_PREFIXES[prefix]
+    if component == "unet" and any(module.startswith(root + "_") or module == root for root in transformer_roots()):
+        return "transformer"
+    return component
 
 
 def lora_module(component, name, down, up) -> Module:
@@ -84,11 +96,17 @@ def probe_kohya(view: HeaderView) -> Verdict:
     if lyco:
         return no(name, f"LyCORIS keys present, e.g. {lyco[0]}")
 
+    # A file whose lora_unet_ modules include a transformer root and no SD UNet part is a DiT
+    # file throughout (musubi/kohya also adapt top-level layers: time_text_embed, norm_out …).
+    unet_modules = {m.group(2) for k in view.tensors if (m := _KOHYA_KEY.match(k)) and m.group(1) == "lora_unet"}
+    dit_file = any(kohya_component("lora_unet", mod) == "transformer" for mod in unet_modules) and \
+        not any(_SD_UNET_PART.match(mod) for mod in unet_modules)
+
     def groups(m):
         prefix, module, part = m.groups()
-        component = KOHYA_PREFIXES[prefix]
-        if component == "unet" and _DIT_PREFIX.match(module):
-            component = "transformer"  # kohya Flux/SD3 files keep the lora_unet_ prefix
+        component = kohya_component(prefix, module)
+        if dit_file and component == "unet":
+            component = "transformer"
         return component, f"{prefix}_{module}", {"lora_down.weight": "down", "lora_up.weight": "up"}.get(part, part)
 
     found, explained = _pairs(view, _KOHYA_KEY, groups)
@@ -105,8 +123,10 @@ def probe_kohya(view: HeaderView) -> Verdict:
     facts = _build(view, "kohya", found, explained, alpha_keys=alpha_keys)
     if isinstance(facts, ProbeFacts):
         facts.tokens, facts.n_vectors = tokens, n_vectors
-        if any(c for (c, _) in found if c == "text_encoder") and any(k.startswith("lora_te1_") for k in view.tensors):
-            facts.base_evidence.append(("sdxl", "kohya lora_te1_/lora_te2_ prefixes (SDXL)", 2))
+        # OneTrainer spells DiT transformers lora_transformer_<diffusers path>; kohya/musubi lora_unet_
+        if facts.modules and all(m.name.startswith("lora_transformer_") or m.component != "transformer"
+                                 for m in facts.modules) and any(m.component == "transformer" for m in facts.modules):
+            facts.convention = "onetrainer"
     return _verdict(name, facts, "kohya LoRA")
 
 
@@ -158,6 +178,54 @@ def probe_diffusers(view: HeaderView) -> Verdict:
             except ValueError:
                 facts.notes.append("lora_adapter_metadata is not valid JSON")
     return _verdict(name, facts, "diffusers LoRA")
+
+
+# --- ComfyUI / ai-toolkit native: diffusion_model.<native path>.lora_A.weight ------------------------
+# The model's own module paths under ComfyUI's ``diffusion_model.`` prefix (BFL Flux ``double_blocks``,
+# MMDiT ``joint_blocks``, Wan ``blocks`` …), as ``lora_A/lora_B`` (ai-toolkit, diffusers' exports) or
+# ``lora_down/lora_up`` + ``.alpha`` (ComfyUI's own saves); text encoders as
+# ``text_encoders.<clip_l|clip_g|t5xxl>.transformer.<path>``.
+_COMFY_KEY = re.compile(r"^diffusion_model\.(.+)\.(lora_A|lora_B|lora_down|lora_up)\.weight$")
+_COMFY_TE_KEY = re.compile(r"^text_encoders\.(clip_l|clip_g|t5xxl)\.transformer\.(.+)\.(lora_A|lora_B|lora_down|lora_up)\.weight$")
+_COMFY_ALPHA = re.compile(r"^(diffusion_model|text_encoders\.(clip_l|clip_g|t5xxl)\.transformer)\.(.+)\.alpha$")
+_COMFY_TE = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "t5"}
+_DOWN_PARTS = ("lora_A", "lora_down")
+
+
+@register_prober("comfyui")
+def probe_comfyui(view: HeaderView) -> Verdict:
+    name = "comfyui"
+
+    def groups(m):
+        root = m.group(1).split(".", 1)[0]
+        component = "unet" if root in ("input_blocks", "middle_block", "output_blocks") else "transformer"
+        return component, f"diffusion_model.{m.group(1)}", "down" if m.group(2) in _DOWN_PARTS else "up"
+
+    found, explained = _pairs(view, _COMFY_KEY, groups)
+    if not found:
+        return no(name, "no diffusion_model.<path>.lora_A/lora_B (or lora_down/lora_up).weight keys")
+    te, te_keys = _pairs(view, _COMFY_TE_KEY, lambda m: (
+        _COMFY_TE[m.group(1)], f"text_encoders.{m.group(1)}.{m.group(2)}", "down" if m.group(3) in _DOWN_PARTS else "up"))
+    found.update(te)
+    explained |= te_keys
+    alpha_keys = [k for k in view.tensors if _COMFY_ALPHA.match(k)]
+    explained.update(alpha_keys)
+    return _verdict(name, _build(view, "comfyui", found, explained, alpha_keys=alpha_keys), "ComfyUI-native LoRA")
+
+
+# --- XLabs Flux: double_blocks.N.processor.qkv_lora1.down.weight --------------------------------------
+# XLabs' trainer adapts the attention processors: ``qkv_lora1`` / ``proj_lora1`` the image stream,
+# ``qkv_lora2`` / ``proj_lora2`` the text stream of a double block, ``qkv_lora`` / ``proj_lora`` a single block.
+_XLABS_KEY = re.compile(r"^(?:diffusion_model\.)?((?:double|single)_blocks\.\d+\.processor\.(?:qkv|proj)_lora[12]?)\.(down|up)\.weight$")
+
+
+@register_prober("xlabs")
+def probe_xlabs(view: HeaderView) -> Verdict:
+    name = "xlabs"
+    found, explained = _pairs(view, _XLABS_KEY, lambda m: ("transformer", m.group(1), m.group(2)))
+    if not found:
+        return no(name, "no (double|single)_blocks.N.processor.{qkv,proj}_lora*.down/up.weight keys")
+    return _verdict(name, _build(view, "xlabs", found, explained), "XLabs LoRA")
 
 
 # --- diffusers legacy: unet.<path>.lora.down.weight ------------------------------------------------
@@ -215,7 +283,7 @@ def _peft_component(path: str) -> str:
         return "text_encoder"
     if head in ("down_blocks", "up_blocks", "mid_block", "conv_in", "conv_out", "time_embedding"):
         return "unet"
-    if head in ("transformer_blocks", "single_transformer_blocks", "x_embedder", "context_embedder"):
+    if head in transformer_roots() or head in ("x_embedder", "context_embedder", "proj_out", "norm_out"):
         return "transformer"
     return "model"
 

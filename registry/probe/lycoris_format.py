@@ -14,9 +14,12 @@ from collections import Counter
 
 from ..untrusted import parse_json
 from .facts import HeaderView, Module, ProbeFacts, Verdict, module_type, no, register_prober
-from .lora_formats import _DIT_PREFIX, KOHYA_PREFIXES
+from .base_family import transformer_roots
+from .lora_formats import kohya_component
 
-_KEY = re.compile(r"^(lora_unet|lora_te[123]?|lora_transformer)_([^.]+)\.(.+)$")
+# kohya names (lora_unet_…, OneTrainer lora_transformer_…) and LyCORIS's own ``lycoris_<name>``
+# (its standalone wrapper on DiT models: the transformer's modules).
+_KEY = re.compile(r"^(lora_unet|lora_te[123]?|lora_transformer|lycoris)_([^.]+)\.(.+)$")
 
 # suffix → (algorithm, part)
 SUFFIXES = {
@@ -34,6 +37,26 @@ SUFFIXES = {
     "weight": ("ia3", "weight"), "on_input": ("ia3", "on_input"),
     "alpha": (None, "alpha"), "dora_scale": (None, "dora"),
 }
+# ComfyUI / ai-toolkit spell LyCORIS on DiT models with dotted native paths:
+# ``diffusion_model.double_blocks.0.img_attn.qkv.lokr_w1`` (not a bare ``.weight``: that is any tensor).
+_DOTTED = re.compile(r"^(diffusion_model|transformer)\.(.+?)\.(" + "|".join(
+    re.escape(k) for k in sorted(set(SUFFIXES) - {"weight", "on_input"}, key=len, reverse=True)) + ")$")
+
+
+def _key_parts(key: str) -> tuple[str, str, str, str] | None:
+    """(component, module name as spelled, suffix, convention) of a LyCORIS key, or None."""
+    if m := _KEY.match(key):
+        prefix, module, suffix = m.groups()
+        if suffix in SUFFIXES:
+            component = "transformer" if prefix == "lycoris" else kohya_component(prefix, module)
+            convention = {"lycoris": "lycoris", "lora_transformer": "onetrainer"}.get(prefix, "kohya")
+            return component, f"{prefix}_{module}", suffix, convention
+    if m := _DOTTED.match(key):
+        prefix, path, suffix = m.groups()
+        root = path.split(".", 1)[0]
+        component = "transformer" if prefix == "transformer" or root in transformer_roots() else "unet"
+        return component, f"{prefix}.{path}", suffix, "comfyui" if prefix == "diffusion_model" else "diffusers"
+    return None
 
 
 def _dims(algo: str, p: dict) -> tuple[int | None, int | None, int | None, tuple, bool]:
@@ -115,16 +138,15 @@ def probe_lycoris(view: HeaderView) -> Verdict:
     algos: dict[tuple[str, str], str] = {}
     explained: set = set()
     dora = False
+    conventions: Counter = Counter()
     for key, meta in view.tensors.items():
-        m = _KEY.match(key)
-        if not m or m.group(3) not in SUFFIXES:
+        found = _key_parts(key)
+        if found is None:
             continue
-        prefix, module, suffix = m.groups()
+        component, module_name, suffix, convention = found
         algo, part = SUFFIXES[suffix]
-        component = KOHYA_PREFIXES[prefix]
-        if component == "unet" and _DIT_PREFIX.match(module):
-            component = "transformer"
-        k = (component, f"{prefix}_{module}")
+        conventions[convention] += 1
+        k = (component, module_name)
         parts.setdefault(k, {})[part] = meta.shape
         if algo:
             algos[k] = algo
@@ -171,6 +193,7 @@ def probe_lycoris(view: HeaderView) -> Verdict:
     facts = ProbeFacts(kind="lycoris", format="lycoris", algorithm=algorithm, modules=modules,
                        explained=len(explained), unexplained=sorted(set(view.tensors) - explained), dora=dora)
     facts.problems = problems
+    facts.convention = conventions.most_common(1)[0][0]
     if len(counts) > 1:
         facts.notes.append("mixed algorithms: " + ", ".join(f"{a} ×{n}" for a, n in counts.most_common()))
     if tucker:

@@ -8,12 +8,22 @@ kind                ``lora`` | ``lycoris`` | ``embedding`` | ``checkpoint``
 algorithm           LyCORIS algorithm (``loha``, ``lokr``, ``locon``, ``full``, ``glora``,
                     ``ia3``, ``oft``, ``norm``) or null
 format              ``kohya``, ``diffusers``, ``diffusers-legacy``, ``diffusers-legacy-attn-proc``,
-                    ``peft``, ``safeloras``, ``lycoris``, ``a1111-embedding``,
+                    ``peft``, ``safeloras``, ``comfyui``, ``xlabs``, ``lycoris``, ``a1111-embedding``,
                     ``a1111-embedding-pt``, ``diffusers-embedding``, ``sdxl-embedding``,
                     ``t5-embedding``, ``checkpoint``, ``diffusers-unet``, ``diffusers-transformer``
+convention          the writers' key spelling: ``format``, or more precisely ``onetrainer``
+                    (``lora_transformer_<diffusers path>``), and for LyCORIS files the naming
+                    (``kohya`` ``lora_unet_…``, ``lycoris`` ``lycoris_…``, ``comfyui`` ``diffusion_model.…``)
 container           ``safetensors`` | ``torch-zip`` | ``torch-legacy`` | ``pickle``
-base                ``sd1`` | ``sd2`` | ``sdxl`` | ``sd3`` | ``flux`` | ``unknown`` — from shapes
+base                a registered family (``loradex.families.family_names()``: sd1, sd2, sdxl, sd3,
+                    flux, chroma, flux2, qwen-image, z-image, hidream, lumina2, auraflow, wan-1.3b,
+                    wan-5b, wan-14b, hunyuan-video, ltx-video) or ``unknown`` — from shapes; metadata
+                    picks a key-identical child family (Chroma for Flux.1 keys without modulation)
 base_reason         the evidence behind ``base``
+variant             the family's variant (sub-family) from metadata / Civitai info
+                    (``loradex.families.vocabulary.variant_from_metadata``: pony, illustrious,
+                    noobai-vpred, dev, schnell, kontext, 3.5-large …) or null
+variant_evidence    the metadata behind ``variant`` (``ss_base_model_version=…``) or null
 base_from_metadata  family named by metadata (``ss_base_model_version``, ``modelspec.architecture``,
                     ``ss_v2``, PEFT ``base_model_name_or_path``) or null
 warnings            list of str: metadata disagreeing with shapes, bogus hashes, keys not understood
@@ -48,7 +58,7 @@ from ..errors import UnsafePickle, UnsupportedFormat, UntrustedData
 from ..files.file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
 from ..files.safetensors_header import read_header, read_scalars
 from ..untrusted import read_json_file
-from .base_family import base_from_metadata, decide, evidence_from_modules
+from .base_family import base_from_metadata, decide, evidence_from_modules, family_notes, key_identical_child
 from .tensor_rules import check_view
 from .facts import PROBERS, HeaderView, ProbeFacts, TensorMeta, Verdict
 from .training_facts import header_hashes, trigger_words, training_facts
@@ -85,11 +95,16 @@ class ProbeResult:
     metadata: dict = field(default_factory=dict)
     header_hashes: dict = field(default_factory=dict)
     unexplained_keys: tuple[str, ...] = ()
+    convention: str | None = None
+    variant: str | None = None
+    variant_evidence: str | None = None
 
     def to_dict(self) -> dict:
         return {
             "prober": self.prober, "kind": self.kind, "algorithm": self.algorithm, "format": self.format,
+            "convention": self.convention or self.format,
             "container": self.container, "base": self.base, "base_reason": self.base_reason,
+            "variant": self.variant, "variant_evidence": self.variant_evidence,
             "base_from_metadata": self.base_from_metadata, "warnings": list(self.warnings),
             "notes": list(self.notes), "ranks": list(self.ranks), "alphas": list(self.alphas),
             "components": list(self.components), "module_count": self.module_count,
@@ -218,10 +233,15 @@ def result_from_facts(prober: str, facts: ProbeFacts, view: HeaderView) -> Probe
     warnings: list[str] = []
     meta = base_from_metadata(md) or facts.base_from_config
     meta_base = meta[0] if meta else None
-    if meta and base != "unknown" and meta_base != base:
+    if meta and base != "unknown" and meta_base != base and key_identical_child(meta_base, base, modules):
+        base_reason = (f"{base_reason}; {meta_base} shares these keys with {base} and metadata names it ({meta[1]})")
+        base = meta_base
+    elif meta and base != "unknown" and meta_base != base:
         warnings.append(f"metadata says {meta_base} ({meta[1]}) but the tensor shapes say {base}: trusting shapes")
     if base == "unknown" and meta:
         base, base_reason = meta_base, f"shapes inconclusive; taken from metadata ({meta[1]})"
+    notes += [n for n in family_notes(base, modules) if n not in notes]
+    variant = _variant(base, md)
     hashes, hash_warnings = header_hashes(md)
     warnings += hash_warnings
     if facts.unexplained:
@@ -241,7 +261,16 @@ def result_from_facts(prober: str, facts: ProbeFacts, view: HeaderView) -> Probe
         n_vectors=facts.n_vectors, tokens=tuple(facts.tokens), trigger_words=tuple(trigger_words(md, facts.tokens)),
         training=training, tensor_count=len(view.tensors), dtypes=tuple(sorted({t.dtype for t in view.tensors.values()})),
         metadata=dict(md), header_hashes=hashes, unexplained_keys=tuple(facts.unexplained[:20]),
+        convention=facts.convention, variant=variant[0] if variant else None,
+        variant_evidence=variant[1] if variant else None,
     )
+
+
+def _variant(base: str, md: dict) -> tuple[str, str] | None:
+    """The family's variant from the header metadata (helper "vocabulary"'s normaliser)."""
+    from loradex.families.vocabulary import variant_from_metadata
+
+    return variant_from_metadata(base, md) if base != "unknown" else None
 
 
 def check_tensor_rules(path):
