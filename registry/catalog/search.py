@@ -8,7 +8,11 @@ The query is never handed to the database's query language: it is split into wor
 documents are (``search_words.words``), every word must match (AND), and the last one matches as
 a prefix unless the query ends in a space (search as you type). Filters:
 
-* ``kind``, ``base``: the adapter's kind and base family;
+* ``kind``, ``base``: the adapter's kind and base family (``base`` takes any spelling the
+  families' vocabulary knows: ``sdxl``, ``SDXL 1.0``, ``Flux.1 D``; a variant's name, ``pony``,
+  filters on its family and the variant);
+* ``variant``: one of its live versions is of that variant (``sdxl/pony``, or ``pony`` where
+  only one family has it), as the version's metadata or Civitai info tells;
 * ``tags``: ``{key: value}``, all must be among the adapter's tags;
 * ``alias``: the adapter has an alias of that name;
 * ``trigger``: one of its live versions has that trigger word (a whole trigger; case and accents
@@ -23,7 +27,8 @@ it can be empty when the words are spread over several versions.
 
 Sorts: ``relevance`` (score, then name; without words, the newest change first), ``updated``
 (newest live version first), ``name`` (byte order). Facets count the whole matching set (not
-just the page): ``kind``, ``base``, ``tag`` (``key=value``, the 50 most common) and ``alias``.
+just the page): ``kind``, ``base``, ``tag`` (``key=value``, the 50 most common) and ``alias``,
+and ``variant`` (``family/variant``) when any matching adapter has one.
 The matching set, the page, the total and the facets are one SQL statement over the index (see
 ``_statement``; on PostgreSQL the words are matched by a statement of their own first, see
 ``_postgresql_match``), then three small reads fill in the page.
@@ -42,8 +47,8 @@ from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 from ..errors import UsageError
-from .entities import BASES, KINDS
-from .search_words import FIELDS, VERSION_FIELDS, _json, adapter_words, words
+from .entities import KINDS
+from .search_words import FIELDS, VARIANT_TAG, VERSION_FIELDS, _json, adapter_words, variant_tag, words
 
 SORTS = ("relevance", "updated", "name")
 MAX_LIMIT = 200
@@ -111,6 +116,7 @@ class _Query:
     prefix: bool
     kind: str | None
     base: str | None
+    variant: str | None  # "family/variant"
     tags: tuple[tuple[str, str], ...]
     trigger: str | None
     alias: str | None
@@ -142,8 +148,40 @@ def _count(value, what: str, lo: int, hi: int) -> int:
     return value
 
 
+def family_filter(base: str | None, variant: str | None) -> tuple[str | None, str | None]:
+    """``--base`` / ``--variant`` → (family, "family/variant"): a family name, any spelling the
+    families' vocabulary knows for one ("SDXL 1.0", "Flux.1 D"), or a variant's name ("pony")."""
+    from loradex.families import UNKNOWN, family_names
+    from loradex.families.vocabulary import normalise, variant_names
+
+    family = fam_variant = None
+    if base is not None:
+        key = base.strip().lower()
+        if key in family_names() or key == UNKNOWN:
+            family = key
+        else:
+            owners = [f for f in family_names() if key in variant_names(f)]
+            found = ((owners[0], key) if len(owners) == 1 else None) \
+                or normalise(base, "civitai") or normalise(base, "kohya") or normalise(base, "text")
+            if not found:
+                raise UsageError(f"unknown base {base!r}; use a family ({', '.join(family_names())}), "
+                                 f"a variant or a Civitai base model name")
+            family, fam_variant = found[0], (f"{found[0]}/{found[1]}" if found[1] else None)
+    if variant is not None:
+        fam, _, name = variant.strip().lower().rpartition("/")
+        owners = [f for f in family_names() if name in variant_names(f) and (not fam or f == fam)]
+        if len(owners) != 1:
+            raise UsageError(f"unknown variant {variant!r}" if not owners else
+                             f"variant {variant!r} names several families; use FAMILY/{name} "
+                             f"({', '.join(f'{f}/{name}' for f in owners)})")
+        if family is not None and family != owners[0]:
+            raise UsageError(f"variant {variant!r} is not of base {family}")
+        family, fam_variant = owners[0], f"{owners[0]}/{name}"
+    return family, fam_variant
+
+
 def parse_query(query: str | None, *, kind=None, base=None, tags=None, trigger=None, alias=None,
-                created_by=None, sort="relevance", limit=20, offset=0) -> _Query:
+                created_by=None, sort="relevance", limit=20, offset=0, variant=None) -> _Query:
     """Check every argument (they may come from an HTTP request) and split the query into words."""
     query = query or ""
     if not isinstance(query, str):
@@ -155,8 +193,7 @@ def parse_query(query: str | None, *, kind=None, base=None, tags=None, trigger=N
     kind, base = _text_filter(kind, "--kind"), _text_filter(base, "--base")
     if kind is not None and kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-    if base is not None and base not in BASES:
-        raise UsageError(f"unknown base {base!r}; use one of {', '.join(BASES)}")
+    base, variant = family_filter(base, _text_filter(variant, "--variant"))
     tags = tags or {}
     if not isinstance(tags, dict) or len(tags) > MAX_TAG_FILTERS:
         raise UsageError(f"tags must be at most {MAX_TAG_FILTERS} KEY=VALUE pairs")
@@ -169,7 +206,7 @@ def parse_query(query: str | None, *, kind=None, base=None, tags=None, trigger=N
     trigger = _text_filter(trigger, "--trigger")
     if trigger is not None and not words(trigger):
         raise UsageError("--trigger needs a word")
-    return _Query(terms, prefix, kind, base, tag_pairs, trigger, _text_filter(alias, "--alias"),
+    return _Query(terms, prefix, kind, base, variant, tag_pairs, trigger, _text_filter(alias, "--alias"),
                   _text_filter(created_by, "--created-by"), sort, _count(limit, "--limit", 1, MAX_LIMIT),
                   _count(offset, "--offset", 0, MAX_OFFSET))
 
@@ -177,11 +214,11 @@ def parse_query(query: str | None, *, kind=None, base=None, tags=None, trigger=N
 def search_catalog(catalog, query: str | None = "", *, kind: str | None = None, base: str | None = None,
                    tags: dict | None = None, trigger: str | None = None, alias: str | None = None,
                    created_by: str | None = None, sort: str = "relevance", limit: int = 20,
-                   offset: int = 0) -> SearchResult:
+                   offset: int = 0, variant: str | None = None) -> SearchResult:
     """Search the catalog (see the module doc); raises ``UsageError`` for a bad filter, never
     for query text."""
     q = parse_query(query, kind=kind, base=base, tags=tags, trigger=trigger, alias=alias,
-                    created_by=created_by, sort=sort, limit=limit, offset=offset)
+                    created_by=created_by, sort=sort, limit=limit, offset=offset, variant=variant)
     raw_query = query or ""
     if hasattr(catalog, "read_sql"):  # a LightReader: sqlite3; a Catalog if it must hand over
         return catalog.read_sql(lambda db: _search(db, q, raw_query),
@@ -295,6 +332,11 @@ def _statement(db: SQL, q: _Query, dialect: _Dialect) -> tuple[str, dict]:
     if q.base is not None:
         where.append("sa.base = :base")
         params["base"] = q.base
+    if q.variant is not None:
+        where.append("EXISTS (SELECT 1 FROM search_tags vt WHERE vt.adapter_id = sa.adapter_id "
+                     "AND vt.tag = :variant_tag)")
+        params["variant_tag"] = variant_tag(*q.variant.split("/", 1))
+    params["variant_like"] = VARIANT_TAG + "%"
     for i, (key, value) in enumerate(q.tags):
         where.append(f"EXISTS (SELECT 1 FROM search_tags t WHERE t.adapter_id = sa.adapter_id AND t.tag = :tag{i})")
         params[f"tag{i}"] = f"{key}={value}"
@@ -320,7 +362,8 @@ def _statement(db: SQL, q: _Query, dialect: _Dialect) -> tuple[str, dict]:
         "SELECT 'hit' AS part, CAST(p.aid AS VARCHAR(20)) AS label, NULL AS label2, p.score AS n FROM "
         f"(SELECT aid, score FROM m ORDER BY {order} LIMIT :limit OFFSET :offset) p "
         "UNION ALL SELECT 'kind/base', kind, base, count(*) FROM m GROUP BY kind, base "
-        "UNION ALL SELECT 'tag', t.tag, NULL, count(*) FROM m JOIN search_tags t ON t.adapter_id = m.aid GROUP BY t.tag "
+        "UNION ALL SELECT CASE WHEN t.tag LIKE :variant_like THEN 'variant' ELSE 'tag' END, t.tag, NULL, count(*) "
+        "FROM m JOIN search_tags t ON t.adapter_id = m.aid GROUP BY t.tag "
         "UNION ALL SELECT 'alias', al.name, NULL, count(*) FROM m JOIN aliases al ON al.adapter_id = m.aid "
         "GROUP BY al.name"
     )  # the page comes back in no set order: _search sorts it again (the rows' order is not SQL's promise)
@@ -351,6 +394,8 @@ def _search(db: SQL, q: _Query, raw_query: str) -> SearchResult:
             total += int(n)
             facets["kind"][label] = facets["kind"].get(label, 0) + int(n)
             facets["base"][label2] = facets["base"].get(label2, 0) + int(n)
+        elif part == "variant":  # only present when some matching adapter has a variant
+            facets.setdefault("variant", {})[label[len(VARIANT_TAG):]] = int(n)
         else:
             facets[part][label] = int(n)
     facets = {name: _ordered(counts, MAX_TAG_FACETS if name == "tag" else None) for name, counts in facets.items()}

@@ -31,8 +31,8 @@ from typing import Callable, Iterable
 
 from sqlalchemy import bindparam, text
 
-from .search_words import FIELDS, MAX_FIELD_CHARS, MAX_PROMPT_RECORDS, VERSION_FIELDS, _cap, _json, adapter_words, \
-    tag_rows, trigger_key, version_words
+from .search_words import FIELDS, INDEX_MARK, MAX_FIELD_CHARS, MAX_PROMPT_RECORDS, VERSION_FIELDS, _cap, _json, \
+    adapter_words, tag_rows, trigger_key, variant_tag, version_variant, version_words
 
 
 def _in(sql: str):
@@ -42,8 +42,8 @@ def _in(sql: str):
 # --- versions -----------------------------------------------------------------------------------
 
 _VERSION_FACTS = _in(
-    "SELECT id, adapter_id, message, trigger_words, file_metadata FROM versions "
-    "WHERE deleted_at IS NULL AND id IN :ids")
+    "SELECT v.id, v.adapter_id, v.message, v.trigger_words, v.file_metadata, a.base, v.extra, v.probe "
+    "FROM versions v JOIN adapters a ON a.id = v.adapter_id WHERE v.deleted_at IS NULL AND v.id IN :ids")
 _VERSION_PROMPTS = _in(
     "SELECT l.version_id, r.record FROM prompt_record_versions l "
     "JOIN prompt_records r ON r.id = l.record_id WHERE l.version_id IN :ids "
@@ -68,12 +68,13 @@ def _write_versions(conn, ids: list[int]) -> None:
     conn.execute(_in("DELETE FROM search_versions WHERE version_id IN :ids"), {"ids": ids})
     prompts = _prompts_by_version(conn, ids)
     rows = []
-    for vid, aid, message, triggers, meta in conn.execute(_VERSION_FACTS, {"ids": ids}):
+    for vid, aid, message, triggers, meta, base, extra, probe in conn.execute(_VERSION_FACTS, {"ids": ids}):
         trig = _json(triggers, [])
         trig = trig if isinstance(trig, list) else []
+        variant = version_variant(base, file_metadata=meta, extra=extra, probe=probe)
         rows.append({"version_id": vid, "adapter_id": aid, "trigger_key": trigger_key(trig),
                      **version_words(message=message, trigger_words=trig, file_metadata=meta,
-                                     prompts=prompts.get(vid, []))})
+                                     prompts=prompts.get(vid, []), family=base, variant=variant)})
     if rows:
         conn.execute(text("INSERT INTO search_versions (version_id, adapter_id, trigger_key, "
                           + ", ".join(VERSION_FIELDS) + ") VALUES (:version_id, :adapter_id, :trigger_key, "
@@ -142,6 +143,7 @@ def _write_adapters(conn, adapter_ids: list[int]) -> None:
                 if value:
                     parts[name].append(value)
         docs, tags = [], []
+        variants = _adapter_variants(conn, ids)
         for aid, name, description, adapter_tags in conn.execute(_ADAPTER_ROWS, {"ids": ids}):
             doc = {"id": aid, "live": aid in per_version, **adapter_words(name=name, description=description,
                                                                           tags=adapter_tags)}
@@ -149,11 +151,33 @@ def _write_adapters(conn, adapter_ids: list[int]) -> None:
                 doc[field] = _cap(" ".join(values), MAX_FIELD_CHARS)
             docs.append(doc)
             if aid in per_version:
-                tags += [{"adapter_id": aid, "tag": tag} for tag in tag_rows(adapter_tags)]
+                tags += [{"adapter_id": aid, "tag": tag} for tag in tag_rows(adapter_tags) + variants.get(aid, [])]
         if tags:
             conn.execute(text("INSERT INTO search_tags (adapter_id, tag) VALUES (:adapter_id, :tag)"), tags)
         if docs:
             writer(conn, docs)
+
+
+_VARIANT_FACTS = _in(
+    "SELECT v.adapter_id, a.base, v.file_metadata, v.extra, v.probe FROM versions v "
+    "JOIN adapters a ON a.id = v.adapter_id WHERE v.deleted_at IS NULL AND v.adapter_id IN :ids "
+    "AND a.base IN :bases")
+
+
+def _adapter_variants(conn, adapter_ids: list[int]) -> dict[int, list[str]]:
+    """adapter → its ``search_tags`` variant rows (``variant_tag``): the variants its live versions'
+    metadata tell (the variant facet and filter). Only families that have variants are read."""
+    from loradex.families import all_families
+    from loradex.families.vocabulary import variant_names
+
+    bases = [f.name for f in all_families() if variant_names(f.name)]
+    out: dict[int, set[str]] = {}
+    stmt = _VARIANT_FACTS.bindparams(bindparam("bases", expanding=True))
+    for aid, base, meta, extra, probe in conn.execute(stmt, {"ids": adapter_ids, "bases": bases}):
+        variant = version_variant(base, file_metadata=meta, extra=extra, probe=probe)
+        if variant:
+            out.setdefault(aid, set()).add(variant_tag(base, variant))
+    return {aid: sorted(rows) for aid, rows in out.items()}
 
 
 def _document_writer(conn) -> tuple[str, Callable]:
@@ -177,16 +201,65 @@ def refresh_versions(s_or_conn, version_ids: Iterable[int]) -> None:
     ids = sorted({int(i) for i in version_ids})
     if not ids:
         return
-    for start in range(0, len(ids), 500):
-        _write_versions(conn, ids[start:start + 500])
+    reindex_if_stale(conn)
     adapters = sorted({aid for (aid,) in conn.execute(_in("SELECT DISTINCT adapter_id FROM versions WHERE id IN :ids"),
                                                       {"ids": ids})})
+    ids = sorted(set(ids) | set(_unmarked_versions(conn, adapters)))  # their older words, rewritten too
+    for start in range(0, len(ids), 500):
+        _write_versions(conn, ids[start:start + 500])
     _write_adapters(conn, adapters)
 
 
 def refresh_adapter(s_or_conn, adapter_id: int) -> None:
     """Re-index an adapter whose name, description or tags changed (its versions' words stand)."""
-    _write_adapters(_connection(s_or_conn), [int(adapter_id)])
+    conn = _connection(s_or_conn)
+    reindex_if_stale(conn)
+    _write_adapters(conn, [int(adapter_id)])
+
+
+# --- documents written before the family/variant words (no migration: rewritten on a write) -----
+# database → (documents holding INDEX_MARK, adapters whose document lacks it)
+_MARKED = {
+    "sqlite": ("SELECT count(*) FROM search_fts WHERE search_fts MATCH :mark",
+               "SELECT adapter_id FROM search_adapters WHERE adapter_id NOT IN "
+               "(SELECT rowid FROM search_fts WHERE search_fts MATCH :mark)"),
+    "postgresql": ("SELECT count(*) FROM search_docs WHERE document @@ to_tsquery('simple', :mark)",
+                   "SELECT adapter_id FROM search_adapters WHERE adapter_id NOT IN "
+                   "(SELECT adapter_id FROM search_docs WHERE document @@ to_tsquery('simple', :mark))"),
+}
+
+
+def reindex_if_stale(conn) -> int:
+    """Rewrite the index rows of adapters whose document predates the family/variant words
+    (``INDEX_MARK`` missing): once, on the first write after an upgrade, those adapters only.
+    Two counts over the word index otherwise. Returns the versions rewritten."""
+    counted, stale_sql = _MARKED[conn.dialect.name] if conn.dialect.name in _MARKED else (None, None)
+    if counted is None:
+        return 0
+    mark = {"mark": f'"{INDEX_MARK}"' if conn.dialect.name == "sqlite" else INDEX_MARK}
+    marked = conn.execute(text(counted), mark).scalar() or 0
+    total = conn.execute(text("SELECT count(*) FROM search_adapters")).scalar() or 0
+    if marked >= total:
+        return 0
+    adapters = sorted(aid for (aid,) in conn.execute(text(stale_sql), mark))
+    ids = []
+    for start in range(0, len(adapters), 500):
+        ids += [vid for (vid,) in conn.execute(
+            _in("SELECT id FROM versions WHERE deleted_at IS NULL AND adapter_id IN :ids ORDER BY id"),
+            {"ids": adapters[start:start + 500]})]
+    for start in range(0, len(ids), 500):
+        _write_versions(conn, ids[start:start + 500])
+    _write_adapters(conn, adapters)
+    return len(ids)
+
+
+def _unmarked_versions(conn, adapter_ids: list[int]) -> list[int]:
+    """Live versions of these adapters whose index row predates the family/variant words."""
+    if not adapter_ids:
+        return []
+    return [vid for (vid,) in conn.execute(
+        _in("SELECT version_id FROM search_versions WHERE adapter_id IN :ids AND metadata NOT LIKE :mark"),
+        {"ids": adapter_ids, "mark": INDEX_MARK + "%"})]
 
 
 def rebuild(conn, *, batch: int = 2000) -> int:

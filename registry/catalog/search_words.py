@@ -34,6 +34,11 @@ MAX_TAG_FREQUENCY_BYTES = 1 << 20
 MAX_TAG_CHARS = 200
 
 _WORD = re.compile(r"[^\W_]+")
+# Every version's metadata words start with this word since they hold the base family's and
+# variant's words: a document without it was written before, and is rewritten once
+# (``search_index.reindex_if_stale``) — no migration. Not a word anyone types.
+INDEX_MARK = "qxzfamilywords1"
+VARIANT_TAG = "\x1fvariant:"  # search_tags rows of the variant facet (a control character: no user tag)
 
 
 def words(value: str) -> list[str]:
@@ -66,7 +71,8 @@ def tag_rows(tags) -> list[str]:
     tags = _json(tags, {})
     if not isinstance(tags, dict):
         return []
-    return sorted({f"{k}={v}"[:MAX_TAG_CHARS] for k, v in tags.items()})
+    rows = {f"{k}={v}"[:MAX_TAG_CHARS] for k, v in tags.items()}
+    return sorted(r for r in rows if not r.startswith(VARIANT_TAG))  # that prefix files variants
 
 
 def _tag_frequency_words(raw) -> str:
@@ -99,13 +105,44 @@ def _json(value, default):
     return default if value is None else value
 
 
-def version_words(*, message: str, trigger_words, file_metadata, prompts: Iterable[str]) -> dict[str, str]:
-    """The indexed words of one version, per field of ``VERSION_FIELDS``."""
+def version_variant(family: str | None, *, file_metadata=None, extra=None, probe=None) -> str | None:
+    """The variant (sub-family) a version's stored probe result, header metadata and Civitai info
+    tell (``loradex.families.vocabulary.stored_variant``); None when nothing does."""
+    from loradex.families.vocabulary import stored_variant, variant_names
+
+    if not variant_names(family):
+        return None
+    meta, extra, probe = _json(file_metadata, {}), _json(extra, {}), _json(probe, {})
+    found = stored_variant(family, probe=probe if isinstance(probe, dict) else None,
+                           metadata=meta if isinstance(meta, dict) else None,
+                           extra=extra if isinstance(extra, dict) else None)
+    return found[0] if found else None
+
+
+def family_words(family: str | None, variant: str | None) -> list[str]:
+    """Words a version is found by for its base family and variant: "sdxl", "pony" …
+    (``loradex.families.vocabulary.search_words``; few, since every word lengthens the document
+    bm25 ranks by)."""
+    from loradex.families.vocabulary import search_words
+
+    return search_words(family, variant)
+
+
+def variant_tag(family: str, variant: str) -> str:
+    """The ``search_tags`` row that files an adapter under a variant facet (never a user tag:
+    those are ``key=value`` strings that cannot start with ``VARIANT_TAG``)."""
+    return f"{VARIANT_TAG}{family}/{variant}"
+
+
+def version_words(*, message: str, trigger_words, file_metadata, prompts: Iterable[str],
+                  family: str | None = None, variant: str | None = None) -> dict[str, str]:
+    """The indexed words of one version, per field of ``VERSION_FIELDS``. The metadata field
+    starts with ``INDEX_MARK`` and the family/variant words (before the capped tag words)."""
     meta = _json(file_metadata, {})
     meta = meta if isinstance(meta, dict) else {}
     triggers = _json(trigger_words, [])
     triggers = [str(t) for t in triggers] if isinstance(triggers, list) else []
-    meta_parts = [_tag_frequency_words(meta.get("ss_tag_frequency"))]
+    meta_parts = [INDEX_MARK, *family_words(family, variant), _tag_frequency_words(meta.get("ss_tag_frequency"))]
     for key in ("modelspec.title", "modelspec.description"):
         if isinstance(meta.get(key), str):
             meta_parts.append(meta[key])

@@ -15,7 +15,23 @@ from .catalog_queries import CatalogQuery, Found, adapter_cards, adapter_page, f
 from .common import current_principal, page, pages, render, visible_namespaces
 from .lineage_svg import lineage_svg
 
-FACET_TITLES = {"kind": "Kind", "base": "Base family", "tag": "Tags", "alias": "Aliases"}
+FACET_TITLES = {"kind": "Kind", "base": "Base family", "variant": "Variant", "tag": "Tags", "alias": "Aliases"}
+FACET_ORDER = tuple(FACET_TITLES)
+
+
+def facet_label(key: str, value: str) -> str:
+    """What a facet value shows: a family's title ("Stable Diffusion XL"), a variant's ("Pony
+    Diffusion V6"); other values as they are. The link keeps the value itself."""
+    from loradex.families import find_family
+    from loradex.families.vocabulary import variant_title
+
+    if key == "base":
+        family = find_family(value)
+        return family.title if family else value
+    if key == "variant":
+        family, _, variant = value.partition("/")
+        return variant_title(family, variant) or value
+    return value
 
 
 def catalog_view(request):
@@ -30,12 +46,14 @@ def catalog_view(request):
         found, problem = Found([], 0, {}), str(exc).splitlines()[0][:300]
     paging = pages(found.total, query.page, query.per_page)
     facets = []
-    for key, counts in found.facets.items():
+    for key in sorted(found.facets, key=lambda k: FACET_ORDER.index(k) if k in FACET_ORDER else len(FACET_ORDER)):
+        if key not in FACET_TITLES:
+            continue
         active = getattr(query, key)
         facets.append({"key": key, "title": FACET_TITLES[key], "values": [
-            {"value": value, "count": count, "active": value == active,
+            {"value": value, "label": facet_label(key, value), "count": count, "active": value == active,
              "href": "/?" + urlencode(query.params(**{key: "" if value == active else value, "page": ""}))}
-            for value, count in counts]})
+            for value, count in found.facets[key]]})
     return render(request, "catalog.html", title="Catalog", query=query, problem=problem, cards=adapter_cards(catalog, found.names),
                   facets=facets, paging=paging,
                   prev_href="/?" + urlencode(query.params(page=paging["page"] - 1)),

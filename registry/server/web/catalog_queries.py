@@ -16,6 +16,8 @@ from sqlalchemy import select
 
 from ...catalog.db_schema import (AdapterRow, AliasEventRow, AliasRow, EvalCardRow, LineageRow, PromptRecordRow,
                                   PromptRecordVersionRow, VersionRow)
+from ...catalog.search import family_filter
+from ...catalog.search_words import family_words, version_variant
 from ..civitai_query import in_namespaces
 
 SORTS = ("relevance", "updated", "name")
@@ -29,6 +31,7 @@ class CatalogQuery:
     q: str = ""
     kind: str = ""
     base: str = ""
+    variant: str = ""  # family/variant (the variant facet)
     tag: str = ""  # K=V or K
     trigger: str = ""
     alias: str = ""
@@ -45,13 +48,15 @@ class CatalogQuery:
             return " ".join(str(value).split())[:MAX_QUERY_CHARS]
 
         sort = text("sort") if text("sort") in SORTS else "relevance"
-        return cls(q=text("q"), kind=text("kind"), base=text("base"), tag=text("tag"), trigger=text("trigger"),
+        return cls(q=text("q"), kind=text("kind"), base=text("base"), variant=text("variant"), tag=text("tag"),
+                   trigger=text("trigger"),
                    alias=text("alias"), sort=sort, page=int_param(params.get("page"), 1, most=100_000),
                    per_page=int_param(params.get("per_page"), 24, least=1, most=100))
 
     def params(self, **changes) -> dict:
         """The query as URL parameters (empty ones left out), with ``changes``."""
-        values = {"q": self.q, "kind": self.kind, "base": self.base, "tag": self.tag, "trigger": self.trigger,
+        values = {"q": self.q, "kind": self.kind, "base": self.base, "variant": self.variant, "tag": self.tag,
+                  "trigger": self.trigger,
                   "alias": self.alias, "sort": self.sort if self.sort != "relevance" else "",
                   "page": self.page if self.page != 1 else "", "per_page": self.per_page if self.per_page != 24 else ""}
         values.update(changes)
@@ -88,7 +93,8 @@ def find_adapters(catalog, query: CatalogQuery, namespaces: frozenset | None) ->
         tags = {key: value} if sep else {key: ""}
     result = search_catalog(catalog, query.q, kind=query.kind or None, base=query.base or None, tags=tags,
                             trigger=query.trigger or None, alias=query.alias or None, sort=query.sort,
-                            limit=query.per_page, offset=min(MAX_OFFSET, (query.page - 1) * query.per_page))
+                            limit=query.per_page, offset=min(MAX_OFFSET, (query.page - 1) * query.per_page),
+                            variant=query.variant or None)
     return Found([h.name for h in result.hits], result.total,
                  {key: list(counts.items()) for key, counts in result.facets.items()})
 
@@ -100,7 +106,8 @@ def match_visible(catalog, query: CatalogQuery, namespaces: frozenset) -> Found:
         adapters = {r.id: r for r in s.scalars(_visible(select(AdapterRow), namespaces))}
         versions: dict[int, list] = {}
         for v in s.execute(select(VersionRow.adapter_id, VersionRow.version, VersionRow.sort_key,
-                                  VersionRow.trigger_words, VersionRow.message, VersionRow.created_at)
+                                  VersionRow.trigger_words, VersionRow.message, VersionRow.created_at,
+                                  VersionRow.file_metadata, VersionRow.extra)
                            .where(VersionRow.deleted_at.is_(None))):
             if v.adapter_id in adapters:
                 versions.setdefault(v.adapter_id, []).append(v)
@@ -114,12 +121,18 @@ def match_visible(catalog, query: CatalogQuery, namespaces: frozenset) -> Found:
 
     adapters, versions, aliases, moved = catalog.read(run)
     words = _words(query.q)
+    want_base, want_variant = family_filter(query.base or None, query.variant or None)
     scored = []
+    variants: dict[int, set[str]] = {}
     for adapter_id, a in adapters.items():
         vs = versions.get(adapter_id, [])
+        variants[adapter_id] = {f"{a.base}/{name}" for v in vs
+                                if (name := version_variant(a.base, file_metadata=v.file_metadata, extra=v.extra))}
+        if want_variant and want_variant not in variants[adapter_id]:
+            continue
         triggers = {t.lower() for v in vs for t in (v.trigger_words or []) if isinstance(t, str)}
         tags = {str(k).lower(): str(val).lower() for k, val in (a.tags or {}).items()}
-        if query.kind and a.kind != query.kind or query.base and a.base != query.base:
+        if query.kind and a.kind != query.kind or want_base and a.base != want_base:
             continue
         if query.alias and query.alias not in aliases.get(adapter_id, set()):
             continue
@@ -129,9 +142,11 @@ def match_visible(catalog, query: CatalogQuery, namespaces: frozenset) -> Found:
             key, _, value = query.tag.lower().partition("=")
             if key not in tags or tags[key] != value:
                 continue
+        family = " ".join(w for fv in sorted(variants[adapter_id]) or [a.base]
+                          for w in family_words(a.base, fv.partition("/")[2] or None))
         fields = [(a.name.lower(), 4), (" ".join(sorted(triggers)), 3),
                   (" ".join(f"{k} {v}" for k, v in tags.items()), 2), ((a.description or "").lower(), 2),
-                  (" ".join((v.message or "").lower() for v in vs), 1)]
+                  (" ".join((v.message or "").lower() for v in vs), 1), (family.lower(), 1)]
         score = 0
         for word in words:
             hit = sum(weight for text, weight in fields if word in text)
@@ -148,17 +163,19 @@ def match_visible(catalog, query: CatalogQuery, namespaces: frozenset) -> Found:
         scored.sort(key=lambda t: (t[2], t[0].name), reverse=True)
     else:
         scored.sort(key=lambda t: (-t[1], t[0].name))
-    facets = {"kind": Counter(), "base": Counter(), "tag": Counter(), "alias": Counter()}
+    facets = {"kind": Counter(), "base": Counter(), "tag": Counter(), "alias": Counter(), "variant": Counter()}
     for a, _score, _changed in scored:
         facets["kind"][a.kind] += 1
         facets["base"][a.base] += 1
+        facets["variant"].update(variants[a.id])
         for k, v in (a.tags or {}).items():
             facets["tag"][f"{k}={v}"] += 1
         for alias in aliases.get(a.id, ()):
             facets["alias"][alias] += 1
     start = (query.page - 1) * query.per_page
     return Found([a.name for a, _s, _c in scored[start:start + query.per_page]], len(scored),
-                 {k: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:30] for k, c in facets.items()})
+                 {k: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:30] for k, c in facets.items()
+                  if c or k != "variant"})
 
 
 def _aware(at: datetime) -> datetime:
