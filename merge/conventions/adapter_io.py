@@ -56,9 +56,19 @@ def normalised_kohya_name(name: str, base: str | None) -> str:
 
 
 def kohya_name_for_path(component: str, path: str, base: str | None) -> str:
-    """kohya module name of a model module path (``down_blocks.1.attentions.0…``)."""
+    """kohya module name of a model module path (``down_blocks.1.attentions.0…``).
+
+    DiT families (a ``naming`` aspect with a table): the transformer keeps its split diffusers
+    paths in OneTrainer's spelling (``lora_transformer_transformer_blocks_0_attn_to_q``), so files
+    of every convention meet on one name per projection; text encoders take the family's kohya
+    prefixes (Flux T5: ``lora_te3_``)."""
+    from .dit_conventions import family_naming
     from .kohya_names import kohya_module_name
 
+    naming = family_naming(base)
+    if naming is not None:
+        prefix = "lora_transformer_" if component == "transformer" else naming.KOHYA_WRITE_PREFIXES[component]
+        return prefix + path.replace(".", "_")
     return kohya_module_name(component, path, base, sgm_unet=(base == "sdxl"))
 
 
@@ -211,8 +221,13 @@ def open_adapter(path: str | Path, *, base: str | None = None, check_suffix: boo
     metadata = dict(handle.metadata() or {})
     keys = list(handle.keys())
     base = base if base and base != "unknown" else None
+    from .dit_conventions import dit_base_from_keys, family_naming
+
+    # DiT files (Flux, SD3) go through the canonical reader: fused projections are split there,
+    # so kohya (fused) and diffusers (split) files name the same modules
+    dit = family_naming(base) is not None or dit_base_from_keys(keys) is not None
     kohya_like = [k for k in keys if split_kohya_name(k.partition(".")[0]) is not None and "." in k]
-    if keys and len(kohya_like) * 2 >= len(keys):
+    if keys and not dit and len(kohya_like) * 2 >= len(keys):
         source = AdapterSource(path, base, "kohya", metadata, _handle=handle)
         for key in keys:
             module, _, suffix = key.partition(".")
