@@ -121,7 +121,8 @@ def test_images_are_stored_once_across_versions_and_datasets(shapes, tmp_path):
 
 
 def test_gc_keeps_images_of_live_versions_and_frees_the_rest(shapes, tmp_path):
-    """gc in a fresh process (the console script): the dataset referencer must be loaded there too."""
+    """The second gc in a fresh process (``python -m loradex.cli``): the dataset images' referencer
+    must be loaded there too, or gc would delete every training image."""
     home = tmp_path / "home"
     catalog = Catalog(home)
     v1 = D.add_dataset_version(catalog, shapes, name="shapes", alias="prod")
@@ -135,7 +136,9 @@ def test_gc_keeps_images_of_live_versions_and_frees_the_rest(shapes, tmp_path):
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    assert gc()["removed"] == []
+    from loradex.registry.catalog.maintenance import gc as gc_here
+
+    assert gc_here(catalog).removed == []
     with pytest.raises(Conflict, match="alias"):
         D.remove_dataset_version(catalog, v1.ref)
     D.remove_dataset_version(catalog, v1.ref, force=True)
