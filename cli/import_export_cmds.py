@@ -89,10 +89,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def convert(
         path: Annotated[Path, typer.Argument(help="A LoRA or embedding .safetensors file.")],
-        to: Annotated[str, typer.Option("--to", help="kohya, diffusers or peft (LoRA); a1111, diffusers or sdxl (embedding).")],
+        to: Annotated[str, typer.Option("--to", help="kohya, diffusers, comfyui (Flux/SD3 diffusion_model. keys) or peft (LoRA); a1111, diffusers or sdxl (embedding).")],
         output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the converted file.")],
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Write even if some keys cannot be carried over (they are listed).")] = False,
-        base: Annotated[Optional[str], typer.Option("--base", help="Base family when the probe cannot tell (sd1, sd2, sdxl).")] = None,
+        base: Annotated[Optional[str], typer.Option("--base", help="Base family when the probe cannot tell (sd1, sd2, sdxl, sd3, flux).")] = None,
         rank: Annotated[Optional[int], typer.Option("--rank", help="LyCORIS (LoHa/LoKr/LoCon/full) → LoRA: rank of the SVD approximation (required for LyCORIS files).")] = None,
         join: Annotated[Optional[Path], typer.Option("--join", help="Embedding → sdxl: the other text encoder's single-encoder file (clip_l 768 wide, clip_g 1280).")] = None,
         token: Annotated[Optional[str], typer.Option("--token", help="Embedding → diffusers: the token to key it by (default: its own, else the file name).")] = None,
@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
         out.result(data, lambda c: c.print(
             f"converted {path.name} ({data.get('source_format')}) → {to}: " + ", ".join(map(str, data.get("files") or [output]))
             + (f"\n  not carried over: {', '.join(data['unconsumed'])}" if data.get("unconsumed") else "")
+            + "".join(f"\n  {note}" for note in data.get("notes") or ())
             + (f"\n  {data['converted']} LyCORIS module(s) → rank {data['rank']}: relative error max "
                f"{data['max_relative_error']:.4g}, mean {data['mean_relative_error']:.4g}" if "max_relative_error" in data else "")))
 
