@@ -22,9 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from loradex.families.vocabulary import kohya_base_model_version, modelspec_architecture
 from loradex.registry.errors import NotFound
 
-SS_BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
+# ModelSpec's prediction types (sd-scripts writes these two only); a flow-matching family records
+# none rather than a wrong one
+MODELSPEC_PREDICTION = {"v_prediction": "v", "epsilon": "epsilon"}
 
 
 # --- file metadata ---------------------------------------------------------------------------
@@ -63,16 +66,16 @@ def _common_facts(run, step: int) -> dict[str, str]:
         "modelspec.title": c.output_name,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
         "modelspec.resolution": f"{c.resolution}x{c.resolution}",
-        "modelspec.prediction_type": "v" if run.prediction_type == "v_prediction" else "epsilon",
-        **({"ss_base_model_version": SS_BASE_MODEL_VERSION[run.family]} if run.family in SS_BASE_MODEL_VERSION else {}),
+        **({"modelspec.prediction_type": MODELSPEC_PREDICTION[run.prediction_type]}
+           if run.prediction_type in MODELSPEC_PREDICTION else {}),
+        **({"ss_base_model_version": version} if (version := kohya_base_model_version(run.family)) else {}),
     }
 
 
-def _architecture(run, suffix: str) -> dict[str, str]:
-    from loradex.merge.conventions.modelspec import MODELSPEC_ARCH
-
-    arch = MODELSPEC_ARCH.get(run.family)
-    return {"modelspec.architecture": f"{arch}/{suffix}" if suffix else arch} if arch else {}
+def _architecture(run, kind: str) -> dict[str, str]:
+    """``modelspec.architecture`` of the family for an output of ``kind`` (lora, embedding, checkpoint)."""
+    arch = modelspec_architecture(run.family, kind)
+    return {"modelspec.architecture": arch} if arch else {}
 
 
 def lora_training_metadata(run, step: int) -> dict[str, str]:
@@ -94,14 +97,14 @@ def lora_training_metadata(run, step: int) -> dict[str, str]:
 
 def embedding_training_metadata(run, step: int) -> dict[str, str]:
     c = run.config
-    return {**_common_facts(run, step), **_architecture(run, "textual-inversion"),
+    return {**_common_facts(run, step), **_architecture(run, "embedding"),
             "ss_token": c.token, "ss_init_token": c.init_token, "ss_num_vectors": str(c.num_vectors),
             "modelspec.trigger_phrase": c.token}
 
 
 def checkpoint_training_metadata(run, step: int) -> dict[str, str]:
     c = run.config
-    return {**_common_facts(run, step), **_architecture(run, ""),
+    return {**_common_facts(run, step), **_architecture(run, "checkpoint"),
             "ss_train_text_encoder": str(c.train_text_encoder),
             "modelspec.trigger_phrase": c.instance_prompt or "",
             "loradex.layout": "diffusers-unet+text_encoder" if c.train_text_encoder else "diffusers-unet"}

@@ -13,7 +13,9 @@ Checkpoints are folders ``<output_dir>/checkpoints/step-NNNNNN/`` written atomic
 ``rng.safetensors``.
 Ctrl-C (KeyboardInterrupt) writes one at the last completed optimizer step, then re-raises.
 
-Loss: noise-prediction MSE (or v-prediction when the base's scheduler says so), optional
+Loss: the base family's training objective — its ``training`` aspect in ``loradex.families``
+(Flux.1 / SD 3.5: flow matching on the transformer), else :class:`NoisePredictionObjective`:
+noise-prediction MSE on the UNet (or v-prediction when the base's scheduler says so), optional
 Min-SNR weighting (``snr_gamma``) and noise offset.
 """
 
@@ -35,12 +37,13 @@ from .base_loader import load_any_base
 from .dataset import DatasetReport, ImageCaptionDataset, load_training_data
 from .generate import library_versions
 from .train_config import TrainConfig
-from .train_registry import Exported, TrainingMethod, get_method
+from .train_registry import Exported, TrainingMethod, get_method, method_names
 
 CHECKPOINTS = "checkpoints"
 # the versions a training result records (render --check compares generate.LIBRARIES, a subset)
 TRAIN_LIBRARIES = ("torch", "diffusers", "peft", "transformers", "accelerate", "safetensors", "loradex")
-TRAINABLE_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+TRAINABLE_COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
+FROZEN_COMPONENTS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 SAMPLE_CFG = 7.5
 EVAL_SEED_OFFSET = 7_777_777  # the fixed-batch loss uses its own noise, never the training stream
 # settings a resumed run may change; any other difference means a different run
@@ -117,25 +120,115 @@ def loss_summary(losses: list[float], before: float | None, after: float | None,
 
 # --- the run ---------------------------------------------------------------------------------
 
+class NoisePredictionObjective:
+    """The ε / v-prediction objective on a UNet (SD 1.x, 2.x, XL): the default for a family with
+    no ``training`` aspect. A family's aspect supplies the same things: the component that
+    denoises, its default LoRA targets, the settings it refuses, and ``loss``."""
+
+    denoiser = "unet"
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
+    unsupported_settings: dict[str, str] = {}
+
+    def __init__(self, pipe):
+        from diffusers import DDPMScheduler
+
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+
+    def loss(self, run: "Run", pixels, prompts: list[str], gen):
+        """Mean (Min-SNR weighted) MSE between the UNet's prediction and its target."""
+        import torch
+        import torch.nn.functional as F
+
+        vae = run.pipe.vae
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(run.device, vae.dtype)).latent_dist
+            latents = dist.sample(generator=gen)
+            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            latents = ((latents - shift) * vae.config.scaling_factor).to(run.weight_dtype)
+        b = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=gen).to(run.device, latents.dtype)
+        if run.config.noise_offset:
+            offset = torch.randn((b, latents.shape[1], 1, 1), generator=gen).to(run.device, latents.dtype)
+            noise = noise + run.config.noise_offset * offset
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,),
+                                  generator=gen).to(run.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        if self.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        elif self.prediction_type == "epsilon":
+            target = noise
+        else:
+            raise UsageError(f"unsupported prediction type {self.prediction_type!r} in the base's scheduler")
+        cond = run.encode_prompts(prompts, pixels.shape[-2], pixels.shape[-1])
+        with run.accelerator.autocast():
+            pred = run.forward_module("unet")(noisy, timesteps, **cond).sample
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if run.config.snr_gamma:
+            per_sample = per_sample * self._min_snr_weights(run, timesteps)
+        return per_sample.mean()
+
+    def _min_snr_weights(self, run: "Run", timesteps):
+        # Hang et al. 2023: weight = min(SNR, γ) / SNR for ε; / (SNR + 1) for v-prediction
+        import torch
+
+        alphas = self.noise_scheduler.alphas_cumprod.to(run.device)[timesteps].float()
+        snr = alphas / (1 - alphas)
+        clipped = torch.minimum(snr, torch.full_like(snr, run.config.snr_gamma))
+        return clipped / (snr + 1) if self.prediction_type == "v_prediction" else clipped / snr
+
+
+class FamilyObjective:
+    """A family's ``training`` aspect (module) seen as an objective."""
+
+    def __init__(self, aspect):
+        self.aspect = aspect
+        self.denoiser = aspect.DENOISER
+        self.lora_targets = tuple(aspect.LORA_TARGETS)
+        self.unsupported_settings = dict(getattr(aspect, "UNSUPPORTED_SETTINGS", {}))
+        self.prediction_type = aspect.PREDICTION_TYPE
+
+    def loss(self, run: "Run", pixels, prompts: list[str], gen):
+        return self.aspect.loss(run.pipe, run.forward_module(self.denoiser), pixels.to(run.device, run.pipe.vae.dtype),
+                                prompts, gen, device=run.device, autocast=run.accelerator.autocast)
+
+
+def objective_for(family: str | None, pipe):
+    """The training objective of ``family`` (its ``training`` aspect), else ε / v-prediction."""
+    from loradex.families import find_family
+
+    found = find_family(family)
+    aspect = found.aspect("training") if found is not None else None
+    return FamilyObjective(aspect) if aspect is not None else NoisePredictionObjective(pipe)
+
+
+def refuse_unsupported_settings(config: TrainConfig, family: str, objective) -> None:
+    """One line for a setting the family's objective has no meaning for (rather than ignore it)."""
+    given = [(name, why) for name, why in objective.unsupported_settings.items() if getattr(config, name, None)]
+    if given:
+        name, why = given[0]
+        raise UsageError(f"{config.method} on a {family} base: --{name.replace('_', '-')} is not available: {why}",
+                         hint="leave it out")
+
+
 class Run:
     """Everything a method needs during one training run."""
 
     def __init__(self, config: TrainConfig, pipe, base, accelerator, dataset: ImageCaptionDataset,
                  report: DatasetReport, method: TrainingMethod):
         import torch
-        from diffusers import DDPMScheduler
 
         from .base_loader import pipeline_family
 
         self.config, self.pipe, self.base, self.accelerator = config, pipe, base, accelerator
         self.dataset, self.report, self.method = dataset, report, method
         self.family = pipeline_family(pipe)
+        self.objective = objective_for(self.family, pipe)
         self.is_sdxl = hasattr(pipe, "text_encoder_2") and getattr(pipe, "text_encoder_2", None) is not None
         self.device = accelerator.device
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
                                                                                  torch.float32)
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.prediction_type = self.objective.prediction_type
         self.trainable: list[tuple[str, Any]] = []  # (name, parameter), filled by the engine after setup
         self.modules: list = []                     # the trained modules, as the method set them up
         self.prepared: dict[str, Any] = {}          # component → the same module after accelerator.prepare
@@ -144,6 +237,15 @@ class Run:
     @property
     def unet(self):
         return self.pipe.unet
+
+    @property
+    def denoiser_name(self) -> str:
+        """The component the objective trains: ``unet``, or ``transformer`` for the DiT families."""
+        return self.objective.denoiser
+
+    @property
+    def denoiser(self):
+        return getattr(self.pipe, self.objective.denoiser)
 
     def use_prepared(self, prepared: list) -> None:
         """Record what ``accelerator.prepare(*self.modules)`` returned (DDP wrappers across
@@ -203,46 +305,8 @@ class Run:
                          return_tensors="pt").input_ids.to(self.device)
 
     def diffusion_loss(self, pixels, prompts: list[str], gen):
-        """Mean (Min-SNR weighted) MSE between the UNet's prediction and its target."""
-        import torch
-        import torch.nn.functional as F
-
-        vae = self.pipe.vae
-        with torch.no_grad():
-            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
-            latents = dist.sample(generator=gen)
-            shift = getattr(vae.config, "shift_factor", None) or 0.0
-            latents = ((latents - shift) * vae.config.scaling_factor).to(self.weight_dtype)
-        b = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=gen).to(self.device, latents.dtype)
-        if self.config.noise_offset:
-            offset = torch.randn((b, latents.shape[1], 1, 1), generator=gen).to(self.device, latents.dtype)
-            noise = noise + self.config.noise_offset * offset
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,),
-                                  generator=gen).to(self.device)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        if self.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        elif self.prediction_type == "epsilon":
-            target = noise
-        else:
-            raise UsageError(f"unsupported prediction type {self.prediction_type!r} in the base's scheduler")
-        cond = self.encode_prompts(prompts, pixels.shape[-2], pixels.shape[-1])
-        with self.accelerator.autocast():
-            pred = self.forward_module("unet")(noisy, timesteps, **cond).sample
-        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if self.config.snr_gamma:
-            per_sample = per_sample * self._min_snr_weights(timesteps)
-        return per_sample.mean()
-
-    def _min_snr_weights(self, timesteps):
-        # Hang et al. 2023: weight = min(SNR, γ) / SNR for ε; / (SNR + 1) for v-prediction
-        import torch
-
-        alphas = self.noise_scheduler.alphas_cumprod.to(self.device)[timesteps].float()
-        snr = alphas / (1 - alphas)
-        clipped = torch.minimum(snr, torch.full_like(snr, self.config.snr_gamma))
-        return clipped / (snr + 1) if self.prediction_type == "v_prediction" else clipped / snr
+        """The loss of the base family's objective on one micro-batch."""
+        return self.objective.loss(self, pixels, prompts, gen)
 
     def set_training(self, on: bool) -> None:
         for module in self.modules:
@@ -423,6 +487,8 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
     import torch
     from accelerate.utils import set_seed
 
+    from loradex.families import FamilyNotSupported, require
+
     log = log or (lambda message: None)
     # a folder, or a catalog dataset version (dataset:NAME@X.Y.Z) exported for the run
     report, dataset = load_training_data(config.data, resolution=config.resolution, caption_ext=config.caption_ext,
@@ -432,13 +498,22 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
     accelerator = new_accelerator(config)
     set_seed(config.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
-    pipe, base, base_ref = load_any_base(config.base, catalog, dtype=weight_dtype)
+    try:
+        pipe, base, base_ref = load_any_base(config.base, catalog, dtype=weight_dtype)
+    except FamilyNotSupported as exc:  # said as what was asked: training (the loader says rendering)
+        raise FamilyNotSupported(exc.family, "train") from None
     pipe.to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     method = get_method(config.method)
     run = Run(config, pipe, base, accelerator, dataset, report, method)
     run.extra["base_catalog_ref"] = base_ref
-    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+    require(run.family, "train")  # a recognised-only family: one line
+    if run.denoiser_name not in method.denoisers:
+        able = [m for m in method_names() if run.denoiser_name in get_method(m).denoisers]
+        raise UsageError(f"{config.method} on a {run.family} base ({run.denoiser_name}) is not implemented; "
+                         f"{' and '.join(able)} are")
+    refuse_unsupported_settings(config, run.family, run.objective)
+    for part in FROZEN_COMPONENTS:
         module = getattr(pipe, part, None)
         if module is not None:
             module.requires_grad_(False)
@@ -463,7 +538,7 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
 
 def _named_trainable(pipe) -> list[tuple[str, Any]]:
     out = []
-    for part in ("unet", "text_encoder", "text_encoder_2"):
+    for part in TRAINABLE_COMPONENTS:
         module = getattr(pipe, part, None)
         if module is not None:
             out += [(f"{part}.{n}", p) for n, p in module.named_parameters() if p.requires_grad]

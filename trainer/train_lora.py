@@ -1,11 +1,13 @@
-"""LoRA (and LoCon with ``conv_rank``) on the UNet, optionally the text encoders, through peft.
+"""LoRA (and LoCon with ``conv_rank``) on the denoiser — the UNet, or the transformer of a DiT family
+(Flux.1, SD 3.5) — optionally the text encoders, through peft.
 
-The UNet adapter is attached with ``unet.add_adapter(LoraConfig(...))`` (diffusers' peft
-integration); text encoders get theirs from peft directly (``inject_adapter_in_model``), not
+The denoiser's adapter is attached with ``add_adapter(LoraConfig(...))`` (diffusers' peft
+integration) on the family objective's default targets (``train_loop.objective_for``); text encoders get theirs from peft directly (``inject_adapter_in_model``), not
 through transformers' ``add_adapter``, whose peft minimum (>= 0.22 in transformers 5.24) may be
 newer than the installed peft. The output is written in
 kohya form by default (what A1111 / ComfyUI load) via ``loradex.merge.conventions.convert`` — which checks
-that every module survives the renaming — or in diffusers form with ``format = "diffusers"``.
+that every module survives the renaming; for Flux/SD3 the kohya names are the native fused ones,
+qkv / linear1, exact) — or in diffusers form with ``format = "diffusers"`` (``transformer.`` keys for a DiT).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ CONV_TARGETS = ["conv1", "conv2", "conv_shortcut"]          # ResNet convolution
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
-def unet_lora_config(config):
+def unet_lora_config(config, default_targets=ATTENTION_TARGETS):
+    """The denoiser's LoraConfig: ``target_modules`` if given, else ``default_targets``."""
     from peft import LoraConfig
 
-    targets = list(config.target_modules or ATTENTION_TARGETS)
+    targets = list(config.target_modules or default_targets)
     rank_pattern, alpha_pattern = {}, {}
     if config.conv_rank:
         targets += [t for t in CONV_TARGETS if t not in targets]
@@ -46,10 +49,11 @@ class LoraAdapterMixin:
     """Attach, train and export a LoRA; shared by ``lora`` and ``dreambooth-lora``."""
 
     output_kind = "lora"
+    denoisers = ("unet", "transformer")
 
     def setup(self, run) -> list:
-        run.unet.add_adapter(unet_lora_config(run.config))
-        modules = [run.unet]
+        run.denoiser.add_adapter(unet_lora_config(run.config, run.objective.lora_targets))
+        modules = [run.denoiser]
         if run.config.train_text_encoder:
             from peft import inject_adapter_in_model
 
@@ -70,7 +74,7 @@ class LoraAdapterMixin:
 
         from loradex.merge.conventions.lora_conventions import LORA_ADAPTER_METADATA_KEY
 
-        parts = [("unet", run.unet)]
+        parts = [(run.denoiser_name, run.denoiser)]
         if run.config.train_text_encoder:
             parts += [(name, encoder) for name, _, encoder in run.text_encoders()]
         state, config = {}, {}

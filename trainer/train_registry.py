@@ -70,11 +70,11 @@ class Exported:
 
 
 def unet_and_text_encoder_groups(run) -> list[dict]:
-    """Optimizer groups for methods training UNet weights and, optionally, text encoders:
-    the text encoders get ``text_encoder_lr`` when it is set."""
+    """Optimizer groups for methods training denoiser (UNet / transformer) weights and, optionally,
+    text encoders: the text encoders get ``text_encoder_lr`` when it is set."""
     c = run.config
-    unet = [p for n, p in run.trainable if n.startswith("unet.")]
-    text = [p for n, p in run.trainable if not n.startswith("unet.")]
+    unet = [p for n, p in run.trainable if not n.startswith("text_encoder")]
+    text = [p for n, p in run.trainable if n.startswith("text_encoder")]
     groups = [{"params": unet, "lr": c.lr}]
     if text:
         groups.append({"params": text, "lr": c.text_encoder_lr or c.lr})
@@ -84,6 +84,9 @@ def unet_and_text_encoder_groups(run) -> list[dict]:
 class TrainingMethod:
     name = ""
     output_kind = "lora"
+    # the denoisers (train_loop objective components) this method is written for: the others'
+    # families are refused in one line before anything trains
+    denoisers: tuple[str, ...] = ("unet",)
 
     def setup(self, run) -> list:
         raise NotImplementedError
