@@ -17,6 +17,6 @@ VOCABULARIES = (Vocabulary(
                 hub=("stabilityai/stable-diffusion-2-1-base",), prediction="epsilon", line="sd2"),
         Variant("768-v", "Stable Diffusion 2.x 768 (v-prediction)", civitai=("SD 2.1 768", "SD 2.0 768"),
                 modelspec=("stable-diffusion-v2-768-v",), hub=("stabilityai/stable-diffusion-2-1",),
-                hints=(r"768[-_ ]?v(?![a-z])",), prediction="v", line="sd2"),
+                hints=(r"768[-_ ]?v(?![a-z])", r"v2[-_.]?[01][-_]768"), prediction="v", line="sd2"),
     ),
 ),)
