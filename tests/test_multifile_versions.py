@@ -215,3 +215,31 @@ def test_a_manifest_naming_a_hostile_file_is_refused(pair, tmp_path):
     path.write_text(json.dumps(manifest))
     with pytest.raises(UntrustedData, match="twice"):
         M.manifest_version_files(M.read_manifest(path))
+
+
+def test_the_civitai_style_mirror_serves_both_files_and_pull_takes_both(pair, hub_server, tmp_path, monkeypatch):
+    """``loradex serve``'s Civitai API lists the pair's second file (not primary, its own download
+    URL); a Civitai pull of a version whose files[] holds two model files named as a pair takes both."""
+    import httpx
+
+    from loradex.registry.catalog.adding import add_files
+    from loradex.registry.remotes import pull
+
+    high, low = pair
+    served = add_files(Catalog(hub_server.home), [high, low], name="wan-civitai").version
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    info = httpx.get(f"{hub_server.url}/api/v1/model-versions/{served.id}", headers=auth).json()
+    assert [(f["name"], f["primary"], f["hashes"]["SHA256"].lower()) for f in info["files"]] == [
+        (high.name, True, sha(high)), (low.name, False, sha(low))]
+    second = httpx.get(info["files"][1]["downloadUrl"], headers=auth, follow_redirects=True)
+    assert second.status_code == 200 and second.content == low.read_bytes()
+    missing = httpx.get(f"{hub_server.url}/api/download/models/{served.id}?file=..%2Fcatalog.db", headers=auth)
+    assert missing.status_code == 404
+
+    monkeypatch.setenv("CIVITAI_TOKEN", TOKEN)
+    catalog = Catalog(tmp_path / "civ")
+    got = pull(catalog, f"civitai:{served.id}", endpoint=hub_server.url)
+    assert [(f.name, f.file_name, f.sha256) for f in got.version.files] == [
+        ("high_noise", high.name, sha(high)), ("low_noise", low.name, sha(low))]
+    assert got.version.extra["civitai"]["files"][1]["fileName"] == low.name
+    assert pull(catalog, f"civitai:{served.id}", endpoint=hub_server.url).already_present

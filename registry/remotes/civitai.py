@@ -386,23 +386,10 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
             if existing is not None:
                 return PullResult(existing, civ, 0, 0, already_present=True,
                                   note=f"already in the catalog as {existing.ref}")
-        version_id = positive_int(info["id"], "civitai version", field="id")
-        file_id = positive_int(chosen.get("id"), f"civitai version {version_id}", field="files[].id")
-        what = f"civitai version {version_id} file {chosen.get('name')!r}"
-        work = _work_dir(catalog, endpoint, version_id, file_id, sha)
-        file_name = safe_relative_name(safe_file_name(chosen.get("name"), f"civitai-{version_id}.safetensors"),
-                                       what, field="files[].name")
-        part = work / "download.part"
-        listed = int(float(chosen["sizeKB"]) * 1024) if chosen.get("sizeKB") else None
-        try:
-            got, resumed = client.download(_download_url(client, info, chosen), part, what=what,
-                                           expected_size=listed, progress=progress,
-                                           early_access=info.get("earlyAccessEndsAt"), label=file_name)
-            _verify(part, chosen, what)
-        except (TransferError, UntrustedData) as exc:
-            if not getattr(exc, "resumable", False):
-                discard_download(work, catalog.home)  # wrong bytes: never resume from them
-            raise
+        pair = None if (file or file_type) else paired_model_files(info.get("files") or [])
+        if pair is not None:  # a Wan 2.2 high-noise + low-noise pair: ONE version holding both
+            return _pull_files(catalog, client, endpoint, info, pair, progress=progress, name=name, alias=alias)
+        part, work, file_name, got, resumed = _download(catalog, client, endpoint, info, chosen, sha, progress)
     try:
         final = work / file_name  # file_name passed safe_relative_name: a plain name inside work
         os.replace(part, final)
@@ -428,6 +415,99 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
         _merge_extra(catalog, added.version.id, {"images": images})
     version_entity = catalog.resolve(added.version.ref)
     return PullResult(version_entity, civ, got, resumed, records=made, note=added.note)
+
+
+def _download(catalog, client, endpoint: str, info: dict, chosen: dict, sha: str | None, progress):
+    """Download one file of the version into its own work folder and check its bytes:
+    (partial file, work folder, checked file name, bytes got, resumed from)."""
+    version_id = positive_int(info["id"], "civitai version", field="id")
+    file_id = positive_int(chosen.get("id"), f"civitai version {version_id}", field="files[].id")
+    what = f"civitai version {version_id} file {chosen.get('name')!r}"
+    work = _work_dir(catalog, endpoint, version_id, file_id, sha)
+    file_name = safe_relative_name(safe_file_name(chosen.get("name"), f"civitai-{version_id}.safetensors"),
+                                   what, field="files[].name")
+    part = work / "download.part"
+    listed = int(float(chosen["sizeKB"]) * 1024) if chosen.get("sizeKB") else None
+    try:
+        got, resumed = client.download(_download_url(client, info, chosen), part, what=what,
+                                       expected_size=listed, progress=progress,
+                                       early_access=info.get("earlyAccessEndsAt"), label=file_name)
+        _verify(part, chosen, what)
+    except (TransferError, UntrustedData) as exc:
+        if not getattr(exc, "resumable", False):
+            discard_download(work, catalog.home)  # wrong bytes: never resume from them
+        raise
+    return part, work, file_name, got, resumed
+
+
+def paired_model_files(files: list[dict]) -> list[tuple[str, dict]] | None:
+    """The model files of a version that make ONE multi-file version: several ``Model`` files
+    whose names say one role each (a Wan 2.2 ``…high_noise…`` + ``…low_noise…`` pair), as
+    [(role, file)] in the roles' order; None otherwise (the primary file is pulled alone: two
+    model files may as well be an fp16 and an fp32 copy of one LoRA)."""
+    from ..catalog.version_files import MAX_FILES, ROLE_ORDER, role_for
+
+    models = [f for f in files if f.get("type") == "Model"]
+    if not 2 <= len(models) <= MAX_FILES:
+        return None
+    roles = [role_for(safe_file_name(f.get("name"), "")) for f in models]
+    if None in roles or len(set(roles)) != len(roles):
+        return None
+    return sorted(zip(roles, models), key=lambda rf: ROLE_ORDER.index(rf[0]))
+
+
+def _pull_files(catalog, client, endpoint: str, info: dict, pair: list[tuple[str, dict]], *, progress, name,
+                alias) -> PullResult:
+    """``pull_civitai`` for a multi-file version: every file downloaded and checked, then ONE
+    version holding them (the first role's file the primary)."""
+    from ..catalog.adding import add_files
+    from ..catalog.version_files import tidy_file_name
+
+    primary = pair[0][1]
+    civ = provenance(info, primary, endpoint, "pull")
+    sha = _file_hashes(primary).get("SHA256")
+    existing = _live_version_by_sha(catalog, sha) if sha else None
+    if existing is not None:
+        return PullResult(existing, civ, 0, 0, already_present=True, note=f"already in the catalog as {existing.ref}")
+    civ["files"] = [{"role": role, "fileId": f.get("id"), "fileName": f.get("name"), "hashes": f.get("hashes") or {}}
+                    for role, f in pair]
+    fetched, total, resumed_total = [], 0, 0
+    try:
+        for _, chosen in pair:
+            part, work, file_name, got, resumed = _download(catalog, client, endpoint, info, chosen,
+                                                            _file_hashes(chosen).get("SHA256"), progress)
+            fetched.append((part, work, file_name))
+            total += got
+            resumed_total += resumed
+        finals = []
+        for part, work, file_name in fetched:
+            final = work / file_name  # file_name passed safe_relative_name: a plain name inside work
+            os.replace(part, final)
+            finals.append(final)
+        adapter_name = name or normalise_name((info.get("model") or {}).get("name"), info.get("modelId"))
+        version = semver_from_name(info.get("name") or "")
+        if version is not None and _version_taken(catalog, adapter_name, version):
+            version = None
+        base = base_family(info.get("baseModel"))
+        added = add_files(
+            catalog, finals, roles=[role for role, _ in pair], file_names=[tidy_file_name(f.name) for f in finals],
+            name=adapter_name, version=version, base=None if base == "unknown" else base,
+            triggers=[w.strip() for w in info.get("trainedWords") or [] if w and w.strip()] or None,
+            description=plain_text((info.get("model") or {}).get("description") or info.get("description")),
+            message=f"pulled from civitai:{info['id']} ({civ['modelName']} {civ['versionName']})",
+            extra={"civitai": civ}, link=True, alias=alias,
+            lineage=[{"relation": "pulled_from", "external_parent": f"civitai:{info['id']}",
+                      "recipe": {"endpoint": endpoint, "modelId": info.get("modelId"),
+                                 "fileIds": [f.get("id") for _, f in pair],
+                                 "sha256": sha}}],
+        )
+    finally:
+        for _, work, _ in fetched:
+            discard_download(work, catalog.home)
+    made, images = image_records(catalog, added.version, info)
+    if images:
+        _merge_extra(catalog, added.version.id, {"images": images})
+    return PullResult(catalog.resolve(added.version.ref), civ, total, resumed_total, records=made, note=added.note)
 
 
 def _version_taken(catalog, name: str, version: str) -> bool:

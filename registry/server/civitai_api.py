@@ -29,13 +29,14 @@ import hmac
 import re
 import time
 from dataclasses import dataclass
+from typing import Optional
 from urllib.parse import quote, urlencode
 
 from sqlalchemy import false, func, or_, select
 
 from loradex.families.vocabulary import air_ecosystem, civitai_base_model, stored_variant
 
-from ..catalog.db_schema import AdapterRow, PromptRecordRow, VersionRow
+from ..catalog.db_schema import AdapterRow, PromptRecordRow, VersionFileRow, VersionRow
 from ..files.hashing import EMPTY_SHA256
 from .app import register_router
 from .civitai_images import images_page, used_by, version_images
@@ -113,6 +114,35 @@ def file_json(row: VersionRow, base_url: str, name: str) -> dict:
     }
 
 
+def other_files_json(s, row: VersionRow, base_url: str) -> list[dict]:
+    """The other files of a multi-file version (a Wan 2.2 pair's low-noise file), as Civitai lists a
+    version's further files: not primary, each downloaded through the version's URL with
+    ``?file=<its name>``. Their ids are the version-file rows' (a namespace of their own)."""
+    if s is None:
+        return []
+    rows = s.scalars(select(VersionFileRow).where(VersionFileRow.version_id == row.id, VersionFileRow.position > 0)
+                     .order_by(VersionFileRow.position))
+    out = []
+    for f in rows:
+        out.append({
+            "id": f.id, "sizeKB": f.size / 1024, "name": f.file_name, "type": "Model",
+            "pickleScanResult": "Success", "pickleScanMessage": "No Pickle imports", "virusScanResult": "Success",
+            "virusScanMessage": None, "scannedAt": _iso(row.created_at),
+            "metadata": {"format": "SafeTensor" if f.file_name.endswith(".safetensors") else "Other",
+                         "size": None, "fp": None},
+            "hashes": {"SHA256": f.sha256.upper()}, "primary": False,
+            "downloadUrl": f"{base_url}api/download/models/{row.id}?" + urlencode({"file": f.file_name}),
+        })
+    return out
+
+
+def _other_file(s, version_id: int, file_name: str) -> VersionFileRow | None:
+    """A multi-file version's other file by name (a request value, compared, never a path)."""
+    return s.scalar(select(VersionFileRow).where(VersionFileRow.version_id == version_id,
+                                                 VersionFileRow.file_name == file_name,
+                                                 VersionFileRow.position > 0))
+
+
 def _variant(row: VersionRow, adapter: AdapterRow) -> str | None:
     found = stored_variant(adapter.base, probe=row.probe, metadata=row.file_metadata, extra=row.extra)
     return found[0] if found else None
@@ -179,7 +209,7 @@ def version_json(row: VersionRow, adapter: AdapterRow, base_url: str, *, in_mode
         "stats": {"downloadCount": 0, "ratingCount": 0, "rating": 0, "thumbsUpCount": 0},
         "model": {"name": adapter.name, "type": civ.get("modelType") or CIVITAI_TYPE.get(adapter.kind, "Other"),
                   "nsfw": bool(civ.get("nsfw")), "poi": False, "mode": None},
-        "files": [file_json(row, base_url, name)],
+        "files": [file_json(row, base_url, name), *other_files_json(s, row, base_url)],
         "images": images,
         "downloadUrl": f"{base_url}api/download/models/{row.id}",
     }
@@ -609,7 +639,7 @@ def civitai_router():
         return FileResponse(path, media_type="image/png")
 
     @router.get("/api/download/models/{version_id}")
-    def download(request: Request, version_id: int):
+    def download(request: Request, version_id: int, file: Optional[str] = None):
         if isinstance(seen := view(request), JSONResponse):
             return seen
 
@@ -617,9 +647,16 @@ def civitai_router():
             row = visible_version(s, seen, s.get(VersionRow, version_id))
             if row is None:
                 return None
+            if file is not None:  # another file of a multi-file version
+                other = _other_file(s, row.id, file)
+                if other is None:
+                    return "no file"
+                return other.file_name, seen.fetches(adapter_namespace(s, row.adapter_id)), other.sha256
             return served_names(s, [row])[row.id], seen.fetches(adapter_namespace(s, row.adapter_id)), row.sha256
 
         found = catalog(request).read(run)
+        if found == "no file":
+            return error(404, f"Model version {version_id} has no other file named {str(file)[:100]!r}")
         if found is None:
             return error(404, f"No model version with id {version_id}")
         name, allowed, sha = found
@@ -643,7 +680,11 @@ def civitai_router():
 
         def run(s):
             row = s.get(VersionRow, version_id)
-            return None if row is None or row.deleted_at is not None else (row.sha256, served_names(s, [row])[row.id])
+            if row is None or row.deleted_at is not None:
+                return None
+            served = served_names(s, [row])[row.id]
+            other = _other_file(s, row.id, file_name) if file_name != served else None
+            return (other.sha256, other.file_name) if other is not None else (row.sha256, served)
 
         found = catalog(request).read(run)
         if found is None:
