@@ -185,6 +185,8 @@ def training_data_of(catalog, ref: str) -> TrainingData | None:
         if edge.child != version.ref or edge.relation != "trained_from":
             continue
         recorded = (edge.recipe or {}).get("dataset") or {}
+        if not recorded and not is_dataset_ref(edge.parent):
+            continue  # e.g. a hand-made edge with no recipe: nothing known about the data
         if is_dataset_ref(edge.parent):
             facts["ref"] = edge.parent
             facts["dataset_manifest_sha256"] = recorded.get("dataset_manifest_sha256")
