@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from functools import lru_cache
 from pathlib import Path
 
@@ -269,7 +270,14 @@ NATIVE_MAPS: dict[str, list[tuple[str, list[str]]]] = {
         ("layers.{i}.adaLN_modulation.1", ["layers.{i}.norm1.linear"]),
     ],
 }
-_NATIVE_MAP_OF = {"flux": "flux", "chroma": "flux", "flux2": "flux2", "hunyuan-video": "hunyuan-video",
+# Chroma: Flux.1's blocks (no modulation: diffusers has no norm1.linear there) + the guidance network.
+NATIVE_MAPS["chroma"] = NATIVE_MAPS["flux"] + [
+    ("distilled_guidance_layer.in_proj", ["distilled_guidance_layer.in_proj"]),
+    ("distilled_guidance_layer.layers.{i}.in_layer", ["distilled_guidance_layer.layers.{i}.linear_1"]),
+    ("distilled_guidance_layer.layers.{i}.out_layer", ["distilled_guidance_layer.layers.{i}.linear_2"]),
+    ("distilled_guidance_layer.out_proj", ["distilled_guidance_layer.out_proj"]),
+]
+_NATIVE_MAP_OF = {"flux": "flux", "chroma": "chroma", "flux2": "flux2", "hunyuan-video": "hunyuan-video",
                   "sd3": "sd3", "wan-1.3b": "wan", "wan-5b": "wan", "wan-14b": "wan", "z-image": "nextdit",
                   "lumina2": "lumina2"}
 # Families whose native (ComfyUI / original) names are the diffusers names.
@@ -298,7 +306,8 @@ def native_layout(model: str) -> dict[str, tuple[int, int]]:
 
 # --- LoRA files ---------------------------------------------------------------------------------------
 # convention → how a file spells (component, module) and its down/up/alpha keys
-CONVENTIONS = ("kohya", "comfy", "comfy-down-up", "diffusers", "onetrainer", "peft", "lycoris", "xlabs")
+CONVENTIONS = ("kohya", "comfy", "comfy-down-up", "diffusers", "onetrainer", "peft", "lycoris", "lycoris-comfy",
+               "xlabs")
 
 
 def _flat(name: str) -> str:
@@ -306,16 +315,20 @@ def _flat(name: str) -> str:
 
 
 def lora_tensors(model: str, convention: str, *, rank: int = 1, te: str | None = None,
-                 limit: int | None = None) -> dict[str, tuple[tuple[int, ...], bool]]:
+                 limit: int | None = None, exclude: str | None = None) -> dict[str, tuple[tuple[int, ...], bool]]:
     """{key: (shape, is_alpha)} of a LoRA on every block linear of ``model`` in ``convention``.
-    ``te`` adds a CLIP text encoder (kohya ``lora_te1_``); ``limit`` keeps the first N modules."""
+    ``te`` adds a CLIP text encoder (kohya ``lora_te1_``); ``limit`` keeps the first N modules;
+    ``exclude`` drops module paths matching that regular expression (searched)."""
     family = _model(model)[0]
-    native = convention in ("kohya", "comfy", "comfy-down-up", "lycoris", "xlabs") and family not in SAME_NAMES
+    native = convention in ("kohya", "comfy", "comfy-down-up", "lycoris", "lycoris-comfy", "xlabs") and \
+        family not in SAME_NAMES
     layout = native_layout(model) if native else {  # the blocks, as trainers adapt them
         k: v for k, v in real_linear_layout(model).items()
         if re.match(r"(transformer_blocks|single_transformer_blocks|blocks|layers|double_stream_blocks|"
-                    r"single_stream_blocks|joint_transformer_blocks|context_embedder\.token_refiner)\.", k)}
-    items = sorted(layout.items())[:limit] if limit else sorted(layout.items())
+                    r"single_stream_blocks|joint_transformer_blocks|context_embedder\.token_refiner|"
+                    r"distilled_guidance_layer)\.", k)}
+    items = sorted((k, v) for k, v in layout.items() if not (exclude and re.search(exclude, k)))
+    items = items[:limit] if limit else items
     keys: dict[str, tuple[tuple[int, ...], bool]] = {}
 
     def pair(down_key, up_key, alpha_key, out, inp):
@@ -340,8 +353,8 @@ def lora_tensors(model: str, convention: str, *, rank: int = 1, te: str | None =
             pair(f"{stem}.lora_down.weight", f"{stem}.lora_up.weight", f"{stem}.alpha", out, inp)
         elif convention == "peft":
             pair(f"base_model.model.{path}.lora_A.weight", f"base_model.model.{path}.lora_B.weight", None, out, inp)
-        elif convention == "lycoris":  # LoKr, w1 a full (4, 4) factor, w2 low-rank
-            stem = "lycoris_" + _flat(path)
+        elif convention in ("lycoris", "lycoris-comfy"):  # LoKr, w1 a full (4, 4) factor, w2 low-rank
+            stem = "lycoris_" + _flat(path) if convention == "lycoris" else f"diffusion_model.{path}"
             f = 4 if out % 4 == 0 and inp % 4 == 0 else 1
             keys[f"{stem}.lokr_w1"] = ((f, f), False)
             keys[f"{stem}.lokr_w2_a"] = ((out // f, rank), False)
@@ -367,22 +380,39 @@ def lora_tensors(model: str, convention: str, *, rank: int = 1, te: str | None =
 
 
 def write_lora(tmp, model: str, convention: str, *, rank: int = 1, alpha: float | None = None,
-               te: str | None = None, limit: int | None = None, metadata: dict | None = None) -> Path:
-    """Write ``<tmp>/<model>-<convention>.safetensors`` (BF16 zeros, alphas = ``alpha`` or rank);
-    diffusers files store alpha in ``lora_adapter_metadata`` as diffusers' writers do."""
-    import torch
-    from safetensors.torch import save_file
-
-    tensors = {}
+               te: str | None = None, limit: int | None = None, exclude: str | None = None,
+               metadata: dict | None = None, name: str | None = None) -> Path:
+    """Write ``<tmp>/<name or model-convention>.safetensors``: BF16 zeros for the factors, F32
+    alphas = ``alpha`` (default rank); diffusers files store alpha in ``lora_adapter_metadata``
+    as diffusers' writers do. The bytes are laid out directly (no torch): fast at real widths."""
+    tensors = lora_tensors(model, convention, rank=rank, te=te, limit=limit, exclude=exclude)
     a = float(alpha if alpha is not None else rank)
-    for key, (shape, is_alpha) in lora_tensors(model, convention, rank=rank, te=te, limit=limit).items():
-        tensors[key] = torch.tensor(a) if is_alpha else torch.zeros(shape, dtype=torch.bfloat16)
     md = dict(metadata or {})
     if convention == "diffusers":
         md.setdefault("lora_adapter_metadata", json.dumps({"transformer.r": rank, "transformer.lora_alpha": a}))
-    path = Path(tmp) / f"{model}-{convention}{'-te' if te else ''}.safetensors"
-    save_file(tensors, str(path), metadata=md)
+    header: dict = {"__metadata__": md} if md else {}
+    pos, alphas = 0, []
+    for key, (shape, is_alpha) in tensors.items():
+        size = 4 if is_alpha else 2 * _prod(shape)
+        header[key] = {"dtype": "F32" if is_alpha else "BF16", "shape": list(shape), "data_offsets": [pos, pos + size]}
+        if is_alpha:
+            alphas.append(pos)
+        pos += size
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    data = bytearray(pos)
+    for at in alphas:
+        data[at:at + 4] = struct.pack("<f", a)
+    path = Path(tmp) / f"{name or f'{model}-{convention}' + ('-te' if te else '')}.safetensors"
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + bytes(data))
     return path
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 # --- kohya key layouts (tests/fixtures/layouts/*.json) -------------------------------------------------

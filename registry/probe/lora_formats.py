@@ -139,9 +139,11 @@ _DIFFUSERS_EXTRA = re.compile(rf"^{_COMPONENTS}\.(.+)\.(lora_magnitude_vector(\.
 def _collect_alpha_values(obj, out: set) -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k in ("lora_alpha", "alpha") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            # diffusers packs each component's config with its prefix: "transformer.lora_alpha"
+            leaf = k.rsplit(".", 1)[-1] if isinstance(k, str) else k
+            if leaf in ("lora_alpha", "alpha") and isinstance(v, (int, float)) and not isinstance(v, bool):
                 out.add(float(v))
-            elif k == "alpha_pattern" and isinstance(v, dict):
+            elif leaf == "alpha_pattern" and isinstance(v, dict):
                 out.update(float(x) for x in v.values() if isinstance(x, (int, float)))
             else:
                 _collect_alpha_values(v, out)
