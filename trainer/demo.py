@@ -1,6 +1,7 @@
 """``loradex demo``: a tour on synthetic adapters and a tiny random pipeline, offline, well under
 two minutes on two cores: versions, a production alias rolled back, an exact merge, a stacked
-render re-rendered bit-identically from its record, a tiny LoRA + embedding trained, and the
+render re-rendered bit-identically from its record, a tiny training set versioned as a dataset and
+captioned by a tiny random tagger, a tiny LoRA + embedding trained from it, and the
 production version pushed to a team mirror (``loradex serve`` on 127.0.0.1) and pulled into a
 second home.
 
@@ -72,13 +73,22 @@ def run_demo(home: Path | None = None, *, serve_mirror: Callable, log: Callable[
 
 
 def _demo_train(catalog, work: Path, log) -> list[dict]:
-    """Train a tiny LoRA and a tiny textual-inversion embedding; each run becomes a version."""
-    from loradex.trainer.train_demo import train_demo_adapters
+    """The training set as a dataset version captioned by a tiny random tagger, then a tiny LoRA
+    and a tiny textual-inversion embedding trained from it; each run becomes a version whose
+    lineage names the dataset version."""
+    from loradex.trainer.train_demo import build_demo_dataset, train_demo_adapters
 
-    results = train_demo_adapters(catalog, work, log)
+    dataset = build_demo_dataset(catalog, work, log)
+    results = train_demo_adapters(catalog, work, log, data=dataset.ref)
     finals = {r.version.adapter: r.version for r in results}  # the last result per adapter
-    return [{"ref": v.ref, "kind": v.probe.get("kind"),
-             "lineage": [e.relation for e in catalog.lineage(v.ref)]} for v in finals.values()]
+    out = []
+    for v in finals.values():
+        edges = [e for e in catalog.lineage(v.ref) if e.child == v.ref]
+        parents = [e.parent for e in edges if e.relation == "trained_from"]
+        log(f"{v.ref} trained_from {', '.join(parents)}")
+        out.append({"ref": v.ref, "kind": v.probe.get("kind"), "lineage": [e.relation for e in edges],
+                    "trained_from": parents, "dataset": dataset.ref})
+    return out
 
 
 def _demo_merge(catalog, log) -> dict:
