@@ -21,11 +21,11 @@ DREAMBOOTH = ("dreambooth", "dreambooth-lora")
 # TOML file's value (or the default) stands unless the flag is on the command line.
 OPTIONS: list[tuple[str, Any, str, str, tuple[str, ...]]] = [
     ("base", Optional[str], "--base", "Base model: diffusers folder, .safetensors, cached hub id, catalog ref, tiny-sd1.", ALL),
-    ("data", Optional[str], "--data", "Folder of images with sidecar captions.", ALL),
+    ("data", Optional[str], "--data", "Folder of images with sidecar captions, or a catalog dataset dataset:NAME[@X.Y.Z|@ALIAS].", ALL),
     ("caption_ext", Optional[str], "--caption-ext", "Caption file extension (default .txt).", ALL),
     ("output_dir", Optional[str], "--output-dir", "Where outputs, samples and checkpoints go.", ALL),
     ("output_name", Optional[str], "--output-name", "File name stem of the output.", ALL),
-    ("format", Optional[str], "--format", "lora: kohya|diffusers; ti: auto|a1111|diffusers|sdxl; dreambooth: safetensors|diffusers.", ALL),
+    ("format", Optional[str], "--format", "lora: auto|kohya|diffusers (auto: kohya for SD, diffusers for Flux/SD3); ti: auto|a1111|diffusers|sdxl; dreambooth: safetensors|diffusers.", ALL),
     ("name", Optional[str], "--name", "Catalog adapter name to register under (default: output name).", ALL),
     ("version", Optional[str], "--version", "Exact version to register (default: bump).", ALL),
     ("bump", Optional[str], "--bump", "major|minor|patch (default minor).", ALL),
@@ -76,7 +76,7 @@ OPTIONS: list[tuple[str, Any, str, str, tuple[str, ...]]] = [
 ]
 
 HELP = {
-    "lora": "Train a LoRA (LoCon with --conv-rank) and register it (kohya format by default).",
+    "lora": "Train a LoRA (LoCon with --conv-rank) and register it (kohya format for SD, diffusers for Flux/SD3, by default).",
     "ti": "Train a textual-inversion embedding for --token and register it.",
     "dreambooth": "DreamBooth full fine-tune of the UNet (+ text encoder); registered as a checkpoint.",
     "dreambooth-lora": "DreamBooth objective (instance prompt, prior preservation) with a LoRA.",
