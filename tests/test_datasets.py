@@ -330,3 +330,21 @@ def test_training_data_of_a_folder_run_and_of_an_unknown_one(tmp_path):
     data = training_data_of(catalog, "run0")
     assert data.facts == recorded and data.version is None and data.images(catalog) == []
     assert training_data_of(catalog, "run1") is None
+
+
+def test_datasets_on_postgresql(shapes, tmp_path, pg_url):
+    """The same store on PostgreSQL: versions, aliases, rm, the gc referencer and the web app's
+    look-up of a training image (its manifest searched as text)."""
+    from loradex.registry.catalog.maintenance import referenced_blobs
+    from loradex.registry.server.web.dataset_pages import dataset_image_adapters
+
+    catalog = Catalog(tmp_path / "home", db_url=pg_url)
+    v1 = D.add_dataset_version(catalog, shapes, name="shapes", alias="prod")
+    v2 = D.add_dataset_version(catalog, v1.images[1:], name="shapes", captions={"img01.png": None})
+    assert D.get_dataset_version(catalog, "dataset:shapes@prod").id == v1.id
+    assert [i.caption for i in v2.images][0] is None
+    assert catalog.read(lambda s: dataset_image_adapters(s, v1.images[0].sha256)) == (set(), True)
+    D.remove_dataset_version(catalog, v1.ref, force=True)
+    assert catalog.read(referenced_blobs) >= {i.sha256 for i in v2.images}
+    assert v1.images[0].sha256 not in catalog.read(referenced_blobs)
+    assert catalog.read(lambda s: dataset_image_adapters(s, v1.images[0].sha256)) == (set(), False)
