@@ -189,3 +189,41 @@ def test_inspect_json_names_every_family(files, tmp_path, capsys):
         assert exit_.value.code == 0
         seen[family] = json.loads(capsys.readouterr().out)["base"]
     assert seen == {f: f for f in family_names()}
+
+
+@pytest.mark.parametrize("model,family", [("flux1-dev", "flux"), ("wan2.1-14b", "wan-14b"),
+                                          ("hunyuan-video", "hunyuan-video"), ("sd3.5-large", "sd3")])
+def test_full_weights_read_through_the_same_identity_rules(model, family):
+    """A native (original-layout) checkpoint's 2-D weights are modules to the identity rules: meta
+    tensors carry the real shapes without the gigabytes."""
+    import torch
+
+    from _family_layouts import native_layout
+    from loradex.registry.probe.probing import probe_view, state_dict_view
+
+    with torch.device("meta"):
+        sd = {f"{path}.weight": torch.empty(shape, dtype=torch.bfloat16) for path, shape in native_layout(model).items()}
+    r = probe_view(state_dict_view(sd, container="safetensors")).to_dict()
+    assert (r["kind"], r["format"], r["base"], r["components"]) == ("checkpoint", "checkpoint", family, ["transformer"])
+
+
+def test_comfyui_extras_and_kohya_t5_are_understood(tmp_path):
+    """ComfyUI saves full-weight diffs (.diff / .diff_b) beside the pairs; kohya's lora_te3_ on Flux is
+    the T5 encoder, diffusers' text_encoder_2."""
+    wan = write_raw(tmp_path / "wan.safetensors", {
+        "diffusion_model.blocks.0.self_attn.q.lora_A.weight": ("BF16", (1, 5120)),
+        "diffusion_model.blocks.0.self_attn.q.lora_B.weight": ("BF16", (5120, 1)),
+        "diffusion_model.blocks.0.cross_attn.k_img.lora_A.weight": ("BF16", (1, 5120)),
+        "diffusion_model.blocks.0.cross_attn.k_img.lora_B.weight": ("BF16", (5120, 1)),
+        "diffusion_model.blocks.0.norm3.diff": ("BF16", (5120,)),
+        "diffusion_model.blocks.0.self_attn.q.diff_b": ("BF16", (5120,))}, {})
+    r = probe_path(wan).to_dict()
+    assert (r["base"], r["format"], r["unexplained_keys"]) == ("wan-14b", "comfyui", [])
+    assert any("2 full-weight difference" in n for n in r["notes"]) and any("image-to-video" in n for n in r["notes"])
+    t5 = "lora_te3_encoder_block_0_layer_0_SelfAttention_q"
+    flux = write_raw(tmp_path / "flux.safetensors", {
+        "lora_unet_single_blocks_0_linear1.lora_down.weight": ("BF16", (1, 3072)),
+        "lora_unet_single_blocks_0_linear1.lora_up.weight": ("BF16", (21504, 1)),
+        f"{t5}.lora_down.weight": ("BF16", (1, 4096)), f"{t5}.lora_up.weight": ("BF16", (4096, 1))}, {})
+    r = probe_path(flux).to_dict()
+    assert (r["base"], r["components"]) == ("flux", ["transformer", "text_encoder_2"])

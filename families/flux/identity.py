@@ -20,6 +20,8 @@ EMBEDDING_WIDTHS = {4096: "T5-XXL embedding width 4096"}
 CHECKPOINT_MARKERS = [(r"^(model\.diffusion_model\.)?double_blocks\.\d+\.img_mod\.lin\.",
                        "Flux.1 double blocks with per-block modulation"),
                       (r"^single_transformer_blocks\.\d+\.norm\.linear\.", "Flux.1 single transformer blocks")]
+# kohya sd-scripts name Flux's T5 ``lora_te3_`` (SD3's third encoder); in diffusers it is text_encoder_2.
+COMPONENT_ALIASES = {"text_encoder_3": "text_encoder_2"}
 TRANSFORMER_ROOTS = ("double_blocks", "single_blocks", "transformer_blocks", "single_transformer_blocks")
 
 _DOUBLE = r"double_blocks_(\d+)_"

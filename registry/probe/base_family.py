@@ -103,6 +103,13 @@ def key_identical_child(child: str | None, parent: str, modules: list[Module]) -
     return bool(compatible(modules)) if compatible else True
 
 
+def component_aliases(family: str) -> dict[str, str]:
+    """{component a prober names: the family's own name for it} (``COMPONENT_ALIASES``)."""
+    fam = find_family(family)
+    module = fam.aspect("identity") if fam else None
+    return dict(getattr(module, "COMPONENT_ALIASES", {}))
+
+
 def family_notes(family: str, modules: list[Module]) -> list[str]:
     """What the winning family's identity says about these modules (size, what keys cannot tell)."""
     fam = find_family(family)

@@ -11,6 +11,7 @@ _LORA_HINT = re.compile(r"lora|hada_|lokr_|\.alpha$")
 _SINGLE_FILE = ("model.diffusion_model.", "double_blocks.", "single_blocks.", "joint_blocks.")
 _DIFFUSERS_UNET = ("down_blocks.", "up_blocks.", "mid_block.", "conv_in.", "time_embedding.")
 _DIFFUSERS_DIT = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.")
+_DIFFUSERS_ROOTS = frozenset(p.rstrip(".") for p in _DIFFUSERS_DIT) | {"layers"}  # Z-Image/Lumina 2 share these
 _CROSS_K = re.compile(r"attn2\.to_k\.weight$")
 
 
@@ -23,10 +24,12 @@ def probe_checkpoint(view: HeaderView) -> Verdict:
     lora = [k for k in keys if _LORA_HINT.search(k)]
     if lora:
         return no(name, f"adapter keys present, e.g. {lora[0]}")
-    single = [k for k in keys if k.startswith(_SINGLE_FILE)]
+    # the original layout of a DiT (BFL double_blocks, Wan blocks …: a root some family declares)
+    native_roots = transformer_roots() - _DIFFUSERS_ROOTS
+    single = [k for k in keys if k.startswith(_SINGLE_FILE) or k.split(".", 1)[0] in native_roots]
     unet = [k for k in keys if k.startswith(_DIFFUSERS_UNET)]
     dit = [k for k in keys if k.startswith(_DIFFUSERS_DIT)]
-    if single:
+    if single and len(single) > len(dit):  # (a diffusers transformer has a few native-looking roots: pos_embed …)
         fmt, explained = "checkpoint", keys
     elif len(unet) >= len(keys) // 2 and unet:
         fmt, explained = "diffusers-unet", keys
@@ -36,8 +39,7 @@ def probe_checkpoint(view: HeaderView) -> Verdict:
         return no(name, "no model.diffusion_model.* / UNet / transformer weight names")
     facts = ProbeFacts(kind="checkpoint", format=fmt, explained=len(explained))
     comps = []
-    roots = transformer_roots()
-    is_dit = bool(dit) or any(k.removeprefix("model.diffusion_model.").split(".", 1)[0] in roots - {"transformer_blocks"}
+    is_dit = bool(dit) or any(k.removeprefix("model.diffusion_model.").split(".", 1)[0] in native_roots
                               for k in single)
     if (single or unet) and not is_dit:
         comps.append("unet")

@@ -190,6 +190,8 @@ def probe_diffusers(view: HeaderView) -> Verdict:
 _COMFY_KEY = re.compile(r"^diffusion_model\.(.+)\.(lora_A|lora_B|lora_down|lora_up)\.weight$")
 _COMFY_TE_KEY = re.compile(r"^text_encoders\.(clip_l|clip_g|t5xxl)\.transformer\.(.+)\.(lora_A|lora_B|lora_down|lora_up)\.weight$")
 _COMFY_ALPHA = re.compile(r"^(diffusion_model|text_encoders\.(clip_l|clip_g|t5xxl)\.transformer)\.(.+)\.alpha$")
+# beside the pairs: full-weight differences for layers a LoRA cannot factor (norms, biases), DoRA scales
+_COMFY_EXTRA = re.compile(r"^(diffusion_model|text_encoders\.\w+\.transformer)\.(?:.+)\.(diff|diff_b|dora_scale)$")
 _COMFY_TE = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "t5"}
 _DOWN_PARTS = ("lora_A", "lora_down")
 
@@ -212,7 +214,15 @@ def probe_comfyui(view: HeaderView) -> Verdict:
     explained |= te_keys
     alpha_keys = [k for k in view.tensors if _COMFY_ALPHA.match(k)]
     explained.update(alpha_keys)
-    return _verdict(name, _build(view, "comfyui", found, explained, alpha_keys=alpha_keys), "ComfyUI-native LoRA")
+    extras = {k: m.group(2) for k in view.tensors if (m := _COMFY_EXTRA.match(k))}
+    explained.update(extras)
+    facts = _build(view, "comfyui", found, explained, alpha_keys=alpha_keys)
+    if isinstance(facts, ProbeFacts):
+        facts.dora = "dora_scale" in extras.values()
+        diffs = sum(1 for v in extras.values() if v in ("diff", "diff_b"))
+        if diffs:
+            facts.notes.append(f"{diffs} full-weight difference tensor(s) (.diff / .diff_b: norms, biases)")
+    return _verdict(name, facts, "ComfyUI-native LoRA")
 
 
 # --- XLabs Flux: double_blocks.N.processor.qkv_lora1.down.weight --------------------------------------

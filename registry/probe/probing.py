@@ -58,7 +58,8 @@ from ..errors import UnsafePickle, UnsupportedFormat, UntrustedData
 from ..files.file_sniff import PICKLE_KINDS, raise_for_non_model, sniff
 from ..files.safetensors_header import read_header, read_scalars
 from ..untrusted import read_json_file
-from .base_family import base_from_metadata, decide, evidence_from_modules, family_notes, key_identical_child
+from .base_family import (base_from_metadata, component_aliases, decide, evidence_from_modules, family_notes,
+                          key_identical_child)
 from .tensor_rules import check_view
 from .facts import PROBERS, HeaderView, ProbeFacts, TensorMeta, Verdict
 from .training_facts import header_hashes, trigger_words, training_facts
@@ -247,7 +248,8 @@ def result_from_facts(prober: str, facts: ProbeFacts, view: HeaderView) -> Probe
     if facts.unexplained:
         warnings.append(f"{len(facts.unexplained)} tensor(s) not understood by the {facts.format} prober, "
                         f"e.g. {facts.unexplained[0]}")
-    comps = {m.component for m in modules} | set(facts.components)
+    aliases = component_aliases(base)  # kohya's lora_te3_ is Flux's T5, diffusers' text_encoder_2
+    comps = {aliases.get(m.component, m.component) for m in modules} | set(facts.components)
     components = sorted(comps, key=lambda c: (COMPONENT_ORDER.index(c) if c in COMPONENT_ORDER else 99, c))
     targets = facts.target_modules or sorted({m.type for m in modules if m.type})
     training = training_facts(md)
