@@ -226,23 +226,6 @@ def family_from_hub_id(repo_id) -> str | None:
     return found[0] if found else None
 
 
-def family_names_and_spellings() -> dict[str, str]:
-    """Every lower-cased spelling that names a family (for ``--base`` and facets): family names,
-    variant names, Civitai names, kohya names → family."""
-    from . import all_families
-
-    out: dict[str, str] = {}
-    for fam in all_families():
-        out[fam.name] = fam.name
-    for vocab in _index().by_family.values():
-        for v in vocab.variants:
-            out.setdefault(v.name, vocab.family)
-    for source in ("civitai", "kohya"):
-        for key, (fam, _v) in _index().exact[source].items():
-            out.setdefault(key, fam)
-    return out
-
-
 # --- (family, variant) → spelling -----------------------------------------------------------------
 def civitai_base_model(family: str | None, variant: str | None = None) -> str:
     """Civitai's ``baseModel`` for a family (and variant); ``"Other"`` when Civitai has none."""
@@ -313,23 +296,22 @@ def a1111_sd_version(family: str | None) -> str:
 
 
 def search_words(family: str | None, variant: str | None = None) -> list[str]:
-    """Words a version of this family/variant is found by: the family's name and title, its
-    Civitai names, the variant's name, title and Civitai names."""
+    """The few words a version of this family/variant is indexed under (its family's name and
+    words, the variant's name and words: "sdxl", "pony", "ponyxl"); titles and Civitai names
+    are spellings ``normalise`` reads instead (``--base "Pony Diffusion"``)."""
     from . import find_family
 
     fam = find_family(family)
     if fam is None:
         return []
-    out = [fam.name, fam.title]
+    out = [fam.name]
     vocab = vocabulary(family)
     if vocab:
-        out += list(vocab.civitai[:1]) + list(vocab.words)
+        out += list(vocab.words)
         found = vocab.variant(variant)
         if found:
-            out += [found.name, found.title, *found.civitai, *found.words]
-            if found.prediction:
-                out.append(PREDICTION_WORDS[found.prediction])
-    return out
+            out += [found.name, *found.words]
+    return list(dict.fromkeys(out))
 
 
 # --- metadata → variant ----------------------------------------------------------------------------
@@ -463,8 +445,3 @@ def stack_warnings(family: str | None, traits: dict[str, dict]) -> list[str]:
         out.append(f"adapters trained for different prediction types stacked ({named}) — "
                    f"use one prediction type with a base model of that type")
     return out
-
-
-def clear_cache() -> None:
-    """Forget the index (tests that register a family after the first lookup)."""
-    _index.cache_clear()
