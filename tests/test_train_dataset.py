@@ -107,7 +107,7 @@ def test_config_precedence_and_print_config_round_trip(tmp_path):
                     'sample-prompts = ["a", "b"]\nsample_every = 2\n')
     c = resolve_config("lora", toml_path=toml, overrides={"rank": 16, "steps": None})
     assert (c.rank, c.lr, c.alpha, c.steps) == (16, 3e-4, 16.0, 500)       # flag > file > method default
-    assert c.sample_prompts == ["a", "b"] and c.format == "kohya"
+    assert c.sample_prompts == ["a", "b"] and c.format == "auto"  # kohya for SD, diffusers for Flux/SD3
     assert resolve_config("ti", toml_path=None, overrides={"base": "b", "data": "d", "token": "<t>"}).lr == 5e-3
 
     printed = tmp_path / "printed.toml"

@@ -31,7 +31,8 @@ class TrainConfig:
     caption_ext: str = ".txt"
     output_dir: str | None = None      # default: ./loradex-train/<output_name>
     output_name: str | None = None     # default: <data folder name>-<method>
-    format: str = "auto"               # lora: kohya|diffusers; ti: a1111|diffusers|sdxl; dreambooth: safetensors|diffusers
+    format: str = "auto"               # lora: auto|kohya|diffusers (auto: the family's own, kohya for SD, diffusers for
+                                       # Flux/SD3); ti: a1111|diffusers|sdxl; dreambooth: safetensors|diffusers
     # --- registration
     register: bool = True
     name: str | None = None            # catalog adapter name (default: output_name)
@@ -91,13 +92,13 @@ class TrainConfig:
 
 # Per method: what changes from the dataclass defaults (learning rates as the seeds' guides use).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lora": {"lr": 1e-4, "weight_decay": 1e-2, "format": "kohya"},
+    "lora": {"lr": 1e-4, "weight_decay": 1e-2, "format": "auto"},
     "ti": {"lr": 5e-3, "weight_decay": 0.0, "format": "auto"},
     "dreambooth": {"lr": 5e-6, "weight_decay": 1e-2, "format": "safetensors"},
-    "dreambooth-lora": {"lr": 1e-4, "weight_decay": 1e-2, "format": "kohya"},
+    "dreambooth-lora": {"lr": 1e-4, "weight_decay": 1e-2, "format": "auto"},
 }
-FORMATS = {"lora": ("kohya", "diffusers"), "ti": ("auto", "a1111", "diffusers", "sdxl"),
-           "dreambooth": ("safetensors", "diffusers"), "dreambooth-lora": ("kohya", "diffusers")}
+FORMATS = {"lora": ("auto", "kohya", "diffusers"), "ti": ("auto", "a1111", "diffusers", "sdxl"),
+           "dreambooth": ("safetensors", "diffusers"), "dreambooth-lora": ("auto", "kohya", "diffusers")}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 

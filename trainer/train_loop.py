@@ -49,7 +49,7 @@ EVAL_SEED_OFFSET = 7_777_777  # the fixed-batch loss uses its own noise, never t
 # settings a resumed run may change; any other difference means a different run
 RESUMABLE_CHANGES = {"resume", "steps", "epochs", "save_every", "sample_every", "sample_prompts", "sample_seed",
                      "sample_steps", "register", "register_checkpoints", "name", "version", "bump", "message",
-                     "output_dir"}
+                     "output_dir", "format"}  # format: how the same weights are written
 
 Progress = Callable[[int, int, dict], None]
 
@@ -127,6 +127,7 @@ class NoisePredictionObjective:
 
     denoiser = "unet"
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
+    lora_format = "kohya"  # what A1111 / ComfyUI / kohya's tools read for these bases
     unsupported_settings: dict[str, str] = {}
 
     def __init__(self, pipe):
@@ -186,6 +187,7 @@ class FamilyObjective:
         self.denoiser = aspect.DENOISER
         self.lora_targets = tuple(aspect.LORA_TARGETS)
         self.unsupported_settings = dict(getattr(aspect, "UNSUPPORTED_SETTINGS", {}))
+        self.lora_format = getattr(aspect, "LORA_FORMAT", "diffusers")
         self.prediction_type = aspect.PREDICTION_TYPE
 
     def loss(self, run: "Run", pixels, prompts: list[str], gen):

@@ -108,7 +108,7 @@ class LoraAdapterMixin:
         from .registration import lora_training_metadata
 
         state, metadata = self.diffusers_state_dict(run)
-        fmt = run.config.format
+        fmt = run.objective.lora_format if run.config.format == "auto" else run.config.format
         if fmt == "kohya":
             state, metadata, _ = convert_state_dict(state, to="kohya", metadata=metadata, base=run.family)
         training = lora_training_metadata(run, step)

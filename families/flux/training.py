@@ -14,6 +14,9 @@ from .. import flow_matching
 
 DENOISER = "transformer"
 PREDICTION_TYPE = flow_matching.PREDICTION_TYPE
+# ``--format auto``: diffusers keys (split q/k/v, as trained); kohya's native names fuse q/k/v, and
+# split LoRAs with different downs fuse only block-diagonally (rank ×3): asked for, not the default
+LORA_FORMAT = "diffusers"
 # peft target-module suffixes: attention of the double blocks (image and text streams) and of the
 # single blocks (to_q/k/v; their output is the shared proj_out), as diffusers' script's default
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
