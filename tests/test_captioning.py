@@ -329,3 +329,45 @@ def test_bulk_operations_save_a_new_version(dataset, cli):
     again = cli("dataset", "captions", saved.ref, "--prepend", "trg, ")
     assert again.exit_code == 0 and "nothing saved" in again.output
     assert cli("dataset", "captions", saved.ref, "--edit", "--prepend", "x").exit_code == 2
+
+
+# --- the web captions page -------------------------------------------------------------------
+
+def test_web_captions_page_saves_a_new_version(dataset):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _web_fixtures import csrf_of, signed_in_client, web_app
+
+    from loradex.registry.catalog.datasets import dataset_versions, get_dataset_version
+    from loradex.registry.server.tokens import create_token
+
+    catalog, v1 = dataset
+    app = web_app(catalog)
+    url = "/ui/datasets/shapes/1.0.0/captions"
+    ns_writer = signed_in_client(app, create_token(catalog, "write", namespace="team", name="ns-writer").secret)
+    reader = signed_in_client(app, create_token(catalog, "read", name="reader").secret)
+    writer = signed_in_client(app, create_token(catalog, "write", name="writer").secret)
+
+    page = writer.get(url)
+    assert page.status_code == 200 and 'name="caption-0"' in page.text and "shp, red square" in page.text
+    assert 'name="caption-0"' not in reader.get(url).text  # a read token sees the captions, no form
+    csrf = csrf_of(page.text)
+    form = {"csrf": csrf, "page": "1", "caption-0": "shp, a <b>red</b> square", "caption-2": "shp, blue square",
+            "message": "fixed two captions"}
+    for client, fields, status in ((ns_writer, {**form, "csrf": csrf_of(ns_writer.get(url).text)}, 403),
+                                   (writer, {**form, "csrf": "forged"}, 403),
+                                   (writer, {**form, "caption-99": "x"}, 400)):
+        assert client.post(url, data=fields, follow_redirects=False).status_code == status
+    assert len(dataset_versions(catalog, "shapes")) == 1  # nothing saved by the refused posts
+
+    answer = writer.post(url, data=form, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/datasets/shapes/1.1.0/captions")
+    saved = get_dataset_version(catalog, "dataset:shapes@1.1.0")
+    captions = {i.file: i for i in saved.images}
+    assert captions["img00.png"].caption == "shp, a <b>red</b> square" and saved.message == "fixed two captions"
+    assert captions["img02.png"].caption_source == {"kind": "manual", "via": "web", "by": "writer"}
+    assert captions["img01.png"].caption == {i.file: i for i in v1.images}["img01.png"].caption
+    shown = writer.get(answer.headers["location"]).text
+    assert "shp, a &lt;b&gt;red&lt;/b&gt; square" in shown and "<b>red</b>" not in shown  # escaped
+    # the old version's form is stale now: refused, nothing saved
+    assert writer.post(url, data={**form, "caption-1": "x"}).status_code == 409
+    assert len(dataset_versions(catalog, "shapes")) == 2
