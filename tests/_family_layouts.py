@@ -277,7 +277,21 @@ NATIVE_MAPS["chroma"] = NATIVE_MAPS["flux"] + [
     ("distilled_guidance_layer.layers.{i}.out_layer", ["distilled_guidance_layer.layers.{i}.linear_2"]),
     ("distilled_guidance_layer.out_proj", ["distilled_guidance_layer.out_proj"]),
 ]
-_NATIVE_MAP_OF = {"flux": "flux", "chroma": "chroma", "flux2": "flux2", "hunyuan-video": "hunyuan-video",
+# AuraFlow's original names (as diffusers' single-file converter reads them).
+_AURA_FF = [("c_fc1", "linear_1"), ("c_fc2", "linear_2"), ("c_proj", "out_projection")]
+NATIVE_MAPS["auraflow"] = (
+    [(f"double_layers.{{i}}.{mlp}.{o}", [f"joint_transformer_blocks.{{i}}.{ff}.{d}"])
+     for mlp, ff in (("mlpX", "ff"), ("mlpC", "ff_context")) for o, d in _AURA_FF]
+    + [("double_layers.{i}.modX.1", ["joint_transformer_blocks.{i}.norm1.linear"]),
+       ("double_layers.{i}.modC.1", ["joint_transformer_blocks.{i}.norm1_context.linear"])]
+    + [(f"double_layers.{{i}}.attn.{o}", [f"joint_transformer_blocks.{{i}}.attn.{d}"]) for o, d in (
+        ("w2q", "to_q"), ("w2k", "to_k"), ("w2v", "to_v"), ("w2o", "to_out.0"),
+        ("w1q", "add_q_proj"), ("w1k", "add_k_proj"), ("w1v", "add_v_proj"), ("w1o", "to_add_out"))]
+    + [(f"single_layers.{{i}}.mlp.{o}", [f"single_transformer_blocks.{{i}}.ff.{d}"]) for o, d in _AURA_FF]
+    + [("single_layers.{i}.modCX.1", ["single_transformer_blocks.{i}.norm1.linear"])]
+    + [(f"single_layers.{{i}}.attn.{o}", [f"single_transformer_blocks.{{i}}.attn.{d}"]) for o, d in (
+        ("w1q", "to_q"), ("w1k", "to_k"), ("w1v", "to_v"), ("w1o", "to_out.0"))])
+_NATIVE_MAP_OF = {"auraflow": "auraflow", "flux": "flux", "chroma": "chroma", "flux2": "flux2", "hunyuan-video": "hunyuan-video",
                   "sd3": "sd3", "wan-1.3b": "wan", "wan-5b": "wan", "wan-14b": "wan", "z-image": "nextdit",
                   "lumina2": "lumina2"}
 # Families whose native (ComfyUI / original) names are the diffusers names.

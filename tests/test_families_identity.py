@@ -54,6 +54,7 @@ ROWS = {
     ("hidream-i1", "diffusers"): ("hidream", "diffusers", "diffusers", ["transformer"]),
     ("lumina2", "comfy"): ("lumina2", "comfyui", "comfyui", ["transformer"]),
     ("lumina2", "diffusers"): ("lumina2", "diffusers", "diffusers", ["transformer"]),
+    ("auraflow", "comfy"): ("auraflow", "comfyui", "comfyui", ["transformer"]),
     ("auraflow", "diffusers"): ("auraflow", "diffusers", "diffusers", ["transformer"]),
     ("auraflow", "peft"): ("auraflow", "peft", "peft", ["transformer"]),
     ("wan2.1-1.3b", "kohya"): ("wan-1.3b", "kohya", "kohya", ["transformer"]),
