@@ -283,7 +283,8 @@ def _open_single_file(path: Path, source: str) -> ModelWeights:
             layout = unet_layout_from_ldm_keys({k[len(UNET_PREFIX):]: tuple(fh.get_slice(k).get_shape())
                                                 for k in keys if k.startswith(UNET_PREFIX)})
     if layout is None:
-        raise UnsupportedFormat(path, "not an SD1/SD2/SDXL single-file checkpoint (family unknown)")
+        raise UnsupportedFormat(path, "not an SD1/SD2/SDXL single-file checkpoint (family unknown); Flux.1 and "
+                                      "SD 3.5 bases are read as diffusers folders (transformer/ + model_index.json)")
     unet_map = sgm_to_diffusers(layout)
 
     def mapper(module: str) -> tuple[str, str] | None:

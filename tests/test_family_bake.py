@@ -190,3 +190,21 @@ def test_recognised_only_family_is_refused_in_one_line(tmp_path, dit, monkeypatc
     assert isinstance(res.exception, FamilyNotSupported) and res.exception.exit_code == 1, res.output
     assert str(res.exception).startswith("bake for wan-14b is not supported yet") and "\n" not in str(res.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_single_file_layouts_are_refused_in_one_line_naming_what_works(tmp_path, dit):
+    from loradex.merge.bake import bake
+    from loradex.registry.errors import UnsupportedFormat, UsageError
+
+    family, folder, state, _, lora = dit
+    catalog = Catalog(tmp_path / "home")
+    add_file(catalog, lora, name="style", base=family)
+    with pytest.raises(UsageError) as refused:
+        bake(catalog, str(folder), [("style", WEIGHT)], tmp_path / "out.safetensors", format="single-file")
+    assert f"written for sd1 and sdxl only, and this base is {family}" in str(refused.value)
+    assert "leave --format out" in refused.value.hint
+    native = tmp_path / "native.safetensors"  # an original-layout (BFL / SAI) file
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(6, 2)}, str(native))
+    with pytest.raises(UnsupportedFormat, match="Flux.1 and SD 3.5 bases are read as diffusers folders"):
+        bake(catalog, str(native), [("style", WEIGHT)], tmp_path / "out2")
+    assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "out2").exists()
