@@ -11,7 +11,12 @@ and sibling modules hold each aspect, loaded only when asked for (:meth:`Family.
                    ComfyUI-native …), fused ↔ split projections
 - ``blocks``     — the LBW block map, when it has one
 - ``pipeline``   — the diffusers pipeline class, a tiny random pipeline built offline from
-                   config objects, the family's prompt-record fields, its training objective
+                   config objects, the family's prompt-record fields, its training objective:
+                   ``PIPELINE_CLASS``, ``PIPELINE_CLASSES`` (+ optional ``matches(pipe)``),
+                   ``DENOISER`` (unet | transformer), ``OBJECTIVE``, ``GUIDANCE``
+                   (classifier-free | distilled), ``NEGATIVE_PROMPT``, ``DEFAULTS`` (steps, cfg),
+                   ``PROMPT_FIELDS`` / ``SCHEDULER_FIELDS``, optional ``SINGLE_FILE_MARKERS``,
+                   ``TINY_RECIPE`` + ``build_tiny(seed=0)`` (shared pieces: ``tiny_parts``)
 
 Nothing here imports torch or another loradex package: every wing (registry, merge, trainer,
 cli) may import this one. Modules that need torch/diffusers import them inside functions.
