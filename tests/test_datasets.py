@@ -315,6 +315,16 @@ def test_web_version_page_shows_the_training_set(trained):
     assert client.get("/ui/datasets/shapes/9.9.9").status_code == 404
     assert client.get("/ui/thumbs/" + "0" * 64 + ".webp").status_code == 404
 
+    # anonymous visitors: a private server shows them no training image; --public-read does
+    from fastapi.testclient import TestClient
+
+    image = f"/ui/blobs/{dataset.images[0].sha256}"
+    assert TestClient(web_app(catalog)).get(image, follow_redirects=False).status_code == 401  # sign in first
+    public = TestClient(web_app(catalog, public_read=True))
+    assert public.get(image).status_code == 200 and public.get(image).content == catalog.blobs.path_for(
+        dataset.images[0].sha256).read_bytes()
+    assert public.get("/ui/datasets/shapes/1.0.0").status_code == 200
+
 
 def test_training_data_of_a_folder_run_and_of_an_unknown_one(tmp_path):
     from loradex.merge.synthetic_adapters import write_random_kohya_lora
