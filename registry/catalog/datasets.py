@@ -27,14 +27,13 @@ so ``export`` writes nothing outside the folder it was given.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -721,14 +720,6 @@ def trained_on(catalog, version_ref: str) -> list[dict[str, Any]]:
             entry["note"] = str(exc)
         out.append(entry)
     return out
-
-
-def manifest_json(version: DatasetVersion) -> str:
-    return json.dumps(version.manifest, indent=1, ensure_ascii=False)
-
-
-def as_items(images: Iterable[DatasetImage]) -> list[dict]:
-    return [i.to_dict() for i in images]
 
 
 def trained_versions(catalog, ref: str | DatasetVersion) -> list[str]:
