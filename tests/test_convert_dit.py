@@ -340,3 +340,80 @@ def test_flux_files_follow_comfyui_key_mapping(flux, flux_lora):
         assert patches.keys() == reference.keys()
         for weight in reference:
             torch.testing.assert_close(patches[weight], reference[weight], rtol=0, atol=1e-12)
+
+
+# --- real widths (tests/_family_layouts.py: real configs on the meta device) ---------------------------
+REAL = {"flux1-dev": "flux", "sd3.5-medium": "sd3", "sd3.5-large": "sd3"}
+
+
+@pytest.mark.parametrize("model", ["flux1-dev", "sd3.5-medium"])  # sd3.5-large: same names, other widths
+def test_real_width_files_of_every_convention_map_to_the_same_modules(model, tmp_path):
+    """Files as each trainer writes them at real widths (names and shapes from the real models,
+    zero factors) read with full coverage — a stray key would raise CoverageError — onto one
+    set of canonical modules, whatever the convention."""
+    from _family_layouts import write_lora
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    seen = {}
+    for convention in ("kohya", "comfy", "comfy-down-up", "diffusers", "onetrainer", "peft"):
+        path = write_lora(tmp_path, model, convention, rank=1)
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+        lora = to_canonical(load_file(str(path)), metadata=meta, base=REAL[model])
+        assert lora.unconsumed == [] and not any("token split" in n for n in lora.notes)
+        seen[convention] = set(lora.components["transformer"])
+    assert all(modules == seen["diffusers"] for modules in seen.values())
+    if REAL[model] == "flux":
+        xlabs = write_lora(tmp_path, model, "xlabs", rank=1)
+        lora = to_canonical(load_file(str(xlabs)))
+        assert lora.base == "flux" and len(lora.components["transformer"]) == 19 * 8  # q,k,v,out × 2 streams
+
+
+@pytest.mark.parametrize("model", sorted(REAL))
+def test_real_width_kohya_layout_round_trips(model):
+    from _convert_fixtures import kohya_from_layout
+
+    from pathlib import Path
+
+    layout = Path(__file__).parent / "fixtures" / "layouts" / f"{model}.json"
+    if not layout.is_file():
+        pytest.skip(f"{layout} not generated")
+    kohya = kohya_from_layout(layout, rank=1)
+    diff, meta, report = convert_state_dict(kohya, to="diffusers")
+    assert report.base == REAL[model] and report.unconsumed == [] and report.notes == []
+    assert_same_state_dict(kohya, convert_state_dict(diff, to="kohya", metadata=meta)[0])
+    if REAL[model] == "flux":
+        sizes = [diff[f"transformer.single_transformer_blocks.0.{p}.lora_B.weight"].shape[0]
+                 for p in ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")]
+        assert sizes == [3072, 3072, 3072, 12288]
+
+
+def test_real_width_flux_kohya_file_reads_the_same_in_diffusers(tmp_path):
+    """diffusers' own kohya Flux converter (FluxPipeline.lora_state_dict) on the kohya file
+    loradex writes, at real widths, gives every block module loradex's ΔW (checked on random
+    vectors: the matrices are up to 12288 × 3072)."""
+    from diffusers import FluxPipeline
+
+    from _convert_fixtures import kohya_from_layout
+    from pathlib import Path
+
+    layout = Path(__file__).parent / "fixtures" / "layouts" / "flux1-dev.json"
+    if not layout.is_file():
+        pytest.skip(f"{layout} not generated")
+    kohya = {k: v.float() for k, v in kohya_from_layout(layout, rank=1).items() if not k.startswith("lora_te")}
+    diff, meta, _ = convert_state_dict(kohya, to="diffusers")
+    ours = to_canonical(diff, metadata=meta).components["transformer"]
+    path = tmp_path / "k.safetensors"
+    save_file(kohya, str(path))
+    theirs = FluxPipeline.lora_state_dict(str(path))
+    theirs = theirs[0] if isinstance(theirs, tuple) else theirs
+    stems = {k.removeprefix("transformer.").rsplit(".lora_", 1)[0] for k in theirs}
+    assert stems == set(ours)
+    g = _gen(7)
+    for module_path, mod in ours.items():
+        key = f"transformer.{module_path}" if f"transformer.{module_path}.lora_A.weight" in theirs else module_path
+        a, b = theirs[f"{key}.lora_A.weight"].double(), theirs[f"{key}.lora_B.weight"].double()
+        x = torch.randn(a.shape[1], 2, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(b @ (a @ x), mod.scale * (mod.up.double() @ (mod.down.double() @ x)),
+                                   rtol=1e-5, atol=1e-6)

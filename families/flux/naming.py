@@ -64,5 +64,7 @@ COMFY_TEXT_ENCODERS = {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}
 T5_COMPONENTS = frozenset({"text_encoder_2"})
 # native block names only this family's files carry (convention readers use them to tell the family)
 NATIVE_MARKERS = ("double_blocks", "single_blocks", "img_in", "txt_in", "time_in", "vector_in", "guidance_in")
+# model widths (the attention's input) of the real checkpoints: tell a diffusers file's family
+WIDTHS = (3072,)
 # regexes on a top-level diffusers transformer path that only this family has
 DIFFUSERS_MARKERS = (r"single_transformer_blocks\.\d+\.",)

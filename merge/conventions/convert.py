@@ -83,7 +83,8 @@ def detect_base(state_dict, metadata: dict[str, str] | None = None) -> str | Non
     cross-attention / text widths 768 → sd1, 1024 → sd2, 2048 or te1/te2/SGM names → sdxl,
     ``transformer.`` / Flux block names → flux. (3072 alone proves nothing: CLIP-L's fc2 is 3072 wide.)"""
     keys = list(state_dict)
-    dit = _dit.dit_base_from_keys(keys)  # native block names first: SD3 files also carry lora_te2_
+    # native block names first (SD3 files also carry lora_te2_), then a diffusers file's widths
+    dit = _dit.dit_base_from_keys(keys) or _dit.dit_base_from_shapes(state_dict)
     if dit is not None:
         return dit
     if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
@@ -117,7 +118,7 @@ def to_canonical(state_dict: dict[str, "torch.Tensor"], *, metadata: dict[str, s
     base = base or detect_base(state_dict, metadata)
     result = CONVENTIONS[name].read(state_dict, ReadContext(metadata, base, adapter_config))
     lora = result.lora
-    lora.base = base
+    lora.base = base or lora.base  # a reader may know the family from its own names (XLabs: Flux)
     lora.source_convention = name
     lora.metadata = metadata
     lora.unconsumed = [k for k in state_dict if k not in result.consumed]

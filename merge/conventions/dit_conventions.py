@@ -83,6 +83,26 @@ def dit_base_from_keys(keys) -> str | None:
     return None
 
 
+_ATTENTION_DOWN = re.compile(r"^(?:(?:transformer\.|base_model\.model\.)transformer_blocks\.\d+\.attn\.to_q\.lora_A"
+                             r"|lora_transformer_transformer_blocks_\d+_attn_to_q\.lora_down)\.weight$")
+
+
+def dit_base_from_shapes(state_dict) -> str | None:
+    """A diffusers-named DiT file's family from its attention width (Flux 3072, SD3 1536/2432) or,
+    failing that, its text encoders (a CLIP ``text_encoder_2`` or a ``text_encoder_3``: SD3)."""
+    from loradex.families import aspects
+
+    widths = {int(t.shape[1]) for k, t in state_dict.items() if _ATTENTION_DOWN.match(k) and len(t.shape) == 2}
+    for family, naming in aspects("naming"):
+        if hasattr(naming, "TABLE") and widths & set(getattr(naming, "WIDTHS", ())):
+            return family.name
+    keys = list(state_dict)
+    if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys) and any(
+            k.startswith(("text_encoder_3.", "text_encoder_2.text_model.", "lora_te2_")) for k in keys):
+        return "sd3"
+    return None
+
+
 def _require_naming(base: str | None, what: str) -> ModuleType:
     naming = family_naming(base)
     if naming is None:
@@ -302,3 +322,60 @@ class ComfyUIConvention(LoraConvention):
                 out[f"{stem}.lora_up.weight"] = mod.up
                 out[f"{stem}.alpha"] = _alpha_or_rank(mod)
         return out, {}
+
+
+# --- XLabs (x-flux): double_blocks.N.processor.qkv_lora1.down.weight — read only ----------------
+# Their attention processors carry a LoRA per stream: ``qkv_lora1`` / ``proj_lora1`` on the image
+# stream (native img_attn.qkv / img_attn.proj), ``…_lora2`` on the text stream; single blocks'
+# ``qkv_lora`` adapts the q, k, v rows of linear1 (its MLP rows untouched). No alpha: scale 1.
+# Single blocks' ``proj_lora`` is an h → h LoRA that no Flux linear matches (linear2 takes the
+# 5h-wide concatenation), so it is left unconsumed and named by the coverage check.
+_XLABS = re.compile(r"^(?:diffusion_model\.)?(?P<kind>double|single)_blocks\.(?P<i>\d+)\.processor\."
+                    r"(?P<what>qkv|proj)_lora(?P<stream>[12]?)\.(?P<part>down|up)\.weight$")
+_XLABS_DOUBLE = {("qkv", "1"): "img_attn.qkv", ("proj", "1"): "img_attn.proj",
+                 ("qkv", "2"): "txt_attn.qkv", ("proj", "2"): "txt_attn.proj"}
+
+
+@register_convention("xlabs")
+class XLabsConvention(LoraConvention):
+    description = "XLabs x-flux (read only): double_blocks.N.processor.qkv_lora1.down.weight, scale 1"
+
+    def recognizes(self, key, metadata):
+        return _XLABS.match(key) is not None
+
+    def read(self, state_dict, ctx: ReadContext) -> ReadResult:
+        base = ctx.base if family_naming(ctx.base) else "flux"  # XLabs trained Flux.1 only
+        naming = _require_naming(base, "reading an XLabs LoRA")
+        lora = CanonicalLora(base=base)
+        found: dict[tuple[str, str], dict[str, tuple[str, Any]]] = defaultdict(dict)
+        single_qkv: dict[str, dict[str, tuple[str, Any]]] = defaultdict(dict)
+        for key, tensor in state_dict.items():
+            m = _XLABS.match(key)
+            if m is None:
+                continue
+            if m["kind"] == "double" and (m["what"], m["stream"]) in _XLABS_DOUBLE:
+                found[(_NATIVE, f"double_blocks.{m['i']}.{_XLABS_DOUBLE[m['what'], m['stream']]}")][m["part"]] = (key, tensor)
+            elif m["kind"] == "single" and m["what"] == "qkv" and not m["stream"]:
+                single_qkv[m["i"]][m["part"]] = (key, tensor)
+        consumed: set[str] = set()
+        pair_modules(found, lora, consumed)
+        _add_split(lora, naming, lora.components.pop(_NATIVE, {}))
+        for index, parts in single_qkv.items():
+            if "down" not in parts or "up" not in parts:
+                continue
+            resolved = naming.TABLE.native(f"single_blocks.{index}.linear1")
+            if resolved is None:
+                continue
+            from loradex.merge.math.fused_projections import Factors, split_rows
+
+            up = parts["up"][1]
+            pieces = split_rows(Factors(parts["down"][1], up, None), (up.shape[0] // 3,) * 3)
+            for path, piece in zip(resolved.parts[:3], pieces):
+                if piece is not None:
+                    lora.add("transformer", path, CanonicalModule(piece.down, piece.up, None))
+            consumed.update(key for key, _ in parts.values())
+        return ReadResult(lora, consumed)
+
+    def write(self, lora, ctx: WriteContext):
+        raise UnsupportedFormat(_SRC, "XLabs files are read, not written",
+                                hint="write kohya, comfyui or diffusers (each loads in ComfyUI and diffusers)")
