@@ -296,27 +296,35 @@ def test_search_finds_versions_by_variant_and_family(sub_families):
         search_catalog(catalog, variant="dev")  # Flux.1, Flux.2 and HiDream all have a dev
 
 
-def test_documents_indexed_before_the_family_words_are_rewritten_on_the_next_write(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_documents_indexed_before_the_family_words_are_rewritten_on_the_next_write(backend, tmp_path, request):
     from sqlalchemy import text
 
-    catalog = Catalog(tmp_path / "home")
+    db_url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    catalog = Catalog(tmp_path / "home", db_url=db_url)
     add_file(catalog, write_sdxl_lora(tmp_path / "a.safetensors", 1, {"ss_sd_model_name": "pony_v6.safetensors"}),
              name="old-style")
 
     def forget_the_words(s):  # what an index written before the family/variant words holds
         conn = s.connection()
         conn.execute(text("UPDATE search_versions SET metadata = ''"))
-        conn.execute(text("DELETE FROM search_fts"))
-        conn.execute(text("INSERT INTO search_fts (rowid, name, triggers, description, tags, metadata, message, "
-                          "prompts) SELECT adapter_id, name, '', '', '', '', '', '' FROM search_adapters"))
+        if backend == "postgres":
+            conn.execute(text("UPDATE search_docs SET document = to_tsvector('simple', 'old style'), "
+                              "head = to_tsvector('simple', 'old style')"))
+        else:
+            conn.execute(text("DELETE FROM search_fts"))
+            conn.execute(text("INSERT INTO search_fts (rowid, name, triggers, description, tags, metadata, message, "
+                              "prompts) SELECT adapter_id, name, '', '', '', '', '', '' FROM search_adapters"))
         conn.execute(text("DELETE FROM search_tags"))
 
     catalog.transact(forget_the_words)
     search_index._CHECKED.clear()  # as a new process finds it
-    assert names(search_catalog(catalog, "pony")) == []
+    assert names(search_catalog(catalog, "pony")) == [] and names(search_catalog(catalog, "old")) == ["old-style"]
     add_file(catalog, write_sdxl_lora(tmp_path / "b.safetensors", 2, {}), name="unrelated")  # any write
     assert names(search_catalog(catalog, "pony")) == ["old-style"]
     assert search_catalog(catalog).facets["variant"] == {"sdxl/pony": 1}
+    if db_url:
+        catalog.engine.dispose()
 
 
 def facet(page_html: str, key: str) -> dict[str, tuple[str, int]]:
