@@ -95,6 +95,7 @@ def test_add_show_export_verify_gc_rm(pair, tmp_path, loradex_home):
     catalog = Catalog(loradex_home)
     assert [f.sha256 for f in catalog.resolve("wan-style").files] == [sha(high), sha(low)]
     assert [f.sha256 for f in catalog.versions("wan-style")[0].files] == [sha(high), sha(low)]
+    assert [f["name"] for f in cli_json("versions", "wan-style")[0]["files"]] == ["high_noise", "low_noise"]
 
     # a second version sharing the low-noise file stores only the new bytes (content-addressed)
     other = write_random_kohya_lora(tmp_path / "style_v2_high_noise.safetensors", rank=2, seed=13)

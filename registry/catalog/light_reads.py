@@ -201,7 +201,11 @@ class LightReader:
                 f"SELECT {_VERSION_COLUMNS} FROM versions WHERE versions.adapter_id = ?"
                 + ("" if include_deleted else " AND versions.deleted_at IS NULL")
                 + " ORDER BY versions.sort_key", (adapter_id,)).fetchall()
-            return [self._with_files(c, self._version(r, adapter_name)) for r in rows]
+            multi = {vid for (vid,) in c.execute(  # versions holding several files: one query for all
+                "SELECT DISTINCT version_files.version_id FROM version_files JOIN versions "
+                "ON versions.id = version_files.version_id WHERE versions.adapter_id = ?", (adapter_id,))}
+            return [self._with_files(c, v) if v.id in multi else v
+                    for v in (self._version(r, adapter_name) for r in rows)]
 
         return self._read(run, "versions", name, include_deleted=include_deleted)
 
