@@ -25,6 +25,7 @@ def evidence(modules) -> list[tuple[str, str, int]]:
 
 def compatible(modules) -> bool:
     """Keys a Chroma file can have: no per-block modulation (Chroma has none)."""
+    from ..flux.identity import MODULATION
     from ..identity_rules import any_name
 
-    return not any_name(modules, r"(_mod_lin|modulation_lin|norm1(_context)?_linear|single_transformer_blocks_\d+_norm_linear)")
+    return not any_name(modules, MODULATION)

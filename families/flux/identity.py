@@ -28,6 +28,8 @@ _DOUBLE = r"double_blocks_(\d+)_"
 _SINGLE = r"single_blocks_(\d+)_"
 _D_DOUBLE = r"transformer_blocks_(\d+)_"
 _D_SINGLE = r"single_transformer_blocks_(\d+)_"
+# Per-block modulation in every spelling (BFL img_mod.lin / modulation.lin, diffusers norm1.linear …).
+MODULATION = r"(_mod_lin|modulation_lin|norm1(_context)?_linear|single_transformer_blocks_\d+_norm_linear)"
 # Names Flux.1 never has: each belongs to a look-alike's own rule.
 _NOT_FLUX1 = (r"distilled_guidance_layer|token_refiner|img_mlp_fc|txt_mlp_fc|_mod_linear|modulation_linear|"
               r"stream_modulation|to_qkv_mlp_proj|linear_in|linear_out|img_mlp_net|txt_mlp_net|img_mod_1|txt_mod_1")
@@ -65,7 +67,8 @@ def evidence(modules) -> list[tuple[str, str, int]]:
                      + matching(modules, _D_DOUBLE + r"ff(_context)?_net_0_proj"))
     linear1 = out_widths(matching(modules, _SINGLE + "linear1"))
     linear2 = in_widths(matching(modules, r"(" + _SINGLE + r"linear2|" + _D_SINGLE + r"proj_out)$"))
-    mod = out_widths(matching(modules, _DOUBLE + r"(img|txt)_mod_lin") + matching(modules, _D_DOUBLE + r"norm1(_context)?_linear"))
+    mod = out_widths(matching(modules, _DOUBLE + r"(img|txt)_mod_lin")
+                     + matching(modules, _D_DOUBLE + r"norm1(_context)?_linear"))
     if 4 * WIDTH in mlp or 7 * WIDTH in linear1 or 5 * WIDTH in linear2 or 6 * WIDTH in mod:
         ev.append(("flux", "3072-wide blocks with Flux.1's MLP / modulation shapes", MARKER))
     else:
@@ -75,7 +78,7 @@ def evidence(modules) -> list[tuple[str, str, int]]:
 
 def notes(modules) -> list[str]:
     out = ["Flux.1 dev, schnell, Kontext and Krea files are key-identical: the variant comes from metadata"]
-    if not any_name(modules, r"(mod_lin|modulation_lin|norm1(_context)?_linear|single_transformer_blocks_\d+_norm_linear)"):
+    if not any_name(modules, MODULATION):
         out.append("no modulation layers trained: a Chroma file would have the same keys (metadata decides)")
     if not matching(modules, r"(double|single)_blocks_"):
         out.append("diffusers names: a HunyuanVideo file adapting only Flux.1's block range (19 + 38) would have "

@@ -15,7 +15,8 @@ _BLOCKS = r"(double|single)_stream_blocks_\d+_block_"
 def evidence(modules) -> list[tuple[str, str, int]]:
     if not matching(modules, _BLOCKS):
         return []
-    if width_of(modules, r"(double|single)_stream_blocks_\d+_block_attn1_to_[qkv]$") == WIDTH or \
-            width_of(modules, r"(double|single)_stream_blocks_\d+_block_ff_i_(shared_experts|experts_\d+)_w1$") == WIDTH:
+    attention = width_of(modules, r"(double|single)_stream_blocks_\d+_block_attn1_to_[qkv]$")
+    experts = width_of(modules, r"(double|single)_stream_blocks_\d+_block_ff_i_(shared_experts|experts_\d+)_w1$")
+    if WIDTH in (attention, experts):
         return [("hidream", "2560-wide double/single stream blocks (HiDream-I1)", MARKER)]
     return [("hidream", "HiDream double/single stream block names", NAMING)]

@@ -11,7 +11,8 @@ from ..identity_rules import MARKER, NAMING, any_name, matching, width_of
 BY_WIDTH = {1536: "wan-1.3b", 3072: "wan-5b", 5120: "wan-14b"}
 SIZES = {"wan-1.3b": "Wan 2.1 1.3B (1536 wide, 30 blocks)", "wan-5b": "Wan 2.2 TI2V 5B (3072 wide, 30 blocks)",
          "wan-14b": "Wan 14B (5120 wide, 40 blocks)"}
-TRANSFORMER_ROOTS = ("blocks", "text_embedding", "time_projection", "condition_embedder")  # not time_embedding: SD UNets have one
+# (not time_embedding: SD UNets have a top-level one too)
+TRANSFORMER_ROOTS = ("blocks", "text_embedding", "time_projection", "condition_embedder")
 CHECKPOINT_MARKERS = [(r"^(model\.diffusion_model\.)?blocks\.\d+\.(self_attn|cross_attn)\.", "Wan blocks")]
 
 _BLOCKS = r"blocks_(\d+)_(self_attn|cross_attn|attn1|attn2|ffn)_"

@@ -8,7 +8,7 @@ from .base_family import CONTEXT_WIDTH, STRONG, checkpoint_evidence, evidence_fr
 from .facts import HeaderView, Module, ProbeFacts, Verdict, module_type, no, register_prober
 
 _LORA_HINT = re.compile(r"lora|hada_|lokr_|\.alpha$")
-_SINGLE_FILE = ("model.diffusion_model.", "double_blocks.", "single_blocks.", "joint_blocks.")
+_SINGLE_FILE = ("model.diffusion_model.",)  # DiT originals: a root some family declares (below)
 _DIFFUSERS_UNET = ("down_blocks.", "up_blocks.", "mid_block.", "conv_in.", "time_embedding.")
 _DIFFUSERS_DIT = ("transformer_blocks.", "single_transformer_blocks.", "x_embedder.", "context_embedder.")
 _DIFFUSERS_ROOTS = frozenset(p.rstrip(".") for p in _DIFFUSERS_DIT) | {"layers"}  # Z-Image/Lumina 2 share these
@@ -59,8 +59,9 @@ def probe_checkpoint(view: HeaderView) -> Verdict:
     if is_dit:
         comps.append("transformer")
         # every 2-D weight of the denoiser read as a module: the families' LoRA identity rules apply
-        modules = [Module("transformer", k[: -len(".weight")], module_type(k[: -len(".weight")]), shape[1], shape[0], None)
-                   for k in single + dit if k.endswith(".weight") and len(shape := view.tensors[k].shape) == 2]
+        modules = [Module("transformer", path, module_type(path), shape[1], shape[0], None)
+                   for k in single + dit if k.endswith(".weight") and len(shape := view.tensors[k].shape) == 2
+                   for path in [k.removesuffix(".weight")]]
         facts.base_evidence += evidence_from_modules(modules)
     facts.components = comps
     return Verdict(name, True, f"{len(keys)} full weight tensors ({fmt})", facts)
