@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -199,8 +200,16 @@ def check_dataset(folder: str | os.PathLike, *, resolution: int = 512, caption_e
                        caption_ext=caption_ext, near_bits=near_bits, progress=progress)
 
 
+CAPTION_EXT_RE = re.compile(r"\A\.[A-Za-z0-9]{1,16}\Z")
+
+
 def normal_caption_ext(caption_ext: str) -> str:
-    return caption_ext if caption_ext.startswith(".") else "." + caption_ext
+    """``txt`` or ``.txt`` → ``.txt``; anything but a plain suffix (``../x``, ``.a.b``) is refused."""
+    ext = caption_ext if caption_ext.startswith(".") else "." + caption_ext
+    if not CAPTION_EXT_RE.match(ext):
+        raise UsageError(f"caption extension {caption_ext!r} is not a plain file suffix",
+                         hint="use e.g. .txt or .caption")
+    return ext
 
 
 def normal_caption(text: str) -> str:

@@ -44,7 +44,8 @@ from .db_schema import DatasetAliasEventRow, DatasetAliasRow, DatasetRow, Datase
 from .maintenance import register_blob_referencer
 from .refs import LATEST, Ref, check_alias, check_name, parse_ref, parse_version, sort_key
 from .store import RetryTransaction
-from ..errors import AlreadyExists, Conflict, InvalidFile, InvalidRef, NotFound, UntrustedData, UsageError
+from ..errors import (AlreadyExists, Conflict, InvalidFile, InvalidName, InvalidRef, NotFound, UntrustedData,
+                      UsageError)
 from ..paths import current_user
 from ..untrusted import check_schema, check_shape, inside, safe_relative_name
 
@@ -295,7 +296,7 @@ def add_dataset_version(catalog, folder_or_entries, *, name: str, version: str |
     stored as the image's ``caption_source``. The ``dataset check`` runs over the images and is
     stored with the version; corrupt images are left out (named in a warning). Refused when
     this dataset already holds a live version with the same manifest."""
-    check_name(name)
+    check_dataset_name(name)
     if version is not None:
         parse_version(version)
         if bump:
@@ -323,6 +324,13 @@ def add_dataset_version(catalog, folder_or_entries, *, name: str, version: str |
         stored_report = report.to_dict()
         return catalog.transact(lambda s: _insert_version(s, name, version, bump, manifest, stored_report,
                                                           message, alias, user))
+
+
+def check_dataset_name(name: str) -> str:
+    try:
+        return check_name(name)
+    except InvalidName as exc:
+        raise InvalidName(f"invalid dataset name {name!r}", hint=exc.hint) from None
 
 
 def _from_folder(catalog, folder: Path, captions, records, caption_ext, resolution, near_bits, link, progress):
