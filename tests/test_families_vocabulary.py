@@ -267,8 +267,18 @@ def test_civitai_mirror_answers_from_family_and_variant(sub_families):
     other = SimpleNamespace(id=1, base="unknown", kind="lora")
     assert base_model_name(SimpleNamespace(id=1, probe={}, file_metadata={}, extra={}), other) == "Other"
     assert base_family_and_variant("Pony") == ("sdxl", "pony")
+    assert mirror_names(sub_families.catalog, "Pony") == ["pony-style"]  # GET /api/v1/models?baseModels=Pony
+    assert mirror_names(sub_families.catalog, "NoobAI", "Illustrious") == ["illu-style", "noob-eps"]
+    assert len(mirror_names(sub_families.catalog, "SDXL 1.0")) == 5 and mirror_names(sub_families.catalog, "Other") == []
     assert base_family_and_variant("Wan Video 2.2 I2V-A14B") == ("wan-14b", "2.2-i2v")
     assert base_family_and_variant(None) == ("unknown", None)
+
+
+def mirror_names(catalog, *base_models):
+    from loradex.registry.server.civitai_query import ModelFilter, model_page
+
+    want = ModelFilter(bases={b.lower() for b in base_models})
+    return sorted(a.name for a in catalog.read(lambda s: model_page(s, want, limit=50)[0]))
 
 
 # --- search and the web catalog facets ------------------------------------------------------------

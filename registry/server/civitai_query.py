@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import PurePosixPath
 
-from sqlalchemy import false, func, or_, select
+from sqlalchemy import column, exists, false, func, or_, select, table
 
 from loradex.families import all_families
 from loradex.families.vocabulary import civitai_base_model, civitai_base_models, normalise
 
 from ..catalog.db_schema import AdapterRow, VersionRow
+from ..catalog.search_words import variant_tag
 from .tokens import HOME_NAMESPACE
 
 CIVITAI_TYPE = {"lora": "LORA", "lycoris": "LoCon", "embedding": "TextualInversion", "checkpoint": "Checkpoint"}
@@ -94,14 +95,28 @@ def _named_in(column, names: dict[str, str], wanted: set):
     return cond | column.notin_(list(names)) if "other" in wanted else cond
 
 
+_SEARCH_TAGS = table("search_tags", column("adapter_id"), column("tag"))
+
+
 def _base_in(column, wanted: set):
-    """The adapter's family is one a ``wanted`` Civitai baseModel names (any of its spellings:
-    "Pony" and "SDXL 1.0" both select SDXL adapters; the variant is per version, answered in
-    ``baseModel``), or "Other" for adapters of no family Civitai names."""
-    families = {found[0] for name in wanted if (found := normalise(name, "civitai"))}
-    cond = column.in_(sorted(families))
-    return cond | column.notin_([f for f, name in CIVITAI_BASE.items() if name != "Other"]) if "other" in wanted \
-        else cond
+    """The adapter is of a ``wanted`` Civitai baseModel: of its family, and where the name is a
+    variant's own ("Pony", "Flux.1 S", "Wan Video 2.2 I2V-A14B") with a live version its metadata
+    or Civitai info tells is of that variant (the search index's variant rows); "Other": of no
+    family Civitai names."""
+    conds = []
+    for name in sorted(wanted):
+        found = normalise(name, "civitai")
+        if not found:
+            continue
+        family, variant = found
+        if variant is None or civitai_base_model(family).lower() == name:  # the family's own name
+            conds.append(column == family)
+        else:
+            conds.append((column == family) & exists().where(
+                _SEARCH_TAGS.c.adapter_id == AdapterRow.id, _SEARCH_TAGS.c.tag == variant_tag(family, variant)))
+    if "other" in wanted:
+        conds.append(column.notin_([f for f, name in CIVITAI_BASE.items() if name != "Other"]))
+    return or_(*conds) if conds else false()
 
 
 def split_list(values: list[str]) -> list[str]:
