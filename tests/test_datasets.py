@@ -358,3 +358,9 @@ def test_datasets_on_postgresql(shapes, tmp_path, pg_url):
     assert catalog.read(referenced_blobs) >= {i.sha256 for i in v2.images}
     assert v1.images[0].sha256 not in catalog.read(referenced_blobs)
     assert catalog.read(lambda s: dataset_image_adapters(s, v1.images[0].sha256)) == (set(), False)
+
+
+@pytest.mark.parametrize("ext", ["../x", ".a.b", ".", "/txt"])
+def test_a_caption_extension_must_be_a_plain_suffix(shapes, tmp_path, ext):
+    with pytest.raises(UsageError, match="plain file suffix"):
+        D.add_dataset_version(Catalog(tmp_path / "home"), shapes, name="shapes", caption_ext=ext)
