@@ -431,6 +431,39 @@ def comfyui_flux_diffusers_map(double: int, single: int, hidden: int) -> dict[st
     return out
 
 
+# SD3 (comfy/utils.py mmdit_to_diffusers): ComfyUI assumes the width is 64 × depth; to_q/k/v
+# (add_q/k/v_proj) of block N are rows [0, w), [w, 2w), [2w, 3w) of ``x_block.attn.qkv``
+# (``context_block.attn.qkv``); the last block's ``norm1_context.linear`` is its context
+# ``adaLN_modulation.1`` with the halves swapped, as is ``norm_out.linear`` of
+# ``final_layer.adaLN_modulation.1``. (The version read has no entry for SD3.5 medium's attn2.)
+_SD3_BLOCK = {"norm1_context.linear": "context_block.adaLN_modulation.1", "attn.to_add_out": "context_block.attn.proj",
+              "ff_context.net.0.proj": "context_block.mlp.fc1", "ff_context.net.2": "context_block.mlp.fc2",
+              "norm1.linear": "x_block.adaLN_modulation.1", "attn.to_out.0": "x_block.attn.proj",
+              "ff.net.0.proj": "x_block.mlp.fc1", "ff.net.2": "x_block.mlp.fc2"}
+_SD3_BASIC = {"context_embedder": "context_embedder", "pos_embed.proj": "x_embedder.proj",
+              "time_text_embed.timestep_embedder.linear_1": "t_embedder.mlp.0",
+              "time_text_embed.timestep_embedder.linear_2": "t_embedder.mlp.2",
+              "time_text_embed.text_embedder.linear_1": "y_embedder.mlp.0",
+              "time_text_embed.text_embedder.linear_2": "y_embedder.mlp.2", "proj_out": "final_layer.linear"}
+
+
+def comfyui_sd3_diffusers_map(depth: int) -> dict[str, ComfyTarget]:
+    out: dict[str, ComfyTarget] = {}
+    width = 64 * depth
+    for i in range(depth):
+        d, n = f"transformer_blocks.{i}", f"joint_blocks.{i}"
+        for j, (x, c) in enumerate((("to_q", "add_q_proj"), ("to_k", "add_k_proj"), ("to_v", "add_v_proj"))):
+            out[f"{d}.attn.{x}"] = ComfyTarget(f"{n}.x_block.attn.qkv", (j * width, width))
+            out[f"{d}.attn.{c}"] = ComfyTarget(f"{n}.context_block.attn.qkv", (j * width, width))
+        out.update({f"{d}.{k}": ComfyTarget(f"{n}.{v}", None) for k, v in _SD3_BLOCK.items()})
+    out.update({k: ComfyTarget(v, None) for k, v in _SD3_BASIC.items()})
+    out["norm_out.linear"] = ComfyTarget("final_layer.adaLN_modulation.1", None, swap=True)
+    last = depth - 1
+    out[f"transformer_blocks.{last}.norm1_context.linear"] = ComfyTarget(
+        f"joint_blocks.{last}.context_block.adaLN_modulation.1", None, swap=True)
+    return out
+
+
 def comfyui_dit_key_map(native_weights, diffusers_map: dict[str, ComfyTarget] | None = None) -> dict[str, ComfyTarget]:
     """LoRA key prefix → target for a ComfyUI DiT model whose native weights are ``native_weights``
     (names without ``diffusion_model.``/``.weight``); ``diffusers_map``: the model's diffusers table

@@ -8,7 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 from _convert_fixtures import assert_same_state_dict
-from _loader_checks import comfyui_dit_key_map, comfyui_dit_patches, comfyui_flux_diffusers_map
+from _loader_checks import (
+    comfyui_dit_key_map,
+    comfyui_dit_patches,
+    comfyui_flux_diffusers_map,
+    comfyui_sd3_diffusers_map,
+)
 from safetensors.torch import save_file
 
 from loradex.merge.conventions.convert import convert_state_dict, detect_base, detect_convention, to_canonical
@@ -308,9 +313,11 @@ def test_sd3_diffusers_file_loads_in_diffusers(sd3, sd3_lora, tmp_path):
 
 
 # --- oracle: ComfyUI's key mapping ------------------------------------------------------------------
-def test_flux_files_follow_comfyui_key_mapping(flux, flux_lora):
-    diffusers_map = comfyui_flux_diffusers_map(1, 1, FLUX_HIDDEN)
-    shapes = _linears(flux)
+def _check_comfyui(model, lora, diffusers_map, base: str) -> None:
+    """The kohya and comfyui files loradex writes load completely under ComfyUI's rule (no "lora
+    key not loaded") and patch every native weight with the ΔW diffusers loads from the diffusers
+    file, placed by ComfyUI's own table (row offsets into fused weights, swapped halves)."""
+    shapes = _linears(model)
     native_shapes: dict[str, tuple] = {}
     for path, target in diffusers_map.items():
         if path in shapes:
@@ -318,14 +325,14 @@ def test_flux_files_follow_comfyui_key_mapping(flux, flux_lora):
             rows = max(native_shapes.get(target.weight, (0,))[0], offset + length)
             native_shapes[target.weight] = (rows, shapes[path][1])
     key_map = comfyui_dit_key_map(native_shapes, diffusers_map)
-    diff, meta = flux_lora
+    diff, meta = lora
     # ComfyUI takes every key of the diffusers file too, but reads no lora_adapter_metadata: it
     # applies those modules at scale 1 whatever their alpha (the kohya and comfyui files store
     # .alpha per module). The reference is the ΔW diffusers loads, placed by ComfyUI's own table.
     _, not_loaded, failed = comfyui_dit_patches(diff, key_map, native_shapes)
     assert not_loaded == [] and failed == []
     reference: dict[str, torch.Tensor] = {}
-    for key, value in _deltas(diff, meta).items():
+    for key, value in _deltas(diff, meta, base).items():
         target = diffusers_map[key.removeprefix("transformer.")]
         offset, length = target.rows or (0, value.shape[0])
         if target.swap:
@@ -334,12 +341,28 @@ def test_flux_files_follow_comfyui_key_mapping(flux, flux_lora):
         acc[offset:offset + length] += value
     assert len(reference) == len(native_shapes)
     for to in ("kohya", "comfyui"):
-        out, _, _ = convert_state_dict(diff, to=to, metadata=meta)
+        out, _, _ = convert_state_dict(diff, to=to, metadata=meta, base=base)  # 128 wide: no width tells SD3
         patches, not_loaded, failed = comfyui_dit_patches(out, key_map, native_shapes)
         assert not_loaded == [] and failed == [], (to, not_loaded[:3], failed[:3])
         assert patches.keys() == reference.keys()
         for weight in reference:
             torch.testing.assert_close(patches[weight], reference[weight], rtol=0, atol=1e-12)
+
+
+def test_flux_files_follow_comfyui_key_mapping(flux, flux_lora):
+    _check_comfyui(flux, flux_lora, comfyui_flux_diffusers_map(1, 1, FLUX_HIDDEN), "flux")
+
+
+def test_sd3_files_follow_comfyui_key_mapping():
+    """ComfyUI's SD3 table assumes width = 64 × depth: a 2-block, 128-wide MMDiT (no attn2, which
+    the ComfyUI version read does not map)."""
+    from diffusers import SD3Transformer2DModel
+
+    model = SD3Transformer2DModel(sample_size=32, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=64,
+                                  num_attention_heads=2, caption_projection_dim=128, joint_attention_dim=32,
+                                  pooled_projection_dim=64, out_channels=4)
+    lora = _with_alphas(_random_lora(_linears(model), _sd3_group, seed=8), _sd3_group)
+    _check_comfyui(model, lora, comfyui_sd3_diffusers_map(2), "sd3")
 
 
 # --- real widths (tests/_family_layouts.py: real configs on the meta device) ---------------------------
@@ -417,3 +440,34 @@ def test_real_width_flux_kohya_file_reads_the_same_in_diffusers(tmp_path):
         x = torch.randn(a.shape[1], 2, generator=g, dtype=torch.float64)
         torch.testing.assert_close(b @ (a @ x), mod.scale * (mod.up.double() @ (mod.down.double() @ x)),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_convert_command_writes_comfyui_and_reports_rank_growth(flux_lora, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from loradex.cli.app import app
+    from loradex.registry.files.safetensors_writer import save_safetensors
+
+    diff, meta = flux_lora
+    diff = dict(diff)
+    key = "transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight"
+    diff[key] = torch.randn(diff[key].shape, generator=_gen(10))  # linear1's parts no longer share a down
+    src = tmp_path / "split.safetensors"
+    save_safetensors(diff, src, meta)
+    runner = CliRunner()
+    kohya = tmp_path / "fused.safetensors"
+    result = runner.invoke(app, ["convert", str(src), "--to", "kohya", "-o", str(kohya), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["base"] == "flux" and data["target_convention"] == "kohya"
+    assert any("rank grows 2 → 8 on 1 fused module" in n for n in data["notes"])
+    comfy = tmp_path / "comfy.safetensors"
+    result = runner.invoke(app, ["convert", str(kohya), "--to", "comfyui", "-o", str(comfy)])
+    assert result.exit_code == 0, result.output
+    back = tmp_path / "back.safetensors"
+    assert runner.invoke(app, ["convert", str(comfy), "--to", "diffusers", "-o", str(back)]).exit_code == 0
+    from safetensors.torch import load_file
+
+    assert_same_state_dict(diff, load_file(str(back)))  # block form recognised: the parts come back
