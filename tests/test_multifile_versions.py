@@ -155,6 +155,8 @@ def hub_server(tmp_path_factory):
 
 
 def test_push_to_the_mirror_and_pull_back_bit_identically(pair, hub_server, tmp_path):
+    import httpx
+
     from loradex.registry.catalog.adding import add_files
     from loradex.registry.remotes import add_remote, pull, push
 
@@ -165,6 +167,9 @@ def test_push_to_the_mirror_and_pull_back_bit_identically(pair, hub_server, tmp_
     pushed = push(home_a, "wan-pair@1.0.0", "team")
     assert {high.name, low.name, "loradex.json", "README.md"} <= set(pushed.uploaded)  # one commit, both files
     assert push(home_a, "wan-pair@1.0.0", "team").already_there  # again: sends nothing
+    readme = httpx.get(f"{hub_server.url}/team/wan-pair/resolve/v1.0.0/README.md",
+                       headers={"authorization": f"Bearer {TOKEN}"}).text
+    assert f"`{high.name}` — high_noise" in readme and f"`{low.name}` — low_noise" in readme
 
     # the server registered ONE version holding both files
     served = Catalog(hub_server.home).resolve("wan-pair@1.0.0")

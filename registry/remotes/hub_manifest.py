@@ -348,8 +348,14 @@ def model_card(manifest: dict, widgets: list[dict], card_markdown: str | None, *
         lines += [manifest["description"].strip(), ""]
     if manifest.get("trigger_words"):
         lines += ["Trigger words: " + ", ".join(f"`{w}`" for w in manifest["trigger_words"]), ""]
-    lines += [f"File: `{manifest['file']['path']}` ({manifest['file']['format']}, base {manifest.get('base')}), "
-              f"sha256 `{manifest['file']['hashes']['sha256']}`.", ""]
+    if manifest.get("version_files"):  # a multi-file version: load them together (Wan 2.2: one per expert)
+        lines += [f"Files (one version; base {manifest.get('base')}):", ""]
+        lines += [f"- `{f['path']}` — {f['name']} ({f.get('format')}), sha256 `{f['sha256']}`"
+                  for f in manifest["version_files"]]
+        lines += [""]
+    else:
+        lines += [f"File: `{manifest['file']['path']}` ({manifest['file']['format']}, base {manifest.get('base')}), "
+                  f"sha256 `{manifest['file']['hashes']['sha256']}`.", ""]
     if card_markdown:
         lines += [card_markdown.rstrip("\n"), ""]
     lines += [f"Published by loradex; machine-readable facts are in `{MANIFEST_NAME}`.", ""]
