@@ -18,8 +18,15 @@ OptionalBaseOpt = Annotated[Optional[str], typer.Option(
     "--base", help="Base model (default: the base the version was used with before: its newest prompt "
                    "record, else the base it was trained on).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Noise seed.")]
-StepsOpt = Annotated[int, typer.Option("--steps", help="Sampling steps.")]
-CfgOpt = Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")]
+StepsOpt = Annotated[Optional[int], typer.Option(
+    "--steps", help="Sampling steps (default: the base family's: 20 for SD 1.x/2.x/XL, 28 for Flux.1 and SD3).")]
+CfgOpt = Annotated[Optional[float], typer.Option(
+    "--cfg", help="Guidance scale: classifier-free, or Flux.1's distilled guidance (default: the base "
+                  "family's: 7, 3.5 for Flux.1).")]
+MaxSeqOpt = Annotated[Optional[int], typer.Option(
+    "--max-sequence-length", help="T5 prompt length for Flux.1 / SD3 (default 512 / 256).")]
+ShiftOpt = Annotated[Optional[float], typer.Option(
+    "--shift", help="Flow-matching timestep shift for SD3 (default: the base scheduler's).")]
 SizeOpt = Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT.")]
 NegOpt = Annotated[str, typer.Option("--negative", help="Negative prompt.")]
 SchedOpt = Annotated[Optional[str], typer.Option("--scheduler", help="ddim, euler, euler_a, dpm++2m, …")]
@@ -44,8 +51,9 @@ def register(app: typer.Typer) -> None:
     def generate(
         prompt: Annotated[str, typer.Argument(help='Prompt; stack adapters with <lora:NAME[@REF]:W>.')],
         base: BaseOpt, out: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")],
-        negative: NegOpt = "", seed: SeedOpt = 0, steps: StepsOpt = 20, cfg: CfgOpt = 7.0,
+        negative: NegOpt = "", seed: SeedOpt = 0, steps: StepsOpt = None, cfg: CfgOpt = None,
         size: SizeOpt = "512x512", scheduler: SchedOpt = None,
+        max_sequence_length: MaxSeqOpt = None, shift: ShiftOpt = None,
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Use adapters even if some "
                                                     "modules do not match the base.")] = False,
         reference: Annotated[list[Path], typer.Option("--reference", help="Reference image the record names "
@@ -57,11 +65,13 @@ def register(app: typer.Typer) -> None:
         from loradex.trainer.generate import GenerateSettings, generate as run
 
         width, height = _size(size)
+        fields = {k: v for k, v in (("max_sequence_length", max_sequence_length), ("shift", shift))
+                  if v is not None}
+        settings = GenerateSettings(negative, seed, steps, cfg, width, height, scheduler, fields)
         output = Output(json_mode=json)
         with output.progress("rendering") as progress:
             result = run(open_catalog(home), prompt, base=base, out=out, allow_partial=allow_partial,
-                         progress=progress, references=reference, notes=notes, settings=GenerateSettings(negative, seed, steps, cfg, width, height,
-                                                                      scheduler))
+                         progress=progress, references=reference, notes=notes, settings=settings)
         rec = result.record.record
         from loradex.trainer.compat_check import report_lines
 
@@ -105,7 +115,7 @@ def register(app: typer.Typer) -> None:
         references: Annotated[Optional[Path], typer.Option("--references", help="Folder of reference images.")] = None,
         train_dir: Annotated[Optional[Path], typer.Option("--train-dir", help="Folder of training images.")] = None,
         embedder: Annotated[str, typer.Option("--embedder", help="clip[:PATH_OR_ID] or tiny-clip.")] = "clip",
-        steps: StepsOpt = 20, cfg: CfgOpt = 7.0, size: SizeOpt = "512x512", negative: NegOpt = "",
+        steps: StepsOpt = None, cfg: CfgOpt = None, size: SizeOpt = "512x512", negative: NegOpt = "",
         weight: Annotated[float, typer.Option("--weight", help="Adapter weight.")] = 1.0,
         minimum: Annotated[list[str], typer.Option("--min", help="METRIC=VALUE lower bound.")] = [],
         maximum: Annotated[list[str], typer.Option("--max", help="METRIC=VALUE upper bound.")] = [],
@@ -190,7 +200,7 @@ def register(app: typer.Typer) -> None:
         prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Prompt suite (rows).")] = None,
         base: OptionalBaseOpt = None,
         seeds: Annotated[int, typer.Option("--seeds", help="Seeds per prompt.")] = 1,
-        steps: StepsOpt = 20, cfg: CfgOpt = 7.0, size: SizeOpt = "512x512",
+        steps: StepsOpt = None, cfg: CfgOpt = None, size: SizeOpt = "512x512",
         weight: Annotated[float, typer.Option("--weight", help="Adapter weight.")] = 1.0,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:

@@ -179,7 +179,9 @@ def _load_tiny(name: str, dtype, seed: int):
         if find_family(kind) is not None:
             pipeline_aspect(kind)  # a family loradex only recognises: FamilyNotSupported, one line
         raise NotFound(f"unknown tiny base {name!r}", hint="use one of " + ", ".join(tiny_names()))
-    pipe = build_tiny_pipeline(kind, seed=seed).to(dtype=dtype)
+    pipe = build_tiny_pipeline(kind, seed=seed)  # float32
+    if dtype != pipe.dtype:
+        pipe = pipe.to(dtype=dtype)
     info = BaseInfo(ref=name if seed == 0 else f"{name}:seed={seed}", family=pipeline_family(pipe),
                     hash=tiny_hash(kind, seed), source="tiny")
     return pipe, info

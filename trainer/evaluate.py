@@ -23,8 +23,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 class EvalOptions:
     base: str
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
-    steps: int = 20
-    cfg: float = 7.0
+    steps: int | None = None   # None: the base family's default (trainer.render.RenderProfile)
+    cfg: float | None = None
     width: int = 512
     height: int = 512
     weight: float = 1.0
@@ -291,9 +291,9 @@ def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator
     generator = generator or Generator(catalog, options.base)
     embedder = embedder or get_embedder(options.embedder)
 
-    settings = [GenerateSettings(negative=options.negative, seed=s, steps=options.steps, cfg=options.cfg,
-                                 width=options.width, height=options.height, scheduler=options.scheduler)
-                for s in seeds]
+    settings = [generator.effective(GenerateSettings(
+        negative=options.negative, seed=s, steps=options.steps, cfg=options.cfg, width=options.width,
+        height=options.height, scheduler=options.scheduler)) for s in seeds]
     samples, with_images, base_images, clean, index = [], [], [], [], []
     total, done = 2 * len(prompts) * len(seeds), 0
     for i, prompt in enumerate(prompts):
@@ -323,7 +323,7 @@ def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator
         "base": {"ref": generator.base.ref, "family": generator.base.family, "sha256": generator.base.hash},
         "prompt_suite": {"file": str(prompts_file), "sha256": suite_sha, "prompts": prompts},
         "seeds": seeds,
-        "settings": {"steps": options.steps, "cfg": float(options.cfg), "width": options.width,
+        "settings": {"steps": settings[0].steps, "cfg": settings[0].cfg, "width": options.width,
                      "height": options.height, "weight": float(options.weight),
                      "negative_prompt": options.negative},
         "embedder": embedder.describe(),

@@ -125,11 +125,12 @@ def grid_image(cells: list[list[object | None]], row_labels: list[str], col_labe
 
 
 def version_gallery(catalog, refs: list[str], prompts: list[str], *, base: str, seeds: list[int],
-                    steps: int = 20, cfg: float = 7.0, width: int = 512, height: int = 512,
+                    steps: int | None = None, cfg: float | None = None, width: int = 512, height: int = 512,
                     weight: float = 1.0, negative: str = "", scheduler: str | None = None,
                     cell_size: int | None = None, progress=None) -> GallerySheet:
     """Render every (prompt, seed) once per version, each version stacked alone at ``weight``
-    (the same records for each column), and lay them out side by side."""
+    (the same records for each column), and lay them out side by side. ``steps``/``cfg`` None:
+    the base family's defaults."""
     from loradex.trainer.generate import GenerateSettings, Generator
 
     versions = [catalog.resolve(ref) for ref in refs]

@@ -23,11 +23,14 @@ LIBRARIES = ("torch", "diffusers", "peft", "transformers", "loradex")
 class GenerateSettings:
     negative: str = ""
     seed: int = 0
-    steps: int = 20
-    cfg: float = 7.0
+    steps: int | None = None      # None: the base family's default (20 for SD, 28 for Flux/SD3)
+    cfg: float | None = None      # None: the family's default (7 for SD/SD3, 3.5 for Flux's distilled guidance)
     width: int = 512
     height: int = 512
     scheduler: str | None = None  # a name from trainer.render.SCHEDULERS; None = the base's own
+    # the family's own settings (trainer.render.RenderProfile: max_sequence_length, shift …);
+    # missing ones take the family's defaults
+    fields: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -149,6 +152,19 @@ class Generator:
             self.pipe.to(device)
         self.stack = AdapterStack(self.pipe, allow_partial=allow_partial,
                                   cache_dir=catalog.home / "cache" / "stack")
+        from loradex.trainer.render import render_profile
+
+        self.profile = render_profile(self.base.family)
+
+    def effective(self, settings: GenerateSettings) -> GenerateSettings:
+        """``settings`` with every default filled in from the base's family (what is recorded)."""
+        from dataclasses import replace
+
+        defaults = self.profile.defaults
+        return replace(settings,
+                       steps=int(settings.steps if settings.steps is not None else defaults["steps"]),
+                       cfg=float(settings.cfg if settings.cfg is not None else defaults["cfg"]),
+                       fields=self.profile.resolve_fields(dict(settings.fields), self.pipe.scheduler))
 
     # -- resolving ---------------------------------------------------------------------------
     def resolve_prompt(self, prompt: str) -> tuple[str, list[ResolvedAdapter]]:
@@ -185,8 +201,11 @@ class Generator:
         return out
 
     def _check_families(self, adapters: list[ResolvedAdapter]) -> None:
-        from loradex.trainer.compat_check import check_base_family
+        from loradex.families import require
+        from loradex.trainer.compat_check import adapter_family, check_base_family
 
+        for adapter in adapters:  # a family loradex only recognises: one line, before any load
+            require(adapter_family(self.catalog, adapter.version), "stack")
         check_base_family(self.catalog, self.base_ref, self.base.family, [a.version for a in adapters])
 
     def check_compat(self, adapters: list[ResolvedAdapter]) -> dict:
@@ -212,17 +231,18 @@ class Generator:
                        progress=None):
         from loradex.trainer.render import render
 
+        settings = self.effective(settings)
         loaded = self._apply(adapters)
         image = render(self.pipe, clean_prompt, negative=settings.negative or None, seed=settings.seed,
                        steps=settings.steps, cfg=settings.cfg, width=settings.width, height=settings.height,
-                       scheduler=settings.scheduler, progress=progress)
+                       scheduler=settings.scheduler, progress=progress, fields=settings.fields,
+                       profile=self.profile)
         return image, loaded
 
     def scheduler_config(self, settings: GenerateSettings) -> dict:
-        from loradex.trainer.render import make_scheduler
+        from loradex.trainer.render import scheduler_for
 
-        sched = (make_scheduler(settings.scheduler, self.pipe.scheduler.config)
-                 if settings.scheduler else self.pipe.scheduler)
+        sched = scheduler_for(self.pipe, settings.scheduler, settings.fields, self.profile)
         return {"class": type(sched).__name__, **_jsonable(dict(sched.config))}
 
     def build_record(self, *, prompt: str, clean_prompt: str, adapters: list[ResolvedAdapter],
@@ -233,7 +253,8 @@ class Generator:
         from loradex.registry.catalog.records import RECORD_SCHEMA, new_record_id, now_iso
         from loradex.trainer.render import image_sha256
 
-        unet = self.pipe.unet
+        settings = self.effective(settings)
+        denoiser = getattr(self.pipe, self.profile.denoiser)
         conversions = {a.adapter_name: a.conversion for a in loaded if getattr(a, "conversion", None)}
         record = {
             "schema": RECORD_SCHEMA, "id": new_record_id(), "source": source, "prompt": prompt,
@@ -245,10 +266,13 @@ class Generator:
             "stack": [a.record_entry(conversions.get(a.version.ref)) for a in adapters if a.kind != "embedding"],
             "embeddings": [{"token": a.token or f"<{a.version.adapter}>", "ref": a.version.ref,
                             "sha256": a.version.sha256} for a in adapters if a.kind == "embedding"],
-            "dtype": str(unet.dtype).removeprefix("torch."), "device": str(unet.device),
+            "dtype": str(denoiser.dtype).removeprefix("torch."), "device": str(denoiser.device),
             "libraries": library_versions(), "image_sha256": image_sha256(image),
             "created_at": now_iso(), "created_by": current_user(),
         }
+        family_settings = self.profile.record_fields(settings.fields)
+        if family_settings is not None:
+            record["family_settings"] = family_settings
         if references:
             record["references"] = list(references)
         if notes:
@@ -324,9 +348,10 @@ def _settings_of(record: dict) -> GenerateSettings:
     missing = [k for k in ("seed", "steps", "cfg", "width", "height") if record.get(k) is None]
     if missing:
         raise UsageError(f"record {record['id']} lacks {', '.join(missing)}; it cannot be re-rendered")
+    fields = {k: v for k, v in (record.get("family_settings") or {}).items() if k != "guidance"}
     return GenerateSettings(negative=record["negative_prompt"], seed=record["seed"], steps=record["steps"],
                             cfg=record["cfg"], width=record["width"], height=record["height"],
-                            scheduler=record["scheduler"]["name"])
+                            scheduler=record["scheduler"]["name"], fields=fields)
 
 
 def _exact_adapters(catalog, record: dict) -> list[ResolvedAdapter]:

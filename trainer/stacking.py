@@ -7,8 +7,9 @@
   ``set_adapters`` (peft scales the already-injected layers: no reload);
 - adapters no longer named are removed with ``delete_adapters``; embeddings with
   ``unload_textual_inversion``;
-- weights go to diffusers per component: ``{"unet": unet_w, "text_encoder": te_w,
-  "text_encoder_2": te_w}`` (only the components the adapter really has).
+- weights go to diffusers per component: the denoiser (``unet``, or ``transformer`` for Flux.1 /
+  SD3) gets unet_w, every text encoder te_w — ``{"transformer": unet_w, "text_encoder": te_w}``
+  (only the components the adapter really has).
 
 Coverage: diffusers drops LoRA keys it cannot map with only a warning. After each load we look
 for every down-projection of the file inside the model (peft ``lora_A[adapter]`` layers,
@@ -44,7 +45,7 @@ FACTOR_SUFFIXES = (
 ALPHA_SUFFIXES = (".alpha",)
 # conventions (loradex.merge.conventions.convert names) that diffusers' load_lora_weights reads as they are
 DIFFUSERS_READS = frozenset({"kohya", "diffusers"})
-TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
+TEXT_COMPONENTS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 DIRECTION_MATCH = 1 - 1e-4  # cosine of a file's down factor and an injected lora_A
 
 
