@@ -19,16 +19,17 @@ PIPELINE_CLASS = "FluxPipeline"
 PIPELINE_CLASSES = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline",
                     "FluxKontextPipeline")
 DENOISER = "transformer"
-# what diffusers' FluxLoraLoaderMixin loads a LoRA into; a LoRA's "unet"/denoiser weight goes to
-# the transformer, its text-encoder weight to CLIP (kohya lora_te1_); T5 LoRAs are not loadable
-LORA_COMPONENTS = {"denoiser": "transformer", "text_encoders": ("text_encoder",)}
 OBJECTIVE = "flow_matching"
-NEGATIVE_PROMPT = False  # Flux.1-dev is guidance-distilled: no CFG, no negative prompt
-
-# The render settings a Flux prompt record carries beyond prompt/seed/size, with the defaults
-# diffusers' FluxPipeline uses for Flux.1-dev. guidance_scale is the distilled guidance (an
-# input of the transformer), not classifier-free guidance.
-PROMPT_FIELDS = {"num_inference_steps": 28, "guidance_scale": 3.5, "max_sequence_length": 512}
+# Flux.1-dev is guidance-distilled: the guidance scale is an input of the transformer (no
+# classifier-free guidance, so no negative prompt)
+GUIDANCE = "distilled"
+NEGATIVE_PROMPT = False
+# diffusers' FluxPipeline defaults for Flux.1-dev
+DEFAULTS = {"steps": 28, "cfg": 3.5}
+# record fields passed to the pipeline call under the same name, with their defaults
+PROMPT_FIELDS = {"max_sequence_length": 512}
+# Flux.1's scheduler shifts by image size (use_dynamic_shifting): no fixed shift to record
+SCHEDULER_FIELDS: tuple = ()
 
 TINY_RECIPE = {
     "transformer": dict(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
@@ -48,8 +49,6 @@ TINY_RECIPE = {
                       use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
                       base_image_seq_len=256, max_image_seq_len=4096),
 }
-# tiny renders: the transformer sees (h/2)·(w/2) tokens, so 16×16 costs 64 tokens
-TINY_PROMPT_FIELDS = {"max_sequence_length": 32}
 
 
 def build_tiny(seed: int = 0):

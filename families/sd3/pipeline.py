@@ -17,15 +17,16 @@ PIPELINE_CLASS = "StableDiffusion3Pipeline"
 PIPELINE_CLASSES = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline",
                     "StableDiffusion3InpaintPipeline")
 DENOISER = "transformer"
-# diffusers' SD3LoraLoaderMixin loads into the transformer and both CLIP encoders
-LORA_COMPONENTS = {"denoiser": "transformer", "text_encoders": ("text_encoder", "text_encoder_2")}
 OBJECTIVE = "flow_matching"
+GUIDANCE = "classifier-free"
 NEGATIVE_PROMPT = True
-
-# Defaults of diffusers' StableDiffusion3Pipeline / SD 3.5's scheduler; guidance_scale is
-# classifier-free guidance; shift is the flow-matching scheduler's timestep shift.
-PROMPT_FIELDS = {"num_inference_steps": 28, "guidance_scale": 7.0, "max_sequence_length": 256,
-                 "shift": 3.0}
+# diffusers' StableDiffusion3Pipeline defaults
+DEFAULTS = {"steps": 28, "cfg": 7.0}
+# record fields passed to the pipeline call under the same name, with their defaults
+PROMPT_FIELDS = {"max_sequence_length": 256}
+# record fields set on the scheduler's config for a render (the flow-matching timestep shift;
+# the default is the base's own scheduler value, 3.0 for SD 3.5)
+SCHEDULER_FIELDS = ("shift",)
 
 TINY_RECIPE = {
     "transformer": dict(sample_size=32, patch_size=1, in_channels=4, num_layers=1,
@@ -44,7 +45,6 @@ TINY_RECIPE = {
     "tokenizer_3": tiny_parts.T5_TOKENIZER_RECIPE,
     "scheduler": dict(cls="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=3.0),
 }
-TINY_PROMPT_FIELDS = {"max_sequence_length": 32}
 
 
 def build_tiny(seed: int = 0):
