@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from loradex.registry.files.safetensors_writer import deterministic_safetensors
@@ -73,6 +74,7 @@ class WeightEntry:
     conv_block: bool  # in a resnet / sampler (a LoRA target only with a conv rank)
     block: bool = True  # False: a DiT linear outside the blocks (baked when an adapter has it, never extracted)
     path: str = ""  # the module's dotted path in its component (diffusers / transformers naming)
+    shape: tuple = ()
 
 
 @dataclass
@@ -148,20 +150,35 @@ def _in_dit_block(component: str, path: str) -> bool:
 def _family_from_folder(folder: Path) -> str | None:
     """The family of a diffusers folder: the one whose pipeline aspect names the folder's pipeline
     class (SD 1.x and 2.x share one class: told apart by the text encoder's width)."""
-    from loradex.families import aspects
+    from loradex.families import aspects, find_family
 
     index = read_json_file(folder / "model_index.json", max_bytes=1 << 20)
     cls = index.get("_class_name", "") if isinstance(index, dict) else ""
     declared = [family.name for family, pipeline in aspects("pipeline")
                 if cls and cls in _pipeline_classes(pipeline)]
-    if len(declared) == 1:
-        return declared[0]
-    if "XL" in cls:
-        return "sdxl"
+    if len(declared) <= 1:
+        return declared[0] if declared else None
+    # one pipeline class, several families (SD 1.x / 2.x): each aspect's ``matches(pipe)`` tells by
+    # the text encoder's width, which the folder's config gives without loading a model
     config = folder / "text_encoder" / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("hidden_size") == 1024:
-        return "sd2"
-    return "sd1" if cls.startswith("StableDiffusion") and cls[len("StableDiffusion"):][:1] != "3" else None
+    width = read_json_file(config, max_bytes=1 << 20).get("hidden_size") if config.is_file() else None
+    stub = SimpleNamespace(text_encoder=SimpleNamespace(config=SimpleNamespace(hidden_size=width)))
+    matching = [name for name in declared
+                if getattr(find_family(name).aspect("pipeline"), "matches", lambda pipe: True)(stub)]
+    return matching[0] if len(matching) == 1 else declared[0]
+
+
+def _family_from_transformer(weights: ModelWeights) -> str | None:
+    """The family a folder's transformer tells by its linears' names and widths (the families'
+    identity evidence, as ``inspect`` reads an adapter), for a pipeline class no family declares."""
+    from loradex.families import find_family
+    from loradex.registry.probe.base_family import decide, evidence_from_modules
+    from loradex.registry.probe.facts import Module
+
+    modules = [Module("transformer", e.path, e.path.rpartition(".")[2], e.shape[1], e.shape[0], None)
+               for e in weights.entries.values() if e.component == "transformer" and len(e.shape) == 2]
+    family, _, _ = decide(evidence_from_modules(modules))
+    return find_family(family).name if find_family(family) else None
 
 
 def _pipeline_classes(pipeline) -> tuple[str, ...]:
@@ -190,10 +207,12 @@ def _add_weights(weights: ModelWeights, file: Path, mapper: Callable[[str], tupl
                 weights.unmapped.append(key)
                 continue
             component, path = mapped
-            named = target_name(component, path, len(fh.get_slice(key).get_shape()), weights.family)
+            shape = tuple(fh.get_slice(key).get_shape())
+            named = target_name(component, path, len(shape), weights.family)
             if named is not None:
                 weights.entries[named[0]] = WeightEntry(str(file), key, component, named[1],
-                                                        block=_in_dit_block(component, path), path=path)
+                                                        block=_in_dit_block(component, path), path=path,
+                                                        shape=shape)
     weights.files.append(file)
 
 
@@ -246,6 +265,8 @@ def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
         if not weights.files:
             raise InvalidFile(path, "no safetensors component weights found",
                               hint="expected unet/ or transformer/diffusion_pytorch_model.safetensors")
+        if weights.family is None and weights.has_component("transformer"):
+            weights.family = _family_from_transformer(weights)
         return weights
     if path.is_file():
         return _open_single_file(path, str(spec))

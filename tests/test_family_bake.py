@@ -208,3 +208,19 @@ def test_single_file_layouts_are_refused_in_one_line_naming_what_works(tmp_path,
     with pytest.raises(UnsupportedFormat, match="Flux.1 and SD 3.5 bases are read as diffusers folders"):
         bake(catalog, str(native), [("style", WEIGHT)], tmp_path / "out2")
     assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "out2").exists()
+
+
+# Flux's block names alone tell it; SD3's identity evidence needs a real width (1536 / 2432)
+@pytest.mark.parametrize("dit", ["flux"], indirect=True)
+def test_family_of_a_folder_from_its_pipeline_class_else_its_transformer(tmp_path, dit):
+    import shutil
+
+    from loradex.merge.model_weights import open_model
+
+    family, folder, _, _, _ = dit
+    assert open_model(folder).family == family  # the pipeline aspect that declares the class
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    index = json.loads((other / "model_index.json").read_text())
+    (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "SomeCommunityPipeline"}))
+    assert open_model(other).family == family  # the transformer's names and widths (identity evidence)
