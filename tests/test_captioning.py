@@ -226,6 +226,32 @@ def test_interrogate_appends_clip_ranked_terms(models, tmp_path):
     assert record["models"]["clip"]["model_sha256"] == sha256_file(models["clip"] / "model.safetensors")
 
 
+def test_florence2_caption_is_the_task_answer(tmp_path):
+    import torch
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+    from loradex.trainer.captioning import CaptionSettings, load_captioner
+    from loradex.trainer.captioning.tiny import save_tiny_florence2
+
+    folder = save_tiny_florence2(tmp_path / "florence2")
+    images = [open_rgb(p) for p in sorted(shapes(tmp_path / "data", n=2).glob("*.png"))]
+    settings = CaptionSettings(task="<DETAILED_CAPTION>", max_new_tokens=6, num_beams=2, prefix="shp, ")
+    captions = load_captioner("florence2", str(folder), settings=settings).caption(images)
+    model = Florence2ForConditionalGeneration.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    for image, caption in zip(images, captions):  # one image per call: no padding in the answer
+        with torch.no_grad():
+            out = model.generate(**processor(text=["<DETAILED_CAPTION>"], images=[image], return_tensors="pt"),
+                                 max_new_tokens=6, num_beams=2, do_sample=False)
+        text = processor.batch_decode(out, skip_special_tokens=False)[0]
+        answer = processor.post_process_generation(text, task="<DETAILED_CAPTION>", image_size=image.size)
+        assert caption == DC.with_prefix(answer["<DETAILED_CAPTION>"], "shp, ")
+    with pytest.raises(UsageError, match="not a caption task"):
+        load_captioner("florence2", str(folder), settings=CaptionSettings(task="<OD>"))
+    with pytest.raises(UsageError, match="not BLIP"):
+        load_captioner("blip", str(folder))
+
+
 def test_missing_model_is_one_line_naming_it(tmp_path, cli):
     from loradex.trainer.captioning import load_captioner
 

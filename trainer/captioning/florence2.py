@@ -48,9 +48,6 @@ class Florence2Captioner(Captioner):
         with torch.no_grad(), quiet_transformers():
             out = self.model.generate(**inputs, max_new_tokens=s.max_new_tokens, num_beams=s.num_beams,
                                       do_sample=False)
-        texts = self.processor.batch_decode(out, skip_special_tokens=False)
-        answers = []
-        for text, image in zip(texts, images):
-            parsed = self.processor.post_process_generation(text, task=s.task, image_size=image.size)
-            answers.append(str(parsed.get(s.task, "")).strip())
-        return answers
+        # the caption tasks answer plain text (post_process_generation's "pure_text": the text
+        # without <s>/</s>); decoding without special tokens also drops a batch's padding
+        return [text.strip() for text in self.processor.batch_decode(out, skip_special_tokens=True)]

@@ -3,8 +3,9 @@ demo (``loradex demo`` captions its training set with one) and for tests. Their 
 random words from a small vocabulary — the point is the flow (load, caption, record, version),
 not the words. Nothing is downloaded; a few KB each, built in well under a second.
 
-``save_tiny_blip(dest)``, ``save_tiny_clip(dest)``, ``save_tiny_tagger(dest)`` write a folder
-that ``from_pretrained`` (and so the ``blip`` / ``interrogate`` / ``tags`` captioners) reads.
+``save_tiny_blip(dest)``, ``save_tiny_florence2(dest)``, ``save_tiny_clip(dest)``,
+``save_tiny_tagger(dest)`` write a folder that ``from_pretrained`` (and so the ``blip`` /
+``florence2`` / ``interrogate`` / ``tags`` captioners) reads.
 """
 
 from __future__ import annotations
@@ -121,4 +122,46 @@ def save_tiny_tagger(dest: str | os.PathLike, seed: int = 0, *, selected_tags_cs
         rows = ["tag_id,name,category,count"]
         rows += [f"{i},{t},{9 if t in ('general', 'sensitive') else 0},{100 - i}" for i, t in enumerate(TINY_TAGS)]
         (dest / "selected_tags.csv").write_text("\n".join(rows) + "\n")
+    return dest
+
+
+def save_tiny_florence2(dest: str | os.PathLike, seed: int = 0) -> Path:
+    """A Florence-2 (DaViT 4×1 blocks, 8–16 wide; BART 1+1 layers, 16 wide) + processor: a
+    byte-level BPE tokenizer whose merges spell ``TINY_WORDS`` (``Ġred`` …), the ``<image>``
+    token, 64-px images (2×2 patches after the 32× DaViT downsampling + 1 pooled token)."""
+    from transformers import BartTokenizer, CLIPImageProcessorPil, Florence2Config
+    from transformers import Florence2ForConditionalGeneration, Florence2Processor
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    merges, tokens = [], ["<s>", "<pad>", "</s>", "<unk>", *chars]
+    for word in TINY_WORDS:  # "Ġ r", "Ġr e", "Ġre d": each word becomes one token
+        piece = "Ġ"
+        for ch in word:
+            merges.append(f"{piece} {ch}")
+            piece += ch
+            if piece not in tokens:
+                tokens.append(piece)
+    merges = list(dict.fromkeys(merges))
+    (dest / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    (dest / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tok = BartTokenizer(str(dest / "vocab.json"), str(dest / "merges.txt"), model_max_length=64,
+                        extra_special_tokens={"image_token": "<image>"})
+    size = 64
+    images = CLIPImageProcessorPil(size={"height": size, "width": size}, crop_size={"height": size, "width": size},
+                                   do_center_crop=False)
+    images.image_seq_length = (size // 32) ** 2 + 1
+    processor = Florence2Processor(image_processor=images, tokenizer=tok, post_processor_config={"pure_text": {}})
+    vision = dict(depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, 16], num_heads=[1, 2, 2, 2], num_groups=[1, 2, 2, 2],
+                  window_size=2, projection_dim=16, drop_path_rate=0.0)
+    text = dict(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                decoder_start_token_id=tok.eos_token_id, forced_bos_token_id=None)
+    _seeded(seed)
+    model = Florence2ForConditionalGeneration(Florence2Config(text_config=text, vision_config=vision,
+                                                              image_token_id=tok.image_token_id))
+    _save_quietly(model.eval(), dest)
+    _save_quietly(processor, dest)
     return dest
