@@ -313,6 +313,8 @@ def test_web_version_page_shows_the_training_set(trained):
     assert listing.status_code == 200 and 'href="/ui/versions/shapes-lora/1.0.0"' in listing.text
     assert "sks, red square" in listing.text
     assert client.get("/ui/datasets/shapes/9.9.9").status_code == 404
+    adapter_page = client.get("/ui/adapters/shapes-lora").text  # the lineage graph links the dataset
+    assert '<a href="/ui/datasets/shapes/1.0.0"><g class="node dataset">' in adapter_page
     assert client.get("/ui/thumbs/" + "0" * 64 + ".webp").status_code == 404
 
     # anonymous visitors: a private server shows them no training image; --public-read does

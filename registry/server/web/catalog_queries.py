@@ -325,6 +325,9 @@ def _lineage(s, adapter, by_id: dict, namespaces) -> dict:
     edges = []
 
     def node(vid, external=None) -> str:
+        if vid is None and (external or "").startswith("dataset:"):  # a catalog dataset version: its page
+            nodes.setdefault(external, {"href": "dataset", "role": "dataset"})
+            return external
         if vid is None or vid in hidden:
             label = external if vid is None else "(a version you cannot see)"
             nodes.setdefault(label or "?", {"href": None, "role": "external"})

@@ -1,7 +1,8 @@
 """The adapter page's lineage graph, drawn on the server as SVG: parents in the left column, the
 adapter's own versions in the middle, children on the right; an arrow per edge (parent → child)
 labelled with its relation (merged_from, trained_from, pulled_from…). Catalog versions link to
-their version page; external parents (hf://…, civitai:…) are plain text, never links.
+their version page, catalog dataset versions (``dataset:NAME@X.Y.Z``) to their dataset page;
+external parents (hf://…, civitai:…) are plain text, never links.
 
 Every text and attribute is escaped here (the SVG is inserted into the page as markup), after
 ``common.visible_controls`` has written out bidirectional controls.
@@ -80,14 +81,16 @@ def lineage_svg(lineage: dict) -> str:
         box = (f'<g class="node {escape(role)}"><title>{escape(visible_controls(label))}</title>'
                f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="6"/>'
                f'<text x="{x + 10}" y="{y + NODE_H / 2 + 4}">{_text(label)}</text></g>')
-        href = _version_href(label) if info.get("href") else None
+        href = _version_href(label.removeprefix("dataset:"), "datasets" if role == "dataset" else "versions") \
+            if info.get("href") else None
         out.append(f'<a href="{href}">{box}</a>' if href else box)
     out.append("</svg>")
     return "\n".join(out)
 
 
-def _version_href(label: str) -> str | None:
+def _version_href(label: str, page: str = "versions") -> str | None:
+    """``NAME@VERSION`` → ``/ui/versions/NAME/VERSION`` (``page`` "datasets": a dataset version's)."""
     name, sep, version = label.rpartition("@")
     if not sep:
         return None
-    return escape(f"/ui/versions/{url_part(name)}/{url_part(version)}", quote=True)
+    return escape(f"/ui/{page}/{url_part(name)}/{url_part(version)}", quote=True)
