@@ -154,10 +154,13 @@ def _lora_in_diffusers_convention(path: Path, dest: Path, base: str | None) -> d
     from safetensors import safe_open
 
     from loradex.merge.conventions.convert import convert_file, detect_convention
+    from loradex.merge.conventions.dit_conventions import family_naming
 
     with safe_open(str(path), framework="pt") as fh:
         convention = detect_convention(list(fh.keys()), dict(fh.metadata() or {}))
-    if convention in DIFFUSERS_READS:
+    # DiT families (Flux, SD3): diffusers' kohya/ComfyUI reader drops the non-block modules (img_in,
+    # final_layer …) and assumes the real Flux widths; it reads no SD3 kohya file: convert them
+    if convention in DIFFUSERS_READS and (convention == "diffusers" or family_naming(base) is None):
         return None
     convert_file(path, dest, to="diffusers", base=base)
     return {"from": convention, "to": "diffusers", "exact": True}
