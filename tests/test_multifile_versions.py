@@ -130,6 +130,10 @@ def test_files_of_another_kind_are_refused_as_one_version(pair, tmp_path):
     result = cli("add", str(high), str(embedding), "--name", "mixed", code=1)
     assert "one kind" in str(result.exception)
     assert cli_json("list") == []  # nothing registered, nothing half-added
+    copy = tmp_path / "copy_low_noise.safetensors"
+    copy.write_bytes(high.read_bytes())
+    twice = cli("add", str(high), str(copy), code=1)  # (CliRunner: the UsageError itself, exit 2 from loradex)
+    assert isinstance(twice.exception, UsageError) and "given twice" in str(twice.exception)
 
 
 def test_a_multi_file_version_is_not_converted_on_export(pair, tmp_path):

@@ -150,6 +150,9 @@ def add_files(catalog, paths, *, roles: list[str | None] | None = None, name: st
                 notes.append(stored.note)
             new_files.append((stored.hashes, NewFile(role, stored_name, stored.hashes.sha256, stored.hashes.size,
                                                      probe.get("format") or "unknown", probe)))
+        if len({f.sha256 for _, f in new_files}) != len(new_files):
+            raise UsageError("the same file (same bytes) is given twice for one version",
+                             hint="give each of the version's files once")
         h = new_files[0][0]
         op.sha256, op.autov1, op.autov2, op.autov3, op.size = h.sha256, h.autov1, h.autov2, h.autov3, h.size
 
