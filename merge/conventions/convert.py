@@ -6,6 +6,8 @@ Every input key must end up in the output: a key no convention reader consumed r
 ``CoverageError`` naming it (diffusers itself drops such keys with a warning), unless
 ``allow_partial=True``, in which case the report lists them. Tensors are moved, never
 recomputed, so conversions are bit-exact; alpha travels as described in ``lora_conventions``.
+Flux / SD3 files (``dit_conventions``) split fused projections on read and fuse them on write:
+exact, and bit-exact back when the parts share their down (the report's notes say otherwise).
 """
 
 from __future__ import annotations

@@ -197,7 +197,8 @@ def fuse_to_native(naming: ModuleType, mods: dict[str, CanonicalModule], ctx: Wr
                          f"folded into its up block (one float rounding per element)")
     if missing:
         ctx.notes.append(f"{missing} projection(s) absent from their fused module are written as zero rows "
-                         f"(exact: ΔW 0); read back, they appear as zero LoRA modules")
+                         f"(exact: ΔW 0); split again, a shared-down module gives them back as zero LoRA "
+                         f"modules")
     return out
 
 
