@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from .dataset_check import (IMAGE_EXTS, MANIFEST_SCHEMA, NEAR_DUPLICATE_BITS, DatasetReport, check_items,
                             image_files, manifest_sha256, normal_caption, normal_caption_ext, read_caption)
@@ -469,7 +469,8 @@ def dataset_versions(catalog, name: str, *, include_deleted: bool = False) -> li
 
     def run(s: Session):
         dataset = _dataset_row(s, parsed.name)
-        q = select(DatasetVersionRow).where(DatasetVersionRow.dataset_id == dataset.id)
+        q = (select(DatasetVersionRow).options(defer(DatasetVersionRow.manifest))  # a listing needs no manifests
+             .where(DatasetVersionRow.dataset_id == dataset.id))
         if not include_deleted:
             q = q.where(DatasetVersionRow.deleted_at.is_(None))
         return [_entity(r, dataset.name, full=False) for r in s.scalars(q.order_by(DatasetVersionRow.sort_key))]
