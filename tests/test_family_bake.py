@@ -224,3 +224,28 @@ def test_family_of_a_folder_from_its_pipeline_class_else_its_transformer(tmp_pat
     index = json.loads((other / "model_index.json").read_text())
     (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "SomeCommunityPipeline"}))
     assert open_model(other).family == family  # the transformer's names and widths (identity evidence)
+
+
+def test_a_kohya_file_bakes_like_its_diffusers_twin(tmp_path, dit):
+    """kohya's native names (Flux: fused qkv / linear1; SD3: joint_blocks) are split exactly on
+    read: the same adapter in either convention bakes to the same weights."""
+    from loradex.merge.bake import bake
+    from loradex.merge.conventions.convert import convert_state_dict
+    from safetensors import safe_open
+
+    family, folder, _, _, lora = dit
+    with safe_open(str(lora), framework="pt") as fh:
+        state, metadata = {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata())
+    kohya, kohya_meta, _ = convert_state_dict(state, to="kohya", metadata=metadata, base=family)
+    assert all(k.startswith("lora_unet_") for k in kohya)
+    save_file(kohya, str(tmp_path / "kohya.safetensors"), metadata=kohya_meta)
+    catalog = Catalog(tmp_path / "home")
+    add_file(catalog, lora, name="diffusers-style", base=family)
+    add_file(catalog, tmp_path / "kohya.safetensors", name="kohya-style", base=family)
+    for name in ("diffusers-style", "kohya-style"):
+        bake(catalog, str(folder), [(name, WEIGHT)], tmp_path / name)
+    a = load_file(str(tmp_path / "diffusers-style" / TRANSFORMER_FILE))
+    b = load_file(str(tmp_path / "kohya-style" / TRANSFORMER_FILE))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
