@@ -445,3 +445,33 @@ def stack_warnings(family: str | None, traits: dict[str, dict]) -> list[str]:
         out.append(f"adapters trained for different prediction types stacked ({named}) — "
                    f"use one prediction type with a base model of that type")
     return out
+
+
+def base_traits(family: str | None, base_name) -> dict:
+    """What the name of the base model a stack renders on tells (a checkpoint file or repo named
+    ``ponyDiffusionV6XL…`` / ``noobai…vpred``): the same keys as :func:`stored_traits`."""
+    vocab = vocabulary(family)
+    name = _cap(base_name)
+    hit = _from_hints(name.lower(), vocab.family, variants_only=True) if vocab and name else None
+    out: dict = {}
+    if hit:
+        variant = vocab.variant(hit[1])
+        out.update(variant=variant.name, line=variant.line or variant.name, variant_evidence=f"base name {name}")
+        if variant.prediction:
+            out.update(prediction=variant.prediction, prediction_evidence=f"{variant.title} is {variant.prediction}")
+    return out
+
+
+def base_mismatch_warnings(family: str | None, base_name: str, base: dict, traits: dict[str, dict]) -> list[str]:
+    """One warning per adapter whose sub-family or prediction type differs from the base's
+    (``base``: :func:`base_traits`; ``traits``: ref → :func:`stored_traits`)."""
+    out = []
+    for ref, t in traits.items():
+        if base.get("line") and t.get("line") and t["line"] != base["line"]:
+            out.append(f"{ref} is for {variant_title(family, t['variant'])} ({t['variant_evidence']}) but base "
+                       f"{base_name} is {variant_title(family, base['variant'])}: expect weaker or broken results")
+        elif base.get("prediction") and t.get("prediction") and t["prediction"] != base["prediction"]:
+            out.append(f"{ref} was trained for {PREDICTION_WORDS[t['prediction']]} ({t['prediction_evidence']}) "
+                       f"but base {base_name} is {PREDICTION_WORDS[base['prediction']]}")
+    return out
+

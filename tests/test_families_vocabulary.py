@@ -247,6 +247,27 @@ def test_compat_warns_across_prediction_types(sub_families):
     assert "noob-eps@1.0.0: epsilon" in warning and "noob-vpred@1.0.0: v-prediction" in warning
 
 
+def test_generate_warns_when_the_base_name_tells_another_sub_family(sub_families):
+    from loradex.trainer.compat_check import stack_compat
+
+    def stacked(*names):
+        return [SimpleNamespace(version=sub_families.catalog.resolve(n), kind="lora", te_weight=0.8, unet_weight=0.8)
+                for n in names]
+
+    section = stack_compat(sub_families.catalog, "ponyDiffusionV6XL_v6.safetensors", "sdxl",
+                           stacked("illu-style"))
+    assert section["warnings"] == [
+        "illu-style@1.0.0 is for Illustrious-XL (Civitai baseModel=Illustrious) but base "
+        "ponyDiffusionV6XL_v6.safetensors is Pony Diffusion V6: expect weaker or broken results"]
+    section = stack_compat(sub_families.catalog, "noobaiXLNAIXL_vPred10Version.safetensors", "sdxl",
+                           stacked("noob-vpred", "noob-eps"))
+    assert [w for w in section["warnings"] if "but base" in w] == [
+        "noob-eps@1.0.0 was trained for epsilon (ss_sd_model_name=noobaiXLNAIXL_epsilonPred11Version.safetensors) "
+        "but base noobaiXLNAIXL_vPred10Version.safetensors is v-prediction"]
+    assert stack_compat(sub_families.catalog, "sd_xl_base_1.0.safetensors", "sdxl",
+                        stacked("pony-style"))["warnings"] == []  # a plain SDXL base tells nothing
+
+
 def test_civitai_mirror_answers_from_family_and_variant(sub_families):
     from loradex.registry.remotes.civitai import base_family_and_variant
     from loradex.registry.server.civitai_api import air, base_model_name

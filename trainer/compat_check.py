@@ -69,6 +69,7 @@ def stack_compat(catalog, base_ref: str, base_family: str | None, adapters: Sequ
         pairs, warnings, variants = [], [], {}
         strong = [e["ref"] for e in entries if abs(e["weight"]) >= STRONG_WEIGHT]
     warnings += _aligned_warnings(pairs)
+    warnings += _base_variant_warnings(catalog, base_ref, family, loras, variants)
     skipped = [a.version.ref for a in adapters if a.kind != "embedding" and not any(a is b for b in loras)]
     out = {"base_family": family, "checked": [e["ref"] for e in entries],
            "weights": {e["ref"]: e["weight"] for e in entries}, "strong": strong,
@@ -78,6 +79,19 @@ def stack_compat(catalog, base_ref: str, base_family: str | None, adapters: Sequ
     if skipped:
         out["not_compared"] = skipped
     return out
+
+
+def _base_variant_warnings(catalog, base_ref: str, family: str | None, loras: Sequence, known: dict) -> list[str]:
+    """Adapters of another sub-family or prediction type than the base, as the base's name tells
+    (a ``ponyDiffusionV6XL…`` checkpoint under an Illustrious LoRA)."""
+    from loradex.families.vocabulary import base_mismatch_warnings, base_traits
+    from loradex.merge.catalog_merge import version_traits
+
+    base = base_traits(family, base_ref)
+    if not base or not loras:
+        return []
+    traits = known or {ref: t for ref, t in version_traits(family, [a.version for a in loras]).items() if t}
+    return base_mismatch_warnings(family, base_ref, base, traits)
 
 
 def _pair_entry(p: dict) -> dict:
