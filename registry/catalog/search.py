@@ -99,7 +99,7 @@ class SearchResult:
     offset: int
     total: int  # adapters matching (all pages)
     hits: tuple[SearchHit, ...]
-    facets: dict = field(default_factory=dict)  # kind/base/tag/alias → {value: adapters}
+    facets: dict = field(default_factory=dict)  # kind/base/tag/alias (+ variant) → {value: adapters}
 
     def to_dict(self) -> dict:
         return {
