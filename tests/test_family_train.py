@@ -104,6 +104,9 @@ def test_sample_record_re_renders_bit_identically(trained):
     (record,) = records
     assert record.record["source"] == "train-sample" and record.record["base"]["family"] == family
     assert version.extra["training"]["sample_records"] == [record.id]
+    settings = record.record["family_settings"]  # rendered as generate renders the family
+    assert settings["guidance"] == {"flux": "distilled", "sd3": "classifier-free"}[family]
+    assert settings["max_sequence_length"] == {"flux": 512, "sd3": 256}[family]
     res = CliRunner().invoke(app, ["render", record.id, "--check", "--json", "--home", str(home)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["identical"] is True

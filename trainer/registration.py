@@ -237,6 +237,7 @@ def store_sample_records(catalog, version, result, step_versions: dict | None = 
     from loradex.registry.catalog.records import (RECORD_SCHEMA, new_record_id, now_iso, pixel_sha256,
                                           png_with_record, store_record)
     from loradex.trainer.generate import LIBRARIES as RENDER_LIBRARIES
+    from loradex.trainer.render import render_profile
 
     step_versions = step_versions or {}
     out = []
@@ -273,6 +274,9 @@ def store_sample_records(catalog, version, result, step_versions: dict | None = 
             "created_at": now_iso(), "created_by": current_user(),
             "notes": notes,
         }
+        family_settings = render_profile(result.base.family).record_fields(sample.fields)
+        if family_settings is not None:  # Flux/SD3: what the sample was rendered with beyond the common fields
+            record["family_settings"] = family_settings
         out.append(store_record(catalog, record, png_with_record(image, record)))
     return out
 

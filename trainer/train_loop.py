@@ -64,6 +64,9 @@ class Sample:
     height: int
     steps: int
     cfg: float
+    # the family's own render settings, as ``trainer.render`` resolved them (Flux/SD3:
+    # max_sequence_length, the scheduler's shift); the record's ``family_settings`` come from them
+    fields: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -420,9 +423,15 @@ def load_checkpoint(run: Run, path: Path, optimizer, lr_scheduler, gen) -> dict:
 # --- samples -------------------------------------------------------------------------------
 
 def render_samples(run: Run, step: int, dest: Path) -> list[Sample]:
-    """Render every sample prompt at a fixed seed each (sample_seed + i); PNGs under ``dest``."""
+    """Render every sample prompt at a fixed seed each (sample_seed + i); PNGs under ``dest``.
+    Rendered as ``generate`` renders (``trainer.render`` with the family's profile and its default
+    settings), so ``render --check`` re-renders the record bit-identically."""
     import torch
 
+    from .render import render, render_profile
+
+    profile = render_profile(run.family)
+    fields = profile.resolve_fields({}, run.pipe.scheduler)
     config = run.config
     prompts = config.sample_prompts or run.method.default_sample_prompts(run)
     dest.mkdir(parents=True, exist_ok=True)
@@ -432,13 +441,12 @@ def render_samples(run: Run, step: int, dest: Path) -> list[Sample]:
         with torch.no_grad(), run.accelerator.autocast():
             for i, prompt in enumerate(prompts):
                 seed = config.sample_seed + i
-                image = run.pipe(prompt=prompt, num_inference_steps=config.sample_steps, guidance_scale=SAMPLE_CFG,
-                                 height=config.resolution, width=config.resolution,
-                                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+                image = render(run.pipe, prompt, seed=seed, steps=config.sample_steps, cfg=SAMPLE_CFG,
+                               width=config.resolution, height=config.resolution, fields=fields, profile=profile)
                 path = dest / f"{i:02d}-seed{seed}.png"
                 image.save(path)
                 out.append(Sample(step, prompt, seed, str(path), image.width, image.height,
-                                  config.sample_steps, SAMPLE_CFG))
+                                  config.sample_steps, SAMPLE_CFG, dict(fields)))
     finally:
         run.set_training(True)
     return out
