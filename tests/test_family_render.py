@@ -107,6 +107,26 @@ def test_stack_matches_hand_fused_weights(family, loras, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_kohya_and_comfyui_files_stack_like_the_diffusers_file(family, loras, tmp_path):
+    """The same LoRA written in kohya's and ComfyUI's conventions (fused qkv / linear1 for Flux,
+    joint_blocks for SD3) is converted before diffusers reads it, every module lands, and the
+    pixels are those of the diffusers file."""
+    from loradex.merge.conventions.convert import convert_file
+
+    source = loras[family]["files"]["t1"]
+    pipe = build_tiny_pipeline(family)
+    stack = AdapterStack(pipe, cache_dir=tmp_path / "cache")
+    stack.apply([StackEntry("diffusers", source, 1.0, 0.9)])
+    expected = _pixels(pipe)
+    for convention in ("kohya", "comfyui"):
+        converted = convert_file(source, tmp_path / f"{convention}.safetensors", to=convention, base=family)
+        assert converted.files
+        (adapter,) = stack.apply([StackEntry(convention, tmp_path / f"{convention}.safetensors", 1.0, 0.9)])
+        assert adapter.conversion["from"] == convention and adapter.coverage.dropped == []
+        np.testing.assert_allclose(_pixels(pipe), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_text_encoder_and_transformer_weights_apply_separately(family, loras, tmp_path):
     data = loras[family]
     pipe = build_tiny_pipeline(family)
