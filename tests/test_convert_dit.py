@@ -253,29 +253,39 @@ def test_unknown_module_is_a_coverage_error_and_sd1_kohya_untouched():
 
 
 # --- oracles: diffusers' loaders ------------------------------------------------------------------
-def _diffusers_load(pipeline_cls, model, path, name) -> dict[str, torch.Tensor]:
-    """Load ``path`` with the pipeline class's own lora_state_dict + load_lora_weights into ``model``;
-    → module path → ΔW of adapter ``name`` (float64). Every key of the converted state dict must
-    name a LoRA layer (no unexpected keys)."""
+def _diffusers_load(pipeline_cls, models: dict, path, name) -> dict[str, torch.Tensor]:
+    """Load ``path`` with the pipeline class's own lora_state_dict + load_lora_weights into a
+    pipeline holding ``models`` (component → model, the rest None); → "component.path" → ΔW of
+    adapter ``name`` (float64; CLIP paths with their ``text_model.`` level). Every key of the
+    converted state dict must name a LoRA layer (no unexpected keys)."""
     import inspect
 
-    others = [p for p in inspect.signature(pipeline_cls.__init__).parameters if p not in ("self", "transformer")]
-    pipe = pipeline_cls(transformer=model, **dict.fromkeys(others))  # the transformer is all this loads into
+    others = [p for p in inspect.signature(pipeline_cls.__init__).parameters if p != "self" and p not in models]
+    pipe = pipeline_cls(**models, **dict.fromkeys(others))
     state = pipeline_cls.lora_state_dict(str(path))
     state = state[0] if isinstance(state, tuple) else state
     pipe.load_lora_weights(str(path), adapter_name=name)
     got = {}
-    for path_, mod in model.named_modules():
-        if hasattr(mod, "lora_A") and name in mod.lora_A:
-            got[path_] = mod.scaling[name] * (mod.lora_B[name].weight.double() @ mod.lora_A[name].weight.double())
-    stems = {k.removeprefix("transformer.").rsplit(".lora_", 1)[0] for k in state}
-    assert stems == set(got), (sorted(stems ^ set(got))[:5])
-    model.delete_adapters(name)
+    for component, model in models.items():
+        for path_, mod in model.named_modules():
+            if hasattr(mod, "lora_A") and name in mod.lora_A:
+                if component.startswith("text_encoder") and not path_.startswith("text_model."):
+                    path_ = "text_model." + path_  # transformers 5 flattened CLIPTextModel
+                got[f"{component}.{path_}"] = mod.scaling[name] * (
+                    mod.lora_B[name].weight.double() @ mod.lora_A[name].weight.double())
+        if hasattr(model, "delete_adapters"):
+            model.delete_adapters(name)
+    stems = {k.rsplit(".lora_", 1)[0] for k in state if k.startswith("transformer.")}
+    assert stems == {k for k in got if k.startswith("transformer.")}, sorted(stems ^ set(got))[:5]
+    # text-encoder keys come in diffusers' older spellings (…to_q_lora.down.weight): counted
+    assert sum(k.startswith("text_encoder") for k in state) == 2 * sum(k.startswith("text_encoder") for k in got)
+    assert all(k.startswith(("transformer.", "text_encoder")) for k in state)
+    if "text_encoder" in models:
+        pipe.delete_adapters(name)
     return got
 
 
-def _compare(got: dict, want: dict, prefix="transformer.") -> None:
-    want = {k.removeprefix(prefix): v for k, v in want.items() if k.startswith(prefix)}
+def _compare(got: dict, want: dict) -> None:
     assert set(got) == set(want)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
@@ -288,7 +298,7 @@ def test_flux_files_load_in_diffusers(flux, flux_lora, tmp_path):
     want = _deltas(diff, meta)
     path = tmp_path / "d.safetensors"
     save_file(diff, str(path), meta)
-    _compare(_diffusers_load(FluxPipeline, flux, path, "diffusers"), want)
+    _compare(_diffusers_load(FluxPipeline, {"transformer": flux}, path, "diffusers"), want)
     # diffusers' kohya/ComfyUI Flux path (diffusers 0.42 _convert_kohya_flux_lora_to_diffusers)
     # hard-codes the real single-block widths (3072 ×3, 12288) for linear1, and names the non-block
     # modules (img_in, txt_in, time_in, vector_in, final_layer) without the ``transformer.`` prefix,
@@ -300,7 +310,7 @@ def test_flux_files_load_in_diffusers(flux, flux_lora, tmp_path):
         out = {k: v for k, v in out.items() if not any(d in k for d in dropped_by_diffusers)}
         path = tmp_path / f"{to}.safetensors"
         save_file(out, str(path), ometa)
-        _compare(_diffusers_load(FluxPipeline, flux, path, to), _deltas(out, ometa))
+        _compare(_diffusers_load(FluxPipeline, {"transformer": flux}, path, to), _deltas(out, ometa))
 
 
 def test_sd3_diffusers_file_loads_in_diffusers(sd3, sd3_lora, tmp_path):
@@ -309,7 +319,39 @@ def test_sd3_diffusers_file_loads_in_diffusers(sd3, sd3_lora, tmp_path):
     diff, meta = sd3_lora
     path = tmp_path / "d.safetensors"
     save_file(diff, str(path), meta)
-    _compare(_diffusers_load(StableDiffusion3Pipeline, sd3, path, "diffusers"), _deltas(diff, meta))
+    _compare(_diffusers_load(StableDiffusion3Pipeline, {"transformer": sd3}, path, "diffusers"), _deltas(diff, meta))
+
+
+def test_flux_clip_text_encoder_loads_in_diffusers_from_every_convention(flux, tmp_path):
+    """CLIP-L LoRA modules (kohya ``lora_te1_``, ComfyUI ``text_encoders.clip_l.transformer.``,
+    diffusers ``text_encoder.``) load into the Flux pipeline's text encoder with their own alphas.
+    (diffusers' Flux loader takes no T5 LoRA in any convention: FluxPipeline loads transformer and
+    text_encoder only.)"""
+    from diffusers import FluxPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    clip = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                                        num_hidden_layers=1, vocab_size=100, bos_token_id=0, eos_token_id=1,
+                                        pad_token_id=1))
+    g = _gen(11)
+    kohya = {}
+    for i, (name, mod) in enumerate((n, m) for n, m in clip.named_modules() if isinstance(m, torch.nn.Linear)):
+        stem = "lora_te1_text_model_" + name.removeprefix("text_model.").replace(".", "_")
+        kohya[f"{stem}.lora_down.weight"] = torch.randn(RANK, mod.in_features, generator=g) * 0.3
+        kohya[f"{stem}.lora_up.weight"] = torch.randn(mod.out_features, RANK, generator=g) * 0.3
+        kohya[f"{stem}.alpha"] = torch.tensor(ALPHAS[i % len(ALPHAS)])
+    for stem, (out_f, in_f) in (("lora_unet_double_blocks_0_img_attn_proj", (32, 32)),):  # a block: the Flux path
+        kohya[f"{stem}.lora_down.weight"] = torch.randn(RANK, in_f, generator=g)
+        kohya[f"{stem}.lora_up.weight"] = torch.randn(out_f, RANK, generator=g)
+        kohya[f"{stem}.alpha"] = torch.tensor(1.0)
+    want = _deltas(kohya)
+    assert sum(k.startswith("text_encoder.") for k in want) == 6
+    for to in ("kohya", "comfyui", "diffusers"):
+        out, ometa, _ = convert_state_dict(kohya, to=to)
+        path = tmp_path / f"{to}.safetensors"
+        save_file(out, str(path), ometa)
+        _compare(_diffusers_load(FluxPipeline, {"transformer": flux, "text_encoder": clip}, path, to), want)
 
 
 # --- oracle: ComfyUI's key mapping ------------------------------------------------------------------
