@@ -12,7 +12,7 @@ from .output import Output, terminal_safe
 
 records_app = typer.Typer(help="Prompt records: what produced each image.", no_args_is_help=True)
 
-BaseOpt = Annotated[str, typer.Option("--base", help="Base model: tiny-sd1, a diffusers folder, a "
+BaseOpt = Annotated[str, typer.Option("--base", help="Base model: tiny-sd1/-sdxl/-flux/-sd3, a diffusers folder, a "
                                                      "checkpoint file, a cached hub id or a catalog ref.")]
 OptionalBaseOpt = Annotated[Optional[str], typer.Option(
     "--base", help="Base model (default: the base the version was used with before: its newest prompt "
