@@ -228,3 +228,28 @@ def test_comfyui_extras_and_kohya_t5_are_understood(tmp_path):
         f"{t5}.lora_down.weight": ("BF16", (1, 4096)), f"{t5}.lora_up.weight": ("BF16", (4096, 1))}, {})
     r = probe_path(flux).to_dict()
     assert (r["base"], r["components"]) == ("flux", ["transformer", "text_encoder_2"])
+
+
+def test_layout_fixtures_have_the_real_widths():
+    """Spot checks against the published architectures, and the committed kohya layouts are what
+    the generator writes (tests/fixtures/layouts/make_layouts.py)."""
+    from pathlib import Path
+
+    from _family_layouts import kohya_layout, native_layout, real_linear_layout
+
+    flux = native_layout("flux1-dev")
+    assert flux["single_blocks.37.linear1"] == (3 * 3072 + 4 * 3072, 3072)  # q, k, v + 4x MLP fused
+    assert flux["double_blocks.18.img_mod.lin"] == (6 * 3072, 3072) and "double_blocks.19.img_attn.qkv" not in flux
+    large = native_layout("sd3.5-large")
+    assert large["joint_blocks.37.context_block.adaLN_modulation.1"] == (2 * 2432, 2432)  # pre-only last block
+    assert "joint_blocks.37.context_block.attn.proj" not in large and "joint_blocks.38.x_block.attn.qkv" not in large
+    medium = native_layout("sd3.5-medium")
+    assert {int(k.split(".")[1]) for k in medium if ".attn2." in k} == set(range(13))
+    assert real_linear_layout("wan2.2-5b")["blocks.29.attn1.to_q"] == (3072, 3072)
+    assert "blocks.30.attn1.to_q" not in real_linear_layout("wan2.2-5b")
+    assert native_layout("hunyuan-video")["single_blocks.39.linear1"] == (3 * 3072 + 4 * 3072, 3072)
+    here = Path(__file__).parent / "fixtures" / "layouts"
+    for name, model, te in (("flux1-dev.json", "flux1-dev", ("clip-l",)),
+                            ("sd3.5-large.json", "sd3.5-large", ("clip-l", "clip-g")),
+                            ("sd3.5-medium.json", "sd3.5-medium", ("clip-l", "clip-g"))):
+        assert json.loads((here / name).read_text()) == kohya_layout(model, rank=16, te=te), name
