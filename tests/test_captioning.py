@@ -373,6 +373,7 @@ def test_web_captions_page_saves_a_new_version(dataset):
     reader = signed_in_client(app, create_token(catalog, "read", name="reader").secret)
     writer = signed_in_client(app, create_token(catalog, "write", name="writer").secret)
 
+    assert 'href="/ui/datasets/shapes/1.0.0/captions"' in writer.get("/ui/datasets/shapes/1.0.0").text
     page = writer.get(url)
     assert page.status_code == 200 and 'name="caption-0"' in page.text and "shp, red square" in page.text
     assert 'name="caption-0"' not in reader.get(url).text  # a read token sees the captions, no form
