@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
     def search(
         query: Annotated[str, typer.Argument(help="Words to find (the last one also as a prefix).")] = "",
         kind: Annotated[Optional[str], typer.Option("--kind", help="lora, lycoris, embedding or checkpoint.")] = None,
-        base: Annotated[Optional[str], typer.Option("--base", help="Base family: sd1, sd2, sdxl, sd3, flux, unknown.")] = None,
+        base: Annotated[Optional[str], typer.Option("--base", help="Base family (sd1, sdxl, flux, wan-14b …, any Civitai/kohya spelling) or a variant name (pony).")] = None,
+        variant: Annotated[Optional[str], typer.Option("--variant", help="Sub-family, FAMILY/VARIANT or VARIANT: sdxl/pony, illustrious, noobai-vpred.")] = None,
         tag: Annotated[Optional[List[str]], typer.Option("--tag", help="KEY=VALUE the adapter is tagged with (repeatable).")] = None,
         trigger: Annotated[Optional[str], typer.Option("--trigger", help="A trigger word of a matching version.")] = None,
         alias: Annotated[Optional[str], typer.Option("--alias", help="Only adapters that have this alias.")] = None,
@@ -31,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
         result = search_catalog(open_reader(home), query, kind=kind, base=base, tags=_parse_tags(tag),
                                 trigger=trigger, alias=alias, created_by=created_by, sort=sort,
-                                limit=limit, offset=offset)
+                                limit=limit, offset=offset, variant=variant)
         out = Output(json_mode=json)
         out.result(result, lambda c: _print(out, c, result))
 

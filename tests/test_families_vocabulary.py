@@ -325,6 +325,11 @@ def test_search_finds_versions_by_variant_and_family(sub_families):
         search_catalog(catalog, base="no-such-model")
     with pytest.raises(UsageError, match="several families"):
         search_catalog(catalog, variant="dev")  # Flux.1, Flux.2 and HiDream all have a dev
+    cli = runner.invoke(app, ["search", "--variant", "noobai-vpred", "--home", str(sub_families.home), "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert [h["name"] for h in json.loads(cli.stdout)["hits"]] == ["noob-vpred"]
+    cli = runner.invoke(app, ["search", "--variant", "dev", "--home", str(sub_families.home)])
+    assert isinstance(cli.exception, UsageError) and "several families" in str(cli.exception)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
