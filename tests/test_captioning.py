@@ -172,9 +172,16 @@ def test_folder_captions_written_kept_prefixed_and_recorded(models, tmp_path, cl
     assert record["model_sha256"] == sha256_file(models["blip"] / "model.safetensors")
     assert record["settings"] == {"prefix": "shp, ", "max_words": 3, "max_new_tokens": 40, "num_beams": 3}
 
+    (data / RECORDS_FILE).write_text('{"schema": "loradex.caption-records/1", "images": []}')  # damaged
+    before = {p.name: p.read_bytes() for p in data.glob("*.txt")}
+    res = cli("dataset", "caption", data, "--captioner", "blip", "--model", models["blip"], "--overwrite")
+    assert res.exit_code == 1 and RECORDS_FILE in res.output
+    assert {p.name: p.read_bytes() for p in data.glob("*.txt")} == before  # nothing written
+    (data / RECORDS_FILE).write_text(json.dumps({"schema": "loradex.caption-records/1", "images": records}))
     res = cli("dataset", "caption", data, "--captioner", "blip", "--model", models["blip"], "--overwrite",
               "--max-words", "2")
     assert res.exit_code == 0, res.output
+    assert json.loads((data / RECORDS_FILE).read_text())["images"]["img01.png"]["settings"]["max_words"] == 2
     assert (data / "img01.txt").read_text() == DC.limit_words(blip_direct(models["blip"], [open_rgb(data / "img01.png")])[0], 2)
 
 

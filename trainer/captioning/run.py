@@ -94,13 +94,16 @@ def caption_folder(folder, captioner, *, mode: str | None = None, caption_ext: s
         raise UsageError(f"{folder}: no images to caption")
     existing = {rel: read_caption(p, caption_ext) for rel, p in paths.items()}
     todo = images_to_caption(existing, mode, str(folder))
+    earlier = read_folder_records(folder)  # a damaged records file stops the run before any caption
     record = captioner.record()
     captions = caption_images(captioner, todo, lambda rel: _open_file(paths[rel]), progress)
     for rel, caption in captions.items():
         with atomic_output(paths[rel].with_suffix(caption_ext), "w") as fh:
             fh.write(caption)
     if captions:
-        _write_records(folder, {rel: record for rel in captions})
+        with atomic_output(folder / RECORDS_FILE, "w") as fh:
+            records = {**earlier, **{rel: record for rel in captions}}
+            json.dump({"schema": RECORDS_SCHEMA, "images": dict(sorted(records.items()))}, fh, indent=1)
     return CaptionRun(str(folder), captioner.name, record, captions,
                       kept=sorted(set(existing) - set(captions)))
 
@@ -118,14 +121,6 @@ def read_folder_records(folder: Path) -> dict[str, dict]:
                                        "images": {"type": "object",
                                                   "additionalProperties": {"type": "object"}}}}, str(path))
     return data["images"]
-
-
-def _write_records(folder: Path, new: dict[str, dict]) -> None:
-    from loradex.registry.files.atomic_files import atomic_output
-
-    records = {**read_folder_records(folder), **new}
-    with atomic_output(folder / RECORDS_FILE, "w") as fh:
-        json.dump({"schema": RECORDS_SCHEMA, "images": dict(sorted(records.items()))}, fh, indent=1)
 
 
 def caption_dataset(catalog, ref: str, captioner, *, mode: str | None = None, message: str = "",
