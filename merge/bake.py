@@ -1,5 +1,9 @@
 """Bake: fuse LoRAs into a base checkpoint (W + Σ w·ΔW) in the base's own layout or, through
-``bake_layouts``, the other one; registered as the recipe op ``bake``."""
+``bake_layouts``, the other one (sd1 / sdxl); registered as the recipe op ``bake``.
+
+Flux.1 / SD 3 bases bake in their own layout: a diffusers folder (the transformer's files
+rewritten) or an original BFL / SAI single file (each fused qkv / linear1 weight gets its parts'
+ΔW in their rows)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any
 
 from .catalog_merge import _input_entry, _open_checked, _resolve_inputs, check_families
 from .conventions.adapter_io import version_family
-from .model_weights import _check_model_hash, _fused_file, _model_input, open_model, replace_folder
+from .model_weights import _check_model_hash, _fused_file, _model_input, fuse_targets, open_model, replace_folder
 from .recipes import loradex_version, register_recipe_op
 
 Progress = Callable[[int, int, str], None]
@@ -100,11 +104,7 @@ def write_bake(catalog, recipe: dict, dest: Path, *, progress: Progress | None =
                             hint="the adapters target modules this base does not have; "
                                  "--allow-missing bakes the rest and lists these")
     dest = Path(dest)
-    by_file: dict[str, dict[str, str]] = {}
-    wanted = {n for a in adapters for n in a.names()}
-    for module_name, entry in weights.entries.items():
-        if module_name in wanted:
-            by_file.setdefault(entry.file, {})[entry.key] = module_name
+    by_file = fuse_targets(weights, {n for a in adapters for n in a.names()})
     if recipe["output"]["format"] != weights.layout:
         from .bake_layouts import LAYOUT_CHANGES
 

@@ -7,7 +7,9 @@ Models are read lazily with ``safe_open`` (one tensor at a time) from either
   Flux folders are — ``text_encoder/model.safetensors``, ``text_encoder_2/model.safetensors``), e.g.
   one written by ``trainer.tiny_pipeline.save_tiny_pipeline``;
 - an original-layout single-file ``.safetensors`` checkpoint (``model.diffusion_model.*`` in SGM
-  numbering, ``cond_stage_model.transformer.*`` / ``conditioner.embedders.0.transformer.*``);
+  numbering, ``cond_stage_model.transformer.*`` / ``conditioner.embedders.0.transformer.*``), or a
+  Flux.1 / SD 3 transformer in its original BFL / SAI layout (fused ``qkv`` / ``linear1`` weights:
+  one entry per diffusers module, naming its rows — the family's naming table splits them);
 - a catalog ref of kind ``checkpoint`` (its stored single file).
 
 Every weight is named by its kohya module name, so adapters and models meet on one naming. LoRA
@@ -75,6 +77,16 @@ class WeightEntry:
     block: bool = True  # False: a DiT linear outside the blocks (baked when an adapter has it, never extracted)
     path: str = ""  # the module's dotted path in its component (diffusers / transformers naming)
     shape: tuple = ()
+    # a part of a fused native (BFL / SAI) weight: its output rows in the stored tensor, and whether
+    # the stored halves are (shift, scale) where diffusers has (scale, shift)
+    rows: tuple[int, int] | None = None
+    swap_halves: bool = False
+
+    def view(self, tensor):
+        """This module's weight out of the stored ``tensor`` (rows taken, halves put in diffusers order)."""
+        if self.rows is not None:
+            tensor = tensor[self.rows[0]:self.rows[1]]
+        return _swapped(tensor) if self.swap_halves else tensor
 
 
 @dataclass
@@ -96,7 +108,7 @@ class ModelWeights:
             from safetensors import safe_open
 
             handle = self._handles[entry.file] = safe_open(entry.file, framework="pt")
-        return handle.get_tensor(entry.key)
+        return entry.view(handle.get_tensor(entry.key))
 
     def names(self, *, conv: bool) -> list[str]:
         """The modules extract looks at: LoRA targets (k×k convs only with ``conv``)."""
@@ -304,8 +316,13 @@ def _open_single_file(path: Path, source: str) -> ModelWeights:
             layout = unet_layout_from_ldm_keys({k[len(UNET_PREFIX):]: tuple(fh.get_slice(k).get_shape())
                                                 for k in keys if k.startswith(UNET_PREFIX)})
     if layout is None:
-        raise UnsupportedFormat(path, "not an SD1/SD2/SDXL single-file checkpoint (family unknown); Flux.1 and "
-                                      "SD 3.5 bases are read as diffusers folders (transformer/ + model_index.json)")
+        with safe_open(str(path), framework="pt") as fh:
+            native = _open_native_dit(path, source, {k: tuple(fh.get_slice(k).get_shape()) for k in keys})
+        if native is not None:
+            return native
+        raise UnsupportedFormat(path, "neither an SD1/SD2/SDXL single-file checkpoint nor a Flux.1 / SD 3 "
+                                      "transformer in its original layout (family unknown)",
+                                hint="give a diffusers folder (model_index.json + unet/ or transformer/)")
     unet_map = sgm_to_diffusers(layout)
 
     def mapper(module: str) -> tuple[str, str] | None:
@@ -319,6 +336,77 @@ def _open_single_file(path: Path, source: str) -> ModelWeights:
 
     weights = ModelWeights(source, "single-file", family)
     _add_weights(weights, path, mapper)
+    return weights
+
+
+# --- original-layout (BFL / SAI) DiT single files ------------------------------------------------
+NATIVE_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+
+
+def _swapped(tensor):
+    """Rows (a, b) → (b, a): the final modulation's (shift, scale) ↔ diffusers' (scale, shift)."""
+    import torch
+
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def _native_module(key: str) -> str:
+    for prefix in NATIVE_PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+            break
+    return key.removesuffix(".weight")
+
+
+def _native_family(shapes: dict[str, tuple]) -> tuple[str, Any] | None:
+    """(family, naming table) of the DiT family whose native names cover the most linear weights."""
+    from loradex.families import aspects
+
+    counts = []
+    for family, naming in aspects("naming"):
+        table = getattr(naming, "TABLE", None)
+        if table is None:
+            continue
+        found = sum(1 for k, s in shapes.items() if len(s) == 2 and k.endswith(".weight")
+                    and table.native(_native_module(k)) is not None)
+        if found:
+            counts.append((found, family.name, table))
+    if not counts:
+        return None
+    counts.sort(key=lambda c: -c[0])
+    if len(counts) > 1 and counts[1][0] == counts[0][0]:
+        return None  # two families spell these keys alike: nothing to tell them apart by
+    return counts[0][1], counts[0][2]
+
+
+def _open_native_dit(path: Path, source: str, shapes: dict[str, tuple]) -> ModelWeights | None:
+    """A DiT transformer in its original single-file layout (BFL Flux ``double_blocks.N.img_attn.qkv``,
+    SAI SD3 ``joint_blocks.N.x_block.attn.qkv``, with or without ``model.diffusion_model.``): each
+    fused linear becomes one entry per diffusers module, naming its rows (the family's naming table
+    splits them by the module's own shape)."""
+    from loradex.families.dit_naming import row_sizes, swaps_halves
+
+    found = _native_family(shapes)
+    if found is None:
+        return None
+    family, table = found
+    weights = ModelWeights(source, "single-file", family)
+    for key, shape in shapes.items():
+        resolved = table.native(_native_module(key)) if key.endswith(".weight") and len(shape) == 2 else None
+        if resolved is None:
+            weights.unmapped.append(key)
+            continue
+        sizes = row_sizes(resolved, shape[0], shape[1])
+        start = 0
+        for part, rows in zip(resolved.parts, sizes):
+            name = kohya_name_for_path("transformer", part, family)
+            weights.entries[name] = WeightEntry(
+                str(path), key, "transformer", False, block=_in_dit_block("transformer", part), path=part,
+                shape=(rows, shape[1]), rows=(start, start + rows) if resolved.fused else None,
+                swap_halves=swaps_halves(resolved, shape[0], shape[1]))
+            start += rows
+    weights.files.append(path)
     return weights
 
 
@@ -342,28 +430,50 @@ def _lineage_parent(ref: str, catalog) -> dict | str:
     return catalog.resolve(ref).ref
 
 
-def fused_tensor(tensor, module_name: str, adapters, entries) -> tuple[Any, int]:
-    """``tensor`` + Σ w·ΔW over the adapters holding ``module_name`` (summed in fp32, returned in
-    ``tensor``'s dtype, ``tensor`` itself untouched) and how many adapters did."""
+def fused_tensor(tensor, target, adapters, entries) -> tuple[Any, int]:
+    """``tensor`` + Σ w·ΔW over the adapters holding the target module(s) (summed in fp32, returned in
+    ``tensor``'s dtype, ``tensor`` itself untouched) and how many module updates there were.
+
+    ``target`` is a kohya module name, or [(name, WeightEntry)] for the parts of a fused native
+    weight (each ΔW goes to its rows, halves swapped back where the entry says)."""
     import torch
 
+    parts = [(target, None)] if isinstance(target, str) else target
     total, count = tensor.to(torch.float32, copy=True), 0
-    for source, entry in zip(adapters, entries):
-        module = source.load(module_name)
-        if module is not None:
-            total += delta_weight(module, component_weight(module_name, entry)).reshape(tensor.shape)
-            count += 1
+    for module_name, weight_entry in parts:
+        rows = weight_entry.rows if weight_entry is not None else None
+        region = total[rows[0]:rows[1]] if rows is not None else total
+        for source, entry in zip(adapters, entries):
+            module = source.load(module_name)
+            if module is not None:
+                delta = delta_weight(module, component_weight(module_name, entry)).reshape(region.shape)
+                region += _swapped(delta) if weight_entry is not None and weight_entry.swap_halves else delta
+                count += 1
     return total.to(tensor.dtype), count
 
 
-def _fused_file(file: Path, targets: dict[str, str], adapters, entries, progress) -> tuple[bytes, int]:
-    """The bytes of ``file`` with every target weight (key → kohya name) fused; its metadata kept."""
+def fuse_targets(weights: ModelWeights, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """file → {tensor key → kohya name, or [(name, WeightEntry)] for a fused native weight's parts}."""
+    by_file: dict[str, dict[str, Any]] = {}
+    for module_name, entry in weights.entries.items():
+        if module_name not in wanted:
+            continue
+        targets = by_file.setdefault(entry.file, {})
+        if entry.rows is None and not entry.swap_halves:
+            targets[entry.key] = module_name
+        else:
+            targets.setdefault(entry.key, []).append((module_name, entry))
+    return by_file
+
+
+def _fused_file(file: Path, targets: dict[str, Any], adapters, entries, progress) -> tuple[bytes, int]:
+    """The bytes of ``file`` with every target weight (key → kohya name(s)) fused; its metadata kept."""
     tensors, metadata, count = fused_state(file, targets, adapters, entries, progress)
     blob, _ = deterministic_safetensors(tensors, metadata, hash_key=HASH_KEY)
     return blob, count
 
 
-def fused_state(file: Path, targets: dict[str, str], adapters, entries,
+def fused_state(file: Path, targets: dict[str, Any], adapters, entries,
                 progress: Progress | None = None) -> tuple[dict, dict[str, str], int]:
     """(every tensor of ``file``, target weights (key → kohya name) fused; its metadata; module updates)."""
     from safetensors import safe_open

@@ -203,11 +203,15 @@ def test_single_file_layouts_are_refused_in_one_line_naming_what_works(tmp_path,
         bake(catalog, str(folder), [("style", WEIGHT)], tmp_path / "out.safetensors", format="single-file")
     assert f"written for sd1 and sdxl only, and this base is {family}" in str(refused.value)
     assert "leave --format out" in refused.value.hint
-    native = tmp_path / "native.safetensors"  # an original-layout (BFL / SAI) file
-    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(6, 2)}, str(native))
-    with pytest.raises(UnsupportedFormat, match="Flux.1 and SD 3.5 bases are read as diffusers folders"):
-        bake(catalog, str(native), [("style", WEIGHT)], tmp_path / "out2")
-    assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "out2").exists()
+    native = tmp_path / "native.safetensors"  # an original-layout (BFL / SAI) file: baked in its own layout only
+    save_file(native_state(family, state), str(native))
+    with pytest.raises(UsageError, match=f"written for sd1 and sdxl only, and this base is {family}"):
+        bake(catalog, str(native), [("style", WEIGHT)], tmp_path / "out2", format="diffusers", config=str(folder))
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"blocks.0.attn.qkv.weight": torch.zeros(6, 2)}, str(foreign))
+    with pytest.raises(UnsupportedFormat, match="nor a Flux.1 / SD 3 transformer in its original layout"):
+        bake(catalog, str(foreign), [("style", WEIGHT)], tmp_path / "out3")
+    assert not any((tmp_path / n).exists() for n in ("out.safetensors", "out2", "out3"))
 
 
 # Flux's block names alone tell it; SD3's identity evidence needs a real width (1536 / 2432)
@@ -249,3 +253,66 @@ def test_a_kohya_file_bakes_like_its_diffusers_twin(tmp_path, dit):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
+
+
+def native_state(family: str, state: dict) -> dict:
+    """The transformer's linear weights in the original (BFL / SAI) single-file layout, built with
+    the family's naming table: fused modules are their parts' rows in order, the final modulation
+    with its halves swapped."""
+    from loradex.families import get_family
+    from loradex.families.dit_naming import swaps_halves
+
+    table = get_family(family).aspect("naming").TABLE
+    grouped: dict[str, tuple] = {}
+    for key, tensor in state.items():
+        owner = table.owner(key.removesuffix(".weight")) if key.endswith(".weight") and tensor.dim() == 2 else None
+        if owner is not None:
+            resolved, index = owner
+            grouped.setdefault(resolved.native, (resolved, {}))[1][index] = tensor
+    out = {}
+    for native, (resolved, parts) in grouped.items():
+        if len(parts) != len(resolved.parts):
+            continue  # a fused module this tiny model does not have every part of
+        fused = torch.cat([parts[i] for i in range(len(resolved.parts))])
+        if swaps_halves(resolved, fused.shape[0], fused.shape[1]):
+            fused = torch.cat(fused.chunk(2)[::-1])
+        out[f"model.diffusion_model.{native}.weight"] = fused.contiguous()
+    return out
+
+
+def test_original_layout_single_file_bakes_in_its_own_layout(tmp_path, dit):
+    """A BFL / SAI single-file transformer: each fused weight (qkv, linear1) gets its parts' ΔW in
+    their rows; the result is the native file of the diffusers-baked weights (closed form)."""
+    family, folder, state, factors, lora = dit
+    native = tmp_path / "native.safetensors"
+    save_file(native_state(family, state), str(native))
+    catalog = Catalog(tmp_path / "home")
+    add_file(catalog, lora, name="style", base=family)
+    res = runner("bake", str(native), f"style:{WEIGHT}", "-o", str(tmp_path / "baked.safetensors"), "--json",
+                 home=tmp_path / "home")
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["format"] == "single-file" and result["missing"] == [] and result["fused"] == len(factors)
+
+    tuned = {k: v.double() for k, v in state.items()}
+    for path, (down, up) in factors.items():
+        tuned[path + ".weight"] = tuned[path + ".weight"] + delta(down, up, WEIGHT)
+    expected = native_state(family, tuned)
+    baked = load_file(str(tmp_path / "baked.safetensors"))
+    assert baked.keys() == expected.keys()
+    for key, tensor in baked.items():
+        assert tensor.dtype == torch.float32
+        assert torch.allclose(tensor.double(), expected[key], atol=1e-6, rtol=0), key
+
+    # and extract reads the fused weights part by part: the block modules' ΔW come back (diffusers keys)
+    res = runner("extract", "--base", str(native), "--tuned", str(tmp_path / "baked.safetensors"), "--rank", "2",
+                 "--name", "back", "--dtype", "fp32", "--json", home=tmp_path / "home")
+    assert res.exit_code == 0, res.output
+    version = catalog.resolve("back")
+    sd = load_file(str(catalog.blobs.path_for(version.sha256)))
+    for path, (down, up) in factors.items():
+        if path == OUTSIDE:  # not a block linear: extract leaves it out
+            assert f"transformer.{path}.lora_A.weight" not in sd
+            continue
+        a, b = sd[f"transformer.{path}.lora_A.weight"], sd[f"transformer.{path}.lora_B.weight"]
+        assert torch.allclose(b.double() @ a.double(), delta(down, up, WEIGHT), atol=1e-5, rtol=0), path
