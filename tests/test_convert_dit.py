@@ -221,9 +221,9 @@ def test_text_encoders_use_the_family_prefixes():
           "lora_te3_encoder_block_0_layer_1_DenseReluDense_wi_0.lora_down.weight": torch.randn(2, 32, generator=g),
           "lora_te3_encoder_block_0_layer_1_DenseReluDense_wi_0.lora_up.weight": torch.randn(64, 2, generator=g),
           "lora_te3_encoder_block_0_layer_1_DenseReluDense_wi_0.alpha": torch.tensor(4.0),
-          "lora_unet_img_in.lora_down.weight": torch.randn(2, 4, generator=g),
-          "lora_unet_img_in.lora_up.weight": torch.randn(32, 2, generator=g),
-          "lora_unet_img_in.alpha": torch.tensor(2.0)}
+          "lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.randn(2, 32, generator=g),
+          "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.randn(32, 2, generator=g),
+          "lora_unet_double_blocks_0_img_attn_proj.alpha": torch.tensor(2.0)}
     diff, meta, _ = convert_state_dict(sd, to="diffusers")
     assert "text_encoder_2.encoder.block.0.layer.1.DenseReluDense.wi_0.lora_A.weight" in diff
     assert "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight" in diff
@@ -513,3 +513,19 @@ def test_convert_command_writes_comfyui_and_reports_rank_growth(flux_lora, tmp_p
     from safetensors.torch import load_file
 
     assert_same_state_dict(diff, load_file(str(back)))  # block form recognised: the parts come back
+
+
+def test_convert_refuses_a_recognised_only_family(tmp_path):
+    from _family_layouts import write_lora
+    from typer.testing import CliRunner
+
+    from loradex.cli.app import app
+
+    path = write_lora(tmp_path, "wan2.1-14b", "comfy-down-up", rank=1, limit=4)
+    from loradex.families import FamilyNotSupported
+
+    result = CliRunner().invoke(app, ["convert", str(path), "--to", "kohya", "-o", str(tmp_path / "out.safetensors")])
+    # main() prints a FamilyNotSupported as its one-line message, exit 1
+    assert isinstance(result.exception, FamilyNotSupported) and result.exception.exit_code == 1
+    assert str(result.exception).startswith("convert for wan-14b is not supported yet")
+    assert not (tmp_path / "out.safetensors").exists()

@@ -92,3 +92,30 @@ def test_svd_merge_and_resize_are_optimal_on_flux(catalog):
     for name, d in a.items():
         s = torch.linalg.svdvals(d)
         assert abs(float((small[name] - d).norm()) - float(s[1:].square().sum().sqrt())) <= 1e-4 * float(s[0]) + 1e-6
+
+
+def test_lycoris_flux_file_is_split_by_rows_and_merges(catalog, tmp_path):
+    """A LoKr module on the fused ``img_attn.qkv`` (kohya names) is expanded and split by rows into
+    to_q/to_k/to_v — each the matching rows of kron(w1, w2) — and merges with LoRA files by svd."""
+    g = torch.Generator().manual_seed(5)
+    w1, w2 = torch.randn(4, 4, generator=g), torch.randn(3 * H // 4, H // 4, generator=g) * 0.1
+    lokr = {"lora_unet_double_blocks_0_img_attn_qkv.lokr_w1": w1, "lora_unet_double_blocks_0_img_attn_qkv.lokr_w2": w2,
+            "lora_unet_double_blocks_0_img_attn_qkv.alpha": torch.tensor(1.0),
+            "lora_unet_final_layer_adaLN_modulation_1.lora_down.weight": torch.randn(2, H, generator=g),
+            "lora_unet_final_layer_adaLN_modulation_1.lora_up.weight": torch.randn(2 * H, 2, generator=g),
+            "lora_unet_final_layer_adaLN_modulation_1.alpha": torch.tensor(2.0)}
+    path = tmp_path / "lokr.safetensors"
+    save_safetensors(lokr, path, {})
+    add_file(catalog, path, name="k", base="flux")
+    got = _deltas(catalog, "k")
+    full = torch.kron(w1, w2).double()
+    for i, proj in enumerate(("to_q", "to_k", "to_v")):
+        assert torch.equal(got[f"lora_transformer_transformer_blocks_0_attn_{proj}"], full[i * H:(i + 1) * H])
+    ada = (lokr["lora_unet_final_layer_adaLN_modulation_1.lora_up.weight"].double()
+           @ lokr["lora_unet_final_layer_adaLN_modulation_1.lora_down.weight"].double())
+    torch.testing.assert_close(got["lora_transformer_norm_out_linear"], torch.cat([ada[H:], ada[:H]]))  # swapped
+    a = _deltas(catalog, "a")
+    result = merge_versions(catalog, [("k", 1.0), ("a", 1.0)], "svd", rank=H, name="ka", dtype="fp32")
+    merged = _deltas(catalog, result.version.ref)
+    for name in merged:
+        torch.testing.assert_close(merged[name], got.get(name, 0) + a[name], rtol=1e-4, atol=1e-5)

@@ -63,7 +63,8 @@ KOHYA_WRITE_PREFIXES = {"transformer": "lora_unet_", "text_encoder": "lora_te1_"
 COMFY_TEXT_ENCODERS = {"text_encoder": "clip_l", "text_encoder_2": "t5xxl"}
 T5_COMPONENTS = frozenset({"text_encoder_2"})
 # native block names only this family's files carry (convention readers use them to tell the family)
-NATIVE_MARKERS = ("double_blocks", "single_blocks", "img_in", "txt_in", "time_in", "vector_in", "guidance_in")
+# (img_in, txt_in, vector_in … also name Qwen-Image / HunyuanVideo modules: not markers)
+NATIVE_MARKERS = ("double_blocks", "single_blocks")
 # model widths (the attention's input) of the real checkpoints: tell a diffusers file's family
 WIDTHS = (3072,)
 # regexes on a top-level diffusers transformer path that only this family has

@@ -53,7 +53,7 @@ KOHYA_WRITE_PREFIXES = {"transformer": "lora_unet_", "text_encoder": "lora_te1_"
                         "text_encoder_3": "lora_te3_"}
 COMFY_TEXT_ENCODERS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g", "text_encoder_3": "t5xxl"}
 T5_COMPONENTS = frozenset({"text_encoder_3"})
-NATIVE_MARKERS = ("joint_blocks", "t_embedder", "y_embedder", "x_embedder")
+NATIVE_MARKERS = ("joint_blocks",)  # (t_embedder, x_embedder … also name other DiTs' modules)
 WIDTHS = (1536, 2432)  # SD3 / SD3.5 medium, SD3.5 large
 # regexes on a top-level diffusers transformer path that only this family has (3.5 medium's attn2,
 # the patch embedding)

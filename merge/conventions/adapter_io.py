@@ -221,7 +221,7 @@ def open_adapter(path: str | Path, *, base: str | None = None, check_suffix: boo
     metadata = dict(handle.metadata() or {})
     keys = list(handle.keys())
     base = base if base and base != "unknown" else None
-    from .dit_conventions import dit_base_from_keys, family_naming
+    from .dit_conventions import dit_base_from_keys, family_naming, has_lycoris, merge_modules
 
     # DiT files (Flux, SD3) go through the canonical reader: fused projections are split there,
     # so kohya (fused) and diffusers (split) files name the same modules
@@ -245,6 +245,13 @@ def open_adapter(path: str | Path, *, base: str | None = None, check_suffix: boo
     from .convert import to_canonical
 
     state_dict = {k: upcast(handle.get_tensor(k)) for k in keys}
+    if dit and has_lycoris(keys):  # LyCORIS on Flux/SD3: expanded per module, fused ones split by rows
+        dit_base = base if family_naming(base) is not None else dit_base_from_keys(keys)
+        modules, skipped = merge_modules(state_dict, family_naming(dit_base))
+        source = AdapterSource(path, dit_base, "lycoris", metadata, skipped=skipped)
+        for (component, module_path), module in modules.items():
+            source._loaded[kohya_name_for_path(component, module_path, dit_base)] = module
+        return source
     detect_convention(keys, metadata)  # clear UnsupportedFormat when nothing matches
     adapter_config = _adapter_config(path)
     lora = to_canonical(state_dict, metadata=metadata, base=base, adapter_config=adapter_config)

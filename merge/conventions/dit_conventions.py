@@ -380,3 +380,96 @@ class XLabsConvention(LoraConvention):
     def write(self, lora, ctx: WriteContext):
         raise UnsupportedFormat(_SRC, "XLabs files are read, not written",
                                 hint="write kohya, comfyui or diffusers (each loads in ComfyUI and diffusers)")
+
+
+# --- modules for merging: plain LoRA or LyCORIS, fused native modules split by rows ---------------
+_LYCORIS_PARTS = re.compile(r"\.(hada_|lokr_|lora_mid\.|diff$|diff_b$|oft_|dora_scale$)")
+
+
+def has_lycoris(keys) -> bool:
+    return any(_LYCORIS_PARTS.search(k) for k in keys)
+
+
+def _stem_and_suffix(key: str) -> tuple[str, str]:
+    """``lora_unet_x.lokr_w1`` → (``lora_unet_x``, ``lokr_w1``); ``diffusion_model.a.b.lora_down.weight``
+    → (``diffusion_model.a.b``, ``lora_down.weight``)."""
+    stem, _, last = key.rpartition(".")
+    if last == "weight":
+        stem, _, prev = stem.rpartition(".")
+        last = f"{prev}.weight"
+    return stem, last
+
+
+def _locate(naming: ModuleType, stem: str) -> tuple[str, str] | None:
+    """A module stem of any DiT spelling → (component or _NATIVE, path or native name)."""
+    if stem.startswith(COMFY_MODEL_PREFIX):
+        native = stem[len(COMFY_MODEL_PREFIX):]
+        return (_NATIVE, native) if naming.TABLE.native(native) else None
+    if stem.startswith(COMFY_TEXT_PREFIX):
+        encoder, _, rest = stem[len(COMFY_TEXT_PREFIX):].partition(".transformer.")
+        component = {v: k for k, v in naming.COMFY_TEXT_ENCODERS.items()}.get(encoder)
+        return (component, rest) if component and rest else None
+    if stem.startswith("lycoris_"):  # SimpleTuner: diffusers path, underscored
+        path = naming.TABLE.diffusers_from_underscored(stem[len("lycoris_"):])
+        return ("transformer", path) if path else None
+    prefix = next((p for p in sorted(naming.KOHYA_PREFIXES, key=len, reverse=True) if stem.startswith(p)), None)
+    if prefix is None:
+        return None
+    component, under = naming.KOHYA_PREFIXES[prefix], stem[len(prefix):]
+    if component == "transformer" and prefix == "lora_unet_":
+        resolved = naming.TABLE.native_from_underscored(under)
+        return (_NATIVE, resolved.native) if resolved else None
+    if component == "transformer":
+        path = naming.TABLE.diffusers_from_underscored(under)
+        return ("transformer", path) if path else None
+    path = _text_path(naming, component, under)
+    return (component, path) if path else None
+
+
+def merge_modules(state_dict, naming: ModuleType) -> tuple[dict[tuple[str, str], Any], dict[str, str]]:
+    """Every module of a DiT file holding LyCORIS (or plain LoRA) modules, for merging:
+    (component, canonical path) → ``LoraModule`` or ``DenseDelta``; a fused native module is split
+    by rows (a LoRA as in conversion, an expanded ΔW by its rows — both exact). Also the keys no
+    module took, with why."""
+    import torch
+
+    from loradex.families.dit_naming import row_sizes, swaps_halves
+    from loradex.merge.conventions.adapter_io import module_from_group
+    from loradex.merge.math.lora_module import DenseDelta, LoraModule
+
+    groups: dict[str, dict[str, Any]] = defaultdict(dict)
+    skipped: dict[str, str] = {}
+    for key, tensor in state_dict.items():
+        stem, suffix = _stem_and_suffix(key)
+        groups[stem][suffix] = tensor
+    out: dict[tuple[str, str], Any] = {}
+    for stem, tensors in groups.items():
+        where = _locate(naming, stem)
+        if where is None:
+            skipped.update({f"{stem}.{s}": "not a module of this family" for s in tensors})
+            continue
+        component, path = where
+        module = module_from_group(stem, tensors)
+        if component != _NATIVE:
+            out[(component, path)] = module
+            continue
+        if isinstance(module, LoraModule):
+            alpha = torch.tensor(module.alpha) if module.alpha is not None else None
+            for part_path, part in split_native(naming, path, CanonicalModule(module.down, module.up, alpha)) or ():
+                out[("transformer", part_path)] = part.to_lora_module()
+            continue
+        resolved = naming.TABLE.native(path)
+        delta = module.delta
+        out_rows, in_features = int(delta.shape[0]), int(delta.shape[1])
+        if swaps_halves(resolved, out_rows, in_features):
+            half = out_rows // 2
+            delta = torch.cat([delta[half:], delta[:half]])
+        try:
+            sizes = row_sizes(resolved, out_rows, in_features)
+        except ValueError as exc:
+            raise UnsupportedFormat(stem, str(exc)) from None
+        start = 0
+        for part_path, size in zip(resolved.parts, sizes):
+            out[("transformer", part_path)] = DenseDelta(delta[start:start + size].clone(), module.source)
+            start += size
+    return out, skipped

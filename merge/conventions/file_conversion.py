@@ -91,6 +91,9 @@ def convert_path(src, dest, to: str, *, base: str | None = None, allow_partial: 
     probed = facts.get("base")
     req = ConversionRequest(src, Path(dest), to, base or (probed if probed not in (None, "unknown") else None),
                             allow_partial, rank, Path(join_with) if join_with is not None else None, token)
+    from loradex.families import require
+
+    require(req.base, "convert")  # a recognised-only family (Wan, HunyuanVideo …): one line, exit 1
     report = CONVERTERS[kind](req)
     data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
     data.setdefault("kind", kind)
