@@ -233,6 +233,24 @@ def test_interrogate_appends_clip_ranked_terms(models, tmp_path):
     assert record["models"]["clip"]["model_sha256"] == sha256_file(models["clip"] / "model.safetensors")
 
 
+def test_blip2_caption_is_the_models_generation(tmp_path):
+    import torch
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    from loradex.trainer.captioning import CaptionSettings, load_captioner
+    from loradex.trainer.captioning.tiny import save_tiny_blip2
+
+    folder = save_tiny_blip2(tmp_path / "blip2")
+    images = [open_rgb(p) for p in sorted(shapes(tmp_path / "data", n=2).glob("*.png"))]
+    captions = load_captioner("blip", str(folder), settings=CaptionSettings(max_new_tokens=5, num_beams=2)).caption(images)
+    model = Blip2ForConditionalGeneration.from_pretrained(folder).eval()
+    processor = Blip2Processor.from_pretrained(folder)
+    with torch.no_grad():
+        out = model.generate(**processor(images=images, return_tensors="pt"), max_new_tokens=5, num_beams=2,
+                             do_sample=False)
+    assert captions == [DC.normal_caption(t) for t in processor.batch_decode(out, skip_special_tokens=True)]
+
+
 def test_florence2_caption_is_the_task_answer(tmp_path):
     import torch
     from transformers import AutoProcessor, Florence2ForConditionalGeneration

@@ -3,7 +3,7 @@ demo (``loradex demo`` captions its training set with one) and for tests. Their 
 random words from a small vocabulary — the point is the flow (load, caption, record, version),
 not the words. Nothing is downloaded; a few KB each, built in well under a second.
 
-``save_tiny_blip(dest)``, ``save_tiny_florence2(dest)``, ``save_tiny_clip(dest)``,
+``save_tiny_blip(dest)``, ``save_tiny_blip2(dest)``, ``save_tiny_florence2(dest)``, ``save_tiny_clip(dest)``,
 ``save_tiny_tagger(dest)`` write a folder that ``from_pretrained`` (and so the ``blip`` /
 ``florence2`` / ``interrogate`` / ``tags`` captioners) reads.
 """
@@ -125,18 +125,13 @@ def save_tiny_tagger(dest: str | os.PathLike, seed: int = 0, *, selected_tags_cs
     return dest
 
 
-def save_tiny_florence2(dest: str | os.PathLike, seed: int = 0) -> Path:
-    """A Florence-2 (DaViT 4×1 blocks, 8–16 wide; BART 1+1 layers, 16 wide) + processor: a
-    byte-level BPE tokenizer whose merges spell ``TINY_WORDS`` (``Ġred`` …), the ``<image>``
-    token, 64-px images (2×2 patches after the 32× DaViT downsampling + 1 pooled token)."""
-    from transformers import BartTokenizer, CLIPImageProcessorPil, Florence2Config
-    from transformers import Florence2ForConditionalGeneration, Florence2Processor
-
-    dest = Path(dest)
+def _word_bpe_files(dest: Path, specials: list[str]) -> None:
+    """``vocab.json`` + ``merges.txt`` of a byte-level BPE (GPT-2/BART style): ``specials``, the
+    256 byte characters, and merges that spell each of ``TINY_WORDS`` as one token
+    (``Ġ r``, ``Ġr e``, ``Ġre d`` → ``Ġred``)."""
     dest.mkdir(parents=True, exist_ok=True)
-    chars = _bytes_to_unicode()
-    merges, tokens = [], ["<s>", "<pad>", "</s>", "<unk>", *chars]
-    for word in TINY_WORDS:  # "Ġ r", "Ġr e", "Ġre d": each word becomes one token
+    merges, tokens = [], [*specials, *_bytes_to_unicode()]
+    for word in TINY_WORDS:
         piece = "Ġ"
         for ch in word:
             merges.append(f"{piece} {ch}")
@@ -146,6 +141,46 @@ def save_tiny_florence2(dest: str | os.PathLike, seed: int = 0) -> Path:
     merges = list(dict.fromkeys(merges))
     (dest / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
     (dest / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def save_tiny_blip2(dest: str | os.PathLike, seed: int = 0) -> Path:
+    """A BLIP-2 (16-wide ViT, 1-layer Q-Former with 4 queries, 1-layer OPT) + processor
+    (32-px images, word-spelling byte-level BPE with the ``<image>`` token)."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessorPil
+    from transformers import GPT2Tokenizer
+
+    dest = Path(dest)
+    _word_bpe_files(dest, ["</s>", "<pad>"])
+    tok = GPT2Tokenizer(str(dest / "vocab.json"), str(dest / "merges.txt"), bos_token="</s>", eos_token="</s>",
+                        unk_token="</s>", pad_token="<pad>", model_max_length=64,
+                        extra_special_tokens={"image_token": "<image>"})
+    queries = 4
+    processor = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+                               tokenizer=tok, num_query_tokens=queries)
+    config = Blip2Config(
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=IMAGE_SIZE, patch_size=8),
+        qformer_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            encoder_hidden_size=16, vocab_size=len(tok), max_position_embeddings=64),
+        text_config=dict(model_type="opt", vocab_size=len(tok), hidden_size=16, ffn_dim=32, num_hidden_layers=1,
+                         num_attention_heads=2, word_embed_proj_dim=16, max_position_embeddings=64,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        num_query_tokens=queries, image_token_index=tok.image_token_id)
+    _seeded(seed)
+    _save_quietly(Blip2ForConditionalGeneration(config).eval(), dest)
+    _save_quietly(processor, dest)
+    return dest
+
+
+def save_tiny_florence2(dest: str | os.PathLike, seed: int = 0) -> Path:
+    """A Florence-2 (DaViT 4×1 blocks, 8–16 wide; BART 1+1 layers, 16 wide) + processor: a
+    byte-level BPE tokenizer whose merges spell ``TINY_WORDS`` (``Ġred`` …), the ``<image>``
+    token, 64-px images (2×2 patches after the 32× DaViT downsampling + 1 pooled token)."""
+    from transformers import BartTokenizer, CLIPImageProcessorPil, Florence2Config
+    from transformers import Florence2ForConditionalGeneration, Florence2Processor
+
+    dest = Path(dest)
+    _word_bpe_files(dest, ["<s>", "<pad>", "</s>", "<unk>"])
     tok = BartTokenizer(str(dest / "vocab.json"), str(dest / "merges.txt"), model_max_length=64,
                         extra_special_tokens={"image_token": "<image>"})
     size = 64
