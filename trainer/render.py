@@ -49,9 +49,14 @@ class RenderProfile:
         """Every field this family takes, given ones first, then the defaults (a scheduler
         field's default is the base scheduler's own value)."""
         self.check_fields(fields)
-        out = {name: fields.get(name, default) for name, default in self.prompt_fields.items()}
+        out = {name: fields[name] if fields.get(name) is not None else default
+               for name, default in self.prompt_fields.items()}
         for name in self.scheduler_fields:
             out[name] = fields[name] if fields.get(name) is not None else scheduler.config.get(name)
+        for name, value in out.items():  # every family field is a positive count or factor
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or value <= 0):
+                raise UsageError(f"{name} must be a positive number, got {value!r}")
         return out
 
     def record_fields(self, fields: dict) -> dict | None:
@@ -59,7 +64,8 @@ class RenderProfile:
         fields, so SD 1.x/XL records stay as they were)."""
         if not self.field_names and self.guidance == "classifier-free":
             return None
-        return {"guidance": self.guidance, **{k: fields[k] for k in self.field_names if k in fields}}
+        return {"guidance": self.guidance,
+                **{k: fields[k] for k in self.field_names if fields.get(k) is not None}}
 
 
 def render_profile(family: str | None) -> RenderProfile:
