@@ -171,6 +171,9 @@ def test_round_trips_are_bit_exact(family, flux_lora, sd3_lora):
     assert detect_convention(comfy) == "comfyui" and all(k.startswith("diffusion_model.") for k in comfy)
     assert_same_state_dict(kohya, convert_state_dict(comfy, to="kohya", metadata=cmeta)[0])
     assert_same_state_dict(diff, convert_state_dict(comfy, to="diffusers", metadata=cmeta)[0])
+    peft, pmeta, _ = convert_state_dict(diff, to="peft", metadata=meta)  # raw PEFT: base_model.model.<path>
+    pmeta = {k: v for k, v in pmeta.items() if k != "loradex.peft_component"}  # as other writers leave it
+    assert_same_state_dict(kohya, convert_state_dict(peft, to="kohya", metadata=pmeta, base=family)[0])
     # ΔW per module is the same through every layout
     want = _deltas(diff, meta)
     for sd, m in ((kohya, kmeta), (comfy, cmeta)):

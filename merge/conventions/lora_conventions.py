@@ -294,6 +294,9 @@ class PeftConvention(LoraConvention):
         return key.startswith(_PEFT_PREFIX) and key.endswith((".lora_A.weight", ".lora_B.weight"))
 
     def read(self, state_dict, ctx: ReadContext) -> ReadResult:
+        from loradex.merge.conventions.dit_conventions import family_naming
+
+        dit = family_naming(ctx.base) is not None
         lora = CanonicalLora(base=ctx.base)
         found: dict[tuple[str, str], dict[str, tuple[str, Any]]] = defaultdict(dict)
         for key, tensor in state_dict.items():
@@ -301,6 +304,8 @@ class PeftConvention(LoraConvention):
                 continue
             path, _, tail = key[len(_PEFT_PREFIX):].rpartition(".lora_")
             component = ctx.metadata.get("loradex.peft_component") or _component_of_model_path(path)
+            if component == "unet" and dit:  # Flux/SD3: norm_out.linear, proj_out … are transformer modules
+                component = "transformer"
             if _is_text_encoder(component):
                 path = canonical_text_encoder_path(path)
             found[(component, path)][_DIFFUSERS_PARTS["lora_" + tail]] = (key, tensor)
