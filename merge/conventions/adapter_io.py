@@ -9,7 +9,11 @@ kohya-named files (plain LoRA and LyCORIS) are read lazily with ``safe_open``: o
 asked for is read, so a merge holds one module group of each input at a time. Other conventions
 (diffusers, PEFT, legacy, attention-processor, safeloras) go through ``convert.to_canonical``,
 which needs the whole state dict; those files are read once into memory (their tensors are the
-factors, not ΔW, so this is the file's own size).
+factors, not ΔW, so this is the file's own size). Flux / SD3 files (a family with a ``naming``
+aspect) always take that road, whatever their convention: fused native modules (kohya
+``img_attn.qkv``, ``linear1``) are split there, so every file names one module per projection
+(``lora_transformer_<diffusers path>``); LyCORIS modules on them are expanded and split by rows
+(``dit_conventions.merge_modules``).
 
 Before anything is read, the header is held to ``registry.probe.tensor_rules`` (the rules ``add``
 applies: dtypes, down/up pairs, rank ≥ 1, one-element alpha), so a blob stored before those rules
