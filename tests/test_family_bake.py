@@ -32,7 +32,7 @@ TRANSFORMERS = {
 }
 # what the LoRA touches: block linears of both kinds and one linear outside the blocks
 TARGETS = ("attn.to_q", "attn.to_k", "attn.add_k_proj", "ff.net.2", "norm1.linear", "proj_mlp")
-OUTSIDE = "proj_out"
+OUTSIDE = "norm_out.linear"  # outside the blocks; its native twin stores (shift, scale) swapped
 TRANSFORMER_FILE = "transformer/diffusion_pytorch_model.safetensors"
 
 
