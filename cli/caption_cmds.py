@@ -11,7 +11,7 @@ import typer
 
 from .dataset_cmds import DatasetRefArg, dataset_app
 from .options import HomeOpt, JsonOpt, QuietOpt
-from .output import Output
+from .output import Output, terminal_safe
 
 
 @dataset_app.command("caption")
@@ -51,7 +51,7 @@ def caption(
 
     def human(c) -> None:
         for file, text in run.captions.items():
-            c.print(f"{file}\t{text}", markup=False, highlight=False)
+            c.print(terminal_safe(f"{file}\t{text}"), markup=False, highlight=False)
         where = f"saved as {run.version.ref}" if run.version is not None else f"written in {run.target}"
         c.print(f"{len(run.captions)} caption(s) by {run.captioner} ({run.record['model']}, "
                 f"sha256 {run.record['model_sha256'][:12]}…), {len(run.kept)} kept; "
@@ -83,8 +83,8 @@ def captions(
     if not (edit or bulk):
         version, rows = list_captions(catalog, ref)
         out.result({"ref": version.ref, "captions": rows}, lambda c: c.print(
-            "\n".join(f"{r['file']}\t{r['caption'] or ''}\t{(r['source'] or {}).get('kind', '')}" for r in rows),
-            markup=False, highlight=False))
+            "\n".join(terminal_safe(f"{r['file']}\t{r['caption'] or ''}\t{(r['source'] or {}).get('kind', '')}")
+                      for r in rows), markup=False, highlight=False))
         return
     if edit:
         saved = edit_in_editor(catalog, ref, message=message)

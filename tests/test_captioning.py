@@ -103,6 +103,9 @@ def test_caption_text_operations():
     assert DC.apply_bulk({"a.png": "red, smile", "b.png": None}, edits) == {"a.png": "shp, crimson", "b.png": "shp"}
     with pytest.raises(UsageError):
         DC.bulk_edits(replace=["no-equals-sign"])
+    from loradex.trainer.captioning import printable
+
+    assert printable("a\x1b[31mred\u202e\tsq\nuare") == "a[31mred sq uare"  # a model's bytes, made text
 
 
 def test_caption_table_round_trip_and_hostile_tables():

@@ -113,7 +113,7 @@ class Captioner:
         from loradex.registry.catalog.dataset_captions import limit_words, normal_caption, with_prefix
 
         s = self.settings
-        return [with_prefix(limit_words(normal_caption(text), s.max_words, tags=self.tag_style), s.prefix)
+        return [with_prefix(limit_words(normal_caption(printable(text)), s.max_words, tags=self.tag_style), s.prefix)
                 for text in self.describe([img.convert("RGB") for img in images])]
 
     def record(self) -> dict:
@@ -131,6 +131,15 @@ class Captioner:
         if others:
             out["models"] = others
         return out
+
+
+def printable(text: str) -> str:
+    """``text`` without control and unassigned characters (a byte-level tokenizer can decode any
+    byte, ESC included; a caption is text a person reads and a trainer tokenizes)."""
+    import unicodedata
+
+    return "".join(" " if ch in "\t\n\r" else ch for ch in text
+                   if ch in "\t\n\r" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
 
 
 def load_captioner(name: str, model: str, *, clip_model: str | None = None,
