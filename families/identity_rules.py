@@ -22,6 +22,7 @@ denoiser when that is a transformer: probers file such modules under ``transform
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .spec import NAMING, STRONG, WEAK  # noqa: F401  (re-exported for the aspects)
 
@@ -31,6 +32,7 @@ _PREFIX = re.compile(r"^(lora_unet_|lora_transformer_|lycoris_|model\.diffusion_
                      r"base_model\.model\.|transformer\.|unet\.)")
 
 
+@lru_cache(maxsize=65536)  # every family's rules read the same names
 def flat(name: str) -> str:
     """``lora_unet_double_blocks_0_img_attn_qkv`` and ``diffusion_model.double_blocks.0.img_attn.qkv``
     → ``double_blocks_0_img_attn_qkv``."""
@@ -39,18 +41,23 @@ def flat(name: str) -> str:
 
 def matching(modules, pattern: str) -> list:
     """Modules whose :func:`flat` name matches ``pattern`` (anchored at the start)."""
-    rx = re.compile(pattern)
+    rx = _rx(pattern)
     return [m for m in modules if rx.match(flat(m.name))]
 
 
 def any_name(modules, pattern: str) -> bool:
-    rx = re.compile(pattern)
+    rx = _rx(pattern)
     return any(rx.search(flat(m.name)) for m in modules)
+
+
+@lru_cache(maxsize=512)
+def _rx(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
 
 
 def max_index(modules, pattern: str) -> int | None:
     """The largest block index captured by ``pattern``'s first group, or None."""
-    rx = re.compile(pattern)
+    rx = _rx(pattern)
     found = [int(m.group(1)) for mod in modules if (m := rx.match(flat(mod.name)))]
     return max(found) if found else None
 

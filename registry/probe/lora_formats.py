@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 
 from ..untrusted import parse_json
 from .base_family import transformer_roots
@@ -27,9 +28,15 @@ def kohya_component(prefix: str, module: str) -> str:
     """kohya/musubi keep ``lora_unet_`` for DiT models too: a module under one of the families'
     transformer roots (``double_blocks``, ``joint_blocks``, Wan ``blocks`` …) is the transformer's."""
     component = KOHYA_PREFIXES[prefix]
-    if component == "unet" and any(module.startswith(root + "_") or module == root for root in transformer_roots()):
+    if component == "unet" and _transformer_root_rx().match(module):
         return "transformer"
     return component
+
+
+@lru_cache(maxsize=1)
+def _transformer_root_rx() -> re.Pattern:
+    roots = sorted(transformer_roots(), key=len, reverse=True)
+    return re.compile(r"^(" + "|".join(map(re.escape, roots)) + r")(_|$)")
 
 
 def lora_module(component, name, down, up) -> Module:
