@@ -17,6 +17,9 @@ from __future__ import annotations
 LOGIT_MEAN = 0.0   # diffusers' scripts: --logit_mean 0, --logit_std 1 (weighting_scheme logit_normal)
 LOGIT_STD = 1.0
 PREDICTION_TYPE = "flow_matching"
+# how sd-scripts' Flux/SD3 trainers record this objective in a LoRA's header
+KOHYA_METADATA = {"ss_weighting_scheme": "logit_normal", "ss_logit_mean": str(LOGIT_MEAN),
+                  "ss_logit_std": str(LOGIT_STD)}
 
 
 def noise_levels(scheduler_config, batch: int, gen, *, mean: float = LOGIT_MEAN, std: float = LOGIT_STD):

@@ -83,6 +83,7 @@ def test_trained_version_evidence_and_loading(trained):
     assert meta["ss_base_model_version"] == kohya_version and meta["modelspec.architecture"] == architecture
     assert "modelspec.prediction_type" not in meta  # ModelSpec has no word for flow matching
     assert meta["ss_steps"] == str(STEPS) and meta["ss_new_sd_model_hash"] == tiny_hash(family, 0)
+    assert meta["ss_weighting_scheme"] == "logit_normal" and meta["ss_model_prediction_type"] == "raw"
 
     # diffusers' own loader takes every module, and the adapter moves the output
     pipe, _ = load_base(f"tiny-{family}")

@@ -69,6 +69,7 @@ def _common_facts(run, step: int) -> dict[str, str]:
         **({"modelspec.prediction_type": MODELSPEC_PREDICTION[run.prediction_type]}
            if run.prediction_type in MODELSPEC_PREDICTION else {}),
         **({"ss_base_model_version": version} if (version := kohya_base_model_version(run.family)) else {}),
+        **run.objective.kohya_metadata,  # the family objective's own facts (Flux/SD3: timestep sampling …)
     }
 
 

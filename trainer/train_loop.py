@@ -132,6 +132,7 @@ class NoisePredictionObjective:
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
     lora_format = "kohya"  # what A1111 / ComfyUI / kohya's tools read for these bases
     unsupported_settings: dict[str, str] = {}
+    kohya_metadata: dict[str, str] = {}  # the common ss_* facts say it all (noise offset, Min-SNR …)
 
     def __init__(self, pipe):
         from diffusers import DDPMScheduler
@@ -191,6 +192,7 @@ class FamilyObjective:
         self.lora_targets = tuple(aspect.LORA_TARGETS)
         self.unsupported_settings = dict(getattr(aspect, "UNSUPPORTED_SETTINGS", {}))
         self.lora_format = getattr(aspect, "LORA_FORMAT", "diffusers")
+        self.kohya_metadata = dict(getattr(aspect, "KOHYA_METADATA", {}))
         self.prediction_type = aspect.PREDICTION_TYPE
 
     def loss(self, run: "Run", pixels, prompts: list[str], gen):

@@ -22,6 +22,10 @@ LORA_FORMAT = "diffusers"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 TRAIN_GUIDANCE = 3.5  # the guidance-distilled embedding's input in training (diffusers' script default)
 MAX_SEQUENCE_LENGTH = 512  # T5 tokens, as FluxPipeline encodes a prompt by default
+# the objective in sd-scripts' words (flux_train_network: sigmoid(N(0, 1)) timesteps, the raw velocity)
+KOHYA_METADATA = {**flow_matching.KOHYA_METADATA, "ss_timestep_sampling": "sigmoid", "ss_sigmoid_scale": "1.0",
+                  "ss_model_prediction_type": "raw", "ss_guidance_scale": str(TRAIN_GUIDANCE),
+                  "ss_max_sequence_length": str(MAX_SEQUENCE_LENGTH)}
 # settings of the ε/v trainers this objective has no meaning for: refused before a run starts
 UNSUPPORTED_SETTINGS = {
     "train_text_encoder": "text-encoder LoRA training is not implemented for Flux.1 (the transformer trains)",

@@ -18,6 +18,8 @@ LORA_FORMAT = "diffusers"
 # peft target-module suffixes: joint attention, image and context streams (diffusers' default)
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 MAX_SEQUENCE_LENGTH = 256  # T5 tokens, as StableDiffusion3Pipeline encodes a prompt by default
+KOHYA_METADATA = {**flow_matching.KOHYA_METADATA, "ss_model_prediction_type": "raw",
+                  "ss_max_sequence_length": str(MAX_SEQUENCE_LENGTH)}
 UNSUPPORTED_SETTINGS = {
     "train_text_encoder": "text-encoder LoRA training is not implemented for SD 3 (the transformer trains)",
     "snr_gamma": "Min-SNR weighting is defined for ε/v-prediction, not flow matching",
