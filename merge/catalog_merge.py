@@ -169,9 +169,19 @@ def check_result_finite(report: AdapterReport, modules: dict, dtype_name: str, *
 # --- writing ------------------------------------------------------------------------------------
 
 
-def write_lora_file(modules: dict[str, LoraModule], dest: Path, *, dtype, metadata: dict[str, str]) -> str:
-    """Write kohya safetensors (sorted keys, ``dtype`` factors, float32 alphas); returns AutoV3."""
+def write_lora_file(modules: dict[str, LoraModule], dest: Path, *, dtype, metadata: dict[str, str],
+                    base: str | None = None) -> str:
+    """Write kohya safetensors (sorted keys, ``dtype`` factors, float32 alphas); returns AutoV3.
+
+    Flux / SD3 (``base`` with a naming aspect): the modules arrive split, one per projection; they
+    are written under sd-scripts' native names with the projections fused again (exact; one
+    rank-r module where the parts share their down, as a concat merge leaves them, else
+    block-diagonal) — the layout ComfyUI and diffusers both read, which OneTrainer's split names
+    are not for diffusers beyond attention."""
+    from .conventions.dit_conventions import native_kohya_state_dict
+
     sd = kohya_state_dict_from_modules(dict(sorted(modules.items())), dtype=dtype)
+    sd = native_kohya_state_dict(sd, base)
     return save_safetensors(sd, dest, metadata, hash_key=HASH_KEY)
 
 
@@ -395,7 +405,7 @@ def write_merge(catalog, recipe: dict, dest: Path, *, progress: Progress | None 
     merged = collect_stream(stream, report)
     check_result_finite(report, merged, recipe["output"]["dtype"], allow=allow_nonfinite)
     meta = lora_metadata(recipe, merged, triggers=union_triggers(versions))
-    write_lora_file(merged, dest, dtype=out_dtype, metadata=meta)
+    write_lora_file(merged, dest, dtype=out_dtype, metadata=meta, base=recipe.get("base"))
     return report
 
 
@@ -451,7 +461,7 @@ def write_resize(catalog, recipe: dict, dest: Path, *, progress: Progress | None
             progress(done + 1, len(names), module_name)
     check_result_finite(report, out, recipe["output"]["dtype"], allow=allow_nonfinite)
     meta = lora_metadata(recipe, out, triggers=list(version.trigger_words), carried=_carried(source.metadata))
-    write_lora_file(out, dest, dtype=torch_dtype(recipe["output"]["dtype"]), metadata=meta)
+    write_lora_file(out, dest, dtype=torch_dtype(recipe["output"]["dtype"]), metadata=meta, base=recipe.get("base"))
     return report
 
 

@@ -73,6 +73,13 @@ def test_concat_merge_of_kohya_and_diffusers_flux_is_the_exact_sum(catalog):
     result = merge_versions(catalog, [("a", 0.7), ("b", -1.3)], "concat", name="mix", dtype="fp32")
     merged = _deltas(catalog, result.version.ref)
     assert merged.keys() == a.keys()
+    from safetensors import safe_open
+
+    from loradex.merge.conventions.adapter_io import blob_path
+
+    with safe_open(str(blob_path(catalog, result.version)), framework="pt") as fh:  # written fused, native names
+        up = fh.get_tensor("lora_unet_single_blocks_0_linear1.lora_up.weight")
+    assert up.shape == (7 * H, 4 + 2)  # the concat keeps one shared down per fused module: rank 4 + 2
     for name in a:
         torch.testing.assert_close(merged[name], 0.7 * a[name] - 1.3 * b[name], rtol=1e-5, atol=1e-6)
     assert catalog.get_adapter("mix").base == "flux"

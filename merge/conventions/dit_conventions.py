@@ -473,3 +473,14 @@ def merge_modules(state_dict, naming: ModuleType) -> tuple[dict[tuple[str, str],
             out[("transformer", part_path)] = DenseDelta(delta[start:start + size].clone(), module.source)
             start += size
     return out, skipped
+
+
+def native_kohya_state_dict(state_dict: dict, base: str | None) -> dict:
+    """A kohya state dict with split (OneTrainer-spelled) DiT modules, as the merge operations
+    build it, in sd-scripts' native fused layout; unchanged for a family without a naming table."""
+    from loradex.merge.conventions.convert import convert_state_dict
+
+    if family_naming(base) is None:
+        return state_dict
+    out, _, _ = convert_state_dict(state_dict, to="kohya", base=base, convention="kohya")
+    return dict(sorted(out.items()))
