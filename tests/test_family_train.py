@@ -156,3 +156,27 @@ def test_what_is_not_implemented_is_refused_in_one_line(data, tmp_path):
         train(train_config("sd3", data, tmp_path / "snr", snr_gamma=5.0, register=False))
     with pytest.raises(FamilyNotSupported, match="^training for wan-14b is not supported yet"):
         train(train_config("wan-14b", data, tmp_path / "wan", register=False))
+
+
+def test_flow_matching_objective_in_closed_form():
+    """x_σ runs from x0 (σ=0) to ε (σ=1) with velocity ε − x0 (the target); σ is drawn from the
+    scheduler's own table: a static shift s maps the unshifted draw σ to s·σ / (1 + (s − 1)·σ)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from loradex.families import flow_matching as fm
+
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 2, 2, generator=gen, dtype=torch.float64), torch.randn(3, 4, 2, 2, generator=gen,
+                                                                                         dtype=torch.float64)
+    assert torch.equal(fm.noisy_latents(x0, noise, torch.zeros(3)), x0)
+    assert torch.equal(fm.noisy_latents(x0, noise, torch.ones(3)), noise)
+    sigma, h = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64), 1e-6
+    slope = (fm.noisy_latents(x0, noise, sigma + h) - fm.noisy_latents(x0, noise, sigma)) / h
+    assert torch.allclose(slope, fm.velocity_target(x0, noise), atol=1e-6)
+
+    plain = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True).config
+    shifted = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0).config  # SD 3.5's
+    s0, t0 = fm.noise_levels(plain, 64, torch.Generator().manual_seed(5))
+    s1, t1 = fm.noise_levels(shifted, 64, torch.Generator().manual_seed(5))  # the same draws
+    assert torch.allclose(s1, 3 * s0 / (1 + 2 * s0), atol=1e-6) and torch.allclose(t1, s1 * 1000, atol=1e-3)
+    assert bool(((s0 > 0) & (s0 <= 1)).all()) and 0.35 < float(s0.mean()) < 0.65  # logit-normal: centred on 1/2
