@@ -9,7 +9,7 @@ any image behind a number on the card.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -291,9 +291,11 @@ def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator
     generator = generator or Generator(catalog, options.base)
     embedder = embedder or get_embedder(options.embedder)
 
-    settings = [generator.effective(GenerateSettings(
-        negative=options.negative, seed=s, steps=options.steps, cfg=options.cfg, width=options.width,
-        height=options.height, scheduler=options.scheduler)) for s in seeds]
+    # the base family's defaults filled in once (steps, cfg, max_sequence_length …): the card says them
+    common = generator.effective(GenerateSettings(
+        negative=options.negative, steps=options.steps, cfg=options.cfg, width=options.width,
+        height=options.height, scheduler=options.scheduler))
+    settings = [replace(common, seed=s) for s in seeds]
     samples, with_images, base_images, clean, index = [], [], [], [], []
     total, done = 2 * len(prompts) * len(seeds), 0
     for i, prompt in enumerate(prompts):
@@ -323,7 +325,7 @@ def evaluate(catalog, ref: str, prompts_file, options: EvalOptions, *, generator
         "base": {"ref": generator.base.ref, "family": generator.base.family, "sha256": generator.base.hash},
         "prompt_suite": {"file": str(prompts_file), "sha256": suite_sha, "prompts": prompts},
         "seeds": seeds,
-        "settings": {"steps": settings[0].steps, "cfg": settings[0].cfg, "width": options.width,
+        "settings": {"steps": common.steps, "cfg": common.cfg, "width": options.width,
                      "height": options.height, "weight": float(options.weight),
                      "negative_prompt": options.negative},
         "embedder": embedder.describe(),
