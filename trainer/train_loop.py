@@ -231,7 +231,8 @@ class Run:
         self.dataset, self.report, self.method = dataset, report, method
         self.family = pipeline_family(pipe)
         self.objective = objective_for(self.family, pipe)
-        self.is_sdxl = hasattr(pipe, "text_encoder_2") and getattr(pipe, "text_encoder_2", None) is not None
+        # two CLIP encoders conditioning a UNet (a DiT's text_encoder_2 is T5, encoded by its objective)
+        self.is_sdxl = self.objective.denoiser == "unet" and getattr(pipe, "text_encoder_2", None) is not None
         self.device = accelerator.device
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
                                                                                  torch.float32)
