@@ -154,6 +154,21 @@ def test_what_is_not_implemented_is_refused_in_one_line(data, tmp_path):
                                                   resolution=32, steps=1, token="<sks>", register=False)))
     with pytest.raises(UsageError, match="--snr-gamma is not available: Min-SNR weighting"):
         train(train_config("sd3", data, tmp_path / "snr", snr_gamma=5.0, register=False))
+    # a real Flux.1 / SD 3.5 VAE downsamples by 8, then 2×2 patches: images in steps of 16
+    from types import SimpleNamespace
+
+    from loradex.families import get_family
+    from loradex.trainer.train_loop import FamilyObjective, refuse_unsupported_settings
+
+    real_like = SimpleNamespace(vae_scale_factor=8, transformer=SimpleNamespace(config=SimpleNamespace(patch_size=2)))
+    for family in FAMILIES:
+        objective = FamilyObjective(get_family(family).aspect("training"))
+        assert objective.size_multiple(real_like) == 16
+        with pytest.raises(UsageError, match="--resolution 40 is not a multiple of 16"):
+            refuse_unsupported_settings(train_config(family, data, tmp_path / "res", resolution=40), family,
+                                        objective, real_like)
+        refuse_unsupported_settings(train_config(family, data, tmp_path / "res", resolution=48), family,
+                                    objective, real_like)
     with pytest.raises(FamilyNotSupported, match="^training for wan-14b is not supported yet"):
         train(train_config("wan-14b", data, tmp_path / "wan", register=False))
 

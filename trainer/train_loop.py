@@ -134,6 +134,9 @@ class NoisePredictionObjective:
     unsupported_settings: dict[str, str] = {}
     kohya_metadata: dict[str, str] = {}  # the common ss_* facts say it all (noise offset, Min-SNR …)
 
+    def size_multiple(self, pipe) -> int:
+        return 8  # train_config already asks for a multiple of 8 (the VAE's downsampling)
+
     def __init__(self, pipe):
         from diffusers import DDPMScheduler
 
@@ -195,6 +198,10 @@ class FamilyObjective:
         self.kohya_metadata = dict(getattr(aspect, "KOHYA_METADATA", {}))
         self.prediction_type = aspect.PREDICTION_TYPE
 
+    def size_multiple(self, pipe) -> int:
+        multiple = getattr(self.aspect, "size_multiple", None)
+        return multiple(pipe) if multiple is not None else 8
+
     def loss(self, run: "Run", pixels, prompts: list[str], gen):
         return self.aspect.loss(run.pipe, run.forward_module(self.denoiser), pixels.to(run.device, run.pipe.vae.dtype),
                                 prompts, gen, device=run.device, autocast=run.accelerator.autocast)
@@ -209,13 +216,19 @@ def objective_for(family: str | None, pipe):
     return FamilyObjective(aspect) if aspect is not None else NoisePredictionObjective(pipe)
 
 
-def refuse_unsupported_settings(config: TrainConfig, family: str, objective) -> None:
-    """One line for a setting the family's objective has no meaning for (rather than ignore it)."""
+def refuse_unsupported_settings(config: TrainConfig, family: str, objective, pipe) -> None:
+    """One line for a setting the family's objective has no meaning for (rather than ignore it),
+    or a resolution its latents cannot take."""
     given = [(name, why) for name, why in objective.unsupported_settings.items() if getattr(config, name, None)]
     if given:
         name, why = given[0]
         raise UsageError(f"{config.method} on a {family} base: --{name.replace('_', '-')} is not available: {why}",
                          hint="leave it out")
+    multiple = objective.size_multiple(pipe)
+    if config.resolution % multiple:
+        raise UsageError(f"{config.method} on a {family} base: --resolution {config.resolution} is not a multiple "
+                         f"of {multiple} (the VAE's downsampling × the transformer's patches)",
+                         hint=f"use e.g. {max(multiple, config.resolution // multiple * multiple)}")
 
 
 class Run:
@@ -525,7 +538,7 @@ def prepare_run(config: TrainConfig, *, catalog=None, log: Callable[[str], None]
         able = [m for m in method_names() if run.denoiser_name in get_method(m).denoisers]
         raise UsageError(f"{config.method} on a {run.family} base ({run.denoiser_name}) is not implemented; "
                          f"{' and '.join(able)} are")
-    refuse_unsupported_settings(config, run.family, run.objective)
+    refuse_unsupported_settings(config, run.family, run.objective, pipe)
     for part in FROZEN_COMPONENTS:
         module = getattr(pipe, part, None)
         if module is not None:

@@ -35,6 +35,12 @@ UNSUPPORTED_SETTINGS = {
 }
 
 
+def size_multiple(pipe) -> int:
+    """Training images must be a multiple of this many pixels: the VAE's downsampling × the 2×2
+    latent packing (16 on Flux.1's real VAE)."""
+    return int(pipe.vae_scale_factor) * 2
+
+
 def loss(pipe, denoiser, pixels, prompts: list[str], gen, *, device, autocast):
     """Flow-matching MSE of one micro-batch; ``denoiser`` is the transformer as the optimizer
     sees it (possibly DDP-wrapped), ``autocast`` a context-manager factory."""

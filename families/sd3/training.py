@@ -28,6 +28,12 @@ UNSUPPORTED_SETTINGS = {
 }
 
 
+def size_multiple(pipe) -> int:
+    """Training images must be a multiple of this many pixels: the VAE's downsampling × the MMDiT's
+    patch size (16 on SD 3.5's real VAE and transformer)."""
+    return int(pipe.vae_scale_factor) * int(pipe.transformer.config.patch_size)
+
+
 def loss(pipe, denoiser, pixels, prompts: list[str], gen, *, device, autocast):
     """Flow-matching MSE of one micro-batch (see ``families.flux.training.loss``)."""
     import torch
