@@ -415,3 +415,8 @@ class DatasetAliasEventRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+# Migration 0011 (issue 22: events, promotion requests): its rows live in their own module.
+from .db_events import (  # noqa: E402,F401  (after Base: db_events subclasses it)
+    AliasProtectionRow, OutboxRow, PromotionRequestRow, WebhookDeliveryRow, WebhookRow)
