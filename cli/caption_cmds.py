@@ -52,10 +52,14 @@ def caption(
     def human(c) -> None:
         for file, text in run.captions.items():
             c.print(terminal_safe(f"{file}\t{text}"), markup=False, highlight=False)
-        where = f"saved as {run.version.ref}" if run.version is not None else f"written in {run.target}"
+        if run.unchanged:
+            where = f"nothing changed: {run.target} already has these captions and records; no version saved"
+        elif run.version is not None:
+            where = f"saved as {run.version.ref}"
+        else:
+            where = f"written in {run.target}" if run.captions else "nothing to caption"
         c.print(f"{len(run.captions)} caption(s) by {run.captioner} ({run.record['model']}, "
-                f"sha256 {run.record['model_sha256'][:12]}…), {len(run.kept)} kept; "
-                + (where if run.captions else "nothing to caption"))
+                f"sha256 {run.record['model_sha256'][:12]}…), {len(run.kept)} kept; " + where)
 
     out.result(run.to_dict(), human)
 

@@ -145,7 +145,7 @@ def test_rank_terms_is_cosine_top_k():
 # --- captioners ------------------------------------------------------------------------------
 
 def test_folder_captions_written_kept_prefixed_and_recorded(models, tmp_path, cli):
-    from loradex.trainer.captioning.run import RECORDS_FILE
+    from loradex.registry.catalog.dataset_captions import CAPTION_RECORDS_FILE as RECORDS_FILE
 
     data = shapes(tmp_path / "data")
     kept = (data / "img01.txt").read_bytes()
@@ -170,22 +170,73 @@ def test_folder_captions_written_kept_prefixed_and_recorded(models, tmp_path, cl
 
     records = json.loads((data / RECORDS_FILE).read_text())["images"]
     assert sorted(records) == ["img00.png", "img02.png", "img03.png"]
-    record = records["img00.png"]
+    assert [records[f"img{i:02d}.png"]["caption"] for i in (0, 2, 3)] == expected  # the text written, to compare
+    assert records["img00.png"]["caption_file"] == "img00.txt"
+    record = records["img00.png"]["source"]
     assert record["captioner"] == "blip" and record["model"] == str(models["blip"])
     assert record["model_sha256"] == sha256_file(models["blip"] / "model.safetensors")
     assert record["settings"] == {"prefix": "shp, ", "max_words": 3, "max_new_tokens": 40, "num_beams": 3}
 
-    (data / RECORDS_FILE).write_text('{"schema": "loradex.caption-records/1", "images": []}')  # damaged
+    (data / RECORDS_FILE).write_text('{"schema": "loradex.caption-records/2", "images": []}')  # damaged
     before = {p.name: p.read_bytes() for p in data.glob("*.txt")}
     res = cli("dataset", "caption", data, "--captioner", "blip", "--model", models["blip"], "--overwrite")
     assert res.exit_code == 1 and RECORDS_FILE in res.output
     assert {p.name: p.read_bytes() for p in data.glob("*.txt")} == before  # nothing written
-    (data / RECORDS_FILE).write_text(json.dumps({"schema": "loradex.caption-records/1", "images": records}))
+    (data / RECORDS_FILE).write_text(json.dumps({"schema": "loradex.caption-records/2", "images": records}))
     res = cli("dataset", "caption", data, "--captioner", "blip", "--model", models["blip"], "--overwrite",
               "--max-words", "2")
     assert res.exit_code == 0, res.output
-    assert json.loads((data / RECORDS_FILE).read_text())["images"]["img01.png"]["settings"]["max_words"] == 2
+    assert json.loads((data / RECORDS_FILE).read_text())["images"]["img01.png"]["source"]["settings"]["max_words"] == 2
     assert (data / "img01.txt").read_text() == DC.limit_words(blip_direct(models["blip"], [open_rgb(data / "img01.png")])[0], 2)
+
+    # `dataset add` keeps each captioner record, and records a caption file edited since as a hand edit
+    records = json.loads((data / RECORDS_FILE).read_text())["images"]
+    (data / "img02.txt").write_text("shp, fixed  by hand\n")
+    (data / "img03.txt").write_text(records["img03.png"]["caption"] + "\n")  # whitespace only: the same caption
+    (data / "extra.png").write_bytes((data / "img00.png").read_bytes())       # no record: a plain caption file
+    (data / "extra.txt").write_text("plain")
+    res = cli("dataset", "add", data, "--name", "captioned", "--json")
+    assert res.exit_code == 0, res.output
+    from loradex.registry.catalog.datasets import get_dataset_version
+    from loradex.registry.catalog.store import Catalog
+
+    added = {i.file: i for i in get_dataset_version(Catalog(), json.loads(res.stdout)["ref"]).images}
+    for file in ("img00.png", "img01.png", "img03.png"):
+        assert added[file].caption == records[file]["caption"] and added[file].caption_source == records[file]["source"]
+    assert added["img02.png"].caption == "shp, fixed by hand"
+    assert added["img02.png"].caption_source == {"kind": "manual", "via": "caption file edited after captioning",
+                                                 "file": "img02.txt", "refined_from": records["img02.png"]["source"]}
+    assert added["extra.png"].caption_source == {"kind": "sidecar", "file": "extra.txt"}
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda r: r["images"]["img00.png"]["source"].update(model_sha256="../../etc"), "model_sha256"),
+    (lambda r: r["images"]["img00.png"]["source"].update(kind="manual"), "kind"),
+    (lambda r: r["images"]["img00.png"].update(caption=["not", "text"]), "caption"),
+    (lambda r: r["images"]["img00.png"]["source"].update(extra="x"), "Additional properties"),
+    (lambda r: r["images"]["img00.png"]["source"]["settings"].update(nested={"a": 1}), "settings"),
+    (lambda r: r.update(schema="loradex.caption-records/1"), "earlier loradex"),
+])
+def test_hostile_caption_records_stop_dataset_add(tmp_path, change, why):
+    """The records file is outside data: a value of the wrong shape stops `dataset add`, naming it."""
+    from loradex.registry.catalog.dataset_captions import CAPTION_RECORDS_FILE, read_caption_records
+    from loradex.registry.catalog.datasets import add_dataset_version
+    from loradex.registry.catalog.store import Catalog
+    from loradex.registry.errors import UntrustedData
+
+    data = shapes(tmp_path / "data", n=1)
+    source = {"kind": "captioner", "captioner": "blip", "model": "m", "model_sha256": "ab" * 32,
+              "settings": {"prefix": "", "max_words": None}, "libraries": {"torch": "2.13"}}
+    good = {"schema": "loradex.caption-records/2",
+            "images": {"img00.png": {"caption_file": "img00.txt", "caption": (data / "img00.txt").read_text(),
+                                     "source": source}}}
+    (data / CAPTION_RECORDS_FILE).write_text(json.dumps(good))
+    assert read_caption_records(data)["img00.png"]["source"] == source
+    change(good)
+    (data / CAPTION_RECORDS_FILE).write_text(json.dumps(good))
+    with pytest.raises(UntrustedData, match=why) as caught:
+        add_dataset_version(Catalog(tmp_path / "home"), data, name="shapes", resolution=32)
+    assert CAPTION_RECORDS_FILE in str(caught.value)
 
 
 def test_tagger_keeps_tags_over_threshold_most_confident_first(models, tmp_path):
@@ -325,6 +376,32 @@ def test_dataset_caption_saves_a_new_version_with_records(models, dataset, cli):
         assert after[file].caption == before[file].caption and after[file].caption_source == before[file].caption_source
     assert {i.sha256 for i in v1.images} == {i.sha256 for i in v2.images}
     assert get_dataset_version(catalog, v1.ref).manifest == v1.manifest  # versions are immutable
+
+
+def test_recaptioning_to_the_same_texts_and_records_saves_nothing(models, dataset, cli, tmp_path):
+    """--overwrite giving what the version already has (texts AND records) is no new version;
+    the same texts from another model (new provenance) are one."""
+    import shutil
+
+    from loradex.registry.catalog.datasets import dataset_versions, diff_datasets, get_dataset_version
+
+    catalog, v1 = dataset
+    args = ("--captioner", "tags", "--model", models["tags"], "--overwrite", "--threshold", "0.4", "--json")
+    first = json.loads(cli("dataset", "caption", v1.ref, *args).stdout)
+    assert first["version"] == "dataset:shapes@1.1.0" and first["captioned"] == 4 and not first["unchanged"]
+    again = cli("dataset", "caption", first["version"], *args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["unchanged"] and "version" not in json.loads(again.stdout)
+    human = cli("dataset", "caption", "dataset:shapes", *args[:-1])
+    assert human.exit_code == 0 and "nothing changed" in human.output
+    assert [v.version for v in dataset_versions(catalog, "shapes")] == ["1.0.0", "1.1.0"]
+
+    copy = shutil.copytree(models["tags"], tmp_path / "same-weights-elsewhere")  # same texts, another record
+    moved = json.loads(cli("dataset", "caption", "dataset:shapes", *args[:3], copy, *args[4:]).stdout)
+    assert moved["version"] == "dataset:shapes@1.2.0" and moved["captions"] == first["captions"]
+    v3 = get_dataset_version(catalog, moved["version"])
+    assert {i.caption_source["model"] for i in v3.images} == {str(copy)}
+    assert diff_datasets(catalog, first["version"], v3.ref).recaptioned == []  # provenance changed, text did not
 
 
 def test_edit_in_editor_saves_a_new_version(dataset, tmp_path, cli, monkeypatch):

@@ -11,20 +11,32 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from _train_fixtures import make_dataset
-from loradex.cli.app import app
 from loradex.registry.catalog import datasets as D
 from loradex.registry.catalog.store import Catalog
 from loradex.registry.errors import AlreadyExists, Conflict, NotFound, UntrustedData, UsageError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
+_COMMAND = []
+
+
+def loradex_command():
+    """The whole app's click command, built once: typer's CliRunner rebuilds it on every call
+    (~0.3 s each, resolving every command's annotations)."""
+    if not _COMMAND:
+        import typer
+
+        from loradex.cli.app import app
+
+        _COMMAND.append(typer.main.get_command(app))
+    return _COMMAND[0]
 
 
 def cli(home: Path, *args: str, ok: bool = True):
-    result = runner.invoke(app, [*args, "--home", str(home)], catch_exceptions=True)
+    result = runner.invoke(loradex_command(), [*args, "--home", str(home)], catch_exceptions=True)
     if ok and result.exit_code != 0:
         raise AssertionError(f"loradex {' '.join(args)} failed: {result.output} {result.exception!r}")
     return result

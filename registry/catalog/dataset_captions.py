@@ -15,16 +15,26 @@ back from an editor is outside data: size and line caps, every name must be an i
 version, no name twice, no control characters; a line with an empty caption removes the caption.
 An image left out of the table keeps its caption.
 
+A caption run over a FOLDER records itself in ``.loradex-captions.json`` beside the images
+(``CAPTION_RECORDS_FILE``: per image the caption file written, the caption text and the
+captioner record). ``dataset add DIR`` reads it (``folder_caption_sources``): a caption file that
+still holds the text the captioner wrote keeps the captioner record as its ``caption_source``; one
+changed since (edited by hand) is recorded as ``{"kind": "manual", "via": "caption file edited
+after captioning", "refined_from": <the captioner record>}``. The file is outside data: size and
+depth caps, a declared schema, its names only looked up among the folder's images.
+
 Everything here is plain text and catalog plumbing (no torch): the web app uses it too.
 """
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from ..errors import InvalidFile, UsageError
+from ..errors import InvalidFile, UntrustedData, UsageError
 from .dataset_check import normal_caption
 
 TABLE_HEADER = ("# loradex caption table: one image per line, FILE<TAB>CAPTION.\n"
@@ -218,3 +228,93 @@ def save_caption_edit(catalog, ref: str, new_captions: dict[str, str | None], *,
                                captions=changed, caption_records=records,
                                caption_ext=version.manifest.get("caption_ext", ".txt"),
                                resolution=int(version.report.get("resolution") or 512), user=user)
+
+
+# --- the records file of a captioned folder --------------------------------------------------
+
+CAPTION_RECORDS_FILE = ".loradex-captions.json"  # hidden: neither training nor `dataset add` reads it as data
+CAPTION_RECORDS_SCHEMA = "loradex.caption-records/2"
+MAX_RECORDS_BYTES = 16 << 20
+_SCALAR = {"type": ["string", "number", "boolean", "null"], "maxLength": 1000}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+CAPTIONER_RECORD_SCHEMA = {
+    "type": "object",
+    "required": ["kind", "captioner", "model", "model_sha256", "settings"],
+    "additionalProperties": False,
+    "properties": {
+        "kind": {"const": "captioner"},
+        "captioner": {"type": "string", "minLength": 1, "maxLength": 64},
+        "model": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "model_sha256": _SHA256,
+        "settings": {"type": "object", "maxProperties": 32, "propertyNames": {"maxLength": 64},
+                     "additionalProperties": _SCALAR},
+        "libraries": {"type": "object", "maxProperties": 16, "propertyNames": {"maxLength": 64},
+                      "additionalProperties": {"type": ["string", "null"], "maxLength": 64}},
+        "models": {"type": "object", "maxProperties": 8, "propertyNames": {"maxLength": 64},
+                   "additionalProperties": {"type": "object", "required": ["model", "model_sha256"],
+                                            "additionalProperties": False,
+                                            "properties": {"model": {"type": "string", "maxLength": 1000},
+                                                           "model_sha256": _SHA256}}},
+    },
+}
+CAPTION_RECORDS_FILE_SCHEMA = {
+    "type": "object",
+    "required": ["schema", "images"],
+    "additionalProperties": False,
+    "properties": {
+        "schema": {"const": CAPTION_RECORDS_SCHEMA},
+        "images": {"type": "object", "maxProperties": 50_000, "propertyNames": {"maxLength": 1000},
+                   "additionalProperties": {
+                       "type": "object", "required": ["caption_file", "caption", "source"],
+                       "additionalProperties": False,
+                       "properties": {"caption_file": {"type": "string", "minLength": 1, "maxLength": 1000},
+                                      "caption": {"type": "string", "maxLength": MAX_CAPTION_CHARS},
+                                      "source": CAPTIONER_RECORD_SCHEMA}}},
+    },
+}
+
+
+def read_caption_records(folder: Path) -> dict[str, dict]:
+    """image file → ``{"caption_file", "caption", "source"}`` of the folder's records file ({} when
+    there is none), checked (see the module docstring). A damaged file is an error naming it."""
+    from ..untrusted import check_schema, read_json_file
+
+    path = Path(folder) / CAPTION_RECORDS_FILE
+    if not path.is_file():
+        return {}
+    data = read_json_file(path, max_bytes=MAX_RECORDS_BYTES)
+    if isinstance(data, dict) and data.get("schema") == "loradex.caption-records/1":
+        raise UntrustedData(str(path), "was written by an earlier loradex (no caption texts to compare)",
+                            hint="caption the folder again with `loradex dataset caption DIR --overwrite`, "
+                                 "or delete the file")
+    check_schema(data, CAPTION_RECORDS_FILE_SCHEMA, str(path))
+    return data["images"]
+
+
+def write_caption_records(folder: Path, records: dict[str, dict]) -> None:
+    """Write the records file (atomically): ``records`` as ``read_caption_records`` answers them."""
+    from ..files.atomic_files import atomic_output
+
+    with atomic_output(Path(folder) / CAPTION_RECORDS_FILE, "w") as fh:
+        json.dump({"schema": CAPTION_RECORDS_SCHEMA, "images": dict(sorted(records.items()))}, fh, indent=1)
+
+
+def folder_caption_sources(folder: Path, captions: dict[str, str | None], caption_ext: str) -> dict[str, dict]:
+    """image file → ``caption_source`` for the captions of ``folder`` (file → caption as read from
+    its caption file) that its records file accounts for: the captioner record when the caption
+    file still holds the captioner's text, a manual edit refined from it when not. Images the
+    records do not name (or name with another caption file) are left out: their caption is the
+    plain caption file's."""
+    records = read_caption_records(folder)
+    out: dict[str, dict] = {}
+    for file, caption in captions.items():
+        entry = records.get(file)
+        caption_file = PurePosixPath(file).with_suffix(caption_ext).as_posix()
+        if entry is None or caption is None or entry["caption_file"] != caption_file:
+            continue
+        if normal_caption(entry["caption"]) == caption:
+            out[file] = entry["source"]
+        else:
+            out[file] = {"kind": "manual", "via": "caption file edited after captioning", "file": caption_file,
+                         "refined_from": entry["source"]}
+    return out

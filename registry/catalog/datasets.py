@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer
 
+from .dataset_captions import folder_caption_sources
 from .dataset_check import (IMAGE_EXTS, MANIFEST_SCHEMA, NEAR_DUPLICATE_BITS, DatasetReport, check_items,
                             image_files, manifest_sha256, normal_caption, normal_caption_ext, read_caption)
 from .db_schema import DatasetAliasEventRow, DatasetAliasRow, DatasetRow, DatasetVersionRow
@@ -351,12 +352,15 @@ def _from_folder(catalog, folder: Path, captions, records, caption_ext, resoluti
 
     report = check_items(items(), folder=str(folder), total=len(names), resolution=resolution,
                          caption_ext=caption_ext, near_bits=near_bits, progress=progress)
+    captioned = folder_caption_sources(folder, sidecar, caption_ext)  # `dataset caption DIR`'s records
     caption_sources = {}
     for rel in names:
         if rel in records:
             caption_sources[rel] = records[rel]
         elif rel in captions:
             caption_sources[rel] = {"kind": "manual"} if captions[rel] is not None else None
+        elif rel in captioned:
+            caption_sources[rel] = captioned[rel]
         elif sidecar[rel] is not None:
             caption_sources[rel] = {"kind": "sidecar", "file": PurePosixPath(rel).with_suffix(caption_ext).as_posix()}
     return report, {rel: rel for rel in names}, caption_sources

@@ -7,14 +7,15 @@ existing caption is never replaced unless asked (the run stops before captioning
 naming how many there are and the two flags).
 
 A folder run writes each caption atomically (temporary file + rename) and records the run in
-``.loradex-captions.json`` beside the images (file → ``caption_source``, merged with earlier runs;
-a hidden file, so neither training nor ``dataset add`` reads it as data). A dataset run stores
-the records in the new version's manifest (``caption_source`` per image).
+``.loradex-captions.json`` beside the images (file → caption file, caption text and
+``caption_source``, merged with earlier runs; see ``registry.catalog.dataset_captions``): a later
+``dataset add DIR`` keeps each record, or marks a caption edited by hand since. A dataset run
+stores the records in the new version's manifest (``caption_source`` per image); a run that
+yields the captions and records the version already has saves nothing (``CaptionRun.unchanged``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,9 +23,6 @@ from typing import Callable
 from loradex.registry.errors import UsageError
 
 MODES = ("missing-only", "overwrite")
-RECORDS_FILE = ".loradex-captions.json"
-RECORDS_SCHEMA = "loradex.caption-records/1"
-MAX_RECORDS_BYTES = 16 << 20
 
 
 @dataclass
@@ -35,10 +33,12 @@ class CaptionRun:
     captions: dict[str, str] = field(default_factory=dict)   # file → new caption
     kept: list[str] = field(default_factory=list)            # files whose caption was kept
     version: object | None = None        # the new DatasetVersion (dataset runs)
+    unchanged: bool = False              # dataset run: every caption and record as the version had them
 
     def to_dict(self) -> dict:
         out = {"target": self.target, "captioner": self.captioner, "record": self.record,
-               "captioned": len(self.captions), "kept": len(self.kept), "captions": self.captions}
+               "captioned": len(self.captions), "kept": len(self.kept), "captions": self.captions,
+               "unchanged": self.unchanged}
         if self.version is not None:
             out["version"] = self.version.ref
         return out
@@ -82,6 +82,7 @@ def _open_file(path: Path):
 def caption_folder(folder, captioner, *, mode: str | None = None, caption_ext: str = ".txt",
                    progress: Callable | None = None) -> CaptionRun:
     """Caption the images of ``folder`` (sidecar ``caption_ext`` files)."""
+    from loradex.registry.catalog.dataset_captions import read_caption_records, write_caption_records
     from loradex.registry.catalog.dataset_check import image_files, normal_caption_ext, read_caption
     from loradex.registry.files.atomic_files import atomic_output
 
@@ -94,33 +95,19 @@ def caption_folder(folder, captioner, *, mode: str | None = None, caption_ext: s
         raise UsageError(f"{folder}: no images to caption")
     existing = {rel: read_caption(p, caption_ext) for rel, p in paths.items()}
     todo = images_to_caption(existing, mode, str(folder))
-    earlier = read_folder_records(folder)  # a damaged records file stops the run before any caption
+    earlier = read_caption_records(folder)  # a damaged records file stops the run before any caption
     record = captioner.record()
     captions = caption_images(captioner, todo, lambda rel: _open_file(paths[rel]), progress)
+    written = {}
     for rel, caption in captions.items():
-        with atomic_output(paths[rel].with_suffix(caption_ext), "w") as fh:
+        sidecar = paths[rel].with_suffix(caption_ext)
+        with atomic_output(sidecar, "w") as fh:
             fh.write(caption)
-    if captions:
-        with atomic_output(folder / RECORDS_FILE, "w") as fh:
-            records = {**earlier, **{rel: record for rel in captions}}
-            json.dump({"schema": RECORDS_SCHEMA, "images": dict(sorted(records.items()))}, fh, indent=1)
+        written[rel] = {"caption_file": sidecar.relative_to(folder).as_posix(), "caption": caption, "source": record}
+    if written:
+        write_caption_records(folder, {**earlier, **written})
     return CaptionRun(str(folder), captioner.name, record, captions,
                       kept=sorted(set(existing) - set(captions)))
-
-
-def read_folder_records(folder: Path) -> dict[str, dict]:
-    """The caption records of earlier runs in ``folder`` (outside data: capped, schema-checked)."""
-    from loradex.registry.untrusted import check_schema, read_json_file
-
-    path = folder / RECORDS_FILE
-    if not path.is_file():
-        return {}
-    data = read_json_file(path, max_bytes=MAX_RECORDS_BYTES)
-    check_schema(data, {"type": "object", "required": ["schema", "images"],
-                        "properties": {"schema": {"const": RECORDS_SCHEMA},
-                                       "images": {"type": "object",
-                                                  "additionalProperties": {"type": "object"}}}}, str(path))
-    return data["images"]
 
 
 def caption_dataset(catalog, ref: str, captioner, *, mode: str | None = None, message: str = "",
@@ -131,6 +118,7 @@ def caption_dataset(catalog, ref: str, captioner, *, mode: str | None = None, me
 
     from PIL import Image
 
+    from loradex.registry.catalog.dataset_check import normal_caption
     from loradex.registry.catalog.datasets import add_dataset_version, get_dataset_version
 
     version = get_dataset_version(catalog, ref)
@@ -146,7 +134,11 @@ def caption_dataset(catalog, ref: str, captioner, *, mode: str | None = None, me
 
     captions = caption_images(captioner, todo, open_image, progress)
     run = CaptionRun(version.ref, captioner.name, record, captions, kept=sorted(set(images) - set(captions)))
-    if captions:
+    # the same texts from the same captioner, model and settings: a version identical to ``ref``
+    # would say nothing (another model giving the same texts is new provenance: a new version)
+    run.unchanged = bool(captions) and all(
+        normal_caption(text) == images[f].caption and images[f].caption_source == record for f, text in captions.items())
+    if captions and not run.unchanged:
         model = record["model"]
         run.version = add_dataset_version(
             catalog, version.images, name=version.dataset, captions=captions,
