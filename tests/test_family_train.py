@@ -158,7 +158,7 @@ def test_what_is_not_implemented_is_refused_in_one_line(data, tmp_path):
     from types import SimpleNamespace
 
     from loradex.families import get_family
-    from loradex.trainer.train_loop import FamilyObjective, refuse_unsupported_settings
+    from loradex.trainer.train_objectives import FamilyObjective, refuse_unsupported_settings
 
     real_like = SimpleNamespace(vae_scale_factor=8, transformer=SimpleNamespace(config=SimpleNamespace(patch_size=2)))
     for family in FAMILIES:
