@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import entities as E
-from . import search_index
+from . import events, search_index
 from .store import RetryTransaction, adapter_row, latest_row, resolve_in
 from .db_schema import AdapterRow, AliasEventRow, AliasRow, LineageRow, VersionRow
 from ..errors import AlreadyExists, Conflict, NotFound, UsageError
@@ -108,6 +108,7 @@ class AddVersion:
         s.add(row)
         s.flush()
         search_index.refresh_versions(s, [row.id])  # and its adapter's document (name, description, tags)
+        events.version_added(s, adapter.name, row)  # the outbox row commits with the version
         return row.to_entity(adapter.name)
 
     def _next_version(self, s: Session, adapter: AdapterRow) -> str:
@@ -151,8 +152,11 @@ def _lock_live_version(s: Session, row: VersionRow) -> VersionRow:
 
 
 def _record_alias_event(s, adapter, alias, action, from_id, to_id, user, reason) -> None:
+    at = now()
     s.add(AliasEventRow(adapter_id=adapter.id, alias=alias, action=action, from_version_id=from_id,
-                        to_version_id=to_id, at=now(), by=user, reason=reason or ""))
+                        to_version_id=to_id, at=at, by=user, reason=reason or ""))
+    # every history entry is also an outbox event (alias.moved / promotion.refused), same transaction
+    events.alias_event(s, adapter.name, alias, action, from_id, to_id, user, reason, at)
 
 
 @dataclass
@@ -165,6 +169,7 @@ class MoveAlias:
     action: str = "set"
     user: str = field(default_factory=current_user)
     force: bool = False  # move past a failing promotion gate (recorded in the reason)
+    approved_request: int | None = None  # set by promotions.approve_request: may move a protected alias
 
     def validate(self) -> None:
         check_alias(self.alias)
@@ -177,6 +182,10 @@ class MoveAlias:
         adapter = s.get(AdapterRow, target.adapter_id)
         from .records import promotion_gate  # the alias's policy vs the version's eval card
 
+        if self.approved_request is None:  # a protected alias moves only through an approved request
+            from .promotions import refuse_direct_move
+
+            refuse_direct_move(s, adapter, self.alias, target.version)
         gate = promotion_gate(s, target, self.alias, force=self.force)
         row = _lock_alias(s, adapter.id, self.alias)
         previous = row.version_id if row else None

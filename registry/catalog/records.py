@@ -535,6 +535,9 @@ def store_card(catalog, card: dict) -> EvalCard:
                           created_at=datetime.fromisoformat(card["created_at"]), created_by=card["created_by"])
         s.add(row)
         s.flush()
+        from .events import card_stored  # a card revising another is a review: review.added, same transaction
+
+        card_stored(s, row.id, card)
         return EvalCard(row.id, card["version"]["ref"], card, row.passed, row.created_at, row.created_by)
 
     return catalog.transact(write)
