@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from loradex.cli.app import app
 from loradex.merge.synthetic_adapters import write_random_embedding, write_random_kohya_lora
-from loradex.registry.catalog.store import Catalog
 
 runner = CliRunner()
 
@@ -184,30 +183,3 @@ def test_list_table_and_embedding(tmp_path, lora_files):
     assert rows["neg"]["kind"] == "embedding" and rows["style"]["kind"] == "lora"
     human = cli("list").stdout
     assert "style" in human and "neg" in human
-
-
-def test_demo_runs(tmp_path):
-    result = cli_json("demo", "--home", str(tmp_path / "demo"))
-    assert result["production"] == "1.0.0"
-    assert [e["action"] for e in result["history"]] == ["set", "set", "rollback"]
-    assert result["merged"]["parents"] == ["watercolor@1.0.0", "kiriko@1.0.0"]
-    assert result["render"]["identical"] is True
-    assert Path(result["render"]["image"]).is_file()
-    # both watercolor versions carry an evaluation card on the same prompts and seeds (the web
-    # app's compare and review pages have something to show)
-    assert [e["ref"] for e in result["evaluated"]] == ["watercolor@1.0.0", "watercolor@1.1.0"]
-    from loradex.registry.catalog.records import latest_card
-
-    cards = [latest_card(Catalog(tmp_path / "demo"), e["ref"]).card for e in result["evaluated"]]
-    keys = [sorted((s["prompt_index"], s["seed"]) for s in card["samples"]) for card in cards]
-    assert keys[0] == keys[1] == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    kinds = {t["ref"].split("@")[0]: t for t in result["trained"]}
-    assert kinds["demo-shapes-lora"]["kind"] == "lora" and kinds["demo-shapes-ti"]["kind"] == "embedding"
-    assert all("trained_from" in t["lineage"] for t in result["trained"])
-    # the sync step: production pushed to a loopback mirror, pulled into a teammate's home
-    sync = result["sync"]
-    assert sync["pushed"] == "watercolor@1.0.0" and sync["tag"] == "v1.0.0" and sync["identical"] is True
-    teammate = Catalog(tmp_path / "demo" / "teammate")
-    assert teammate.resolve("watercolor@production").sha256 == Catalog(tmp_path / "demo").resolve(
-        "watercolor@production").sha256
-    assert [e.relation for e in teammate.lineage("watercolor@1.0.0")] == ["pulled_from"]

@@ -5,11 +5,14 @@ run's sample record included, whose embedding the record names in its stack and 
 training data: a dataset version captioned by a tiny random tagger, named by the trained
 versions' lineage.
 
-The demo is built once for the module (``loradex demo`` into a temp home, ~35 s on two idle cores)."""
+The demo is built once for the module (``loradex demo --json`` into a temp home, ~35 s on two
+idle cores): these tests and the tour's own checks (``test_demo_runs``) share that one build."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 
@@ -18,14 +21,52 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from loradex.cli.demo_cmd import _serve_mirror
+    """``loradex demo --home H --json`` through the CLI: (catalog, the JSON it printed, the
+    progress lines it logs — which --json keeps off stdout, so they are collected here)."""
+    import typer
+    from click.testing import CliRunner
+
+    from loradex.cli.app import app_for
+    from loradex.cli.output import Output
     from loradex.registry.catalog.store import Catalog
-    from loradex.trainer.demo import run_demo
 
     home = tmp_path_factory.mktemp("demo") / "home"
     lines: list[str] = []
-    summary = run_demo(home, serve_mirror=_serve_mirror, log=lines.append)
-    return Catalog(home), summary, lines
+    args = ["demo", "--home", str(home), "--json"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Output, "info", lambda self, message: lines.append(message))
+        result = CliRunner().invoke(typer.main.get_command(app_for(args)), args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return Catalog(home), json.loads(result.stdout), lines
+
+
+def test_demo_runs(demo):
+    """The tour's summary: versions, the production alias moved and rolled back, a merge, a
+    bit-identical re-render, evaluation cards, trained adapters, push/pull through a mirror."""
+    from loradex.registry.catalog.records import latest_card
+    from loradex.registry.catalog.store import Catalog
+
+    catalog, result, _ = demo
+    assert result["production"] == "1.0.0"
+    assert [e["action"] for e in result["history"]] == ["set", "set", "rollback"]
+    assert result["merged"]["parents"] == ["watercolor@1.0.0", "kiriko@1.0.0"]
+    assert result["render"]["identical"] is True
+    assert Path(result["render"]["image"]).is_file()
+    # both watercolor versions carry an evaluation card on the same prompts and seeds (the web
+    # app's compare and review pages have something to show)
+    assert [e["ref"] for e in result["evaluated"]] == ["watercolor@1.0.0", "watercolor@1.1.0"]
+    cards = [latest_card(catalog, e["ref"]).card for e in result["evaluated"]]
+    keys = [sorted((s["prompt_index"], s["seed"]) for s in card["samples"]) for card in cards]
+    assert keys[0] == keys[1] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    kinds = {t["ref"].split("@")[0]: t for t in result["trained"]}
+    assert kinds["demo-shapes-lora"]["kind"] == "lora" and kinds["demo-shapes-ti"]["kind"] == "embedding"
+    assert all("trained_from" in t["lineage"] for t in result["trained"])
+    # the sync step: production pushed to a loopback mirror, pulled into a teammate's home
+    sync = result["sync"]
+    assert sync["pushed"] == "watercolor@1.0.0" and sync["tag"] == "v1.0.0" and sync["identical"] is True
+    teammate = Catalog(catalog.home / "teammate")
+    assert teammate.resolve("watercolor@production").sha256 == catalog.resolve("watercolor@production").sha256
+    assert [e.relation for e in teammate.lineage("watercolor@1.0.0")] == ["pulled_from"]
 
 
 def test_every_demo_record_re_renders_bit_identically(demo):
