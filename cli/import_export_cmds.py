@@ -17,6 +17,10 @@ WebuiFormatOpt = Annotated[Optional[str], typer.Option(
                      "(kohya for LoRA, a1111 or sdxl for embeddings; what cannot be converted is refused). "
                      "kohya, diffusers or peft (LoRA); a1111, diffusers or sdxl (embedding); as-is copies the stored file.")]
 AliasOpt = Annotated[str, typer.Option("--alias", help="Which alias the folder mirrors.")]
+SidecarsOpt = Annotated[Optional[str], typer.Option(
+    "--sidecars", help="Sidecars written beside each model, comma-separated: a1111 (<stem>.json), civitai-helper "
+                       "(.civitai.info + preview), lora-manager (ComfyUI LoRA Manager .metadata.json), "
+                       "stability-matrix (.cm-info.json), or none. Default: a1111,civitai-helper.")]
 
 
 def _import_table(out: Output, report) -> None:
@@ -40,7 +44,7 @@ def register(app: typer.Typer) -> None:
         link: Annotated[bool, typer.Option("--link", help="Hardlink files into the store instead of copying when possible.")] = False,
         home: HomeOpt = None, json: JsonOpt = False, quiet: QuietOpt = False,
     ) -> None:
-        """Import every adapter in a webui models tree, with its sidecars (.civitai.info, .json, preview); exit 1 if a file or sidecar was skipped."""
+        """Import every adapter in a webui models tree, with its sidecars (.civitai.info, .json, LoRA Manager .metadata.json, Stability Matrix .cm-info.json, preview); exit 1 if a file or sidecar was skipped."""
         from loradex.registry.folders.webui_import import import_tree
 
         out = Output(json_mode=json, quiet=quiet)
@@ -66,16 +70,19 @@ def register(app: typer.Typer) -> None:
         to_format: WebuiFormatOpt = None,
         allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Convert even if some keys cannot be carried over (they are listed).")] = False,
         force: Annotated[bool, typer.Option("--force", help="Also overwrite files in the way that an earlier export did not write (or that were changed by hand).")] = False,
+        sidecars: SidecarsOpt = None,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Write a version into a webui folder, in a format it loads, with the sidecars A1111 reads (exit 1 if a file in the way was left alone)."""
         from loradex.merge.conventions.file_conversion import convert_path as converter
+        from loradex.registry.folders.sidecar_formats import parse_sidecar_list
         from loradex.registry.folders.webui_export import export_version
 
         out = Output(json_mode=json)
         catalog = open_catalog(home)
         result = export_version(catalog, ref, dest, layout=layout, to_format=to_format,
-                                converter=converter, allow_partial=allow_partial, force=force)
+                                converter=converter, allow_partial=allow_partial, force=force,
+                                sidecars=parse_sidecar_list(sidecars))
         for warning in result.warnings:
             out.warn(warning)
         out.result(result, lambda c: c.print(
@@ -119,16 +126,18 @@ def register(app: typer.Typer) -> None:
         to_format: WebuiFormatOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Also replace or remove managed files changed by hand.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing.")] = False,
+        sidecars: SidecarsOpt = None,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Make a webui folder hold each adapter's ALIAS version, in a format it loads (only files loradex manages change; exit 1 if an adapter was refused)."""
         from loradex.merge.conventions.file_conversion import convert_path
         from loradex.registry.folders.folder_sync import sync_folder
+        from loradex.registry.folders.sidecar_formats import parse_sidecar_list
 
         out = Output(json_mode=json)
         catalog = open_catalog(home)
         report = sync_folder(catalog, folder, layout=layout, alias=alias, force=force, dry_run=dry_run,
-                             to_format=to_format, converter=convert_path)
+                             to_format=to_format, converter=convert_path, sidecars=parse_sidecar_list(sidecars))
         for warning in report.warnings:
             out.warn(warning)
 

@@ -42,6 +42,7 @@ from .folder_state import (
     write_state,
 )
 from ..untrusted import inside
+from .sidecar_formats import DEFAULT_WRITE
 from .webui_export import Converter, PlannedFile, converted_files, get_layout, plan_export, webui_format
 
 MANIFEST = ".loradex-sync.json"
@@ -102,7 +103,8 @@ class _Wanted:
 
 def desired_files(catalog, layout: str, alias: str, *, to_format: str | None = None,
                   converter: Converter | None = None, workdir: Path | None = None,
-                  report: "SyncReport | None" = None) -> _Wanted:
+                  report: "SyncReport | None" = None, sidecars: tuple[str, ...] = DEFAULT_WRITE,
+                  root: Path | None = None) -> _Wanted:
     """What the folder should hold: relative path → (planned file, ref) for every adapter that has
     ``alias``, model files the webui would not load converted into ``workdir``; the files of an
     adapter refused (and reported in ``report``) are ``kept`` as they are."""
@@ -115,7 +117,7 @@ def desired_files(catalog, layout: str, alias: str, *, to_format: str | None = N
             version = catalog.resolve(f"{summary.name}@{alias}")
         except NotFound:
             continue
-        plan = plan_export(catalog, version, layout_obj)
+        plan = plan_export(catalog, version, layout_obj, sidecars=sidecars, root=root)
         try:
             plan[:1] = _model_files(catalog, version, layout_obj, plan[0], to_format, converter,
                                     None if workdir is None else workdir / str(n))
@@ -142,10 +144,12 @@ def _model_files(catalog, version, layout, model: PlannedFile, to_format: str | 
 
 def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "production",
                 force: bool = False, dry_run: bool = False, to_format: str | None = None,
-                converter: Converter | None = None) -> SyncReport:
+                converter: Converter | None = None, sidecars: tuple[str, ...] = DEFAULT_WRITE) -> SyncReport:
     """Make ``root`` hold the ``alias`` version of every adapter; see the module docstring.
     ``to_format``: the model files' format (``as-is``: as stored; None: one the layout loads),
-    converted with ``converter`` (``merge.conventions.file_conversion.convert_path``)."""
+    converted with ``converter`` (``merge.conventions.file_conversion.convert_path``); ``sidecars``:
+    the sidecar formats written beside each model (``sidecar_formats``; a format dropped from the
+    list has its earlier files removed like any file no longer wanted)."""
     get_layout(layout)
     root = Path(root).expanduser().resolve()
     if root.exists() and not root.is_dir():
@@ -155,16 +159,17 @@ def sync_folder(catalog, root, *, layout: str = "a1111", alias: str = "productio
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="loradex-sync-") as work:
             _sync_locked(catalog, root, report, layout, alias, force=force, dry_run=dry_run,
-                         to_format=to_format, converter=converter, workdir=Path(work))
+                         to_format=to_format, converter=converter, workdir=Path(work), sidecars=sidecars)
     return report
 
 
 def _sync_locked(catalog, root: Path, report: SyncReport, layout: str, alias: str, *, force: bool,
-                 dry_run: bool, to_format: str | None, converter: Converter | None, workdir: Path) -> None:
+                 dry_run: bool, to_format: str | None, converter: Converter | None, workdir: Path,
+                 sidecars: tuple[str, ...] = DEFAULT_WRITE) -> None:
     with folder_lock(root):
         manifest = read_manifest(root, report.warnings)
         wanted = desired_files(catalog, layout, alias, to_format=to_format, converter=converter,
-                               workdir=workdir, report=report)
+                               workdir=workdir, report=report, sidecars=sidecars, root=root)
         new_manifest: dict[str, dict] = {}
         for rel, (planned, ref) in sorted(wanted.files.items()):
             _sync_one(catalog, root, rel, planned, ref, manifest.get(rel), new_manifest, report,

@@ -34,9 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from loradex.families.vocabulary import a1111_sd_version
-
 from ..files.atomic_files import atomic_output
+from .sidecar_formats import (  # noqa: F401  (a1111_metadata / civitai_info were defined here)
+    DEFAULT_WRITE,
+    ExportView,
+    a1111_metadata,
+    civitai_info,
+    sidecar_format,
+)
 from ..errors import UnsupportedFormat, UsageError
 
 # --- layouts ---------------------------------------------------------------------------------------
@@ -105,7 +110,7 @@ class PlannedFile:
     blob: str | None = None  # copy this blob …
     data: bytes | None = None  # … or write these bytes …
     source: str | None = None  # … or copy this (converted) file
-    role: str = "model"  # model | a1111-json | civitai-info | preview
+    role: str = "model"  # model | converted | preview | a sidecar format's name (a1111, lora-manager …)
 
     def write(self, catalog, root: Path) -> Path:
         dest = root / self.rel
@@ -122,60 +127,19 @@ def _bytes_file(rel: str, data: bytes, role: str) -> PlannedFile:
     return PlannedFile(rel, hashlib.sha256(data).hexdigest(), data=data, role=role)
 
 
-def a1111_metadata(version, adapter) -> dict:
-    """The ``<name>.json`` A1111 shows in its "edit metadata" dialog."""
-    webui = version.extra.get("webui") if isinstance(version.extra.get("webui"), dict) else {}
-    base = version.probe.get("base") or adapter.base
-    if base in (None, "unknown"):
-        base = adapter.base
-    activation = webui.get("activation text") or ", ".join(version.trigger_words)
-    notes = webui.get("notes") or ""
-    stamp = f"loradex {version.ref} sha256:{version.sha256[:12]}"
-    return {
-        "description": webui.get("description") or adapter.description or "",
-        "sd version": a1111_sd_version(base),
-        "activation text": activation,
-        "preferred weight": webui.get("preferred weight", 0),
-        "notes": f"{notes}\n{stamp}".strip() if stamp not in notes else notes,
-    }
-
-
-def civitai_info(version, adapter) -> dict | None:
-    """The Civitai version JSON when it is known: as imported from a sidecar, or rebuilt from
-    what ``pull civitai:…`` keeps (``extra["civitai"]``: versionId, modelId, modelName, …)."""
-    civ = version.extra.get("civitai")
-    if not isinstance(civ, dict):
-        return None
-    if isinstance(civ.get("info"), dict):
-        return civ["info"]
-    if civ.get("versionId") is None:
-        return None
-    hashes = {"SHA256": version.sha256.upper(), "AutoV2": version.autov2.upper()}
-    if version.autov1:
-        hashes["AutoV1"] = version.autov1.upper()
-    if version.autov3:
-        hashes["AutoV3"] = version.autov3[:12].upper()
-    return {
-        "id": civ["versionId"], "modelId": civ.get("modelId"), "name": civ.get("versionName") or version.version,
-        "description": civ.get("description") or adapter.description, "baseModel": civ.get("baseModel"),
-        "baseModelType": civ.get("baseModelType"),
-        "trainedWords": list(civ.get("trainedWords") or version.trigger_words),
-        "model": {"name": civ.get("modelName") or adapter.name, "type": civ.get("modelType") or "LORA",
-                  "nsfw": bool(civ.get("nsfw"))},
-        "images": list(civ.get("images") or []),
-        "files": [{"id": civ.get("fileId"), "name": version.file_name, "sizeKB": version.size / 1024,
-                   "type": "Model", "primary": True, "hashes": hashes}],
-        "downloadUrl": civ.get("downloadUrl"),
-    }
-
-
 def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=4, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None = None,
-                model_sha256: str | None = None, model_suffix: str | None = None) -> list[PlannedFile]:
-    """The files exporting ``version`` writes (model first), without writing anything."""
+                model_sha256: str | None = None, model_suffix: str | None = None,
+                sidecars: tuple[str, ...] = DEFAULT_WRITE, root: Path | None = None) -> list[PlannedFile]:
+    """The files exporting ``version`` writes (model first), without writing anything: the model,
+    then one file per sidecar format in ``sidecars`` (``sidecar_formats``) that has something to
+    say, then the preview when one of them shows it. ``root``: the folder's absolute path, for
+    the sidecars that record where the model lies (LoRA Manager's ``file_path``)."""
+    from loradex.families.vocabulary import stored_variant
+
     layout = get_layout(layout) if isinstance(layout, str) else layout
     adapter = catalog.get_adapter(version.adapter)
     kind = version.probe.get("kind") or adapter.kind
@@ -189,14 +153,22 @@ def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None
 
         files = [PlannedFile(f"{folder}/{check_file_name(f.file_name)}", f.sha256, blob=f.sha256, role="model")
                  for f in version.files]
-    files.append(_bytes_file(f"{folder}/{stem}.json", _json_bytes(a1111_metadata(version, adapter)), "a1111-json"))
-    info = civitai_info(version, adapter)
-    if info is not None:
-        files.append(_bytes_file(f"{folder}/{stem}.civitai.info", _json_bytes(info), "civitai-info"))
+    formats = [sidecar_format(name) for name in sidecars]
     preview = version.extra.get("preview_sha256")
-    if preview and catalog.blobs.exists(preview):
+    preview_file = None
+    if preview and catalog.blobs.exists(preview) and any(f.writes_preview for f in formats):
         ext = {"jpeg": "jpg"}.get(version.extra.get("preview_type"), version.extra.get("preview_type") or "png")
-        files.append(PlannedFile(f"{folder}/{stem}.preview.{ext}", preview, blob=preview, role="preview"))
+        preview_file = PlannedFile(f"{folder}/{stem}.preview.{ext}", preview, blob=preview, role="preview")
+    family = version.probe.get("base") if version.probe.get("base") not in (None, "unknown") else adapter.base
+    found = stored_variant(family, probe=version.probe, metadata=version.file_metadata, extra=version.extra)
+    view = ExportView(version, adapter, family, found[0] if found else None, stem, files[0].rel,
+                      preview_file.rel if preview_file else None, str(root) if root else None)
+    for fmt in formats:
+        body = fmt.render(view)
+        if body is not None:
+            files.append(_bytes_file(f"{folder}/{stem}{fmt.suffix}", _json_bytes(body), fmt.name))
+    if preview_file is not None:
+        files.append(preview_file)
     return files
 
 
@@ -284,9 +256,11 @@ class ExportResult:
 
 def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format: str | None = None,
                    converter: Converter | None = None, allow_partial: bool = False,
-                   force: bool = False) -> ExportResult:
+                   force: bool = False, sidecars: tuple[str, ...] = DEFAULT_WRITE) -> ExportResult:
     """Write ``ref`` and its sidecars under the webui root ``dest``; see the module docstring.
     ``to_format``: the format to write (``as-is``: the stored bytes); None: one the layout loads.
+    ``sidecars``: the sidecar formats written beside it (``sidecar_formats``; default A1111's
+    ``.json`` and Civitai Helper's ``.civitai.info`` + preview).
 
     A file already there is overwritten only when it is what an earlier export wrote (its sha256,
     re-hashed now, as recorded in ``dest/.loradex-export.json``) or, with ``force``, any regular
@@ -300,7 +274,7 @@ def export_version(catalog, ref: str, dest, *, layout: str = "a1111", to_format:
         raise UsageError(f"{root} is not a folder")
     result = ExportResult(version.ref, layout_obj.name, str(root))
     to_format = webui_format(catalog, version, layout_obj, to_format)  # refused here: nothing written
-    plan = plan_export(catalog, version, layout_obj)
+    plan = plan_export(catalog, version, layout_obj, sidecars=sidecars, root=root)
     with folder_errors(root):
         root.mkdir(parents=True, exist_ok=True)
         _export_locked(catalog, version, layout_obj, root, plan, result, to_format, converter, allow_partial, force)

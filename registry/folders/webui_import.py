@@ -7,7 +7,13 @@ together with what its webui sidecars say:
 |--------------------------------|----------------------------|-------------------------------------------|
 | ``<stem>.civitai.info``        | Civitai Helper (version JSON) | ``extra["civitai"]``, trigger words, base, description |
 | ``<stem>.json``                | A1111 user metadata        | ``extra["webui"]``, trigger words (activation text) |
+| ``<stem>.metadata.json``       | ComfyUI LoRA Manager       | ``extra["lora_manager"]``, its ``civitai`` info as above |
+| ``<stem>.cm-info.json``        | Stability Matrix           | ``extra["stability_matrix"]``, Civitai ids, trigger words, base |
 | ``<stem>.preview.png``/``.png``| A1111 / Civitai Helper     | a blob; ``extra["preview_sha256"]``       |
+
+(one class per tool in ``sidecar_formats``). A Civitai version a sidecar names whose SHA256 is the
+file's own becomes a ``pulled_from civitai:VERSION`` lineage edge; the family's variant its base
+label names (``Illustrious``) is kept in the probe result when the header names none.
 
 Re-running is cheap: every file seen is remembered in ``FileCacheRow`` keyed on (path, size,
 mtime_ns, inode) with its sha256 and outcome, so an unchanged file is neither opened nor hashed
@@ -18,8 +24,8 @@ HTML page…) is refused with the reason.
 Nothing in the tree is trusted: a file that cannot be read safely (a FIFO — never opened —, a
 symlink loop, a dangling symlink, an over-long name) and a sidecar that is unreadable, over its
 size cap (1 MiB of JSON, 16 MiB of preview) or not of its declared shape (JSON read through
-``untrusted.parse_json`` and checked against :data:`CIVITAI_SIDECAR_SCHEMA` /
-:data:`A1111_SIDECAR_SCHEMA`) is reported as ``skipped`` with the reason, and the import goes on.
+``untrusted.parse_json`` and checked against its format's schema in ``sidecar_formats``)
+is reported as ``skipped`` with the reason, and the import goes on.
 """
 
 from __future__ import annotations
@@ -41,7 +47,14 @@ from ..catalog.db_schema import AdapterRow, FileCacheRow, VersionRow
 from ..errors import AlreadyExists, LoradexError, UnsafePickle, UntrustedData, UsageError
 from ..catalog.operations import AddVersion, LinkLineage
 from ..catalog.refs import NAME_RE
-from ..untrusted import check_schema, parse_json
+from .sidecar_formats import (  # noqa: F401  (the schemas and civitai_extra are imported from here too)
+    A1111_SIDECAR_SCHEMA,
+    CIVITAI_SIDECAR_SCHEMA,
+    SIDECAR_FORMATS,
+    SidecarClaims,
+    SidecarFormat,
+    civitai_extra,
+)
 
 MODEL_SUFFIXES = frozenset({".safetensors", ".pt", ".bin", ".ckpt", ".pth"})
 # Folder names (lower-case) that hold adapters in the webuis' trees, and what they usually hold.
@@ -201,11 +214,12 @@ def _file_type(mode: int) -> str:
 
 # --- sidecars -------------------------------------------------------------------------------------
 def sidecar_paths(model: Path) -> dict[str, Path]:
-    """The webui sidecars next to ``model`` that exist (whatever they are: each is checked when
-    read): civitai, a1111 and preview."""
+    """The sidecars next to ``model`` that exist (whatever they are: each is checked when read):
+    one per registered sidecar format (``sidecar_formats.SIDECAR_FORMATS``) and ``preview``."""
     stem = model.name[: -len(model.suffix)] if model.suffix else model.name
     out = {}
-    for key, suffixes in (("civitai", (".civitai.info",)), ("a1111", (".json",)), ("preview", PREVIEW_SUFFIXES)):
+    candidates = [(fmt.name, (fmt.suffix,)) for fmt in SIDECAR_FORMATS.values()] + [("preview", PREVIEW_SUFFIXES)]
+    for key, suffixes in candidates:
         present = [c for c in (model.with_name(stem + suffix) for suffix in suffixes) if _lexists(c)]
         if present:  # the first regular file; else the first thing there (to say why it is skipped)
             out[key] = next((c for c in present if _is_regular(c)), present[0])
@@ -259,68 +273,12 @@ def _read_sidecar(path: Path, cap: int) -> bytes:
     return data
 
 
-_TEXT = {"type": ["string", "null"]}
-_ID = {"type": ["integer", "string", "null"]}
-# What import reads of a Civitai Helper ``.civitai.info`` (Civitai's version JSON); other fields
-# are kept as they are (and capped in size, depth and count by ``untrusted.parse_json``).
-CIVITAI_SIDECAR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": _ID, "modelId": _ID, "name": _TEXT, "description": _TEXT, "baseModel": _TEXT,
-        "baseModelType": _TEXT, "publishedAt": _TEXT, "downloadUrl": _TEXT,
-        "trainedWords": {"type": ["array", "string", "null"], "items": {"type": ["string", "null"]}},
-        "model": {"type": ["object", "null"], "properties": {
-            "name": _TEXT, "type": _TEXT, "nsfw": {"type": ["boolean", "null"]}, "description": _TEXT}},
-        "images": {"type": ["array", "null"], "items": {"type": "object"}},
-        "files": {"type": ["array", "null"], "items": {"type": "object", "properties": {
-            "id": _ID, "name": _TEXT, "type": _TEXT, "primary": {"type": ["boolean", "null"]},
-            "sizeKB": {"type": ["number", "null"]}, "downloadUrl": _TEXT,
-            "hashes": {"type": ["object", "null"], "additionalProperties": _TEXT},
-            "metadata": {"type": ["object", "null"]}}}},
-    },
-}
-# A1111's user metadata ``<stem>.json``.
-A1111_SIDECAR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "description": _TEXT, "sd version": _TEXT, "activation text": _TEXT, "notes": _TEXT,
-        "preferred weight": {"type": ["number", "string", "null"]},
-    },
-}
-
-
-def _read_json_sidecar(path: Path, schema: dict) -> dict:
-    """A JSON sidecar through the one validation layer (caps, then the declared schema)."""
+def _read_json_sidecar(path: Path, fmt: SidecarFormat) -> dict:
+    """A JSON sidecar through the one validation layer (caps, then the format's schema)."""
     try:
-        return check_schema(parse_json(_read_sidecar(path, MAX_JSON_SIDECAR), path.name,
-                                       max_bytes=MAX_JSON_SIDECAR), schema, path.name)
+        return fmt.parse(_read_sidecar(path, MAX_JSON_SIDECAR), path.name, MAX_JSON_SIDECAR)
     except UntrustedData as exc:
         raise _SidecarProblem(str(exc)[len(path.name) + 2:]) from None
-
-
-def civitai_extra(info: dict, file_name: str | None = None) -> dict:
-    """``extra["civitai"]`` in the shape ``pull civitai:…`` stores (Civitai's own field names,
-    see ``registry.remotes.civitai.provenance``), plus the whole version JSON under ``info`` so
-    ``export`` writes the sidecar back as it was."""
-    from ..remotes.civitai import provenance
-
-    files = [f for f in info.get("files") or [] if isinstance(f, dict)]
-    file = next((f for f in files if file_name and f.get("name") == file_name), None) \
-        or next((f for f in files if f.get("primary")), None) or (files[0] if files else {})
-    civ = provenance(info, file, endpoint=None, how="sidecar")
-    civ["trainedWords"] = _words(info.get("trainedWords"))
-    civ["images"] = [im for im in info.get("images") or [] if isinstance(im, dict)]
-    civ["info"] = info
-    return civ
-
-
-def _words(value) -> list[str]:
-    """Trigger words from a list, or from a comma-separated string (A1111 activation text)."""
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, list):
-        return []
-    return [w.strip() for w in value if isinstance(w, str) and w.strip()]
 
 
 def _image_type(data: bytes) -> str | None:
@@ -340,30 +298,54 @@ class SidecarFacts:
     preview_type: str | None = None
     notes: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (sidecar file name, why not read)
+    variant: str | None = None  # the family's variant the sidecar's base label names (illustrious …)
+    base_source: "SidecarClaims | None" = None  # the sidecar the base came from
+    claims: list = field(default_factory=list)  # every sidecar read (SidecarClaims)
 
 
 def read_sidecars(model: Path) -> SidecarFacts:
-    """What the sidecars next to ``model`` say. A sidecar that cannot be read safely, or does not
-    have its declared shape, is left out and named in ``facts.skipped`` (name, reason)."""
+    """What the sidecars next to ``model`` say, every registered format merged. A sidecar that
+    cannot be read safely, or does not have its format's shape, is left out and named in
+    ``facts.skipped`` (name, reason).
+
+    Merging: trigger words are the union (typed ones — A1111's activation text — first); the base
+    family, variant, description and Civitai ids come from the first tool-written sidecar that
+    states them (Civitai Helper, LoRA Manager, Stability Matrix, then A1111), and a sidecar stating
+    another base or Civitai version is noted (the model file's own header beats them all: see
+    ``_store_one``)."""
     facts = SidecarFacts()
     paths = sidecar_paths(model)
-    if "civitai" in paths:
-        info = _sidecar(paths["civitai"], facts, CIVITAI_SIDECAR_SCHEMA)
-        if info:
-            civ = civitai_extra(info, model.name)
-            facts.extra["civitai"] = civ
-            facts.triggers += civ["trainedWords"]
-            model_info = info.get("model") if isinstance(info.get("model"), dict) else {}
-            facts.description = str(info.get("description") or model_info.get("description") or "")
-            facts.base = base_from_label(info.get("baseModel"))
-    if "a1111" in paths:
-        meta = _sidecar(paths["a1111"], facts, A1111_SIDECAR_SCHEMA)
-        if meta:
-            facts.extra["webui"] = meta
-            facts.triggers = _words(meta.get("activation text")) + facts.triggers
-            facts.description = facts.description or str(meta.get("description") or "")
+    claims: list[SidecarClaims] = []
+    for fmt in sorted(SIDECAR_FORMATS.values(), key=lambda f: f.user_typed):
+        if fmt.name not in paths:
+            continue
+        data = _sidecar(paths[fmt.name], facts, fmt)
+        if data is None:
+            continue
+        read = fmt.read(data, model.name, paths[fmt.name].name)
+        claims.append(read)
+        if read.extra:
+            facts.extra[fmt.extra_key] = read.extra
+        facts.notes += read.notes
+    facts.claims = claims
+    typed = [c for c in claims if SIDECAR_FORMATS[c.source].user_typed]
+    for c in typed + [c for c in claims if c not in typed]:
+        facts.triggers += [w for w in c.triggers if w not in facts.triggers]
+    for c in claims:
+        facts.description = facts.description or c.description
+        if c.base:
             if facts.base == "unknown":
-                facts.base = base_from_label(meta.get("sd version"))
+                facts.base, facts.variant, facts.base_source = c.base[0], c.base[1], c
+            elif c.base[0] != facts.base:
+                facts.notes.append(f"{c.file} says base {c.base[0]} ({c.base_label}), "
+                                   f"{facts.base_source.file} says {facts.base}; kept {facts.base}")
+        if c.civitai and c.civitai.get("versionId") is not None:
+            first = facts.extra.get("civitai")
+            if first is None or not isinstance(first, dict) or first.get("versionId") is None:
+                facts.extra["civitai"] = c.civitai
+            elif str(first.get("versionId")) != str(c.civitai["versionId"]):
+                facts.notes.append(f"{c.file} names Civitai version {c.civitai['versionId']}, another sidecar "
+                                   f"{first.get('versionId')}; kept {first.get('versionId')}")
     if "preview" in paths:
         data = _sidecar(paths["preview"], facts, None)
         kind = _image_type(data) if data else None
@@ -374,12 +356,33 @@ def read_sidecars(model: Path) -> SidecarFacts:
     return facts
 
 
-def _sidecar(path: Path, facts: SidecarFacts, schema: dict | None):
-    """A JSON sidecar (``schema``) or a preview's bytes (None); None when skipped."""
+def civitai_sources(facts: SidecarFacts, sha256: str) -> tuple[list[dict], list[str]]:
+    """The ``pulled_from civitai:VERSION`` edges the sidecars vouch for, and notes: an edge only
+    when the sidecar's SHA256 for the model is the file's own (a sidecar copied next to another
+    file names a version this file is not)."""
+    edges, notes, seen = [], [], set()
+    for c in getattr(facts, "claims", []):
+        civ = c.civitai or {}
+        vid = civ.get("versionId")
+        if vid is None or str(vid) in seen:
+            continue
+        if c.sha256 != sha256:
+            notes.append(f"{c.file}: Civitai version {vid} not recorded as the source: "
+                         + ("the sidecar states no SHA256" if c.sha256 is None else "its SHA256 is not the file's"))
+            continue
+        seen.add(str(vid))
+        edges.append({"relation": "pulled_from", "external_parent": f"civitai:{vid}",
+                      "recipe": {"via": f"{c.source} sidecar", "modelId": civ.get("modelId"),
+                                 "fileId": civ.get("fileId"), "sha256": sha256}})
+    return edges, notes
+
+
+def _sidecar(path: Path, facts: SidecarFacts, fmt: SidecarFormat | None):
+    """A JSON sidecar of format ``fmt`` or a preview's bytes (None); None when skipped."""
     try:
-        if schema is None:
+        if fmt is None:
             return _read_sidecar(path, MAX_PREVIEW)
-        return _read_json_sidecar(path, schema)
+        return _read_json_sidecar(path, fmt)
     except _SidecarProblem as exc:
         facts.skipped.append((path.name, str(exc)))
         return None
@@ -606,6 +609,10 @@ def _store_one(catalog, f: _Found, source: Path, stats: ImportStats, *, link: bo
     if side.base != "unknown" and probe_base != "unknown" and side.base != probe_base:
         # Shapes decide; what the sidecar claims is reported, not trusted.
         notes.append(f"sidecar says base {side.base}, the tensors say {probe_base}")
+    elif side.variant and not probe.get("variant") and side.base == base:
+        # The header names no variant (Pony, Illustrious …): the sidecar's base label does.
+        probe = {**probe, "variant": side.variant,
+                 "variant_evidence": f"{side.base_source.file}: base {side.base_source.base_label!r}"}
     triggers = list(dict.fromkeys(side.triggers + list(probe.get("trigger_words") or [])))
     kind = probe.get("kind") or "lora"
     op = AddVersion(
@@ -626,6 +633,8 @@ def _store_one(catalog, f: _Found, source: Path, stats: ImportStats, *, link: bo
         stats.bytes_hashed += read_so_far[0]
         h = stored.hashes
         op.sha256, op.autov1, op.autov2, op.autov3, op.size = h.sha256, h.autov1, h.autov2, h.autov3, h.size
+        sources, source_notes = civitai_sources(side, h.sha256)
+        notes += source_notes
         if side.preview is not None:
             op.extra["preview_sha256"] = catalog.blobs.add_bytes(side.preview).hashes.sha256
             op.extra["preview_type"] = side.preview_type
@@ -647,8 +656,8 @@ def _store_one(catalog, f: _Found, source: Path, stats: ImportStats, *, link: bo
                 _save_cache(s, f, h.sha256, {"status": "duplicate", "ref": ref, "kind": kind})
                 return ImportItem(f.rel, "duplicate", ref=ref, kind=kind, reason="same sha256")
             version = op.apply(s, catalog)
-            if edge is not None:
-                lineage = LinkLineage(child=version.ref, **edge)
+            for one in ([edge] if edge is not None else []) + sources:
+                lineage = LinkLineage(child=version.ref, **one)
                 lineage.validate()
                 lineage.apply(s, catalog)
             _save_cache(s, f, h.sha256, {"status": "added", "ref": version.ref, "name": f.name, "kind": kind})
