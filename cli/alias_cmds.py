@@ -64,3 +64,78 @@ def alias_history(name: NameArg, alias: Annotated[str, typer.Argument(help="Alia
         ["at", "by", "action", "from", "to", "reason"],
         [[e.at.strftime("%Y-%m-%d %H:%M:%S"), e.by, e.action, e.from_version or "-", e.to_version or "-",
           e.reason] for e in events], title=f"{name}@{alias}"))
+
+
+# --- protected aliases and promotion requests (registry/catalog/promotions.py) ---------------------
+RequestArg = Annotated[int, typer.Argument(help="Request id (see `loradex alias requests`).", min=1)]
+
+
+def _request_line(r) -> str:
+    return f"#{r.id} {r.adapter}@{r.version} → {r.alias} ({r.state}, requested by {r.requested_by})"
+
+
+@alias_app.command("protect")
+def alias_protect(name: NameArg, alias: Annotated[str, typer.Argument(help="Alias name.")],
+                  approver: Annotated[Optional[list[str]], typer.Option(
+                      "--approver", help="Who may approve requests (repeatable; default: anyone but "
+                      "the requester; on a server, tokens with the approve scope).")] = None,
+                  off: Annotated[bool, typer.Option("--off", help="Lift the protection.")] = False,
+                  home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """Make ALIAS move only through an approved promotion request (`alias request`)."""
+    from loradex.registry.catalog.promotions import protect_alias
+
+    result = protect_alias(open_catalog(home), name, alias, approver or [], remove=off)
+    if result is None:
+        Output(json_mode=json).result({"adapter": name, "alias": alias, "protected": False},
+                                      lambda c: c.print(f"{name}@{alias} is no longer protected"))
+        return
+    who = ", ".join(result.approvers) or "anyone but the requester"
+    Output(json_mode=json).result(result, lambda c: c.print(
+        f"{name}@{alias} is protected: moves need an approved request (approvers: {who})", soft_wrap=True))
+
+
+@alias_app.command("request")
+def alias_request(ref: RefArg, alias: Annotated[str, typer.Argument(help="Alias name.")],
+                  reason: ReasonOpt = "", home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """Ask for ALIAS to be moved to REF; an approver runs `alias approve ID`."""
+    from loradex.registry.catalog.promotions import request_promotion
+
+    r = request_promotion(open_catalog(home), ref, alias, reason)
+    Output(json_mode=json).result(r, lambda c: c.print(
+        f"request {_request_line(r)}; an approver runs `loradex alias approve {r.id}`", soft_wrap=True))
+
+
+@alias_app.command("approve")
+def alias_approve(request: RequestArg, reason: ReasonOpt = "", home: HomeOpt = None,
+                  json: JsonOpt = False) -> None:
+    """Approve a promotion request: the alias moves now (recorded with requester and approver)."""
+    from loradex.registry.catalog.promotions import approve_request
+
+    r = approve_request(open_catalog(home), request, reason)
+    Output(json_mode=json).result(r, lambda c: c.print(
+        f"approved {_request_line(r)}: {r.adapter}@{r.alias} → {r.version}", soft_wrap=True))
+
+
+@alias_app.command("reject")
+def alias_reject(request: RequestArg, reason: ReasonOpt = "", home: HomeOpt = None,
+                 json: JsonOpt = False) -> None:
+    """Reject a promotion request (needs --reason); the alias does not move."""
+    from loradex.registry.catalog.promotions import reject_request
+
+    r = reject_request(open_catalog(home), request, reason)
+    Output(json_mode=json).result(r, lambda c: c.print(f"rejected {_request_line(r)}", soft_wrap=True))
+
+
+@alias_app.command("requests")
+def alias_requests(name: Annotated[Optional[str], typer.Argument(help="Only this adapter's.")] = None,
+                   state: Annotated[str, typer.Option("--state", help="open | approved | rejected | all.")] = "open",
+                   home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """Promotion requests, newest first (open ones by default)."""
+    from loradex.registry.catalog.promotions import list_requests
+
+    rows = list_requests(open_catalog(home), state=None if state == "all" else state, name=name)
+    out = Output(json_mode=json)
+    out.result([r.to_dict() for r in rows], lambda c: out.table(
+        ["id", "adapter", "alias", "version", "state", "requested by", "reason", "decided by"],
+        [[r.id, r.adapter, r.alias, r.version, r.state, r.requested_by, r.reason, r.decided_by or ""]
+         for r in rows]))

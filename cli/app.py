@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "loradex.cli.evidence_cmds",
     "loradex.cli.search_cmds",
     "loradex.cli.blobs_cmds",
+    "loradex.cli.hooks_cmds",
 ]
 
 # The commands and groups each module registers, so that a run imports only the module it needs.
@@ -50,6 +51,7 @@ COMMAND_NAMES = {
     "loradex.cli.evidence_cmds": ("generate", "render", "eval", "card", "review", "gallery", "records"),
     "loradex.cli.search_cmds": ("search",),
     "loradex.cli.blobs_cmds": ("blobs",),
+    "loradex.cli.hooks_cmds": ("hooks",),
 }
 
 

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
 
             gc.freeze()
         rv = app(args=argv, prog_name="loradex", standalone_mode=False)
+        _deliver_events()
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
@@ -41,6 +42,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"error: {terminal_safe(message, one_line=True)}\n")
         _leave(code, whole_process=argv is None)
     _leave(rv if isinstance(rv, int) else 0, whole_process=argv is None)
+
+
+def _deliver_events() -> None:
+    """A command that wrote catalog events on a local home delivers them now (short and bounded:
+    registry.remotes.webhooks.deliver_after_command); only when the outbox module was loaded."""
+    events = sys.modules.get("loradex.registry.catalog.events")
+    if events is not None and events.WRITTEN_URLS:
+        from loradex.registry.remotes.webhooks import deliver_after_command
+
+        deliver_after_command()
 
 
 def _leave(code: int, *, whole_process: bool) -> None:
