@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "loradex.cli.evidence_cmds",
     "loradex.cli.search_cmds",
     "loradex.cli.blobs_cmds",
+    "loradex.cli.resolve_cmds",
     "loradex.cli.hooks_cmds",
 ]
 
@@ -51,6 +52,7 @@ COMMAND_NAMES = {
     "loradex.cli.evidence_cmds": ("generate", "render", "eval", "card", "review", "gallery", "records"),
     "loradex.cli.search_cmds": ("search",),
     "loradex.cli.blobs_cmds": ("blobs",),
+    "loradex.cli.resolve_cmds": ("resolve", "export-workflow"),
     "loradex.cli.hooks_cmds": ("hooks",),
 }
 
