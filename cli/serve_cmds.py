@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
 
     @token_app.command("create")
     def token_create(
-        scope: Annotated[str, typer.Option("--scope", help="read | write (write includes read).")],
+        scope: Annotated[str, typer.Option("--scope", help="read | write (write includes read) | approve (read, and decide promotion requests).")],
         namespace: Annotated[Optional[str], typer.Option("--namespace", help="Write only repos under "
                                                          "NAMESPACE/ (whoami answers this name).")] = None,
         name: Annotated[Optional[str], typer.Option("--name", help="A label for lists and the audit "

@@ -48,7 +48,8 @@ class ServeAuth:
         from .hub.catalog_bridge import HubUser
 
         principal = self._authorizer.check(request, scope, namespace, download=download)
-        return HubUser(principal.namespace or self.user, principal.namespace, principal.scope)
+        return HubUser(principal.namespace or self.user, principal.namespace,
+                       "write" if principal.scope == "write" else "read")  # approve: the Hub knows read|write
 
     def anonymous_namespaces(self, request) -> set[str] | None:
         """The namespaces ``request`` may list without a token (public and listed ones), or None

@@ -5,7 +5,8 @@ secret is printed once and only its sha256 is stored (``serve_tokens`` table of 
 neither the catalog nor a backup of it can be replayed against the server. A presented token is
 hashed and looked up by digest; the digests are then compared with ``hmac.compare_digest``.
 
-Scopes: ``read`` may read; ``write`` may read and write. A token with a namespace may write only
+Scopes: ``read`` may read; ``write`` may read and write; ``approve`` may read and decide promotion
+requests of protected aliases (``alias approve|reject``; registry/catalog/promotions.py). A token with a namespace may write only
 repos under ``NAMESPACE/`` (reads are not restricted), and the Hub's ``whoami`` answers with that
 namespace, so ``loradex push`` puts repos there by default. ``$LORADEX_SERVE_TOKEN`` still works:
 it is one write-scoped admin token without a namespace (backwards compatibility).
@@ -39,7 +40,7 @@ from sqlalchemy import select
 from ..errors import AlreadyExists, NotFound, UntrustedData, UsageError
 from ..untrusted import positive_int
 
-SCOPES = ("read", "write")
+SCOPES = ("read", "write", "approve")
 TOKEN_PREFIX = "ldx_"
 ADMIN_TOKEN_NAME = "$LORADEX_SERVE_TOKEN"
 TOKEN_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
@@ -106,10 +107,11 @@ def create_token(catalog, scope: str, *, namespace: str | None = None, name: str
     from .hub.repo_store import REPO_PART_RE
 
     if scope not in SCOPES:
-        raise UsageError(f"unknown scope {scope!r}: use read or write")
+        raise UsageError(f"unknown scope {scope!r}: use read, write or approve")
     if namespace is not None:
-        if scope != "write":
-            raise UsageError("--namespace limits what a token may write: use it with --scope write")
+        if scope not in ("write", "approve"):
+            raise UsageError("--namespace limits what a token may write or approve: use it with --scope write "
+                             "or --scope approve")
         if not REPO_PART_RE.fullmatch(namespace):
             raise UsageError(f"invalid namespace {namespace!r}: letters, digits, '.', '_', '-'")
     if name is not None and not TOKEN_NAME_RE.fullmatch(name):
@@ -302,7 +304,11 @@ class ServeAuthorizer:
             raise Unauthorized(INVALID_CREDENTIALS)
         if scope == "write" and principal.scope != "write":
             raise Forbidden(f"token {principal.name!r} is read-only: writes need a token created with --scope write")
-        if scope == "write" and principal.namespace is not None and namespace not in (None, principal.namespace):
+        if scope == "approve" and not (principal.admin or principal.scope == "approve"):
+            raise Forbidden(f"token {principal.name!r} may not decide promotion requests: that needs a token "
+                            "created with --scope approve")
+        if scope in ("write", "approve") and principal.namespace is not None \
+                and namespace not in (None, principal.namespace):
             raise Forbidden(f"token {principal.name!r} may only write repos under {principal.namespace}/, "
                             f"not {namespace}/")
         return principal
