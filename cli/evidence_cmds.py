@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
         reference: Annotated[list[Path], typer.Option("--reference", help="Reference image the record names "
                                                       "(stored as a blob; repeatable).")] = [],
         notes: Annotated[str, typer.Option("--notes", help="Free-text notes stored in the record.")] = "",
+        save_workflow: Annotated[Optional[Path], typer.Option("--save-workflow", help="Also write the ComfyUI "
+                                                              "workflow (JSON) that re-makes this image.")] = None,
         home: HomeOpt = None, json: JsonOpt = False,
     ) -> None:
         """Render a prompt with stacked adapters; writes the PNG and a prompt record."""
@@ -71,7 +73,8 @@ def register(app: typer.Typer) -> None:
         output = Output(json_mode=json)
         with output.progress("rendering") as progress:
             result = run(open_catalog(home), prompt, base=base, out=out, allow_partial=allow_partial,
-                         progress=progress, references=reference, notes=notes, settings=settings)
+                         progress=progress, references=reference, notes=notes, settings=settings,
+                         save_workflow=save_workflow)
         rec = result.record.record
         from loradex.trainer.compat_check import report_lines
 

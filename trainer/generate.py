@@ -307,14 +307,21 @@ class Generator:
 
 def generate(catalog, prompt: str, *, base: str, settings: GenerateSettings | None = None,
              out: str | os.PathLike | None = None, allow_partial: bool = False, progress=None,
-             references=(), notes: str = "") -> GenerateResult:
+             references=(), notes: str = "", save_workflow: str | os.PathLike | None = None,
+             workflow_remote: str | None = None) -> GenerateResult:
     """One-shot ``loradex generate``: render, store the record, write ``out`` (PNG carrying it).
-    ``references``: image paths the record names (stored as blobs); ``notes``: free text."""
+    ``references``: image paths the record names (stored as blobs); ``notes``: free text;
+    ``save_workflow``: also write the ComfyUI workflow that re-makes it (download URLs from the
+    mirror remote ``workflow_remote``, default the only one)."""
     refs = load_references(references)  # before loading anything: a bad file fails fast
     result = Generator(catalog, base, allow_partial=allow_partial).generate(
         prompt, settings or GenerateSettings(), progress=progress, references=refs, notes=notes.strip())
     if out is not None:
         write_png(out, result.png)
+    if save_workflow is not None:
+        from loradex.registry.folders.comfyui_workflow_export import workflow_from_record, write_workflow
+
+        write_workflow(save_workflow, workflow_from_record(catalog, result.record.record, remote=workflow_remote))
     return result
 
 
