@@ -166,8 +166,8 @@ def register(app: typer.Typer) -> None:
 def _print_facts(console, path, facts: dict) -> None:
     console.print(f"[bold]{path}[/bold]")
     for key in ("kind", "algorithm", "format", "convention", "base", "variant", "ranks", "alphas", "components",
-                "module_count", "target_modules", "conv", "n_vectors", "tokens", "trigger_words", "tensor_count",
-                "dtypes"):
+                "module_count", "target_modules", "conv", "n_vectors", "tokens", "trigger_words", "prediction_type",
+                "timestep_range", "tensor_count", "dtypes"):
         value = facts.get(key)
         if key == "convention" and value == facts.get("format"):
             continue  # said already
@@ -188,7 +188,7 @@ def _print_version(console, data: dict) -> None:
     for key, value in data["hashes"].items():
         console.print(f"  {key:10} {value}")
     probe = data.get("probe") or {}
-    for key in ("kind", "base", "ranks", "components", "module_count"):
+    for key in ("kind", "base", "ranks", "components", "module_count", "prediction_type", "timestep_range"):
         if probe.get(key) not in (None, [], ""):
             console.print(f"  {key:10} {probe[key]}")
     if data["trigger_words"]:
