@@ -156,6 +156,73 @@ def _collect_alpha_values(obj, out: set) -> None:
                 _collect_alpha_values(v, out)
 
 
+# diffusers' ``save_lora_weights(..., <component>_lora_adapter_metadata=LoraConfig.to_dict())`` stores each
+# component's PEFT LoraConfig in ``__metadata__["lora_adapter_metadata"]``, keys prefixed with the
+# component (``"unet.r"``, ``"transformer.lora_alpha"``); the fields loradex shows, and their types:
+_ADAPTER_FIELDS = {"r": int, "lora_alpha": (int, float), "target_modules": (list, str), "rank_pattern": dict,
+                   "alpha_pattern": dict, "use_dora": bool, "use_rslora": bool, "lora_bias": bool,
+                   "init_lora_weights": (bool, str), "peft_type": str, "peft_version": str}
+MAX_ADAPTER_TARGETS = 512  # target module names kept per component
+
+
+def adapter_metadata(raw: str) -> tuple[dict[str, dict], list[str]]:
+    """component → its LoraConfig fields (:data:`_ADAPTER_FIELDS`, type-checked) from diffusers'
+    ``lora_adapter_metadata``, and notes for what was ignored. Keys without a component prefix
+    (a bare ``LoraConfig.to_dict()``) are the ``model``'s."""
+    notes: list[str] = []
+    try:
+        data = parse_json(raw, "metadata lora_adapter_metadata", max_depth=8)
+    except ValueError as exc:
+        return {}, [f"lora_adapter_metadata ignored: {str(exc).split(': ', 1)[-1]}"]
+    if not isinstance(data, dict):
+        return {}, ["lora_adapter_metadata ignored: not a JSON object"]
+    out: dict[str, dict] = {}
+    wrong: list[str] = []
+    for key, value in data.items():
+        component, _, leaf = key.rpartition(".") if "." in key else ("model", "", key)
+        if leaf not in _ADAPTER_FIELDS:
+            continue
+        kind = _ADAPTER_FIELDS[leaf]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if leaf in ("r", "lora_alpha") and ok:
+            ok = not isinstance(value, bool) and 0 < value < 1 << 20
+        if leaf == "target_modules" and isinstance(value, list):
+            ok = all(isinstance(t, str) for t in value) and len(value) <= MAX_ADAPTER_TARGETS
+        if leaf in ("rank_pattern", "alpha_pattern") and ok:
+            ok = len(value) <= MAX_ADAPTER_TARGETS and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+        if not ok:
+            wrong.append(key)
+            continue
+        out.setdefault(component, {})[leaf] = value
+    if wrong:
+        notes.append(f"lora_adapter_metadata: {', '.join(sorted(wrong)[:5])} ignored (wrong type or too large)")
+    return out, notes
+
+
+def _apply_adapter_metadata(facts: ProbeFacts, raw: str) -> None:
+    """Alphas, target modules and the per-component configs (shown by inspect/show as
+    ``training.lora_adapter_metadata``) from diffusers' ``lora_adapter_metadata``."""
+    configs, notes = adapter_metadata(raw)
+    facts.notes += notes
+    if not configs:
+        return
+    alphas: set = set()
+    targets: set = set()
+    for cfg in configs.values():
+        _collect_alpha_values(cfg, alphas)
+        t = cfg.get("target_modules")
+        targets.update([t] if isinstance(t, str) else t or [])
+    facts.alphas = sorted(set(facts.alphas) | alphas)
+    facts.target_modules = sorted(set(facts.target_modules) | targets)
+    facts.training["lora_adapter_metadata"] = configs
+    ranks = {cfg["r"] for cfg in configs.values() if "r" in cfg}
+    found = {m.rank for m in facts.modules if m.rank is not None}
+    stated = ranks | {v for cfg in configs.values() for v in (cfg.get("rank_pattern") or {}).values()}
+    if found and stated and not found <= stated:
+        facts.notes.append(f"lora_adapter_metadata states rank(s) {sorted(stated)}, the tensors have {sorted(found)}")
+
+
 @register_prober("diffusers")
 def probe_diffusers(view: HeaderView) -> Verdict:
     name = "diffusers"
@@ -180,12 +247,7 @@ def probe_diffusers(view: HeaderView) -> Verdict:
         facts.dora = dora
         raw = view.metadata.get("lora_adapter_metadata")
         if raw:
-            try:
-                alphas: set = set()
-                _collect_alpha_values(parse_json(raw, "metadata lora_adapter_metadata"), alphas)
-                facts.alphas = sorted(set(facts.alphas) | alphas)
-            except ValueError:
-                facts.notes.append("lora_adapter_metadata is not valid JSON")
+            _apply_adapter_metadata(facts, raw)
     return _verdict(name, facts, "diffusers LoRA")
 
 

@@ -46,6 +46,9 @@ dtypes              sorted unique dtypes (safetensors spelling)
 metadata            the raw ``__metadata__`` dict (empty for pickles)
 header_hashes       ``sshs_model_hash`` / ``sshs_legacy_hash`` when present and not bogus
 unexplained_keys    up to 20 tensor names the winning prober did not account for
+prediction_type     "v" | "epsilon" from ModelSpec ``modelspec.prediction_type`` (or kohya's
+                    ``ss_v_parameterization``), else null; ``compat``/``generate`` warn on a mix
+timestep_range      [low, high] from ModelSpec ``modelspec.timestep_range``, else null
 ==================  =======================================================================
 """
 
@@ -99,6 +102,8 @@ class ProbeResult:
     convention: str | None = None
     variant: str | None = None
     variant_evidence: str | None = None
+    prediction_type: str | None = None  # "v" | "epsilon" as the metadata states it
+    timestep_range: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -113,7 +118,8 @@ class ProbeResult:
             "n_vectors": self.n_vectors, "tokens": list(self.tokens), "trigger_words": list(self.trigger_words),
             "training": dict(self.training), "tensor_count": self.tensor_count, "dtypes": list(self.dtypes),
             "metadata": dict(self.metadata), "header_hashes": dict(self.header_hashes),
-            "unexplained_keys": list(self.unexplained_keys),
+            "unexplained_keys": list(self.unexplained_keys), "prediction_type": self.prediction_type,
+            "timestep_range": list(self.timestep_range) if self.timestep_range else None,
         }
 
 
@@ -254,6 +260,7 @@ def result_from_facts(prober: str, facts: ProbeFacts, view: HeaderView) -> Probe
     targets = facts.target_modules or sorted({m.type for m in modules if m.type})
     training = training_facts(md)
     training.update(facts.training)
+    steps = timestep_range(md.get("modelspec.timestep_range"), notes)
     return ProbeResult(
         prober=prober, kind=facts.kind, algorithm=facts.algorithm, format=facts.format, container=view.container,
         base=base, base_reason=base_reason, base_from_metadata=meta_base, warnings=tuple(warnings),
@@ -264,8 +271,33 @@ def result_from_facts(prober: str, facts: ProbeFacts, view: HeaderView) -> Probe
         training=training, tensor_count=len(view.tensors), dtypes=tuple(sorted({t.dtype for t in view.tensors.values()})),
         metadata=dict(md), header_hashes=hashes, unexplained_keys=tuple(facts.unexplained[:20]),
         convention=facts.convention, variant=variant[0] if variant else None,
-        variant_evidence=variant[1] if variant else None,
+        variant_evidence=variant[1] if variant else None, prediction_type=_prediction(md),
+        timestep_range=steps,
     )
+
+
+def _prediction(md: dict) -> str | None:
+    """ModelSpec ``prediction_type`` (or kohya's ``ss_v_parameterization``) in the families'
+    words: "v" or "epsilon" (``loradex.families.vocabulary.prediction_from_metadata``)."""
+    from loradex.families.vocabulary import prediction_from_metadata
+
+    found = prediction_from_metadata(md)
+    return found[0] if found else None
+
+
+def timestep_range(raw, notes: list | None = None) -> tuple[int, int] | None:
+    """ModelSpec ``timestep_range`` ("200,1000": the timesteps a model was trained on) as
+    (low, high); None, with a note, when it is not two ordered integers in 0…10000."""
+    if raw is None:
+        return None
+    parts = str(raw)[:64].replace(" ", "").split(",")
+    if len(parts) == 2 and all(p.isdigit() and len(p) <= 5 for p in parts):
+        low, high = int(parts[0]), int(parts[1])
+        if low <= high <= 10_000:
+            return low, high
+    if notes is not None:
+        notes.append(f"modelspec.timestep_range {str(raw)[:40]!r} is not 'LOW,HIGH' (two integers); ignored")
+    return None
 
 
 def _variant(base: str, md: dict) -> tuple[str, str] | None:

@@ -45,6 +45,7 @@ TRAINING_KEYS: dict[str, tuple[str, ...]] = {
     "license": ("modelspec.license",),
     "usage_hint": ("modelspec.usage_hint",),
     "prediction_type": ("modelspec.prediction_type",),
+    "timestep_range": ("modelspec.timestep_range",),
     "trigger_phrase": ("modelspec.trigger_phrase",),
     "merged_from": ("modelspec.merged_from",),
     "software": ("software",),
