@@ -10,6 +10,10 @@
   ``networks/lora.py`` loads a LoRA (``create_network_from_weights`` → ``LoRANetwork`` →
   ``LoRAModule``, then ``load_state_dict(weights, strict=False)`` and ``merge_to``), from reading it
   (kohya-ss/sd-scripts 48d368fa), not copied. See the section below for the rule.
+- ``comfyui_dit_key_map`` / ``comfyui_dit_patches`` with ``comfyui_flux_diffusers_map`` /
+  ``comfyui_sd3_diffusers_map``: the same ComfyUI rule for Flux.1 and SD3 models (native BFL/SAI
+  weights, ``lora_unet_``/``diffusion_model.`` keys, diffusers keys with row offsets into fused
+  weights and swapped modulation halves), from comfy/lora.py and comfy/utils.py.
 - ``fused_weights``: diffusers' ``load_lora_weights`` + ``fuse_lora`` on the tiny SD1 pipeline;
   runs in-process (the installed, newest diffusers) or, through ``main``, in another interpreter
   (the oldest declared diffusers, see the Makefile's ``oldest-diffusers`` step).
