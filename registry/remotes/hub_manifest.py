@@ -90,6 +90,9 @@ FRONT_MATTER_SCHEMA = {
         "instance_prompt": {"type": ["string", "null"], "maxLength": 4096},
     },
 }
+# The Hub's ``base_model_relation`` per adapter kind (its model-tree relations: adapter, merge,
+# quantized, finetune): a DreamBooth checkpoint is a fine-tune of its base, everything else an adapter.
+BASE_MODEL_RELATION = {"lora": "adapter", "lycoris": "adapter", "embedding": "adapter", "checkpoint": "finetune"}
 MAX_README_BYTES = 4 << 20  # of a pulled README.md: the front matter and the first paragraphs are read
 
 
@@ -329,13 +332,15 @@ def _diffusers_copy(version, blob: Path, dest: Path, converter: Converter | None
 
 # --- the model card ------------------------------------------------------------------------------
 def model_card(manifest: dict, widgets: list[dict], card_markdown: str | None, *, diffusers: bool) -> str:
-    """README.md: YAML front matter (base_model, library_name, tags, instance_prompt, widget)
+    """README.md: YAML front matter (base_model + base_model_relation, library_name, tags, instance_prompt, widget)
     then the description and the evaluation card."""
     import yaml
 
     front: dict = {}
     if manifest.get("base_model"):
         front["base_model"] = manifest["base_model"]
+        # The Hub's model tree: how this repo stands to its base ("adapter" for a LoRA/embedding)
+        front["base_model_relation"] = BASE_MODEL_RELATION.get(manifest.get("kind"), "adapter")
     front["library_name"] = "diffusers"
     front["tags"] = ["lora", "text-to-image", "template:sd-lora"] + (["diffusers"] if diffusers else [])
     if manifest.get("trigger_words"):
