@@ -235,3 +235,22 @@ def test_family_refusals_are_one_line(loras, tmp_path):
         code, line = _refusal("generate", *args, *render)
         assert (code, "\n" in line) == (1, False)
         assert "for wan-14b is not supported yet; probe, catalog, search, push and pull are" in line
+
+
+def test_textual_inversion_loads_on_flux_clip_and_is_refused_on_sd3(tmp_path):
+    from safetensors.torch import save_file
+
+    from loradex.registry.errors import IncompatibleAdapters
+
+    save_file({"emb_params": torch.randn(1, 32, generator=torch.Generator().manual_seed(0))},
+              str(tmp_path / "emb.safetensors"))
+    entry = StackEntry("emb", tmp_path / "emb.safetensors", kind="embedding", token="<emb>")
+    flux = build_tiny_pipeline("flux")
+    before = len(flux.tokenizer)
+    stack = AdapterStack(flux, cache_dir=tmp_path)
+    (loaded,) = stack.apply([entry])
+    assert loaded.tokens == ("<emb>",) and len(flux.tokenizer) == before + 1
+    stack.clear()
+    assert len(flux.tokenizer) == before
+    with pytest.raises(IncompatibleAdapters, match="StableDiffusion3Pipeline base cannot load textual-inversion"):
+        AdapterStack(build_tiny_pipeline("sd3"), cache_dir=tmp_path).apply([entry])

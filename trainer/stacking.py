@@ -377,6 +377,11 @@ class AdapterStack:
         path = Path(entry.file_path)
         token = self._token(entry)
         pipe = self.pipe
+        if not hasattr(pipe, "load_textual_inversion"):  # e.g. diffusers' SD3 pipeline
+            raise IncompatibleAdapters(f"{path}: a {type(pipe).__name__} base cannot load "
+                                       "textual-inversion embeddings",
+                                       hint="drop the embedding from the prompt, or pick an SD 1.x/2.x/XL "
+                                            "or Flux.1 base")
         before = (len(pipe.tokenizer),)
         state = None
         if path.suffix == ".safetensors":
