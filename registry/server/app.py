@@ -25,7 +25,8 @@ ROUTER_MODULES = ["loradex.registry.server.civitai_api", "loradex.registry.serve
                   "loradex.registry.server.web.images", "loradex.registry.server.web.audit_pages",
                   "loradex.registry.server.web.version_pages", "loradex.registry.server.web.compare_pages",
                   "loradex.registry.server.web.review_forms", "loradex.registry.server.web.alias_forms",
-                  "loradex.registry.server.web.dataset_pages", "loradex.registry.server.web.caption_pages"]
+                  "loradex.registry.server.web.dataset_pages", "loradex.registry.server.web.caption_pages",
+                  "loradex.registry.server.web.promotion_pages"]
 SERVER_ROUTERS: dict[str, Callable] = {}  # name → factory() returning an APIRouter
 
 

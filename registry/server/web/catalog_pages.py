@@ -79,8 +79,10 @@ def adapter_view(request, name: str):
     target = next((al["version"] for al in data["aliases"] if al["alias"] == rolled_back), None)
     if target:
         flash = f"{rolled_back} rolled back: it now points at {target}"
+    from .promotion_pages import promotion_section  # issue 22: open requests, approve forms
+
     return render(request, "adapter.html", title=data["name"], a=data, lineage_svg=svg, card_text=card_text,
-                  flash=flash)
+                  flash=flash, **promotion_section(request, principal, data["name"]))
 
 
 @register_router("web_catalog")
