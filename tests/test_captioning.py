@@ -209,16 +209,21 @@ def test_folder_captions_written_kept_prefixed_and_recorded(models, tmp_path, cl
     assert added["extra.png"].caption_source == {"kind": "sidecar", "file": "extra.txt"}
 
 
-@pytest.mark.parametrize("change, why", [
+HOSTILE_RECORDS = [
     (lambda r: r["images"]["img00.png"]["source"].update(model_sha256="../../etc"), "model_sha256"),
     (lambda r: r["images"]["img00.png"]["source"].update(kind="manual"), "kind"),
     (lambda r: r["images"]["img00.png"].update(caption=["not", "text"]), "caption"),
     (lambda r: r["images"]["img00.png"]["source"].update(extra="x"), "Additional properties"),
     (lambda r: r["images"]["img00.png"]["source"]["settings"].update(nested={"a": 1}), "settings"),
     (lambda r: r.update(schema="loradex.caption-records/1"), "earlier loradex"),
-])
-def test_hostile_caption_records_stop_dataset_add(tmp_path, change, why):
-    """The records file is outside data: a value of the wrong shape stops `dataset add`, naming it."""
+]
+
+
+def test_hostile_caption_records_stop_dataset_add(tmp_path):
+    """The records file is outside data: a value of the wrong shape stops `dataset add` before it
+    stores anything, naming the file."""
+    import copy
+
     from loradex.registry.catalog.dataset_captions import CAPTION_RECORDS_FILE, read_caption_records
     from loradex.registry.catalog.datasets import add_dataset_version
     from loradex.registry.catalog.store import Catalog
@@ -232,11 +237,17 @@ def test_hostile_caption_records_stop_dataset_add(tmp_path, change, why):
                                      "source": source}}}
     (data / CAPTION_RECORDS_FILE).write_text(json.dumps(good))
     assert read_caption_records(data)["img00.png"]["source"] == source
-    change(good)
-    (data / CAPTION_RECORDS_FILE).write_text(json.dumps(good))
-    with pytest.raises(UntrustedData, match=why) as caught:
-        add_dataset_version(Catalog(tmp_path / "home"), data, name="shapes", resolution=32)
-    assert CAPTION_RECORDS_FILE in str(caught.value)
+    for change, why in HOSTILE_RECORDS:
+        bad = copy.deepcopy(good)
+        change(bad)
+        (data / CAPTION_RECORDS_FILE).write_text(json.dumps(bad))
+        with pytest.raises(UntrustedData, match=why) as caught:
+            read_caption_records(data)
+        assert CAPTION_RECORDS_FILE in str(caught.value)
+    catalog = Catalog(tmp_path / "home")
+    with pytest.raises(UntrustedData, match="earlier loradex"):
+        add_dataset_version(catalog, data, name="shapes", resolution=32)
+    assert list(catalog.blobs.iter_entries()) == []  # refused before an image was stored
 
 
 def test_tagger_keeps_tags_over_threshold_most_confident_first(models, tmp_path):
@@ -389,11 +400,8 @@ def test_recaptioning_to_the_same_texts_and_records_saves_nothing(models, datase
     args = ("--captioner", "tags", "--model", models["tags"], "--overwrite", "--threshold", "0.4", "--json")
     first = json.loads(cli("dataset", "caption", v1.ref, *args).stdout)
     assert first["version"] == "dataset:shapes@1.1.0" and first["captioned"] == 4 and not first["unchanged"]
-    again = cli("dataset", "caption", first["version"], *args)
-    assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["unchanged"] and "version" not in json.loads(again.stdout)
-    human = cli("dataset", "caption", "dataset:shapes", *args[:-1])
-    assert human.exit_code == 0 and "nothing changed" in human.output
+    again = cli("dataset", "caption", first["version"], *args[:-1])  # the human answer
+    assert again.exit_code == 0 and "nothing changed" in again.output and "saved as" not in again.output
     assert [v.version for v in dataset_versions(catalog, "shapes")] == ["1.0.0", "1.1.0"]
 
     copy = shutil.copytree(models["tags"], tmp_path / "same-weights-elsewhere")  # same texts, another record
