@@ -342,6 +342,7 @@ def _from_folder(catalog, folder: Path, captions, records, caption_ext, resoluti
     names = {p.relative_to(folder).as_posix(): p for p in files}
     _refuse_unknown(captions, records, names, str(folder))
     sidecar = {rel: read_caption(p, caption_ext) for rel, p in names.items()}
+    captioned = folder_caption_sources(folder, sidecar, caption_ext)  # `dataset caption DIR`'s records, checked first
 
     def items():
         for rel, path in names.items():
@@ -352,7 +353,6 @@ def _from_folder(catalog, folder: Path, captions, records, caption_ext, resoluti
 
     report = check_items(items(), folder=str(folder), total=len(names), resolution=resolution,
                          caption_ext=caption_ext, near_bits=near_bits, progress=progress)
-    captioned = folder_caption_sources(folder, sidecar, caption_ext)  # `dataset caption DIR`'s records
     caption_sources = {}
     for rel in names:
         if rel in records:
