@@ -113,7 +113,8 @@ def caption_folder(folder, captioner, *, mode: str | None = None, caption_ext: s
 def caption_dataset(catalog, ref: str, captioner, *, mode: str | None = None, message: str = "",
                     progress: Callable | None = None) -> CaptionRun:
     """Caption the images of dataset version ``ref`` and save a new version of the same dataset
-    with the captions and their records. Nothing to caption: no version is saved."""
+    with the captions and their records. Nothing to caption, or every caption and record as
+    ``ref`` has them (``run.unchanged``): no version is saved."""
     import io
 
     from PIL import Image
