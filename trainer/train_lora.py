@@ -2,12 +2,14 @@
 (Flux.1, SD 3.5) — optionally the text encoders, through peft.
 
 The denoiser's adapter is attached with ``add_adapter(LoraConfig(...))`` (diffusers' peft
-integration) on the family objective's default targets (``train_loop.objective_for``); text encoders get theirs from peft directly (``inject_adapter_in_model``), not
-through transformers' ``add_adapter``, whose peft minimum (>= 0.22 in transformers 5.24) may be
-newer than the installed peft. The output is written in
-kohya form by default (what A1111 / ComfyUI load) via ``loradex.merge.conventions.convert`` — which checks
-that every module survives the renaming; for Flux/SD3 the kohya names are the native fused ones,
-qkv / linear1, exact) — or in diffusers form with ``format = "diffusers"`` (``transformer.`` keys for a DiT).
+integration) on the objective's default targets (``train_objectives``); text encoders get theirs
+from peft directly (``inject_adapter_in_model``), not through transformers' ``add_adapter``, whose
+peft minimum (>= 0.22 in transformers 5.24) may be newer than the installed peft.
+
+``format = "auto"`` (the default) writes the objective's own format: kohya for SD 1.x/2.x/XL (what
+A1111 / ComfyUI load), diffusers keys (``transformer.…lora_A/B``) for Flux/SD3. ``kohya`` goes
+through ``loradex.merge.conventions.convert``, which checks that every module survives the
+renaming (Flux/SD3: native fused qkv / linear1 names, exact); ``diffusers`` keeps peft's keys.
 """
 
 from __future__ import annotations
