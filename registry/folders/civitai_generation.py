@@ -38,9 +38,14 @@ LORA_TAG_RE = re.compile(r"<(lora|lyco):([^:>]{1,400})(?::([^:>]*))?(?::[^>]*)?>
 HEX_RE = re.compile(r"\A[0-9a-fA-F]{8,64}\Z")
 
 
+GENERATION_KEYS = ("civitaiResources", "resources", "hashes", "Model hash", "additionalResources")
+
+
 def is_generation_data(data) -> bool:
-    return isinstance(data, dict) and any(
-        k in data for k in ("civitaiResources", "resources", "hashes", "Model hash", "additionalResources"))
+    """Civitai's image ``meta`` (or an /api/v1/images item holding one)."""
+    if isinstance(data, dict) and isinstance(data.get("meta"), dict):
+        data = data["meta"]
+    return isinstance(data, dict) and any(k in data for k in GENERATION_KEYS)
 
 
 def kind_of(word) -> str:
@@ -89,7 +94,10 @@ def needs_from_generation(meta: dict, source: str) -> list[ModelNeed]:
                                        weight=weights.get(name.lower()) if kind == "lora" else None,
                                        source=key))
     named = {(n.name or "").lower() for n in needs if n.kind == "lora"}
-    for name, weight in weights.items():
+    # Civitai lists every resource in civitaiResources (under its model name, not the tag's):
+    # a tag is its own entry only where no such list is given (A1111 before Lora hashes, …)
+    tags = {} if resources is not None else weights
+    for name, weight in tags.items():
         if name not in named:  # a <lora:…> tag with no hash given for it
             needs.append(ModelNeed(kind="lora", name=name, weight=weight, source="prompt <lora:…> tag"))
     return [_with_weight(n, weights) for n in needs]
