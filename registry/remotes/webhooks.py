@@ -344,15 +344,21 @@ def _next_due(catalog, hook_id: int, worker: str, at: datetime):
 
 
 def _record(catalog, hook_id: int, delivery_row_id: int, worker: str, at: datetime, error: str | None) -> bool:
-    """Store one attempt's result while we hold the lease (row-locked on PostgreSQL); False: lost it."""
+    """Store one attempt's result (the hook row-locked on PostgreSQL); False: the lease is no longer
+    ours (we stalled past it), so stop. A success is recorded even then: it happened, and a worker
+    that took the hook over must not send the event again."""
     from ..catalog.db_events import WebhookDeliveryRow, WebhookRow
 
     def run(s):
         hook = s.scalar(select(WebhookRow).where(WebhookRow.id == hook_id).with_for_update())
-        if hook is None or hook.lease_owner != worker:
-            return False
+        ours = hook is not None and hook.lease_owner == worker
         row = s.get(WebhookDeliveryRow, delivery_row_id)
         if row is None or row.status != events.PENDING:
+            return False
+        if not ours:
+            if error is None:
+                row.attempts += 1
+                row.status, row.delivered_at, row.last_error = events.DELIVERED, at, ""
             return False
         row.attempts += 1
         if error is None:
