@@ -208,7 +208,7 @@ def test_hostile_sidecars_are_refused_in_one_line_or_their_field_ignored(tmp_pat
 
 
 def test_lora_adapter_metadata_and_modelspec_reach_inspect_json(tmp_path):
-    from diffusers import StableDiffusionPipeline
+    from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
     from peft import LoraConfig
     import torch
 
@@ -220,8 +220,8 @@ def test_lora_adapter_metadata_and_modelspec_reach_inspect_json(tmp_path):
         layers[f"{mod}.lora_B.weight"] = torch.randn(out, r, generator=g)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k"], rank_pattern={"to_k": 2},
                         alpha_pattern={"to_k": 3}).to_dict()
-    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=layers,
-                                              unet_lora_adapter_metadata=config, safe_serialization=True)
+    StableDiffusionLoraLoaderMixin.save_lora_weights(tmp_path, unet_lora_layers=layers,
+                                                     unet_lora_adapter_metadata=config, safe_serialization=True)
     result = runner.invoke(app, ["inspect", str(tmp_path / "pytorch_lora_weights.safetensors"), "--json"])
     assert result.exit_code == 0, result.output
     facts = json.loads(result.stdout)
@@ -232,8 +232,7 @@ def test_lora_adapter_metadata_and_modelspec_reach_inspect_json(tmp_path):
     assert not [n for n in facts["notes"] if "lora_adapter_metadata" in n]
 
     # wrong types are ignored field by field, with a note
-    header = {k: v for k, v in layers.items()}
-    save_safetensors({f"unet.{k}": v for k, v in header.items()}, tmp_path / "bad.safetensors",
+    save_safetensors({f"unet.{k}": v for k, v in layers.items()}, tmp_path / "bad.safetensors",
                      {"lora_adapter_metadata": json.dumps({"unet.r": "four", "unet.lora_alpha": 16,
                                                            "unet.target_modules": [1, 2]})})
     bad = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "bad.safetensors"), "--json"]).stdout)
