@@ -85,7 +85,13 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"serving on {scheme}://{host}:{port} (reads {reads}, writes need a write token, {limit}; "
                    f"links start with {public or 'the address each connection arrived on'}); "
                    f"the web app is at {public or f'{scheme}://{host}:{port}/'}", err=True)
-        uvicorn.run(app_, **uvicorn_options(host, port, tls=tls, trusted_proxies=proxies))
+        from loradex.registry.remotes.webhooks import DeliveryWorker
+
+        deliveries = DeliveryWorker(catalog).start()  # webhooks from the outbox (replicas share it safely)
+        try:
+            uvicorn.run(app_, **uvicorn_options(host, port, tls=tls, trusted_proxies=proxies))
+        finally:
+            deliveries.stop()
 
     @app.command("ui")
     def ui_cmd(

@@ -33,6 +33,7 @@ class Receiver:
         self.seen: list[dict] = []
         self.fail = 0
         self.secret = secret
+        self.arrived = threading.Event()
         self.lock = threading.Lock()
         receiver = self
 
@@ -49,6 +50,7 @@ class Receiver:
                 self.send_response(503 if failing else (200 if ok else 401))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                receiver.arrived.set()
 
             def log_message(self, *args):
                 pass
@@ -258,3 +260,15 @@ def test_two_workers_on_postgresql_never_double_deliver(pg_url, loradex_home, tm
         got = [s["id"] for s in receiver.seen if s["path"] == f"/hook/{i}" and not s["failed"]]
         assert got == in_order, (hook.id, got)
     assert sum(s["failed"] for s in receiver.seen) == 3
+
+
+def test_the_serve_loop_delivers_in_the_background(loradex_home, tmp_path, receiver):
+    catalog = Catalog(loradex_home)
+    W.add_hook(catalog, receiver.url, ["version.added"], secret=SECRET)
+    worker = W.DeliveryWorker(catalog, interval=0.05).start()
+    try:
+        _add(catalog, tmp_path, "1.0.0", 1)
+        assert receiver.arrived.wait(30), "the background worker delivered nothing"
+    finally:
+        worker.stop()
+    assert [(s["event"], s["signed"]) for s in receiver.seen] == [("version.added", True)]

@@ -304,6 +304,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:MAX_ERROR]
 
 
+def _anything_due(catalog, at: datetime) -> bool:
+    from ..catalog.db_events import WebhookDeliveryRow
+
+    return catalog.read(lambda s: s.scalar(select(WebhookDeliveryRow.id).where(
+        WebhookDeliveryRow.status == events.PENDING, WebhookDeliveryRow.next_attempt_at <= at).limit(1)) is not None)
+
+
 def _claim_hooks(catalog, worker: str, at: datetime, limit: int) -> list[int]:
     """Lease up to ``limit`` hooks whose oldest pending delivery is due and no live lease covers."""
     from ..catalog.db_events import WebhookDeliveryRow, WebhookRow
@@ -387,6 +394,8 @@ def deliver_due(catalog, *, clock: Clock = utcnow, post: Poster = httpx_post, wo
     A failure stops that hook for this pass (its later events wait: order is kept)."""
     worker = worker or uuid.uuid4().hex
     report = DeliveryReport()
+    if not _anything_due(catalog, clock()):
+        return report  # the common case: a read, no write transaction (serve polls every few seconds)
     claimed = _claim_hooks(catalog, worker, clock(), max_hooks)
     report.hooks = len(claimed)
     tried = 0
