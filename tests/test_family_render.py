@@ -227,6 +227,8 @@ def test_family_refusals_are_one_line(loras, tmp_path):
     assert code == 2 and line.startswith("flux renders take no negative prompt")
     code, line = _refusal("generate", "a cat", "--base", "tiny-flux", "--shift", "2", *render)
     assert code == 2 and line.startswith("flux renders take no shift (they take: max_sequence_length)")
+    code, line = _refusal("generate", "a cat", "--base", "tiny-flux", "--max-sequence-length", "600", *render)
+    assert code == 2 and line == "max_sequence_length must be at most 512 for flux, got 600"
     code, line = _refusal("generate", "a cat", "--base", "tiny-sd3", "--scheduler", "ddim", *render)
     assert code == 2 and line.startswith("scheduler 'ddim' is for noise-prediction models; sd3 is")
     # a family loradex only recognises: generate and stack say so in one line, exit 1

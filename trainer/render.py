@@ -34,6 +34,7 @@ class RenderProfile:
     defaults: dict = field(default_factory=lambda: {"steps": 20, "cfg": 7.0})
     prompt_fields: dict = field(default_factory=dict)  # name -> default, passed to the call
     scheduler_fields: tuple = ()                       # names set on the scheduler's config
+    field_limits: dict = field(default_factory=dict)   # name -> the largest value the pipeline takes
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -57,6 +58,9 @@ class RenderProfile:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or value <= 0):
                 raise UsageError(f"{name} must be a positive number, got {value!r}")
+            limit = self.field_limits.get(name)
+            if value is not None and limit is not None and value > limit:
+                raise UsageError(f"{name} must be at most {limit} for {self.family}, got {value!r}")
         return out
 
     def record_fields(self, fields: dict) -> dict | None:
@@ -85,7 +89,8 @@ def render_profile(family: str | None) -> RenderProfile:
                          guidance=module.GUIDANCE,
                          negative_prompt=module.NEGATIVE_PROMPT, defaults=dict(module.DEFAULTS),
                          prompt_fields=dict(module.PROMPT_FIELDS),
-                         scheduler_fields=tuple(module.SCHEDULER_FIELDS))
+                         scheduler_fields=tuple(module.SCHEDULER_FIELDS),
+                         field_limits=dict(getattr(module, "FIELD_LIMITS", {})))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ NEGATIVE_PROMPT = False
 DEFAULTS = {"steps": 28, "cfg": 3.5}
 # record fields passed to the pipeline call under the same name, with their defaults
 PROMPT_FIELDS = {"max_sequence_length": 512}
+# upper bounds the pipeline enforces (diffusers: max_sequence_length ≤ 512, T5 positions)
+FIELD_LIMITS = {"max_sequence_length": 512}
 # Flux.1's scheduler shifts by image size (use_dynamic_shifting): no fixed shift to record
 SCHEDULER_FIELDS: tuple = ()
 

@@ -24,6 +24,8 @@ NEGATIVE_PROMPT = True
 DEFAULTS = {"steps": 28, "cfg": 7.0}
 # record fields passed to the pipeline call under the same name, with their defaults
 PROMPT_FIELDS = {"max_sequence_length": 256}
+# upper bounds the pipeline enforces (diffusers: max_sequence_length ≤ 512, T5 positions)
+FIELD_LIMITS = {"max_sequence_length": 512}
 # record fields set on the scheduler's config for a render (the flow-matching timestep shift;
 # the default is the base's own scheduler value, 3.0 for SD 3.5)
 SCHEDULER_FIELDS = ("shift",)
