@@ -197,6 +197,11 @@ def test_pull_missing_lora_from_a_civitai_style_remote(team_server, tmp_path, mo
     source = far_row["sources"][0]
     assert (source["remote"], source["via"], source["sha256"]) == ("team", "autov3", far.sha256)
     assert source["ref"] == f"team:{source['version_id']}"
+    # the same server as a `mirror` remote: asked through its Civitai-style API with the mirror's token
+    monkeypatch.setenv("LORADEX_TOKEN_TEAMMIRROR", TOKEN)
+    add_remote(catalog, "teammirror", f"{server.url}/team", kind="mirror")
+    only_mirror = by_name(resolve_file(catalog, path, remote="teammirror"))["far"]
+    assert [s["ref"] for s in only_mirror["sources"]] == [f"mirror://teammirror/far-away@{far.version}"]
 
     result = cli("resolve", path, "--pull", "--json", "--home", catalog.home)
     pulled = {m["name"]: m for m in json.loads(result.stdout)["models"]}["far"]
