@@ -37,7 +37,7 @@ _WORD = re.compile(r"[^\W_]+")
 # Every version's metadata words start with this word since they hold the base family's and
 # variant's words: a document without it was written before, and is rewritten once
 # (``search_index.reindex_if_stale``) — no migration. Not a word anyone types.
-INDEX_MARK = "qxzfamilywords1"
+INDEX_MARK = "qxzfamilywords2"  # 2: + the prediction-type words
 VARIANT_TAG = "\x1fvariant:"  # search_tags rows of the variant facet (a control character: no user tag)
 
 
@@ -142,12 +142,25 @@ def version_words(*, message: str, trigger_words, file_metadata, prompts: Iterab
     meta = meta if isinstance(meta, dict) else {}
     triggers = _json(trigger_words, [])
     triggers = [str(t) for t in triggers] if isinstance(triggers, list) else []
-    meta_parts = [INDEX_MARK, *family_words(family, variant), _tag_frequency_words(meta.get("ss_tag_frequency"))]
+    meta_parts = [INDEX_MARK, *family_words(family, variant), *prediction_words(meta),
+                  _tag_frequency_words(meta.get("ss_tag_frequency"))]
     for key in ("modelspec.title", "modelspec.description"):
         if isinstance(meta.get(key), str):
             meta_parts.append(meta[key])
     return {"triggers": _field(*triggers), "metadata": _field(*meta_parts), "message": _field(message or ""),
             "prompts": _field(*prompts)}
+
+
+# what a version whose header states its prediction type (ModelSpec ``prediction_type``, kohya's
+# ``ss_v_parameterization``) is also found by: ``loradex search vpred``
+PREDICTION_SEARCH_WORDS = {"v": ("vpred", "vprediction"), "epsilon": ("eps", "epsilon")}
+
+
+def prediction_words(meta: dict) -> tuple[str, ...]:
+    from loradex.families.vocabulary import prediction_from_metadata
+
+    found = prediction_from_metadata(meta)
+    return PREDICTION_SEARCH_WORDS.get(found[0], ()) if found else ()
 
 
 def adapter_words(*, name: str, description: str, tags) -> dict[str, str]:
