@@ -263,6 +263,10 @@ def test_lora_adapter_metadata_and_modelspec_reach_inspect_json(tmp_path):
         assert runner.invoke(app, ["add", str(path), "--name", name]).exit_code == 0
     table = json.loads(runner.invoke(app, ["compat", "vlora", "epslora", "--json"]).stdout)
     assert any("prediction types" in w and "modelspec.prediction_type=v" in w for w in table["warnings"]), table
+    # and searchable: the header's prediction type is among the version's words
+    for word, names in (("vpred", ["vlora"]), ("epsilon", ["epslora"])):
+        found = json.loads(runner.invoke(app, ["search", word, "--json"]).stdout)
+        assert [h["name"] for h in found["hits"]] == names, word
 
 
 def test_pushed_card_says_base_model_relation_adapter(tmp_path):
