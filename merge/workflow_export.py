@@ -3,7 +3,8 @@ stack as a ComfyUI workflow (``registry.folders.comfyui_workflow_export`` draws 
 
 Each ``<lora:…>`` tag is resolved to its exact catalog version (an unknown ref is a
 PromptSyntaxError at the tag's column, as for ``generate``); the tag's UNet weight becomes the
-LoraLoader's ``strength_model`` and its text-encoder weight ``strength_clip``.
+LoraLoader's ``strength_model`` and its text-encoder weight ``strength_clip``; a ``<name>`` token
+naming a catalog embedding becomes ComfyUI's ``embedding:NAME.safetensors``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loradex.merge.conventions.prompt_syntax import check_refs, parse_prompt
+from loradex.registry.errors import LoradexError
 from loradex.registry.folders.comfyui_workflow_export import (WorkflowSpec, base_file, build_workflow,
                                                              download_remote, model_file, write_workflow)
 
@@ -26,7 +28,16 @@ def workflow_for_prompt(catalog, prompt: str, *, base: str, negative: str = "", 
     for tag, version in zip(parsed.loras, versions):
         kind = catalog.get_adapter(version.adapter).kind
         loras.append((model_file(version, kind, mirror), tag.unet_weight, tag.te_weight))
+    embeddings = []
+    for token in {t.token for t in parsed.embedding_tokens}:  # <name> tokens naming a catalog embedding
+        try:
+            version = catalog.resolve(token.strip("<>"))
+        except LoradexError:
+            continue  # not a catalog name: left in the prompt as written
+        if catalog.get_adapter(version.adapter).kind == "embedding":
+            embeddings.append((token, model_file(version, "embedding", mirror)))
     spec = WorkflowSpec(base=base_file(catalog, base, None, mirror), positive=parsed.clean_prompt,
+                        embeddings=embeddings,
                         negative=negative, loras=loras, seed=seed, steps=steps, cfg=cfg, width=width,
                         height=height, scheduler=scheduler)
     workflow = build_workflow(spec)

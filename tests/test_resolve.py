@@ -227,9 +227,10 @@ def test_export_workflow_round_trip(home, tmp_path):
     catalog = Catalog(tmp_path / "export-home")
     a = add_file(catalog, home["root"] / "ink0.safetensors", name="ink-wash", alias="production").version
     b = add_file(catalog, home["root"] / "soft.safetensors", name="soft-light").version
+    emb = add_file(catalog, home["root"] / "emb.safetensors", name="tiny-emb").version
     add_remote(catalog, "teamhub", "http://127.0.0.1:9/team", kind="mirror")
     out = tmp_path / "wf.json"
-    cli("export-workflow", "a cat <lora:ink-wash@production:0.8>, <lora:soft-light:0.5:0.25>",
+    cli("export-workflow", "a cat <lora:ink-wash@production:0.8>, <lora:soft-light:0.5:0.25>, <tiny-emb>",
         "--base", "v1-5-pruned-emaonly.safetensors", "--seed", "42", "--steps", "12", "--cfg", "6.5",
         "-o", out, "--home", catalog.home)
     wf = json.loads(out.read_text())
@@ -243,7 +244,7 @@ def test_export_workflow_round_trip(home, tmp_path):
     assert loras[0]["properties"]["models"] == [{
         "name": "ink-wash.safetensors", "directory": "loras", "hash": a.sha256, "hash_type": "SHA256",
         "url": "http://127.0.0.1:9/team/ink-wash/resolve/v1.0.0/ink-wash.safetensors"}]
-    assert wf["nodes"][3]["widgets_values"] == ["a cat"]
+    assert wf["nodes"][3]["widgets_values"] == ["a cat, embedding:tiny-emb.safetensors"]  # ComfyUI's syntax
     assert wf["nodes"][6]["widgets_values"] == [42, "fixed", 12, 6.5, "euler", "normal", 1.0]
     # the model chain runs checkpoint → LoRA → LoRA → KSampler
     link = {(l[3], l[4]): l[1] for l in wf["links"]}
@@ -253,6 +254,8 @@ def test_export_workflow_round_trip(home, tmp_path):
     assert answer(rows["ink-wash.safetensors"]) == ("lora", "sha256", "in_catalog", a.ref, "sha256")
     assert answer(rows["soft-light.safetensors"]) == ("lora", "sha256", "in_catalog", b.ref, "sha256")
     assert rows["v1-5-pruned-emaonly.safetensors"]["status"] == "unknown"
+    assert answer(rows["tiny-emb.safetensors"]) == ("embedding", "sha256", "in_catalog", emb.ref, "sha256")
+    assert len(rows) == 4
     # a mirror URL without a hash still says where the file is: the mirror's pull ref
     need = ModelNeed(kind="lora", name="elsewhere.safetensors", url=rows["ink-wash.safetensors"]["url"])
     entry = resolve_needs(catalog, [need]).entries[0]
@@ -265,7 +268,9 @@ def test_generate_save_workflow_resolves_to_the_same_versions(home, tmp_path):
     from loradex.registry.folders.comfyui_workflow_export import workflow_from_record, write_workflow
 
     catalog, a, b = home["catalog"], home["a"], home["b"]
-    record = {"prompt": "a cat <lora:ink-wash:0.7> <lora:soft-light:0.4:0.9>", "clean_prompt": "a cat",
+    record = {"prompt": "a cat <lora:ink-wash:0.7> <lora:soft-light:0.4:0.9> <tiny-emb>",
+              "clean_prompt": "a cat <tiny-emb>",
+              "embeddings": [{"token": "<tiny-emb>", "ref": home["emb"].ref, "sha256": home["emb"].sha256}],
               "negative_prompt": "blurry", "seed": 5, "steps": 2, "cfg": 7.5, "width": 32, "height": 48,
               "scheduler": {"name": "dpm++2m_karras"}, "base": {"ref": "tiny-sd1", "sha256": "ab" * 32},
               "stack": [{"ref": a.ref, "te_weight": 0.7, "unet_weight": 0.7},
@@ -283,6 +288,9 @@ def test_generate_save_workflow_resolves_to_the_same_versions(home, tmp_path):
     assert answer(rows["soft-light.safetensors"]) == ("lora", "sha256", "in_catalog", b.ref, "sha256")
     assert rows["ink-wash.safetensors"]["weight"] == 0.7 and rows["soft-light.safetensors"]["weight"] == 0.9
     assert rows["tiny-sd1.safetensors"]["status"] == "unknown"
+    texts = [n["widgets_values"] for n in wf["nodes"] if n["type"] == "CLIPTextEncode"]
+    assert texts == [["a cat embedding:tiny-emb.safetensors"], ["blurry"]]
+    assert answer(rows["tiny-emb.safetensors"]) == ("embedding", "sha256", "in_catalog", home["emb"].ref, "sha256")
 
 
 def test_generate_has_the_save_workflow_option():

@@ -57,6 +57,7 @@ class WorkflowSpec:
     positive: str
     negative: str = ""
     loras: list[tuple[ModelFile, float, float]] = field(default_factory=list)  # (file, model, clip strength)
+    embeddings: list[tuple[str, ModelFile]] = field(default_factory=list)  # (token in the prompt, file)
     seed: int = 0
     steps: int = 20
     cfg: float = 7.0
@@ -95,6 +96,8 @@ class _Graph:
 def build_workflow(spec: WorkflowSpec) -> dict:
     """The UI-format workflow of ``spec`` (see the module docstring)."""
     sampler, scheduler = COMFY_SAMPLERS.get(spec.scheduler, COMFY_SAMPLERS[None])
+    positive_text = comfy_embedding_syntax(spec.positive, spec.embeddings)
+    negative_text = comfy_embedding_syntax(spec.negative, spec.embeddings)
     g = _Graph()
     ckpt = g.node("CheckpointLoaderSimple", [], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
                   [spec.base.name], (20, 200), models=[spec.base])
@@ -108,9 +111,9 @@ def build_workflow(spec: WorkflowSpec) -> dict:
         model_from, clip_from = (node, 0), (node, 1)
     x = 380 + 340 * len(spec.loras)
     positive = g.node("CLIPTextEncode", [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")],
-                      [spec.positive], (x, 100), (425, 180))
+                      [positive_text], (x, 100), (425, 180))
     negative = g.node("CLIPTextEncode", [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")],
-                      [spec.negative], (x, 330), (425, 180))
+                      [negative_text], (x, 330), (425, 180))
     latent = g.node("EmptyLatentImage", [], [("LATENT", "LATENT")], [int(spec.width), int(spec.height), 1],
                     (x, 560), (315, 106))
     ksampler = g.node("KSampler", [("model", "MODEL"), ("positive", "CONDITIONING"),
@@ -136,7 +139,19 @@ def build_workflow(spec: WorkflowSpec) -> dict:
     return {"last_node_id": len(g.nodes), "last_link_id": len(g.links), "nodes": g.nodes, "links": g.links,
             "groups": [], "config": {}, "extra": {"loradex": {"sampler_from": spec.scheduler}},
             "version": WORKFLOW_VERSION,
-            "models": [spec.base.to_dict()] + [lora.to_dict() for lora, _, _ in spec.loras]}
+            "models": [spec.base.to_dict()] + [lora.to_dict() for lora, _, _ in spec.loras]
+                      + [file.to_dict() for _, file in spec.embeddings]}
+
+
+def comfy_embedding_syntax(text: str, embeddings: list[tuple[str, ModelFile]]) -> str:
+    """ComfyUI loads an embedding only where the prompt says ``embedding:FILE``: each token loradex
+    used for it (``<name>`` or a trigger word, whole words, any case) is written that way."""
+    import re
+
+    for token, file in sorted(embeddings, key=lambda e: len(e[0]), reverse=True):
+        text = re.sub(rf"(?<![\w<:-]){re.escape(token)}(?![\w>-])", lambda _m: f"embedding:{file.name}", text,
+                      flags=re.IGNORECASE)
+    return text
 
 
 # --- model files from catalog versions -------------------------------------------------------
@@ -194,7 +209,10 @@ def workflow_from_record(catalog, record: dict, *, remote: str | None = None) ->
         version = catalog.resolve(entry["ref"])
         kind = catalog.get_adapter(version.adapter).kind
         loras.append((model_file(version, kind, mirror), entry["unet_weight"], entry["te_weight"]))
+    embeddings = [(e["token"], model_file(catalog.resolve(e["ref"]), "embedding", mirror))
+                  for e in record.get("embeddings") or []]
     spec = WorkflowSpec(base=base_file(catalog, base.get("ref") or "model", base.get("sha256"), mirror),
+                        embeddings=embeddings,
                         positive=record.get("clean_prompt") or "", negative=record.get("negative_prompt") or "",
                         loras=loras, seed=record.get("seed", 0), steps=record.get("steps") or 20,
                         cfg=record.get("cfg") or 7.0, width=record.get("width") or 512,

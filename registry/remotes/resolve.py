@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from ..errors import AmbiguousRef, LoradexError, NotFound, UsageError
 from ..catalog.refs import Ref
+from ..files.hashing import EMPTY_SHA256
 from . import RemoteRecord, get_remote, guess_kind, list_remotes
 
 HASH_ORDER = ("sha256", "autov3", "autov2", "autov1")
@@ -197,8 +198,8 @@ def resolve_needs(catalog, needs: list[ModelNeed], *, file: str = "", fmt: str =
 def _match_catalog(catalog, entry: Resolution) -> None:
     need = entry.need
     for kind, value in need.hashes:
-        if len(value) < 8:
-            continue
+        if len(value) < 8 or (kind == "autov1" and value == EMPTY_SHA256[:8]):
+            continue  # the AutoV1 of every file under 1 MiB names no file
         try:
             version = catalog.resolve(Ref(hash_kind=kind, hash_prefix=value))
         except NotFound:
