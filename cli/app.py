@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "loradex.cli.blobs_cmds",
     "loradex.cli.resolve_cmds",
     "loradex.cli.hooks_cmds",
+    "loradex.cli.upstream_cmds",
 ]
 
 # The commands and groups each module registers, so that a run imports only the module it needs.
@@ -54,6 +55,7 @@ COMMAND_NAMES = {
     "loradex.cli.blobs_cmds": ("blobs",),
     "loradex.cli.resolve_cmds": ("resolve", "export-workflow"),
     "loradex.cli.hooks_cmds": ("hooks",),
+    "loradex.cli.upstream_cmds": ("outdated",),
 }
 
 

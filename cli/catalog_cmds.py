@@ -134,6 +134,9 @@ def register(app: typer.Typer) -> None:
         data = version.to_dict(full=True)
         data["aliases"] = {a.name: a.version for a in catalog.aliases(version.adapter)}
         data["lineage"] = [e.to_dict() for e in catalog.lineage(version.ref)]
+        upstream = (version.extra or {}).get("upstream") or {}  # recorded by `loradex outdated`
+        data["deleted_upstream"] = ({"date": upstream.get("deleted_at"), "source": upstream.get("source")}
+                                    if upstream.get("state") == "deleted" else None)
         Output(json_mode=json).result(data, lambda c: _print_version(c, data))
 
     @app.command()
@@ -197,6 +200,9 @@ def _print_version(console, data: dict) -> None:
         console.print("  aliases    " + ", ".join(f"{a}→{v}" for a, v in data["aliases"].items()))
     for edge in data["lineage"]:
         console.print(f"  lineage    {edge['child']} {edge['relation']} {edge['parent']}")
+    if data.get("deleted_upstream"):
+        gone = data["deleted_upstream"]
+        console.print(f"  [yellow]deleted upstream on {gone['date']}[/yellow] ({gone['source']}); kept here")
     for f in data.get("files") or []:
         console.print(f"  file       {f['name']:12} {f['file_name']}  {f['file_format']}  "
                       f"sha256:{f['sha256'][:12]}  {human_size(f['size'])}")

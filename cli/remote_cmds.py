@@ -62,6 +62,11 @@ def register(app: typer.Typer) -> None:
         name: Annotated[Optional[str], typer.Option("--name", help="Adapter name (default: from the model name).")] = None,
         alias: Annotated[Optional[str], typer.Option("--alias", help="Point this alias at the pulled version.")] = None,
         all_versions: Annotated[bool, typer.Option("--all-versions", help="Hub/mirror: pull every v* tag.")] = False,
+        update: Annotated[bool, typer.Option("--update", help="REF is an adapter NAME: take the newest upstream "
+                                             "version of its source as a new version (minor bump, lineage); "
+                                             "see `loradex outdated`.")] = False,
+        any_base: Annotated[bool, typer.Option("--any-base", help="With --update: also take a newer version made "
+                                               "for another base model.")] = False,
         json: JsonOpt = False, home: HomeOpt = None,
     ) -> None:
         """Download a version from a remote, verify it and register it with its provenance.
@@ -72,6 +77,17 @@ def register(app: typer.Typer) -> None:
 
         out = Output(json_mode=json)
         catalog = open_catalog(home)
+        if update:
+            from loradex.registry.remotes.upstream import pull_update
+
+            with out.progress("pull", transfer=True) as progress:
+                updated = pull_update(catalog, ref, any_base=any_base, progress=progress)
+            out.result(updated.to_dict(), lambda c: c.print(updated.message))
+            return
+        if any_base:
+            from loradex.registry.errors import UsageError
+
+            raise UsageError("--any-base goes with --update")
         opts = {"file": file, "file_type": file_type, "name": name, "alias": alias}
         if all_versions:
             opts["all_versions"] = True

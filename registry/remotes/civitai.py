@@ -32,7 +32,7 @@ from ..errors import InvalidRef, LoradexError, NotFound, TransferError, Untruste
 from ..files.hashing import EMPTY_SHA256
 from ..untrusted import check_schema, hex_digest, positive_int, safe_relative_name
 from . import discard_download, register_remote
-from .civitai_client import (DEFAULT_ENDPOINT, PULL_VERSION_SCHEMA, CivitaiClient, Progress, _describe_text,
+from .civitai_client import (CIVITAI_HOSTS, DEFAULT_ENDPOINT, PULL_VERSION_SCHEMA, CivitaiClient, Progress, _describe_text,
                              _looks_like_text, _origin)
 
 MAX_FILE_NAME_BYTES = 240  # 255 on common file systems, less the ".part" of the partial download
@@ -368,7 +368,9 @@ def _valid_record(record: dict) -> dict | None:
 def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | None = None,
                  file_type: str | None = None, progress: Progress | None = None, remote=None,
                  token: str | None = None, transport=None, sleep=None, name: str | None = None,
-                 alias: str | None = None, **_ignored) -> PullResult:
+                 alias: str | None = None, bump: str | None = None, **_ignored) -> PullResult:
+    """``bump``: number the new version by bumping the adapter's latest (``pull --update``)
+    instead of from the Civitai version's name."""
     from ..catalog.adding import add_file
 
     target = parse_civitai_ref(ref)
@@ -388,18 +390,19 @@ def pull_civitai(catalog, ref: str, *, endpoint: str | None = None, file: str | 
                                   note=f"already in the catalog as {existing.ref}")
         pair = None if (file or file_type) else paired_model_files(info.get("files") or [])
         if pair is not None:  # a Wan 2.2 high-noise + low-noise pair: ONE version holding both
-            return _pull_files(catalog, client, endpoint, info, pair, progress=progress, name=name, alias=alias)
+            return _pull_files(catalog, client, endpoint, info, pair, progress=progress, name=name, alias=alias,
+                               bump=bump)
         part, work, file_name, got, resumed = _download(catalog, client, endpoint, info, chosen, sha, progress)
     try:
         final = work / file_name  # file_name passed safe_relative_name: a plain name inside work
         os.replace(part, final)
         adapter_name = name or normalise_name((info.get("model") or {}).get("name"), info.get("modelId"))
-        version = semver_from_name(info.get("name") or "")
+        version = None if bump else semver_from_name(info.get("name") or "")
         if version is not None and _version_taken(catalog, adapter_name, version):
             version = None
         base = base_family(info.get("baseModel"))
         added = add_file(
-            catalog, final, name=adapter_name, version=version, base=None if base == "unknown" else base,
+            catalog, final, name=adapter_name, version=version, bump=bump, base=None if base == "unknown" else base,
             triggers=[w.strip() for w in info.get("trainedWords") or [] if w and w.strip()] or None,
             description=plain_text((info.get("model") or {}).get("description") or info.get("description")),
             message=f"pulled from civitai:{info['id']} ({civ['modelName']} {civ['versionName']})",
@@ -457,7 +460,7 @@ def paired_model_files(files: list[dict]) -> list[tuple[str, dict]] | None:
 
 
 def _pull_files(catalog, client, endpoint: str, info: dict, pair: list[tuple[str, dict]], *, progress, name,
-                alias) -> PullResult:
+                alias, bump: str | None = None) -> PullResult:
     """``pull_civitai`` for a multi-file version: every file downloaded and checked, then ONE
     version holding them (the first role's file the primary)."""
     from ..catalog.adding import add_files
@@ -485,13 +488,13 @@ def _pull_files(catalog, client, endpoint: str, info: dict, pair: list[tuple[str
             os.replace(part, final)
             finals.append(final)
         adapter_name = name or normalise_name((info.get("model") or {}).get("name"), info.get("modelId"))
-        version = semver_from_name(info.get("name") or "")
+        version = None if bump else semver_from_name(info.get("name") or "")
         if version is not None and _version_taken(catalog, adapter_name, version):
             version = None
         base = base_family(info.get("baseModel"))
         added = add_files(
             catalog, finals, roles=[role for role, _ in pair], file_names=[tidy_file_name(f.name) for f in finals],
-            name=adapter_name, version=version, base=None if base == "unknown" else base,
+            name=adapter_name, version=version, bump=bump, base=None if base == "unknown" else base,
             triggers=[w.strip() for w in info.get("trainedWords") or [] if w and w.strip()] or None,
             description=plain_text((info.get("model") or {}).get("description") or info.get("description")),
             message=f"pulled from civitai:{info['id']} ({civ['modelName']} {civ['versionName']})",
@@ -632,5 +635,5 @@ def identify(catalog, refs: list[str] | None = None, *, all_versions: bool = Fal
     return report
 
 
-register_remote("civitai:", puller=pull_civitai, kind="civitai", hosts=("civitai.com",))
+register_remote("civitai:", puller=pull_civitai, kind="civitai", hosts=CIVITAI_HOSTS)
 register_remote("https://civitai.com/", puller=pull_civitai, kind="civitai", match=_is_civitai_url)

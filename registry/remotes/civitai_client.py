@@ -14,15 +14,18 @@ import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from ..errors import AuthError, NotFound, RemoteError, TransferError
+from ..errors import AuthError, NotFound, RemoteError, TransferError, UsageError
 from ..untrusted import check_schema, parse_json
 from .http_limits import MAX_JSON_BYTES, Deadline, StallGuard, max_download_bytes, over_cap_error, read_limited, watchdog
 
 DEFAULT_ENDPOINT = "https://civitai.com"
+# The hosts Civitai answers on (its own SERVER_DOMAINS: green = the SFW site, blue = civitai.com,
+# red = the full site). One service and one account: a redirect between them keeps the token.
+CIVITAI_HOSTS = ("civitai.com", "civitai.green", "civitai.red")
 TOKEN_ENV = "CIVITAI_TOKEN"
 BATCH = 100  # Civitai's limit for POST /api/v1/model-versions/by-hash
 MAX_REDIRECTS = 10
@@ -68,6 +71,36 @@ MODEL_SCHEMA = {"type": "object", "properties": {
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _site(url: str, endpoint: str) -> bool:
+    """Whether ``url`` is on the endpoint's site, where the token may go: the same scheme and
+    port, and the endpoint's host or a subdomain of it (``www.``, ``api.``), or — for an
+    endpoint on one of Civitai's hosts — any of them. Another host (a storage CDN, 127.0.0.1 vs
+    localhost) is another site."""
+    a, b = urlsplit(url), urlsplit(endpoint)
+    try:
+        ports = (a.port or {"https": 443, "http": 80}.get(a.scheme), b.port or {"https": 443, "http": 80}.get(b.scheme))
+    except ValueError:
+        return False
+    host, home = (a.hostname or "").lower(), (b.hostname or "").lower()
+    if a.scheme != b.scheme or ports[0] != ports[1] or not host:
+        return False
+
+    def civitai(h: str) -> bool:
+        return any(h == c or h.endswith("." + c) for c in CIVITAI_HOSTS)
+
+    return host == home or host.endswith("." + home) or (civitai(home) and civitai(host))
+
+
+def _without_token(url: str) -> str:
+    """``url`` without a ``token=`` query parameter (Civitai accepts the key that way too): it
+    must not travel to another site in a redirect."""
+    parts = urlsplit(url)
+    if "token" not in (parts.query or "").lower():
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "token"]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
@@ -120,6 +153,9 @@ class CivitaiClient:
                  transport: httpx.BaseTransport | None = None, timeout: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep, retries: int = 5, max_wait: float = 120.0):
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        parts = urlsplit(self.endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"a Civitai endpoint must be https://HOST[:PORT][/PATH], got {self.endpoint[:120]!r}")
         self._token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         self._transport, self._timeout = transport, timeout
         self._http = self._new_http()
@@ -184,20 +220,21 @@ class CivitaiClient:
 
     def _follow(self, method: str, url: str, *, what: str, deadline: Deadline, headers: dict | None = None,
                 json=None, stream: bool = False) -> httpx.Response:
-        first_origin = _origin(url)
-        left_origin = False
+        first = url
+        left_site = False
         for _ in range(MAX_REDIRECTS + 1):
             hop_headers = dict(headers or {})
-            # The token goes to the endpoint's origin only, and never again once a redirect left it.
-            if self._token and not left_origin and _origin(url) == first_origin:
+            # The token goes to the endpoint's site only, and never again once a redirect left it.
+            if self._token and not left_site and _site(url, first):
                 hop_headers["Authorization"] = f"Bearer {self._token}"
             resp = self._send(method, url, what=what, headers=hop_headers, deadline=deadline, json=json,
                               stream=stream)
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 url = urljoin(url, resp.headers["location"])
                 resp.close()
-                if _origin(url) != first_origin:
-                    left_origin = True
+                if left_site or not _site(url, first):
+                    left_site = True
+                    url = _without_token(url)
                 if resp.status_code == 303:
                     method, json = "GET", None
                 continue
@@ -221,7 +258,7 @@ class CivitaiClient:
                 raise AuthError(f"{what}: 403 — this version is in early access{until}; only "
                                 f"supporters can download it{said}")
             raise AuthError(f"{what}: 403 forbidden{said}" + ("" if self._token else f"; no token was sent ({TOKEN_ENV})"))
-        if code == 404:
+        if code in (404, 410):  # 410: Civitai's answer for a removed model or version
             raise NotFound(f"{what}: not found at {self.endpoint}{said}")
         if code == 429:
             raise RemoteError(f"{what}: still rate limited (429) after {self._retries} retries")
