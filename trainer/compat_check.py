@@ -7,7 +7,8 @@ inference"):
   their weighted ΔW per block — ``merge.catalog_merge.compat`` computes it from the factors;
 - adapters of different sub-families (Pony + Illustrious on SDXL) or prediction types (epsilon +
   v-prediction), as their metadata tells (``loradex.families.vocabulary.stored_traits``), are a
-  warning;
+  warning, and so is an adapter whose prediction type is not the base's (as its name, a local
+  folder's scheduler config or a checkpoint's ModelSpec header states it: ``base_prediction``);
 - more than ``MAX_STRONG`` strong adapters (|weight| ≥ ``STRONG_WEIGHT``) is a warning, and so is a
   block where two adapters' ΔW are strongly aligned (they add up) or opposed (they cancel).
 
@@ -88,10 +89,44 @@ def _base_variant_warnings(catalog, base_ref: str, family: str | None, loras: Se
     from loradex.merge.catalog_merge import version_traits
 
     base = base_traits(family, base_ref)
+    if "prediction" not in base:
+        stated = base_prediction(base_ref)
+        if stated:
+            base.update(prediction=stated[0], prediction_evidence=stated[1])
     if not base or not loras:
         return []
     traits = known or {ref: t for ref, t in version_traits(family, [a.version for a in loras]).items() if t}
     return base_mismatch_warnings(family, base_ref, base, traits)
+
+
+MAX_SCHEDULER_CONFIG = 64 << 10
+
+
+def base_prediction(base_ref) -> tuple[str, str] | None:
+    """("v" | "epsilon", evidence) a local base states about itself when its name does not: a
+    diffusers folder's ``scheduler/scheduler_config.json`` ``prediction_type``, a single-file
+    checkpoint's ModelSpec ``prediction_type`` (``loradex.families.vocabulary.prediction_from_metadata``).
+    None for a Hub id, an unreadable file, or a base that says nothing."""
+    from pathlib import Path
+
+    from loradex.families.vocabulary import prediction_from_metadata
+    from loradex.registry.files.safetensors_header import read_header
+    from loradex.registry.untrusted import read_json_file
+
+    path = Path(str(base_ref)).expanduser()
+    try:
+        if path.is_dir():
+            config = path / "scheduler" / "scheduler_config.json"
+            data = read_json_file(config, max_bytes=MAX_SCHEDULER_CONFIG) if config.is_file() else {}
+            value = data.get("prediction_type") if isinstance(data, dict) else None
+            if value in ("v_prediction", "epsilon"):
+                return ("v" if value == "v_prediction" else "epsilon"), f"scheduler_config.json prediction_type={value}"
+            return None
+        if path.is_file() and path.suffix.lower() == ".safetensors":
+            return prediction_from_metadata(read_header(path).metadata)
+    except (OSError, ValueError):  # unreadable or malformed: the base says nothing
+        return None
+    return None
 
 
 def _pair_entry(p: dict) -> dict:
