@@ -263,6 +263,20 @@ def test_lora_adapter_metadata_and_modelspec_reach_inspect_json(tmp_path):
         assert runner.invoke(app, ["add", str(path), "--name", name]).exit_code == 0
     table = json.loads(runner.invoke(app, ["compat", "vlora", "epslora", "--json"]).stdout)
     assert any("prediction types" in w and "modelspec.prediction_type=v" in w for w in table["warnings"]), table
+    # … and so is a v-prediction LoRA on a base whose scheduler config says epsilon (an epsilon one is not)
+    from types import SimpleNamespace
+
+    from loradex.trainer.compat_check import stack_compat
+
+    base = tmp_path / "eps-base"
+    (base / "scheduler").mkdir(parents=True)
+    _dump(base / "scheduler" / "scheduler_config.json", {"_class_name": "DDIMScheduler", "prediction_type": "epsilon"})
+    catalog = Catalog()
+    for name, expected in (("vlora", [f"vlora@1.0.0 was trained for v-prediction (modelspec.prediction_type=v) "
+                                      f"but base {base} is epsilon"]), ("epslora", [])):
+        stacked = SimpleNamespace(version=catalog.resolve(name), kind="lora", te_weight=1.0, unet_weight=0.8)
+        assert stack_compat(catalog, str(base), "sd1", [stacked])["warnings"] == expected
+
     # and searchable: the header's prediction type is among the version's words
     for word, names in (("vpred", ["vlora"]), ("epsilon", ["epslora"])):
         found = json.loads(runner.invoke(app, ["search", word, "--json"]).stdout)
