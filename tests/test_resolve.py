@@ -296,3 +296,38 @@ def test_generate_save_workflow_resolves_to_the_same_versions(home, tmp_path):
 def test_generate_has_the_save_workflow_option():
     result = cli("generate", "--help")
     assert "--save-workflow" in result.output
+
+
+def test_mutated_documents_are_read_or_refused_in_one_line(tmp_path):
+    """Each fixture with values swapped for ones of other types (150 seeded cases): every reader
+    either reads it or raises a LoradexError of one line, never anything else."""
+    import copy
+    import random
+
+    from loradex.registry.errors import LoradexError
+    from loradex.registry.folders.model_needs import read_needs
+
+    rng = random.Random(22)
+    seeds = [ui_workflow("a.safetensors", "ab" * 32, "b.safetensors", "emb", AIR), api_prompt("a", "b", "e"),
+             civitai_generation(AIR, 5, "0123456789"), template_models("a", "ab" * 32)]
+    values = [None, True, -1, 1.5, "", "zz", AIR, [], {}, [1], {"__value__": [{"name": 1}]},
+              {"lora": 5, "on": "yes"}, 2**60, "ab" * 40]
+
+    def paths(value, at=()):
+        yield at
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, sub in items:
+            yield from paths(sub, at + (key,))
+
+    for i in range(150):
+        doc = copy.deepcopy(rng.choice(seeds))
+        at = rng.choice(list(paths(doc))[1:])
+        parent = doc
+        for key in at[:-1]:
+            parent = parent[key]
+        parent[at[-1]] = copy.deepcopy(rng.choice(values))
+        path = write(tmp_path / f"m{i}.json", doc)
+        try:
+            read_needs(path)
+        except LoradexError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc), str(exc)
