@@ -174,6 +174,17 @@ def test_an_outbox_row_is_written_iff_the_change_commits(loradex_home, tmp_path)
     assert count() == before + 1
     events = catalog.read(lambda s: [r.event for r in s.scalars(select(OutboxRow).order_by(OutboxRow.id))])
     assert events == ["version.added", "alias.moved"]
+    # an evaluation card is no event; a review revising it is review.added
+    from _hub_sync_fixtures import card_for
+    from loradex.registry.catalog import records as R
+    from loradex.registry.catalog.review import apply_review, make_review
+
+    R.store_card(catalog, card_for(first.ref, first.sha256, "record-with-01", "record-without-01"))
+    assert count() == before + 1
+    revised = apply_review(catalog, first.ref, make_review(checks=["review_failure=fail"], note="hands"), reviewer="rita")
+    last = catalog.read(lambda s: s.scalar(select(OutboxRow).order_by(OutboxRow.id.desc()).limit(1)))
+    assert (last.event, last.payload["card_id"], last.payload["by"], last.payload["passed"]) == (
+        "review.added", revised.id, "rita", False)
 
 
 def test_hooks_on_the_cli_never_print_the_secret_again(loradex_home, tmp_path, receiver, monkeypatch, capsys):
