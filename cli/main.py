@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(3)
             raise
         sys.stderr.write(f"error: {terminal_safe(message, one_line=True)}\n")
+        _deliver_events()  # a refused promotion was recorded (promotion.refused) before the error
         _leave(code, whole_process=argv is None)
     _leave(rv if isinstance(rv, int) else 0, whole_process=argv is None)
 
@@ -49,9 +50,12 @@ def _deliver_events() -> None:
     registry.remotes.webhooks.deliver_after_command); only when the outbox module was loaded."""
     events = sys.modules.get("loradex.registry.catalog.events")
     if events is not None and events.WRITTEN_URLS:
-        from loradex.registry.remotes.webhooks import deliver_after_command
+        try:
+            from loradex.registry.remotes.webhooks import deliver_after_command
 
-        deliver_after_command()
+            deliver_after_command()
+        except Exception:  # noqa: BLE001 — the command is done; what was not sent waits in the outbox
+            pass
 
 
 def _leave(code: int, *, whole_process: bool) -> None:
