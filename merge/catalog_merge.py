@@ -133,7 +133,8 @@ def component_weight(module_name: str, entry: dict) -> float:
     """The weight an input applies to one module: te_weight / unet_weight where given."""
     if module_name.startswith("lora_te") and entry.get("te_weight") is not None:
         return float(entry["te_weight"])
-    if module_name.startswith("lora_unet") and entry.get("unet_weight") is not None:
+    # the denoiser: a UNet (lora_unet_…) or a DiT transformer (lora_transformer_… for Flux/SD3)
+    if module_name.startswith(("lora_unet", "lora_transformer")) and entry.get("unet_weight") is not None:
         return float(entry["unet_weight"])
     return float(entry["weight"])
 
@@ -330,14 +331,15 @@ def merge_recipe(catalog, inputs: Sequence[Any], method: str, *, rank: int | Non
 def _pin_block_weights(entry: dict, family: str | None) -> None:
     """A preset name (``INALL``) or "1,0,…" text becomes the numbers in the recipe (the name is
     kept beside them), so a replay never depends on the preset table."""
-    from .math.block_weights import BLOCK_PRESETS, resolve_block_weights
+    from .conventions.lbw_blocks import block_map, preset_names
+    from .math.block_weights import resolve_block_weights
 
     spec = entry.get("block_weights")
     if spec is None:
         return
-    if isinstance(spec, str) and spec.strip().upper() in BLOCK_PRESETS:
+    if isinstance(spec, str) and spec.strip().upper() in preset_names():
         entry["block_weights_preset"] = spec.strip().upper()
-    entry["block_weights"] = resolve_block_weights(spec, family or "sd1")
+    entry["block_weights"] = resolve_block_weights(spec, block_map(family))
 
 
 def merge_versions(catalog, inputs: Sequence[Any], method: str, rank: int | None = None, *, name: str,
@@ -361,10 +363,11 @@ def merge_versions(catalog, inputs: Sequence[Any], method: str, rank: int | None
 
 
 def _module_weight_fn(entries: list[dict], family: str | None):
+    from .conventions.lbw_blocks import block_map
     from .math.block_weights import module_weights_from_vectors
 
     vectors = [e.get("block_weights") for e in entries]
-    blocks = module_weights_from_vectors(vectors, family or "sd1") if any(vectors) else None
+    blocks = module_weights_from_vectors(vectors, block_map(family)) if any(vectors) else None
 
     def weights(module_name: str) -> list[float]:
         w = [component_weight(module_name, e) for e in entries]

@@ -85,6 +85,15 @@ def test_concat_merge_of_kohya_and_diffusers_flux_is_the_exact_sum(catalog):
     assert catalog.get_adapter("mix").base == "flux"
 
 
+def test_the_denoiser_weight_of_an_input_applies_to_the_flux_transformer(catalog):
+    a = _deltas(catalog, "a")
+    result = merge_versions(catalog, [("a", 1.0, 1.0, 0.25)], "concat", name="quarter", dtype="fp32")
+    merged = _deltas(catalog, result.version.ref)
+    assert merged.keys() == a.keys()
+    for name in a:  # te weight 1.0, transformer (unet) weight 0.25
+        torch.testing.assert_close(merged[name], 0.25 * a[name], rtol=1e-5, atol=1e-6)
+
+
 def test_svd_merge_and_resize_are_optimal_on_flux(catalog):
     a, b = _deltas(catalog, "a"), _deltas(catalog, "b")
     result = merge_versions(catalog, [("a", 1.0), ("b", 1.0)], "svd", rank=3, name="svd3", dtype="fp32")
