@@ -116,10 +116,15 @@ def register(app: typer.Typer) -> None:
                 if not webbrowser.open(link):
                     typer.echo("(no browser could be opened: paste the link into one)", err=True)
 
+        from loradex.registry.remotes.webhooks import DeliveryWorker
+
+        deliveries = DeliveryWorker(catalog).start()  # approvals made in the browser reach webhooks too
         try:
             ui.run(on_started=started)
         except KeyboardInterrupt:
             pass
+        finally:
+            deliveries.stop()
 
     token_app = typer.Typer(help="API tokens of this server (stored hashed; shown once).", no_args_is_help=True)
     serve.add_typer(token_app, name="token")
