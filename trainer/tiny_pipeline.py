@@ -65,6 +65,20 @@ def build_tiny_sdxl_pipeline(seed: int = 0):
     return build_tiny_pipeline("sdxl", seed)
 
 
+def _save_quietly(pipe, folder: Path) -> None:
+    """save_pretrained without transformers' "Writing model shards" bars (one per component):
+    a tiny base saved for bake/extract is plumbing, not progress a user waits for."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        pipe.save_pretrained(str(folder), safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def save_tiny_pipeline(kind: str, dest: str | os.PathLike, seed: int = 0) -> Path:
     """Write a diffusers folder (``model_index.json`` + components) at ``dest``, atomically:
     the folder is written beside ``dest`` under a temporary name and renamed into place.
@@ -76,7 +90,7 @@ def save_tiny_pipeline(kind: str, dest: str | os.PathLike, seed: int = 0) -> Pat
     pipe = build_tiny_pipeline(kind, seed=seed)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
     try:
-        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        _save_quietly(pipe, tmp)
         if dest.exists():
             # rename the old folder away first so dest never holds a half-written mix
             old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
