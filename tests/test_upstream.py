@@ -188,3 +188,35 @@ def test_civitai_hosts_and_same_site_token_rule():
     assert not _site("http://civitai.com/x", "https://civitai.com")  # downgraded to plain http
     assert not _site("https://evilcivitai.com/x", "https://civitai.com")
     assert _without_token("https://cdn.test/f?a=1&Token=s&b=2") == "https://cdn.test/f?a=1&b=2"
+
+
+def test_hub_update_through_a_mirror_remote(tmp_path, monkeypatch):
+    """`loradex serve`'s Hub side: a version pulled through the team remote; the publisher pushes
+    1.1.0 to the same repo; outdated says newer, pull --update takes it (same bytes, lineage)."""
+    from _hub_sync_fixtures import TOKEN as HUB_TOKEN, ThreadServer, publishing_home
+    from huggingface_hub.utils import disable_progress_bars
+    from loradex.registry.remotes import add_remote, push
+
+    disable_progress_bars()
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("LORADEX_TOKEN_TEAM", HUB_TOKEN)
+    with ThreadServer(tmp_path / "server-home") as server:
+        pub = publishing_home(tmp_path / "a", tmp_path, evidence=False, rank=1)
+        add_remote(pub.catalog, "team", f"{server.url}/team", "mirror")
+        push(pub.catalog, pub.ref, "team")
+        mine = Catalog(tmp_path / "b")
+        add_remote(mine, "team", f"{server.url}/team", "mirror")
+        assert pull(mine, "team:style").version.ref == "style@1.0.0"
+        (s,) = outdated(mine, ["style"])
+        assert (s.kind, s.state) == ("hub", "up-to-date")
+        v2 = add_file(pub.catalog, write_random_kohya_lora(tmp_path / "v2.safetensors", rank=1, seed=9),
+                      name="style", version="1.1.0").version
+        push(pub.catalog, v2.ref, "team")
+        (s,) = outdated(mine, ["style"])
+        assert s.state == "newer", s.detail
+        done = pull_update(mine, "style")
+        assert done.pulled.version.ref == "style@1.1.0" and done.pulled.version.sha256 == v2.sha256
+        assert [e.relation for e in mine.lineage("style@1.1.0")] == ["pulled_from"]
+        assert pull_update(mine, "style").message.startswith("nothing to do")
+        assert [v.version for v in mine.versions("style")] == ["1.0.0", "1.1.0"]

@@ -209,7 +209,8 @@ def _hub_status(catalog, adapter: str, pulled: list[_Pulled]) -> UpstreamStatus:
     endpoint, repo_id = str(r["endpoint"]).rstrip("/"), str(r["repo_id"])
     revision = str(r.get("revision") or "main")
     status = UpstreamStatus(adapter, current.ref, current.source, "hub", UP_TO_DATE)
-    token = token_for(None, endpoint)
+    remote = _pulled_through(catalog, current)
+    token = token_for(remote, endpoint)
     try:
         with _remote_errors(endpoint, repo_id, bool(token), "outdated"):
             commit, files = repo_files(endpoint, repo_id, revision, token)
@@ -234,8 +235,17 @@ def _hub_status(catalog, adapter: str, pulled: list[_Pulled]) -> UpstreamStatus:
         return status
     status.state, status.newest = NEWER, f"{repo_id}@{commit[:12]}"
     status.detail = f"{path} changed in {repo_id}@{revision}"
-    status._pull.update({"endpoint": endpoint, "repo_id": repo_id, "revision": revision, "path": path})
+    status._pull.update({"endpoint": endpoint, "repo_id": repo_id, "revision": revision, "path": path,
+                         "remote": remote})
     return status
+
+
+def _pulled_through(catalog, pulled: _Pulled):
+    """The recorded remote a Hub pull went through (its token), when it is still recorded."""
+    from . import _find_remote
+
+    name = (pulled.extra.get("hub") or {}).get("remote")
+    return _find_remote(catalog, name) if isinstance(name, str) and name else None
 
 
 # --- recording ----------------------------------------------------------------------------------
@@ -339,7 +349,7 @@ def pull_update(catalog, name: str, *, any_base: bool = False, progress=None, tr
         from .hub import pull_hub
 
         result = pull_hub(catalog, f"hf://{p['repo_id']}@{p['revision']}", endpoint=p["endpoint"], name=name,
-                          file=p["path"], progress=progress, aliases=False)
+                          remote=p["remote"], progress=progress, aliases=False)
     if getattr(result, "already_present", False):
         return UpdateResult(status, result, f"{status.newest} is already in the catalog as {result.version.ref}")
     return UpdateResult(status, result, f"pulled {status.newest} as {result.version.ref} "
