@@ -220,3 +220,19 @@ def test_hub_update_through_a_mirror_remote(tmp_path, monkeypatch):
         assert [e.relation for e in mine.lineage("style@1.1.0")] == ["pulled_from"]
         assert pull_update(mine, "style").message.startswith("nothing to do")
         assert [v.version for v in mine.versions("style")] == ["1.0.0", "1.1.0"]
+
+
+def test_edge_without_model_id_asks_the_version(fake, loras):
+    """An edge that names only the Civitai version (as an imported sidecar's may): the version's
+    own answer names the model; a version gone everywhere is deleted upstream."""
+    catalog = Catalog()
+    fake.add_version(2001, "v1.0", "SDXL 1.0", "2024-01-01T00:00:00.000Z", loras[1])
+    fake.add_version(2002, "v1.1", "SDXL 1.0", "2024-01-02T00:00:00.000Z", loras[2])
+    add_file(catalog, loras[1], name="side", lineage=[{"relation": "pulled_from", "external_parent": "civitai:2001",
+                                                       "recipe": {"endpoint": fake.endpoint, "modelId": True}}])
+    (s,) = outdated(catalog, ["side"])
+    assert (s.state, s.newest) == ("newer", "civitai:2002")
+    fake.delete_version(2001)
+    (s,) = outdated(catalog, ["side"])
+    assert s.state == "deleted" and [d["ref"] for d in s.deleted] == ["side@1.0.0"]
+    assert not any("True" in r["path"] for r in fake.api.log)

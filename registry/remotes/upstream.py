@@ -138,15 +138,24 @@ def _civitai_status(catalog, adapter: str, pulled: list[_Pulled], *, any_base: b
 
     current = pulled[-1]
     civ = current.extra.get("civitai") or {}
-    endpoint = str(current.recipe.get("endpoint") or civ.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
+    # the endpoint the pull or identify was told to use (an imported sidecar names none: Civitai)
+    endpoint = str(current.recipe.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
     model_id = current.recipe.get("modelId") or civ.get("modelId")
+    if type(model_id) is not int or model_id < 1:  # it goes into a URL: a plain positive integer only
+        model_id = None
     status = UpstreamStatus(adapter, current.ref, current.source, "civitai", UP_TO_DATE)
     mine = [p for p in pulled if p.kind == "civitai"]
-    if not isinstance(model_id, int):
-        status.state, status.detail = UNREACHABLE, f"{current.source}: the pull recorded no model id"
-        return status
     try:
         with CivitaiClient(endpoint, **client_opts) as client:
+            if model_id is None:  # an edge from a sidecar: the version names its model
+                try:
+                    model_id = client.version(int(current.source.split(":", 1)[1])).get("modelId")
+                except NotFound:
+                    model_id = None
+                if type(model_id) is not int:
+                    status.deleted = _mark(catalog, [current], {current.version_id}, "the version is gone upstream")
+                    status.state, status.detail = DELETED, f"{current.source} is gone from {endpoint}"
+                    return status
             try:
                 model = client.get_json(f"/api/v1/models/{model_id}", what=f"civitai model {model_id}",
                                         schema=MODEL_VERSIONS_SCHEMA)
