@@ -287,12 +287,23 @@ def open_model(spec: str | os.PathLike, catalog=None) -> ModelWeights:
 
 
 def _single_file_family(keys: list[str], fh) -> str | None:
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        return "sdxl"
+    """The UNet family of an ldm single file: a key only its checkpoints carry (SDXL's second text
+    encoder, ``CHECKPOINT_MARKERS``), else the width of the UNet's cross-attention context."""
+    import re
+
+    from loradex.families import get_family
+
+    from .conventions.module_layouts import unet_namings
+
+    identities = [(family, get_family(family).aspect("identity")) for family, _ in unet_namings()]
+    for family, identity in identities:
+        markers = [re.compile(rx) for rx, _ in getattr(identity, "CHECKPOINT_MARKERS", ())]
+        if markers and any(rx.search(k) for k in keys for rx in markers):
+            return family
     for key in keys:
         if key.startswith("model.diffusion_model.") and key.endswith("attn2.to_k.weight"):
             width = fh.get_slice(key).get_shape()[1]
-            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(width)
+            return {identity.CROSS_ATTENTION_WIDTH: family for family, identity in identities}.get(width)
     return None
 
 

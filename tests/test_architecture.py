@@ -228,3 +228,60 @@ def test_a_whole_process_with_torch_loaded_flushes_output_runs_atexit_and_keeps_
     assert bad.returncode == 1
     assert bad.stderr.startswith("error: ") and "no-such-adapter" in bad.stderr
     assert (tmp_path / "bad").read_text() == "atexit ran"
+
+
+# Files where a family's spelling is data of another kind, each with the reason. Everything else
+# asks ``loradex.families`` (an aspect's declared facts, ``families.assumed`` for unknown bases).
+FAMILY_LITERAL_ALLOWED = {
+    # "sdxl" there names the two-encoder embedding FORMAT (register_embedding_format("sdxl")), which
+    # `--to sdxl` / TrainConfig.format spell the same way; it is compared as a format, not a family
+    ("merge/conventions/embedding_convert.py", "sdxl"),
+    ("trainer/train_ti.py", "sdxl"),
+}
+
+
+def _family_literals(node: ast.AST, names: frozenset[str]) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value] if node.value in names else []
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [v for e in node.elts for v in _family_literals(e, names)]
+    return []
+
+
+def family_name_branches(path: Path, names: frozenset[str]) -> list[tuple[int, str]]:
+    """(line, name) of every comparison with a family-name literal (``base == "sdxl"``,
+    ``family in ("sd1", "sd2")``, ``case "flux":``) and every dict keyed or valued by one
+    (``{768: "sd1"}``, ``{"sdxl": …}``) in one module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        parts: list[ast.AST] = []
+        if isinstance(node, ast.Compare):
+            parts = [node.left, *node.comparators]
+        elif isinstance(node, ast.Dict):
+            parts = [k for k in node.keys if k is not None] + [v for v in node.values if isinstance(v, ast.Constant)]
+        elif isinstance(node, ast.MatchValue):
+            parts = [node.value]
+        found += [(node.lineno, name) for part in parts for name in _family_literals(part, names)]
+    return sorted(found)
+
+
+def test_family_name_branches_live_only_in_families():
+    from loradex.families import family_names
+
+    names = frozenset(family_names())
+    problems = []
+    for layer in LAYERS[1:]:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            problems += [f"{rel}:{line} compares with / maps by the family name {name!r}: declare the fact in "
+                         f"families/<family>/ and ask loradex.families"
+                         for line, name in family_name_branches(path, names) if (rel, name) not in FAMILY_LITERAL_ALLOWED]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_family_name_scan_sees_each_spelling_of_a_branch(tmp_path):
+    code = tmp_path / "m.py"
+    code.write_text('a = base == "sdxl"\nb = f in ("sd1", "x")\nc = {768: "sd2"}\nd = {"flux": 1}\n'
+                    'match base:\n    case "sd3":\n        pass\ne = "sdxl" if x else "y"\n')
+    assert family_name_branches(code, frozenset({"sd1", "sd2", "sdxl", "sd3", "flux"})) == [
+        (1, "sdxl"), (2, "sd1"), (3, "sd2"), (4, "flux"), (6, "sd3")]

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from loradex.merge.math.block_weights import BLOCK_LAYOUTS, block_multiplier, block_name, module_weights_from_vectors
+from loradex.families import get_family
+from loradex.merge.conventions.lbw_blocks import block_map
+from loradex.merge.math.block_weights import block_multiplier, block_name, module_weights_from_vectors
 from loradex.merge.math.lora_module import LoraModule, delta_weight
 from loradex.merge.math.merge_methods import merge_adapters
 from loradex.registry.errors import UsageError
 
+LAYOUTS = {f: get_family(f).aspect("blocks").LAYOUTS for f in ("sd1", "sdxl")}
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
@@ -40,16 +43,16 @@ def test_block_names(name, block):
 
 
 def test_vector_lengths_and_errors():
-    assert len(BLOCK_LAYOUTS[("sd1", 17)]) == 17 and len(BLOCK_LAYOUTS[("sdxl", 12)]) == 12
-    assert len(BLOCK_LAYOUTS[("sd1", 26)]) == 26 and len(BLOCK_LAYOUTS[("sdxl", 20)]) == 20
+    assert len(LAYOUTS["sd1"][17]) == 17 and len(LAYOUTS["sdxl"][12]) == 12
+    assert len(LAYOUTS["sd1"][26]) == 26 and len(LAYOUTS["sdxl"][20]) == 20
     vec = [float(i) for i in range(17)]
-    assert block_multiplier("lora_te_text_model_encoder_layers_0_mlp_fc1", vec, "sd1") == 0.0
-    assert block_multiplier("lora_unet_mid_block_attentions_0_proj_out", vec, "sd1") == 7.0
-    assert block_multiplier("lora_unet_up_blocks_3_attentions_2_proj_out", vec, "sd1") == 16.0
+    assert block_multiplier("lora_te_text_model_encoder_layers_0_mlp_fc1", vec, block_map("sd1")) == 0.0
+    assert block_multiplier("lora_unet_mid_block_attentions_0_proj_out", vec, block_map("sd1")) == 7.0
+    assert block_multiplier("lora_unet_up_blocks_3_attentions_2_proj_out", vec, block_map("sd1")) == 16.0
     with pytest.raises(UsageError):
-        block_multiplier("lora_unet_down_blocks_3_resnets_1_conv2", vec, "sd1")  # IN11 needs 26
+        block_multiplier("lora_unet_down_blocks_3_resnets_1_conv2", vec, block_map("sd1"))  # IN11 needs 26
     with pytest.raises(UsageError):
-        block_multiplier("lora_unet_mid_block_attentions_0_proj_out", [1.0] * 13, "sd1")
+        block_multiplier("lora_unet_mid_block_attentions_0_proj_out", [1.0] * 13, block_map("sd1"))
 
 
 def test_every_sdxl_layout_module_lands_in_a_12_vector_block():
@@ -58,7 +61,7 @@ def test_every_sdxl_layout_module_lands_in_a_12_vector_block():
         pytest.skip(f"corpus layout absent: {layout}")
     names = {k.split(".", 1)[0] for k in json.loads(layout.read_text())}
     blocks = {block_name(n) for n in names}
-    assert blocks == set(BLOCK_LAYOUTS[("sdxl", 12)])
+    assert blocks == set(LAYOUTS["sdxl"][12])
 
 
 def test_block_weighted_concat():
@@ -72,7 +75,7 @@ def test_block_weighted_concat():
     a, b = {te: mod(), mid: mod()}, {te: mod(), mid: mod()}
     vec = [0.0] * 17
     vec[7] = 0.5  # MID only
-    merged, _ = merge_adapters("concat", [a, b], [1.0, 2.0], module_weights=module_weights_from_vectors([vec, None], "sd1"))
+    merged, _ = merge_adapters("concat", [a, b], [1.0, 2.0], module_weights=module_weights_from_vectors([vec, None], block_map("sd1")))
     assert torch.allclose(delta_weight(merged[mid]), delta_weight(a[mid], 0.5) + delta_weight(b[mid], 2.0), atol=1e-5)
     assert torch.allclose(delta_weight(merged[te]), delta_weight(b[te], 2.0), atol=1e-5)
 
@@ -81,10 +84,10 @@ def test_block_weighted_concat():
 def test_presets_resolve_to_the_extensions_vectors():
     from loradex.merge.math.block_weights import resolve_block_weights
 
-    sd1 = BLOCK_LAYOUTS[("sd1", 17)]
+    sd1 = list(LAYOUTS["sd1"][17])
 
     def blocks_on(name):
-        return [b for b, v in zip(sd1, resolve_block_weights(name, "sd1")) if v == 1.0]
+        return [b for b, v in zip(sd1, resolve_block_weights(name, block_map("sd1"))) if v == 1.0]
 
     assert blocks_on("INALL") == ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08"]
     assert blocks_on("ins") == ["BASE", "IN01", "IN02", "IN04"]  # names are case-insensitive
@@ -94,13 +97,13 @@ def test_presets_resolve_to_the_extensions_vectors():
     assert blocks_on("OUTS") == ["BASE", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11"]
     assert blocks_on("OUTALL") == ["BASE", *sd1[8:]]
     assert blocks_on("ALL") == sd1 and blocks_on("NONE") == []
-    assert resolve_block_weights("ALL0.5", "sd1") == [0.5] * 17
-    assert resolve_block_weights("ALL0.5", "sdxl") == [0.5] * 12  # uniform presets fit any layout
-    assert resolve_block_weights("1, 0.5,-1", "sd1") == [1.0, 0.5, -1.0]
+    assert resolve_block_weights("ALL0.5", block_map("sd1")) == [0.5] * 17
+    assert resolve_block_weights("ALL0.5", block_map("sdxl")) == [0.5] * 12  # uniform presets fit any layout
+    assert resolve_block_weights("1, 0.5,-1", block_map("sd1")) == [1.0, 0.5, -1.0]
     with pytest.raises(UsageError, match="sd1 only"):
-        resolve_block_weights("INALL", "sdxl")  # the extension defines no SDXL version
+        resolve_block_weights("INALL", block_map("sdxl"))  # the extension defines no SDXL version
     with pytest.raises(UsageError, match="INALL"):  # the hint lists the presets
-        resolve_block_weights("INNALL", "sd1")
+        resolve_block_weights("INNALL", block_map("sd1"))
 
 
 def test_cli_merge_with_a_preset_weights_blocks_and_pins_numbers_in_the_recipe(tmp_path):

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from loradex.families import find_family
 from loradex.families.vocabulary import kohya_base_model_version, modelspec_architecture
 from loradex.registry.errors import NotFound
 
@@ -31,6 +32,13 @@ MODELSPEC_PREDICTION = {"v_prediction": "v", "epsilon": "epsilon"}
 
 
 # --- file metadata ---------------------------------------------------------------------------
+
+def _kohya_ss_v2(family: str | None) -> bool:
+    """kohya's ``ss_v2`` flag: what the family's vocabulary declares (SD 2.x: True)."""
+    found = find_family(family)
+    vocab = found.aspect("vocabulary") if found is not None else None
+    return bool(getattr(vocab, "KOHYA_SS_V2", False))
+
 
 def _common_facts(run, step: int) -> dict[str, str]:
     c = run.config
@@ -58,7 +66,7 @@ def _common_facts(run, step: int) -> dict[str, str]:
         "ss_num_reg_images": str(run.extra.get("num_class_images", 0)),
         "ss_dataset_dirs": json.dumps({Path(report.folder).name: {"n_repeats": 1, "img_count": len(report.images)}}),
         "ss_tag_frequency": json.dumps({Path(report.folder).name: report.tag_frequency()}, ensure_ascii=False),
-        "ss_v2": str(run.family == "sd2"),
+        "ss_v2": str(_kohya_ss_v2(run.family)),
         "ss_training_comment": f"loradex {c.method}",
         "loradex.dataset_manifest_sha256": report.manifest_sha256(),
         "modelspec.sai_model_spec": "1.0.0",

@@ -2,6 +2,9 @@
 
 from ..vocabulary import Variant, Vocabulary
 
+# kohya's sd-scripts writes ``ss_v2: "True"`` into files trained on SD 2.x (and "False" elsewhere).
+KOHYA_SS_V2 = True
+
 VOCABULARIES = (Vocabulary(
     family="sd2",
     civitai=("SD 2.1", "SD 2.0", "SD 2.1 Unclip"),

@@ -46,7 +46,7 @@ def normalised_kohya_name(name: str, base: str | None) -> str:
     SDXL UNet modules use the SGM spelling (what sd-scripts writes); names that do not resolve
     are kept as they are.
     """
-    from .kohya_names import kohya_module_name, resolve_kohya_module, split_kohya_name
+    from .kohya_names import kohya_module_name, resolve_kohya_module, split_kohya_name, writes_sgm_unet
 
     split = split_kohya_name(name)
     if split is None:
@@ -54,7 +54,7 @@ def normalised_kohya_name(name: str, base: str | None) -> str:
     component, underscored = split
     try:
         path = resolve_kohya_module(component, underscored, base).path
-        return kohya_module_name(component, path, base, sgm_unet=(base == "sdxl"))
+        return kohya_module_name(component, path, base, sgm_unet=writes_sgm_unet(base))
     except (KeyError, ValueError):
         return name
 
@@ -67,13 +67,13 @@ def kohya_name_for_path(component: str, path: str, base: str | None) -> str:
     of every convention meet on one name per projection; text encoders take the family's kohya
     prefixes (Flux T5: ``lora_te3_``)."""
     from .dit_conventions import family_naming
-    from .kohya_names import kohya_module_name
+    from .kohya_names import kohya_module_name, writes_sgm_unet
 
     naming = family_naming(base)
     if naming is not None:
         prefix = "lora_transformer_" if component == "transformer" else naming.KOHYA_WRITE_PREFIXES[component]
         return prefix + path.replace(".", "_")
-    return kohya_module_name(component, path, base, sgm_unet=(base == "sdxl"))
+    return kohya_module_name(component, path, base, sgm_unet=writes_sgm_unet(base))
 
 
 @dataclass

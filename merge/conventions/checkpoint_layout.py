@@ -29,15 +29,13 @@ from typing import Any
 from loradex.registry.errors import UnsupportedFormat
 
 from .lora_canonical import canonical_text_encoder_path
-from .module_layouts import _SGM_RESNET, UNetLayout, sgm_to_diffusers
+from .module_layouts import _SGM_RESNET, UNetLayout, sgm_to_diffusers, unet_namings
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-TEXT_ENCODER_PREFIXES = {  # family → component → prefix
-    "sd1": {"text_encoder": "cond_stage_model.transformer."},
-    "sdxl": {"text_encoder": "conditioner.embedders.0.transformer.",
-             "text_encoder_2": "conditioner.embedders.1.model."},
-}
+# family → component → prefix, as each family's naming aspect declares it (sd1, sdxl)
+TEXT_ENCODER_PREFIXES = {family: dict(naming.LDM_TEXT_ENCODER_PREFIXES)
+                         for family, naming in unet_namings() if naming.LDM_TEXT_ENCODER_PREFIXES}
 OPEN_CLIP_COMPONENTS = {"text_encoder_2"}  # stored in open_clip's own names
 LDM_FAMILIES = tuple(TEXT_ENCODER_PREFIXES)
 
@@ -293,7 +291,7 @@ def text_encoder_from_ldm(component: str, state: Mapping, own_keys) -> dict:
 
 def ldm_family(keys) -> str | None:
     """sd1 | sdxl for an ldm checkpoint this module reads, from its text-encoder prefixes."""
-    for family in ("sdxl", "sd1"):
+    for family in TEXT_ENCODER_PREFIXES:  # the families' prefixes are disjoint: order is free
         if any(k.startswith(tuple(TEXT_ENCODER_PREFIXES[family].values())) for k in keys):
             return family
     return None
@@ -305,7 +303,8 @@ def is_ldm_checkpoint(keys) -> bool:
 
 def _check_ldm_family(family: str) -> None:
     if family not in TEXT_ENCODER_PREFIXES:
-        raise UnsupportedFormat(family, "the original checkpoint layout is written for sd1 and sdxl only",
+        raise UnsupportedFormat(family, "the original checkpoint layout is written for "
+                                        f"{' and '.join(TEXT_ENCODER_PREFIXES)} only",
                                 hint="use --format diffusers for this base")
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loradex.families import assumed, get_family
+
 # Importing the convention modules registers them.
 from loradex.merge.conventions import lora_conventions as _kohya_diffusers_peft  # noqa: F401
 from loradex.merge.conventions import safeloras_convention as _safeloras  # noqa: F401
@@ -25,6 +27,7 @@ from loradex.merge.conventions import dit_conventions as _dit  # noqa: F401
 from loradex.merge.conventions.lora_canonical import CONVENTIONS, CanonicalLora, ReadContext, WriteContext
 from loradex.merge.conventions.lora_conventions import ALPHA_DTYPES_KEY, LORA_ADAPTER_METADATA_KEY, PEFT_CONFIG_KEY
 from loradex.merge.conventions.modelspec import HASH_KEY, modelspec_metadata, source_title, source_triggers
+from loradex.merge.conventions.module_layouts import unet_namings
 from loradex.registry.errors import CoverageError, UnsupportedFormat, UsageError
 
 if TYPE_CHECKING:
@@ -90,20 +93,20 @@ def detect_base(state_dict, metadata: dict[str, str] | None = None) -> str | Non
     if dit is not None:
         return dit
     if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
-        return "flux"  # a DiT transformer without another family's markers: Flux.1, the common one
-    if any(k.startswith(("lora_te2_", "text_encoder_2.", "lora_unet_input_blocks", "lora_unet_output_blocks",
-                         "lora_unet_middle_block")) for k in keys):
-        return "sdxl"
+        return assumed.DIT_TRANSFORMER  # a DiT transformer without another family's markers
+    unet_families = unet_namings()
+    for family, naming in unet_families:
+        if naming.KOHYA_MARKERS and any(k.startswith(naming.KOHYA_MARKERS) for k in keys):
+            return family  # SDXL: te2 / SGM names
     dims = _down_in_dims(state_dict)
-    if any(k.startswith(("transformer.", "lora_transformer_", "lora_unet_double_blocks", "lora_unet_single_blocks"))
-           for k in keys):
-        return "flux"
-    if 2048 in dims:
-        return "sdxl"
-    if 1024 in dims:
-        return "sd2"
-    if 768 in dims or 320 in dims:
-        return "sd1"
+    # the widest cross-attention context first: the narrower ones (CLIP-L's 768) occur in every family
+    by_width = sorted(((get_family(f).aspect("identity").CROSS_ATTENTION_WIDTH, f) for f, _ in unet_families),
+                      reverse=True)
+    for width, family in by_width:
+        if width in dims:
+            return family
+    if any(naming.UNET.block_out_channels[0] in dims for _, naming in unet_families):
+        return assumed.UNET_LORA  # a UNet LoRA (320-wide first blocks) with no later family's sign
     return None
 
 

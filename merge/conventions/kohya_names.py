@@ -25,6 +25,8 @@ from loradex.merge.conventions.module_layouts import (
     sgm_to_diffusers,
     text_encoder_module_paths,
     unet_module_paths,
+    unet_naming,
+    unet_namings,
 )
 
 # Longest first: "lora_te1_" must win over "lora_te_" style partial matches.
@@ -49,9 +51,14 @@ SGM_ROOTS = ("input_blocks", "middle_block", "output_blocks", "time_embed", "lab
 
 
 def kohya_prefix(component: str, base: str | None) -> str:
-    """The kohya prefix for a component: SDXL numbers its two text encoders (te1/te2)."""
+    """The kohya prefix for a component: the family's own (SDXL numbers its two text encoders
+    te1/te2); a base without a UNet naming aspect writes ``lora_te_`` for its one encoder."""
+    naming = unet_naming(base)
+    own = naming.KOHYA_TEXT_ENCODER_PREFIXES if naming is not None else {}
+    if component in own:
+        return own[component]
     if component == "text_encoder":
-        return "lora_te1_" if base == "sdxl" else "lora_te_"
+        return "lora_te_"
     for prefix, comp in KOHYA_PREFIXES.items():
         if comp == component:
             return prefix
@@ -105,6 +112,23 @@ def _unet_layout(base: str | None):
     return UNET_LAYOUTS.get(BASE_COMPONENTS.get(base or "", {}).get("unet", ""))
 
 
+def writes_sgm_unet(base: str | None) -> bool:
+    """Whether kohya's sd-scripts names this family's UNet in the SGM numbering (SDXL)."""
+    naming = unet_naming(base)
+    return naming is not None and naming.KOHYA_UNET_NAMES == "sgm"
+
+
+@lru_cache(maxsize=None)
+def _sgm_layout(base: str | None):
+    """The layout SGM names are read with: the base's own, or, unknown, the one family whose kohya
+    files carry SGM names."""
+    own = _unet_layout(base)
+    if own is not None:
+        return own
+    sgm = [naming.UNET for _, naming in unet_namings() if naming.KOHYA_UNET_NAMES == "sgm"]
+    return sgm[0]
+
+
 @lru_cache(maxsize=None)
 def _unet_table(base: str | None) -> dict[str, str]:
     """underscored → canonical path, for every UNet layout (the base's own layout last, so it
@@ -115,8 +139,8 @@ def _unet_table(base: str | None) -> dict[str, str]:
     for layout in layouts:
         for path in unet_module_paths(layout):
             table[path.replace(".", "_")] = path
-    # SGM names: only the base's layout, or SDXL when unknown (kohya uses SGM names for SDXL).
-    sgm_layout = own or UNET_LAYOUTS["sdxl"]
+    # SGM names: only the base's layout, or SDXL's when unknown (kohya uses SGM names for SDXL).
+    sgm_layout = _sgm_layout(base)
     for sgm, diff in sgm_to_diffusers(sgm_layout).items():
         table[sgm.replace(".", "_")] = diff
     return table
@@ -138,7 +162,7 @@ def resolve_kohya_module(component: str, underscored: str, base: str | None = No
         return ResolvedName(table[underscored], False)
     dotted = greedy_dotted(underscored)
     if component == "unet" and dotted.split(".")[0] in SGM_ROOTS:
-        sgm_layout = _unet_layout(base) or UNET_LAYOUTS["sdxl"]
+        sgm_layout = _sgm_layout(base)
         dotted = sgm_to_diffusers(sgm_layout).get(dotted, dotted)
     return ResolvedName(dotted, True)
 
@@ -147,6 +171,6 @@ def kohya_module_name(component: str, path: str, base: str | None, *, sgm_unet: 
     """Canonical path → kohya name (with prefix). ``sgm_unet`` writes SDXL UNet names in the
     SGM layout, as kohya's sd-scripts does; paths the SGM table lacks keep diffusers spelling."""
     if component == "unet" and sgm_unet:
-        layout = _unet_layout(base) or UNET_LAYOUTS["sdxl"]
+        layout = _sgm_layout(base)
         path = diffusers_to_sgm(layout).get(path, path)
     return kohya_prefix(component, base) + path.replace(".", "_")

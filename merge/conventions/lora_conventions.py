@@ -24,7 +24,7 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-from loradex.merge.conventions.kohya_names import kohya_module_name, resolve_kohya_module, split_kohya_name
+from loradex.merge.conventions.kohya_names import kohya_module_name, resolve_kohya_module, split_kohya_name, writes_sgm_unet
 from loradex.merge.conventions.lora_canonical import (
     COMPONENTS,
     CanonicalLora,
@@ -135,7 +135,7 @@ class KohyaConvention(LoraConvention):
         naming = dit_conventions.family_naming(lora.base)
         if naming is not None:
             return dit_conventions.write_kohya(lora, ctx, naming)
-        sgm = lora.base == "sdxl" and ctx.options.get("sdxl_unet_names", "sgm") == "sgm"
+        sgm = writes_sgm_unet(lora.base) and ctx.options.get("sdxl_unet_names", "sgm") == "sgm"
         out = {}
         for component, mods in lora.components.items():
             if component == "transformer":

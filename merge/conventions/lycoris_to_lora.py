@@ -51,10 +51,20 @@ KIND_SUFFIXES = {
 }
 # Module leaves that are 3×3 convolutions in SD1/SD2/SDXL UNets (diffusers naming).
 CONV3X3_LEAVES = {"conv1": (3, 3), "conv2": (3, 3), "conv": (3, 3), "conv_in": (3, 3), "conv_out": (3, 3)}
-# Module leaves that are 1×1 convolutions: leaf → the base families where they are (None: all).
-CONV1X1_LEAVES = {"conv_shortcut": None, "proj_in": {"sd1"}, "proj_out": {"sd1"}}
 # Source metadata that described the LyCORIS network or the old bytes.
 _STALE_PREFIXES = ("sshs_", "modelspec.hash", "ss_network_", "loradex.recipe")
+
+
+def _conv1x1_leaves(base: str | None) -> frozenset[str]:
+    """Module leaves that are 1×1 convolutions, as the UNet family declares them (SD 1.x:
+    conv_shortcut, proj_in, proj_out; 2.x / XL: conv_shortcut); a base of no UNet family: the
+    leaves every one shares."""
+    from .module_layouts import unet_naming, unet_namings
+
+    naming = unet_naming(base)
+    if naming is not None:
+        return frozenset(naming.CONV1X1_LEAVES)
+    return frozenset.intersection(*(frozenset(n.CONV1X1_LEAVES) for _, n in unet_namings()))
 
 
 @dataclass
@@ -217,7 +227,7 @@ def _kohya_weight_shape(name: str, shape: tuple[int, ...], base: str | None) -> 
         leaf = resolve_kohya_module(split[0], split[1], base).path.rsplit(".", 1)[-1]
     except (KeyError, ValueError):
         return shape
-    if leaf in CONV1X1_LEAVES and (CONV1X1_LEAVES[leaf] is None or base in CONV1X1_LEAVES[leaf]):
+    if leaf in _conv1x1_leaves(base):
         return (shape[0], shape[1], 1, 1)
     kernel = CONV3X3_LEAVES.get(leaf)
     if kernel is None or shape[1] % (kernel[0] * kernel[1]):

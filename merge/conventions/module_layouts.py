@@ -5,7 +5,8 @@ A LoRA key names a module of the base model. Conversions need the *real* module 
 plain replace), and SDXL files name the UNet in the original SGM layout
 (``input_blocks.4.1…``) instead of diffusers' (``down_blocks.1.attentions.0…``).
 
-Everything here is derived from a small structural description (``UNetLayout``, ``TextEncoderLayout``)
+Everything here is derived from a small structural description (``UNetLayout``, ``TextEncoderLayout``,
+declared by each UNet family in ``loradex/families/<f>/naming.py``: ``UNET``, ``TEXT_ENCODERS``)
 the way diffusers' ``UNet2DConditionModel`` and transformers' ``CLIPTextModel`` build themselves,
 so the tables cannot drift from hand-typed lists. Only LoRA-able modules (Linear / Conv) are listed.
 The tests check these tables against diffusers' own UNet built on the meta device.
@@ -13,40 +14,16 @@ The tests check these tables against diffusers' own UNet built on the meta devic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 
-
-@dataclass(frozen=True)
-class UNetLayout:
-    """Structure of a diffusers ``UNet2DConditionModel`` (enough to name its modules)."""
-
-    name: str
-    block_out_channels: tuple[int, ...]
-    down_has_attention: tuple[bool, ...]
-    up_has_attention: tuple[bool, ...]
-    transformer_layers: tuple[int, ...]  # per down block; up blocks use the reverse
-    mid_transformer_layers: int
-    layers_per_block: int = 2
-    has_add_embedding: bool = False  # SDXL's text_time conditioning MLP
-
-    @property
-    def up_transformer_layers(self) -> tuple[int, ...]:
-        return tuple(reversed(self.transformer_layers))
-
-
-@dataclass(frozen=True)
-class TextEncoderLayout:
-    """Structure of a CLIP text encoder, with module paths under ``text_model.`` (kohya's and
-    transformers 4.x spelling; transformers 5.x CLIPTextModel drops that level)."""
-
-    name: str
-    num_layers: int
-    has_projection: bool = False
-
+from loradex.families import aspects, find_family
+from loradex.families.unet_naming import TextEncoderLayout, UNetLayout
 
 UNET_LAYOUTS: dict[str, UNetLayout] = {}
 TEXT_ENCODER_LAYOUTS: dict[str, TextEncoderLayout] = {}
+# Which layouts serve which component, per base family: {"sdxl": {"unet": "sdxl", "text_encoder": "clip-l", …}}
+BASE_COMPONENTS: dict[str, dict[str, str]] = {}
 
 
 def register_unet_layout(layout: UNetLayout) -> UNetLayout:
@@ -59,27 +36,25 @@ def register_text_encoder_layout(layout: TextEncoderLayout) -> TextEncoderLayout
     return layout
 
 
-# SD 1.x and 2.x share the module tree (2.x uses linear proj_in/proj_out, same names).
-register_unet_layout(UNetLayout(
-    "sd1", (320, 640, 1280, 1280), (True, True, True, False), (False, True, True, True),
-    (1, 1, 1, 1), 1))
-register_unet_layout(UNetLayout(
-    "sd2", (320, 640, 1280, 1280), (True, True, True, False), (False, True, True, True),
-    (1, 1, 1, 1), 1))
-register_unet_layout(UNetLayout(
-    "sdxl", (320, 640, 1280), (False, True, True), (True, True, False),
-    (1, 2, 10), 10, has_add_embedding=True))
+def unet_naming(base: str | None) -> ModuleType | None:
+    """The UNet family's ``naming`` aspect (declares ``UNET``), or None for other/unknown bases."""
+    family = find_family(base)
+    naming = family.aspect("naming") if family is not None else None
+    return naming if naming is not None and hasattr(naming, "UNET") else None
 
-register_text_encoder_layout(TextEncoderLayout("clip-l", 12))          # SD1, SDXL te1
-register_text_encoder_layout(TextEncoderLayout("openclip-h", 23))      # SD2 (diffusers keeps 23)
-register_text_encoder_layout(TextEncoderLayout("openclip-g", 32, has_projection=True))  # SDXL te2
 
-# Which layouts serve which component, per base family.
-BASE_COMPONENTS: dict[str, dict[str, str]] = {
-    "sd1": {"unet": "sd1", "text_encoder": "clip-l"},
-    "sd2": {"unet": "sd2", "text_encoder": "openclip-h"},
-    "sdxl": {"unet": "sdxl", "text_encoder": "clip-l", "text_encoder_2": "openclip-g"},
-}
+def unet_namings() -> list[tuple[str, ModuleType]]:
+    """(family name, naming aspect) of every UNet family, registration order."""
+    return [(family.name, naming) for family, naming in aspects("naming") if hasattr(naming, "UNET")]
+
+
+# The tables every UNet family declares in its folder (loradex/families/<f>/naming.py).
+for _family, _naming in unet_namings():
+    register_unet_layout(_naming.UNET)
+    for _te in _naming.TEXT_ENCODERS.values():
+        register_text_encoder_layout(_te)
+    BASE_COMPONENTS[_family] = {"unet": _naming.UNET.name,
+                                **{c: te.name for c, te in _naming.TEXT_ENCODERS.items()}}
 
 ATTENTION_LINEARS = ("to_q", "to_k", "to_v", "to_out.0")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 
+from loradex.families import assumed
 from loradex.merge.conventions.lora_canonical import (
     CanonicalLora,
     LoraConvention,
@@ -27,7 +28,7 @@ from loradex.merge.conventions.lora_canonical import (
     WriteContext,
     register_convention,
 )
-from loradex.merge.conventions.module_layouts import ATTENTION_LINEARS, BASE_COMPONENTS, UNET_LAYOUTS, UNetLayout
+from loradex.merge.conventions.module_layouts import ATTENTION_LINEARS, UNetLayout, unet_naming
 from loradex.registry.errors import UnsupportedFormat
 
 EMBED_FLAG = "<embed>"
@@ -102,10 +103,10 @@ def _shapes_fit(paths: list[str], pairs: dict[int, dict[str, object]]) -> bool:
 
 
 def _unet_layout(base: str | None) -> UNetLayout:
-    name = BASE_COMPONENTS.get(base or "sd1", {}).get("unet")
-    if base == "sdxl" or name not in UNET_LAYOUTS:
+    naming = unet_naming(base or assumed.UNET_LORA)
+    if naming is None or not naming.SAFELORAS_MODULE_ORDER:
         raise UnsupportedFormat(_SRC, f"safeloras module order is known for SD1/SD2 UNets, not {base}")
-    return UNET_LAYOUTS[name]
+    return naming.UNET
 
 
 @register_convention("safeloras")

@@ -11,28 +11,33 @@ Vector lengths: 17 (SD1 LoRA), 26 (SD1 LyCORIS: every block), 12 (SDXL LoRA), 20
 A short vector leaves out the blocks plain attention LoRAs do not touch; a module in such a block
 is an error (use the full-length vector) rather than a guessed weight.
 
-Presets (``BLOCK_PRESETS``, ``resolve_block_weights``): the sd-webui-lora-block-weight extension's
-default list for 17-number SD1 vectors (NONE, ALL, INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL,
-ALL0.5). The extension ships no SDXL presets, so for SDXL only the uniform ones (NONE, ALL,
-ALL0.5) exist; the others are refused there rather than guessed.
+Which block names a vector's numbers stand for, per length, and the family's presets, are the
+family's declarations (``loradex/families/<f>/blocks.py``: ``LAYOUTS``, ``PRESETS``); the caller
+passes them in a :class:`BlockMap` (``merge.conventions.lbw_blocks.block_map``): this module
+knows no family.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-_SD1_ALL = ["BASE", *[f"IN{i:02d}" for i in range(12)], "MID", *[f"OUT{i:02d}" for i in range(12)]]
-_SDXL_ALL = ["BASE", *[f"IN{i:02d}" for i in range(9)], "MID", *[f"OUT{i:02d}" for i in range(9)]]
 
-BLOCK_LAYOUTS: dict[tuple[str, int], list[str]] = {
-    ("sd1", 17): ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "MID",
-                  "OUT03", "OUT04", "OUT05", "OUT06", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11"],
-    ("sd1", 26): _SD1_ALL,
-    ("sdxl", 12): ["BASE", "IN04", "IN05", "IN07", "IN08", "MID",
-                   "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05"],
-    ("sdxl", 20): _SDXL_ALL,
-}
+@dataclass(frozen=True)
+class BlockMap:
+    """One family's LBW declarations: vector length → block names, preset name → vector;
+    ``preset_owners`` (preset name → the families defining it) only words a refusal."""
+
+    family: str
+    layouts: Mapping[int, Sequence[str]] = field(default_factory=dict)
+    presets: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    preset_owners: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, values in self.presets.items():
+            if len(values) not in self.layouts:
+                raise ValueError(f"preset {name}: {len(values)} values fit no {self.family} block layout")
 
 _PATTERNS: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [
     (re.compile(r"^lora_te\d?_"), lambda m: "BASE"),
@@ -59,13 +64,15 @@ def block_name(module_name: str) -> str | None:
     return None
 
 
-def block_multiplier(module_name: str, vector: Sequence[float], family: str) -> float:
-    """The LBW multiplier of one module for a vector of 17/26 (sd1) or 12/20 (sdxl) numbers."""
+def block_multiplier(module_name: str, vector: Sequence[float], blocks: BlockMap) -> float:
+    """The LBW multiplier of one module for a vector of one of ``blocks``' lengths (sd1 17/26,
+    sdxl 12/20)."""
     from loradex.registry.errors import UsageError
 
-    layout = BLOCK_LAYOUTS.get((family, len(vector)))
+    family = blocks.family
+    layout = blocks.layouts.get(len(vector))
     if layout is None:
-        lengths = sorted(n for f, n in BLOCK_LAYOUTS if f == family)
+        lengths = sorted(blocks.layouts)
         raise UsageError(
             f"a block-weight vector for {family} needs {' or '.join(map(str, lengths)) or 'a known family'} "
             f"numbers, got {len(vector)}"
@@ -74,78 +81,46 @@ def block_multiplier(module_name: str, vector: Sequence[float], family: str) -> 
     if block is None:
         return 1.0  # outside every block (conv_out, time embedding): LBW leaves it alone
     if block not in layout:
-        full = max(n for f, n in BLOCK_LAYOUTS if f == family)
         raise UsageError(
             f"{module_name} is in block {block}, which a {len(vector)}-number vector does not cover",
-            hint=f"give the {full}-number vector for this adapter",
+            hint=f"give the {max(blocks.layouts)}-number vector for this adapter",
         )
-    return float(vector[layout.index(block)])
+    return float(vector[list(layout).index(block)])
 
 
 def module_weights_from_vectors(
-    vectors: Sequence[Sequence[float] | None], family: str
+    vectors: Sequence[Sequence[float] | None], blocks: BlockMap
 ) -> Callable[[str], list[float]]:
     """A ``module_weights`` callback for ``merge_adapters``/``merge_stream``: one vector (or None
     for "all 1") per input adapter."""
 
     def weights(module_name: str) -> list[float]:
-        return [1.0 if v is None else block_multiplier(module_name, v, family) for v in vectors]
+        return [1.0 if v is None else block_multiplier(module_name, v, blocks) for v in vectors]
 
     return weights
 
 
-# --- presets ------------------------------------------------------------------------------------
-# The default preset list of the sd-webui-lora-block-weight extension (hako-mikan, DEF_WEIGHT_PRESET
-# in scripts/lora_block_weight.py), 17 values each: BASE, IN01…IN08, MID, OUT03…OUT11.
-_LBW_DEFAULT_PRESETS_SD1 = """\
-NONE:0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0
-ALL:1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1
-INS:1,1,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0
-IND:1,0,0,0,1,1,1,0,0,0,0,0,0,0,0,0,0
-INALL:1,1,1,1,1,1,1,0,0,0,0,0,0,0,0,0,0
-MIDD:1,0,0,0,1,1,1,1,1,1,1,1,0,0,0,0,0
-OUTD:1,0,0,0,0,0,0,0,1,1,1,1,0,0,0,0,0
-OUTS:1,0,0,0,0,0,0,0,0,0,0,0,1,1,1,1,1
-OUTALL:1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1
-ALL0.5:0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5
-"""
-# The extension ships no SDXL (12-value) presets; the uniform ones mean the same for any layout.
-_UNIFORM = {"NONE": 0.0, "ALL": 1.0, "ALL0.5": 0.5}
-
-BLOCK_PRESETS: dict[str, dict[str, tuple[float, ...]]] = {}  # NAME → family → vector
-
-
-def register_block_preset(name: str, family: str, values: Sequence[float]) -> None:
-    if (family, len(values)) not in BLOCK_LAYOUTS:
-        raise ValueError(f"preset {name}: {len(values)} values fit no {family} block layout")
-    BLOCK_PRESETS.setdefault(name.upper(), {})[family] = tuple(float(v) for v in values)
-
-
-for _line in _LBW_DEFAULT_PRESETS_SD1.splitlines():
-    _name, _, _values = _line.partition(":")
-    register_block_preset(_name, "sd1", [float(v) for v in _values.split(",")])
-for _name, _value in _UNIFORM.items():
-    register_block_preset(_name, "sdxl", [_value] * 12)
-
-
-def resolve_block_weights(spec: str | Sequence[float], family: str) -> list[float]:
+def resolve_block_weights(spec: str | Sequence[float], blocks: BlockMap) -> list[float]:
     """An LBW vector from a preset name (``INALL``), comma-separated numbers or a sequence of
     numbers. The length is checked against the family's layouts when the merge applies it."""
     from loradex.registry.errors import UsageError
 
+    family = blocks.family
     if not isinstance(spec, str):
         return [float(v) for v in spec]
     text = spec.strip()
-    preset = BLOCK_PRESETS.get(text.upper())
+    preset = blocks.presets.get(text.upper())
     if preset is not None:
-        if family not in preset:
-            raise UsageError(
-                f"block-weight preset {text} is defined for {', '.join(sorted(preset))} only, not {family}",
-                hint=f"give the {min(n for f, n in BLOCK_LAYOUTS if f == family)} numbers instead")
-        return list(preset[family])
+        return [float(v) for v in preset]
+    owners = blocks.preset_owners.get(text.upper())
+    if owners:
+        raise UsageError(
+            f"block-weight preset {text} is defined for {', '.join(sorted(owners))} only, not {family}",
+            hint=(f"give the {min(blocks.layouts)} numbers instead" if blocks.layouts
+                  else f"{family} has no LoRA block-weight layout"))
     try:
         return [float(x) for x in text.split(",")]
     except ValueError:
-        names = ", ".join(n for n, fams in BLOCK_PRESETS.items() if family in fams)
+        names = ", ".join(blocks.presets)
         raise UsageError(f"block weights {text!r}: neither comma-separated numbers nor a {family} preset",
-                         hint=f"presets: {names}") from None
+                         hint=f"presets: {names or 'none'}") from None

@@ -149,7 +149,9 @@ def base_from_metadata(md: dict[str, str]) -> tuple[str, str] | None:
             if found:
                 return found[0], f"{key}={value}"
     if md.get("ss_v2") == "True":
-        return "sd2", "ss_v2=True"
+        v2 = [family.name for family, vocab in aspects("vocabulary") if getattr(vocab, "KOHYA_SS_V2", False)]
+        if v2:
+            return v2[0], "ss_v2=True"
     return None
 
 
