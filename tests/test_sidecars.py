@@ -231,6 +231,16 @@ def test_lora_adapter_metadata_and_modelspec_reach_inspect_json(tmp_path):
     assert unet["r"] == 4 and unet["lora_alpha"] == 8 and unet["rank_pattern"] == {"to_k": 2}
     assert not [n for n in facts["notes"] if "lora_adapter_metadata" in n]
 
+    # exported for a webui it is converted to kohya: LoRA Manager's sidecar states the file written
+    assert runner.invoke(app, ["add", str(tmp_path / "pytorch_lora_weights.safetensors"), "--name", "dfs"]).exit_code == 0
+    out = json.loads(runner.invoke(app, ["export", "dfs", str(tmp_path / "w"), "--sidecars", "lora-manager",
+                                         "--json"]).stdout)
+    assert out["converted_to"] == "kohya"
+    written = tmp_path / "w" / "models" / "Lora" / "dfs.safetensors"
+    lm = json.loads(written.with_name("dfs.metadata.json").read_text())
+    assert (lm["sha256"], lm["size"]) == (sha(written), written.stat().st_size)
+    assert lm["sha256"] != Catalog().resolve("dfs").sha256  # the stored diffusers file is another
+
     # wrong types are ignored field by field, with a note
     save_safetensors({f"unet.{k}": v for k, v in layers.items()}, tmp_path / "bad.safetensors",
                      {"lora_adapter_metadata": json.dumps({"unet.r": "four", "unet.lora_alpha": 16,

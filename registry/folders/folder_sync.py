@@ -43,7 +43,15 @@ from .folder_state import (
 )
 from ..untrusted import inside
 from .sidecar_formats import DEFAULT_WRITE
-from .webui_export import Converter, PlannedFile, converted_files, get_layout, plan_export, webui_format
+from .webui_export import (
+    Converter,
+    PlannedFile,
+    converted_files,
+    get_layout,
+    plan_export,
+    replan_sidecars,
+    webui_format,
+)
 
 MANIFEST = ".loradex-sync.json"
 
@@ -119,8 +127,11 @@ def desired_files(catalog, layout: str, alias: str, *, to_format: str | None = N
             continue
         plan = plan_export(catalog, version, layout_obj, sidecars=sidecars, root=root)
         try:
-            plan[:1] = _model_files(catalog, version, layout_obj, plan[0], to_format, converter,
-                                    None if workdir is None else workdir / str(n))
+            models = _model_files(catalog, version, layout_obj, plan[0], to_format, converter,
+                                  None if workdir is None else workdir / str(n))
+            if models[0] is not plan[0]:  # converted: the sidecars describe the file written
+                plan[1:] = replan_sidecars(catalog, version, layout_obj, plan[1:], models[0], root)
+            plan[:1] = models
         except LoradexError as exc:  # this adapter is refused; the others still sync
             wanted.kept.update(p.rel for p in plan)
             if report is not None:

@@ -75,6 +75,8 @@ class ExportView:
     model_rel: str
     preview_rel: str | None = None
     root: str | None = None
+    model_sha256: str = ""  # of the model file as written (converted or not)
+    model_size: int = 0
 
     def absolute(self, rel: str | None) -> str:
         if rel is None:
@@ -382,7 +384,9 @@ class LoraManagerSidecar(SidecarFormat):
         claims.description = str(data.get("modelDescription") or civ_info.get("description") or "")
         claims.base_label = str(data.get("base_model") or civ_info.get("baseModel") or "")
         claims.base = base_of(claims.base_label, "civitai")
-        claims.sha256 = _sha(data.get("sha256")) or (_file_sha(claims.civitai) if claims.civitai else None)
+        # the Civitai file's own SHA256 says whether this file is Civitai's; LoRA Manager's sha256
+        # (of the file it sat beside) only when Civitai's info gives none
+        claims.sha256 = (_file_sha(claims.civitai) if claims.civitai else None) or _sha(data.get("sha256"))
         claims.extra = keep
         return claims
 
@@ -411,9 +415,9 @@ class LoraManagerSidecar(SidecarFormat):
             tips.setdefault("strength", weight)
         created = v.created_at.timestamp() if v.created_at else 0.0
         return {
-            "file_name": view.stem, "model_name": stored.get("model_name") or adapter.name,
-            "file_path": view.absolute(view.model_rel), "size": v.size, "modified": created,
-            "sha256": v.sha256, "base_model": civitai_base_model(view.family, view.variant),
+            "file_name": view.model_rel.rpartition("/")[2].rpartition(".")[0] or view.stem, "model_name": stored.get("model_name") or adapter.name,
+            "file_path": view.absolute(view.model_rel), "size": view.model_size or v.size, "modified": created,
+            "sha256": view.model_sha256 or v.sha256, "base_model": civitai_base_model(view.family, view.variant),
             "preview_url": view.absolute(view.preview_rel), "preview_nsfw_level": stored.get("preview_nsfw_level", 0),
             "notes": stored.get("notes") or f"loradex {v.ref}", "from_civitai": info is not None,
             "civitai": civ, "tags": list(stored.get("tags") or []),

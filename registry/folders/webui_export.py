@@ -37,6 +37,7 @@ from typing import Callable
 from ..files.atomic_files import atomic_output
 from .sidecar_formats import (  # noqa: F401  (a1111_metadata / civitai_info were defined here)
     DEFAULT_WRITE,
+    SIDECAR_FORMATS,
     ExportView,
     a1111_metadata,
     civitai_info,
@@ -133,11 +134,13 @@ def _json_bytes(obj) -> bytes:
 
 def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None = None,
                 model_sha256: str | None = None, model_suffix: str | None = None,
-                sidecars: tuple[str, ...] = DEFAULT_WRITE, root: Path | None = None) -> list[PlannedFile]:
+                sidecars: tuple[str, ...] = DEFAULT_WRITE, root: Path | None = None,
+                written: PlannedFile | None = None) -> list[PlannedFile]:
     """The files exporting ``version`` writes (model first), without writing anything: the model,
     then one file per sidecar format in ``sidecars`` (``sidecar_formats``) that has something to
     say, then the preview when one of them shows it. ``root``: the folder's absolute path, for
-    the sidecars that record where the model lies (LoRA Manager's ``file_path``)."""
+    the sidecars that record where the model lies (LoRA Manager's ``file_path``); ``written``: the
+    model file as converted for the webui, whose name, sha256 and size those sidecars state then."""
     from loradex.families.vocabulary import stored_variant
 
     layout = get_layout(layout) if isinstance(layout, str) else layout
@@ -161,8 +164,11 @@ def plan_export(catalog, version, layout: str | WebuiLayout, *, stem: str | None
         preview_file = PlannedFile(f"{folder}/{stem}.preview.{ext}", preview, blob=preview, role="preview")
     family = version.probe.get("base") if version.probe.get("base") not in (None, "unknown") else adapter.base
     found = stored_variant(family, probe=version.probe, metadata=version.file_metadata, extra=version.extra)
-    view = ExportView(version, adapter, family, found[0] if found else None, stem, files[0].rel,
-                      preview_file.rel if preview_file else None, str(root) if root else None)
+    model = written or files[0]
+    view = ExportView(version, adapter, family, found[0] if found else None, stem, model.rel,
+                      preview_file.rel if preview_file else None, str(root) if root else None,
+                      model_sha256=model.sha256,
+                      model_size=os.path.getsize(model.source) if model.source else version.size)
     for fmt in formats:
         body = fmt.render(view)
         if body is not None:
@@ -293,11 +299,22 @@ def _export_locked(catalog, version, layout: WebuiLayout, root: Path, plan: list
         if to_format:
             models, result.conversion = converted_files(catalog, version, layout, model, to_format, converter,
                                                         Path(work), allow_partial=allow_partial)
+            sidecars = replan_sidecars(catalog, version, layout, sidecars, models[0], root)
             result.converted_to = to_format
             result.conversion["files"] = [str(root / planned.rel) for planned in models]
         for planned in [*models, *sidecars]:
             _write_planned(catalog, root, planned, state, result, force)
         write_state(root, EXPORT_STATE, state)
+
+
+def replan_sidecars(catalog, version, layout: WebuiLayout, planned: list[PlannedFile], model: PlannedFile,
+                    root: Path) -> list[PlannedFile]:
+    """The sidecars of ``planned`` again, describing the converted ``model`` (its sha256 and size)."""
+    names = tuple(p.role for p in planned if p.role in SIDECAR_FORMATS)
+    if not names:
+        return planned
+    again = plan_export(catalog, version, layout, sidecars=names, root=root, written=model)[1:]
+    return [p for p in again if p.role in SIDECAR_FORMATS] + [p for p in planned if p.role not in SIDECAR_FORMATS]
 
 
 def converted_files(catalog, version, layout: WebuiLayout, model: PlannedFile, to_format: str,
