@@ -132,6 +132,8 @@ def test_outdated_and_update_follow_the_upstream(fake, loras, monkeypatch):
     data = json.loads(cli("outdated", "--json").output)
     assert [(d["adapter"], d["state"], d["kind"]) for d in data] == [("fake-style", "deleted", "civitai")]
     assert len(data[0]["deleted_upstream"]) == 3
+    table = cli("outdated").output
+    assert "fake-style" in table and "deleted" in table and f"fake-style@1.0.0: deleted upstream on {day}" in table
     shown = cli("show", "fake-style@1.0.0").output
     assert f"deleted upstream on {day}" in shown and "civitai:1001" in shown
     assert json.loads(cli("show", "fake-style@1.0.0", "--json").output)["deleted_upstream"] == \
