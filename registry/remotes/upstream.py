@@ -59,9 +59,6 @@ class UpstreamStatus:
                 "state": self.state, "newest": self.newest, "detail": self.detail,
                 "deleted_upstream": list(self.deleted), "newer_other_base": self.other_base}
 
-    def line(self) -> str:
-        newest = self.newest or "-"
-        return f"{self.current}  {self.source}  → {newest}  {self.state}" + (f"  ({self.detail})" if self.detail else "")
 
 
 def _now() -> datetime:
@@ -281,21 +278,12 @@ def _mark(catalog, pulled: list[_Pulled], gone: set[int], why: str) -> list[dict
                 out.append({"ref": p.ref, "source": p.source, "deleted_at": up["deleted_at"]})
             else:
                 up = {"state": "present", "source": p.source, "checked_at": when.isoformat(timespec="seconds")}
-            if {k: v for k, v in before.items() if k != "checked_at"} != {k: v for k, v in up.items() if k != "checked_at"} \
-                    or p.version_id in gone or not before:
-                extra["upstream"] = up
-                row.extra = extra
+            extra["upstream"] = up  # checked_at moves on every check: one small write per version
+            row.extra = extra
         return out
 
     return catalog.transact(run)
 
-
-def deleted_upstream(version) -> str | None:
-    """"deleted upstream on DATE (SOURCE)" for a version whose source deleted it, else None."""
-    up = (getattr(version, "extra", None) or {}).get("upstream") or {}
-    if up.get("state") != DELETED:
-        return None
-    return f"deleted upstream on {up.get('deleted_at')} ({up.get('source')})"
 
 
 def _one_line(exc: BaseException) -> str:
