@@ -60,7 +60,6 @@ class UpstreamStatus:
                 "deleted_upstream": list(self.deleted), "newer_other_base": self.other_base}
 
 
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
