@@ -115,6 +115,16 @@ def test_import_reads_each_tools_sidecar_and_reports_conflicts(tree):
     assert "both.cm-info.json names Civitai version 902, another sidecar 901; kept 901" in reason
 
 
+def test_the_variant_comes_from_the_first_sidecar_naming_one_and_a_different_one_is_noted(tmp_path):
+    model = write_random_kohya_lora(tmp_path / "x.safetensors", modules=SDXL_MODULES, rank=1)
+    _dump(tmp_path / "x.civitai.info", civitai_version(1, 2, model.name, sha(model), "SDXL 1.0", []))
+    _dump(tmp_path / "x.metadata.json", lora_manager(model, base="Illustrious", civitai=None))
+    _dump(tmp_path / "x.cm-info.json", stability_matrix(vid=1, sha256=sha(model), base="Pony", words=[]))
+    facts = read_sidecars(model)
+    assert (facts.base, facts.variant, facts.variant_source.file) == ("sdxl", "illustrious", "x.metadata.json")
+    assert "x.cm-info.json says Pony, x.metadata.json Illustrious; kept illustrious" in facts.notes
+
+
 def test_export_and_sync_write_each_sidecar_and_reimport_gives_the_same_facts(tree, tmp_path):
     catalog = Catalog()
     import_tree(catalog, tree)

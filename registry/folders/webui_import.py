@@ -300,6 +300,7 @@ class SidecarFacts:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (sidecar file name, why not read)
     variant: str | None = None  # the family's variant the sidecar's base label names (illustrious …)
     base_source: "SidecarClaims | None" = None  # the sidecar the base came from
+    variant_source: "SidecarClaims | None" = None  # … and the variant
     claims: list = field(default_factory=list)  # every sidecar read (SidecarClaims)
 
 
@@ -335,10 +336,15 @@ def read_sidecars(model: Path) -> SidecarFacts:
         facts.description = facts.description or c.description
         if c.base:
             if facts.base == "unknown":
-                facts.base, facts.variant, facts.base_source = c.base[0], c.base[1], c
-            elif c.base[0] != facts.base:
+                facts.base, facts.base_source = c.base[0], c
+            if c.base[0] != facts.base:
                 facts.notes.append(f"{c.file} says base {c.base[0]} ({c.base_label}), "
                                    f"{facts.base_source.file} says {facts.base}; kept {facts.base}")
+            elif c.base[1] and facts.variant is None:
+                facts.variant, facts.variant_source = c.base[1], c
+            elif c.base[1] and c.base[1] != facts.variant:
+                facts.notes.append(f"{c.file} says {c.base_label}, {facts.variant_source.file} "
+                                   f"{facts.variant_source.base_label}; kept {facts.variant}")
         if c.civitai and c.civitai.get("versionId") is not None:
             first = facts.extra.get("civitai")
             if first is None or not isinstance(first, dict) or first.get("versionId") is None:
@@ -612,7 +618,7 @@ def _store_one(catalog, f: _Found, source: Path, stats: ImportStats, *, link: bo
     elif side.variant and not probe.get("variant") and side.base == base:
         # The header names no variant (Pony, Illustrious …): the sidecar's base label does.
         probe = {**probe, "variant": side.variant,
-                 "variant_evidence": f"{side.base_source.file}: base {side.base_source.base_label!r}"}
+                 "variant_evidence": f"{side.variant_source.file}: base {side.variant_source.base_label!r}"}
     triggers = list(dict.fromkeys(side.triggers + list(probe.get("trigger_words") or [])))
     kind = probe.get("kind") or "lora"
     op = AddVersion(
