@@ -1,12 +1,20 @@
 """``loradex export REF DEST --layout a1111|comfyui``: put a catalog version where a webui finds it.
 
 The model file goes to the layout's folder for its kind, named after the adapter, next to the
-sidecars A1111 (and ComfyUI managers such as LoRA Manager) read:
+sidecars other tools read, one per format ``sidecars`` names (``sidecar_formats``; default
+``a1111`` and ``civitai-helper``, what export always wrote):
 
-- ``<name>.json`` — A1111 user metadata: ``description``, ``sd version``, ``activation text``,
-  ``preferred weight``, ``notes``;
-- ``<name>.civitai.info`` — the Civitai version JSON, when the catalog knows the Civitai ids;
-- ``<name>.preview.<png|jpeg|webp>`` — the version's preview image, when it has one.
+- ``a1111`` — ``<name>.json``, A1111 user metadata: ``description``, ``sd version``, ``activation
+  text``, ``preferred weight``, ``notes``;
+- ``civitai-helper`` — ``<name>.civitai.info``, the Civitai version JSON, when the catalog knows
+  the Civitai ids;
+- ``lora-manager`` — ``<name>.metadata.json``, ComfyUI LoRA Manager's record (sha256 and size of
+  the file as written, Civitai base model name, the Civitai JSON with the trigger words, usage tips);
+- ``stability-matrix`` — ``<name>.cm-info.json``, Stability Matrix's ConnectedModelInfo;
+- ``<name>.preview.<png|jpeg|webp>`` — the version's preview image, when it has one and a chosen
+  format shows previews.
+
+Sidecar contents and names come from the catalog only; ``import`` reads them back to the same facts.
 
 Every file is written atomically, and only over a file an earlier export wrote and nobody has
 changed since (``DEST/.loradex-export.json``, read and checked like ``sync-folder``'s manifest:

@@ -40,7 +40,9 @@ n_vectors           embedding vectors (embeddings, and tokens bundled in LoRA fi
 tokens              embedding tokens (diffusers: the keys; A1111/SDXL/T5: the file stem)
 trigger_words       ``modelspec.trigger_phrase``, top ``ss_tag_frequency`` tags, tokens
 training            ss_*/modelspec.* facts under friendly names (steps, epochs, learning_rate,
-                    seed, resolution, network_module/dim/alpha/args, output_name, title...)
+                    seed, resolution, network_module/dim/alpha/args, output_name, title...);
+                    ``lora_adapter_metadata``: component → its PEFT LoraConfig fields (r,
+                    lora_alpha, target_modules, rank_pattern, alpha_pattern…) from a diffusers file
 tensor_count        number of tensors
 dtypes              sorted unique dtypes (safetensors spelling)
 metadata            the raw ``__metadata__`` dict (empty for pickles)
