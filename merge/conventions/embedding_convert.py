@@ -254,7 +254,7 @@ def convert_embedding_file(src, dest, to: str, *, token: str | None = None, base
         raise UsageError(f"{src} holds one text encoder's vectors; an SDXL embedding needs both",
                          hint="pass the other encoder's file with --join FILE (clip_l is 768 wide, clip_g 1280)")
     token = token or emb.token or src.stem.split(".")[0]
-    base = "sdxl" if len(emb.vectors) == 2 else base or _width_base(emb)
+    base = _width_base(emb) if len(emb.vectors) == 2 else base or _width_base(emb)
     if len(emb.vectors) == 2 and to != "sdxl":
         parts = split_embedding(emb, to, token=token)
         outputs = {dest.with_name(f"{dest.stem}.{key}{dest.suffix}"): parts[encoder]
@@ -296,7 +296,13 @@ def _detect_in(path, sd: dict) -> str:
 
 
 def _width_base(emb: Embedding) -> str | None:
-    from loradex.registry.probe.base_family import TEXT_WIDTH
+    """The family whose identity declares these vector widths: one encoder's (``TEXT_WIDTH``), or a
+    clip_l + clip_g pair (``EMBEDDING_PAIR``: SDXL)."""
+    from loradex.registry.probe.base_family import TEXT_WIDTH, embedding_pair_evidence
 
+    if len(emb.vectors) == 2:
+        widths = tuple(int(emb.vectors[encoder].shape[-1]) for encoder in SDXL_KEYS.values())
+        found = embedding_pair_evidence(widths)
+        return found[0][0] if found else None
     (vectors,) = emb.vectors.values()
     return TEXT_WIDTH.get(int(vectors.shape[-1]))
