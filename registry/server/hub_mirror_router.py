@@ -48,8 +48,9 @@ class ServeAuth:
         from .hub.catalog_bridge import HubUser
 
         principal = self._authorizer.check(request, scope, namespace, download=download)
+        # the Hub knows read|write: an approve token reads there; anonymous stays "none" (no identity)
         return HubUser(principal.namespace or self.user, principal.namespace,
-                       "write" if principal.scope == "write" else "read")  # approve: the Hub knows read|write
+                       "read" if principal.scope == "approve" else principal.scope)
 
     def anonymous_namespaces(self, request) -> set[str] | None:
         """The namespaces ``request`` may list without a token (public and listed ones), or None
