@@ -66,7 +66,7 @@ browser:
 	else echo "warning: no chromium/chromedriver and no root apt-get; the browser tests will skip"; fi
 
 test: setup hub-clients oldest-diffusers browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile   # two workers (2-core CI): a module stays on one worker, its fixtures shared
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
