@@ -13,8 +13,9 @@ from pathlib import Path
 
 from loradex.merge.conventions.prompt_syntax import check_refs, parse_prompt
 from loradex.registry.errors import LoradexError
-from loradex.registry.folders.comfyui_workflow_export import (WorkflowSpec, base_file, build_workflow,
-                                                             download_remote, model_file, write_workflow)
+from loradex.registry.folders.comfyui_workflow_export import (WorkflowSpec, base_family, base_file,
+                                                             build_workflow, download_remote, model_file,
+                                                             write_workflow)
 
 
 def workflow_for_prompt(catalog, prompt: str, *, base: str, negative: str = "", seed: int = 0, steps: int = 20,
@@ -37,6 +38,7 @@ def workflow_for_prompt(catalog, prompt: str, *, base: str, negative: str = "", 
         if catalog.get_adapter(version.adapter).kind == "embedding":
             embeddings.append((token, model_file(version, "embedding", mirror)))
     spec = WorkflowSpec(base=base_file(catalog, base, None, mirror), positive=parsed.clean_prompt,
+                        family=base_family(catalog, base),
                         embeddings=embeddings,
                         negative=negative, loras=loras, seed=seed, steps=steps, cfg=cfg, width=width,
                         height=height, scheduler=scheduler)

@@ -331,3 +331,52 @@ def test_mutated_documents_are_read_or_refused_in_one_line(tmp_path):
             read_needs(path)
         except LoradexError as exc:
             assert "\n" not in str(exc) and str(path) in str(exc), str(exc)
+
+
+def test_flux_export_loads_the_base_in_parts_and_resolves_back(home, tmp_path):
+    """A Flux.1 base (tiny-flux) as ComfyUI loads one: UNETLoader + DualCLIPLoader (type flux) +
+    VAELoader, the LoRA on MODEL and CLIP, the record's guidance on FluxGuidance, sampler cfg 1.0."""
+    catalog, a = home["catalog"], home["a"]
+    out = tmp_path / "flux.json"
+    cli("export-workflow", "a fox <lora:ink-wash:0.6:0.3>", "--base", "tiny-flux", "--cfg", "3.5",
+        "-o", out, "--home", catalog.home)
+    wf = json.loads(out.read_text())
+    _check_links(wf)
+    nodes = {n["type"]: n for n in wf["nodes"]}
+    assert sorted(nodes) == sorted(["UNETLoader", "DualCLIPLoader", "VAELoader", "LoraLoader", "CLIPTextEncode",
+                                    "FluxGuidance", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage"])
+    assert nodes["DualCLIPLoader"]["widgets_values"] == ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux"]
+    assert nodes["FluxGuidance"]["widgets_values"] == [3.5]
+    assert nodes["KSampler"]["widgets_values"][3] == 1.0
+    link = {(l[3], l[4]): l[1] for l in wf["links"]}
+    ids = {t: n["id"] for t, n in nodes.items()}
+    lora = ids["LoraLoader"]
+    assert link[(lora, 0)] == ids["UNETLoader"] and link[(lora, 1)] == ids["DualCLIPLoader"]
+    assert link[(ids["KSampler"], 0)] == lora and link[(ids["KSampler"], 1)] == ids["FluxGuidance"]
+    assert link[(ids["VAEDecode"], 1)] == ids["VAELoader"]
+    assert nodes["UNETLoader"]["properties"]["models"] == [{"name": "tiny-flux.safetensors",
+                                                           "directory": "diffusion_models"}]
+    rows = {m["name"]: m for m in resolve_file(catalog, out).to_dict()["models"]}
+    assert answer(rows["ink-wash.safetensors"]) == ("lora", "sha256", "in_catalog", a.ref, "sha256")
+    assert rows["ink-wash.safetensors"]["weight"] == 0.3  # strength_model: the UNet weight
+    assert {name: rows[name]["kind"] for name in rows if name != "ink-wash.safetensors"} == {
+        "tiny-flux.safetensors": "unet", "clip_l.safetensors": "clip", "t5xxl_fp16.safetensors": "clip",
+        "ae.safetensors": "vae"}
+
+
+def test_sd3_diffusers_folder_gets_triple_clip_and_keeps_cfg(home, tmp_path):
+    from loradex.registry.folders.comfyui_workflow_export import workflow_from_record
+
+    (tmp_path / "sd35").mkdir()
+    folder = write(tmp_path / "sd35" / "model_index.json",
+                   {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": "0.30.0"}).parent
+    record = {"clean_prompt": "a fox", "negative_prompt": "blurry", "seed": 1, "steps": 4, "cfg": 4.5,
+              "base": {"ref": str(folder), "sha256": None}, "stack": []}
+    wf = workflow_from_record(home["catalog"], record)
+    _check_links(wf)
+    nodes = {n["type"]: n for n in wf["nodes"]}
+    assert "FluxGuidance" not in nodes and "CheckpointLoaderSimple" not in nodes
+    assert nodes["TripleCLIPLoader"]["widgets_values"] == ["clip_l.safetensors", "clip_g.safetensors",
+                                                           "t5xxl_fp16.safetensors"]
+    assert nodes["UNETLoader"]["widgets_values"] == ["sd35.safetensors", "default"]
+    assert nodes["KSampler"]["widgets_values"][3] == 4.5

@@ -32,6 +32,13 @@ PROMPT_FIELDS = {"max_sequence_length": 512}
 FIELD_LIMITS = {"max_sequence_length": 512}
 # Flux.1's scheduler shifts by image size (use_dynamic_shifting): no fixed shift to record
 SCHEDULER_FIELDS: tuple = ()
+# How ComfyUI loads a Flux.1 base (its own Flux example workflows): the transformer alone from
+# models/diffusion_models (UNETLoader), CLIP-L + T5-XXL through DualCLIPLoader type "flux", the
+# 16-channel VAE ("ae") through VAELoader; the distilled guidance goes on the positive conditioning
+# (FluxGuidance) and the sampler runs without classifier-free guidance (cfg 1.0)
+COMFYUI_LOADERS = {"clip_loader": "DualCLIPLoader", "clip_files": ("clip_l.safetensors", "t5xxl_fp16.safetensors"),
+                   "clip_type": "flux", "vae_file": "ae.safetensors", "guidance_node": "FluxGuidance",
+                   "sampler_cfg": 1.0}
 
 TINY_RECIPE = {
     "transformer": dict(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,

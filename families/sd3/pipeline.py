@@ -29,6 +29,13 @@ FIELD_LIMITS = {"max_sequence_length": 512}
 # record fields set on the scheduler's config for a render (the flow-matching timestep shift;
 # the default is the base's own scheduler value, 3.0 for SD 3.5)
 SCHEDULER_FIELDS = ("shift",)
+# How ComfyUI loads an SD 3 / 3.5 base split into parts: the MMDiT from models/diffusion_models
+# (UNETLoader), CLIP-L + CLIP-G + T5-XXL through TripleCLIPLoader, the VAE through VAELoader;
+# classifier-free guidance stays on the sampler (the record's cfg)
+COMFYUI_LOADERS = {"clip_loader": "TripleCLIPLoader",
+                   "clip_files": ("clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"),
+                   "clip_type": None, "vae_file": "sd3.5_vae.safetensors", "guidance_node": None,
+                   "sampler_cfg": None}
 
 TINY_RECIPE = {
     "transformer": dict(sample_size=32, patch_size=1, in_channels=4, num_layers=1,

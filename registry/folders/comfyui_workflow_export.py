@@ -2,7 +2,10 @@
 
 The graph is the one ComfyUI's default workflow draws, with a LoRA chain spliced in:
 ``CheckpointLoaderSimple → LoraLoader × n → CLIPTextEncode × 2 → KSampler (EmptyLatentImage) →
-VAEDecode → SaveImage``. The JSON follows the frontend's workflow schema (version 0.4): every
+VAEDecode → SaveImage``. A base whose family's pipeline aspect declares ``COMFYUI_LOADERS``
+(Flux.1, SD 3.5) is loaded in parts instead: ``UNETLoader`` + the declared text-encoder loader
+(DualCLIPLoader / TripleCLIPLoader) + ``VAELoader``, with the declared guidance node (FluxGuidance)
+between the positive prompt and the sampler. The JSON follows the frontend's workflow schema (version 0.4): every
 node has ``id``, ``type``, ``pos``, ``size``, ``flags``, ``order``, ``mode``, ``inputs`` (``link``
 ids), ``outputs`` (``links`` lists, ``slot_index``), ``properties`` and ``widgets_values``; each
 ``links`` row is ``[id, from node, from slot, to node, to slot, type]`` and matches both ends.
@@ -64,6 +67,17 @@ class WorkflowSpec:
     width: int = 512
     height: int = 512
     scheduler: str | None = None
+    family: str | None = None  # the base's family: its pipeline aspect may say how ComfyUI loads it
+
+
+def comfyui_loaders(family: str | None) -> dict | None:
+    """The family's ``COMFYUI_LOADERS`` (separate diffusion-model, text-encoder and VAE loaders, and
+    a guidance node), or None: one CheckpointLoaderSimple holds the whole base."""
+    from loradex.families import find_family
+
+    found = find_family(family) if family else None
+    module = found.aspect("pipeline") if found is not None else None
+    return getattr(module, "COMFYUI_LOADERS", None) if module is not None else None
 
 
 # --- the graph -----------------------------------------------------------------------------
@@ -99,9 +113,8 @@ def build_workflow(spec: WorkflowSpec) -> dict:
     positive_text = comfy_embedding_syntax(spec.positive, spec.embeddings)
     negative_text = comfy_embedding_syntax(spec.negative, spec.embeddings)
     g = _Graph()
-    ckpt = g.node("CheckpointLoaderSimple", [], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
-                  [spec.base.name], (20, 200), models=[spec.base])
-    model_from, clip_from = (ckpt, 0), (ckpt, 1)
+    loaders = comfyui_loaders(spec.family)
+    base_models, (model_from, clip_from, vae_from) = _base_loaders(g, spec.base, loaders)
     for i, (lora, strength_model, strength_clip) in enumerate(spec.loras):
         node = g.node("LoraLoader", [("model", "MODEL"), ("clip", "CLIP")], [("MODEL", "MODEL"), ("CLIP", "CLIP")],
                       [lora.name, float(strength_model), float(strength_clip)], (380 + 340 * i, 200), (315, 126),
@@ -114,12 +127,20 @@ def build_workflow(spec: WorkflowSpec) -> dict:
                       [positive_text], (x, 100), (425, 180))
     negative = g.node("CLIPTextEncode", [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")],
                       [negative_text], (x, 330), (425, 180))
+    positive_from, sampler_cfg = (positive, 0), spec.cfg
+    if loaders and loaders.get("guidance_node"):  # distilled guidance: on the conditioning, not the sampler
+        guidance = g.node(loaders["guidance_node"], [("conditioning", "CONDITIONING")],
+                          [("CONDITIONING", "CONDITIONING")], [float(spec.cfg)], (x + 440, 20), (315, 58))
+        g.link(positive, 0, guidance, "conditioning")
+        positive_from = (guidance, 0)
+    if loaders and loaders.get("sampler_cfg") is not None:
+        sampler_cfg = loaders["sampler_cfg"]
     latent = g.node("EmptyLatentImage", [], [("LATENT", "LATENT")], [int(spec.width), int(spec.height), 1],
                     (x, 560), (315, 106))
     ksampler = g.node("KSampler", [("model", "MODEL"), ("positive", "CONDITIONING"),
                                    ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
                       [("LATENT", "LATENT")],
-                      [int(spec.seed), "fixed", int(spec.steps), float(spec.cfg), sampler, scheduler, 1.0],
+                      [int(spec.seed), "fixed", int(spec.steps), float(sampler_cfg), sampler, scheduler, 1.0],
                       (x + 470, 200), (315, 262))
     decode = g.node("VAEDecode", [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], [],
                     (x + 820, 200), (210, 46))
@@ -127,11 +148,11 @@ def build_workflow(spec: WorkflowSpec) -> dict:
     g.link(*clip_from, positive, "clip")
     g.link(*clip_from, negative, "clip")
     g.link(*model_from, ksampler, "model")
-    g.link(positive, 0, ksampler, "positive")
+    g.link(*positive_from, ksampler, "positive")
     g.link(negative, 0, ksampler, "negative")
     g.link(latent, 0, ksampler, "latent_image")
     g.link(ksampler, 0, decode, "samples")
-    g.link(ckpt, 2, decode, "vae")
+    g.link(*vae_from, decode, "vae")
     g.link(decode, 0, save, "images")
     for node in g.nodes:  # LiteGraph wants ``links: null`` on an output nothing reads
         for output in node["outputs"]:
@@ -139,8 +160,27 @@ def build_workflow(spec: WorkflowSpec) -> dict:
     return {"last_node_id": len(g.nodes), "last_link_id": len(g.links), "nodes": g.nodes, "links": g.links,
             "groups": [], "config": {}, "extra": {"loradex": {"sampler_from": spec.scheduler}},
             "version": WORKFLOW_VERSION,
-            "models": [spec.base.to_dict()] + [lora.to_dict() for lora, _, _ in spec.loras]
+            "models": [m.to_dict() for m in base_models] + [lora.to_dict() for lora, _, _ in spec.loras]
                       + [file.to_dict() for _, file in spec.embeddings]}
+
+
+def _base_loaders(g: _Graph, base: ModelFile, loaders: dict | None):
+    """The base's loader nodes: ``(model files, (MODEL, CLIP, VAE) outputs as (node, slot))``."""
+    if loaders is None:
+        ckpt = g.node("CheckpointLoaderSimple", [], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+                      [base.name], (20, 200), models=[base])
+        return [base], ((ckpt, 0), (ckpt, 1), (ckpt, 2))
+    # the base file is the diffusion model alone, where ComfyUI keeps those
+    unet_file = ModelFile(name=base.name, directory="diffusion_models", sha256=base.sha256, url=base.url)
+    clip_files = [ModelFile(name=name, directory="text_encoders") for name in loaders["clip_files"]]
+    vae_file = ModelFile(name=loaders["vae_file"], directory="vae")
+    unet = g.node("UNETLoader", [], [("MODEL", "MODEL")], [unet_file.name, "default"], (20, 100), (315, 82),
+                  models=[unet_file])
+    clip_widgets = [f.name for f in clip_files] + ([loaders["clip_type"]] if loaders.get("clip_type") else [])
+    clip = g.node(loaders["clip_loader"], [], [("CLIP", "CLIP")], clip_widgets, (20, 240), (315, 130),
+                  models=clip_files)
+    vae = g.node("VAELoader", [], [("VAE", "VAE")], [vae_file.name], (20, 420), (315, 58), models=[vae_file])
+    return [unet_file, *clip_files, vae_file], ((unet, 0), (clip, 0), (vae, 0))
 
 
 def comfy_embedding_syntax(text: str, embeddings: list[tuple[str, ModelFile]]) -> str:
@@ -200,6 +240,38 @@ def base_file(catalog, ref: str, sha256: str | None, remote: RemoteRecord | None
     return ModelFile(name=name, directory="checkpoints", sha256=sha256 if sha256 and len(sha256) == 64 else None)
 
 
+TINY_PREFIX = "tiny-"  # trainer.tiny_pipeline's in-process bases: tiny-<family>
+
+
+def base_family(catalog, ref: str, recorded: str | None = None) -> str | None:
+    """The family of the base ``ref``: the one a prompt record recorded, a catalog checkpoint's
+    base, ``tiny-<family>``, or a local diffusers folder's pipeline class (its ``model_index.json``,
+    read as untrusted JSON); None when none says (a single file keeps the one-node loader)."""
+    from loradex.families import aspects, find_family
+
+    from ..errors import LoradexError
+    from ..untrusted import read_json_file
+
+    if recorded and find_family(recorded) is not None:
+        return recorded
+    try:
+        version = catalog.resolve(ref)
+        return catalog.get_adapter(version.adapter).base
+    except (NotFound, LoradexError):
+        pass
+    if ref.startswith(TINY_PREFIX) and find_family(ref[len(TINY_PREFIX):]) is not None:
+        return ref[len(TINY_PREFIX):]
+    index_path = Path(ref) / "model_index.json"
+    if not index_path.is_file():
+        return None
+    index = read_json_file(index_path, max_bytes=1 << 16)
+    class_name = index.get("_class_name") if isinstance(index, dict) else None
+    for family, module in aspects("pipeline"):
+        if class_name in getattr(module, "PIPELINE_CLASSES", ()):
+            return family.name
+    return None
+
+
 def workflow_from_record(catalog, record: dict, *, remote: str | None = None) -> dict:
     """The workflow that re-makes a prompt record (``generate --save-workflow``)."""
     mirror = download_remote(catalog, remote)
@@ -212,6 +284,7 @@ def workflow_from_record(catalog, record: dict, *, remote: str | None = None) ->
     embeddings = [(e["token"], model_file(catalog.resolve(e["ref"]), "embedding", mirror))
                   for e in record.get("embeddings") or []]
     spec = WorkflowSpec(base=base_file(catalog, base.get("ref") or "model", base.get("sha256"), mirror),
+                        family=base_family(catalog, base.get("ref") or "model", base.get("family")),
                         embeddings=embeddings,
                         positive=record.get("clean_prompt") or "", negative=record.get("negative_prompt") or "",
                         loras=loras, seed=record.get("seed", 0), steps=record.get("steps") or 20,
