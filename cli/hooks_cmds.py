@@ -116,4 +116,5 @@ def hooks_deliver(
     report = deliver_due(open_catalog(home), max_deliveries=limit)
     Output(json_mode=json).result(report.to_dict(), lambda c: c.print(
         f"delivered {report.delivered}, failed {report.failed}"
+        + (f", {report.waiting} waiting (next at {report.next_at:%Y-%m-%d %H:%M:%S} UTC)" if report.waiting else "")
         + (f" ({'; '.join(report.errors[:3])})" if report.errors else ""), soft_wrap=True))

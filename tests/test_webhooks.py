@@ -109,7 +109,11 @@ def test_signed_deliveries_retry_with_backoff_in_order_with_stable_ids(loradex_h
     assert (report.delivered, report.failed) == (0, 1)  # the head failed: the later two wait (order)
     head = min(_pending(catalog), key=lambda d: d.outbox_id)
     assert (head.attempts, head.last_error, head.next_attempt_at) == (1, "HTTP 503", clock.now + timedelta(seconds=10))
-    assert W.deliver_due(catalog, clock=clock).failed == 0 and len(receiver.seen) == 1  # not due yet
+    # the failed head waits for its back-off; the two behind it are due but held (order), not waiting
+    assert (report.waiting, report.next_at) == (1, clock.now + timedelta(seconds=10))
+    assert report.to_dict()["next_at"] == (clock.now + timedelta(seconds=10)).isoformat()
+    again = W.deliver_due(catalog, clock=clock)
+    assert again.failed == 0 and len(receiver.seen) == 1 and again.waiting == 1  # not due yet
     clock.advance(10)
     assert W.deliver_due(catalog, clock=clock).failed == 1  # second failure: back-off doubles
     head = min(_pending(catalog), key=lambda d: d.outbox_id)
@@ -117,7 +121,8 @@ def test_signed_deliveries_retry_with_backoff_in_order_with_stable_ids(loradex_h
     clock.advance(19)
     assert W.deliver_due(catalog, clock=clock).delivered == 0
     clock.advance(1)
-    assert W.deliver_due(catalog, clock=clock).delivered == 3
+    done = W.deliver_due(catalog, clock=clock)
+    assert (done.delivered, done.waiting, done.next_at) == (3, 0, None)
     assert _pending(catalog) == []
 
     seen = receiver.seen
@@ -222,6 +227,16 @@ def test_hooks_on_the_cli_never_print_the_secret_again(loradex_home, tmp_path, r
     rows = json.loads(run("hooks", "deliveries", "--json"))
     assert [(r["event"], r["status"], r["attempts"]) for r in rows] == [("version.added", "delivered", 1),
                                                                         ("hook.test", "delivered", 1)]
+    # a failed delivery waits for its back-off: `hooks deliver` says so (and when the next try is)
+    receiver.fail = 1
+    run("add", str(tiny_safetensors(tmp_path / "b.safetensors", 4)), "--name", "style")
+    assert receiver.seen[-1]["failed"]
+    (pending,) = [r for r in json.loads(run("hooks", "deliveries", "--json")) if r["status"] == "pending"]
+    summary = json.loads(run("hooks", "deliver", "--json"))
+    assert (summary["delivered"], summary["failed"], summary["waiting"]) == (0, 0, 1)
+    assert datetime.fromisoformat(summary["next_at"]) == datetime.fromisoformat(pending["next_attempt_at"])
+    assert run("hooks", "deliver").strip() == (
+        f"delivered 0, failed 0, 1 waiting (next at {datetime.fromisoformat(summary['next_at']):%Y-%m-%d %H:%M:%S} UTC)")
     run("hooks", "rm", str(added["id"]))
     assert json.loads(run("hooks", "list", "--json")) == []
 
@@ -252,7 +267,8 @@ def test_two_workers_on_postgresql_never_double_deliver(pg_url, loradex_home, tm
         return W.httpx_post(url, body, headers, timeout)
 
     W.deliver_due(workers[0], clock=clock, worker="w0", post=post_a)
-    assert nested[0].to_dict() == {"delivered": 0, "failed": 0, "hooks": 0, "errors": []}
+    assert nested[0].to_dict() == {"delivered": 0, "failed": 0, "hooks": 0, "errors": [],
+                                  "waiting": 0, "next_at": None}
     clock.advance(W.BACKOFF_CAP_S)
     for _ in range(10):  # then rounds: both workers pass at once (threads), then the back-off elapses
         start = threading.Barrier(2)

@@ -294,14 +294,29 @@ class DeliveryReport:
     failed: int = 0
     hooks: int = 0
     errors: list[str] = field(default_factory=list)
+    waiting: int = 0  # pending deliveries whose back-off has not run out when the pass ended
+    next_at: datetime | None = None  # the earliest of their next tries
 
     def to_dict(self) -> dict:
-        return {"delivered": self.delivered, "failed": self.failed, "hooks": self.hooks, "errors": self.errors}
+        return {"delivered": self.delivered, "failed": self.failed, "hooks": self.hooks, "errors": self.errors,
+                "waiting": self.waiting, "next_at": self.next_at.isoformat() if self.next_at else None}
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:MAX_ERROR]
+
+
+def _waiting(catalog, at: datetime) -> tuple[int, datetime | None]:
+    """(how many pending deliveries are not due yet at ``at``, the earliest next try among them)."""
+    from sqlalchemy import func
+
+    from ..catalog.db_events import WebhookDeliveryRow
+
+    count, first = catalog.read(lambda s: s.execute(
+        select(func.count(WebhookDeliveryRow.id), func.min(WebhookDeliveryRow.next_attempt_at)).where(
+            WebhookDeliveryRow.status == events.PENDING, WebhookDeliveryRow.next_attempt_at > at)).one())
+    return int(count), _utc(first)
 
 
 def _anything_due(catalog, at: datetime) -> bool:
@@ -395,7 +410,8 @@ def deliver_due(catalog, *, clock: Clock = utcnow, post: Poster = httpx_post, wo
     worker = worker or uuid.uuid4().hex
     report = DeliveryReport()
     if not _anything_due(catalog, clock()):
-        return report  # the common case: a read, no write transaction (serve polls every few seconds)
+        report.waiting, report.next_at = _waiting(catalog, clock())
+        return report  # the common case: reads, no write transaction (serve polls every few seconds)
     claimed = _claim_hooks(catalog, worker, clock(), max_hooks)
     report.hooks = len(claimed)
     tried = 0
@@ -429,6 +445,7 @@ def deliver_due(catalog, *, clock: Clock = utcnow, post: Poster = httpx_post, wo
                     break
     finally:
         _release(catalog, claimed, worker)
+    report.waiting, report.next_at = _waiting(catalog, clock())
     return report
 
 
