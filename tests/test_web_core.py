@@ -416,6 +416,34 @@ def test_hostile_strings_from_add_import_and_pull_render_inert(tmp_path, loradex
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;=x" in client.get("/ui/adapters/hostile-add").text  # a tag key
 
 
+def test_version_page_says_deleted_upstream_escaped(tmp_path, loradex_home):
+    """`loradex outdated` records a version gone upstream in extra["upstream"]; its page says so,
+    escaped like every other stored string; a version seen present says nothing."""
+    from _web_fixtures import add_lora
+    from loradex.registry.catalog.db_schema import VersionRow
+    from loradex.registry.catalog.store import Catalog
+
+    catalog = Catalog(loradex_home)
+    gone = add_lora(catalog, tmp_path, "gone-style", "1.0.0", 1)
+    here = add_lora(catalog, tmp_path, "gone-style", "1.1.0", 2)
+    states = {gone.id: {"state": "deleted", "source": f"civitai:7 {BREAKOUT}", "deleted_at": "2026-11-30"},
+              here.id: {"state": "present", "source": "civitai:8"}}
+
+    def record(s):
+        for version_id, upstream in states.items():
+            row = s.get(VersionRow, version_id)
+            row.extra = {**(row.extra or {}), "upstream": upstream}
+
+    catalog.transact(record)
+    client = signed_in_client(web_app(catalog), ADMIN_TOKEN)
+    page = client.get("/ui/versions/gone-style/1.0.0").text
+    assert "<img src=x" not in page  # (the version page has its own script tag: assert_inert is for the others)
+    notice = re.search(r'<p class="flash bad" id="deleted-upstream">(.*?)</p>', page, re.S)
+    assert notice and " ".join(notice.group(1).split()) == (
+        "deleted upstream on 2026-11-30 (civitai:7 &#34;&gt;&lt;img src=x onerror=alert(2)&gt;); kept here")
+    assert 'id="deleted-upstream"' not in client.get("/ui/versions/gone-style/1.1.0").text
+
+
 # --- loradex ui --------------------------------------------------------------------------------------
 
 def test_loradex_ui_serves_on_loopback_with_a_one_time_link(wc, tmp_path):

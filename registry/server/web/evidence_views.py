@@ -133,6 +133,21 @@ def newest_card(catalog, ref: str):
         return None
 
 
+def deleted_upstream(version) -> dict | None:
+    """``{"date", "source"}`` when `loradex outdated` recorded the version gone where it was pulled
+    from (``extra["upstream"]``, registry.remotes.upstream), else None. The stored values are
+    shown only as short strings (the template escapes them)."""
+    upstream = (version.extra or {}).get("upstream")
+    if not isinstance(upstream, dict) or upstream.get("state") != "deleted":
+        return None
+
+    def text(value, fallback: str) -> str:
+        return value[:120] if isinstance(value, str) and value else fallback
+
+    return {"date": text(upstream.get("deleted_at"), "an unknown day"),
+            "source": text(upstream.get("source"), "its source")}
+
+
 def version_view(catalog, version) -> dict:
     """Everything the version page shows about ``version`` (a catalog ``Version``)."""
     from ...catalog.records import alias_policies
@@ -153,7 +168,7 @@ def version_view(catalog, version) -> dict:
             "here": sorted(a.name for a in aliases if a.version == version.version),
             "alias_names": sorted({a.name for a in aliases} | {p.alias for p in policies} | {"production"}),
             "alias_targets": {a.name: a.version for a in aliases}, "gated": {p.alias for p in policies},
-            "others": others}
+            "others": others, "deleted_upstream": deleted_upstream(version)}
 
 
 def adapter_namespace_of(catalog, name: str) -> str:
