@@ -380,3 +380,7 @@ def test_sd3_diffusers_folder_gets_triple_clip_and_keeps_cfg(home, tmp_path):
                                                            "t5xxl_fp16.safetensors"]
     assert nodes["UNETLoader"]["widgets_values"] == ["sd35.safetensors", "default"]
     assert nodes["KSampler"]["widgets_values"][3] == 4.5
+    # a prompt record names its base's family: a single file of a Flux base is loaded in parts too
+    record["base"] = {"ref": "/models/flux1-dev.safetensors", "family": "flux", "sha256": "cd" * 32}
+    types = {n["type"] for n in workflow_from_record(home["catalog"], record)["nodes"]}
+    assert {"UNETLoader", "DualCLIPLoader", "FluxGuidance"} <= types and "CheckpointLoaderSimple" not in types
