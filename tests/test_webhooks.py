@@ -227,7 +227,11 @@ def test_hooks_on_the_cli_never_print_the_secret_again(loradex_home, tmp_path, r
     rows = json.loads(run("hooks", "deliveries", "--json"))
     assert [(r["event"], r["status"], r["attempts"]) for r in rows] == [("version.added", "delivered", 1),
                                                                         ("hook.test", "delivered", 1)]
-    # a failed delivery waits for its back-off: `hooks deliver` says so (and when the next try is)
+    # a failed delivery waits for its back-off: `hooks deliver` says so (and when the next try is);
+    # the real clock runs here, so the back-off is an hour: no slow machine reaches it mid-test
+    from loradex.registry.remotes import webhooks
+
+    monkeypatch.setattr(webhooks, "BACKOFF_BASE_S", 3600.0)
     receiver.fail = 1
     run("add", str(tiny_safetensors(tmp_path / "b.safetensors", 4)), "--name", "style")
     assert receiver.seen[-1]["failed"]
