@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from loradex.merge.math.fused_projections import Factors
+
 if TYPE_CHECKING:  # torch is imported lazily so the registry side stays light
     import torch
 
@@ -23,26 +25,10 @@ COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "text_encoder_3", "trans
 
 
 @dataclass
-class CanonicalModule:
-    down: "torch.Tensor"
-    up: "torch.Tensor"
-    alpha: "torch.Tensor | None" = None
-
-    @property
-    def rank(self) -> int:
-        return int(self.down.shape[0])
-
-    @property
-    def alpha_value(self) -> float:
-        """Effective alpha: kohya/A1111 treat a missing or zero alpha as alpha = rank."""
-        if self.alpha is None:
-            return float(self.rank)
-        value = float(self.alpha.item())
-        return value if value != 0.0 else float(self.rank)
-
-    @property
-    def scale(self) -> float:
-        return self.alpha_value / self.rank
+class CanonicalModule(Factors):
+    """One module as stored: ``down``, ``up``, ``alpha`` (the 0-dim tensor or None) with rank,
+    effective alpha (a missing or zero alpha is the rank, as kohya/A1111 read it) and scale —
+    the merge math's :class:`~loradex.merge.math.fused_projections.Factors`."""
 
     def to_lora_module(self):
         """The merge-math view (``loradex.merge.math.lora_module.LoraModule``, alpha as a float)."""

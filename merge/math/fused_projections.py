@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 class Factors:
     down: "torch.Tensor"                  # [r, in]
     up: "torch.Tensor"                    # [h, r]
-    alpha: "Optional[torch.Tensor]"       # 0-dim tensor as stored, or None (α = r)
+    alpha: "Optional[torch.Tensor]" = None  # 0-dim tensor as stored, or None (α = r)
 
     @property
     def rank(self) -> int:
