@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,32 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@dataclass
+class CliRun:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cli_main(capsys):
+    """The CLI as a user runs it, through ``main`` (errors become one line, exit 1/2), in this
+    process; never exit 3 and never a traceback."""
+    from loradex.cli.main import main
+
+    def run(*args) -> CliRun:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        result = CliRun(exit_info.value.code or 0, captured.out, captured.err)
+        assert result.exit_code != 3 and "Traceback" not in result.output, result.output
+        return result
+
+    return run

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,32 +34,9 @@ def shapes(folder: Path, n: int = 4) -> Path:
     return write_demo_dataset(folder, n=n)
 
 
-@dataclass
-class Run:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
 @pytest.fixture
-def cli(capsys):
-    """The CLI as a user runs it (errors become one line through ``main``), never exit 3."""
-    from loradex.cli.main import main
-
-    def run(*args) -> Run:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        result = Run(exit_info.value.code or 0, captured.out, captured.err)
-        assert result.exit_code != 3 and "Traceback" not in result.output, result.output
-        return result
-
-    return run
+def cli(cli_main):
+    return cli_main
 
 
 def sha256_file(path: Path) -> str:

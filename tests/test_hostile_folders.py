@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,32 +23,9 @@ from loradex.registry.folders.folder_sync import MANIFEST, read_manifest, sync_f
 from loradex.registry.catalog.operations import MoveAlias, RemoveAlias
 from loradex.registry.folders.webui_export import export_version
 
-@dataclass
-class Run:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
 @pytest.fixture
-def cli(capsys):
-    """The CLI as a user runs it (errors become one line through ``main``), never exit 3."""
-    from loradex.cli.main import main
-
-    def run(*args) -> Run:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        result = Run(exit_info.value.code or 0, captured.out, captured.err)
-        assert result.exit_code != 3 and "Traceback" not in result.output, result.output
-        return result
-
-    return run
+def cli(cli_main):
+    return cli_main
 
 
 def _sha(path: Path) -> str:
