@@ -115,8 +115,13 @@ class Catalog:
     def schema_revision(self) -> str | None:
         try:
             with self.engine.connect() as conn:
+                # "adapters" first: a migration creates it and alembic_version in one transaction, so
+                # once it is visible the revision is too. Asked the other way round, a first-use
+                # migration committing between the two questions (another process, PostgreSQL's
+                # read committed) looked like a catalog whose revision had been dropped.
+                has_tables = inspect(conn).has_table("adapters")
                 if not inspect(conn).has_table("alembic_version"):
-                    if inspect(conn).has_table("adapters"):
+                    if has_tables:
                         raise CatalogError(
                             f"the catalog {self._where()} has tables but no schema revision "
                             "(alembic_version was emptied or dropped)",
