@@ -60,13 +60,31 @@ def wait_for(driver, condition, message: str = ""):
     return WebDriverWait(driver, WAIT_S).until(condition, message)
 
 
+def replaced(page):
+    """The condition "``page`` (an element) left the document": selenium's ``staleness_of``, plus
+    chromedriver's other answer when the node goes mid-navigation ("Node with given id does not
+    belong to the document", a plain WebDriverException) — the same fact, seen under load."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def gone(_driver) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return gone
+
+
 def submit(driver, button) -> None:
     """Click a submit button and wait for the next page to replace this one."""
-    from selenium.webdriver.support import expected_conditions as EC
-
     page = one(driver, "html")
     button.click()
-    wait_for(driver, EC.staleness_of(page), "the form did not navigate")
+    wait_for(driver, replaced(page), "the form did not navigate")
     wait_for(driver, lambda d: d.execute_script("return document.readyState") == "complete")
 
 
