@@ -506,13 +506,7 @@ def _pull_one_into(catalog, target: HubTarget, token, dest: Path, *, progress, n
                                "recipe": recipe}],
                      progress=None)
     # From here on nothing the remote sent can fail: it was all checked above.
-    result = HubPullResult(catalog.resolve(added.version.ref), target.repo_id, target.endpoint,
-                           target.revision, commit, downloaded_bytes=sum(p.stat().st_size for p in got.values()),
-                           resumed_from=resumed, had_manifest=manifest is not None, note=added.note)
-    _store_evidence(catalog, evidence, manifest, result.version, result)
-    _apply_aliases(catalog, target, heads, commit, result.version, result)
-    record_sync(catalog, target.remote, result.version.id, "pull", f"{target.repo_id}@{target.revision}", commit)
-    return result
+    return _finish_pull(catalog, target, added, commit, got, resumed, manifest, evidence, heads)
 
 
 def _pull_files(catalog, target: HubTarget, token, dest: Path, commit: str, got: dict, manifest, front, body,
@@ -559,6 +553,13 @@ def _pull_files(catalog, target: HubTarget, token, dest: Path, commit: str, got:
                       extra={"hub": hub_extra}, link=True, alias=alias,
                       lineage=[{"relation": "pulled_from", "external_parent": _hub_external(target, commit),
                                 "recipe": recipe}])
+    return _finish_pull(catalog, target, added, commit, got, resumed, manifest, evidence, heads)
+
+
+def _finish_pull(catalog, target: HubTarget, added, commit: str, got: dict, resumed, manifest, evidence,
+                 heads) -> "HubPullResult":
+    """After the version is added (one file or several): the result, the evidence that came along,
+    the aliases the repo's branches name, and the sync record."""
     result = HubPullResult(catalog.resolve(added.version.ref), target.repo_id, target.endpoint,
                            target.revision, commit, downloaded_bytes=sum(p.stat().st_size for p in got.values()),
                            resumed_from=resumed, had_manifest=manifest is not None, note=added.note)
